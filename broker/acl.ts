@@ -1,0 +1,91 @@
+import { filterWithin, topicMatches } from '../protocol/index.js';
+import type { Device } from './devices.js';
+
+/**
+ * Access rules of CONTRACT section 5, as pure functions.
+ * An edge broker serves one warehouse (`edgeWarehouse`); central serves all of them.
+ */
+export type BrokerRole = 'edge' | 'central';
+
+/** May this device connect to a broker of this role (and, on an edge, this warehouse)? */
+export function mayConnect(device: Device, role: BrokerRole, edgeWarehouse?: string): boolean {
+  const ownEdge = role === 'edge' && edgeWarehouse !== undefined && edgeWarehouse === device.warehouse;
+  switch (device.kind) {
+    case 'scanner':
+    case 'shelf':
+      return ownEdge;
+    case 'display':
+      return ownEdge || role === 'central';
+    case 'gateway':
+    case 'processor':
+      return role === 'central';
+  }
+}
+
+/**
+ * Topic patterns a device may publish to. Grants exist only on the role the device may connect to,
+ * so a misconfigured edge or central still refuses.
+ */
+export function publishGrants(device: Device, role: BrokerRole): string[] {
+  const wh = device.warehouse;
+  switch (device.kind) {
+    case 'scanner':
+    case 'shelf':
+      return role === 'edge' ? [`wh/${wh}/dev/${device.id}/event`] : [];
+    case 'display':
+      return [];
+    case 'gateway':
+      return role === 'central' ? [`wh/${wh}/dev/+/event`, `wh/${wh}/status`] : [];
+    case 'processor':
+      return role === 'central' ? ['wh/#', 'stock/#', 'alerts/#'] : [];
+  }
+}
+
+/** Topic filters a device may subscribe to, or any filter within them. */
+export function subscribeGrants(device: Device, role: BrokerRole): string[] {
+  const wh = device.warehouse;
+  switch (device.kind) {
+    case 'scanner':
+    case 'shelf':
+      return role === 'edge'
+        ? [`wh/${wh}/dev/${device.id}/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#', `wh/${wh}/status`]
+        : [];
+    case 'display':
+      // On central a display sees every warehouse; alerts/# too, since the live display shows recent alerts.
+      return role === 'edge'
+        ? [`wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, `wh/${wh}/status`, 'stock/#']
+        : ['wh/+/stock/#', 'wh/+/shelf/#', 'wh/+/status', 'stock/#', 'alerts/#'];
+    case 'gateway':
+      return role === 'central' ? [`wh/${wh}/dev/+/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#'] : [];
+    case 'processor':
+      return role === 'central' ? ['#'] : [];
+  }
+}
+
+/** A concrete topic name: non-empty, no wildcards. */
+export function isTopicName(topic: string): boolean {
+  return topic.length > 0 && !topic.includes('+') && !topic.includes('#');
+}
+
+/** A well-formed filter (MQTT-4.7.1): `#` only as the whole last level, `+` only as a whole level. */
+export function isTopicFilter(filter: string): boolean {
+  if (filter.length === 0) return false;
+  const levels = filter.split('/');
+  return levels.every((level, i) => {
+    if (level === '#') return i === levels.length - 1;
+    if (level === '+') return true;
+    return !level.includes('#') && !level.includes('+');
+  });
+}
+
+/** May this device publish to `topic`? Nobody publishes to `$SYS/...` (or any `$` topic). */
+export function mayPublish(device: Device, topic: string, role: BrokerRole): boolean {
+  if (!isTopicName(topic) || topic.startsWith('$')) return false;
+  return publishGrants(device, role).some((grant) => topicMatches(grant, topic));
+}
+
+/** May this device subscribe to `filter`? A filter wider than every grant is refused. */
+export function maySubscribe(device: Device, filter: string, role: BrokerRole): boolean {
+  if (!isTopicFilter(filter)) return false;
+  return subscribeGrants(device, role).some((grant) => filterWithin(filter, grant));
+}

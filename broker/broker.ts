@@ -1,0 +1,326 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Aedes, type AedesOptions, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { EVENT_FILTER, MAX_EVENT_BYTES, isIdent, topicMatches } from '../protocol/index.js';
+import { mayConnect, mayPublish, maySubscribe, type BrokerRole } from './acl.js';
+import { hashPassword, verifyPassword, type Device, type DeviceKind, type DeviceRegistry } from './devices.js';
+import { guardFrameSize, PUBLISH_PACKET_TYPE } from './frame-guard.js';
+import { listenTcp, listenTls, listenWebSocket, type Listener, type TlsListenerOptions } from './listeners.js';
+import { createBrokerMetrics, type BrokerMetrics, type ConnectionRefusal, type PublishRefusal } from './metrics.js';
+
+/** A connected, authenticated client: the device comes from the credential, never from a payload. */
+export interface AuthedClient {
+  readonly clientId: string;
+  readonly device: Device;
+}
+
+/** A device event publish, as handed to `onDevicePublish`. */
+export interface DevicePublish {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1 | 2;
+  readonly retain: boolean;
+}
+
+export interface BrokerOptions {
+  role: BrokerRole;
+  /** The warehouse an edge broker serves; required when `role` is `edge`. */
+  edgeWarehouse?: string;
+  devices: DeviceRegistry;
+  /** Interface to listen on. Default `0.0.0.0`. */
+  host?: string;
+  /** MQTT over TCP; `0` picks a free port. Default 1883 on an edge, 1884 on central (CONTRACT section 1). */
+  mqttPort?: number;
+  /** MQTT over WebSocket; `0` picks a free port, `null` means no WebSocket listener. Default 8083 edge, 8084 central. */
+  wsPort?: number | null;
+  /** MQTT over TLS listener; absent means none. */
+  tls?: TlsListenerOptions;
+  /**
+   * Largest publish payload the broker accepts, in bytes; a larger publish is refused and its client
+   * disconnected. Must exceed the 8 KiB event limit, which is enforced later as a dead letter. Default 64 KiB.
+   */
+  maxPayloadBytes?: number;
+  registry: Registry;
+  log: Logger;
+  /**
+   * Called for every authorised publish to `wh/+/dev/+/event` (never for wills), before aedes sends the
+   * PUBACK: the edge fsyncs its outbox here, central commits. A rejection refuses the publish and
+   * disconnects the client, which keeps the message and sends it again.
+   */
+  onDevicePublish?: (client: AuthedClient, packet: DevicePublish) => Promise<void>;
+  /** aedes persistence (e.g. aedes-persistence-redis for a cluster); default in memory. */
+  persistence?: AedesOptions['persistence'];
+  /** aedes message emitter (e.g. mqemitter-redis for a cluster); default in process. */
+  mq?: AedesOptions['mq'];
+}
+
+/** Ports actually bound, with a key for each listener that runs. */
+export interface BrokerPorts {
+  mqtt: number;
+  ws?: number;
+  mqtts?: number;
+}
+
+const DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024;
+// Most the broker will ever buffer for one packet, in bytes; above it the connection is cut at the header.
+const MAX_PAYLOAD_CEILING_BYTES = 16 * 1024 * 1024;
+// Room for the topic and properties of a publish on top of its payload, in bytes. Stockwire topics are < 300 bytes.
+const FRAME_OVERHEAD_BYTES = 8 * 1024;
+// A client whose socket does not drain within this many ms is disconnected, so it cannot stall delivery to others.
+const DRAIN_TIMEOUT_MS = 30_000;
+// Deepest topic accepted, in levels; the deepest stockwire topic (`wh/{wh}/shelf/{location}/{sku}`) has 5.
+const MAX_TOPIC_LEVELS = 16;
+// Longest username or topic copied into a log line, in characters.
+const LOG_TEXT_CHARS = 128;
+
+// CONNACK return codes (MQTT 3.1.1, 3.2.2.3).
+const RC_IDENTIFIER_REJECTED = 2;
+const RC_SERVER_UNAVAILABLE = 3;
+const RC_BAD_CREDENTIALS = 4;
+const RC_NOT_AUTHORIZED = 5;
+
+class PublishRefused extends Error {
+  constructor(readonly reason: PublishRefusal) {
+    super(`publish refused: ${reason}`);
+    this.name = 'PublishRefused';
+  }
+}
+
+function clip(text: string): string {
+  return text.length > LOG_TEXT_CHARS ? `${text.slice(0, LOG_TEXT_CHARS)}…` : text;
+}
+
+function payloadBytes(payload: PublishPacket['payload']): number {
+  return typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+}
+
+/** The aedes broker of an edge or of central: listeners, authentication, ACL, the device-event hook and metrics. */
+export class StockwireBroker {
+  readonly aedes: Aedes;
+  readonly role: BrokerRole;
+  readonly edgeWarehouse: string | undefined;
+  readonly maxPayloadBytes: number;
+
+  private readonly options: BrokerOptions;
+  private readonly log: Logger;
+  private readonly metrics: BrokerMetrics;
+  private readonly devices: DeviceRegistry;
+  private readonly authed = new WeakMap<Client, Device>();
+  private readonly ready = new Set<Client>();
+  private readonly hooksInFlight = new Set<Promise<void>>();
+  private listeners: Listener[] = [];
+  private dummyHash: string | undefined;
+  private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
+
+  constructor(options: BrokerOptions) {
+    const problems: string[] = [];
+    if (options.role !== 'edge' && options.role !== 'central') problems.push(`role: must be edge or central (got ${String(options.role)})`);
+    if (options.role === 'edge' && !isIdent(options.edgeWarehouse)) problems.push('edgeWarehouse: an edge broker needs the identifier of its warehouse');
+    const maxPayloadBytes = options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+    if (!Number.isInteger(maxPayloadBytes) || maxPayloadBytes <= MAX_EVENT_BYTES || maxPayloadBytes > MAX_PAYLOAD_CEILING_BYTES) {
+      problems.push(`maxPayloadBytes: must be an integer above the ${MAX_EVENT_BYTES}-byte event limit and at most ${MAX_PAYLOAD_CEILING_BYTES}`);
+    }
+    if (problems.length > 0) throw new Error(`invalid broker options:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+
+    this.options = options;
+    this.role = options.role;
+    this.edgeWarehouse = options.role === 'edge' ? options.edgeWarehouse : undefined;
+    this.maxPayloadBytes = maxPayloadBytes;
+    this.devices = options.devices;
+    this.log = options.log.child({ component: 'broker', role: options.role, ...(this.edgeWarehouse ? { wh: this.edgeWarehouse } : {}) });
+    this.metrics = createBrokerMetrics(options.registry);
+    // No fixed `id`: aedes uses a fresh uuid per instance, which clustering needs.
+    this.aedes = new Aedes({
+      drainTimeout: DRAIN_TIMEOUT_MS,
+      maxTopicLevels: MAX_TOPIC_LEVELS,
+      persistence: options.persistence,
+      mq: options.mq,
+      authenticate: (client, username, password, done) => {
+        void this.authenticate(client, username, password).then((refusal) => (refusal === null ? done(null, true) : done(refusal, false)));
+      },
+      authorizePublish: (client, packet, done) => {
+        void this.authorizePublish(client, packet).then((refusal) => done(refusal));
+      },
+      authorizeSubscribe: (client, sub, done) => done(null, this.authorizeSubscribe(client, sub)),
+    });
+    this.aedes.on('clientReady', (client) => {
+      const device = this.authed.get(client);
+      if (device === undefined) return;
+      this.ready.add(client);
+      this.metrics.connectedClients.inc({ kind: device.kind });
+      this.log.info({ clientId: client.id, device: device.id, kind: device.kind }, 'client connected');
+    });
+    this.aedes.on('clientDisconnect', (client) => {
+      const device = this.authed.get(client);
+      if (device === undefined || !this.ready.delete(client)) return;
+      this.metrics.connectedClients.dec({ kind: device.kind });
+      this.log.info({ clientId: client.id, device: device.id, kind: device.kind }, 'client disconnected');
+    });
+    this.aedes.on('clientError', (client, err) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
+    this.aedes.on('connectionError', (_client, err) => this.log.debug({ err: err.message }, 'connection error'));
+  }
+
+  /** Starts aedes and the listeners; resolves with the ports actually bound. */
+  async start(): Promise<BrokerPorts> {
+    if (this.state !== 'new') throw new Error(`broker cannot start: it is ${this.state}`);
+    this.state = 'starting';
+    const host = this.options.host ?? '0.0.0.0';
+    const edge = this.role === 'edge';
+    // Unknown users are checked against this hash, so a refusal takes as long whether or not the user exists.
+    this.dummyHash = await hashPassword(randomUUID());
+    await this.aedes.listen();
+    const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
+    const accept = (stream: Duplex, req?: IncomingMessage): void => {
+      const client = this.aedes.handle(stream, req);
+      guardFrameSize(stream, frameLimit, (packetType, lengthBytes) => this.onOversizeFrame(client, packetType, lengthBytes));
+    };
+    try {
+      const ports: BrokerPorts = { mqtt: 0 };
+      const mqtt = await listenTcp(this.options.mqttPort ?? (edge ? 1883 : 1884), host, accept);
+      this.listeners.push(mqtt);
+      ports.mqtt = mqtt.port;
+      const wsPort = this.options.wsPort === undefined ? (edge ? 8083 : 8084) : this.options.wsPort;
+      if (wsPort !== null) {
+        const ws = await listenWebSocket(wsPort, host, frameLimit, accept);
+        this.listeners.push(ws);
+        ports.ws = ws.port;
+      }
+      if (this.options.tls !== undefined) {
+        const tls = await listenTls(this.options.tls, host, accept);
+        this.listeners.push(tls);
+        ports.mqtts = tls.port;
+      }
+      this.state = 'running';
+      this.log.info(ports, 'broker listening');
+      return ports;
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  /**
+   * Stops accepting, lets device-event hooks in flight finish (so their PUBACKs go out), disconnects
+   * every client and closes the listeners. Resolves once nothing the broker started is still running.
+   */
+  async stop(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.state = 'stopping';
+    for (const listener of this.listeners) listener.stopAccepting();
+    await this.settleHooks();
+    await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    await Promise.all(this.listeners.map((l) => l.close()));
+    this.listeners = [];
+    await this.settleHooks(); // any that began between the first wait and the disconnect
+    this.state = 'stopped';
+    this.log.info('broker stopped');
+  }
+
+  private async settleHooks(): Promise<void> {
+    while (this.hooksInFlight.size > 0) await Promise.allSettled([...this.hooksInFlight]);
+  }
+
+  private refuseConnection(reason: ConnectionRefusal, returnCode: number, fields: Record<string, unknown>): AuthenticateError {
+    this.metrics.connectionRefusals.inc({ reason });
+    this.log.warn({ ...fields, reason }, 'connection refused');
+    return Object.assign(new Error(`connection refused: ${reason}`), { returnCode }) as AuthenticateError;
+  }
+
+  /** Resolves null when the client may connect, else the refusal to hand to aedes. Never rejects. */
+  private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<AuthenticateError | null> {
+    const clientId = clip(client.id ?? '');
+    try {
+      if (username === undefined || username === '') return this.refuseConnection('anonymous', RC_NOT_AUTHORIZED, { clientId });
+      const fields = { username: clip(username), clientId };
+      const device = this.devices.get(username);
+      if (device === undefined) {
+        await verifyPassword(password ?? '', this.dummyHash ?? '');
+        return this.refuseConnection('unknown_user', RC_BAD_CREDENTIALS, fields);
+      }
+      if (password === undefined || !(await verifyPassword(password, device.passwordHash))) {
+        return this.refuseConnection('bad_password', RC_BAD_CREDENTIALS, fields);
+      }
+      if (!mayConnect(device, this.role, this.edgeWarehouse)) {
+        return this.refuseConnection('kind_not_allowed', RC_NOT_AUTHORIZED, { ...fields, kind: device.kind, warehouse: device.warehouse });
+      }
+      // The client id must belong to this device (`<id>` or `<id>-…`), so no device can take over another's session.
+      if (this.devices.ownerOfClientId(client.id)?.id !== device.id) {
+        return this.refuseConnection('client_id', RC_IDENTIFIER_REJECTED, fields);
+      }
+      this.authed.set(client, device);
+      return null;
+    } catch (err) {
+      this.log.error({ err, clientId }, 'authentication failed');
+      return this.refuseConnection('error', RC_SERVER_UNAVAILABLE, { clientId });
+    }
+  }
+
+  /** Resolves null when the publish may go on (and the hook, if any, has finished), else the refusal. Never rejects. */
+  private async authorizePublish(client: Client | null, packet: PublishPacket): Promise<Error | null> {
+    // A will is authorised like any publish of its client, but never goes through the hook.
+    // With a null client it is the will of a session whose client is gone: owner from its client id.
+    const willClientId = (packet as { clientId?: unknown }).clientId;
+    const isWill = client === null || packet === (client as unknown as { will?: unknown }).will;
+    const device =
+      client !== null ? this.authed.get(client) : typeof willClientId === 'string' ? this.devices.ownerOfClientId(willClientId) : undefined;
+    const clientId = client?.id ?? (typeof willClientId === 'string' ? willClientId : '');
+    const kind: DeviceKind | 'unknown' = device?.kind ?? 'unknown';
+    const refuse = (reason: PublishRefusal, extra: Record<string, unknown> = {}): PublishRefused => {
+      this.metrics.publishRefusals.inc({ reason, kind });
+      this.log.warn({ clientId: clip(clientId), device: device?.id, kind, topic: clip(packet.topic), will: isWill, reason, ...extra }, 'publish refused');
+      return new PublishRefused(reason);
+    };
+
+    if (device === undefined) return refuse('unknown_client');
+    if (packet.topic.startsWith('$SYS')) return refuse('sys');
+    const bytes = payloadBytes(packet.payload);
+    if (bytes > this.maxPayloadBytes) return refuse('too_large', { bytes });
+    if (!mayPublish(device, packet.topic, this.role)) return refuse('acl');
+    if (isWill) return null;
+
+    if (this.options.onDevicePublish !== undefined && topicMatches(EVENT_FILTER, packet.topic)) {
+      // Refused while stopping: the device keeps the event and sends it to the next instance.
+      if (this.state === 'stopping' || this.state === 'stopped') return refuse('stopping');
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      const hook = this.options.onDevicePublish(
+        { clientId: clientId, device },
+        { topic: packet.topic, payload, qos: packet.qos, retain: packet.retain },
+      );
+      this.hooksInFlight.add(hook);
+      try {
+        await hook;
+      } catch (err) {
+        return refuse('hook_failed', { err });
+      } finally {
+        this.hooksInFlight.delete(hook);
+      }
+    }
+    this.metrics.messagesReceived.inc({ kind });
+    return null;
+  }
+
+  /** The subscription to grant, or null: aedes then answers QoS 128 for it (MQTT-3.9.3), without disconnecting. */
+  private authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {
+    const device = this.authed.get(client);
+    if (device !== undefined && maySubscribe(device, sub.topic, this.role)) return sub;
+    const kind = device?.kind ?? 'unknown';
+    this.metrics.subscribeRefusals.inc({ kind });
+    this.log.warn({ clientId: clip(client.id ?? ''), device: device?.id, kind, filter: clip(sub.topic) }, 'subscription refused');
+    return null;
+  }
+
+  private onOversizeFrame(client: Client, packetType: number, lengthBytes: number): void {
+    const device = this.authed.get(client);
+    const fields = { clientId: clip(client.id ?? ''), device: device?.id, kind: device?.kind ?? 'unknown', packetType, lengthBytes };
+    if (packetType === PUBLISH_PACKET_TYPE) this.metrics.publishRefusals.inc({ reason: 'too_large', kind: fields.kind });
+    this.log.warn(fields, 'oversized packet, connection closed');
+  }
+}
+
+/** Creates (does not start) the broker of an edge or of central. Throws when the options are invalid. */
+export function createBroker(options: BrokerOptions): StockwireBroker {
+  return new StockwireBroker(options);
+}

@@ -1,0 +1,52 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+export type ConnectionRefusal = 'anonymous' | 'unknown_user' | 'bad_password' | 'kind_not_allowed' | 'client_id' | 'error';
+export type PublishRefusal = 'acl' | 'sys' | 'too_large' | 'hook_failed' | 'unknown_client' | 'stopping';
+
+/** Broker metrics. Labels are bounded: kinds and reasons only, never device ids or topics. */
+export interface BrokerMetrics {
+  connectedClients: Gauge<'kind'>;
+  connectionRefusals: Counter<'reason'>;
+  publishRefusals: Counter<'reason' | 'kind'>;
+  subscribeRefusals: Counter<'kind'>;
+  messagesReceived: Counter<'kind'>;
+}
+
+/**
+ * Registers the broker metrics on `registry`. A metric already registered there (a second broker
+ * sharing the registry in one process) is reused, so their counts add up instead of throwing.
+ */
+export function createBrokerMetrics(registry: Registry): BrokerMetrics {
+  function reuse<T>(name: string, make: () => T): T {
+    return (registry.getSingleMetric(name) as T | undefined) ?? make();
+  }
+  const registers = [registry];
+  return {
+    connectedClients: reuse(
+      'stockwire_broker_connected_clients',
+      () => new Gauge({ name: 'stockwire_broker_connected_clients', help: 'Authenticated MQTT clients connected, by device kind', labelNames: ['kind'], registers }),
+    ),
+    connectionRefusals: reuse(
+      'stockwire_broker_connection_refusals_total',
+      () => new Counter({ name: 'stockwire_broker_connection_refusals_total', help: 'MQTT connections refused, by reason', labelNames: ['reason'], registers }),
+    ),
+    publishRefusals: reuse(
+      'stockwire_broker_publish_refusals_total',
+      () =>
+        new Counter({
+          name: 'stockwire_broker_publish_refusals_total',
+          help: 'MQTT publishes refused (the client is disconnected), by reason and device kind',
+          labelNames: ['reason', 'kind'],
+          registers,
+        }),
+    ),
+    subscribeRefusals: reuse(
+      'stockwire_broker_subscribe_refusals_total',
+      () => new Counter({ name: 'stockwire_broker_subscribe_refusals_total', help: 'MQTT subscriptions refused (granted QoS 128), by device kind', labelNames: ['kind'], registers }),
+    ),
+    messagesReceived: reuse(
+      'stockwire_broker_messages_received_total',
+      () => new Counter({ name: 'stockwire_broker_messages_received_total', help: 'MQTT publishes accepted from clients, by device kind', labelNames: ['kind'], registers }),
+    ),
+  };
+}

@@ -1,0 +1,361 @@
+import type pg from 'pg';
+import { deltaOf, ErrorCode, MAX_EVENT_BYTES, ValidationError, type GlobalStock, type ShelfReading, type StockEvent } from '../../protocol/index.js';
+import { compareKeys, eventKey, stockKey, type BookEvent, type OrderKey } from '../ledger/ledger.js';
+import { isDataError, isRetryable } from '../db/pool.js';
+import type { BatchResult, Decision, NegativeStock, Parsed } from './types.js';
+
+type LevelEvent = Extract<StockEvent, { type: 'level' }>;
+
+const MAX_RETRIES = 5; // deadlocks and serialization failures are retried this many times
+
+interface Row {
+  wh: string;
+  sku: string;
+  on_hand: number;
+  reserved: number;
+  anchor_ms: string | null;
+  anchor_id: string | null;
+  anchor_device: string | null;
+  anchor_qty: number | null;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const clean = (s: string) => s.replaceAll('\u0000', '\\u0000'); // text columns refuse U+0000
+
+/**
+ * Applies a batch in one transaction (DESIGN "Batching in the processor").
+ * A data error that a row causes is isolated by splitting the batch until the one
+ * poison event is alone; it then becomes a dead letter and the rest commits.
+ */
+export async function applyBatch(pool: pg.Pool, items: Parsed[]): Promise<BatchResult> {
+  try {
+    return await withRetry(pool, items);
+  } catch (err) {
+    if (!isDataError(err)) throw err;
+    if (items.length === 1) {
+      const only = items[0] as Parsed;
+      const error = new ValidationError(ErrorCode.schemaViolation, `database refused the event: ${(err as Error).message}`);
+      const poisoned: Parsed = { delivery: only.delivery, ok: false, id: only.ok ? only.event.id : only.id, error };
+      return withRetry(pool, [poisoned]);
+    }
+    const mid = items.length >> 1;
+    const a = await applyBatch(pool, items.slice(0, mid));
+    const b = await applyBatch(pool, items.slice(mid));
+    return mergeResults(a, b);
+  }
+}
+
+async function withRetry(pool: pg.Pool, items: Parsed[]): Promise<BatchResult> {
+  for (let attempt = 0; ; attempt++) {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await transact(client, items);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      if (!isRetryable(err) || attempt >= MAX_RETRIES) throw err;
+    } finally {
+      client.release();
+    }
+  }
+}
+
+async function transact(client: pg.PoolClient, items: Parsed[]): Promise<BatchResult> {
+  const decisions: Decision[] = new Array(items.length);
+  const result: BatchResult = { decisions, warehouseStock: [], globalStock: [], shelves: [], negative: [], deadLetters: [], applied: [] };
+
+  // 1. Dead letters, and dedupe inside the batch (a duplicate storm can put one key in a batch many times).
+  const firstIndex = new Map<string, number>();
+  const unique: number[] = [];
+  const inBatchDuplicates: number[] = [];
+  const dead: number[] = [];
+  items.forEach((item, i) => {
+    if (!item.ok) return void dead.push(i);
+    const key = eventKey(item.event);
+    if (firstIndex.has(key)) inBatchDuplicates.push(i);
+    else {
+      firstIndex.set(key, i);
+      unique.push(i);
+    }
+  });
+  if (dead.length > 0) await insertDeadLetters(client, items, dead, result);
+
+  // 2. Inbox: which keys are new. The unique key is the dedupe, across processes and restarts.
+  const fresh = new Set<number>();
+  if (unique.length > 0) {
+    const ev = unique.map((i) => (items[i] as Parsed & { ok: true }).event);
+    const { rows } = await client.query<{ wh: string; device: string; id: string }>(
+      `INSERT INTO inbox (wh, device, id, sku)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+       ON CONFLICT DO NOTHING RETURNING wh, device, id`,
+      [ev.map((e) => e.wh), ev.map((e) => e.device), ev.map((e) => e.id), ev.map((e) => e.sku)],
+    );
+    for (const r of rows) fresh.add(firstIndex.get(eventKey(r)) as number);
+  }
+  const freshBook: { i: number; e: BookEvent }[] = [];
+  const freshLevel: LevelEvent[] = [];
+  for (const i of fresh) {
+    const e = (items[i] as Parsed & { ok: true }).event;
+    if (e.type === 'level') freshLevel.push(e);
+    else freshBook.push({ i, e });
+  }
+
+  // 3. Event log and shelf readings.
+  if (freshBook.length > 0) await insertEvents(client, freshBook.map((f) => f.e));
+  if (freshLevel.length > 0) result.shelves = await insertShelfReadings(client, freshLevel);
+
+  // 4. Book stock: lock the touched rows in key order (no deadlocks between processors), then decide.
+  const groups = new Map<string, BookEvent[]>();
+  for (const { e } of freshBook) {
+    const k = stockKey(e.wh, e.sku);
+    const list = groups.get(k);
+    if (list) list.push(e);
+    else groups.set(k, [e]);
+  }
+  const levels = new Map<string, { onHand: number; reserved: number }>();
+  if (groups.size > 0) await applyStock(client, groups, levels, result);
+
+  // 5. Current levels for duplicates whose rows this batch did not touch.
+  const duplicateIdx = [...inBatchDuplicates, ...unique.filter((i) => !fresh.has(i))];
+  const missing = new Map<string, { wh: string; sku: string }>();
+  for (const i of duplicateIdx) {
+    const e = (items[i] as Parsed & { ok: true }).event;
+    const k = stockKey(e.wh, e.sku);
+    if (e.type !== 'level' && !levels.has(k)) missing.set(k, { wh: e.wh, sku: e.sku });
+  }
+  if (missing.size > 0) {
+    const m = [...missing.values()];
+    const { rows } = await client.query<{ wh: string; sku: string; on_hand: number; reserved: number }>(
+      `SELECT wh, sku, on_hand, reserved FROM stock WHERE (wh, sku) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [m.map((r) => r.wh), m.map((r) => r.sku)],
+    );
+    for (const r of rows) levels.set(stockKey(r.wh, r.sku), { onHand: r.on_hand, reserved: r.reserved });
+  }
+
+  // 6. Decisions, in input order.
+  const now = Date.now();
+  items.forEach((item, i) => {
+    if (!item.ok) {
+      decisions[i] = { status: 'rejected', id: item.id, error: item.error.toBody() };
+      return;
+    }
+    const e = item.event;
+    const level = e.type === 'level' ? undefined : levels.get(stockKey(e.wh, e.sku));
+    const stock = level && { onHand: level.onHand, available: level.onHand - level.reserved };
+    const status = fresh.has(i) ? 'applied' : 'duplicate';
+    decisions[i] = stock ? { status, id: e.id, stock } : { status, id: e.id };
+    if (status === 'applied') result.applied.push({ type: e.type, wh: e.wh, lagMs: now - e.ts });
+  });
+  return result;
+}
+
+async function insertDeadLetters(client: pg.PoolClient, items: Parsed[], dead: number[], result: BatchResult): Promise<void> {
+  const rows = dead.map((i) => {
+    const item = items[i] as Parsed & { ok: false };
+    const d = item.delivery;
+    return { wh: d.wh, device: d.device, id: item.id, topic: clean(d.topic), code: item.error.code, reason: clean(item.error.message), raw: d.payload.subarray(0, MAX_EVENT_BYTES), source: d.source };
+  });
+  await client.query(
+    `INSERT INTO dead_letters (wh, device, event_id, topic, code, reason, raw, source)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[])`,
+    [rows.map((r) => r.wh), rows.map((r) => r.device), rows.map((r) => r.id), rows.map((r) => r.topic), rows.map((r) => r.code), rows.map((r) => r.reason), rows.map((r) => r.raw), rows.map((r) => r.source)],
+  );
+  for (const r of rows) result.deadLetters.push({ wh: r.wh, device: r.device, code: r.code, reason: r.reason });
+}
+
+async function insertEvents(client: pg.PoolClient, events: BookEvent[]): Promise<void> {
+  await client.query(
+    `INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, location, reservation, reason, payload, received_at)
+     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[],
+                          $9::text[], $10::text[], $11::text[], $12::jsonb[], $13::timestamptz[])`,
+    [
+      events.map((e) => iso(e.ts)),
+      events.map((e) => e.wh),
+      events.map((e) => e.device),
+      events.map((e) => e.id),
+      events.map((e) => e.type),
+      events.map((e) => e.sku),
+      events.map((e) => e.qty),
+      events.map((e) => (e.type === 'counted' ? 0 : deltaOf(e))),
+      events.map((e) => e.location ?? null),
+      events.map((e) => ('reservation' in e ? (e.reservation ?? null) : null)),
+      events.map((e) => e.reason ?? null),
+      events.map((e) => JSON.stringify(e.payload)),
+      events.map((e) => iso(e.receivedAt)),
+    ],
+  );
+}
+
+async function insertShelfReadings(client: pg.PoolClient, events: LevelEvent[]): Promise<ShelfReading[]> {
+  const cols = [
+    events.map((e) => iso(e.ts)),
+    events.map((e) => e.wh),
+    events.map((e) => e.location),
+    events.map((e) => e.sku),
+    events.map((e) => e.qty),
+    events.map((e) => e.device),
+    events.map((e) => e.id),
+  ];
+  await client.query(
+    `INSERT INTO shelf_readings (ts, wh, location, sku, qty, device, id, payload, received_at)
+     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])`,
+    [...cols, events.map((e) => JSON.stringify(e.payload)), events.map((e) => iso(e.receivedAt))],
+  );
+  // Latest by (ts, id, device), whatever the arrival order; only a newer reading replaces the stored one.
+  const { rows } = await client.query<{ wh: string; location: string; sku: string; qty: number; ts: Date; device: string }>(
+    `INSERT INTO shelf_latest AS s (wh, location, sku, qty, ts, device, id)
+     SELECT DISTINCT ON (u.wh, u.location, u.sku) u.wh, u.location, u.sku, u.qty, u.ts, u.device, u.id
+     FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[]) AS u(ts, wh, location, sku, qty, device, id)
+     ORDER BY u.wh, u.location, u.sku, u.ts DESC, u.id COLLATE "C" DESC, u.device COLLATE "C" DESC
+     ON CONFLICT (wh, location, sku) DO UPDATE SET qty = EXCLUDED.qty, ts = EXCLUDED.ts, device = EXCLUDED.device, id = EXCLUDED.id
+       WHERE (EXCLUDED.ts, EXCLUDED.id, EXCLUDED.device) > (s.ts, s.id, s.device)
+     RETURNING s.wh, s.location, s.sku, s.qty, s.ts, s.device`,
+    cols,
+  );
+  return rows.map((r) => ({ warehouse: r.wh, location: r.location, sku: r.sku, qty: r.qty, ts: r.ts.toISOString(), device: r.device }));
+}
+
+interface Change {
+  wh: string;
+  sku: string;
+  onHand: number;
+  anchor: (OrderKey & { qty: number }) | null;
+  wasNegative: boolean;
+}
+
+async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]>, levels: Map<string, { onHand: number; reserved: number }>, result: BatchResult): Promise<void> {
+  const keys = [...groups.values()].map((g) => ({ wh: (g[0] as BookEvent).wh, sku: (g[0] as BookEvent).sku }));
+  keys.sort((a, b) => (a.wh === b.wh ? (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0) : a.wh < b.wh ? -1 : 1));
+  const whs = keys.map((k) => k.wh);
+  const skus = keys.map((k) => k.sku);
+  await client.query(`INSERT INTO stock (wh, sku) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING`, [whs, skus]);
+  const { rows } = await client.query<Row>(
+    `SELECT wh, sku, on_hand, reserved, (extract(epoch FROM anchor_ts) * 1000)::bigint::text AS anchor_ms, anchor_id, anchor_device, anchor_qty
+     FROM stock WHERE (wh, sku) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+     ORDER BY wh, sku FOR UPDATE`,
+    [whs, skus],
+  );
+
+  // Decide per row with the anchor rule of CONTRACT section 4 (the same rule as ledger.ts).
+  const changes: Change[] = [];
+  const recount: Change[] = [];
+  for (const row of rows) {
+    const events = groups.get(stockKey(row.wh, row.sku)) as BookEvent[];
+    const old = row.anchor_ms === null ? null : { ts: Number(row.anchor_ms), id: row.anchor_id as string, device: row.anchor_device as string, qty: row.anchor_qty as number };
+    let anchor = old;
+    for (const e of events) {
+      if (e.type === 'counted' && (anchor === null || compareKeys(e, anchor) > 0)) anchor = { ts: e.ts, id: e.id, device: e.device, qty: e.qty };
+    }
+    const change: Change = { wh: row.wh, sku: row.sku, onHand: row.on_hand, anchor, wasNegative: row.on_hand < 0 };
+    levels.set(stockKey(row.wh, row.sku), { onHand: row.on_hand, reserved: row.reserved });
+    if (anchor !== old) {
+      recount.push(change); // onHand = count + every delta in the log ordered after it (this batch's included)
+      changes.push(change);
+      continue;
+    }
+    let sum = 0;
+    for (const e of events) if (e.type !== 'counted' && (anchor === null || compareKeys(e, anchor) > 0)) sum += deltaOf(e);
+    if (sum !== 0) {
+      change.onHand += sum;
+      changes.push(change);
+    }
+  }
+  if (recount.length > 0) {
+    const a = recount.map((c) => c.anchor as OrderKey & { qty: number });
+    const { rows: sums } = await client.query<{ i: string; total: number }>(
+      `SELECT g.i::text AS i, COALESCE(sum(e.delta), 0)::bigint AS total
+       FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) WITH ORDINALITY AS g(wh, sku, ts, id, device, i)
+       LEFT JOIN events e ON e.wh = g.wh AND e.sku = g.sku AND e.delta <> 0
+         AND (e.ts, e.id, e.device) > (g.ts, g.id COLLATE "C", g.device COLLATE "C")
+       GROUP BY g.i`,
+      [recount.map((c) => c.wh), recount.map((c) => c.sku), a.map((k) => iso(k.ts)), a.map((k) => k.id), a.map((k) => k.device)],
+    );
+    for (const s of sums) {
+      const c = recount[Number(s.i) - 1] as Change;
+      c.onHand = (c.anchor as { qty: number }).qty + s.total;
+    }
+  }
+  if (changes.length === 0) return;
+
+  const { rows: updated } = await client.query<{ wh: string; sku: string; on_hand: number; reserved: number; version: number; updated_at: Date }>(
+    `UPDATE stock s SET on_hand = u.on_hand, anchor_ts = u.anchor_ts, anchor_id = u.anchor_id, anchor_device = u.anchor_device,
+            anchor_qty = u.anchor_qty, version = s.version + 1, updated_at = now()
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::bigint[])
+          AS u(wh, sku, on_hand, anchor_ts, anchor_id, anchor_device, anchor_qty)
+     WHERE s.wh = u.wh AND s.sku = u.sku
+     RETURNING s.wh, s.sku, s.on_hand, s.reserved, s.version, s.updated_at`,
+    [
+      changes.map((c) => c.wh),
+      changes.map((c) => c.sku),
+      changes.map((c) => c.onHand),
+      changes.map((c) => (c.anchor ? iso(c.anchor.ts) : null)),
+      changes.map((c) => c.anchor?.id ?? null),
+      changes.map((c) => c.anchor?.device ?? null),
+      changes.map((c) => c.anchor?.qty ?? null),
+    ],
+  );
+  const negatives: NegativeStock[] = [];
+  for (const r of updated) {
+    levels.set(stockKey(r.wh, r.sku), { onHand: r.on_hand, reserved: r.reserved });
+    result.warehouseStock.push({ sku: r.sku, warehouse: r.wh, onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved, version: r.version, asOf: r.updated_at.toISOString() });
+  }
+  for (const c of changes) if (c.onHand < 0 && !c.wasNegative) negatives.push({ wh: c.wh, sku: c.sku, onHand: c.onHand });
+  result.negative = negatives;
+
+  // Global topic: its version row is locked after the warehouse rows, so a later version always carries later numbers.
+  const touched = [...new Set(changes.map((c) => c.sku))].sort();
+  result.globalStock = await globalStock(client, touched, true);
+}
+
+/** Builds `stock/{sku}` objects; with `bump`, increments each sku's topic version first. */
+export async function globalStock(client: pg.PoolClient | pg.Pool, skus: string[], bump: boolean): Promise<GlobalStock[]> {
+  const versions = bump
+    ? await client.query<{ sku: string; version: number; updated_at: Date }>(
+        `INSERT INTO sku_versions AS v (sku, version) SELECT unnest($1::text[]), 1
+         ON CONFLICT (sku) DO UPDATE SET version = v.version + 1, updated_at = now()
+         RETURNING sku, version, updated_at`,
+        [skus],
+      )
+    : await client.query<{ sku: string; version: number; updated_at: Date }>(`SELECT sku, version, updated_at FROM sku_versions WHERE sku = ANY($1::text[])`, [skus]);
+  const { rows } = await client.query<{ wh: string; sku: string; on_hand: number; reserved: number }>(
+    `SELECT wh, sku, on_hand, reserved FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku, wh`,
+    [skus],
+  );
+  const bySku = new Map<string, GlobalStock>();
+  for (const v of versions.rows) {
+    bySku.set(v.sku, { sku: v.sku, onHand: 0, reserved: 0, available: 0, warehouses: {}, version: v.version, asOf: v.updated_at.toISOString() });
+  }
+  for (const r of rows) {
+    const g = bySku.get(r.sku);
+    if (!g) continue;
+    g.onHand += r.on_hand;
+    g.reserved += r.reserved;
+    g.available += r.on_hand - r.reserved;
+    g.warehouses[r.wh] = { onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved };
+  }
+  return [...bySku.values()];
+}
+
+function mergeResults(a: BatchResult, b: BatchResult): BatchResult {
+  // Later halves hold later row versions; keep the highest version of each topic.
+  const latest = <T extends { version: number }>(xs: T[], key: (x: T) => string) => {
+    const m = new Map<string, T>();
+    for (const x of xs) {
+      const k = key(x);
+      const prev = m.get(k);
+      if (!prev || prev.version < x.version) m.set(k, x);
+    }
+    return [...m.values()];
+  };
+  return {
+    decisions: [...a.decisions, ...b.decisions],
+    warehouseStock: latest([...a.warehouseStock, ...b.warehouseStock], (s) => stockKey(s.warehouse, s.sku)),
+    globalStock: latest([...a.globalStock, ...b.globalStock], (s) => s.sku),
+    shelves: [...a.shelves, ...b.shelves],
+    negative: [...a.negative, ...b.negative],
+    deadLetters: [...a.deadLetters, ...b.deadLetters],
+    applied: [...a.applied, ...b.applied],
+  };
+}

@@ -1,0 +1,150 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { parseEvent } from '../../protocol/index.js';
+import type { IngestMetrics } from '../metrics.js';
+import type { ReadModel } from '../readmodel/readmodel.js';
+import { applyBatch } from './batch.js';
+import { publishBatch, type Publisher } from './publisher.js';
+import type { BatchResult, Decision, Delivery, Parsed } from './types.js';
+
+export interface IngestOptions {
+  pool: pg.Pool;
+  publisher: Publisher;
+  readModel: ReadModel;
+  metrics: IngestMetrics;
+  log: Logger;
+  /** events per batch at most */
+  maxBatch: number;
+  /** ms a batch waits for more events once the first one arrived */
+  maxWaitMs: number;
+}
+
+interface Waiting {
+  parsed: Parsed;
+  resolve: (d: Decision) => void;
+  reject: (err: Error) => void;
+}
+
+const BACKOFF_MAX = 5_000; // ms between retries while the database is down
+
+/**
+ * Collects deliveries into batches and commits each batch in one transaction.
+ * `submit` resolves only after the commit that decided the event (and before its ack is published),
+ * so callers can hold the broker's PUBACK until then.
+ */
+export class Ingest {
+  private queue: Waiting[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private closing = false; // refuses new events
+  private stopping = false; // abandons a batch stuck retrying
+  private backoffWake: (() => void) | null = null;
+  /** false while the last batch failed on the database */
+  databaseHealthy = true;
+
+  constructor(private readonly o: IngestOptions) {}
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  submit(delivery: Delivery): Promise<Decision> {
+    if (this.closing) return Promise.reject(new Error('ingest is stopping'));
+    const r = parseEvent(delivery.payload, { wh: delivery.wh, device: delivery.device, receivedAt: delivery.receivedAt });
+    const parsed: Parsed = r.ok ? { delivery, ok: true, event: r.event } : { delivery, ok: false, error: r.error, id: r.id };
+    return new Promise<Decision>((resolve, reject) => {
+      this.queue.push({ parsed, resolve, reject });
+      this.o.metrics.pending.set(this.queue.length);
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.running) return; // the loop picks the queue up when the batch in flight commits
+    if (this.queue.length >= this.o.maxBatch) this.kick();
+    else if (!this.timer) this.timer = setTimeout(() => this.kick(), this.o.maxWaitMs);
+  }
+
+  private kick(): void {
+    if (this.timer) clearTimeout(this.timer), (this.timer = null);
+    if (this.running || this.queue.length === 0) return;
+    this.running = this.loop().finally(() => {
+      this.running = null;
+      if (this.queue.length > 0) this.schedule();
+    });
+  }
+
+  private async loop(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.o.maxBatch);
+      this.o.metrics.pending.set(this.queue.length);
+      const items = batch.map((w) => w.parsed);
+      const result = await this.commit(items);
+      if (!result) {
+        for (const w of batch) w.reject(new Error('ingest stopped before the batch committed'));
+        continue;
+      }
+      batch.forEach((w, i) => w.resolve(result.decisions[i] as Decision));
+      this.record(items, result);
+      await publishBatch(this.o.publisher, items, result).catch((err: Error) => {
+        this.o.metrics.publishErrors.inc();
+        this.o.log.warn({ err: err.message }, 'publishing after commit failed; edges resend unacknowledged events');
+      });
+      await this.o.readModel.write(result.warehouseStock, result.globalStock);
+      // Under a steady trickle, wait for company rather than committing batches of one.
+      if (this.queue.length > 0 && this.queue.length < this.o.maxBatch && !this.closing) break;
+    }
+  }
+
+  /** Commits a batch, retrying through database outages; null only when stopping. */
+  private async commit(items: Parsed[]): Promise<BatchResult | null> {
+    for (let attempt = 0; ; attempt++) {
+      const end = this.o.metrics.commitSeconds.startTimer();
+      try {
+        const result = await applyBatch(this.o.pool, items);
+        end();
+        this.databaseHealthy = true;
+        return result;
+      } catch (err) {
+        this.databaseHealthy = false;
+        this.o.metrics.dbErrors.inc();
+        const wait = Math.min(100 * 2 ** attempt, BACKOFF_MAX);
+        this.o.log.error({ err: (err as Error).message, code: (err as { code?: string }).code, events: items.length, retryInMs: wait }, 'batch failed; retrying');
+        if (this.stopping) return null;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, wait);
+          this.backoffWake = () => (clearTimeout(t), resolve());
+        });
+        this.backoffWake = null;
+        if (this.stopping) return null;
+      }
+    }
+  }
+
+  private record(items: Parsed[], result: BatchResult): void {
+    const m = this.o.metrics;
+    m.batchSize.observe(items.length);
+    result.decisions.forEach((d, i) => {
+      const item = items[i] as Parsed;
+      m.events.inc({ type: item.ok ? item.event.type : 'invalid', wh: item.delivery.wh, outcome: d.status });
+    });
+    for (const a of result.applied) m.lagSeconds.observe(Math.max(0, a.lagMs) / 1000);
+    for (const d of result.deadLetters) m.deadLetters.inc({ code: d.code });
+    if (result.negative.length > 0) m.negativeStock.inc(result.negative.length);
+  }
+
+  /** Commits what is queued (unless the database is down), then refuses new events. */
+  async stop(): Promise<void> {
+    this.closing = true;
+    while (this.running || this.queue.length > 0) {
+      // A batch stuck retrying against a dead database is abandoned: its senders resend.
+      if (!this.databaseHealthy) (this.stopping = true), this.backoffWake?.();
+      if (!this.running) this.kick();
+      await this.running;
+      if (this.stopping) break;
+    }
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const w of this.queue.splice(0)) w.reject(new Error('ingest stopped'));
+  }
+}

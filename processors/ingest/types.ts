@@ -1,0 +1,44 @@
+import type { ErrorBody, GlobalStock, ShelfReading, StockEvent, ValidationError, WarehouseStock } from '../../protocol/index.js';
+
+/** One message as it reached the processor. */
+export interface Delivery {
+  topic: string;
+  payload: Buffer;
+  /** from the topic, never from the payload */
+  wh: string;
+  device: string;
+  /** the authenticated client that delivered it (a device, a gateway) */
+  source: string;
+  receivedAt: number; // epoch ms
+}
+
+export type Parsed = { delivery: Delivery } & ({ ok: true; event: StockEvent } | { ok: false; error: ValidationError; id: string | null });
+
+export type Decision =
+  | { status: 'applied' | 'duplicate'; id: string; stock?: { onHand: number; available: number } }
+  | { status: 'rejected'; id: string | null; error: ErrorBody };
+
+export interface NegativeStock {
+  wh: string;
+  sku: string;
+  onHand: number;
+}
+
+export interface DeadLetterNote {
+  wh: string | null;
+  device: string | null;
+  code: string;
+  reason: string;
+}
+
+/** What one committed batch decided and changed; published only after the commit. */
+export interface BatchResult {
+  decisions: Decision[];
+  warehouseStock: WarehouseStock[];
+  globalStock: GlobalStock[];
+  shelves: ShelfReading[];
+  negative: NegativeStock[];
+  deadLetters: DeadLetterNote[];
+  /** events newly applied, for metrics: (type, wh, commit − event time) */
+  applied: { type: StockEvent['type']; wh: string; lagMs: number }[];
+}

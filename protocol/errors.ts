@@ -1,0 +1,37 @@
+/** One catalogue of error codes, shared by acks, dead letters and the HTTP API. */
+export const ErrorCode = {
+  invalidJson: 'invalid_json',
+  payloadTooLarge: 'payload_too_large',
+  unsupportedVersion: 'unsupported_version',
+  schemaViolation: 'schema_violation',
+  invalidTopic: 'invalid_topic',
+  notFound: 'not_found',
+  badRequest: 'bad_request',
+  insufficientStock: 'insufficient_stock',
+  unavailable: 'unavailable',
+  internal: 'internal',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  /** The offending field, when one field is at fault (`qty`, `sku`…). */
+  field?: string;
+}
+
+/** A refusal of input: carries a code from the catalogue and, where known, the field. */
+export class ValidationError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = 'ValidationError';
+  }
+
+  toBody(): ErrorBody {
+    return this.field === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, field: this.field };
+  }
+}

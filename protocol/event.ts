@@ -1,0 +1,170 @@
+import { Ajv, type ErrorObject } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import { ErrorCode, ValidationError } from './errors.js';
+import { EventPayloadV1, MAX_EVENT_BYTES, type DeltaType } from './schemas.js';
+
+// ajv-formats is CommonJS: under ESM its plugin function is the module's `default` property.
+const addFormats = (addFormatsModule as unknown as { default: (ajv: Ajv) => Ajv }).default;
+
+export const ajv = new Ajv({ allErrors: false, strict: true });
+addFormats(ajv);
+const validatePayload = ajv.compile<EventPayloadV1>(EventPayloadV1);
+
+/** How far ahead of the receiving clock an event time may be before it is distrusted. */
+export const MAX_CLOCK_AHEAD_MS = 5 * 60 * 1000;
+
+interface EventBase {
+  wh: string;
+  device: string;
+  id: string;
+  sku: string;
+  qty: number;
+  /** Event time, epoch ms: the device's `ts`, or the receipt time when absent or too far ahead. */
+  ts: number;
+  receivedAt: number;
+  location?: string;
+  reason?: string;
+  /** The payload as received, unknown fields included. */
+  payload: Record<string, unknown>;
+}
+export interface DeltaEvent extends EventBase {
+  type: DeltaType;
+  reservation?: string;
+}
+export interface CountedEvent extends EventBase {
+  type: 'counted';
+}
+export interface LevelEvent extends EventBase {
+  type: 'level';
+  location: string;
+}
+/** A validated event, stamped with its warehouse and device from the connection. */
+export type StockEvent = DeltaEvent | CountedEvent | LevelEvent;
+
+export interface EventSource {
+  wh: string;
+  device: string;
+  /** epoch ms, the receiving clock */
+  receivedAt: number;
+}
+
+export type ParseResult =
+  | { ok: true; event: StockEvent }
+  | { ok: false; error: ValidationError; /** the event id, when the payload had a readable one */ id: string | null };
+
+const QTY_RANGE: Record<StockEvent['type'], [number, number]> = {
+  received: [1, 1_000_000],
+  shipped: [1, 1_000_000],
+  returned: [1, 1_000_000],
+  adjusted: [-1_000_000, 1_000_000],
+  counted: [0, 1_000_000_000],
+  level: [0, 1_000_000_000],
+};
+
+// RFC 3339 date-time: date, `T` (or space, RFC 3339 section 5.6 note), time, zone.
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+function fieldOf(err: ErrorObject): string | undefined {
+  if (err.keyword === 'required') return String((err.params as { missingProperty: string }).missingProperty);
+  const path = err.instancePath.replace(/^\//, '').split('/')[0];
+  return path === '' ? undefined : path;
+}
+
+function parseTs(ts: unknown): number | ValidationError {
+  if (typeof ts === 'number') {
+    if (!Number.isSafeInteger(ts) || ts > 8.64e15) return new ValidationError(ErrorCode.schemaViolation, 'ts is out of range', 'ts');
+    return ts;
+  }
+  if (typeof ts === 'string' && RFC3339.test(ts)) {
+    const ms = Date.parse(ts);
+    if (Number.isFinite(ms)) return ms;
+  }
+  return new ValidationError(ErrorCode.schemaViolation, 'ts must be RFC 3339 or epoch milliseconds', 'ts');
+}
+
+function containsNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\u0000');
+  if (typeof value !== 'object' || value === null) return false;
+  for (const [k, v] of Object.entries(value)) if (k.includes('\u0000') || containsNul(v)) return true;
+  return false;
+}
+
+function readableId(value: unknown): string | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const id = (value as { id?: unknown }).id;
+  return typeof id === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(id) ? id : null;
+}
+
+/**
+ * Validates a raw event payload (CONTRACT section 3). Never throws: every refusal
+ * comes back with an error code and, where one field is at fault, its name.
+ */
+export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
+  if (raw.byteLength > MAX_EVENT_BYTES) {
+    return { ok: false, id: null, error: new ValidationError(ErrorCode.payloadTooLarge, `payload is ${raw.byteLength} bytes, limit ${MAX_EVENT_BYTES}`) };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
+  } catch (err) {
+    return { ok: false, id: null, error: new ValidationError(ErrorCode.invalidJson, `payload is not JSON: ${(err as Error).message}`) };
+  }
+  const id = readableId(value);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, 'payload must be a JSON object') };
+  }
+  // U+0000 cannot be stored in PostgreSQL text or jsonb: refuse it here, with a reason, rather than fail a batch.
+  if (containsNul(value)) {
+    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, 'payload contains U+0000 in a string') };
+  }
+  const v = (value as { v?: unknown }).v;
+  if (v !== 1) {
+    const code = v === undefined ? ErrorCode.schemaViolation : ErrorCode.unsupportedVersion;
+    return { ok: false, id, error: new ValidationError(code, v === undefined ? 'v is required' : `unsupported version ${JSON.stringify(v)}`, 'v') };
+  }
+  if (!validatePayload(value)) {
+    const first = validatePayload.errors?.[0];
+    const field = first ? fieldOf(first) : undefined;
+    const message = first ? `${field ?? 'payload'} ${first.message ?? 'is invalid'}` : 'payload is invalid';
+    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, message, field) };
+  }
+  const p = value;
+  const range = QTY_RANGE[p.type];
+  if (p.qty < range[0] || p.qty > range[1] || (p.type === 'adjusted' && p.qty === 0)) {
+    const rule = p.type === 'adjusted' ? `non-zero, ${range[0]}…${range[1]}` : `${range[0]}…${range[1]}`;
+    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, `qty of a ${p.type} event must be ${rule}`, 'qty') };
+  }
+  if (p.type === 'level' && p.location === undefined) {
+    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, 'location is required for a level event', 'location') };
+  }
+  if (p.reservation !== undefined && p.type !== 'shipped') {
+    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, 'reservation is allowed only on a shipped event', 'reservation') };
+  }
+  let ts = source.receivedAt;
+  if (p.ts !== undefined) {
+    const parsed = parseTs(p.ts);
+    if (parsed instanceof ValidationError) return { ok: false, id, error: parsed };
+    // An event time too far ahead of the receiving clock is distrusted (CONTRACT section 3).
+    if (parsed <= source.receivedAt + MAX_CLOCK_AHEAD_MS) ts = parsed;
+  }
+  const base = {
+    wh: source.wh,
+    device: source.device,
+    id: p.id,
+    sku: p.sku,
+    qty: p.qty,
+    ts,
+    receivedAt: source.receivedAt,
+    payload: value as unknown as Record<string, unknown>,
+    ...(p.location !== undefined && { location: p.location }),
+    ...(p.reason !== undefined && { reason: p.reason }),
+  };
+  if (p.type === 'level') return { ok: true, event: { ...base, type: 'level', location: p.location as string } };
+  if (p.type === 'counted') return { ok: true, event: { ...base, type: 'counted' } };
+  return { ok: true, event: { ...base, type: p.type, ...(p.reservation !== undefined && { reservation: p.reservation }) } };
+}
+
+/** Signed effect of a delta event on `onHand`. */
+export function deltaOf(e: DeltaEvent): number {
+  return e.type === 'shipped' ? -e.qty : e.qty;
+}

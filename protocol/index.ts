@@ -1,0 +1,5 @@
+export * from './ids.js';
+export * from './topics.js';
+export * from './errors.js';
+export * from './schemas.js';
+export * from './event.js';

@@ -1,0 +1,67 @@
+import { isIdent } from './ids.js';
+
+/** Topic names of CONTRACT section 2. The same names are used on edge and central brokers. */
+export const topics = {
+  event: (wh: string, device: string) => `wh/${wh}/dev/${device}/event`,
+  ack: (wh: string, device: string) => `wh/${wh}/dev/${device}/ack`,
+  warehouseStock: (wh: string, sku: string) => `wh/${wh}/stock/${sku}`,
+  globalStock: (sku: string) => `stock/${sku}`,
+  shelf: (wh: string, location: string, sku: string) => `wh/${wh}/shelf/${location}/${sku}`,
+  status: (wh: string) => `wh/${wh}/status`,
+  alert: (wh: string, kind: string) => `alerts/${wh}/${kind}`,
+} as const;
+
+/** Subscription filter for every device event, at any warehouse. */
+export const EVENT_FILTER = 'wh/+/dev/+/event';
+
+export interface EventTopic {
+  wh: string;
+  device: string;
+}
+
+/** Parses `wh/{wh}/dev/{device}/event`; null for anything else, including bad identifiers. */
+export function parseEventTopic(topic: string): EventTopic | null {
+  const parts = topic.split('/');
+  if (parts.length !== 5 || parts[0] !== 'wh' || parts[2] !== 'dev' || parts[4] !== 'event') return null;
+  const [, wh, , device] = parts;
+  if (!isIdent(wh) || !isIdent(device)) return null;
+  return { wh, device };
+}
+
+/**
+ * MQTT topic filter match (MQTT-4.7.1): `+` one level, `#` the rest (including the parent level).
+ * Topics starting with `$` never match a filter starting with a wildcard (MQTT-4.7.2-1).
+ */
+export function topicMatches(filter: string, topic: string): boolean {
+  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    const level = f[i];
+    if (level === '#') return i === f.length - 1;
+    if (i >= t.length) return false;
+    if (level !== '+' && level !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+/**
+ * True when every topic that `filter` can match is also matched by `allowed`
+ * (the subscription is no wider than what the ACL grants).
+ */
+export function filterWithin(filter: string, allowed: string): boolean {
+  const f = filter.split('/');
+  const a = allowed.split('/');
+  for (let i = 0; i < f.length; i++) {
+    const al = a[i];
+    const fl = f[i];
+    if (al === '#') return true;
+    if (al === undefined) return false;
+    if (fl === '#') return false; // filter is wider than a non-# grant
+    if (al === '+') continue;
+    if (fl === '+' || fl !== al) return false;
+  }
+  // a grant `x/#` also matches `x` itself (MQTT-4.7.1-2)
+  if (a.length === f.length + 1 && a[a.length - 1] === '#') return true;
+  return a.length === f.length;
+}

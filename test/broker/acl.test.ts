@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { DEVICE_KINDS, mayConnect, mayPublish, maySubscribe, type BrokerRole, type Device, type DeviceKind } from '../../broker/index.js';
+
+// Every device under test is `d1` of warehouse `W1`; `d2` is another device, `W2` another warehouse.
+function device(kind: DeviceKind): Device {
+  return { id: 'd1', warehouse: 'W1', kind, passwordHash: 'unused' };
+}
+
+const PUBLISH_TOPICS = [
+  'wh/W1/dev/d1/event',
+  'wh/W1/dev/d2/event',
+  'wh/W2/dev/d1/event',
+  'wh/W1/dev/d1/ack',
+  'wh/W1/stock/sku-1',
+  'wh/W2/stock/sku-1',
+  'stock/sku-1',
+  'wh/W1/shelf/A-01/sku-1',
+  'wh/W1/status',
+  'wh/W2/status',
+  'alerts/W1/negative-stock',
+  '$SYS/broker/heartbeat',
+  'other/topic',
+  'wh',
+] as const;
+
+const SUBSCRIBE_FILTERS = [
+  'wh/W1/dev/d1/ack',
+  'wh/W1/dev/d2/ack',
+  'wh/W2/dev/d1/ack',
+  'wh/W1/dev/+/ack',
+  'wh/W1/stock/#',
+  'wh/W1/stock/sku-1',
+  'wh/W1/stock/+',
+  'wh/W1/stock',
+  'wh/W2/stock/#',
+  'wh/+/stock/#',
+  'stock/#',
+  'stock/sku-1',
+  'stock/+',
+  'wh/W1/shelf/#',
+  'wh/W1/shelf/A-01/+',
+  'wh/+/shelf/#',
+  'wh/W1/status',
+  'wh/+/status',
+  'wh/W2/status',
+  'wh/W1/status/#',
+  'alerts/#',
+  'alerts/W1/+',
+  'wh/W1/dev/+/event',
+  'wh/+/dev/+/event',
+  'wh/W1/dev/d1/event',
+  '#',
+  'wh/#',
+  'wh/W1/#',
+  '+/W1/stock/#',
+  'wh/W1/+/sku-1',
+  '$SYS/#',
+] as const;
+
+type Pub = (typeof PUBLISH_TOPICS)[number];
+type Sub = (typeof SUBSCRIBE_FILTERS)[number];
+
+const OWN_WH_READS: Sub[] = [
+  'wh/W1/stock/#',
+  'wh/W1/stock/sku-1',
+  'wh/W1/stock/+',
+  'wh/W1/stock',
+  'stock/#',
+  'stock/sku-1',
+  'stock/+',
+  'wh/W1/shelf/#',
+  'wh/W1/shelf/A-01/+',
+];
+
+/** What CONTRACT section 5 allows, written out by hand per kind and role. */
+const EXPECTED: Record<DeviceKind, Record<BrokerRole, { publish: Pub[]; subscribe: Sub[] }>> = {
+  scanner: {
+    edge: { publish: ['wh/W1/dev/d1/event'], subscribe: ['wh/W1/dev/d1/ack', ...OWN_WH_READS, 'wh/W1/status'] },
+    central: { publish: [], subscribe: [] },
+  },
+  shelf: {
+    edge: { publish: ['wh/W1/dev/d1/event'], subscribe: ['wh/W1/dev/d1/ack', ...OWN_WH_READS, 'wh/W1/status'] },
+    central: { publish: [], subscribe: [] },
+  },
+  display: {
+    edge: { publish: [], subscribe: [...OWN_WH_READS, 'wh/W1/status'] },
+    central: {
+      publish: [],
+      subscribe: [
+        ...OWN_WH_READS,
+        'wh/W2/stock/#',
+        'wh/+/stock/#',
+        'wh/+/shelf/#',
+        'wh/W1/status',
+        'wh/+/status',
+        'wh/W2/status',
+        'alerts/#',
+        'alerts/W1/+',
+      ],
+    },
+  },
+  gateway: {
+    edge: { publish: [], subscribe: [] },
+    central: {
+      publish: ['wh/W1/dev/d1/event', 'wh/W1/dev/d2/event', 'wh/W1/status'],
+      subscribe: ['wh/W1/dev/d1/ack', 'wh/W1/dev/d2/ack', 'wh/W1/dev/+/ack', ...OWN_WH_READS],
+    },
+  },
+  processor: {
+    edge: { publish: [], subscribe: [] },
+    central: {
+      publish: PUBLISH_TOPICS.filter((t) => t.startsWith('wh/') || t.startsWith('stock/') || t.startsWith('alerts/')),
+      subscribe: [...SUBSCRIBE_FILTERS],
+    },
+  },
+};
+
+describe('ACL matrix (CONTRACT section 5)', () => {
+  for (const kind of DEVICE_KINDS) {
+    for (const role of ['edge', 'central'] as const) {
+      test(`${kind} on ${role}: publish`, () => {
+        const allowed = PUBLISH_TOPICS.filter((t) => mayPublish(device(kind), t, role));
+        assert.deepEqual(allowed, PUBLISH_TOPICS.filter((t) => EXPECTED[kind][role].publish.includes(t)));
+      });
+      test(`${kind} on ${role}: subscribe`, () => {
+        const allowed = SUBSCRIBE_FILTERS.filter((f) => maySubscribe(device(kind), f, role));
+        assert.deepEqual(allowed, SUBSCRIBE_FILTERS.filter((f) => EXPECTED[kind][role].subscribe.includes(f)));
+      });
+    }
+  }
+});
+
+describe('mayConnect', () => {
+  const cases: Array<[DeviceKind, BrokerRole, string | undefined, boolean]> = [
+    ['scanner', 'edge', 'W1', true],
+    ['scanner', 'edge', 'W2', false],
+    ['scanner', 'edge', undefined, false],
+    ['scanner', 'central', undefined, false],
+    ['shelf', 'edge', 'W1', true],
+    ['shelf', 'edge', 'W2', false],
+    ['shelf', 'central', undefined, false],
+    ['display', 'edge', 'W1', true],
+    ['display', 'edge', 'W2', false],
+    ['display', 'central', undefined, true],
+    ['gateway', 'edge', 'W1', false],
+    ['gateway', 'central', undefined, true],
+    ['processor', 'edge', 'W1', false],
+    ['processor', 'central', undefined, true],
+  ];
+  for (const [kind, role, wh, expected] of cases) {
+    test(`${kind} to ${role}${wh ? ` of ${wh}` : ''}: ${expected ? 'allowed' : 'refused'}`, () => {
+      assert.equal(mayConnect(device(kind), role, wh), expected);
+    });
+  }
+});
+
+describe('malformed topics and filters', () => {
+  const processor = device('processor');
+  test('publish to a topic with wildcards is refused', () => {
+    assert.equal(mayPublish(processor, 'wh/+/status', 'central'), false);
+    assert.equal(mayPublish(processor, 'stock/#', 'central'), false);
+    assert.equal(mayPublish(processor, '', 'central'), false);
+  });
+  test('malformed filters are refused even with a # grant', () => {
+    for (const filter of ['stock/#/x', 'stock/sku+', 'stock/#x', '']) {
+      assert.equal(maySubscribe(processor, filter, 'central'), false, filter);
+    }
+  });
+  test('a device id that looks like a wildcard cannot widen its own grant', () => {
+    // ids are validated by the registry; the ACL must not rely on it
+    const odd: Device = { id: '+', warehouse: 'W1', kind: 'scanner', passwordHash: 'x' };
+    assert.equal(mayPublish(odd, 'wh/W1/dev/d2/event', 'edge'), true, 'documents why ids are validated at load');
+  });
+});
