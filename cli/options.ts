@@ -1,0 +1,94 @@
+import { parseArgs } from 'node:util';
+
+/** One configuration option: a flag, the environment variable of the same meaning, a parser. */
+export interface OptionSpec<T> {
+  flag: string;
+  env?: string;
+  help: string;
+  /** parses the raw string; throws an Error whose message names the problem */
+  parse: (raw: string) => T;
+  default?: T;
+  required?: boolean;
+  secret?: boolean;
+}
+
+export type Specs = Record<string, OptionSpec<unknown>>;
+export type Values<S extends Specs> = { readonly [K in keyof S]: S[K] extends OptionSpec<infer T> ? (S[K] extends { required: true } | { default: unknown } ? T : T | undefined) : never };
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+  }
+}
+
+export const str = (raw: string): string => raw;
+export const int =
+  (min: number, max: number) =>
+  (raw: string): number => {
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw.trim()) || n < min || n > max) throw new Error(`must be an integer from ${min} to ${max}`);
+    return n;
+  };
+export const port = int(0, 65535);
+export const oneOf =
+  <T extends string>(...choices: T[]) =>
+  (raw: string): T => {
+    if (!choices.includes(raw as T)) throw new Error(`must be one of ${choices.join(', ')}`);
+    return raw as T;
+  };
+export const url =
+  (...protocols: string[]) =>
+  (raw: string): string => {
+    let u: URL;
+    try {
+      u = new URL(raw);
+    } catch {
+      throw new Error('must be a URL');
+    }
+    if (!protocols.includes(u.protocol)) throw new Error(`must use ${protocols.join(' or ')}`);
+    return raw;
+  };
+export const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+
+/**
+ * Parses flags, then environment variables of the same meaning (a flag wins), then defaults.
+ * Every problem is collected before failing, so one run lists them all (CONTRACT section 1).
+ */
+export function parseConfig<S extends Specs>(specs: S, argv: string[], env: NodeJS.ProcessEnv): Values<S> {
+  const problems: string[] = [];
+  const options: Record<string, { type: 'string' }> = {};
+  for (const spec of Object.values(specs)) options[spec.flag] = { type: 'string' };
+  let values: Record<string, string | undefined> = {};
+  try {
+    const parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+    values = parsed.values as Record<string, string | undefined>;
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(specs)) {
+    const raw = values[spec.flag] ?? (spec.env ? env[spec.env] : undefined);
+    const name = spec.env ? `--${spec.flag} (${spec.env})` : `--${spec.flag}`;
+    if (raw === undefined || raw === '') {
+      if (spec.required) problems.push(`${name} is required`);
+      out[key] = spec.default;
+      continue;
+    }
+    try {
+      out[key] = spec.parse(raw);
+    } catch (err) {
+      problems.push(`${name} ${(err as Error).message}${spec.secret ? '' : ` (got ${JSON.stringify(raw)})`}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(out) as Values<S>;
+}
+
+export function helpText(command: string, summary: string, specs: Specs): string {
+  const rows = Object.values(specs).map((s) => {
+    const left = `  --${s.flag}${s.env ? ` (${s.env})` : ''}`;
+    const def = s.required ? ' [required]' : s.default !== undefined && !s.secret ? ` [default: ${String(s.default)}]` : '';
+    return `${left.padEnd(44)} ${s.help}${def}`;
+  });
+  return `Usage: stockwire ${command} [options]\n\n${summary}\n\nOptions (a flag wins over its environment variable):\n${rows.join('\n')}\n  --help${' '.repeat(38)} show this help\n`;
+}

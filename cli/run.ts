@@ -1,0 +1,60 @@
+import type { Logger } from 'pino';
+import { ConfigError, helpText, parseConfig, type Specs, type Values } from './options.js';
+
+export const EXIT_USAGE = 2;
+
+/** Parses config (exit 2 listing every problem), or prints help (exit 0). Returns null when the process should exit. */
+export function configure<S extends Specs>(command: string, summary: string, specs: S, argv: string[]): Values<S> | null {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(helpText(command, summary, specs));
+    process.exitCode = 0;
+    return null;
+  }
+  try {
+    return parseConfig(specs, argv, process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`stockwire ${command}: invalid configuration\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
+    process.exitCode = EXIT_USAGE;
+    return null;
+  }
+}
+
+/**
+ * Runs a long-lived service: prints the ready line once it serves, stops cleanly on SIGTERM/SIGINT
+ * (exit 0), and exits at once on a second signal.
+ */
+export async function serve(log: Logger, start: () => Promise<Record<string, number>>, stop: () => Promise<void>): Promise<void> {
+  let stopping = false;
+  const onSignal = (signal: string) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal, exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    stop().then(
+      () => {
+        log.info('stopped');
+        log.flush?.();
+        process.exit(0);
+      },
+      (err: Error) => {
+        log.error({ err: err.message }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  try {
+    const ports = await start();
+    process.stdout.write(`${JSON.stringify({ ready: true, ...ports })}\n`);
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, 'start failed');
+    await stop().catch(() => {});
+    log.flush?.();
+    process.exitCode = 1;
+    setTimeout(() => process.exit(1), 100).unref();
+  }
+}

@@ -1,0 +1,117 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { createBroker, loadDevices, type StockwireBroker } from '../broker/index.js';
+import { parseEventTopic } from '../protocol/index.js';
+import { aedesPublisher } from './aedes-publisher.js';
+import { openDatabase, type Database } from './db/open.js';
+import { createApi } from './http.js';
+import { Ingest } from './ingest/ingest.js';
+import { createIngestMetrics } from './metrics.js';
+import { MemoryReadModel, type ReadModel } from './readmodel/readmodel.js';
+import { RedisReadModel } from './readmodel/redis.js';
+import { republishAll } from './republish.js';
+
+export interface CentralOptions {
+  databaseUrl?: string;
+  redisUrl?: string;
+  redisPrefix: string;
+  dataDir: string;
+  devicesFile: string;
+  host: string;
+  mqttPort: number;
+  wsPort: number;
+  httpPort: number;
+  batchMax: number;
+  batchWaitMs: number;
+  log: Logger;
+}
+
+export interface CentralPorts {
+  mqtt: number;
+  ws: number;
+  http: number;
+}
+
+/**
+ * `stockwire central`: the central broker, the in-process stock processor and the HTTP API.
+ * A device event's PUBACK is held until the batch that decided it has committed (DESIGN "When to PUBACK at central").
+ */
+export class Central {
+  readonly registry = new Registry();
+  private db: Database | null = null;
+  private broker: StockwireBroker | null = null;
+  private ingest: Ingest | null = null;
+  private readModel: ReadModel | null = null;
+  private api: FastifyInstance | null = null;
+  private republished: Promise<unknown> = new Promise(() => {});
+  private ready = false;
+
+  constructor(private readonly o: CentralOptions) {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  async start(): Promise<CentralPorts> {
+    const { o } = this;
+    const log = o.log;
+    const devices = await loadDevices(o.devicesFile);
+    this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-central' });
+    const pool = this.db.pool;
+    const metrics = createIngestMetrics(this.registry);
+    if (o.redisUrl) {
+      const redis = new RedisReadModel(o.redisUrl, pool, o.redisPrefix, metrics, log);
+      await redis.start();
+      this.readModel = redis;
+    } else {
+      this.readModel = new MemoryReadModel(pool);
+    }
+    const readModel = this.readModel;
+
+    let release: () => void = () => {};
+    this.republished = new Promise<void>((resolve) => (release = resolve));
+    this.broker = createBroker({
+      role: 'central',
+      devices,
+      host: o.host,
+      mqttPort: o.mqttPort,
+      wsPort: o.wsPort,
+      registry: this.registry,
+      log,
+      onDevicePublish: async (client, packet) => {
+        const where = parseEventTopic(packet.topic);
+        if (!where || !this.ingest) throw new Error('not an event topic');
+        await this.republished; // no stock change may overtake the start-up republish
+        await this.ingest.submit({ topic: packet.topic, payload: packet.payload, wh: where.wh, device: where.device, source: client.device.id, receivedAt: Date.now() });
+      },
+    });
+    const publisher = aedesPublisher(this.broker.aedes);
+    this.ingest = new Ingest({ pool, publisher, readModel, metrics, log, maxBatch: o.batchMax, maxWaitMs: o.batchWaitMs });
+    const ports = await this.broker.start();
+    const started = Date.now();
+    const count = await republishAll(pool, publisher, readModel);
+    log.info({ ...count, ms: Date.now() - started }, 'stock topics republished from the database');
+    release();
+
+    this.api = createApi({
+      pool,
+      readModel,
+      registry: this.registry,
+      ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await pool.query('SELECT 1').then(() => true, () => false)),
+    });
+    await this.api.listen({ host: o.host, port: o.httpPort });
+    const address = this.api.server.address();
+    this.ready = true;
+    return { mqtt: ports.mqtt, ws: ports.ws ?? 0, http: typeof address === 'object' && address ? address.port : o.httpPort };
+  }
+
+  /** Stops accepting, commits what is in flight, publishes its acks, then closes. */
+  async stop(): Promise<void> {
+    this.ready = false;
+    await this.api?.close();
+    await this.ingest?.stop();
+    await this.broker?.stop();
+    await this.readModel?.close();
+    await this.db?.close();
+  }
+}
+

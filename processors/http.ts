@@ -1,0 +1,106 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import type pg from 'pg';
+import type { Registry } from 'prom-client';
+import { ErrorCode, isIdent, ValidationError } from '../protocol/index.js';
+import type { ReadModel } from './readmodel/readmodel.js';
+
+export interface ApiOptions {
+  pool: pg.Pool;
+  readModel: ReadModel;
+  registry: Registry;
+  /** true when the database and the broker are ready */
+  ready: () => Promise<boolean>;
+}
+
+const MAX_BUCKETS = 10_000; // a history answer holds at most this many buckets per warehouse
+const DAY = 24 * 3600 * 1000; // ms
+const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: DAY };
+
+function ident(value: string, field: string): string {
+  if (!isIdent(value)) throw new ValidationError(ErrorCode.badRequest, `${field} must match ^[A-Za-z0-9._-]{1,64}$`, field);
+  return value;
+}
+
+function time(value: string | undefined, field: string, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+  if (!Number.isFinite(ms)) throw new ValidationError(ErrorCode.badRequest, `${field} must be RFC 3339 or epoch milliseconds`, field);
+  return ms;
+}
+
+function bucket(value: string | undefined): number {
+  const m = /^(\d{1,6})([smhd])$/.exec(value ?? '1h');
+  const unit = m && UNITS[m[2] as string];
+  if (!m || !unit || Number(m[1]) === 0) throw new ValidationError(ErrorCode.badRequest, 'bucket must look like 15m, 1h or 1d', 'bucket');
+  return Number(m[1]) * unit;
+}
+
+/** The HTTP API of CONTRACT section 6 (stock reads, history, health, metrics). */
+export function createApi(o: ApiOptions): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
+
+  app.setErrorHandler((err, _req, reply) => {
+    if (err instanceof ValidationError) return reply.status(400).send({ error: err.toBody() });
+    const status = (err as { statusCode?: number }).statusCode ?? 500;
+    const code = status >= 500 ? ErrorCode.internal : ErrorCode.badRequest;
+    return reply.status(status).send({ error: { code, message: status >= 500 ? 'internal error' : (err as Error).message } });
+  });
+  app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: { code: ErrorCode.notFound, message: `no route ${req.method} ${req.url}` } }));
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => ((await o.ready()) ? { status: 'ready' } : reply.status(503).send({ status: 'not ready' })));
+  app.get('/metrics', async (_req, reply) => reply.type(o.registry.contentType).send(await o.registry.metrics()));
+
+  app.get<{ Params: { sku: string } }>('/v1/stock/:sku', async (req, reply) => {
+    const sku = ident(req.params.sku, 'sku');
+    const g = await o.readModel.global(sku);
+    return g ?? reply.status(404).send({ error: { code: ErrorCode.notFound, message: `unknown sku ${sku}`, field: 'sku' } });
+  });
+
+  app.get<{ Params: { wh: string; sku: string } }>('/v1/warehouses/:wh/stock/:sku', async (req, reply) => {
+    const wh = ident(req.params.wh, 'warehouse');
+    const sku = ident(req.params.sku, 'sku');
+    const s = await o.readModel.warehouse(wh, sku);
+    return s ?? reply.status(404).send({ error: { code: ErrorCode.notFound, message: `no stock of ${sku} at ${wh}` } });
+  });
+
+  app.get<{ Params: { sku: string }; Querystring: { from?: string; to?: string; bucket?: string } }>('/v1/stock/:sku/history', async (req) => {
+    const sku = ident(req.params.sku, 'sku');
+    const to = time(req.query.to, 'to', Date.now());
+    const from = time(req.query.from, 'from', to - DAY);
+    const size = bucket(req.query.bucket);
+    if (from >= to) throw new ValidationError(ErrorCode.badRequest, 'from must be before to', 'from');
+    if ((to - from) / size > MAX_BUCKETS) throw new ValidationError(ErrorCode.badRequest, `more than ${MAX_BUCKETS} buckets; widen bucket`, 'bucket');
+    const { rows } = await o.pool.query<{ bucket: Date; wh: string; received: number; shipped: number; returned: number; adjusted: number; counts: number; net: number; events: number }>(
+      `SELECT date_bin(make_interval(secs => $4::double precision / 1000), ts, 'epoch'::timestamptz) AS bucket, wh,
+              sum(qty) FILTER (WHERE type = 'received')::bigint AS received,
+              sum(qty) FILTER (WHERE type = 'shipped')::bigint AS shipped,
+              sum(qty) FILTER (WHERE type = 'returned')::bigint AS returned,
+              sum(qty) FILTER (WHERE type = 'adjusted')::bigint AS adjusted,
+              count(*) FILTER (WHERE type = 'counted')::bigint AS counts,
+              sum(delta)::bigint AS net, count(*)::bigint AS events
+       FROM events WHERE sku = $1 AND ts >= $2 AND ts < $3
+       GROUP BY 1, 2 ORDER BY 1, 2`,
+      [sku, new Date(from).toISOString(), new Date(to).toISOString(), size],
+    );
+    return {
+      sku,
+      from: new Date(from).toISOString(),
+      to: new Date(to).toISOString(),
+      bucketSeconds: size / 1000,
+      movements: rows.map((r) => ({
+        bucket: r.bucket.toISOString(),
+        warehouse: r.wh,
+        received: r.received ?? 0,
+        shipped: r.shipped ?? 0,
+        returned: r.returned ?? 0,
+        adjusted: r.adjusted ?? 0,
+        counts: r.counts,
+        net: r.net,
+        events: r.events,
+      })),
+    };
+  });
+
+  return app;
+}

@@ -1,0 +1,165 @@
+import type { FastifyInstance } from 'fastify';
+import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt';
+import type { Logger } from 'pino';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { EVENT_FILTER, parseEventTopic, topics } from '../protocol/index.js';
+import { openDatabase, type Database } from './db/open.js';
+import { createApi } from './http.js';
+import { Ingest } from './ingest/ingest.js';
+import type { Publisher } from './ingest/publisher.js';
+import { createIngestMetrics } from './metrics.js';
+import { MemoryReadModel, type ReadModel } from './readmodel/readmodel.js';
+import { RedisReadModel } from './readmodel/redis.js';
+
+export interface ProcessorOptions {
+  databaseUrl?: string;
+  redisUrl?: string;
+  redisPrefix: string;
+  dataDir: string;
+  centralUrl: string;
+  username?: string;
+  password?: string;
+  /** distinguishes several processors with one credential; part of the persistent session's client id */
+  instance: string;
+  /** only these warehouses' events (partitioning); empty: every warehouse */
+  warehouses: string[];
+  /** MQTT 5 shared subscription group (`$share/{group}/…`), for several processors on Mosquitto, EMQX, HiveMQ */
+  sharedGroup?: string;
+  host: string;
+  httpPort: number;
+  batchMax: number;
+  batchWaitMs: number;
+  log: Logger;
+}
+
+type SendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[]) => void;
+
+/**
+ * `stockwire processor`: the stock processor as a plain MQTT client of any central broker.
+ *
+ * MQTT.js hands over one QoS-1 message at a time and sends its PUBACK when `handleMessage`
+ * calls back, so waiting there for the commit would allow one message per commit. Instead
+ * `handleMessage` returns at once and the PUBACK itself is held until the commit that decided
+ * the message (sent in arrival order, MQTT-4.6.0-2): a processor killed before its commit leaves
+ * the message unacknowledged at the broker, which sends it again.
+ */
+export class StandaloneProcessor {
+  readonly registry = new Registry();
+  private db: Database | null = null;
+  private client: MqttClient | null = null;
+  private ingest: Ingest | null = null;
+  private readModel: ReadModel | null = null;
+  private api: FastifyInstance | null = null;
+  private readonly commits = new Map<number, Promise<boolean>>(); // messageId → committed?
+  private generation = 0; // connection count: a PUBACK is never sent on a later connection than its PUBLISH
+  private connected = false;
+  private closing = false;
+
+  constructor(private readonly o: ProcessorOptions) {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  private filters(): string[] {
+    const base = this.o.warehouses.length === 0 ? [EVENT_FILTER] : this.o.warehouses.map((wh) => topics.event(wh, '+'));
+    return this.o.sharedGroup ? base.map((f) => `$share/${this.o.sharedGroup}/${f}`) : base;
+  }
+
+  async start(): Promise<{ http: number }> {
+    const { o } = this;
+    const log = o.log;
+    this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-processor' });
+    const pool = this.db.pool;
+    const metrics = createIngestMetrics(this.registry);
+    if (o.redisUrl) {
+      const redis = new RedisReadModel(o.redisUrl, pool, o.redisPrefix, metrics, log);
+      await redis.start();
+      this.readModel = redis;
+    } else this.readModel = new MemoryReadModel(pool);
+
+    const clientId = `${o.username ?? 'processor'}-${o.instance}`;
+    const options: IClientOptions = {
+      clientId,
+      clean: false, // a persistent session: the broker keeps our subscription and unacknowledged messages while we restart
+      protocolVersion: o.sharedGroup ? 5 : 4,
+      ...(o.sharedGroup && { properties: { sessionExpiryInterval: 3600 } }), // s
+      keepalive: 15, // s
+      reconnectPeriod: 1_000, // ms
+      connectTimeout: 10_000, // ms
+      ...(o.username !== undefined && { username: o.username }),
+      ...(o.password !== undefined && { password: o.password }),
+    };
+    const client = mqtt.connect(o.centralUrl, { ...options, manualConnect: true });
+    this.client = client;
+    const publisher: Publisher = {
+      publish: (topic, payload, retain) => client.publishAsync(topic, payload, { qos: 1, retain }).then(() => undefined),
+    };
+    this.ingest = new Ingest({ pool, publisher, readModel: this.readModel, metrics, log, maxBatch: o.batchMax, maxWaitMs: o.batchWaitMs });
+    this.holdPubacks(client);
+
+    const ingest = this.ingest;
+    const highWater = o.batchMax * 4; // events queued before we stop reading from the broker
+    client.handleMessage = (packet, callback) => {
+      // Stopping: never call back, so nothing more is read and nothing unread is acknowledged.
+      if (this.closing) return;
+      const where = packet.cmd === 'publish' ? parseEventTopic(packet.topic) : null;
+      if (packet.cmd !== 'publish' || !where) return callback();
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      const decided = ingest.submit({ topic: packet.topic, payload, wh: where.wh, device: where.device, source: clientId, receivedAt: Date.now() });
+      const committed = decided.then(() => true, () => false);
+      if (packet.qos > 0 && packet.messageId !== undefined) this.commits.set(packet.messageId, committed);
+      if (ingest.pending < highWater) callback();
+      else void committed.then(() => callback()); // backpressure: stop reading until the queue drains
+    };
+    client.on('connect', () => {
+      this.connected = true;
+      log.info({ url: o.centralUrl, clientId }, 'connected to central');
+      client.subscribe(this.filters(), { qos: 1 }, (err, granted) => {
+        if (err) return log.error({ err: err.message }, 'subscribe failed');
+        const refused = (granted ?? []).filter((g) => g.qos === 128);
+        if (refused.length > 0) log.error({ refused: refused.map((g) => g.topic) }, 'central refused subscriptions');
+      });
+    });
+    client.on('close', () => {
+      if (this.connected) log.warn('connection to central lost');
+      this.connected = false;
+      this.generation++;
+      this.commits.clear();
+    });
+    client.on('error', (err) => log.warn({ err: err.message }, 'mqtt error'));
+    client.connect();
+
+    this.api = createApi({ pool, readModel: this.readModel, registry: this.registry, ready: async () => this.connected && ingest.databaseHealthy });
+    await this.api.listen({ host: o.host, port: o.httpPort });
+    const address = this.api.server.address();
+    return { http: typeof address === 'object' && address ? address.port : o.httpPort };
+  }
+
+  /** Holds each PUBACK until its message's batch has committed; the parse pump goes on meanwhile. */
+  private holdPubacks(client: MqttClient): void {
+    const target = client as unknown as { _sendPacket: SendPacket };
+    const send = target._sendPacket.bind(client);
+    target._sendPacket = (packet, cb, ...rest) => {
+      const messageId = (packet as { messageId?: number }).messageId;
+      const committed = packet.cmd === 'puback' && messageId !== undefined ? this.commits.get(messageId) : undefined;
+      if (!committed) return send(packet, cb, ...rest);
+      this.commits.delete(messageId as number);
+      const generation = this.generation;
+      void committed.then((ok) => {
+        // Not committed (stopping) or the connection changed: no PUBACK, so the broker delivers it again.
+        if (ok && generation === this.generation) send(packet, () => {});
+      });
+      cb?.();
+    };
+  }
+
+  async stop(): Promise<void> {
+    await this.api?.close();
+    // Stop reading first, then commit what was read; its PUBACKs go out before the connection closes.
+    this.closing = true;
+    await this.ingest?.stop();
+    await new Promise((r) => setTimeout(r, 50)); // ms: let the PUBACKs of the last batch reach the socket
+    await this.client?.endAsync().catch(() => {});
+    await this.readModel?.close();
+    await this.db?.close();
+  }
+}

@@ -1,0 +1,41 @@
+import type pg from 'pg';
+
+export interface Drift {
+  wh: string;
+  sku: string;
+  stored: number | null;
+  recomputed: number;
+}
+
+export interface RebuildReport {
+  rows: number;
+  drift: Drift[];
+}
+
+/**
+ * Recomputes onHand of every (warehouse, sku) from the event log with the rules of CONTRACT
+ * section 4 (latest count by (ts, id, device) plus every delta ordered after it) and compares
+ * it with the stored stock. Read-only: it reports, it does not repair.
+ */
+export async function rebuild(pool: pg.Pool): Promise<RebuildReport> {
+  const { rows } = await pool.query<{ wh: string; sku: string; stored: number | null; recomputed: number }>(`
+    WITH anchors AS (
+      SELECT DISTINCT ON (wh, sku) wh, sku, ts, id, device, qty
+      FROM events WHERE type = 'counted'
+      ORDER BY wh, sku, ts DESC, id DESC, device DESC
+    ),
+    recomputed AS (
+      SELECT k.wh, k.sku,
+             COALESCE(a.qty, 0) + COALESCE(sum(e.delta) FILTER (
+               WHERE a.ts IS NULL OR (e.ts, e.id, e.device) > (a.ts, a.id, a.device)), 0) AS on_hand
+      FROM (SELECT DISTINCT wh, sku FROM events) k
+      LEFT JOIN anchors a ON a.wh = k.wh AND a.sku = k.sku
+      LEFT JOIN events e ON e.wh = k.wh AND e.sku = k.sku AND e.delta <> 0
+      GROUP BY k.wh, k.sku, a.ts, a.id, a.device, a.qty
+    )
+    SELECT COALESCE(r.wh, s.wh) AS wh, COALESCE(r.sku, s.sku) AS sku, s.on_hand AS stored, COALESCE(r.on_hand, 0)::bigint AS recomputed
+    FROM recomputed r FULL OUTER JOIN stock s ON s.wh = r.wh AND s.sku = r.sku
+    ORDER BY 1, 2`);
+  const drift = rows.filter((r) => (r.stored ?? 0) !== r.recomputed).map((r) => ({ wh: r.wh, sku: r.sku, stored: r.stored, recomputed: r.recomputed }));
+  return { rows: rows.length, drift };
+}

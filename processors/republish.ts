@@ -1,0 +1,50 @@
+import type pg from 'pg';
+import { topics, type GlobalStock, type WarehouseStock } from '../protocol/index.js';
+import type { Publisher } from './ingest/publisher.js';
+import type { ReadModel } from './readmodel/readmodel.js';
+
+const PAGE = 5_000; // skus per query while republishing
+
+/**
+ * Republishes every retained stock topic from the database (DESIGN "Versions and republishing"):
+ * the broker's retained store is a cache, the database is the truth. Pages by sku to bound memory.
+ */
+export async function republishAll(pool: pg.Pool, publisher: Publisher, readModel: ReadModel): Promise<{ skus: number; rows: number }> {
+  let after = '';
+  let skus = 0;
+  let rowsTotal = 0;
+  for (;;) {
+    const { rows: versions } = await pool.query<{ sku: string; version: number; updated_at: Date }>(
+      `SELECT sku, version, updated_at FROM sku_versions WHERE sku > $1 ORDER BY sku LIMIT $2`,
+      [after, PAGE],
+    );
+    if (versions.length === 0) break;
+    const last = (versions[versions.length - 1] as { sku: string }).sku;
+    const { rows } = await pool.query<{ wh: string; sku: string; on_hand: number; reserved: number; version: number; updated_at: Date }>(
+      `SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock WHERE sku > $1 AND sku <= $2 ORDER BY sku, wh`,
+      [after, last],
+    );
+    const global = new Map<string, GlobalStock>();
+    for (const v of versions) global.set(v.sku, { sku: v.sku, onHand: 0, reserved: 0, available: 0, warehouses: {}, version: v.version, asOf: v.updated_at.toISOString() });
+    const warehouse: WarehouseStock[] = [];
+    for (const r of rows) {
+      const available = r.on_hand - r.reserved;
+      if (r.version > 0) warehouse.push({ sku: r.sku, warehouse: r.wh, onHand: r.on_hand, reserved: r.reserved, available, version: r.version, asOf: r.updated_at.toISOString() });
+      const g = global.get(r.sku);
+      if (!g) continue;
+      g.onHand += r.on_hand;
+      g.reserved += r.reserved;
+      g.available += available;
+      g.warehouses[r.wh] = { onHand: r.on_hand, reserved: r.reserved, available };
+    }
+    const sends: Promise<void>[] = [];
+    for (const s of warehouse) sends.push(publisher.publish(topics.warehouseStock(s.warehouse, s.sku), JSON.stringify(s), true));
+    for (const g of global.values()) sends.push(publisher.publish(topics.globalStock(g.sku), JSON.stringify(g), true));
+    await Promise.all(sends);
+    await readModel.write(warehouse, [...global.values()]);
+    skus += versions.length;
+    rowsTotal += warehouse.length;
+    after = last;
+  }
+  return { skus, rows: rowsTotal };
+}

@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { MqttClient } from 'mqtt';
+import pg from 'pg';
+import pino from 'pino';
+import { Central } from '../../processors/central.js';
+import type { Ack, GlobalStock, WarehouseStock } from '../../protocol/index.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeDevices } from '../helpers/devices.js';
+import { Collector, connect } from '../helpers/mqtt.js';
+
+const run = promisify(execFile);
+const WH = 'WC1';
+let db: TestDatabase;
+let central: Central;
+let ports: { mqtt: number; ws: number; http: number };
+let gateway: MqttClient;
+let acks: Collector<Ack>;
+let pool: pg.Pool;
+
+const event = (id: string, type: string, qty: number, sku = 'SKU-1', extra: Record<string, unknown> = {}) => JSON.stringify({ v: 1, id, type, sku, qty, ...extra });
+const api = async (path: string) => {
+  const res = await fetch(`http://127.0.0.1:${ports.http}${path}`);
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+};
+const metric = async (name: string): Promise<string[]> => {
+  const res = await fetch(`http://127.0.0.1:${ports.http}/metrics`);
+  return (await res.text()).split('\n').filter((l) => l.startsWith(name));
+};
+
+describe('stockwire central (in-process processor)', () => {
+  before(async () => {
+    db = await createTestDatabase('central');
+    const devices = await writeDevices([
+      { id: 'gw1', warehouse: WH, kind: 'gateway', password: 'gw-secret' },
+      { id: 'disp1', warehouse: WH, kind: 'display', password: 'disp-secret' },
+    ]);
+    central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir: devices.dir,
+      devicesFile: devices.file,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 500,
+      batchWaitMs: 5,
+      log: pino({ level: 'silent' }),
+    });
+    ports = await central.start();
+    gateway = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'gw1', 'gw-secret');
+    acks = new Collector<Ack>(gateway, `wh/${WH}/dev/+/ack`);
+    await gateway.subscribeAsync(`wh/${WH}/dev/+/ack`, { qos: 1 });
+    pool = new pg.Pool({ connectionString: db.url, max: 2 });
+  });
+  after(async () => {
+    await gateway?.endAsync();
+    await central?.stop();
+    await pool?.end();
+    await db?.drop();
+  });
+
+  it('mosquitto_pub with a gateway credential yields the retained stock/{sku} for mosquitto_sub and the same numbers over HTTP; 100 repeats count once', async () => {
+    const pub = (payload: string) =>
+      run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(ports.mqtt), '-u', 'gw1', '-P', 'gw-secret', '-i', 'gw1-cli', '-q', '1', '-t', `wh/${WH}/dev/scan-7/event`, '-m', payload]);
+    await pub(event('r-1', 'received', 40, 'SKU-P'));
+    // The same event 100 times: one mosquitto_pub per line of stdin (-l), all with the same id.
+    const repeated = Array.from({ length: 100 }, () => event('s-1', 'shipped', 15, 'SKU-P')).join('\n');
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(ports.mqtt), '-u', 'gw1', '-P', 'gw-secret', '-i', 'gw1-cli2', '-q', '1', '-t', `wh/${WH}/dev/scan-7/event`, '-l'], (err) => (err ? reject(err) : resolve()));
+      child.stdin?.end(`${repeated}\n`);
+    });
+    const { stdout } = await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(ports.mqtt), '-u', 'disp1', '-P', 'disp-secret', '-i', 'disp1-cli', '-t', 'stock/SKU-P', '-C', '1', '-W', '5']);
+    const retained = JSON.parse(stdout) as GlobalStock;
+    assert.equal(retained.onHand, 25);
+    assert.equal(retained.available, 25);
+    assert.deepEqual(retained.warehouses, { [WH]: { onHand: 25, reserved: 0, available: 25 } });
+    const http = await api('/v1/stock/SKU-P');
+    assert.equal(http.status, 200);
+    assert.equal(http.body.onHand, 25);
+    assert.equal(http.body.version, retained.version);
+    const wh = await api(`/v1/warehouses/${WH}/stock/SKU-P`);
+    assert.equal((wh.body as unknown as WarehouseStock).onHand, 25);
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM events WHERE sku = 'SKU-P'`);
+    assert.equal(rows[0].n, 2, 'the repeated event is in the log once');
+  });
+
+  it('acks applied, then duplicate with the stock, over MQTT', async () => {
+    await gateway.publishAsync(`wh/${WH}/dev/scan-1/event`, event('a-1', 'received', 5), { qos: 1 });
+    await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'a-1'));
+    assert.deepEqual(acks.last(`wh/${WH}/dev/scan-1/ack`), { id: 'a-1', status: 'applied', stock: { onHand: 5, available: 5 } });
+    await gateway.publishAsync(`wh/${WH}/dev/scan-1/event`, event('a-1', 'received', 5), { qos: 1 });
+    await acks.waitFor(() => acks.messages.filter((m) => m.payload.id === 'a-1').length === 2);
+    assert.deepEqual(acks.last(`wh/${WH}/dev/scan-1/ack`), { id: 'a-1', status: 'duplicate', stock: { onHand: 5, available: 5 } });
+  });
+
+  const bad: [string, string | Buffer, string][] = [
+    ['invalid JSON', '{"v":1,"id":', 'invalid_json'],
+    ['a schema violation', event('bad-qty', 'received', 0), 'schema_violation'],
+    ['an oversized payload', event('big', 'received', 1, 'SKU-1', { note: 'x'.repeat(9000) }), 'payload_too_large'],
+    ['an unknown version', JSON.stringify({ v: 2, id: 'v2', type: 'received', sku: 'S', qty: 1 }), 'unsupported_version'],
+  ];
+  for (const [what, payload, code] of bad) {
+    it(`${what} becomes a dead letter with a rejected ack and a metric, and the processor keeps going`, async () => {
+      const device = `bad-${code}`;
+      const before = await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE code = $1`, [code]);
+      await gateway.publishAsync(`wh/${WH}/dev/${device}/event`, payload, { qos: 1 });
+      await acks.waitFor(() => acks.messages.some((m) => m.topic === `wh/${WH}/dev/${device}/ack`));
+      const ack = acks.last(`wh/${WH}/dev/${device}/ack`) as Ack;
+      assert.equal(ack.status, 'rejected');
+      assert.equal(ack.error?.code, code);
+      const { rows } = await pool.query(`SELECT wh, device, code, reason, raw, source FROM dead_letters WHERE code = $1 ORDER BY seq DESC LIMIT 1`, [code]);
+      assert.equal(rows.length, 1);
+      assert.equal((await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE code = $1`, [code])).rows[0].n, before.rows[0].n + 1);
+      assert.equal(rows[0].wh, WH);
+      assert.equal(rows[0].device, device);
+      assert.equal(rows[0].source, 'gw1');
+      assert.ok((rows[0].raw as Buffer).length <= 8192, 'raw payload truncated to 8 KiB');
+      assert.ok((rows[0].raw as Buffer).length > 0);
+      const lines = await metric(`stockwire_dead_letters_total{code="${code}"}`);
+      assert.ok(lines.length === 1 && Number(lines[0]?.split(' ')[1]) >= 1, `metric for ${code}: ${lines.join()}`);
+      // The next valid event is applied.
+      const okId = `after-${code}`;
+      await gateway.publishAsync(`wh/${WH}/dev/${device}/event`, event(okId, 'received', 1, 'SKU-AFTER'), { qos: 1 });
+      await acks.waitFor(() => acks.messages.some((m) => m.payload.id === okId));
+      assert.equal(acks.last(`wh/${WH}/dev/${device}/ack`)?.status, 'applied');
+    });
+  }
+
+  it('a poison event among valid ones is rejected alone; the batch behind it commits', async () => {
+    const device = 'mixed';
+    const sends = [];
+    for (let i = 0; i < 20; i++) sends.push(gateway.publishAsync(`wh/${WH}/dev/${device}/event`, i === 7 ? '{"v":1,' : event(`m-${i}`, 'received', 1, 'SKU-MIX'), { qos: 1 }));
+    await Promise.all(sends);
+    await acks.waitFor(() => acks.messages.filter((m) => m.topic === `wh/${WH}/dev/${device}/ack`).length === 20);
+    const statuses = acks.messages.filter((m) => m.topic === `wh/${WH}/dev/${device}/ack`).map((m) => m.payload.status);
+    assert.equal(statuses.filter((s) => s === 'applied').length, 19);
+    assert.equal(statuses.filter((s) => s === 'rejected').length, 1);
+    assert.equal((await api('/v1/stock/SKU-MIX')).body.onHand, 19);
+  });
+
+  it('HTTP: 404 for an unknown sku, 400 naming the field for a bad one, history per bucket', async () => {
+    assert.equal((await api('/v1/stock/NOPE')).status, 404);
+    const bad = await api('/v1/stock/bad%20sku');
+    assert.equal(bad.status, 400);
+    assert.equal((bad.body.error as { field: string }).field, 'sku');
+    const hist = await api('/v1/stock/SKU-P/history?bucket=1h');
+    assert.equal(hist.status, 200);
+    const movements = hist.body.movements as { warehouse: string; received: number; shipped: number; net: number }[];
+    assert.equal(movements.length, 1);
+    assert.deepEqual([movements[0]?.warehouse, movements[0]?.received, movements[0]?.shipped, movements[0]?.net], [WH, 40, 15, 25]);
+    assert.equal((await api('/v1/stock/SKU-P/history?bucket=7x')).status, 400);
+    assert.equal((await api('/healthz')).status, 200);
+    assert.equal((await api('/readyz')).status, 200);
+  });
+
+  it('republishes every stock topic from the database on start', async () => {
+    await central.stop();
+    await gateway.endAsync(true);
+    const devices = await writeDevices([{ id: 'disp2', warehouse: WH, kind: 'display', password: 'pw-disp-2' }]);
+    central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 500, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+    ports = await central.start();
+    const display = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'disp2', 'pw-disp-2');
+    const seen = new Collector<GlobalStock>(display, 'stock/#');
+    await display.subscribeAsync('stock/#', { qos: 1 });
+    await seen.waitFor(() => seen.messages.some((m) => m.topic === 'stock/SKU-P'));
+    const m = seen.messages.find((x) => x.topic === 'stock/SKU-P');
+    assert.equal(m?.retain, true);
+    assert.equal(m?.payload.onHand, 25);
+    await display.endAsync();
+  });
+});
