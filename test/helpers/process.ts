@@ -1,0 +1,66 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/stockwire.js');
+
+export interface Running {
+  child: ChildProcess;
+  ports: Record<string, number>;
+  /** the last lines the process wrote to stderr (its logs) */
+  logs: string[];
+  exited: Promise<number | null>;
+}
+
+/** Starts `stockwire <args>` as a real process and waits for its ready line on stdout. */
+export async function startStockwire(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<Running> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  child.stderr?.on('data', (b: Buffer) => {
+    logs.push(...b.toString().split('\n').filter(Boolean));
+    if (logs.length > 400) logs.splice(0, logs.length - 400);
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const ports = await new Promise<Record<string, number>>((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`stockwire ${args[0]} not ready after ${timeoutMs} ms:\n${logs.slice(-20).join('\n')}`)), timeoutMs);
+    child.stdout?.on('data', (b: Buffer) => {
+      buf += b.toString();
+      for (const line of buf.split('\n').slice(0, -1)) {
+        try {
+          const msg = JSON.parse(line) as Record<string, unknown>;
+          if (msg.ready === true) {
+            clearTimeout(timer);
+            const { ready: _ready, ...p } = msg;
+            resolve(p as Record<string, number>);
+          }
+        } catch {
+          /* not the ready line */
+        }
+      }
+      buf = buf.slice(buf.lastIndexOf('\n') + 1);
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`stockwire ${args[0]} exited with ${code} before ready:\n${logs.slice(-20).join('\n')}`));
+    });
+  });
+  return { child, ports, logs, exited };
+}
+
+export async function kill9(r: Running): Promise<void> {
+  r.child.kill('SIGKILL');
+  await r.exited;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const a = server.address();
+      server.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
+}
