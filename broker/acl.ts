@@ -1,4 +1,4 @@
-import { filterWithin, topicMatches } from '../protocol/index.js';
+import { filterWithin, isIdent, topicMatches } from '../protocol/index.js';
 import type { Device } from './devices.js';
 
 /**
@@ -22,11 +22,17 @@ export function mayConnect(device: Device, role: BrokerRole, edgeWarehouse?: str
   }
 }
 
+// Ids go into grant patterns: one like `+` or `#` would widen the grant, so such a device gets none.
+function hasValidIdentity(device: Device): boolean {
+  return isIdent(device.id) && isIdent(device.warehouse);
+}
+
 /**
  * Topic patterns a device may publish to. Grants exist only on the role the device may connect to,
  * so a misconfigured edge or central still refuses.
  */
 export function publishGrants(device: Device, role: BrokerRole): string[] {
+  if (!hasValidIdentity(device)) return [];
   const wh = device.warehouse;
   switch (device.kind) {
     case 'scanner':
@@ -37,12 +43,14 @@ export function publishGrants(device: Device, role: BrokerRole): string[] {
     case 'gateway':
       return role === 'central' ? [`wh/${wh}/dev/+/event`, `wh/${wh}/status`] : [];
     case 'processor':
-      return role === 'central' ? ['wh/#', 'stock/#', 'alerts/#'] : [];
+      // "under wh/": `wh/+/#` matches `wh/x` and deeper, but not `wh` itself as `wh/#` would
+      return role === 'central' ? ['wh/+/#', 'stock/+/#', 'alerts/+/#'] : [];
   }
 }
 
 /** Topic filters a device may subscribe to, or any filter within them. */
 export function subscribeGrants(device: Device, role: BrokerRole): string[] {
+  if (!hasValidIdentity(device)) return [];
   const wh = device.warehouse;
   switch (device.kind) {
     case 'scanner':

@@ -110,7 +110,7 @@ export class StockwireBroker {
   private readonly devices: DeviceRegistry;
   private readonly authed = new WeakMap<Client, Device>();
   private readonly ready = new Set<Client>();
-  private readonly hooksInFlight = new Set<Promise<void>>();
+  private readonly decisionsInFlight = new Set<Promise<void>>();
   private listeners: Listener[] = [];
   private dummyHash: string | undefined;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -142,7 +142,10 @@ export class StockwireBroker {
         void this.authenticate(client, username, password).then((refusal) => (refusal === null ? done(null, true) : done(refusal, false)));
       },
       authorizePublish: (client, packet, done) => {
-        void this.authorizePublish(client, packet).then((refusal) => done(refusal));
+        // Tracked until aedes has the decision, so stop() lets the PUBACK of a hook in flight go out.
+        const decided = this.authorizePublish(client, packet).then((refusal) => done(refusal));
+        this.decisionsInFlight.add(decided);
+        void decided.finally(() => this.decisionsInFlight.delete(decided));
       },
       authorizeSubscribe: (client, sub, done) => done(null, this.authorizeSubscribe(client, sub)),
     });
@@ -203,24 +206,26 @@ export class StockwireBroker {
   }
 
   /**
-   * Stops accepting, lets device-event hooks in flight finish (so their PUBACKs go out), disconnects
+   * Stops accepting, lets publishes in flight finish (so the PUBACKs of running hooks go out), disconnects
    * every client and closes the listeners. Resolves once nothing the broker started is still running.
    */
   async stop(): Promise<void> {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
     for (const listener of this.listeners) listener.stopAccepting();
-    await this.settleHooks();
+    await this.settlePublishes();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await Promise.all(this.listeners.map((l) => l.close()));
     this.listeners = [];
-    await this.settleHooks(); // any that began between the first wait and the disconnect
+    await this.settlePublishes(); // any that began between the first wait and the disconnect
     this.state = 'stopped';
     this.log.info('broker stopped');
   }
 
-  private async settleHooks(): Promise<void> {
-    while (this.hooksInFlight.size > 0) await Promise.allSettled([...this.hooksInFlight]);
+  private async settlePublishes(): Promise<void> {
+    while (this.decisionsInFlight.size > 0) await Promise.allSettled([...this.decisionsInFlight]);
+    // one more turn of the event loop: aedes writes the PUBACK from the callback
+    await new Promise((resolve) => setImmediate(resolve));
   }
 
   private refuseConnection(reason: ConnectionRefusal, returnCode: number, fields: Record<string, unknown>): AuthenticateError {
@@ -240,7 +245,9 @@ export class StockwireBroker {
         await verifyPassword(password ?? '', this.dummyHash ?? '');
         return this.refuseConnection('unknown_user', RC_BAD_CREDENTIALS, fields);
       }
-      if (password === undefined || !(await verifyPassword(password, device.passwordHash))) {
+      // scrypt runs even without a password, so the answer takes as long as for a wrong one
+      const verified = await verifyPassword(password ?? '', device.passwordHash);
+      if (password === undefined || !verified) {
         return this.refuseConnection('bad_password', RC_BAD_CREDENTIALS, fields);
       }
       if (!mayConnect(device, this.role, this.edgeWarehouse)) {
@@ -285,17 +292,10 @@ export class StockwireBroker {
       // Refused while stopping: the device keeps the event and sends it to the next instance.
       if (this.state === 'stopping' || this.state === 'stopped') return refuse('stopping');
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      const hook = this.options.onDevicePublish(
-        { clientId: clientId, device },
-        { topic: packet.topic, payload, qos: packet.qos, retain: packet.retain },
-      );
-      this.hooksInFlight.add(hook);
       try {
-        await hook;
+        await this.options.onDevicePublish({ clientId, device }, { topic: packet.topic, payload, qos: packet.qos, retain: packet.retain });
       } catch (err) {
         return refuse('hook_failed', { err });
-      } finally {
-        this.hooksInFlight.delete(hook);
       }
     }
     this.metrics.messagesReceived.inc({ kind });

@@ -104,13 +104,18 @@ export function isPasswordHash(hash: unknown): boolean {
 
 // ---- registry ----------------------------------------------------------------------------------
 
-function problemsOfEntry(entry: unknown, at: string): string[] {
-  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return [`${at}: must be an object`];
-  const e = entry as Record<string, unknown>;
+function identityProblems(e: Record<string, unknown>, at: string): string[] {
   const problems: string[] = [];
   if (!isIdent(e.id)) problems.push(`${at}.id: must match ^[A-Za-z0-9._-]{1,64}$ (got ${JSON.stringify(e.id)})`);
   if (!isIdent(e.warehouse)) problems.push(`${at}.warehouse: must match ^[A-Za-z0-9._-]{1,64}$ (got ${JSON.stringify(e.warehouse)})`);
   if (!isDeviceKind(e.kind)) problems.push(`${at}.kind: must be one of ${DEVICE_KINDS.join(', ')} (got ${JSON.stringify(e.kind)})`);
+  return problems;
+}
+
+function problemsOfEntry(entry: unknown, at: string): string[] {
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return [`${at}: must be an object`];
+  const e = entry as Record<string, unknown>;
+  const problems = identityProblems(e, at);
   if (e.passwordHash === undefined) problems.push(`${at}.passwordHash: missing`);
   else if (!isPasswordHash(e.passwordHash)) problems.push(`${at}.passwordHash: not a scrypt hash (scrypt$N$r$p$salt$key)`);
   return problems;
@@ -223,9 +228,7 @@ const MAX_PASSWORD_CHARS = 1024;
  * Not safe against two concurrent writers of the same file (the last rename wins).
  */
 export async function addDevice(path: string, input: NewDevice): Promise<void> {
-  const problems = problemsOfEntry({ id: input.id, warehouse: input.warehouse, kind: input.kind, passwordHash: 'x' }, 'device').filter(
-    (p) => !p.startsWith('device.passwordHash'),
-  );
+  const problems = identityProblems({ id: input.id, warehouse: input.warehouse, kind: input.kind }, 'device');
   if (typeof input.password !== 'string' || input.password.length === 0) problems.push('password: must not be empty');
   else if (input.password.length > MAX_PASSWORD_CHARS) problems.push(`password: at most ${MAX_PASSWORD_CHARS} characters`);
   if (problems.length > 0) throw new DevicesFileError('new device', problems);

@@ -79,7 +79,9 @@ export function createApi(o: ApiOptions): FastifyInstance {
               sum(qty) FILTER (WHERE type = 'adjusted')::bigint AS adjusted,
               count(*) FILTER (WHERE type = 'counted')::bigint AS counts,
               sum(delta)::bigint AS net, count(*)::bigint AS events
-       FROM events WHERE sku = $1 AND ts >= $2 AND ts < $3
+       FROM events
+       -- one index range per warehouse that holds the sku (index events_row_order: wh, sku, ts)
+       WHERE wh IN (SELECT wh FROM stock WHERE sku = $1) AND sku = $1 AND ts >= $2 AND ts < $3
        GROUP BY 1, 2 ORDER BY 1, 2`,
       [sku, new Date(from).toISOString(), new Date(to).toISOString(), size],
     );

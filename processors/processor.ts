@@ -110,13 +110,17 @@ export class StandaloneProcessor {
       if (ingest.pending < highWater) callback();
       else void committed.then(() => callback()); // backpressure: stop reading until the queue drains
     };
+    // Ready only once subscribed: the first time, a broker drops what is published before a subscription exists.
+    let subscribed: () => void = () => {};
+    const firstSubscription = new Promise<void>((resolve) => (subscribed = resolve));
     client.on('connect', () => {
       this.connected = true;
       log.info({ url: o.centralUrl, clientId }, 'connected to central');
       client.subscribe(this.filters(), { qos: 1 }, (err, granted) => {
         if (err) return log.error({ err: err.message }, 'subscribe failed');
         const refused = (granted ?? []).filter((g) => g.qos === 128);
-        if (refused.length > 0) log.error({ refused: refused.map((g) => g.topic) }, 'central refused subscriptions');
+        if (refused.length > 0) return log.error({ refused: refused.map((g) => g.topic) }, 'central refused subscriptions');
+        subscribed();
       });
     });
     client.on('close', () => {
@@ -127,6 +131,7 @@ export class StandaloneProcessor {
     });
     client.on('error', (err) => log.warn({ err: err.message }, 'mqtt error'));
     client.connect();
+    await firstSubscription;
 
     this.api = createApi({ pool, readModel: this.readModel, registry: this.registry, ready: async () => this.connected && ingest.databaseHealthy });
     await this.api.listen({ host: o.host, port: o.httpPort });

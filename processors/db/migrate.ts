@@ -19,7 +19,7 @@ export interface MigrateResult {
   timescale: boolean;
 }
 
-export async function timescaleAvailable(pool: pg.Pool): Promise<boolean> {
+export async function timescaleAvailable(pool: pg.Pool | pg.PoolClient): Promise<boolean> {
   const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_available_extensions WHERE name = 'timescaledb'`);
   return (rows[0]?.n ?? 0) > 0;
 }
@@ -37,7 +37,7 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions = {}): Prom
     });
     const applied = await postgrator.migrate();
     const version = applied.length > 0 ? Number(applied[applied.length - 1]?.version) : Number(await postgrator.getDatabaseVersion());
-    const timescale = await timescaleAvailable(pool);
+    const timescale = await timescaleAvailable(client);
     if (timescale) await applyTimescale(client, options);
     else await applyPlainViews(client);
     return { version, timescale };

@@ -230,13 +230,23 @@ async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]
   keys.sort((a, b) => (a.wh === b.wh ? (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0) : a.wh < b.wh ? -1 : 1));
   const whs = keys.map((k) => k.wh);
   const skus = keys.map((k) => k.sku);
-  await client.query(`INSERT INTO stock (wh, sku) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING`, [whs, skus]);
-  const { rows } = await client.query<Row>(
-    `SELECT wh, sku, on_hand, reserved, (extract(epoch FROM anchor_ts) * 1000)::bigint::text AS anchor_ms, anchor_id, anchor_device, anchor_qty
-     FROM stock WHERE (wh, sku) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-     ORDER BY wh, sku FOR UPDATE`,
-    [whs, skus],
-  );
+  const lock = (w: string[], s: string[]) =>
+    client.query<Row>(
+      `SELECT wh, sku, on_hand, reserved, (extract(epoch FROM anchor_ts) * 1000)::bigint::text AS anchor_ms, anchor_id, anchor_device, anchor_qty
+       FROM stock WHERE (wh, sku) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+       ORDER BY wh, sku FOR UPDATE`,
+      [w, s],
+    );
+  // Lock existing rows first; create only the missing ones (rare once a sku is known), then lock those.
+  const { rows } = await lock(whs, skus);
+  if (rows.length < keys.length) {
+    const have = new Set(rows.map((r) => stockKey(r.wh, r.sku)));
+    const missing = keys.filter((k) => !have.has(stockKey(k.wh, k.sku)));
+    const mw = missing.map((k) => k.wh);
+    const ms = missing.map((k) => k.sku);
+    await client.query(`INSERT INTO stock (wh, sku) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING`, [mw, ms]);
+    rows.push(...(await lock(mw, ms)).rows);
+  }
 
   // Decide per row with the anchor rule of CONTRACT section 4 (the same rule as ledger.ts).
   const changes: Change[] = [];

@@ -39,6 +39,7 @@ export class Ingest {
   private closing = false; // refuses new events
   private stopping = false; // abandons a batch stuck retrying
   private backoffWake: (() => void) | null = null;
+  private published: Promise<void> = Promise.resolve(); // the chain of post-commit publishes
   /** false while the last batch failed on the database */
   databaseHealthy = true;
 
@@ -86,11 +87,8 @@ export class Ingest {
       }
       batch.forEach((w, i) => w.resolve(result.decisions[i] as Decision));
       this.record(items, result);
-      await publishBatch(this.o.publisher, items, result).catch((err: Error) => {
-        this.o.metrics.publishErrors.inc();
-        this.o.log.warn({ err: err.message }, 'publishing after commit failed; edges resend unacknowledged events');
-      });
-      await this.o.readModel.write(result.warehouseStock, result.globalStock);
+      // Publishing overlaps the next commit; publishes still leave in commit order, one batch after another.
+      this.published = this.published.then(() => this.publish(items, result));
       // Under a steady trickle, wait for company rather than committing batches of one.
       if (this.queue.length > 0 && this.queue.length < this.o.maxBatch && !this.closing) break;
     }
@@ -121,6 +119,14 @@ export class Ingest {
     }
   }
 
+  private async publish(items: Parsed[], result: BatchResult): Promise<void> {
+    await publishBatch(this.o.publisher, items, result).catch((err: Error) => {
+      this.o.metrics.publishErrors.inc();
+      this.o.log.warn({ err: err.message }, 'publishing after commit failed; edges resend unacknowledged events');
+    });
+    await this.o.readModel.write(result.warehouseStock, result.globalStock);
+  }
+
   private record(items: Parsed[], result: BatchResult): void {
     const m = this.o.metrics;
     m.batchSize.observe(items.length);
@@ -146,5 +152,6 @@ export class Ingest {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     for (const w of this.queue.splice(0)) w.reject(new Error('ingest stopped'));
+    await this.published;
   }
 }

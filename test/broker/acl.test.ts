@@ -167,9 +167,11 @@ describe('malformed topics and filters', () => {
       assert.equal(maySubscribe(processor, filter, 'central'), false, filter);
     }
   });
-  test('a device id that looks like a wildcard cannot widen its own grant', () => {
-    // ids are validated by the registry; the ACL must not rely on it
-    const odd: Device = { id: '+', warehouse: 'W1', kind: 'scanner', passwordHash: 'x' };
-    assert.equal(mayPublish(odd, 'wh/W1/dev/d2/event', 'edge'), true, 'documents why ids are validated at load');
+  test('a device id that is a wildcard gets no grant (the ACL does not rely on the registry alone)', () => {
+    const plus: Device = { id: '+', warehouse: 'W1', kind: 'scanner', passwordHash: 'x' };
+    const hash: Device = { id: 'd1', warehouse: '#', kind: 'display', passwordHash: 'x' };
+    assert.equal(mayPublish(plus, 'wh/W1/dev/d2/event', 'edge'), false);
+    assert.equal(maySubscribe(plus, 'wh/W1/dev/d2/ack', 'edge'), false);
+    assert.equal(maySubscribe(hash, 'wh/W2/stock/#', 'edge'), false);
   });
 });

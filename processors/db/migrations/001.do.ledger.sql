@@ -28,8 +28,7 @@ CREATE TABLE events (
   received_at timestamptz NOT NULL,
   committed_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX events_row_order ON events (wh, sku, ts, id, device);
-CREATE INDEX events_sku_ts ON events (sku, ts);
+CREATE INDEX events_row_order ON events (wh, sku, ts); -- counts sum the deltas after them
 
 CREATE TABLE stock (
   wh            text COLLATE "C" NOT NULL,
