@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { ConfigError, helpText, parseConfig, type Specs, type Values } from './options.js';
 
 export const EXIT_USAGE = 2;
+const FORCE_AFTER_MS = 2_000; // a signal this long after the first one forces the exit
 
 /** Parses config (exit 2 listing every problem), or prints help (exit 0). Returns null when the process should exit. */
 export function configure<S extends Specs>(command: string, summary: string, specs: S, argv: string[]): Values<S> | null {
@@ -25,13 +26,15 @@ export function configure<S extends Specs>(command: string, summary: string, spe
  * (exit 0), and exits at once on a second signal.
  */
 export async function serve(log: Logger, start: () => Promise<Record<string, number>>, stop: () => Promise<void>): Promise<void> {
-  let stopping = false;
+  let stoppingSince = 0;
   const onSignal = (signal: string) => {
-    if (stopping) {
-      log.warn({ signal }, 'second signal, exiting now');
+    if (stoppingSince > 0) {
+      // `npm start` forwards Ctrl-C and the terminal sends it too: one press can arrive twice at once.
+      if (Date.now() - stoppingSince < FORCE_AFTER_MS) return;
+      log.warn({ signal }, 'signal while stopping, exiting now');
       process.exit(1);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     log.info({ signal }, 'stopping');
     stop().then(
       () => {

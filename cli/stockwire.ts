@@ -5,6 +5,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   processor: { summary: 'the stock processor alone, as an MQTT client of any central broker', run: async (a) => (await import('../processors/main.js')).runProcessor(a) },
   migrate: { summary: 'create or upgrade the database schema, then exit', run: async (a) => (await import('../processors/main.js')).runMigrate(a) },
   rebuild: { summary: 'recompute stock from the event log, report drift, exit 1 on drift', run: async (a) => (await import('../processors/main.js')).runRebuild(a) },
+  demo: { summary: 'central with an embedded database and demo credentials, no services needed', run: async (a) => (await import('./demo.js')).runDemo(a) },
   devices: { summary: 'add a device or gateway credential to a devices file (devices add …)', run: runDevices },
 };
 

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { topics, type GlobalStock, type WarehouseStock } from '../protocol/index.js';
+import { topics, type GlobalStock, type ShelfReading, type WarehouseStock } from '../protocol/index.js';
 import type { Publisher } from './ingest/publisher.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 
@@ -9,7 +9,7 @@ const PAGE = 5_000; // skus per query while republishing
  * Republishes every retained stock topic from the database (DESIGN "Versions and republishing"):
  * the broker's retained store is a cache, the database is the truth. Pages by sku to bound memory.
  */
-export async function republishAll(pool: pg.Pool, publisher: Publisher, readModel: ReadModel): Promise<{ skus: number; rows: number }> {
+export async function republishAll(pool: pg.Pool, publisher: Publisher, readModel: ReadModel): Promise<{ skus: number; rows: number; shelves: number }> {
   let after = '';
   let skus = 0;
   let rowsTotal = 0;
@@ -46,5 +46,28 @@ export async function republishAll(pool: pg.Pool, publisher: Publisher, readMode
     rowsTotal += warehouse.length;
     after = last;
   }
-  return { skus, rows: rowsTotal };
+  const shelves = await republishShelves(pool, publisher);
+  return { skus, rows: rowsTotal, shelves };
+}
+
+/** The latest reading of every shelf and sku, retained at `wh/{wh}/shelf/{location}/{sku}`. */
+async function republishShelves(pool: pg.Pool, publisher: Publisher): Promise<number> {
+  let after = ['', '', ''];
+  let count = 0;
+  for (;;) {
+    const { rows } = await pool.query<{ wh: string; location: string; sku: string; qty: number; ts: Date; device: string }>(
+      `SELECT wh, location, sku, qty, ts, device FROM shelf_latest WHERE (wh, location, sku) > ($1, $2, $3) ORDER BY wh, location, sku LIMIT $4`,
+      [...after, PAGE],
+    );
+    if (rows.length === 0) return count;
+    await Promise.all(
+      rows.map((r) => {
+        const reading: ShelfReading = { sku: r.sku, warehouse: r.wh, location: r.location, qty: r.qty, ts: r.ts.toISOString(), device: r.device };
+        return publisher.publish(topics.shelf(r.wh, r.location, r.sku), JSON.stringify(reading), true);
+      }),
+    );
+    count += rows.length;
+    const last = rows[rows.length - 1] as { wh: string; location: string; sku: string };
+    after = [last.wh, last.location, last.sku];
+  }
 }

@@ -120,6 +120,10 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
     if (user) await fs.chown(dir, user.uid, user.gid), await fs.chown(pwfile, user.uid, user.gid);
     try {
       execFileSync(bin.initdb, ['-D', dir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'], { ...owned, stdio: 'pipe' });
+    } catch (err) {
+      const detail = String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim();
+      const hint = user ? ` (the server runs as user postgres: ${root} and its parents must be traversable by it)` : '';
+      throw new Error(`initdb failed${hint}: ${detail}`);
     } finally {
       await fs.rm(pwfile, { force: true });
     }

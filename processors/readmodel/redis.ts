@@ -87,6 +87,8 @@ export class RedisReadModel implements ReadModel {
   }
 
   async close(): Promise<void> {
-    if (this.client.isOpen) await this.client.quit().catch(() => this.client.destroy());
+    // quit() waits for a reconnect that may never come: only a connected client quits politely.
+    if (this.client.isReady) await this.client.quit().catch(() => this.client.destroy());
+    else if (this.client.isOpen) this.client.destroy();
   }
 }

@@ -14,8 +14,8 @@ export interface Running {
 }
 
 /** Starts `stockwire <args>` as a real process and waits for its ready line on stdout. */
-export async function startStockwire(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<Running> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startStockwire(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000, nodeArgs: string[] = []): Promise<Running> {
+  const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   child.stderr?.on('data', (b: Buffer) => {
     logs.push(...b.toString().split('\n').filter(Boolean));

@@ -142,6 +142,38 @@ describe('stockwire central (in-process processor)', () => {
     assert.equal((await api('/v1/stock/SKU-MIX')).body.onHand, 19);
   });
 
+  it('a shelf reading is retained at wh/{wh}/shelf/{location}/{sku}; an older reading does not replace it', async () => {
+    const display = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'disp1', 'disp-secret');
+    const shelf = new Collector<{ qty: number; location: string }>(display, `wh/${WH}/shelf/#`);
+    await display.subscribeAsync(`wh/${WH}/shelf/#`, { qos: 1 });
+    const now = Date.now();
+    await gateway.publishAsync(`wh/${WH}/dev/shelf-1/event`, event('l-1', 'level', 12, 'SKU-L', { location: 'A-01', ts: now }), { qos: 1 });
+    await shelf.waitFor(() => shelf.messages.length === 1);
+    await gateway.publishAsync(`wh/${WH}/dev/shelf-1/event`, event('l-0', 'level', 99, 'SKU-L', { location: 'A-01', ts: now - 60_000 }), { qos: 1 });
+    await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'l-0'));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(shelf.messages.length, 1, 'the older reading published nothing');
+    assert.equal(shelf.last(`wh/${WH}/shelf/A-01/SKU-L`)?.qty, 12);
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM shelf_readings WHERE sku = 'SKU-L'`);
+    assert.equal(rows[0].n, 2, 'both readings are stored');
+    assert.equal((await api('/v1/stock/SKU-L')).status, 404, 'shelf readings do not change book stock');
+    await display.endAsync();
+  });
+
+  it('stock below zero is applied (events are facts) and raises alerts/{wh}/negative-stock', async () => {
+    const display = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'disp1', 'disp-secret');
+    const alerts = new Collector<{ kind: string; sku: string }>(display, 'alerts/#');
+    await display.subscribeAsync('alerts/#', { qos: 1 });
+    await gateway.publishAsync(`wh/${WH}/dev/scan-9/event`, event('n-1', 'received', 2, 'SKU-NEG'), { qos: 1 });
+    await gateway.publishAsync(`wh/${WH}/dev/scan-9/event`, event('n-2', 'shipped', 5, 'SKU-NEG'), { qos: 1 });
+    await alerts.waitFor(() => alerts.messages.some((m) => m.topic === `alerts/${WH}/negative-stock`));
+    assert.equal(alerts.last(`alerts/${WH}/negative-stock`)?.sku, 'SKU-NEG');
+    assert.equal((await api('/v1/stock/SKU-NEG')).body.onHand, -3);
+    const lines = await metric('stockwire_negative_stock_total');
+    assert.ok(Number(lines[0]?.split(' ')[1]) >= 1);
+    await display.endAsync();
+  });
+
   it('HTTP: 404 for an unknown sku, 400 naming the field for a bad one, history per bucket', async () => {
     assert.equal((await api('/v1/stock/NOPE')).status, 404);
     const bad = await api('/v1/stock/bad%20sku');
@@ -170,6 +202,10 @@ describe('stockwire central (in-process processor)', () => {
     const m = seen.messages.find((x) => x.topic === 'stock/SKU-P');
     assert.equal(m?.retain, true);
     assert.equal(m?.payload.onHand, 25);
+    const shelf = new Collector<{ qty: number }>(display, `wh/${WH}/shelf/#`);
+    await display.subscribeAsync(`wh/${WH}/shelf/#`, { qos: 1 });
+    await shelf.waitFor(() => shelf.messages.length === 1);
+    assert.equal(shelf.last(`wh/${WH}/shelf/A-01/SKU-L`)?.qty, 12);
     await display.endAsync();
   });
 });

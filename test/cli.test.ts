@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/stockwire.js');
+const exec = promisify(execFile);
+
+async function stockwire(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const clean = { ...process.env, DATABASE_URL: undefined, DEVICES_FILE: undefined, ...env } as NodeJS.ProcessEnv;
+  for (const k of Object.keys(clean)) if (clean[k] === undefined) delete clean[k];
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: clean, timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('stockwire command line', () => {
+  let db: TestDatabase;
+  let dir: string;
+  before(async () => {
+    db = await createTestDatabase('cli');
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-cli-'));
+    await fs.chmod(dir, 0o755); // the embedded server runs as user postgres and must reach DATA_DIR
+  });
+  after(async () => {
+    await db.drop();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  for (const command of [[], ['central'], ['processor'], ['migrate'], ['rebuild'], ['devices']]) {
+    it(`stockwire ${command.join(' ')} --help exits 0 with usage`, async () => {
+      const r = await stockwire([...command, '--help']);
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, /Usage: stockwire/);
+    });
+  }
+
+  it('bad flags and config exit 2 with every problem listed', async () => {
+    const r = await stockwire(['central', '--mqtt-port', 'x', '--batch-max', '0', '--database-url', 'http://nope'], { LOG_LEVEL: 'loud' });
+    assert.equal(r.code, 2);
+    for (const problem of ['--mqtt-port', '--batch-max', '--database-url', '--devices-file (DEVICES_FILE) is required', '--log-level']) assert.ok(r.stderr.includes(problem), `names ${problem}: ${r.stderr}`);
+    assert.equal((await stockwire(['central', '--no-such-flag', '1', '--devices-file', 'x'])).code, 2);
+    assert.equal((await stockwire(['frobnicate'])).code, 2);
+  });
+
+  it('devices add creates the file, hashes the password, refuses a duplicate and a bad kind (exit 2)', async () => {
+    const file = path.join(dir, 'devices.json');
+    const ok = await stockwire(['devices', 'add', '--file', file, '--id', 'scan-1', '--warehouse', 'W1', '--kind', 'scanner', '--password', 'hunter2-long']);
+    assert.equal(ok.code, 0, ok.stderr);
+    const saved = JSON.parse(await fs.readFile(file, 'utf8')) as { devices: { id: string; passwordHash: string }[] };
+    assert.equal(saved.devices[0]?.id, 'scan-1');
+    assert.match(saved.devices[0]?.passwordHash ?? '', /^scrypt\$/);
+    assert.ok(!JSON.stringify(saved).includes('hunter2-long'), 'no clear-text password on disk');
+    assert.equal((await stockwire(['devices', 'add', '--file', file, '--id', 'scan-1', '--warehouse', 'W1', '--kind', 'scanner', '--password', 'x12345678'])).code, 2);
+    const bad = await stockwire(['devices', 'add', '--file', file, '--id', 'x', '--warehouse', 'W1', '--kind', 'toaster', '--password', 'x12345678']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /kind/);
+  });
+
+  it('migrate is idempotent; rebuild reports no drift, then exits 1 on tampered stock', async () => {
+    const env = { DATABASE_URL: db.url };
+    const first = await stockwire(['migrate'], env);
+    assert.equal(first.code, 0, first.stderr);
+    assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: 1, timescale: false });
+    assert.equal((await stockwire(['migrate'], env)).code, 0);
+    const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+    await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES
+      (now(), 'W1', 'd', 'a', 'received', 'S', 5, 5, '{}', now()), (now(), 'W1', 'd', 'b', 'shipped', 'S', 2, -2, '{}', now())`);
+    await pool.query(`INSERT INTO stock (wh, sku, on_hand, version) VALUES ('W1', 'S', 3, 1)`);
+    const clean = await stockwire(['rebuild'], env);
+    assert.equal(clean.code, 0, clean.stdout + clean.stderr);
+    assert.match(clean.stdout, /no drift/);
+    await pool.query(`UPDATE stock SET on_hand = 4 WHERE sku = 'S'`);
+    const drift = await stockwire(['rebuild', '--format', 'json'], env);
+    assert.equal(drift.code, 1);
+    assert.deepEqual(JSON.parse(drift.stdout).drift, [{ wh: 'W1', sku: 'S', stored: 4, recomputed: 3 }]);
+    await pool.end();
+  });
+
+  it('with DATABASE_URL unset, migrate starts the embedded PostgreSQL under DATA_DIR, and again on a second run', async () => {
+    const dataDir = path.join(dir, 'data');
+    const first = await stockwire(['migrate', '--data-dir', dataDir]);
+    assert.equal(first.code, 0, first.stderr.slice(-2000));
+    assert.equal(JSON.parse(first.stdout).migrated, true);
+    const second = await stockwire(['migrate', '--data-dir', dataDir]);
+    assert.equal(second.code, 0, second.stderr.slice(-2000));
+    await fs.access(path.join(dataDir, 'postgres', 'PG_VERSION'));
+  });
+
+  it('a central whose devices file is missing fails to start with a clear message (exit 1)', async () => {
+    const r = await stockwire(['central', '--devices-file', path.join(dir, 'absent.json'), '--database-url', db.url, '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /absent\.json/);
+  });
+});

@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import type { MqttClient } from 'mqtt';
+import pino from 'pino';
+import { createClient } from 'redis';
+import { Central } from '../../processors/central.js';
+import type { Ack } from '../../protocol/index.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeDevices } from '../helpers/devices.js';
+import { Collector, connect } from '../helpers/mqtt.js';
+import { freePort } from '../helpers/process.js';
+
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const WH = 'WR1';
+
+async function startCentral(db: TestDatabase, redisUrl: string, prefix: string) {
+  const devices = await writeDevices([{ id: 'gw-r', warehouse: WH, kind: 'gateway', password: 'pw-redis-1' }]);
+  const central = new Central({ databaseUrl: db.url, redisUrl, redisPrefix: prefix, dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+  const ports = await central.start();
+  const gateway = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'gw-r', 'pw-redis-1');
+  const acks = new Collector<Ack>(gateway, `wh/${WH}/dev/+/ack`);
+  await gateway.subscribeAsync(`wh/${WH}/dev/+/ack`, { qos: 1 });
+  const send = async (id: string, qty: number, sku: string) => {
+    await gateway.publishAsync(`wh/${WH}/dev/s1/event`, JSON.stringify({ v: 1, id, type: 'received', sku, qty }), { qos: 1 });
+    await acks.waitFor(() => acks.messages.some((m) => m.payload.id === id));
+    return acks.messages.find((m) => m.payload.id === id)?.payload as Ack;
+  };
+  const get = async (path: string) => {
+    const res = await fetch(`http://127.0.0.1:${ports.http}${path}`);
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  return { central, ports, gateway, send, get };
+}
+
+describe('Redis read model (REDIS_URL set)', () => {
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase('redis');
+  });
+  after(async () => db.drop());
+
+  it('writes through on every commit and serves the HTTP reads from Redis', async () => {
+    const redis = createClient({ url: REDIS_URL });
+    await redis.connect().catch((err: Error) => {
+      throw new Error(`Redis is not reachable at ${REDIS_URL} (${err.message}); start it with redis-server --daemonize yes --port 6379 --save "" --appendonly no`);
+    });
+    const prefix = `swtest:${randomBytes(4).toString('hex')}:`;
+    const c = await startCentral(db, REDIS_URL, prefix);
+    let gateway: MqttClient = c.gateway;
+    try {
+      await c.send('r-1', 7, 'SKU-R');
+      const stored = await redis.hGet(`${prefix}stock:SKU-R`, 'json');
+      assert.ok(stored, 'the global stock object is in Redis');
+      assert.equal(JSON.parse(stored).onHand, 7);
+      assert.equal(JSON.parse((await redis.hGet(`${prefix}wh:${WH}:stock:SKU-R`, 'json')) as string).onHand, 7);
+      // Reads come from Redis: a value planted there (with a higher version) is what the API answers.
+      const planted = { ...JSON.parse(stored), onHand: 4242, version: 999 };
+      await redis.hSet(`${prefix}stock:SKU-R`, { v: '999', json: JSON.stringify(planted) });
+      assert.equal((await c.get('/v1/stock/SKU-R')).body.onHand, 4242);
+      // An older version never overwrites a newer one.
+      await c.send('r-2', 1, 'SKU-R');
+      assert.equal(JSON.parse((await redis.hGet(`${prefix}stock:SKU-R`, 'json')) as string).onHand, 4242);
+    } finally {
+      for (const key of await redis.keys(`${prefix}*`)) await redis.del(key);
+      await redis.quit();
+      await gateway.endAsync();
+      await c.central.stop();
+      gateway = c.gateway;
+    }
+  });
+
+  it('Redis going away does not stop ingest; reads fall back to PostgreSQL and failures are counted', async () => {
+    const port = await freePort();
+    const server: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const exited = new Promise((r) => server.once('exit', r));
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await startCentral(db, `redis://127.0.0.1:${port}`, 'swtest-outage:');
+    try {
+      assert.equal((await c.send('o-1', 3, 'SKU-O')).status, 'applied');
+      server.kill('SIGKILL');
+      await exited;
+      const ack = await c.send('o-2', 4, 'SKU-O');
+      assert.equal(ack.status, 'applied', 'ingest goes on without Redis');
+      assert.deepEqual(ack.stock, { onHand: 7, available: 7 });
+      const read = await c.get('/v1/stock/SKU-O');
+      assert.equal(read.status, 200);
+      assert.equal(read.body.onHand, 7, 'read from PostgreSQL while Redis is down');
+      const metrics = await (await fetch(`http://127.0.0.1:${c.ports.http}/metrics`)).text();
+      const failed = metrics.split('\n').find((l) => l.startsWith('stockwire_read_model_errors_total{op="write"}'));
+      assert.ok(failed && Number(failed.split(' ')[1]) >= 1, `write failures counted: ${failed}`);
+    } finally {
+      server.kill('SIGKILL');
+      await c.gateway.endAsync();
+      await c.central.stop();
+    }
+  });
+});
