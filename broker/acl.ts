@@ -59,9 +59,10 @@ export function subscribeGrants(device: Device, role: BrokerRole): string[] {
         ? [`wh/${wh}/dev/${device.id}/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#', `wh/${wh}/status`]
         : [];
     case 'display':
-      // On central a display sees every warehouse; alerts/# too, since the live display shows recent alerts.
+      // On central a display sees every warehouse; alerts too (its own warehouse's on an edge), since the
+      // live display shows recent alerts — a read-only extension of CONTRACT section 5.
       return role === 'edge'
-        ? [`wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, `wh/${wh}/status`, 'stock/#']
+        ? [`wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, `wh/${wh}/status`, 'stock/#', `alerts/${wh}/#`]
         : ['wh/+/stock/#', 'wh/+/shelf/#', 'wh/+/status', 'stock/#', 'alerts/#'];
     case 'gateway':
       return role === 'central' ? [`wh/${wh}/dev/+/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#'] : [];

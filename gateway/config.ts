@@ -1,0 +1,40 @@
+import { isIdent } from '../protocol/index.js';
+import { logLevel, type LogLevel } from '../cli/logger.js';
+import { int, port, str, url, type OptionSpec } from '../cli/options.js';
+
+// Keeps each spec's literal type, so `default` and `required: true` make the parsed value non-optional.
+const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
+const ident = (raw: string): string => {
+  if (!isIdent(raw)) throw new Error('must match ^[A-Za-z0-9._-]{1,64}$');
+  return raw;
+};
+const bytes = (raw: string): number => {
+  const m = /^(\d+)\s*([kmg]i?b?|b)?$/i.exec(raw.trim());
+  if (!m) throw new Error('must be a byte count such as 1073741824, 512MiB or 1GiB');
+  const unit = (m[2] ?? 'b').toLowerCase()[0] as string;
+  const n = Number(m[1]) * ({ b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[unit]!;
+  if (n < 64 * 1024) throw new Error('must be at least 64 KiB');
+  return n;
+};
+
+export const edgeSpecs = {
+  wh: opt({ flag: 'warehouse', env: 'WAREHOUSE_ID', help: 'the warehouse this edge serves', parse: ident, required: true as const }),
+  devicesFile: opt({ flag: 'devices-file', env: 'DEVICES_FILE', help: 'credentials and roles (JSON)', parse: str, required: true as const }),
+  dataDir: opt({ flag: 'data-dir', env: 'DATA_DIR', help: 'durable local state (the outbox)', parse: str, default: './data' }),
+  host: opt({ flag: 'host', env: 'HOST', help: 'interface to listen on', parse: str, default: '0.0.0.0' }),
+  mqttPort: opt({ flag: 'mqtt-port', env: 'MQTT_PORT', help: 'device MQTT (TCP) listener; 0 picks a free port', parse: port, default: 1883 }),
+  wsPort: opt({ flag: 'ws-port', env: 'WS_PORT', help: 'device MQTT over WebSocket listener; 0 picks a free port', parse: port, default: 8083 }),
+  httpPort: opt({ flag: 'http-port', env: 'HTTP_PORT', help: 'health and metrics; 0 picks a free port', parse: port, default: 9101 }),
+  tlsPort: opt({ flag: 'tls-port', env: 'TLS_PORT', help: 'device MQTT over TLS listener (needs --tls-cert and --tls-key)', parse: port }),
+  tlsCert: opt({ flag: 'tls-cert', env: 'TLS_CERT', help: 'PEM certificate file of the TLS listener', parse: str }),
+  tlsKey: opt({ flag: 'tls-key', env: 'TLS_KEY', help: 'PEM private key file of the TLS listener', parse: str, secret: true }),
+  centralUrl: opt({ flag: 'central-url', env: 'CENTRAL_URL', help: 'the central broker', parse: url('mqtt:', 'mqtts:', 'ws:', 'wss:'), default: 'mqtt://127.0.0.1:1884' }),
+  centralUsername: opt({ flag: 'central-username', env: 'CENTRAL_USERNAME', help: 'gateway credential presented to central', parse: str }),
+  centralPassword: opt({ flag: 'central-password', env: 'CENTRAL_PASSWORD', help: 'its password', parse: str, secret: true }),
+  centralCa: opt({ flag: 'central-ca', env: 'CENTRAL_CA', help: 'PEM CA file that central\'s certificate must chain to (mqtts)', parse: str }),
+  outboxMaxBytes: opt({ flag: 'outbox-max-bytes', env: 'OUTBOX_MAX_BYTES', help: 'outbox bound; when full, new events are refused', parse: bytes, default: 1024 ** 3 }),
+  forwardWindow: opt({ flag: 'forward-window', env: 'FORWARD_WINDOW', help: 'events in flight to central at most', parse: int(1, 60_000), default: 2000 }),
+  resendAfterMs: opt({ flag: 'resend-after-ms', env: 'RESEND_AFTER_MS', help: 'ms without a commit ack before an event is sent again', parse: int(100, 3_600_000), default: 10_000 }),
+  keepalive: opt({ flag: 'keepalive', env: 'CENTRAL_KEEPALIVE', help: 's between pings to central (dead link noticed after 1.5×)', parse: int(1, 3600), default: 10 }),
+  logLevel: opt({ flag: 'log-level', env: 'LOG_LEVEL', help: 'pino level', parse: logLevel, default: 'info' as LogLevel }),
+};

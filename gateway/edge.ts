@@ -1,0 +1,189 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { createBroker, loadDevices, type AuthedClient, type DevicePublish, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
+import { parseEvent, parseEventTopic, topics, type Ack, type Alert, type LinkStatus } from '../protocol/index.js';
+import { Forwarder } from './forwarder.js';
+import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
+import { OutboxFullError, type Outbox } from './outbox/outbox.js';
+import { SqliteOutbox } from './outbox/sqlite.js';
+
+export interface EdgeOptions {
+  wh: string;
+  devicesFile: string;
+  dataDir: string;
+  host: string;
+  mqttPort: number;
+  wsPort: number;
+  httpPort: number;
+  tls?: TlsListenerOptions;
+  centralUrl: string;
+  centralUsername?: string;
+  centralPassword?: string;
+  centralTls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  outboxMaxBytes: number;
+  forwardWindow: number;
+  resendAfterMs: number;
+  keepalive: number;
+  log: Logger;
+}
+
+const STATUS_EVERY_MS = 5_000; // the local status topic carries the backlog; refreshed this often
+const ALERT_EVERY_MS = 60_000; // an outbox-full alert at most this often
+
+/**
+ * `stockwire edge`: one warehouse's Aedes broker for devices, the durable outbox and the bridge to
+ * central. A device's PUBACK goes out only after its event is fsynced in the outbox (CONTRACT 7).
+ */
+export class Edge {
+  readonly registry = new Registry();
+  private readonly metrics: EdgeMetrics;
+  private broker: StockwireBroker | null = null;
+  private outbox: Outbox | null = null;
+  private forwarder: Forwarder | null = null;
+  private http: FastifyInstance | null = null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private linkSince = new Date().toISOString();
+  private lastFullAlert = 0;
+  private ready = false;
+
+  constructor(private readonly o: EdgeOptions) {
+    collectDefaultMetrics({ register: this.registry });
+    this.metrics = createEdgeMetrics(this.registry);
+  }
+
+  async start(): Promise<{ mqtt: number; ws: number; http: number; mqtts?: number }> {
+    const { o } = this;
+    const log = o.log;
+    const devices = await loadDevices(o.devicesFile);
+    await fs.mkdir(o.dataDir, { recursive: true });
+    this.outbox = await SqliteOutbox.open({ path: path.join(o.dataDir, `outbox-${o.wh}.db`), maxBytes: o.outboxMaxBytes });
+    this.metrics.outboxMaxBytes.set(o.outboxMaxBytes);
+    const backlog = this.outbox.stats();
+    if (backlog.events > 0) log.info({ events: backlog.events, bytes: backlog.bytes }, 'outbox holds unconfirmed events; they are sent first');
+
+    this.broker = createBroker({
+      role: 'edge',
+      edgeWarehouse: o.wh,
+      devices,
+      host: o.host,
+      mqttPort: o.mqttPort,
+      wsPort: o.wsPort,
+      ...(o.tls && { tls: o.tls }),
+      registry: this.registry,
+      log,
+      onDevicePublish: (client, packet) => this.accept(client, packet),
+    });
+    const aedes = this.broker.aedes;
+    const local = (topic: string, payload: string | Buffer, retain: boolean) =>
+      aedes.publish({ cmd: 'publish', topic, payload: Buffer.isBuffer(payload) ? payload : Buffer.from(payload), qos: 1, retain, dup: false }, () => {});
+
+    this.forwarder = new Forwarder({
+      outbox: this.outbox,
+      wh: o.wh,
+      centralUrl: o.centralUrl,
+      ...(o.centralUsername !== undefined && { username: o.centralUsername, password: o.centralPassword }),
+      ...(o.centralTls && { tls: o.centralTls }),
+      window: o.forwardWindow,
+      resendAfterMs: o.resendAfterMs,
+      keepalive: o.keepalive,
+      metrics: this.metrics,
+      log,
+      // Downlink mirror: stock and shelf topics stay retained here, so displays keep the last known values offline.
+      onMessage: (topic, payload) => {
+        const isAck = topic.endsWith('/ack');
+        local(topic, payload, !isAck);
+        this.metrics.mirrored.inc({ kind: isAck ? 'ack' : topic.includes('/shelf/') ? 'shelf' : 'stock' });
+      },
+      onLink: () => {
+        this.linkSince = new Date().toISOString();
+        this.publishStatus();
+      },
+    });
+    const ports = await this.broker.start();
+    this.forwarder.start();
+    this.publishStatus();
+    this.statusTimer = setInterval(() => this.publishStatus(), STATUS_EVERY_MS);
+
+    this.http = Fastify({ logger: false });
+    this.http.get('/healthz', async () => ({ status: 'ok' }));
+    this.http.get('/readyz', async (_req, reply) => (this.ready ? { status: 'ready', central: this.forwarder?.linkUp ? 'online' : 'offline' } : reply.status(503).send({ status: 'not ready' })));
+    this.http.get('/metrics', async (_req, reply) => {
+      this.refreshBacklog();
+      return reply.type(this.registry.contentType).send(await this.registry.metrics());
+    });
+    await this.http.listen({ host: o.host, port: o.httpPort });
+    const address = this.http.server.address();
+    this.ready = true;
+    return { mqtt: ports.mqtt, ws: ports.ws ?? 0, http: typeof address === 'object' && address ? address.port : o.httpPort, ...(ports.mqtts !== undefined && { mqtts: ports.mqtts }) };
+  }
+
+  /** The broker hook: validate, stamp, append durably; the PUBACK follows when this resolves. */
+  private async accept(_client: AuthedClient, packet: DevicePublish): Promise<void> {
+    const outbox = this.outbox as Outbox;
+    const where = parseEventTopic(packet.topic);
+    if (!where) throw new Error('not an event topic');
+    const receivedAt = Date.now();
+    const parsed = parseEvent(packet.payload, { wh: where.wh, device: where.device, receivedAt });
+    let payload = packet.payload;
+    if (parsed.ok && (parsed.event.payload.ts === undefined || parsed.event.ts === receivedAt)) {
+      // No trustworthy event time: the edge's receipt time is the event time (CONTRACT 3), fixed now so a
+      // replay hours later still carries it.
+      payload = Buffer.from(JSON.stringify({ ...parsed.event.payload, ts: new Date(receivedAt).toISOString() }));
+    }
+    try {
+      await outbox.append({ device: where.device, eventId: parsed.ok ? parsed.event.id : parsed.id, topic: packet.topic, payload, receivedAt });
+    } catch (err) {
+      if (err instanceof OutboxFullError) {
+        this.metrics.refused.inc({ reason: 'outbox_full' });
+        this.alertFull(err);
+      } else this.metrics.refused.inc({ reason: 'outbox_error' });
+      throw err; // no PUBACK: the device keeps the event and sends it again
+    }
+    this.metrics.accepted.inc({ valid: parsed.ok ? 'yes' : 'no' });
+    if (!parsed.ok) {
+      // Stored and forwarded all the same, for central's dead-letter store; the device hears at once.
+      const ack: Ack = { id: parsed.id, status: 'rejected', error: { code: parsed.error.code, message: parsed.error.message } };
+      this.broker?.aedes.publish({ cmd: 'publish', topic: topics.ack(where.wh, where.device), payload: Buffer.from(JSON.stringify(ack)), qos: 1, retain: false, dup: false }, () => {});
+    }
+    this.forwarder?.notify();
+  }
+
+  private alertFull(err: OutboxFullError): void {
+    const now = Date.now();
+    if (now - this.lastFullAlert < ALERT_EVERY_MS) return;
+    this.lastFullAlert = now;
+    const alert: Alert = { kind: 'outbox-full', wh: this.o.wh, message: `${err.message}; devices keep their events until there is room`, at: new Date().toISOString() };
+    this.o.log.error({ maxBytes: this.o.outboxMaxBytes }, 'outbox full: refusing new events');
+    const payload = JSON.stringify(alert);
+    // On the edge broker only: a gateway may not publish alerts at central (CONTRACT 5). Central and
+    // Prometheus see the backlog in wh/{wh}/status and in stockwire_edge_events_refused_total.
+    this.broker?.aedes.publish({ cmd: 'publish', topic: topics.alert(this.o.wh, 'outbox-full'), payload: Buffer.from(payload), qos: 1, retain: false, dup: false }, () => {});
+  }
+
+  private refreshBacklog(): void {
+    const s = this.outbox?.stats();
+    if (!s) return;
+    this.metrics.backlogEvents.set(s.events);
+    this.metrics.backlogBytes.set(s.bytes);
+    this.metrics.oldestAge.set(s.oldestReceivedAt === null ? 0 : (Date.now() - s.oldestReceivedAt) / 1000);
+  }
+
+  private publishStatus(): void {
+    this.refreshBacklog();
+    const status: LinkStatus = { central: this.forwarder?.linkUp ? 'online' : 'offline', since: this.linkSince, backlog: this.outbox?.stats().events ?? 0 };
+    this.broker?.aedes.publish({ cmd: 'publish', topic: topics.status(this.o.wh), payload: Buffer.from(JSON.stringify(status)), qos: 1, retain: true, dup: false }, () => {});
+  }
+
+  /** Stops accepting (devices keep what they have not had a PUBACK for), flushes, closes. */
+  async stop(): Promise<void> {
+    this.ready = false;
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    await this.http?.close();
+    await this.broker?.stop();
+    await this.forwarder?.stop();
+    await this.outbox?.close();
+  }
+}

@@ -1,0 +1,209 @@
+import type { Logger } from 'pino';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { topics, type Ack, type LinkStatus } from '../protocol/index.js';
+import type { EdgeMetrics } from './metrics.js';
+import type { Outbox, OutboxEntry } from './outbox/outbox.js';
+
+export interface ForwarderOptions {
+  outbox: Outbox;
+  wh: string;
+  centralUrl: string;
+  username?: string;
+  password?: string;
+  /** extra MQTT.js options (TLS: ca, cert, key, rejectUnauthorized) */
+  tls?: Pick<IClientOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized'>;
+  /** events in flight to central at most, waiting for their commit ack */
+  window: number;
+  /** ms without a commit ack before an event is sent again (doubles per attempt, up to 16×) */
+  resendAfterMs: number;
+  /** s between keep-alive pings: a silently dead link is noticed after 1.5× this */
+  keepalive: number;
+  metrics: EdgeMetrics;
+  log: Logger;
+  /** a message from central on a mirrored topic (stock, shelf, acks) */
+  onMessage: (topic: string, payload: Buffer) => void;
+  onLink: (up: boolean) => void;
+}
+
+interface InFlight {
+  entry: OutboxEntry;
+  sentAt: number;
+  attempts: number;
+}
+
+const CONFIRM_DELAY_MS = 5; // confirmations within this window share one outbox transaction
+const RESEND_CHECK_MS = 1_000;
+
+/**
+ * Store-and-forward to central (DESIGN "Edge → central"): reads the outbox oldest first, keeps a
+ * bounded window of events in flight, and deletes an event only on central's commit ack — never
+ * on the central broker's PUBACK. Resends on reconnect and on silence.
+ */
+export class Forwarder {
+  private client: MqttClient | null = null;
+  private cursor = 0; // highest seq sent on this connection
+  private readonly inflight = new Map<number, InFlight>(); // by seq
+  private readonly byKey = new Map<string, Set<number>>(); // device/eventId → seqs (a device may resend one event)
+  private confirmQueue: number[] = [];
+  private confirmTimer: NodeJS.Timeout | null = null;
+  private resendTimer: NodeJS.Timeout | null = null;
+  private pumping = false;
+  private connected = false;
+  private stopped = false;
+
+  constructor(private readonly o: ForwarderOptions) {}
+
+  get linkUp(): boolean {
+    return this.connected;
+  }
+
+  start(): void {
+    const { o } = this;
+    const status = (central: 'online' | 'offline'): string => JSON.stringify({ central, since: new Date().toISOString(), backlog: o.outbox.stats().events } satisfies LinkStatus);
+    const client = mqtt.connect(o.centralUrl, {
+      clientId: o.username ?? `edge-${o.wh}`,
+      ...(o.username !== undefined && { username: o.username, password: o.password }),
+      ...o.tls,
+      clean: true, // the outbox is the queue; every reconnect starts again from the oldest unconfirmed event
+      keepalive: o.keepalive,
+      reconnectPeriod: 1_000, // ms
+      connectTimeout: 10_000, // ms
+      // Displays at central learn of a lost link from this will (CONTRACT section 2).
+      will: { topic: topics.status(o.wh), payload: Buffer.from(status('offline')), qos: 1, retain: true },
+      queueQoSZero: false,
+    });
+    this.client = client;
+    client.on('connect', () => {
+      this.connected = true;
+      this.inflight.clear();
+      this.byKey.clear();
+      this.cursor = 0;
+      o.metrics.link.set(1);
+      o.metrics.linkChanges.inc({ state: 'up' });
+      o.log.info({ url: o.centralUrl }, 'connected to central');
+      client.subscribe(
+        [topics.ack(o.wh, '+'), `wh/${o.wh}/stock/#`, `wh/${o.wh}/shelf/#`, 'stock/#'],
+        { qos: 1 },
+        (err) => err && o.log.error({ err: err.message }, 'subscribing at central failed'),
+      );
+      client.publish(topics.status(o.wh), status('online'), { qos: 1, retain: true });
+      o.onLink(true);
+      this.pump();
+    });
+    client.on('close', () => {
+      if (!this.connected) return;
+      this.connected = false;
+      o.metrics.link.set(0);
+      o.metrics.linkChanges.inc({ state: 'down' });
+      o.log.warn('link to central lost; events stay in the outbox');
+      o.onLink(false);
+    });
+    client.on('error', (err) => o.log.warn({ err: err.message }, 'central connection error'));
+    client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    this.resendTimer = setInterval(() => this.resendSilent(), RESEND_CHECK_MS);
+  }
+
+  /** New events are in the outbox. */
+  notify(): void {
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.pumping || !this.connected || this.stopped) return;
+    this.pumping = true;
+    void this.fill().finally(() => {
+      this.pumping = false;
+    });
+  }
+
+  private async fill(): Promise<void> {
+    while (this.connected && !this.stopped && this.inflight.size < this.o.window) {
+      const read = this.o.outbox.read(this.cursor, Math.min(500, this.o.window - this.inflight.size));
+      const entries = read instanceof Promise ? await read : read;
+      if (entries.length === 0) return;
+      for (const e of entries) this.send(e, 0);
+      this.cursor = (entries[entries.length - 1] as OutboxEntry).seq;
+    }
+  }
+
+  private send(entry: OutboxEntry, attempts: number): void {
+    const client = this.client;
+    if (!client) return;
+    this.inflight.set(entry.seq, { entry, sentAt: Date.now(), attempts });
+    if (entry.eventId !== null) {
+      const key = `${entry.device}/${entry.eventId}`;
+      const seqs = this.byKey.get(key) ?? new Set<number>();
+      seqs.add(entry.seq);
+      this.byKey.set(key, seqs);
+    }
+    this.o.metrics.sent.inc({ attempt: attempts === 0 ? 'first' : 'resend' });
+    client.publish(entry.topic, entry.payload, { qos: 1 }, (err) => {
+      // A payload with no readable event id can never be matched to an ack: the broker's PUBACK
+      // is all the confirmation there is (central's Aedes sends it only after the commit).
+      if (!err && entry.eventId === null && this.inflight.has(entry.seq)) this.confirm([entry.seq]);
+    });
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    const parts = topic.split('/');
+    if (parts.length === 5 && parts[0] === 'wh' && parts[2] === 'dev' && parts[4] === 'ack') {
+      let ack: Ack | null = null;
+      try {
+        ack = JSON.parse(payload.toString()) as Ack;
+      } catch {
+        ack = null;
+      }
+      const seqs = ack?.id ? this.byKey.get(`${parts[3]}/${ack.id}`) : undefined;
+      if (seqs) {
+        this.byKey.delete(`${parts[3]}/${ack?.id}`);
+        this.confirm([...seqs]);
+      }
+    }
+    this.o.onMessage(topic, payload);
+  }
+
+  private confirm(seqs: number[]): void {
+    for (const s of seqs) this.inflight.delete(s);
+    this.confirmQueue.push(...seqs);
+    if (!this.confirmTimer) {
+      this.confirmTimer = setTimeout(() => void this.flushConfirms(), CONFIRM_DELAY_MS);
+    }
+    this.pump();
+  }
+
+  private async flushConfirms(): Promise<void> {
+    this.confirmTimer = null;
+    const seqs = this.confirmQueue;
+    this.confirmQueue = [];
+    if (seqs.length === 0) return;
+    try {
+      await this.o.outbox.confirm(seqs);
+      this.o.metrics.confirmed.inc(seqs.length);
+    } catch (err) {
+      // Not deleted: they are sent again after a restart and central answers `duplicate`.
+      this.o.log.error({ err: (err as Error).message, events: seqs.length }, 'removing confirmed events from the outbox failed');
+    }
+  }
+
+  private resendSilent(): void {
+    if (!this.connected) return;
+    const now = Date.now();
+    for (const f of this.inflight.values()) {
+      const wait = this.o.resendAfterMs * 2 ** Math.min(f.attempts, 4);
+      if (now - f.sentAt > wait) this.send(f.entry, f.attempts + 1);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.resendTimer) clearInterval(this.resendTimer);
+    if (this.confirmTimer) clearTimeout(this.confirmTimer);
+    await this.flushConfirms();
+    // A clean DISCONNECT suppresses the will: say `offline` ourselves first.
+    if (this.connected && this.client) {
+      const offline: LinkStatus = { central: 'offline', since: new Date().toISOString(), backlog: this.o.outbox.stats().events };
+      await this.client.publishAsync(topics.status(this.o.wh), JSON.stringify(offline), { qos: 1, retain: true }).catch(() => {});
+    }
+    await this.client?.endAsync().catch(() => {});
+  }
+}

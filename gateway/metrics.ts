@@ -1,0 +1,19 @@
+import client, { type Registry } from 'prom-client';
+
+/** Edge metrics; names are the contract with dashboards and alert rules (dashboards/). */
+export function createEdgeMetrics(registry: Registry) {
+  return {
+    accepted: new client.Counter({ name: 'stockwire_edge_events_accepted_total', help: 'Device events written to the outbox (PUBACK sent after the fsync)', labelNames: ['valid'], registers: [registry] }),
+    refused: new client.Counter({ name: 'stockwire_edge_events_refused_total', help: 'Device events refused (the device keeps them), by reason', labelNames: ['reason'], registers: [registry] }),
+    backlogEvents: new client.Gauge({ name: 'stockwire_edge_backlog_events', help: 'Events in the outbox not yet confirmed by central', registers: [registry] }),
+    backlogBytes: new client.Gauge({ name: 'stockwire_edge_backlog_bytes', help: 'Bytes in the outbox not yet confirmed by central', registers: [registry] }),
+    outboxMaxBytes: new client.Gauge({ name: 'stockwire_edge_outbox_max_bytes', help: 'The outbox bound (OUTBOX_MAX_BYTES)', registers: [registry] }),
+    oldestAge: new client.Gauge({ name: 'stockwire_edge_oldest_unconfirmed_seconds', help: 'Age of the oldest event central has not confirmed', registers: [registry] }),
+    confirmed: new client.Counter({ name: 'stockwire_edge_events_confirmed_total', help: 'Events confirmed by central\'s commit ack and removed from the outbox (drain rate: rate() of this)', registers: [registry] }),
+    sent: new client.Counter({ name: 'stockwire_edge_events_sent_total', help: 'Event publishes to central, first sends and resends', labelNames: ['attempt'], registers: [registry] }),
+    link: new client.Gauge({ name: 'stockwire_edge_link_up', help: '1 while connected to central', registers: [registry] }),
+    linkChanges: new client.Counter({ name: 'stockwire_edge_link_changes_total', help: 'Connections to central made and lost', labelNames: ['state'], registers: [registry] }),
+    mirrored: new client.Counter({ name: 'stockwire_edge_mirrored_total', help: 'Messages from central republished on the edge broker', labelNames: ['kind'], registers: [registry] }),
+  };
+}
+export type EdgeMetrics = ReturnType<typeof createEdgeMetrics>;

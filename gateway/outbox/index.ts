@@ -1,0 +1,3 @@
+export { entryBytes, invalidEntry, OutboxClosedError, OutboxFullError, type NewEntry, type Outbox, type OutboxEntry, type OutboxStats } from './outbox.js';
+export { SqliteOutbox, type SqliteOutboxOptions } from './sqlite.js';
+export { MemoryOutbox } from './memory.js';

@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { MemoryOutbox, SqliteOutbox, type OutboxEntry } from '../../gateway/outbox/index.js';
+import { newEntry, outboxContract } from './outbox-contract.js';
+
+const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'outbox-child.ts');
+const BIG = 1 << 30; // bytes
+
+let dir: string;
+let files = 0;
+const freshPath = (): string => join(dir, `outbox-${++files}.db`);
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'stockwire-outbox-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+outboxContract('MemoryOutbox', async (maxBytes) => new MemoryOutbox(maxBytes));
+outboxContract('SqliteOutbox', async (maxBytes) => SqliteOutbox.open({ path: freshPath(), maxBytes }));
+
+async function readAll(o: SqliteOutbox): Promise<OutboxEntry[]> {
+  return o.read(0, Number.MAX_SAFE_INTEGER);
+}
+
+describe('SqliteOutbox', () => {
+  test('runs in WAL mode with synchronous = FULL (2), holding the file exclusively', async () => {
+    const o = await SqliteOutbox.open({ path: freshPath(), maxBytes: BIG });
+    assert.deepEqual(o.pragmas, { journalMode: 'wal', synchronous: 2, lockingMode: 'exclusive' });
+    await o.close();
+  });
+
+  test('a second outbox on the same file is refused while the first is open', async () => {
+    const path = freshPath();
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+    await o.append(newEntry());
+    await assert.rejects(SqliteOutbox.open({ path, maxBytes: BIG }), /open in another process/);
+    await o.close();
+    const again = await SqliteOutbox.open({ path, maxBytes: BIG });
+    assert.equal(again.stats().events, 1);
+    await again.close();
+  });
+
+  test('invalid options are all reported at once', () => {
+    assert.throws(() => new SqliteOutbox({ path: ':memory:', maxBytes: 0, groupWindowMs: -1, groupMax: 0 }), (err: unknown) => {
+      assert.ok(err instanceof RangeError);
+      for (const word of ['path', 'maxBytes', 'groupWindowMs', 'groupMax']) assert.match(err.message, new RegExp(word));
+      return true;
+    });
+  });
+
+  test('entries, seqs and counters survive close and reopen', async () => {
+    const path = freshPath();
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+    const stored = await Promise.all(Array.from({ length: 50 }, (_, i) => o.append(newEntry(i * 3))));
+    await o.confirm([stored[0]?.seq ?? 0, stored[10]?.seq ?? 0, stored[49]?.seq ?? 0]);
+    const before = { entries: await readAll(o), stats: o.stats() };
+    await o.close();
+
+    const reopened = await SqliteOutbox.open({ path, maxBytes: BIG });
+    assert.deepEqual(await readAll(reopened), before.entries);
+    assert.deepEqual(reopened.stats(), before.stats);
+    assert.equal(before.stats.events, 47);
+    assert.equal(before.stats.oldestReceivedAt, stored[1]?.receivedAt);
+    await reopened.close();
+  });
+
+  test('kill -9: every seq the child reported as appended is on disk after reopen', async (t) => {
+    const path = freshPath();
+    const KILL_AFTER = 1000; // seqs reported before the kill is scheduled
+    // The kill then comes after a random delay (ms), so over runs it lands at every phase of the child's
+    // cycle (collecting a group, inside its transaction, resolving it) rather than always between groups.
+    const killDelayMs = Math.random() * 25;
+    let killTimer: NodeJS.Timeout | undefined;
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    let out = '';
+    let err = '';
+    let reported = 0;
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const closed = new Promise<NodeJS.Signals | null>((resolve) => child.once('close', (_code, signal) => resolve(signal)));
+    child.stdout.on('data', (b: Buffer) => {
+      const s = b.toString();
+      out += s;
+      for (const ch of s) if (ch === '\n') reported += 1;
+      if (reported >= KILL_AFTER) killTimer ??= setTimeout(() => child.kill('SIGKILL'), killDelayMs);
+    });
+    const timeout = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const signal = await closed;
+    clearTimeout(timeout);
+    clearTimeout(killTimer);
+    assert.equal(signal, 'SIGKILL', `child ended on its own:\n${err}`);
+    t.diagnostic(`killed ${killDelayMs.toFixed(1)} ms after ${KILL_AFTER} seqs; ${reported} reported`);
+    assert.ok(reported >= KILL_AFTER, `child reported only ${reported} seqs before the deadline:\n${err}`);
+
+    // Only complete lines: a line cut by the kill was never fully reported.
+    const acked = out.split('\n').slice(0, -1).map(Number);
+    assert.ok(acked.every(Number.isSafeInteger));
+
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+    const onDisk = (await readAll(o)).map((e) => e.seq);
+    const stored = new Set(onDisk);
+    const missing = acked.filter((s) => !stored.has(s));
+    assert.deepEqual(missing, [], `${missing.length} acknowledged seqs lost (kill delay ${killDelayMs} ms)`);
+    // Groups are atomic and nothing was confirmed: what is stored is exactly 1..N, no holes.
+    assert.deepEqual(onDisk, Array.from({ length: onDisk.length }, (_, i) => i + 1));
+    assert.ok(onDisk.length >= Math.max(...acked));
+    assert.equal(o.stats().events, onDisk.length, 'counters rebuilt from disk');
+    const next = await o.append(newEntry());
+    assert.equal(next.seq, onDisk.length + 1);
+    await o.close();
+  });
+
+  test('group commit: 1000 appends at once take one transaction (groupMax 1000), ten with groupMax 100', async () => {
+    const one = await SqliteOutbox.open({ path: freshPath(), maxBytes: BIG });
+    await Promise.all(Array.from({ length: 1000 }, () => one.append(newEntry())));
+    assert.equal(one.commits, 1);
+    assert.equal(one.stats().events, 1000);
+    await one.close();
+
+    const ten = await SqliteOutbox.open({ path: freshPath(), maxBytes: BIG, groupMax: 100 });
+    await Promise.all(Array.from({ length: 1000 }, () => ten.append(newEntry())));
+    assert.equal(ten.commits, 10);
+    await ten.close();
+  });
+
+  test('an append still in its group is neither readable nor counted; close commits it', async () => {
+    const path = freshPath();
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG, groupWindowMs: 60_000 });
+    const pending = o.append(newEntry(5));
+    assert.deepEqual(o.read(0, 10), []);
+    assert.equal(o.stats().events, 0);
+    await o.close();
+    const stored = await pending;
+    const reopened = await SqliteOutbox.open({ path, maxBytes: BIG });
+    assert.deepEqual(await readAll(reopened), [stored]);
+    await reopened.close();
+  });
+
+  test('a group whose transaction fails rejects every append in it, stores none, and frees its bytes', async () => {
+    const path = freshPath();
+    await (await SqliteOutbox.open({ path, maxBytes: BIG })).close();
+    // A real write failure inside the transaction, injected with a trigger on the file (no mocks).
+    const raw = new Database(path);
+    raw.exec(`CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.topic = 'poison' BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    raw.close();
+
+    const o = await SqliteOutbox.open({ path, maxBytes: 100 });
+    const group = [o.append(newEntry(20)), o.append({ ...newEntry(20), topic: 'poison' }), o.append(newEntry(20))];
+    const results = await Promise.allSettled(group);
+    assert.ok(results.every((r) => r.status === 'rejected' && /injected failure/.test(String(r.reason))), 'no append of the failed group resolves');
+    assert.deepEqual(o.read(0, 10), []);
+    assert.deepEqual(o.stats(), { events: 0, bytes: 0, oldestReceivedAt: null });
+    assert.equal(o.commits, 0);
+    const fits = await o.append(newEntry(90)); // 100 bytes: the failed group's bytes no longer count
+    assert.equal(fits.bytes, 100);
+    await o.close();
+  });
+
+  test('a seq is not reused after restart when the newest entries were confirmed', async () => {
+    const path = freshPath();
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+    const stored = await Promise.all([1, 2, 3, 4, 5].map(() => o.append(newEntry())));
+    const highest = Math.max(...stored.map((e) => e.seq));
+    await o.confirm(stored.slice(3).map((e) => e.seq)); // the two newest
+    await o.close();
+
+    const second = await SqliteOutbox.open({ path, maxBytes: BIG });
+    const next = await second.append(newEntry());
+    assert.ok(next.seq > highest, `seq ${next.seq} reused (highest ever was ${highest})`);
+    await second.confirm((await readAll(second)).map((e) => e.seq)); // now all of them
+    await second.close();
+
+    const third = await SqliteOutbox.open({ path, maxBytes: BIG });
+    assert.equal(third.stats().events, 0);
+    assert.ok((await third.append(newEntry())).seq > next.seq);
+    await third.close();
+  });
+});
