@@ -33,6 +33,7 @@ interface InFlight {
 
 const CONFIRM_DELAY_MS = 5; // confirmations within this window share one outbox transaction
 const RESEND_CHECK_MS = 1_000;
+const STOP_STATUS_WAIT_MS = 1_000; // how long a clean stop waits for central to take the `offline` status
 
 /**
  * Store-and-forward to central (DESIGN "Edge → central"): reads the outbox oldest first, keeps a
@@ -202,8 +203,9 @@ export class Forwarder {
     // A clean DISCONNECT suppresses the will: say `offline` ourselves first.
     if (this.connected && this.client) {
       const offline: LinkStatus = { central: 'offline', since: new Date().toISOString(), backlog: this.o.outbox.stats().events };
-      await this.client.publishAsync(topics.status(this.o.wh), JSON.stringify(offline), { qos: 1, retain: true }).catch(() => {});
+      const sent = this.client.publishAsync(topics.status(this.o.wh), JSON.stringify(offline), { qos: 1, retain: true }).catch(() => {});
+      await Promise.race([sent, new Promise((r) => setTimeout(r, STOP_STATUS_WAIT_MS))]); // a dead link never answers
     }
-    await this.client?.endAsync().catch(() => {});
+    await this.client?.endAsync(true).catch(() => {});
   }
 }

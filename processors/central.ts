@@ -8,8 +8,8 @@ import { openDatabase, type Database } from './db/open.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
 import { createIngestMetrics } from './metrics.js';
-import { MemoryReadModel, type ReadModel } from './readmodel/readmodel.js';
-import { RedisReadModel } from './readmodel/redis.js';
+import type { ReadModel } from './readmodel/readmodel.js';
+import { createReadModel } from './readmodel/redis.js';
 import { republishAll } from './republish.js';
 
 export interface CentralOptions {
@@ -58,13 +58,7 @@ export class Central {
     this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-central' });
     const pool = this.db.pool;
     const metrics = createIngestMetrics(this.registry);
-    if (o.redisUrl) {
-      const redis = new RedisReadModel(o.redisUrl, pool, o.redisPrefix, metrics, log);
-      await redis.start();
-      this.readModel = redis;
-    } else {
-      this.readModel = new MemoryReadModel(pool);
-    }
+    this.readModel = await createReadModel(o, pool, metrics, log);
     const readModel = this.readModel;
 
     let release: () => void = () => {};

@@ -8,8 +8,8 @@ import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
 import type { Publisher } from './ingest/publisher.js';
 import { createIngestMetrics } from './metrics.js';
-import { MemoryReadModel, type ReadModel } from './readmodel/readmodel.js';
-import { RedisReadModel } from './readmodel/redis.js';
+import type { ReadModel } from './readmodel/readmodel.js';
+import { createReadModel } from './readmodel/redis.js';
 
 export interface ProcessorOptions {
   databaseUrl?: string;
@@ -70,11 +70,7 @@ export class StandaloneProcessor {
     this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-processor' });
     const pool = this.db.pool;
     const metrics = createIngestMetrics(this.registry);
-    if (o.redisUrl) {
-      const redis = new RedisReadModel(o.redisUrl, pool, o.redisPrefix, metrics, log);
-      await redis.start();
-      this.readModel = redis;
-    } else this.readModel = new MemoryReadModel(pool);
+    this.readModel = await createReadModel(o, pool, metrics, log);
 
     const clientId = `${o.username ?? 'processor'}-${o.instance}`;
     const options: IClientOptions = {

@@ -3,7 +3,7 @@ import { createClient } from 'redis';
 import type { Logger } from 'pino';
 import type { GlobalStock, WarehouseStock } from '../../protocol/index.js';
 import type { IngestMetrics } from '../metrics.js';
-import { DatabaseStock, type ReadModel } from './readmodel.js';
+import { DatabaseStock, MemoryReadModel, type ReadModel } from './readmodel.js';
 
 // Sets each key only when its version is newer: several processors may write out of order.
 const SET_NEWER = `
@@ -91,4 +91,12 @@ export class RedisReadModel implements ReadModel {
     if (this.client.isReady) await this.client.quit().catch(() => this.client.destroy());
     else if (this.client.isOpen) this.client.destroy();
   }
+}
+
+/** REDIS_URL set: the shared Redis model; unset: the in-process model backed by the database. */
+export async function createReadModel(o: { redisUrl?: string; redisPrefix: string }, pool: pg.Pool, metrics: IngestMetrics, log: Logger): Promise<ReadModel> {
+  if (!o.redisUrl) return new MemoryReadModel(pool);
+  const redis = new RedisReadModel(o.redisUrl, pool, o.redisPrefix, metrics, log);
+  await redis.start();
+  return redis;
 }

@@ -84,7 +84,7 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, { publish: Pub[]; subscrib
     central: { publish: [], subscribe: [] },
   },
   display: {
-    edge: { publish: [], subscribe: [...OWN_WH_READS, 'wh/W1/status'] },
+    edge: { publish: [], subscribe: [...OWN_WH_READS, 'wh/W1/status', 'alerts/W1/+'] },
     central: {
       publish: [],
       subscribe: [

@@ -9,7 +9,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { freePort, kill9, startStockwire, type Running } from '../helpers/process.js';
 import { ResendingPublisher } from '../helpers/resending-publisher.js';
-import { workload } from '../helpers/workload.js';
+import { workload, type Expected } from '../helpers/workload.js';
 
 const TOTAL = 20_000;
 const MOSQUITTO = process.env.MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883';

@@ -1,0 +1,196 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type pg from 'pg';
+import { createPool } from '../../processors/db/pool.js';
+import { stockKey } from '../../processors/ledger/ledger.js';
+import { rebuild } from '../../processors/rebuild.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeDevices, type TestDevice } from '../helpers/devices.js';
+import { freePort, kill9, startStockwire, type Running } from '../helpers/process.js';
+import { Collector, connect } from '../helpers/mqtt.js';
+import { PubackDevices } from '../helpers/puback-devices.js';
+import type { LinkStatus } from '../../protocol/index.js';
+import { workload, type Expected } from '../helpers/workload.js';
+
+const MOSQUITTO = process.env.MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883';
+const DEVICES = 10;
+
+async function waitApplied(pool: pg.Pool, wh: string, total: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh]);
+    if ((rows[0]?.n ?? 0) >= total) return;
+    if (Date.now() > deadline) throw new Error(`only ${rows[0]?.n} of ${total} events applied at central after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function assertExact(pool: pg.Pool, wh: string, total: number, expected: Expected): Promise<void> {
+  const events = await pool.query<{ n: number; keys: number }>('SELECT count(*)::int AS n, count(DISTINCT (device, id))::int AS keys FROM events WHERE wh = $1', [wh]);
+  assert.equal(events.rows[0]?.keys, total, 'every event applied');
+  assert.equal(events.rows[0]?.n, total, 'none applied twice');
+  const { rows } = await pool.query<{ sku: string; on_hand: number }>('SELECT sku, on_hand FROM stock WHERE wh = $1', [wh]);
+  const actual = new Map(rows.map((r) => [stockKey(wh, r.sku), r.on_hand]));
+  for (const [key, s] of expected.stock) assert.equal(actual.get(key), s.onHand, `stock of ${key}`);
+  assert.deepEqual((await rebuild(pool)).drift, [], 'rebuild finds no drift');
+}
+
+async function edgeMetric(edge: Running, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${edge.ports.http}/metrics`)).text();
+  return Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1] ?? NaN);
+}
+
+describe('edge faults with real processes', () => {
+  let db: TestDatabase;
+  let pool: pg.Pool;
+  before(async () => {
+    db = await createTestDatabase('edge_faults');
+    pool = createPool({ url: db.url, max: 2 });
+  });
+  after(async () => {
+    await pool.end();
+    await db.drop();
+  });
+
+  async function setup(wh: string) {
+    const scanners: TestDevice[] = Array.from({ length: DEVICES }, (_, i) => ({ id: `dev-${i}`, warehouse: wh, kind: 'scanner' as const, password: `pw-dev-${i}-x` }));
+    const files = await writeDevices([...scanners, { id: `gw-${wh}`, warehouse: wh, kind: 'gateway', password: 'pw-gateway-x' }, { id: `disp-${wh}`, warehouse: wh, kind: 'display', password: 'pw-display-x' }]);
+    const centralPort = await freePort();
+    const edgePort = await freePort();
+    const centralArgs = ['central', '--mqtt-port', String(centralPort), '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', files.file, '--data-dir', files.dir];
+    const edgeArgs = (centralUrl: string, auth: boolean) => [
+      'edge', '--warehouse', wh, '--devices-file', files.file, '--data-dir', path.join(files.dir, 'edge'), '--mqtt-port', String(edgePort), '--ws-port', '0', '--http-port', '0',
+      '--host', '127.0.0.1', '--central-url', centralUrl, '--resend-after-ms', '3000', '--keepalive', '3',
+      ...(auth ? ['--central-username', `gw-${wh}`, '--central-password', 'pw-gateway-x'] : []),
+    ];
+    const devices = new PubackDevices(`mqtt://127.0.0.1:${edgePort}`, wh, scanners.map((s) => ({ id: s.id, password: s.password })));
+    return { centralArgs, edgeArgs, centralUrl: `mqtt://127.0.0.1:${centralPort}`, devices };
+  }
+
+  it('kill -9 of the edge while devices publish 10,000 events: after a restart all are applied exactly once', { timeout: 240_000 }, async () => {
+    const wh = `WF${randomBytes(3).toString('hex')}`;
+    const { events, expected } = workload(wh, 10_000, 21, { devices: DEVICES });
+    const s = await setup(wh);
+    const env = { DATABASE_URL: db.url };
+    const central = await startStockwire(s.centralArgs, env);
+    let edge = await startStockwire(s.edgeArgs(s.centralUrl, true), env);
+    // A display at central learns of the lost link from the edge's will.
+    const display = await connect(s.centralUrl, `disp-${wh}`, 'pw-display-x');
+    const status = new Collector<LinkStatus>(display, `wh/${wh}/status`);
+    await display.subscribeAsync(`wh/${wh}/status`, { qos: 1 });
+    let killed = false;
+    let sawOffline = false;
+    const sim = s.devices;
+    const progress = setInterval(() => {
+      if (!killed && sim.count >= 4_000) {
+        killed = true;
+        void (async () => {
+          await kill9(edge);
+          await status.waitFor(() => status.last(`wh/${wh}/status`)?.central === 'offline', 15_000, 'offline status at central');
+          sawOffline = true;
+          edge = await startStockwire(s.edgeArgs(s.centralUrl, true), env);
+        })();
+      }
+    }, 20);
+    try {
+      await sim.run(events);
+      assert.ok(killed, 'the edge was killed mid-stream');
+      assert.ok(sawOffline, 'central displays saw the edge go offline (will message)');
+      await status.waitFor(() => status.last(`wh/${wh}/status`)?.central === 'online', 15_000, 'online status again');
+      await waitApplied(pool, wh, 10_000, 120_000);
+      await assertExact(pool, wh, 10_000, expected);
+    } finally {
+      clearInterval(progress);
+      await sim.close();
+      await display.endAsync();
+      edge.child.kill('SIGTERM');
+      central.child.kill('SIGTERM');
+      assert.equal(await edge.exited, 0);
+      assert.equal(await central.exited, 0);
+    }
+  });
+
+  it('kill -9 of central while events stream through the edge: nothing lost, nothing doubled', { timeout: 240_000 }, async () => {
+    const wh = `WG${randomBytes(3).toString('hex')}`;
+    const { events, expected } = workload(wh, 10_000, 22, { devices: DEVICES });
+    const s = await setup(wh);
+    const env = { DATABASE_URL: db.url };
+    let central = await startStockwire(s.centralArgs, env);
+    const edge = await startStockwire(s.edgeArgs(s.centralUrl, true), env);
+    let killed = false;
+    const watch = setInterval(() => {
+      void (async () => {
+        if (killed) return;
+        const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh]);
+        if ((rows[0]?.n ?? 0) < 3_000 || killed) return;
+        killed = true;
+        await kill9(central); // batches between the broker's receipt and the commit die with it
+        await new Promise((r) => setTimeout(r, 500));
+        central = await startStockwire(s.centralArgs, env);
+      })();
+    }, 50);
+    try {
+      await s.devices.run(events);
+      for (let i = 0; i < 400 && !killed; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(killed, 'central was killed mid-stream');
+      await waitApplied(pool, wh, 10_000, 120_000);
+      await assertExact(pool, wh, 10_000, expected);
+    } finally {
+      clearInterval(watch);
+      await s.devices.close();
+      edge.child.kill('SIGTERM');
+      central.child.kill('SIGTERM');
+      await edge.exited;
+      await central.exited;
+    }
+  });
+
+  it('central unreachable while devices publish 100,000 events: PUBACKs continue; when central returns stock is exact and the backlog drains', { timeout: 400_000 }, async () => {
+    const wh = `WH${randomBytes(3).toString('hex')}`;
+    const { events, expected } = workload(wh, 100_000, 23, { devices: DEVICES });
+    const s = await setup(wh);
+    const env = { DATABASE_URL: db.url };
+    const edge = await startStockwire(s.edgeArgs(s.centralUrl, true), env);
+    let central: Running | null = null;
+    try {
+      await s.devices.run(events); // resolves only when every event got its PUBACK, with central down
+      assert.equal(await edgeMetric(edge, 'stockwire_edge_backlog_events'), 100_000);
+      assert.equal(await edgeMetric(edge, 'stockwire_edge_link_up'), 0);
+      central = await startStockwire(s.centralArgs, env);
+      await waitApplied(pool, wh, 100_000, 240_000);
+      await assertExact(pool, wh, 100_000, expected);
+      for (let i = 0; i < 100 && (await edgeMetric(edge, 'stockwire_edge_backlog_events')) !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await edgeMetric(edge, 'stockwire_edge_backlog_events'), 0, 'the backlog drained');
+    } finally {
+      await s.devices.close();
+      edge.child.kill('SIGTERM');
+      central?.child.kill('SIGTERM');
+      await edge.exited;
+      await central?.exited;
+    }
+  });
+
+  it('bridge interop: the machine\'s Mosquitto as central with stockwire processor behind it', { timeout: 120_000 }, async () => {
+    const wh = `WM${randomBytes(3).toString('hex')}`;
+    const { events, expected } = workload(wh, 2_000, 24, { devices: DEVICES });
+    const s = await setup(wh);
+    const env = { DATABASE_URL: db.url };
+    const processor = await startStockwire(['processor', '--central-url', MOSQUITTO, '--warehouses', wh, '--instance', wh, '--http-port', '0', '--host', '127.0.0.1'], env);
+    const edge = await startStockwire(s.edgeArgs(MOSQUITTO, false), env);
+    try {
+      await s.devices.run(events);
+      await waitApplied(pool, wh, 2_000, 60_000);
+      await assertExact(pool, wh, 2_000, expected);
+      for (let i = 0; i < 100 && (await edgeMetric(edge, 'stockwire_edge_backlog_events')) !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await edgeMetric(edge, 'stockwire_edge_backlog_events'), 0, 'confirmed by the processor\'s commit acks through Mosquitto');
+    } finally {
+      await s.devices.close();
+      edge.child.kill('SIGTERM');
+      processor.child.kill('SIGTERM');
+      await edge.exited;
+      await processor.exited;
+    }
+  });
+});
