@@ -60,8 +60,13 @@ function closing(server: Server): Omit<Listener, 'port'> {
   };
 }
 
+// Bytes a socket buffers before it stops reading. Aedes handles every packet of one read together and
+// reads again only when all are authorised; a larger read lets one busy link (an edge's forwarder)
+// fill a larger batch per commit. 16 KiB is Node's default.
+const READ_BUFFER_BYTES = 1024 * 1024;
+
 export async function listenTcp(port: number, host: string, accept: Accept): Promise<Listener> {
-  const server = createNetServer((socket) => accept(socket));
+  const server = createNetServer({ highWaterMark: READ_BUFFER_BYTES }, (socket) => accept(socket));
   const control = closing(server);
   return { port: await listen(server, port, host), ...control };
 }

@@ -33,7 +33,7 @@ export const edgeSpecs = {
   centralPassword: opt({ flag: 'central-password', env: 'CENTRAL_PASSWORD', help: 'its password', parse: str, secret: true }),
   centralCa: opt({ flag: 'central-ca', env: 'CENTRAL_CA', help: 'PEM CA file that central\'s certificate must chain to (mqtts)', parse: str }),
   outboxMaxBytes: opt({ flag: 'outbox-max-bytes', env: 'OUTBOX_MAX_BYTES', help: 'outbox bound; when full, new events are refused', parse: bytes, default: 1024 ** 3 }),
-  forwardWindow: opt({ flag: 'forward-window', env: 'FORWARD_WINDOW', help: 'events in flight to central at most', parse: int(1, 60_000), default: 2000 }),
+  forwardWindow: opt({ flag: 'forward-window', env: 'FORWARD_WINDOW', help: 'events in flight to central at most', parse: int(1, 60_000), default: 10_000 }),
   resendAfterMs: opt({ flag: 'resend-after-ms', env: 'RESEND_AFTER_MS', help: 'ms without a commit ack before an event is sent again', parse: int(100, 3_600_000), default: 10_000 }),
   keepalive: opt({ flag: 'keepalive', env: 'CENTRAL_KEEPALIVE', help: 's between pings to central (dead link noticed after 1.5×)', parse: int(1, 3600), default: 10 }),
   logLevel: opt({ flag: 'log-level', env: 'LOG_LEVEL', help: 'pino level', parse: logLevel, default: 'info' as LogLevel }),
