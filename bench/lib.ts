@@ -25,7 +25,7 @@ export function machine(): string {
 export function commit(): string {
   try {
     const sha = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim();
-    const dirty = execSync('git status --porcelain -- protocol broker gateway processors bench', { encoding: 'utf8' }).trim() !== '';
+    const dirty = execSync('git status --porcelain -- protocol broker gateway processors bench ":(exclude)bench/RESULTS.md"', { encoding: 'utf8' }).trim() !== '';
     return dirty ? `${sha} (with uncommitted changes)` : sha;
   } catch {
     return 'unknown';

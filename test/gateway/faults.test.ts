@@ -4,38 +4,17 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type pg from 'pg';
 import { createPool } from '../../processors/db/pool.js';
-import { stockKey } from '../../processors/ledger/ledger.js';
-import { rebuild } from '../../processors/rebuild.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices, type TestDevice } from '../helpers/devices.js';
 import { freePort, kill9, startStockwire, type Running } from '../helpers/process.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { PubackDevices } from '../helpers/puback-devices.js';
 import type { LinkStatus } from '../../protocol/index.js';
-import { workload, type Expected } from '../helpers/workload.js';
+import { assertExact, waitApplied } from '../helpers/exactly-once.js';
+import { workload } from '../helpers/workload.js';
 
 const MOSQUITTO = process.env.MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883';
 const DEVICES = 10;
-
-async function waitApplied(pool: pg.Pool, wh: string, total: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh]);
-    if ((rows[0]?.n ?? 0) >= total) return;
-    if (Date.now() > deadline) throw new Error(`only ${rows[0]?.n} of ${total} events applied at central after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-async function assertExact(pool: pg.Pool, wh: string, total: number, expected: Expected): Promise<void> {
-  const events = await pool.query<{ n: number; keys: number }>('SELECT count(*)::int AS n, count(DISTINCT (device, id))::int AS keys FROM events WHERE wh = $1', [wh]);
-  assert.equal(events.rows[0]?.keys, total, 'every event applied');
-  assert.equal(events.rows[0]?.n, total, 'none applied twice');
-  const { rows } = await pool.query<{ sku: string; on_hand: number }>('SELECT sku, on_hand FROM stock WHERE wh = $1', [wh]);
-  const actual = new Map(rows.map((r) => [stockKey(wh, r.sku), r.on_hand]));
-  for (const [key, s] of expected.stock) assert.equal(actual.get(key), s.onHand, `stock of ${key}`);
-  assert.deepEqual((await rebuild(pool)).drift, [], 'rebuild finds no drift');
-}
 
 async function edgeMetric(edge: Running, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${edge.ports.http}/metrics`)).text();

@@ -33,3 +33,20 @@ export function arbitraryEvents(maxLength = 40): fc.Arbitrary<StockEvent[]> {
       }),
     );
 }
+
+/** Reads a fast-check number stream one value at a time (so a failing case shrinks). */
+export function numbers(stream: Iterable<number>): () => number {
+  const it = stream[Symbol.iterator]();
+  return () => it.next().value as number;
+}
+
+/** Every event delivered 1–3 times, in a random order. */
+export function shuffledWithDuplicates(events: StockEvent[], next: () => number): StockEvent[] {
+  const delivered: StockEvent[] = [];
+  for (const e of events) for (let k = next() % 3; k >= 0; k--) delivered.push(e);
+  for (let i = delivered.length - 1; i > 0; i--) {
+    const j = next() % (i + 1);
+    [delivered[i], delivered[j]] = [delivered[j] as StockEvent, delivered[i] as StockEvent];
+  }
+  return delivered;
+}

@@ -9,7 +9,7 @@ import { applyBatch } from '../../processors/ingest/batch.js';
 import type { Delivery, Parsed } from '../../processors/ingest/types.js';
 import { applyToBook, emptyBook, stockKey } from '../../processors/ledger/ledger.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
-import { arbitraryEvents } from './arbitraries.js';
+import { arbitraryEvents, numbers, shuffledWithDuplicates } from './arbitraries.js';
 
 let db: TestDatabase;
 let pool: pg.Pool;
@@ -54,14 +54,8 @@ describe('SQL batch ledger', () => {
       fc.asyncProperty(arbitraryEvents(30), fc.infiniteStream(fc.nat()), async (events, noise) => {
         await pool.query('TRUNCATE inbox, events, stock, sku_versions');
         const expected = events.reduce((b, e) => applyToBook(b, e).book, emptyBook);
-        const it = noise[Symbol.iterator]();
-        const next = () => it.next().value as number;
-        const delivered: StockEvent[] = [];
-        for (const e of events) for (let k = next() % 3; k >= 0; k--) delivered.push(e);
-        for (let i = delivered.length - 1; i > 0; i--) {
-          const j = next() % (i + 1);
-          [delivered[i], delivered[j]] = [delivered[j] as StockEvent, delivered[i] as StockEvent];
-        }
+        const next = numbers(noise);
+        const delivered = shuffledWithDuplicates(events, next);
         let applied = 0;
         for (let i = 0; i < delivered.length; ) {
           const size = 1 + (next() % 8);

@@ -3,29 +3,15 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { createPool } from '../../processors/db/pool.js';
-import { rebuild } from '../../processors/rebuild.js';
-import { stockKey } from '../../processors/ledger/ledger.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { freePort, kill9, startStockwire, type Running } from '../helpers/process.js';
 import { ResendingPublisher } from '../helpers/resending-publisher.js';
-import { workload, type Expected } from '../helpers/workload.js';
+import { assertExact } from '../helpers/exactly-once.js';
+import { workload } from '../helpers/workload.js';
 
 const TOTAL = 20_000;
 const MOSQUITTO = process.env.MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883';
-
-async function assertExactlyOnce(pool: pg.Pool, wh: string, expected: ReturnType<typeof workload>['expected']): Promise<void> {
-  const inbox = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh]);
-  const events = await pool.query<{ n: number; keys: number }>('SELECT count(*)::int AS n, count(DISTINCT (device, id))::int AS keys FROM events WHERE wh = $1', [wh]);
-  assert.equal(inbox.rows[0]?.n, TOTAL, 'every event recorded in the inbox once');
-  assert.equal(events.rows[0]?.n, TOTAL, 'every event in the log once');
-  assert.equal(events.rows[0]?.keys, TOTAL);
-  const { rows } = await pool.query<{ sku: string; on_hand: number }>('SELECT sku, on_hand FROM stock WHERE wh = $1', [wh]);
-  const actual = new Map(rows.map((r) => [stockKey(wh, r.sku), r.on_hand]));
-  for (const [key, s] of expected.stock) assert.equal(actual.get(key), s.onHand, `stock of ${key}`);
-  const report = await rebuild(pool);
-  assert.deepEqual(report.drift, [], 'stockwire rebuild finds no drift');
-}
 
 describe('kill -9 in the middle of a stream of 20,000 events', () => {
   let db: TestDatabase;
@@ -63,7 +49,7 @@ describe('kill -9 in the middle of a stream of 20,000 events', () => {
       const stats = await publisher.run();
       assert.ok(killed, 'the processor was killed mid-stream');
       assert.equal(stats.acked, TOTAL);
-      await assertExactlyOnce(pool, wh, expected);
+      await assertExact(pool, wh, TOTAL, expected);
     } finally {
       await publisher.close();
       proc.child.kill('SIGTERM');
@@ -99,7 +85,7 @@ describe('kill -9 in the middle of a stream of 20,000 events', () => {
       const stats = await publisher.run();
       assert.ok(killed, 'central was killed mid-stream');
       assert.equal(stats.acked, TOTAL);
-      await assertExactlyOnce(pool, wh, expected);
+      await assertExact(pool, wh, TOTAL, expected);
     } finally {
       await publisher.close();
       central.child.kill('SIGTERM');

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { StockEvent } from '../../protocol/index.js';
 import { applyToBook, compareKeys, decide, emptyBook, emptyStock, evolve, onHandOf, type BookEvent, type SkuStock } from '../../processors/ledger/ledger.js';
-import { arbitraryEvents, ev } from './arbitraries.js';
+import { arbitraryEvents, ev, numbers, shuffledWithDuplicates } from './arbitraries.js';
 
 const given = (...events: BookEvent[]): SkuStock => events.reduce(evolve, emptyStock);
 
@@ -55,15 +55,8 @@ describe('ledger decide/evolve (CONTRACT section 4)', () => {
       fc.property(arbitraryEvents(), fc.infiniteStream(fc.nat()), (events, noise) => {
         const inOrder = [...events].sort((x, y) => compareKeys(x, y));
         const expected = inOrder.reduce((b, e) => applyToBook(b, e).book, emptyBook);
-        // Shuffle and duplicate, driven by the noise stream so fast-check can shrink it.
-        const it = noise[Symbol.iterator]();
-        const next = () => it.next().value as number;
-        const delivered: StockEvent[] = [];
-        for (const e of events) for (let k = next() % 3; k >= 0; k--) delivered.push(e);
-        for (let i = delivered.length - 1; i > 0; i--) {
-          const j = next() % (i + 1);
-          [delivered[i], delivered[j]] = [delivered[j] as StockEvent, delivered[i] as StockEvent];
-        }
+        const next = numbers(noise);
+        const delivered = shuffledWithDuplicates(events, next);
         const actual = delivered.reduce((b, e) => applyToBook(b, e).book, emptyBook);
         for (const [key, s] of expected.stock) assert.equal(actual.stock.get(key)?.onHand, s.onHand, key);
         assert.equal(actual.stock.size, expected.stock.size);
