@@ -33,6 +33,7 @@ interface InFlight {
 
 const CONFIRM_DELAY_MS = 5; // confirmations within this window share one outbox transaction
 const RESEND_CHECK_MS = 1_000;
+const READ_RETRY_MS = 1_000; // after a failed outbox read
 const STOP_STATUS_WAIT_MS = 1_000; // how long a clean stop waits for central to take the `offline` status
 
 /**
@@ -112,9 +113,15 @@ export class Forwarder {
   private pump(): void {
     if (this.pumping || !this.connected || this.stopped) return;
     this.pumping = true;
-    void this.fill().finally(() => {
-      this.pumping = false;
-    });
+    void this.fill()
+      .catch((err: Error) => {
+        // The outbox is durable: nothing is lost, try again shortly.
+        this.o.log.error({ err: err.message }, 'reading the outbox failed; retrying');
+        setTimeout(() => this.pump(), READ_RETRY_MS).unref();
+      })
+      .finally(() => {
+        this.pumping = false;
+      });
   }
 
   private async fill(): Promise<void> {

@@ -108,14 +108,20 @@ export class StandaloneProcessor {
     };
     // Ready only once subscribed: the first time, a broker drops what is published before a subscription exists.
     let subscribed: () => void = () => {};
-    const firstSubscription = new Promise<void>((resolve) => (subscribed = resolve));
+    let refusedAtStart: (err: Error) => void = () => {};
+    const firstSubscription = new Promise<void>((resolve, reject) => ((subscribed = resolve), (refusedAtStart = reject)));
     client.on('connect', () => {
       this.connected = true;
       log.info({ url: o.centralUrl, clientId }, 'connected to central');
       client.subscribe(this.filters(), { qos: 1 }, (err, granted) => {
-        if (err) return log.error({ err: err.message }, 'subscribe failed');
-        const refused = (granted ?? []).filter((g) => g.qos === 128);
-        if (refused.length > 0) return log.error({ refused: refused.map((g) => g.topic) }, 'central refused subscriptions');
+        const refused = (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic);
+        if (err || refused.length > 0) {
+          const reason = err ? err.message : `central refused ${refused.join(', ')}`;
+          log.error({ reason }, 'subscribing at central failed');
+          // At start this is a configuration problem (credential, ACL): fail instead of waiting forever.
+          refusedAtStart(new Error(`subscribing at central failed: ${reason}`));
+          return;
+        }
         subscribed();
       });
     });
@@ -159,7 +165,7 @@ export class StandaloneProcessor {
     this.closing = true;
     await this.ingest?.stop();
     await new Promise((r) => setTimeout(r, 50)); // ms: let the PUBACKs of the last batch reach the socket
-    await this.client?.endAsync().catch(() => {});
+    await this.client?.endAsync(true).catch(() => {}); // forced: a dead link never drains
     await this.readModel?.close();
     await this.db?.close();
   }

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { deltaOf, ErrorCode, MAX_EVENT_BYTES, ValidationError, type GlobalStock, type ShelfReading, type StockEvent } from '../../protocol/index.js';
+import { deltaOf, ErrorCode, MAX_EVENT_BYTES, ValidationError, type GlobalStock, type ShelfReading, type StockEvent, type WarehouseStock } from '../../protocol/index.js';
 import { compareKeys, eventKey, stockKey, type BookEvent, type OrderKey } from '../ledger/ledger.js';
 import { isDataError, isRetryable } from '../db/pool.js';
 import type { BatchResult, Decision, NegativeStock, Parsed } from './types.js';
@@ -346,6 +346,18 @@ export async function globalStock(client: pg.PoolClient | pg.Pool, skus: string[
     g.warehouses[r.wh] = { onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved };
   }
   return [...bySku.values()];
+}
+
+/** The stored stock of some rows and of their skus, at their current versions (no version bump). */
+export async function currentStock(pool: pg.Pool, keys: { wh: string; sku: string }[]): Promise<{ warehouse: WarehouseStock[]; global: GlobalStock[] }> {
+  const { rows } = await pool.query<{ wh: string; sku: string; on_hand: number; reserved: number; version: number; updated_at: Date }>(
+    `SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock
+     WHERE (wh, sku) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND version > 0`,
+    [keys.map((k) => k.wh), keys.map((k) => k.sku)],
+  );
+  const warehouse = rows.map((r) => ({ sku: r.sku, warehouse: r.wh, onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved, version: r.version, asOf: r.updated_at.toISOString() }));
+  const global = await globalStock(pool, [...new Set(keys.map((k) => k.sku))], false);
+  return { warehouse, global };
 }
 
 function mergeResults(a: BatchResult, b: BatchResult): BatchResult {

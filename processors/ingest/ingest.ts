@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { parseEvent } from '../../protocol/index.js';
 import type { IngestMetrics } from '../metrics.js';
 import type { ReadModel } from '../readmodel/readmodel.js';
-import { applyBatch } from './batch.js';
+import { applyBatch, currentStock } from './batch.js';
 import { publishBatch, type Publisher } from './publisher.js';
 import type { BatchResult, Decision, Delivery, Parsed } from './types.js';
 
@@ -26,6 +26,7 @@ interface Waiting {
 }
 
 const BACKOFF_MAX = 5_000; // ms between retries while the database is down
+const STOP_PUBLISH_WAIT_MS = 5_000; // how long stop() waits for the last publishes
 
 /**
  * Collects deliveries into batches and commits each batch in one transaction.
@@ -102,6 +103,10 @@ export class Ingest {
         const result = await applyBatch(this.o.pool, items);
         end();
         this.databaseHealthy = true;
+        // A failed attempt may have committed part of the batch (a split, or a COMMIT whose reply was
+        // lost): those events now count as duplicates and carry no stock change, so publish the
+        // current stock of every row the batch touches.
+        if (attempt > 0) await this.addCurrentStock(items, result);
         return result;
       } catch (err) {
         this.databaseHealthy = false;
@@ -125,6 +130,17 @@ export class Ingest {
       this.o.log.warn({ err: err.message }, 'publishing after commit failed; edges resend unacknowledged events');
     });
     await this.o.readModel.write(result.warehouseStock, result.globalStock);
+  }
+
+  private async addCurrentStock(items: Parsed[], result: BatchResult): Promise<void> {
+    const keys = new Map<string, { wh: string; sku: string }>();
+    for (const item of items) if (item.ok && item.event.type !== 'level') keys.set(`${item.event.wh}/${item.event.sku}`, { wh: item.event.wh, sku: item.event.sku });
+    if (keys.size === 0) return;
+    const current = await currentStock(this.o.pool, [...keys.values()]);
+    const have = new Set(result.warehouseStock.map((s) => `${s.warehouse}/${s.sku}`));
+    result.warehouseStock.push(...current.warehouse.filter((s) => !have.has(`${s.warehouse}/${s.sku}`)));
+    const haveGlobal = new Set(result.globalStock.map((g) => g.sku));
+    result.globalStock.push(...current.global.filter((g) => !haveGlobal.has(g.sku)));
   }
 
   private record(items: Parsed[], result: BatchResult): void {
@@ -152,6 +168,7 @@ export class Ingest {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     for (const w of this.queue.splice(0)) w.reject(new Error('ingest stopped'));
-    await this.published;
+    // Publishes over a dead link never settle: wait a while, not forever (edges resend what was not acked).
+    await Promise.race([this.published, new Promise((r) => setTimeout(r, STOP_PUBLISH_WAIT_MS).unref())]);
   }
 }

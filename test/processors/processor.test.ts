@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { Central } from '../../processors/central.js';
+import { createPool } from '../../processors/db/pool.js';
+import { migrate } from '../../processors/db/migrate.js';
+import { applyBatch } from '../../processors/ingest/batch.js';
+import { Ingest } from '../../processors/ingest/ingest.js';
+import type { Publisher } from '../../processors/ingest/publisher.js';
+import { createIngestMetrics } from '../../processors/metrics.js';
+import { MemoryReadModel } from '../../processors/readmodel/readmodel.js';
+import { Registry } from 'prom-client';
+import { parseEvent } from '../../protocol/index.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { writeDevices } from '../helpers/devices.js';
+import { startStockwire } from '../helpers/process.js';
+
+describe('stockwire processor error paths', () => {
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase('processor');
+  });
+  after(async () => db.drop());
+
+  async function withCentral<T>(fn: (url: string, central: Central) => Promise<T>): Promise<T> {
+    const devices = await writeDevices([
+      { id: 'gw-p', warehouse: 'WP', kind: 'gateway', password: 'pw-gateway-p' },
+      { id: 'proc-p', warehouse: 'WP', kind: 'processor', password: 'pw-processor-p' },
+    ]);
+    const central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+    const ports = await central.start();
+    try {
+      return await fn(`mqtt://127.0.0.1:${ports.mqtt}`, central);
+    } finally {
+      await central.stop().catch(() => {});
+    }
+  }
+
+  it('a subscription central refuses fails the start (exit 1) instead of waiting forever', { timeout: 60_000 }, async () => {
+    await withCentral(async (url) => {
+      // A gateway credential may not subscribe to every warehouse's events.
+      const err = await startStockwire(['processor', '--central-url', url, '--central-username', 'gw-p', '--central-password', 'pw-gateway-p', '--http-port', '0', '--host', '127.0.0.1'], { DATABASE_URL: db.url }).then(
+        () => null,
+        (e: Error) => e,
+      );
+      assert.ok(err, 'the processor did not become ready');
+      assert.match(err.message, /exited with 1/);
+      assert.match(err.message, /subscribing at central failed/);
+    });
+  });
+
+  it('SIGTERM while central is unreachable: the processor still exits 0', { timeout: 60_000 }, async () => {
+    await withCentral(async (url, central) => {
+      const proc = await startStockwire(['processor', '--central-url', url, '--central-username', 'proc-p', '--central-password', 'pw-processor-p', '--http-port', '0', '--host', '127.0.0.1', '--instance', 'sigterm'], { DATABASE_URL: db.url });
+      await central.stop();
+      await new Promise((r) => setTimeout(r, 500));
+      proc.child.kill('SIGTERM');
+      const code = await Promise.race([proc.exited, new Promise((r) => setTimeout(() => r('hung'), 20_000))]);
+      if (code === 'hung') proc.child.kill('SIGKILL');
+      assert.equal(code, 0);
+    });
+  });
+
+  it('after a failed attempt, the retried batch publishes the current stock even of events it now finds committed', async () => {
+    const pool = createPool({ url: db.url, max: 2 });
+    await migrate(pool);
+    const item = (id: string, qty: number) => {
+      const payload = Buffer.from(JSON.stringify({ v: 1, id, type: 'received', sku: 'SKU-RETRY', qty }));
+      const r = parseEvent(payload, { wh: 'WR', device: 'd1', receivedAt: Date.now() });
+      if (!r.ok) throw new Error('bad test event');
+      return { delivery: { topic: 'wh/WR/dev/d1/event', payload, wh: 'WR', device: 'd1', source: 't', receivedAt: Date.now() }, ok: true as const, event: r.event };
+    };
+    // The first attempt "committed but lost its reply": the event is in the database already.
+    await applyBatch(pool, [item('r-1', 4)]);
+    // The next connection attempt fails once, as a reset connection would.
+    let failOnce = true;
+    const realConnect = pool.connect.bind(pool) as (...args: unknown[]) => unknown;
+    pool.connect = ((...args: unknown[]) => {
+      if (!failOnce) return realConnect(...args);
+      failOnce = false;
+      return Promise.reject(Object.assign(new Error('connection reset (injected)'), { code: '08006' }));
+    }) as typeof pool.connect;
+    const flaky = pool;
+    const published: string[] = [];
+    const publisher: Publisher = { publish: async (topic) => void published.push(topic) };
+    const ingest = new Ingest({ pool: flaky, publisher, readModel: new MemoryReadModel(pool), metrics: createIngestMetrics(new Registry()), log: pino({ level: 'silent' }), maxBatch: 10, maxWaitMs: 1 });
+    const decision = await ingest.submit(item('r-1', 4).delivery);
+    await ingest.stop();
+    assert.equal(decision.status, 'duplicate');
+    assert.ok(published.includes('wh/WR/stock/SKU-RETRY'), `published: ${published.join(', ')}`);
+    assert.ok(published.includes('stock/SKU-RETRY'));
+    await pool.end();
+  });
+});
