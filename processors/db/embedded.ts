@@ -1,4 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -22,6 +23,7 @@ interface State {
 }
 
 const PASSWORD = 'stockwire-local'; // the server listens on 127.0.0.1 only
+const SYSTEM_STATE_DIR = '/var/lib/stockwire'; // as root, for clusters the postgres user cannot reach under DATA_DIR
 const START_TIMEOUT_MS = 30_000;
 
 const urlFor = (port: number) => `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`;
@@ -94,6 +96,36 @@ async function reachable(url: string): Promise<boolean> {
   }
 }
 
+/**
+ * Where the cluster lives: DATA_DIR/postgres. As root the server runs as user postgres, which cannot
+ * enter a DATA_DIR under a private folder (a checkout in /root, or under mktemp -d): then the cluster
+ * goes to /var/lib/stockwire/pg-<hash of DATA_DIR>, and DATA_DIR/postgres is a symlink to it.
+ */
+async function clusterDir(root: string, user: { uid: number; gid: number } | null): Promise<string> {
+  const inside = path.join(root, 'postgres');
+  if (!user) return inside;
+  if (existsSync(inside)) {
+    const real = await fs.realpath(inside);
+    if (real !== inside || canEnter(root, user)) return real;
+  } else if (canEnter(root, user)) return inside;
+  const outside = path.join(SYSTEM_STATE_DIR, `pg-${createHash('sha256').update(root).digest('hex').slice(0, 16)}`, 'postgres');
+  await fs.mkdir(path.dirname(outside), { recursive: true, mode: 0o755 });
+  await fs.chmod(SYSTEM_STATE_DIR, 0o755);
+  await fs.chown(path.dirname(outside), user.uid, user.gid);
+  if (!existsSync(inside)) await fs.symlink(outside, inside);
+  return outside;
+}
+
+/** Whether `user` can enter `dir` (every parent included): all the server needs of DATA_DIR. */
+function canEnter(dir: string, user: { uid: number; gid: number }): boolean {
+  try {
+    execFileSync('test', ['-x', dir], { uid: user.uid, gid: user.gid, stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** After a kill -9 of the whole process tree the pid file stays; a live postmaster must never get a twin on the same directory. */
 async function clearStalePid(pidFile: string): Promise<void> {
   if (!existsSync(pidFile)) return;
@@ -113,7 +145,6 @@ async function clearStalePid(pidFile: string): Promise<void> {
 
 export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<EmbeddedDatabase> {
   const root = path.resolve(dataDir);
-  const dir = path.join(root, 'postgres');
   const stateFile = path.join(root, 'postgres.json');
   await fs.mkdir(root, { recursive: true });
 
@@ -127,17 +158,18 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   const user = runAs();
   const bin = await binaries(user !== null);
   const owned = user ? { uid: user.uid, gid: user.gid } : {};
+  const dir = await clusterDir(root, user);
   if (!existsSync(path.join(dir, 'PG_VERSION'))) {
     log.info({ dir }, 'initialising embedded postgres');
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    const pwfile = path.join(root, '.pgpass-init');
+    const pwfile = path.join(path.dirname(dir), '.pgpass-init');
     await fs.writeFile(pwfile, `${PASSWORD}\n`, { mode: 0o600 });
     if (user) await fs.chown(dir, user.uid, user.gid), await fs.chown(pwfile, user.uid, user.gid);
     try {
       execFileSync(bin.initdb, ['-D', dir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'], { ...owned, stdio: 'pipe' });
     } catch (err) {
       const detail = String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim();
-      const hint = user ? ` (the server runs as user postgres: ${root} and its parents must be traversable by it)` : '';
+      const hint = user ? ` (the server runs as user postgres: ${path.dirname(dir)} and its parents must be traversable by it)` : '';
       throw new Error(`initdb failed${hint}: ${detail}`);
     } finally {
       await fs.rm(pwfile, { force: true });
