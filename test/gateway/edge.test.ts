@@ -177,8 +177,8 @@ describe('stockwire edge (in process, with central)', () => {
     await startCentral();
     for (let i = 0; i < 100 && (await stockAtCentral('SKU-FULL').catch(() => ({ onHand: 0 }))).onHand !== acknowledged; i++) await new Promise((r) => setTimeout(r, 100));
     const after = await stockAtCentral('SKU-FULL');
-    if (after.onHand !== acknowledged) console.log((await (await fetch(`http://127.0.0.1:${ports.http}/metrics`)).text()).split('\n').filter((l) => l.startsWith('stockwire_edge')).join('\n'));
-    assert.equal(after.onHand, acknowledged);
+    const edgeMetrics = async () => (await (await fetch(`http://127.0.0.1:${ports.http}/metrics`)).text()).split('\n').filter((l) => l.startsWith('stockwire_edge')).join('\n');
+    assert.equal(after.onHand, acknowledged, after.onHand === acknowledged ? undefined : await edgeMetrics());
     await device.endAsync(true);
     await display.endAsync();
   });

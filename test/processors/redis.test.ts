@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import type { MqttClient } from 'mqtt';
 import pino from 'pino';
 import { createClient } from 'redis';
 import { Central } from '../../processors/central.js';
@@ -48,7 +47,6 @@ describe('Redis read model (REDIS_URL set)', () => {
     });
     const prefix = `swtest:${randomBytes(4).toString('hex')}:`;
     const c = await startCentral(db, REDIS_URL, prefix);
-    let gateway: MqttClient = c.gateway;
     try {
       await c.send('r-1', 7, 'SKU-R');
       const stored = await redis.hGet(`${prefix}stock:SKU-R`, 'json');
@@ -65,9 +63,8 @@ describe('Redis read model (REDIS_URL set)', () => {
     } finally {
       for (const key of await redis.keys(`${prefix}*`)) await redis.del(key);
       await redis.quit();
-      await gateway.endAsync();
+      await c.gateway.endAsync();
       await c.central.stop();
-      gateway = c.gateway;
     }
   });
 
