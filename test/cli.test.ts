@@ -5,18 +5,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { BIN } from './helpers/process.js';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/stockwire.js');
 const exec = promisify(execFile);
 
 async function stockwire(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const clean = { ...process.env, DATABASE_URL: undefined, DEVICES_FILE: undefined, ...env } as NodeJS.ProcessEnv;
   for (const k of Object.keys(clean)) if (clean[k] === undefined) delete clean[k];
   try {
-    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: clean, timeout: 60_000 });
+    const { stdout, stderr } = await exec(BIN, args, { env: clean, timeout: 60_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };

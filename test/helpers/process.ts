@@ -3,7 +3,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/stockwire.js');
+/** The launcher users run (compiled code when built, else the sources through tsx). */
+export const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/stockwire');
 
 export interface Running {
   child: ChildProcess;
@@ -13,9 +14,10 @@ export interface Running {
   exited: Promise<number | null>;
 }
 
-/** Starts `stockwire <args>` as a real process and waits for its ready line on stdout. */
+/** Starts `stockwire <args>` as a real process and waits for its ready line on stdout; `nodeArgs` go to NODE_OPTIONS. */
 export async function startStockwire(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000, nodeArgs: string[] = []): Promise<Running> {
-  const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const nodeOptions = [process.env.NODE_OPTIONS, ...nodeArgs].filter(Boolean).join(' ');
+  const child = spawn(BIN, args, { env: { ...process.env, LOG_LEVEL: 'info', ...env, ...(nodeOptions && { NODE_OPTIONS: nodeOptions }) }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   child.stderr?.on('data', (b: Buffer) => {
     logs.push(...b.toString().split('\n').filter(Boolean));
