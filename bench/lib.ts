@@ -39,3 +39,38 @@ export function record(title: string, command: string, lines: string[]): void {
   fs.appendFileSync(RESULTS, `${section}\n`);
   process.stdout.write(`${section}\n`);
 }
+
+/** CPU time (user + system) a process has used so far, in ms, from /proc (Linux). */
+export function processCpuMs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * (1000 / 100); // clock ticks of 10 ms
+}
+
+/** CPU time used so far by every PostgreSQL server process on this machine, in ms. */
+export function postgresCpuMs(): number {
+  let total = 0;
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (stat.includes(' (postgres) ')) total += processCpuMs(Number(entry));
+    } catch {
+      /* the process ended meanwhile */
+    }
+  }
+  return total;
+}
+
+/** Measures the CPU that processes and this (load-generating) process spend during `run`, in µs per event. */
+export async function cpuPerEvent<T>(events: number, pids: Record<string, number>, run: () => Promise<T>): Promise<{ result: T; us: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, processCpuMs(pid)]));
+  const pg0 = postgresCpuMs();
+  const self0 = process.cpuUsage();
+  const result = await run();
+  const self = process.cpuUsage(self0);
+  const us: Record<string, number> = {};
+  for (const [k, pid] of Object.entries(pids)) us[k] = ((processCpuMs(pid) - (before[k] as number)) * 1000) / events;
+  us.postgres = ((postgresCpuMs() - pg0) * 1000) / events;
+  us['load generator'] = (self.user + self.system) / events;
+  return { result, us };
+}

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createPool } from '../processors/db/pool.js';
@@ -9,7 +10,7 @@ import { createTestDatabase } from '../test/helpers/db.js';
 import { writeDevices } from '../test/helpers/devices.js';
 import { startStockwire, type Running } from '../test/helpers/process.js';
 import { drive, type LoadResult } from './load.js';
-import { record } from './lib.js';
+import { cpuPerEvent, record } from './lib.js';
 
 /**
  * Processor throughput through the central broker into PostgreSQL (issue 1/7), beside the
@@ -62,8 +63,16 @@ const progress = (what: string) => process.stderr.write(`[bench] ${what}\n`);
 const fmt = (r: LoadResult) =>
   `${Math.round(r.perSecond).toLocaleString('en')} | ${r.latencyMs.p50.toFixed(1)} | ${r.latencyMs.p99.toFixed(1)} | ${r.latencyMs.max.toFixed(1)} | ${r.events.toLocaleString('en')} in ${r.seconds.toFixed(1)} s`;
 
+/** Table cells: µs of CPU per event for each process, their sum, and the rate 2 cores allow at that cost. */
+function cpuCells(us: Record<string, number>, order: string[]): string {
+  const total = order.reduce((t, k) => t + (us[k] ?? 0), 0);
+  const cores = os.cpus().length;
+  return `${order.map((k) => (us[k] ?? 0).toFixed(0)).join(' | ')} | ${total.toFixed(0)} | ${Math.round((cores * 1e6) / total).toLocaleString('en')}`;
+}
+
 export async function benchProcessor(): Promise<void> {
   const rows: string[] = [];
+  const cpu: string[] = [];
   const whs = Array.from({ length: CLIENTS }, (_, i) => `BW${i}`);
 
   // 1. stockwire central: Aedes + in-process processor, PUBACK held until commit.
@@ -77,15 +86,22 @@ export async function benchProcessor(): Promise<void> {
     progress('central: warm-up');
     await drive({ url, warehouses: whs, credentials, eventsPerClient: 2_000, window: 1000, rate: 0, devices: 50, skus: 1000, idPrefix: 'warm' });
     progress('central: saturation');
-    const sat = await drive({ url, warehouses: whs, credentials, eventsPerClient: Math.floor(EVENTS / CLIENTS), window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: 'sat' });
+    const perClient = Math.floor(EVENTS / CLIENTS);
+    const { result: sat, us: satCpu } = await cpuPerEvent(perClient * CLIENTS, { central: central.child.pid as number }, () =>
+      drive({ url, warehouses: whs, credentials, eventsPerClient: perClient, window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: 'sat' }),
+    );
     rows.push(`| central (Aedes + in-process processor), saturation, ${CLIENTS} gateway clients | ${fmt(sat)} |`);
+    cpu.push(`| central, saturation | ${cpuCells(satCpu, ['central', 'postgres', 'load generator'])} |`);
     progress('central: fixed rate');
     const fixed = await drive({ url, warehouses: whs, credentials, eventsPerClient: 5_000, window: 2000, rate: 2_000, devices: 50, skus: 1000, idPrefix: 'fixed' });
     rows.push(`| central, fixed 2,000 events/s | ${fmt(fixed)} |`);
     progress('bare Aedes baseline');
     const bare = await startBare();
     try {
-      const b = await drive({ url: `mqtt://127.0.0.1:${bare.ports.mqtt}`, warehouses: whs, eventsPerClient: Math.floor(EVENTS / CLIENTS), window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: 'bare' });
+      const { result: b, us: bareCpu } = await cpuPerEvent(perClient * CLIENTS, { central: bare.child.pid as number }, () =>
+        drive({ url: `mqtt://127.0.0.1:${bare.ports.mqtt}`, warehouses: whs, eventsPerClient: perClient, window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: 'bare' }),
+      );
+      cpu.push(`| bare Aedes baseline (in the central column) | ${cpuCells(bareCpu, ['central', 'postgres', 'load generator'])} |`);
       rows.push(`| baseline: bare Aedes in its own process, QoS-1 event in and QoS-1 ack out, nothing validated or stored | ${fmt(b)} |`);
     } finally {
       bare.child.kill('SIGTERM');
@@ -129,5 +145,11 @@ export async function benchProcessor(): Promise<void> {
     '| path | events/s | p50 ms | p99 ms | max ms | run |',
     '| --- | --- | --- | --- | --- | --- |',
     ...rows,
+    '',
+    `CPU per event (µs of user + system time, from /proc), and the rate at which that cost fills all ${os.cpus().length} cores. PostgreSQL is every server process on the machine.`,
+    '',
+    '| run | central | postgres | load generator | sum | events/s the cores allow |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...cpu,
   ]);
 }

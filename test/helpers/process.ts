@@ -14,10 +14,13 @@ export interface Running {
   exited: Promise<number | null>;
 }
 
-/** Starts `stockwire <args>` as a real process and waits for its ready line on stdout; `nodeArgs` go to NODE_OPTIONS. */
+/**
+ * Starts `stockwire <args>` as a real process through the launcher and waits for its ready line on stdout.
+ * With `nodeArgs` (e.g. `--cpu-prof`, which NODE_OPTIONS refuses) node runs the sources itself, without the launcher.
+ */
 export async function startStockwire(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000, nodeArgs: string[] = []): Promise<Running> {
-  const nodeOptions = [process.env.NODE_OPTIONS, ...nodeArgs].filter(Boolean).join(' ');
-  const child = spawn(BIN, args, { env: { ...process.env, LOG_LEVEL: 'info', ...env, ...(nodeOptions && { NODE_OPTIONS: nodeOptions }) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, argv] = nodeArgs.length > 0 ? [process.execPath, [...nodeArgs, `${BIN}.js`, ...args]] : [BIN, args];
+  const child = spawn(command, argv, { env: { ...process.env, LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   child.stderr?.on('data', (b: Buffer) => {
     logs.push(...b.toString().split('\n').filter(Boolean));
