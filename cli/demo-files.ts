@@ -78,10 +78,10 @@ export async function readEndpoints(dataDir: string): Promise<DemoEndpoints> {
     e = JSON.parse(await fs.readFile(file, 'utf8')) as DemoEndpoints;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(code === 'ENOENT' ? `no demo is running on ${path.resolve(dataDir)} (no ${ENDPOINTS_FILE}); start \`stockwire demo\` or pass --edges` : `${file}: ${(err as Error).message}`);
+    throw new Error(code === 'ENOENT' ? `no demo is running on ${path.resolve(dataDir)} (no ${ENDPOINTS_FILE})` : `${file}: ${(err as Error).message}`);
   }
   if (typeof e.pid !== 'number' || typeof e.central?.http !== 'number' || typeof e.edges !== 'object') throw new Error(`${file}: not a demo endpoints file`);
-  if (!alive(e.pid)) throw new Error(`the demo that wrote ${file} (pid ${e.pid}) is not running any more; start \`stockwire demo\` again`);
+  if (!alive(e.pid)) throw new Error(`the demo that wrote ${file} (pid ${e.pid}) is not running any more`);
   return e;
 }
 

@@ -61,7 +61,7 @@ export async function runSim(argv: string[]): Promise<void> {
       demo = await readEndpoints(c.dataDir);
     } catch (err) {
       const missing = [c.edges === undefined ? '--edges' : null, c.verify && c.centralHttp === undefined ? '--central-http' : null].filter(Boolean);
-      return usageError([`${(err as Error).message}; or give ${missing.join(' and ')}`]);
+      return usageError([`${(err as Error).message}: start \`stockwire demo --data-dir ${c.dataDir}\`, or give ${missing.join(' and ')}`]);
     }
   }
   const host = demo?.host ?? '127.0.0.1';
@@ -79,7 +79,7 @@ export async function runSim(argv: string[]): Promise<void> {
   } catch (err) {
     problems.push(`--credentials: ${(err as Error).message}`);
   }
-  const chosen = problems.length === 0 ? chooseDevices(creds, warehouses, c.scanners, c.shelves) : { devices: [], problems: [] };
+  const chosen = creds.length > 0 ? chooseDevices(creds, warehouses.filter((wh) => edges[wh] !== undefined), c.scanners, c.shelves) : { devices: [], problems: [] };
   problems.push(...chosen.problems);
   if (problems.length > 0) return usageError(problems);
 

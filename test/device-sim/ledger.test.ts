@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ALL_FAULTS, DEFAULT_MIX, Planner, parseMix, type SimDeviceRef } from '../../device-sim/plan.js';
 import { SentLedger, expectedStock, rowKey } from '../../device-sim/ledger.js';
+import { summaryText, type SimSummary } from '../../device-sim/report.js';
 import { applyToBook, emptyBook } from '../../processors/ledger/ledger.js';
 import { MAX_CLOCK_AHEAD_MS, parseEvent, type StockEvent } from '../../protocol/index.js';
 import { arbitraryEvents } from '../processors/arbitraries.js';
@@ -121,5 +122,18 @@ describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
     assert.deepEqual(parseMix('received=2,shipped=1.5'), { received: 2, shipped: 1.5, returned: 0, adjusted: 0, counted: 0, level: 0 });
     assert.throws(() => parseMix('stolen=3'), /"stolen=3"/);
     assert.throws(() => parseMix('received=0'), /at least one type/);
+  });
+
+  it('the text summary names every difference and every valid event central rejected', () => {
+    const stats = { planned: 3, events: 3, publishes: 3, duplicates: 0, malformed: 0, reordered: 0, skewed: 0, skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 }, acked: 3, committed: 3, malformedWithId: 0, rejectedAsExpected: 0, drops: 0, reconnects: 0 };
+    const summary: SimSummary = {
+      runId: 'abc123', seed: 1, skuPrefix: 'p-', warehouses: ['WH1'], devices: 1, faults: ALL_FAULTS, elapsedMs: 1000, stats, error: null,
+      verify: { rows: 2, events: 3, committed: true, outstanding: 0, differences: [{ wh: 'WH1', sku: 'p-001', expected: 5, actual: 1005 }, { wh: 'WH1', sku: 'p-002', expected: 2, actual: null }], unexpectedRejections: [{ wh: 'WH1', device: 'd', id: 'abc123-1', error: 'schema_violation: qty' }] },
+    };
+    const text = summaryText(summary);
+    assert.match(text, /DIFFERENCE WH1 p-001: expected onHand 5, central 1005/);
+    assert.match(text, /DIFFERENCE WH1 p-002: expected onHand 2, central has no stock row/);
+    assert.match(text, /REJECTED WH1 d\/abc123-1: schema_violation: qty/);
+    assert.match(text, /verify: 2 differences, 1 valid events rejected/);
   });
 });
