@@ -15,6 +15,7 @@ export interface DeviceConnection {
 }
 
 const RECONNECT_MS = 500; // after a drop, the device tries again this often
+const REPUBLISH_MS = 200; // after MQTT.js gave a publish up, the device sends it again this much later
 const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
@@ -28,6 +29,8 @@ export class SimDevice {
   private lastError = '';
   reconnects = 0;
   drops = 0;
+  /** publishes MQTT.js gave up (the connection closed while they were queued) and the device sent again */
+  republished = 0;
 
   constructor(readonly o: DeviceConnection) {}
 
@@ -85,17 +88,34 @@ export class SimDevice {
     });
   }
 
-  /** Resolves at the edge's PUBACK, the moment the event is on the edge's disk (CONTRACT 7). */
+  /**
+   * Resolves at the edge's PUBACK, the moment the event is on the edge's disk (CONTRACT 7); rejects
+   * only when the device stops first. A real device keeps an event until its PUBACK: MQTT.js fails a
+   * publish that was still queued when the connection closed, so it is sent again (same id: central
+   * dedupes it).
+   */
   publish(payload: string): Promise<void> {
-    const client = this.client;
-    if (!client) return Promise.reject(new Error(`${this.o.ref.id} is not started`));
+    if (!this.client) return Promise.reject(new Error(`${this.o.ref.id} is not started`));
     this.inFlight++;
     return new Promise<void>((resolve, reject) => {
-      client.publish(topics.event(this.o.ref.wh, this.o.ref.id), payload, { qos: 1 }, (err) => {
-        this.inFlight--;
-        if (err) reject(err);
-        else resolve();
-      });
+      const attempt = () => {
+        const client = this.client;
+        if (!client) {
+          this.inFlight--;
+          reject(new Error(`${this.o.ref.id} stopped before the edge acknowledged the event`));
+          return;
+        }
+        client.publish(topics.event(this.o.ref.wh, this.o.ref.id), payload, { qos: 1 }, (err) => {
+          if (!err) {
+            this.inFlight--;
+            resolve();
+            return;
+          }
+          this.republished++;
+          setTimeout(attempt, REPUBLISH_MS);
+        });
+      };
+      attempt();
     });
   }
 

@@ -76,7 +76,7 @@ export function summaryText(s: SimSummary): string {
     `  faults: ${st.duplicates} duplicates, ${st.reordered} reordered, ${st.drops} connection drops (${st.reconnects} reconnects),`,
     `          ${st.skewed} skewed clocks (${st.skews.behind} behind, ${st.skews.ahead} ahead, ${st.skews['far-ahead']} too far ahead and ${st.skews.absent} without ts: edge time),`,
     `          ${st.malformed} malformed (${st.malformedWithId} with a readable id, ${st.rejectedAsExpected} of them answered rejected)`,
-    `  ${st.acked} of ${st.publishes} publishes acknowledged by the edges`,
+    `  ${st.acked} of ${st.publishes} publishes acknowledged by the edges${st.republished > 0 ? ` (${st.republished} sent again after MQTT.js dropped them on a closed connection)` : ''}`,
   ];
   const v = s.verify;
   if (v) {

@@ -46,6 +46,8 @@ export interface SimStats {
   rejectedAsExpected: number;
   drops: number;
   reconnects: number;
+  /** publishes MQTT.js gave up on a closed connection, sent again by their device */
+  republished: number;
 }
 
 export interface UnexpectedRejection {
@@ -67,7 +69,7 @@ const TERMINAL_BACKLOG_STATUSES = 2; // empty-outbox statuses after the last PUB
  */
 export class Simulator {
   readonly ledger: SentLedger;
-  readonly stats: SimStats = { planned: 0, events: 0, publishes: 0, duplicates: 0, malformed: 0, reordered: 0, skewed: 0, skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 }, acked: 0, committed: 0, malformedWithId: 0, rejectedAsExpected: 0, drops: 0, reconnects: 0 };
+  readonly stats: SimStats = { planned: 0, events: 0, publishes: 0, duplicates: 0, malformed: 0, reordered: 0, skewed: 0, skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 }, acked: 0, committed: 0, malformedWithId: 0, rejectedAsExpected: 0, drops: 0, reconnects: 0, republished: 0 };
   readonly unexpectedRejections: UnexpectedRejection[] = [];
   readonly finished: Promise<void>;
   private finish: () => void = () => {};
@@ -345,14 +347,13 @@ export class Simulator {
     this.dropTimers.clear();
     for (const t of this.timers.keys()) clearTimeout(t);
     this.timers.clear();
-    this.stats.drops = this.devices.reduce((s, d) => s + d.drops, 0);
-    this.stats.reconnects = this.devices.reduce((s, d) => s + d.reconnects, 0);
     await Promise.all(this.devices.map((d) => d.stop()));
     this.finish();
   }
 
   /** Current counters (drops and reconnects summed over devices). */
   snapshot(): SimStats {
-    return { ...this.stats, skews: { ...this.stats.skews }, drops: this.devices.reduce((s, d) => s + d.drops, 0), reconnects: this.devices.reduce((s, d) => s + d.reconnects, 0) };
+    const sum = (f: (d: SimDevice) => number) => this.devices.reduce((s, d) => s + f(d), 0);
+    return { ...this.stats, skews: { ...this.stats.skews }, drops: sum((d) => d.drops), reconnects: sum((d) => d.reconnects), republished: sum((d) => d.republished) };
   }
 }

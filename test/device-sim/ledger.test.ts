@@ -125,7 +125,7 @@ describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
   });
 
   it('the text summary names every difference and every valid event central rejected', () => {
-    const stats = { planned: 3, events: 3, publishes: 3, duplicates: 0, malformed: 0, reordered: 0, skewed: 0, skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 }, acked: 3, committed: 3, malformedWithId: 0, rejectedAsExpected: 0, drops: 0, reconnects: 0 };
+    const stats = { planned: 3, events: 3, publishes: 3, duplicates: 0, malformed: 0, reordered: 0, skewed: 0, skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 }, acked: 3, committed: 3, malformedWithId: 0, rejectedAsExpected: 0, drops: 0, reconnects: 0, republished: 0 };
     const summary: SimSummary = {
       runId: 'abc123', seed: 1, skuPrefix: 'p-', warehouses: ['WH1'], devices: 1, faults: ALL_FAULTS, elapsedMs: 1000, stats, error: null,
       verify: { rows: 2, events: 3, committed: true, outstanding: 0, differences: [{ wh: 'WH1', sku: 'p-001', expected: 5, actual: 1005 }, { wh: 'WH1', sku: 'p-002', expected: 2, actual: null }], unexpectedRejections: [{ wh: 'WH1', device: 'd', id: 'abc123-1', error: 'schema_violation: qty' }] },
