@@ -25,6 +25,7 @@ const CONNECT_TIMEOUT_MS = 10_000;
 export class SimDevice {
   private client: MqttClient | null = null;
   private inFlight = 0;
+  private readonly waiting = new Set<(err: Error | null) => void>(); // publishes without a PUBACK yet
   private wasConnected = false;
   private lastError = '';
   reconnects = 0;
@@ -98,19 +99,22 @@ export class SimDevice {
     if (!this.client) return Promise.reject(new Error(`${this.o.ref.id} is not started`));
     this.inFlight++;
     return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const settle = (err: Error | null) => {
+        if (settled) return;
+        settled = true;
+        this.inFlight--;
+        this.waiting.delete(settle);
+        if (err) reject(err);
+        else resolve();
+      };
+      this.waiting.add(settle);
       const attempt = () => {
         const client = this.client;
-        if (!client) {
-          this.inFlight--;
-          reject(new Error(`${this.o.ref.id} stopped before the edge acknowledged the event`));
-          return;
-        }
+        if (!client || settled) return;
         client.publish(topics.event(this.o.ref.wh, this.o.ref.id), payload, { qos: 1 }, (err) => {
-          if (!err) {
-            this.inFlight--;
-            resolve();
-            return;
-          }
+          if (!err) return settle(null);
+          if (settled || !this.client) return;
           this.republished++;
           setTimeout(attempt, REPUBLISH_MS);
         });
@@ -126,9 +130,11 @@ export class SimDevice {
     this.client.stream.destroy();
   }
 
+  /** Disconnects; publishes still without a PUBACK are rejected (MQTT.js, reconnecting, would never answer them). */
   async stop(): Promise<void> {
     const client = this.client;
     this.client = null;
+    for (const settle of [...this.waiting]) settle(new Error(`${this.o.ref.id} stopped before the edge acknowledged the event`));
     if (client) await client.endAsync(true);
   }
 }
