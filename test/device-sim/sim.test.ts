@@ -28,7 +28,7 @@ describe('stockwire sim against a running demo', () => {
 
   it('--verify with every fault on finds central\'s stock exactly as the ledger predicts', { timeout: 200_000 }, async (t) => {
     const r = await stockwire([
-      'sim', '--data-dir', demo.dataDir, '--count', '400', '--rate', '80', '--seed', '42',
+      'sim', '--data-dir', demo.dataDir, '--count', '300', '--rate', '100', '--seed', '42',
       '--faults', 'all', '--disconnect-every', '2', '--skew', '0.3', '--verify', '--format', 'json',
     ]);
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr.slice(-3000)}`);
@@ -37,7 +37,7 @@ describe('stockwire sim against a running demo', () => {
     assert.deepEqual(s.verify?.differences, []);
     assert.deepEqual(s.verify?.unexpectedRejections, []);
     assert.equal(s.verify?.committed, true);
-    assert.equal(s.stats.events + s.stats.malformed, 400);
+    assert.equal(s.stats.events + s.stats.malformed, 300);
     // every fault really happened, or the zero above would prove less than it claims
     for (const k of ['duplicates', 'malformed', 'reordered', 'drops', 'reconnects', 'rejectedAsExpected'] as const) assert.ok(s.stats[k] > 0, `${k}: ${s.stats[k]}`);
     assert.ok(s.stats.skews['far-ahead'] + s.stats.skews.absent > 0, 'some events were time-stamped by the edge');
@@ -52,7 +52,7 @@ describe('stockwire sim against a running demo', () => {
     // Receipts and shipments only: a count would recompute the row from the event log and erase the tampering.
     const run = spawnStockwire([
       'sim', '--data-dir', demo.dataDir, '--warehouses', 'WH1', '--skus', '1', '--mix', 'received=1,shipped=1',
-      '--rate', '40', '--duration', '6', '--sku-prefix', prefix, '--seed', '5', '--verify', '--format', 'json',
+      '--rate', '40', '--duration', '4', '--sku-prefix', prefix, '--seed', '5', '--verify', '--format', 'json',
     ]);
     // Once central has the row, add 1000 in the database; the sim's next events carry it into the API.
     const deadline = Date.now() + 20_000;

@@ -135,7 +135,7 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
       assert.equal(await page.isVisible('#login'), false);
       for (const wh of ['WH1', 'WH2']) await page.waitForSelector(`[data-wh="${wh}"][data-link="online"] tr[data-sku^="SKU-"]`, { timeout: WAIT_MS });
       // a few seconds of simulated traffic for the rate chart, then a picture for a person to look at
-      await page.waitForTimeout(4_000);
+      await page.waitForTimeout(2_500);
       await page.screenshot({ path: path.join(ARTIFACTS, 'display-demo.png'), fullPage: true });
       await page.close();
     } finally {
