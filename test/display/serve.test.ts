@@ -53,4 +53,13 @@ describe('live display routes', () => {
     assert.equal(res.headers['access-control-allow-origin'], undefined, 'no other origin may read it');
     await a.close();
   });
+
+  it('without its files the page answers 503 and says why; config.json and the server itself keep working', async () => {
+    const a = app({ scope: { role: 'central' }, wsPort: 8084, assetsDir: '/nonexistent/display' });
+    const page = await a.inject({ url: '/display/' });
+    assert.equal(page.statusCode, 503);
+    assert.match(page.json<{ error: { message: string } }>().error.message, /cannot be read: .*\/nonexistent\/display\/index\.html/);
+    assert.equal((await a.inject({ url: '/display/config.json' })).statusCode, 200);
+    await a.close();
+  });
 });
