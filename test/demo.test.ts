@@ -141,10 +141,15 @@ describe('stockwire demo (what npm start runs), with DATABASE_URL and REDIS_URL 
     assert.equal(existsSync(path.join(demo.dataDir, 'demo-endpoints.json')), false, 'the endpoints file goes with the demo');
     const credentials = await fs.readFile(path.join(demo.dataDir, 'demo-credentials.json'), 'utf8');
 
-    // A second start on the same DATA_DIR: the same credentials, the data of the first.
-    const again = await startDemo(['--sim-rate', '0'], env, demo.dataDir);
+    // A second start on the same DATA_DIR: the same credentials, the data of the first; a scanner more per
+    // warehouse is added to them.
+    const again = await startDemo(['--sim-rate', '0', '--scanners', '4'], env, demo.dataDir);
     cleanup.push(async () => void again.run.child.kill('SIGKILL'));
-    assert.equal(await fs.readFile(path.join(demo.dataDir, 'demo-credentials.json'), 'utf8'), credentials);
+    const first = JSON.parse(credentials) as { id: string }[];
+    assert.deepEqual(again.creds.slice(0, first.length), first);
+    assert.deepEqual(again.creds.slice(first.length).map((c) => c.id), ['scan-wh1-4', 'scan-wh2-4']);
+    const newScanner = again.cred('scan-wh2-4');
+    assert.equal(await mosquittoPub(again.edges.WH2?.mqtt as number, newScanner.id, newScanner.password, `wh/WH2/dev/${newScanner.id}/event`, JSON.stringify({ v: 1, id: 'n1', type: 'received', sku, qty: 1 })), 0, 'the new credential works');
     const stock = (await (await fetch(`http://127.0.0.1:${again.central.http}/v1/warehouses/WH1/stock/${sku}`)).json()) as { onHand: number };
     assert.equal(stock.onHand, 5);
     assert.equal(await interrupt(again.run), 0, again.run.logs.slice(-20).join('\n'));

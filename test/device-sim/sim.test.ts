@@ -84,6 +84,20 @@ describe('stockwire sim against a running demo', () => {
     assert.match(r.stderr, /stockwire sim: run [0-9a-f]{6}, seed 3, 10 devices/);
   });
 
+  it('Ctrl-C stops a run that has no end, waits for the edges and prints the summary (exit 0)', { timeout: 60_000 }, async () => {
+    const run = spawnStockwire(['sim', '--data-dir', demo.dataDir, '--rate', '50', '--format', 'json']);
+    const deadline = Date.now() + 30_000;
+    // the first progress line: devices connected, events on the way
+    while (!/sim \d+s sending: [1-9]/.test(run.stderr()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    run.child.kill('SIGINT');
+    const r = await run.done;
+    assert.equal(r.code, 0, r.stderr.slice(-2000));
+    assert.match(r.stderr, /stockwire sim: stopping/);
+    const s = JSON.parse(r.stdout) as SimSummary;
+    assert.ok(s.stats.events > 0);
+    assert.equal(s.stats.acked, s.stats.publishes, 'every publish got its PUBACK before the end');
+  });
+
   it('bad flags exit 2 with every problem listed', async () => {
     const r = await stockwire(['sim', '--data-dir', demo.dataDir, '--rate', '0', '--skew', '2', '--mix', 'stolen=1', '--faults', 'bogus', '--format', 'xml']);
     assert.equal(r.code, 2);

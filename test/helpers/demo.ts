@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,11 +69,11 @@ export function stockwire(args: string[], env: Record<string, string | undefined
 }
 
 /** Starts a stockwire command without waiting for a ready line (the simulator prints none). */
-export function spawnStockwire(args: string[], env: Record<string, string | undefined> = {}): { stderr: () => string; done: Promise<Finished> } {
+export function spawnStockwire(args: string[], env: Record<string, string | undefined> = {}): { child: ChildProcess; stderr: () => string; done: Promise<Finished> } {
   const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-  return { stderr: () => err, done: new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout: out, stderr: err }))) };
+  return { child, stderr: () => err, done: new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout: out, stderr: err }))) };
 }
