@@ -131,7 +131,8 @@ export async function runDemo(argv: string[]): Promise<void> {
   const began = Date.now();
   const log = createLogger('demo', c.logLevel);
   await fs.mkdir(c.dataDir, { recursive: true });
-  const clientHost = c.host === '0.0.0.0' || c.host === '::' ? '127.0.0.1' : c.host;
+  // where this machine's clients connect: loopback for "every interface"; an IPv6 literal goes in brackets in URLs
+  const clientHost = c.host === '0.0.0.0' || c.host === '::' ? '127.0.0.1' : c.host.includes(':') ? `[${c.host}]` : c.host;
   const count = (base: number, i: number) => (base === 0 ? 0 : base + i);
   const central = await choosePorts(
     { mqtt: { port: c.mqttPort, what: 'central MQTT' }, ws: { port: c.wsPort, what: 'central WebSocket' }, http: { port: c.httpPort, what: 'central HTTP' } },
