@@ -75,7 +75,8 @@
         const stale = !state.connected || link === 'offline';
         let note = '';
         if (!state.connected) note = 'display disconnected: last known values';
-        else if (link === 'offline') note = `stale: edge offline since ${fmtTime(w.status.since)}; last known values`;
+        // at central `offline` means the edge is gone; on an edge, that the edge lost central
+        else if (link === 'offline') note = `stale: ${state.config.role === 'edge' ? 'no link to central' : 'edge offline'} since ${fmtTime(w.status.since)}; last known values`;
         else if (w.status && w.status.backlog > 0) note = `backlog ${w.status.backlog} events`;
         const skus = [...w.skus.keys()].filter((s) => s.toLowerCase().includes(state.filter)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
         const rows = skus.slice(0, MAX_ROWS).map((sku) => {
