@@ -19,7 +19,7 @@ function usageError(problems: string[]): void {
 }
 
 function faultsOf(c: Config): Faults {
-  const on = new Set(c.faults);
+  const on = new Set(c.faults ?? []);
   const pick = <K extends keyof Faults>(k: K, name: string, given: number | undefined): Faults[K] => (given ?? (on.has(name) ? ALL_FAULTS[k] : NO_FAULTS[k])) as Faults[K];
   return {
     duplicate: pick('duplicate', 'duplicate', c.duplicate),
