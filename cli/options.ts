@@ -10,6 +10,8 @@ export interface OptionSpec<T> {
   default?: T;
   required?: boolean;
   secret?: boolean;
+  /** a switch: `--flag` alone means "true" (its environment variable takes true/false/1/0/yes/no) */
+  boolean?: boolean;
 }
 
 export type Specs = Record<string, OptionSpec<unknown>>;
@@ -49,6 +51,24 @@ export const url =
     return raw;
   };
 export const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+export const bool = (raw: string): boolean => {
+  const v = raw.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new Error('must be true or false');
+};
+export const fraction = (raw: string): number => {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) throw new Error('must be a number from 0 to 1');
+  return n;
+};
+export const positive =
+  (max: number) =>
+  (raw: string): number => {
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max) throw new Error(`must be a number above 0, at most ${max}`);
+    return n;
+  };
 
 /**
  * Parses flags, then environment variables of the same meaning (a flag wins), then defaults.
@@ -56,12 +76,13 @@ export const list = (raw: string): string[] => raw.split(',').map((s) => s.trim(
  */
 export function parseConfig<S extends Specs>(specs: S, argv: string[], env: NodeJS.ProcessEnv): Values<S> {
   const problems: string[] = [];
-  const options: Record<string, { type: 'string' }> = {};
-  for (const spec of Object.values(specs)) options[spec.flag] = { type: 'string' };
+  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const spec of Object.values(specs)) options[spec.flag] = { type: spec.boolean ? 'boolean' : 'string' };
   let values: Record<string, string | undefined> = {};
   try {
     const parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
-    values = parsed.values as Record<string, string | undefined>;
+    // a switch given on the command line is true; its parser sees the same text an env variable would give
+    values = Object.fromEntries(Object.entries(parsed.values).map(([k, v]) => [k, typeof v === 'boolean' ? String(v) : v])) as Record<string, string | undefined>;
   } catch (err) {
     problems.push((err as Error).message);
   }

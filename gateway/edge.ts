@@ -28,6 +28,8 @@ export interface EdgeOptions {
   resendAfterMs: number;
   keepalive: number;
   log: Logger;
+  /** more routes on the HTTP server (the live display), added once the broker's ports are known */
+  httpRoutes?: (app: FastifyInstance, ports: { mqtt: number; ws: number }) => void;
 }
 
 const STATUS_EVERY_MS = 5_000; // the local status topic carries the backlog; refreshed this often
@@ -114,6 +116,7 @@ export class Edge {
       this.refreshBacklog();
       return reply.type(this.registry.contentType).send(await this.registry.metrics());
     });
+    o.httpRoutes?.(this.http, { mqtt: ports.mqtt, ws: ports.ws ?? 0 });
     await this.http.listen({ host: o.host, port: o.httpPort });
     const address = this.http.server.address();
     this.ready = true;

@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import { createLogger } from '../cli/logger.js';
 import { configure, serve, EXIT_USAGE } from '../cli/run.js';
+import { registerDisplay } from '../dashboards/display/serve.js';
 import { edgeSpecs } from './config.js';
 import { Edge } from './edge.js';
 
@@ -18,6 +19,7 @@ export async function runEdge(argv: string[]): Promise<void> {
     tls: c.tlsPort !== undefined ? { port: c.tlsPort, cert: await fs.readFile(c.tlsCert as string), key: await fs.readFile(c.tlsKey as string) } : undefined,
     centralTls: c.centralCa ? { ca: await fs.readFile(c.centralCa) } : undefined,
     log,
+    httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'edge', warehouse: c.wh }, wsPort: ports.ws }),
   });
   await serve(log, () => edge.start() as unknown as Promise<Record<string, number>>, () => edge.stop());
 }

@@ -25,6 +25,8 @@ export interface CentralOptions {
   batchMax: number;
   batchWaitMs: number;
   log: Logger;
+  /** more routes on the HTTP server (the live display), added once the broker's ports are known */
+  httpRoutes?: (app: FastifyInstance, ports: { mqtt: number; ws: number }) => void;
 }
 
 export interface CentralPorts {
@@ -92,6 +94,7 @@ export class Central {
       registry: this.registry,
       ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await pool.query('SELECT 1').then(() => true, () => false)),
     });
+    o.httpRoutes?.(this.api, { mqtt: ports.mqtt, ws: ports.ws ?? 0 });
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     this.ready = true;

@@ -1,4 +1,5 @@
 import { createLogger } from '../cli/logger.js';
+import { registerDisplay } from '../dashboards/display/serve.js';
 import { configure, serve } from '../cli/run.js';
 import { Central } from './central.js';
 import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs } from './config.js';
@@ -10,7 +11,7 @@ export async function runCentral(argv: string[]): Promise<void> {
   const c = configure('central', 'The central MQTT broker, the stock processor and the HTTP API, in one process.', centralSpecs, argv);
   if (!c) return;
   const log = createLogger('central', c.logLevel);
-  const central = new Central({ ...c, log });
+  const central = new Central({ ...c, log, httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'central' }, wsPort: ports.ws }) });
   await serve(log, () => central.start() as unknown as Promise<Record<string, number>>, () => central.stop());
 }
 

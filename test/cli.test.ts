@@ -35,7 +35,7 @@ describe('stockwire command line', () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  for (const command of [[], ['central'], ['processor'], ['migrate'], ['rebuild'], ['devices']]) {
+  for (const command of [[], ['central'], ['processor'], ['edge'], ['migrate'], ['rebuild'], ['devices'], ['sim'], ['demo']]) {
     it(`stockwire ${command.join(' ')} --help exits 0 with usage`, async () => {
       const r = await stockwire([...command, '--help']);
       assert.equal(r.code, 0);
@@ -49,6 +49,12 @@ describe('stockwire command line', () => {
     for (const problem of ['--mqtt-port', '--batch-max', '--database-url', '--devices-file (DEVICES_FILE) is required', '--log-level']) assert.ok(r.stderr.includes(problem), `names ${problem}: ${r.stderr}`);
     assert.equal((await stockwire(['central', '--no-such-flag', '1', '--devices-file', 'x'])).code, 2);
     assert.equal((await stockwire(['frobnicate'])).code, 2);
+  });
+
+  it('demo: bad flags exit 2 naming each, before anything starts', async () => {
+    const r = await stockwire(['demo', '--data-dir', path.join(dir, 'bad-demo'), '--warehouses', 'WH1,WH1', '--sim-rate=-1', '--edge-mqtt-port', '70000', '--scanners', 'x']);
+    assert.equal(r.code, 2);
+    for (const flag of ['--warehouses', '--sim-rate', '--edge-mqtt-port', '--scanners']) assert.ok(r.stderr.includes(flag), `names ${flag}: ${r.stderr}`);
   });
 
   it('devices add creates the file, hashes the password, refuses a duplicate and a bad kind (exit 2)', async () => {

@@ -1,51 +1,19 @@
+import { expectedStock } from '../../device-sim/ledger.js';
+import { rng } from '../../device-sim/random.js';
 import { parseEvent, type StockEvent } from '../../protocol/index.js';
-import { compareKeys, stockKey, type OrderKey } from '../../processors/ledger/ledger.js';
 import type { OutgoingEvent } from './resending-publisher.js';
-
-/** Deterministic pseudo-random numbers (mulberry32), so a failing run can be replayed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * A realistic mix for one warehouse — receipts, shipments, returns, adjustments and a few cycle
- * counts, out-of-order event times — with the stock the pure ledger says it must produce.
+ * counts, out-of-order event times — with the stock the contract says it must produce. The oracle
+ * (`expectedStock`, straight from the definition, independent of the SQL path and of the
+ * decide/evolve model) lives in device-sim, whose --verify uses it too.
  */
 export interface Expected {
   stock: Map<string, { onHand: number }>;
 }
 
-/**
- * The stock the contract defines for a set of events with unique keys, computed straight from the
- * definition (latest count by (ts, id, device) plus every delta ordered after it) in one pass per row:
- * an oracle independent of both the SQL path and the incremental decide/evolve model.
- */
-export function expectedStock(events: StockEvent[]): Expected {
-  const rows = new Map<string, StockEvent[]>();
-  for (const e of events) {
-    if (e.type === 'level') continue;
-    const k = stockKey(e.wh, e.sku);
-    const list = rows.get(k);
-    if (list) list.push(e);
-    else rows.set(k, [e]);
-  }
-  const stock = new Map<string, { onHand: number }>();
-  for (const [k, list] of rows) {
-    let anchor: (OrderKey & { qty: number }) | null = null;
-    for (const e of list) if (e.type === 'counted' && (anchor === null || compareKeys(e, anchor) > 0)) anchor = e;
-    let onHand = anchor?.qty ?? 0;
-    for (const e of list) if (e.type !== 'counted' && (anchor === null || compareKeys(e, anchor) > 0)) onHand += e.type === 'shipped' ? -e.qty : e.qty;
-    stock.set(k, { onHand });
-  }
-  return { stock };
-}
+export { expectedStock, rng };
 
 export function workload(wh: string, count: number, seed: number, o: { devices?: number; skus?: number } = {}): { events: OutgoingEvent[]; expected: Expected } {
   const next = rng(seed);
