@@ -276,7 +276,7 @@ function banner(dataDir: string, e: DemoEndpoints, creds: DemoCredential[], ware
         ]
       : []),
     `    curl http://${h}:${e.central.http}/v1/stock/SKU-001`,
-    `    stockwire sim --data-dir ${dataDir} --duration 60 --faults all --verify     (node bin/stockwire.js sim … in a checkout)`,
+    `    stockwire sim --data-dir ${dataDir} --duration 60 --faults all --verify     (bin/stockwire sim … in a checkout)`,
     '',
   ];
   if (host !== '127.0.0.1' && host !== 'localhost' && host !== '::1') {

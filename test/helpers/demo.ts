@@ -2,11 +2,9 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { DemoCredential } from '../../cli/demo-files.js';
-import { startStockwire, type Running } from './process.js';
+import { BIN, startStockwire, type Running } from './process.js';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/stockwire.js');
 
 /** Every listener of the demo on a free port; the built-in simulator off unless asked for. */
 export const DEMO_FREE_PORTS = ['--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--edge-mqtt-port', '0', '--edge-ws-port', '0', '--edge-http-port', '0'];
@@ -61,7 +59,7 @@ export interface Finished {
 /** Runs a stockwire command to its end. */
 export function stockwire(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 180_000): Promise<Finished> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(BIN, args, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       const code = err ? ((err as { code?: unknown }).code as number | null) : 0;
       resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
     });
@@ -70,7 +68,7 @@ export function stockwire(args: string[], env: Record<string, string | undefined
 
 /** Starts a stockwire command without waiting for a ready line (the simulator prints none). */
 export function spawnStockwire(args: string[], env: Record<string, string | undefined> = {}): { child: ChildProcess; stderr: () => string; done: Promise<Finished> } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(BIN, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (b: Buffer) => (out += b.toString()));
