@@ -6,6 +6,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   edge: { summary: 'one warehouse: its broker for devices, the durable outbox and the bridge to central', run: async (a) => (await import('../gateway/main.js')).runEdge(a) },
   migrate: { summary: 'create or upgrade the database schema, then exit', run: async (a) => (await import('../processors/main.js')).runMigrate(a) },
   rebuild: { summary: 'recompute stock from the event log, report drift, exit 1 on drift', run: async (a) => (await import('../processors/main.js')).runRebuild(a) },
+  replay: { summary: 'republish a time range of the event log to a broker for downstream consumers', run: async (a) => (await import('../processors/main.js')).runReplay(a) },
   demo: { summary: 'central with an embedded database and demo credentials, no services needed', run: async (a) => (await import('./demo.js')).runDemo(a) },
   devices: { summary: 'add a device or gateway credential to a devices file (devices add …)', run: runDevices },
 };
