@@ -222,4 +222,26 @@ describe('deployment files (docker compose and Dockerfile), validated without Do
       }
     });
   });
+
+  it('the README\'s "Operating stockwire" section and docs/operating.md link only to files and sections that exist', async () => {
+    const readme = await fs.readFile(path.join(ROOT, 'README.md'), 'utf8');
+    const section = /## Operating stockwire\n([\s\S]*?)\n## /.exec(readme)?.[1];
+    assert.ok(section, 'README has an "Operating stockwire" section');
+    const guide = await fs.readFile(path.join(ROOT, 'docs/operating.md'), 'utf8');
+    const anchors = new Set([...guide.matchAll(/^#+ (.+)$/gm)].map((m) => (m[1] as string).toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-')));
+    const rules = await fs.readFile(path.join(ROOT, 'dashboards/prometheus/rules/stockwire.rules.yml'), 'utf8');
+    const links = [
+      ...[...section.matchAll(/\]\(([^)]+)\)/g)].map((m) => ({ from: ROOT, link: m[1] as string })),
+      ...[...guide.matchAll(/\]\(([^)]+)\)/g)].map((m) => ({ from: path.join(ROOT, 'docs'), link: m[1] as string })),
+      ...[...rules.matchAll(/(docs\/operating\.md#[a-z-]+)/g)].map((m) => ({ from: ROOT, link: m[1] as string })),
+    ];
+    assert.ok(links.length > 15, `${links.length} links`);
+    for (const { from, link } of links) {
+      const [file, anchor] = link.split('#');
+      const target = file ? path.resolve(from, file) : path.join(ROOT, 'docs/operating.md');
+      assert.ok(existsSync(target), `${link} exists`);
+      if (anchor && target.endsWith('operating.md')) assert.ok(anchors.has(anchor), `section #${anchor} exists in docs/operating.md`);
+    }
+    for (const topic of ['deploy/docker-compose.yml', 'dashboards/grafana', 'dashboards/prometheus', 'docs/asyncapi.yaml', 'docs/openapi.yaml', 'dashboards/node-red', 'scale-out', 'replay']) assert.ok(section.includes(topic), `the section covers ${topic}`);
+  });
 });
