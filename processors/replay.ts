@@ -152,7 +152,9 @@ export async function replay(o: ReplayOptions): Promise<ReplayReport> {
         report.replayed++;
         report.last = { ts: message.ts, wh: r.wh, device: r.device, id: r.id };
       }
-      await Promise.race([Promise.all(acks), closed]);
+      const acknowledged = Promise.all(acks);
+      acknowledged.catch(() => {}); // when the link is lost, `closed` carries the reason
+      await Promise.race([acknowledged, closed]);
       o.log.debug({ replayed: report.replayed }, 'page published');
     }
     await db.query('COMMIT');

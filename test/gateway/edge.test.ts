@@ -116,7 +116,8 @@ describe('stockwire edge (in process, with central)', () => {
     await assert.rejects(sub.subscribeAsync('wh/OTHER/stock/#', { qos: 1 }));
     await sub.endAsync();
     const metrics = await (await fetch(`http://127.0.0.1:${edgePorts.http}/metrics`)).text();
-    const value = (line: string) => Number(metrics.split('\n').find((l) => l.startsWith(line))?.split(' ')[1] ?? 0);
+    // Every edge series also carries its warehouse (`wh`, a registry default label), after the labels named here.
+    const value = (line: string) => Number(metrics.split('\n').find((l) => l.startsWith(line.replace(/\}$/, '')))?.split(' ')[1] ?? 0);
     assert.ok(value('stockwire_broker_connection_refusals_total{reason="bad_password"}') >= 1);
     assert.ok(value('stockwire_broker_connection_refusals_total{reason="anonymous"}') >= 1);
     assert.ok(value('stockwire_broker_connection_refusals_total{reason="kind_not_allowed"}') >= 1);

@@ -185,16 +185,18 @@ describe('stockwire replay', () => {
   });
 
   it('bad flags exit 2 listing every problem; --help exits 0; an unreachable broker exits 1', { timeout: 60_000 }, async () => {
-    const help = await run(['--help'], env);
+    const [help, bad, backwards, nobody] = await Promise.all([
+      run(['--help'], env),
+      run(['--from', 'yesterday', '--topic', 'wh/{wh}/dev/{device}/event', '--qos', '2'], env),
+      run(['--from', to, '--to', from, '--topic', 'x/{wh}'], env),
+      freePort().then((port) => run(['--from', from, '--to', to, '--topic', 'x/{wh}', '--central-url', `mqtt://127.0.0.1:${port}`], env)),
+    ]);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /Usage: stockwire replay/);
-    const bad = await run(['--from', 'yesterday', '--topic', 'wh/{wh}/dev/{device}/event', '--qos', '2'], env);
     assert.equal(bad.code, 2);
     for (const p of ['--from must be RFC 3339', '--to is required', '--topic could publish to the live topic wh/+/dev/+/event', '--qos']) assert.ok(bad.stderr.includes(p), `names ${p}: ${bad.stderr}`);
-    const backwards = await run(['--from', to, '--to', from, '--topic', 'x/{wh}'], env);
     assert.equal(backwards.code, 2);
     assert.match(backwards.stderr, /--to must be after --from/);
-    const nobody = await run(['--from', from, '--to', to, '--topic', 'x/{wh}', '--central-url', `mqtt://127.0.0.1:${await freePort()}`], env);
     assert.equal(nobody.code, 1);
     assert.match(nobody.stderr, /ECONNREFUSED/);
   });
