@@ -162,7 +162,7 @@ describe('stockwire replay', () => {
     });
   });
 
-  it('SIGTERM stops after the events already sent are acknowledged: exit 0, and the report says where it stopped', { timeout: 60_000 }, async () => {
+  it('SIGTERM stops after the events already sent are acknowledged: exit 0, and the report says where it stopped', { timeout: 90_000 }, async () => {
     const prefix = `rp${randomBytes(3).toString('hex')}`;
     const { client, got } = await subscribe(MOSQUITTO, `${prefix}/#`);
     try {
@@ -170,7 +170,7 @@ describe('stockwire replay', () => {
       let stdout = '';
       child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-      await got.waitFor(() => got.messages.length >= 3, 20_000, 'the first replayed events');
+      await got.waitFor(() => got.messages.length >= 3, 60_000, 'the first replayed events'); // the process starts first
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
       const report = JSON.parse(stdout) as { replayed: number; complete: boolean; last: { wh: string; device: string; id: string } };
