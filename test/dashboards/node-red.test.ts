@@ -30,7 +30,7 @@ interface Spied extends Node {
 }
 
 /** The next message a node receives (a helper node) or the next error it reports. */
-function next(node: Spied, event: 'input' | 'call:error', timeoutMs = 10_000): Promise<Msg> {
+function next(node: Spied, event: 'input' | 'call:error', timeoutMs = 20_000): Promise<Msg> {
   const id = node.id;
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`no ${event} on node ${id} within ${timeoutMs} ms`)), timeoutMs);
