@@ -21,7 +21,7 @@ async function rssMiB(pid: number): Promise<number> {
 
 async function metric(r: Running, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${r.ports.http}/metrics`)).text();
-  return Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1] ?? NaN);
+  return Number(text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))?.split(' ')[1] ?? NaN);
 }
 
 export async function benchEdge(): Promise<void> {

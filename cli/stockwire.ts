@@ -7,6 +7,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   sim: { summary: 'simulated scanners and shelf sensors publishing to edges (faults, --verify)', run: async (a) => (await import('../device-sim/main.js')).runSim(a) },
   migrate: { summary: 'create or upgrade the database schema, then exit', run: async (a) => (await import('../processors/main.js')).runMigrate(a) },
   rebuild: { summary: 'recompute stock from the event log, report drift, exit 1 on drift', run: async (a) => (await import('../processors/main.js')).runRebuild(a) },
+  replay: { summary: 'republish a time range of the event log to a broker for downstream consumers', run: async (a) => (await import('../processors/main.js')).runReplay(a) },
   demo: { summary: 'central + two edges + simulator + live display on one machine, no services needed', run: async (a) => (await import('./demo.js')).runDemo(a) },
   devices: { summary: 'add a device or gateway credential to a devices file (devices add …)', run: runDevices },
 };

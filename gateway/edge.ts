@@ -52,6 +52,8 @@ export class Edge {
   private ready = false;
 
   constructor(private readonly o: EdgeOptions) {
+    // Every series of this edge carries its warehouse, so dashboards and alerts group by `wh`.
+    this.registry.setDefaultLabels({ wh: o.wh });
     collectDefaultMetrics({ register: this.registry });
     this.metrics = createEdgeMetrics(this.registry);
   }

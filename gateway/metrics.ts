@@ -2,7 +2,7 @@ import client, { type Registry } from 'prom-client';
 
 /** Edge metrics; names are the contract with dashboards and alert rules (dashboards/). */
 export function createEdgeMetrics(registry: Registry) {
-  return {
+  const metrics = {
     accepted: new client.Counter({ name: 'stockwire_edge_events_accepted_total', help: 'Device events written to the outbox (PUBACK sent after the fsync)', labelNames: ['valid'], registers: [registry] }),
     refused: new client.Counter({ name: 'stockwire_edge_events_refused_total', help: 'Device events refused (the device keeps them), by reason', labelNames: ['reason'], registers: [registry] }),
     backlogEvents: new client.Gauge({ name: 'stockwire_edge_backlog_events', help: 'Events in the outbox not yet confirmed by central', registers: [registry] }),
@@ -15,5 +15,8 @@ export function createEdgeMetrics(registry: Registry) {
     linkChanges: new client.Counter({ name: 'stockwire_edge_link_changes_total', help: 'Connections to central made and lost', labelNames: ['state'], registers: [registry] }),
     mirrored: new client.Counter({ name: 'stockwire_edge_mirrored_total', help: 'Messages from central republished on the edge broker', labelNames: ['kind'], registers: [registry] }),
   };
+  // Known reasons start at 0: a series born at 1 shows no increase() to Prometheus, so the first refusal would go unseen.
+  for (const reason of ['outbox_full', 'outbox_error']) metrics.refused.labels({ reason }).inc(0);
+  return metrics;
 }
 export type EdgeMetrics = ReturnType<typeof createEdgeMetrics>;

@@ -1,6 +1,7 @@
 import { isIdent } from '../protocol/index.js';
 import { int, list, oneOf, port, str, url, type OptionSpec } from '../cli/options.js';
 import { logLevel, type LogLevel } from '../cli/logger.js';
+import { parseTopicTemplate } from './replay.js';
 
 // Keeps each spec's literal type, so `default` and `required: true` make the parsed value non-optional.
 const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
@@ -50,3 +51,22 @@ export const processorSpecs = {
 
 export const migrateSpecs = { ...common };
 export const rebuildSpecs = { ...common, format: opt({ flag: 'format', help: 'report format', parse: oneOf('text', 'json'), default: 'text' as 'text' | 'json' }) };
+
+const instant = (raw: string): number => {
+  const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw);
+  if (!Number.isFinite(ms)) throw new Error('must be RFC 3339 or epoch milliseconds');
+  return ms;
+};
+
+export const replaySpecs = {
+  ...common,
+  from: opt({ flag: 'from', help: 'first event time to replay, inclusive (RFC 3339 or epoch ms)', parse: instant, required: true as const }),
+  to: opt({ flag: 'to', help: 'event time to stop at, exclusive (RFC 3339 or epoch ms)', parse: instant, required: true as const }),
+  topic: opt({ flag: 'topic', help: 'topic template with {wh} {device} {sku} {type} {id}, such as wh/{wh}/replay/{sku}', parse: parseTopicTemplate, required: true as const }),
+  warehouses: opt({ ...processorSpecs.warehouses, env: undefined, help: 'comma-separated warehouses to replay; unset: all' }),
+  centralUrl: opt({ ...processorSpecs.centralUrl, help: 'the broker to publish to' }),
+  centralUsername: processorSpecs.centralUsername,
+  centralPassword: processorSpecs.centralPassword,
+  qos: opt({ flag: 'qos', help: 'MQTT QoS of the replayed messages', parse: (raw: string) => Number(oneOf('0', '1')(raw)) as 0 | 1, default: 1 as 0 | 1 }),
+  rate: opt({ flag: 'rate', help: 'events per second at most; 0: as fast as the broker acknowledges', parse: int(0, 1_000_000), default: 0 }),
+};

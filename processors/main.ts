@@ -1,11 +1,14 @@
+import { randomBytes } from 'node:crypto';
+import mqtt from 'mqtt';
 import { createLogger } from '../cli/logger.js';
 import { registerDisplay } from '../dashboards/display/serve.js';
-import { configure, serve } from '../cli/run.js';
+import { configure, EXIT_USAGE, serve } from '../cli/run.js';
 import { Central } from './central.js';
-import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs } from './config.js';
+import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs, replaySpecs } from './config.js';
 import { openDatabase } from './db/open.js';
 import { StandaloneProcessor } from './processor.js';
 import { rebuild } from './rebuild.js';
+import { replay } from './replay.js';
 
 export async function runCentral(argv: string[]): Promise<void> {
   const c = configure('central', 'The central MQTT broker, the stock processor and the HTTP API, in one process.', centralSpecs, argv);
@@ -46,6 +49,41 @@ export async function runRebuild(argv: string[]): Promise<void> {
     }
     process.exitCode = report.drift.length === 0 ? 0 : 1;
   } finally {
+    await db.close();
+  }
+}
+
+export async function runReplay(argv: string[]): Promise<void> {
+  const c = configure('replay', 'Republish the events of a time range of the event log to a broker, in ledger order, for downstream consumers; then exit.', replaySpecs, argv);
+  if (!c) return;
+  if (c.to <= c.from) {
+    process.stderr.write('stockwire replay: invalid configuration\n  - --to must be after --from\n');
+    process.exitCode = EXIT_USAGE;
+    return;
+  }
+  const log = createLogger('replay', c.logLevel);
+  // A signal stops the replay after what was sent is acknowledged; the report says where it stopped.
+  const stop = new AbortController();
+  const onSignal = (signal: string) => (log.info({ signal }, 'stopping'), stop.abort());
+  process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
+  // Until the report is out this is a failure: a run that ends any other way (even by an empty event loop) exits 1.
+  process.exitCode = 1;
+  const db = await openDatabase({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, log, poolSize: 2, applicationName: 'stockwire-replay' });
+  let client: mqtt.MqttClient | null = null;
+  try {
+    client = await mqtt.connectAsync(c.centralUrl, {
+      clientId: `${c.centralUsername ?? 'stockwire'}-replay-${randomBytes(4).toString('hex')}`,
+      ...(c.centralUsername !== undefined && { username: c.centralUsername }),
+      ...(c.centralPassword !== undefined && { password: c.centralPassword }),
+      reconnectPeriod: 0, // a batch job: a lost connection fails the run instead of retrying behind its back
+      connectTimeout: 10_000, // ms
+    });
+    const report = await replay({ pool: db.pool, client, log, from: c.from, to: c.to, topic: c.topic, warehouses: c.warehouses, qos: c.qos, rate: c.rate, signal: stop.signal });
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+    process.exitCode = 0;
+  } finally {
+    // Every publish was acknowledged or has failed: nothing is left to flush, and a closed link never drains.
+    await Promise.race([client?.endAsync(true).catch(() => {}), new Promise((r) => setTimeout(r, 2_000).unref())]);
     await db.close();
   }
 }

@@ -3,3 +3,4 @@ export * from './topics.js';
 export * from './errors.js';
 export * from './schemas.js';
 export * from './event.js';
+export * from './api.js';

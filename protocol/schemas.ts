@@ -115,3 +115,28 @@ export const Alert = Type.Object(
   { additionalProperties: false },
 );
 export type Alert = Static<typeof Alert>;
+
+/**
+ * One event of the log as `stockwire replay` republishes it for downstream consumers: the stored
+ * event with the warehouse and device it came from, its signed effect on onHand and its commit time.
+ */
+export const ReplayedEvent = Type.Object(
+  {
+    wh: Ident,
+    device: Ident,
+    id: Type.String({ pattern: EVENT_ID_PATTERN }),
+    type: Type.Union([...DELTA_TYPES, 'counted' as const].map((t) => Type.Literal(t)), { description: 'book events only: level readings are not in the event log' }),
+    sku: Ident,
+    qty: Type.Integer(),
+    delta: Type.Integer({ description: 'signed effect on onHand; 0 for counted' }),
+    ts: Type.String({ format: 'date-time', description: 'event time: the ledger orders by (ts, id, device)' }),
+    location: Type.Optional(Type.String()),
+    reservation: Type.Optional(Type.String()),
+    reason: Type.Optional(Type.String()),
+    receivedAt: Type.String({ format: 'date-time' }),
+    committedAt: Type.String({ format: 'date-time' }),
+    payload: Type.Record(Type.String(), Type.Unknown(), { description: 'the event exactly as the device sent it' }),
+  },
+  { additionalProperties: false },
+);
+export type ReplayedEvent = Static<typeof ReplayedEvent>;

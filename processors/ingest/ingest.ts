@@ -150,9 +150,15 @@ export class Ingest {
       const item = items[i] as Parsed;
       m.events.inc({ type: item.ok ? item.event.type : 'invalid', wh: item.delivery.wh, outcome: d.status });
     });
-    for (const a of result.applied) m.lagSeconds.observe(Math.max(0, a.lagMs) / 1000);
+    // One labelled child per warehouse and batch: the label lookup is paid per warehouse, not per event.
+    const lag = new Map<string, ReturnType<typeof m.lagSeconds.labels>>();
+    for (const a of result.applied) {
+      let child = lag.get(a.wh);
+      if (!child) lag.set(a.wh, (child = m.lagSeconds.labels({ wh: a.wh })));
+      child.observe(Math.max(0, a.lagMs) / 1000);
+    }
     for (const d of result.deadLetters) m.deadLetters.inc({ code: d.code });
-    if (result.negative.length > 0) m.negativeStock.inc(result.negative.length);
+    for (const n of result.negative) m.negativeStock.inc({ wh: n.wh });
   }
 
   /** Commits what is queued (unless the database is down), then refuses new events. */

@@ -116,7 +116,8 @@ describe('stockwire edge (in process, with central)', () => {
     await assert.rejects(sub.subscribeAsync('wh/OTHER/stock/#', { qos: 1 }));
     await sub.endAsync();
     const metrics = await (await fetch(`http://127.0.0.1:${edgePorts.http}/metrics`)).text();
-    const value = (line: string) => Number(metrics.split('\n').find((l) => l.startsWith(line))?.split(' ')[1] ?? 0);
+    // Every edge series also carries its warehouse (`wh`, a registry default label), after the labels named here.
+    const value = (line: string) => Number(metrics.split('\n').find((l) => l.startsWith(line.replace(/\}$/, '')))?.split(' ')[1] ?? 0);
     assert.ok(value('stockwire_broker_connection_refusals_total{reason="bad_password"}') >= 1);
     assert.ok(value('stockwire_broker_connection_refusals_total{reason="anonymous"}') >= 1);
     assert.ok(value('stockwire_broker_connection_refusals_total{reason="kind_not_allowed"}') >= 1);
@@ -142,7 +143,7 @@ describe('stockwire edge (in process, with central)', () => {
     for (let i = 0; i < 300; i++) sends.push(scanner.publishAsync(`wh/${WH}/dev/scan-e/event`, event(`off-${i}`, 'received', 1, 'SKU-OFF'), { qos: 1 }));
     await Promise.all(sends); // every PUBACK arrived: the events are on the edge's disk
     const metrics = await (await fetch(`http://127.0.0.1:${edgePorts.http}/metrics`)).text();
-    assert.match(metrics, /stockwire_edge_backlog_events 300/);
+    assert.match(metrics, /stockwire_edge_backlog_events\{wh="[^"]+"\} 300/);
     await startCentral();
     await status.waitFor(() => status.last(`wh/${WH}/status`)?.central === 'online', 15_000, 'status online');
     for (let i = 0; i < 100 && (await stockAtCentral('SKU-OFF').catch(() => ({ onHand: 0 }))).onHand !== 300; i++) await new Promise((r) => setTimeout(r, 100));
@@ -171,7 +172,7 @@ describe('stockwire edge (in process, with central)', () => {
     assert.ok(refused, 'the edge refused once the outbox was full');
     assert.ok(acknowledged > 100, `some events were accepted first (${acknowledged})`);
     const metrics = await (await fetch(`http://127.0.0.1:${ports.http}/metrics`)).text();
-    assert.match(metrics, /stockwire_edge_events_refused_total\{reason="outbox_full"\} [1-9]/);
+    assert.match(metrics, /stockwire_edge_events_refused_total\{reason="outbox_full",wh="[^"]+"\} [1-9]/);
     await alerts.waitFor(() => alerts.messages.some((m) => m.topic === `alerts/${WH}/outbox-full`), 5_000, 'outbox-full alert');
     // Central comes back: every acknowledged event is applied, none of the refused ones.
     await startCentral();

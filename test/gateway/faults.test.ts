@@ -18,7 +18,7 @@ const DEVICES = 10;
 
 async function edgeMetric(edge: Running, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${edge.ports.http}/metrics`)).text();
-  return Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1] ?? NaN);
+  return Number(text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))?.split(' ')[1] ?? NaN);
 }
 
 describe('edge faults with real processes', () => {

@@ -1,0 +1,239 @@
+/**
+ * Generates the API documents from the protocol/ schemas, so they cannot drift from the code:
+ *   docs/asyncapi.yaml  AsyncAPI 3.0 of the MQTT interface (CONTRACT sections 2–5)
+ *   docs/openapi.yaml   OpenAPI 3.1 of central's HTTP API (CONTRACT section 6)
+ * `npm run docs` writes them; test/docs/api-docs.test.ts fails when the committed files differ.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TSchema } from '@sinclair/typebox';
+import YAML from 'yaml';
+import * as p from '../protocol/index.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const ASYNCAPI_FILE = path.join(ROOT, 'docs/asyncapi.yaml');
+export const OPENAPI_FILE = path.join(ROOT, 'docs/openapi.yaml');
+
+/** Plain JSON Schema of a TypeBox schema (its symbols dropped). */
+const plain = (schema: TSchema): Record<string, unknown> => JSON.parse(JSON.stringify(schema)) as Record<string, unknown>;
+const ref = (kind: string, name: string) => ({ $ref: `#/components/${kind}/${name}` });
+
+async function version(): Promise<string> {
+  return (JSON.parse(await fs.readFile(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+const MQTT_SCHEMAS: Record<string, TSchema> = {
+  EventPayloadV1: p.EventPayloadV1,
+  Ack: p.Ack,
+  WarehouseStock: p.WarehouseStock,
+  GlobalStock: p.GlobalStock,
+  ShelfReading: p.ShelfReading,
+  LinkStatus: p.LinkStatus,
+  Alert: p.Alert,
+  ReplayedEvent: p.ReplayedEvent,
+};
+
+interface Channel {
+  address: string;
+  message: string;
+  schema: keyof typeof MQTT_SCHEMAS;
+  title: string;
+  description: string;
+  params: string[];
+  /** what stockwire does on this channel */
+  action: 'send' | 'receive';
+  retain: boolean;
+  example: unknown;
+}
+
+const AT = '2026-01-01T08:00:00.000Z';
+const CHANNELS: Record<string, Channel> = {
+  deviceEvent: {
+    address: p.topics.event('{wh}', '{device}'), message: 'event', schema: 'EventPayloadV1', title: 'Device event', action: 'receive', retain: false, params: ['wh', 'device'],
+    description: 'A scan or shelf reading, device → edge → central. Published by the device on its edge, forwarded by the edge (gateway credential) to central. At most 8 KiB. The warehouse and device come from the topic and the authenticated connection, never from the payload. Per-type quantity rules: received/shipped/returned 1…1,000,000; adjusted non-zero −1,000,000…1,000,000; counted/level 0…1,000,000,000; level needs location.',
+    example: { v: 1, id: '01J9Z7X4Q2', type: 'received', sku: 'SKU-1', qty: 5, ts: AT },
+  },
+  ack: {
+    address: p.topics.ack('{wh}', '{device}'), message: 'ack', schema: 'Ack', title: 'Commit ack', action: 'send', retain: false, params: ['wh', 'device'],
+    description: 'Published after the commit that decided the event: applied, duplicate (the original outcome of a repeat) or rejected with an error. An edge deletes an event from its outbox only on this ack.',
+    example: { id: '01J9Z7X4Q2', status: 'applied', stock: { onHand: 12, available: 10 } },
+  },
+  warehouseStock: {
+    address: p.topics.warehouseStock('{wh}', '{sku}'), message: 'warehouseStock', schema: 'WarehouseStock', title: 'Warehouse stock', action: 'send', retain: true, params: ['wh', 'sku'],
+    description: 'Retained book stock of one SKU in one warehouse, after every commit that changes it; version strictly increases. Edges mirror their own warehouse, retained, for displays while central is unreachable.',
+    example: { sku: 'SKU-1', warehouse: 'WH1', onHand: 12, reserved: 2, available: 10, version: 7, asOf: AT },
+  },
+  globalStock: {
+    address: p.topics.globalStock('{sku}'), message: 'globalStock', schema: 'GlobalStock', title: 'Global stock', action: 'send', retain: true, params: ['sku'],
+    description: 'Retained stock of one SKU over every warehouse, with the per-warehouse levels; version strictly increases.',
+    example: { sku: 'SKU-1', onHand: 20, reserved: 2, available: 18, warehouses: { WH1: { onHand: 12, reserved: 2, available: 10 }, WH2: { onHand: 8, reserved: 0, available: 8 } }, version: 9, asOf: AT },
+  },
+  shelf: {
+    address: p.topics.shelf('{wh}', '{location}', '{sku}'), message: 'shelfReading', schema: 'ShelfReading', title: 'Shelf reading', action: 'send', retain: true, params: ['wh', 'location', 'sku'],
+    description: 'Retained latest level reading (by event time) of a shelf sensor. Readings do not change book stock.',
+    example: { sku: 'SKU-1', warehouse: 'WH1', location: 'A-01-3', qty: 11, ts: AT, device: 'shelf-7' },
+  },
+  status: {
+    address: p.topics.status('{wh}'), message: 'linkStatus', schema: 'LinkStatus', title: 'Edge link status', action: 'send', retain: true, params: ['wh'],
+    description: 'Retained on the edge broker and on central: whether the edge reaches central, since when, and how many events wait in its outbox. The edge\'s will message sets it offline at central.',
+    example: { central: 'online', since: AT, backlog: 0 },
+  },
+  alert: {
+    address: p.topics.alert('{wh}', '{kind}'), message: 'alert', schema: 'Alert', title: 'Alert', action: 'send', retain: false, params: ['wh', 'kind'],
+    description: 'negative-stock and dead-letter from central; outbox-full on the edge broker only.',
+    example: { kind: 'negative-stock', wh: 'WH1', sku: 'SKU-1', message: 'onHand of SKU-1 at WH1 is -3', at: AT },
+  },
+  replay: {
+    address: 'wh/{wh}/replay/{sku}', message: 'replayedEvent', schema: 'ReplayedEvent', title: 'Replayed event', action: 'send', retain: false, params: ['wh', 'sku'],
+    description: '`stockwire replay --from --to --topic TEMPLATE` republishes a time range of the event log in ledger order (ts, id, device). The address is the operator\'s template ({wh} {device} {sku} {type} {id}); this one is an example. Templates that could match a live topic of this document are refused.',
+    example: { wh: 'WH1', device: 'scanner-1', id: '01J9Z7X4Q2', type: 'received', sku: 'SKU-1', qty: 5, delta: 5, ts: AT, receivedAt: AT, committedAt: AT, payload: { v: 1, id: '01J9Z7X4Q2', type: 'received', sku: 'SKU-1', qty: 5, ts: AT } },
+  },
+};
+
+const PARAMETERS: Record<string, string> = {
+  wh: 'warehouse id',
+  device: 'device id (the MQTT username of a scanner or shelf sensor)',
+  sku: 'stock keeping unit',
+  location: 'bin or shelf',
+  kind: 'alert kind: negative-stock, dead-letter, outbox-full',
+};
+
+export async function asyncapi(): Promise<Record<string, unknown>> {
+  const channels: Record<string, unknown> = {};
+  const operations: Record<string, unknown> = {};
+  const messages: Record<string, unknown> = {};
+  for (const [name, c] of Object.entries(CHANNELS)) {
+    channels[name] = {
+      address: c.address,
+      title: c.title,
+      description: c.description,
+      parameters: Object.fromEntries(c.params.map((param) => [param, ref('parameters', param)])),
+      messages: { [c.message]: ref('messages', c.message) },
+    };
+    operations[`${c.action}${name[0]?.toUpperCase()}${name.slice(1)}`] = {
+      action: c.action,
+      channel: { $ref: `#/channels/${name}` },
+      messages: [{ $ref: `#/channels/${name}/messages/${c.message}` }],
+      bindings: { mqtt: { qos: 1, retain: c.retain, bindingVersion: '0.2.0' } },
+    };
+    messages[c.message] = { name: c.message, title: c.title, contentType: 'application/json', payload: ref('schemas', c.schema), examples: [{ payload: c.example }] };
+  }
+  return {
+    asyncapi: '3.0.0',
+    info: {
+      title: 'stockwire MQTT interface',
+      version: await version(),
+      description:
+        'Topics, payloads and access rules of stockwire (CONTRACT sections 2–5). The same topic names are used on an edge broker and on the central broker. ' +
+        'Operations are described from stockwire\'s side: it receives device events and sends acks, stock, shelf, status, alert and replayed messages. ' +
+        'Identifiers match ^[A-Za-z0-9._-]{1,64}$. Anonymous connections are refused; the MQTT username is the device id and access follows its kind ' +
+        '(scanner, shelf, display, gateway, processor).',
+      license: { name: 'MIT' },
+    },
+    defaultContentType: 'application/json',
+    servers: {
+      edge: { host: 'localhost:1883', protocol: 'mqtt', protocolVersion: '3.1.1', description: 'A warehouse edge: devices connect here (WebSocket on 8083, optional TLS).', security: [ref('securitySchemes', 'device')] },
+      central: { host: 'localhost:1884', protocol: 'mqtt', protocolVersion: '3.1.1', description: 'Central: edges (gateway credential), displays and processors connect here (WebSocket on 8084).', security: [ref('securitySchemes', 'device')] },
+    },
+    channels,
+    operations,
+    components: {
+      schemas: Object.fromEntries(Object.entries(MQTT_SCHEMAS).map(([n, s]) => [n, plain(s)])),
+      messages,
+      parameters: Object.fromEntries(Object.entries(PARAMETERS).map(([n, d]) => [n, { description: d }])),
+      securitySchemes: { device: { type: 'userPassword', description: 'MQTT username = device id, password checked against the scrypt hash in DEVICES_FILE.' } },
+    },
+  };
+}
+
+const json = (schema: unknown) => ({ 'application/json': { schema } });
+const error = (description: string) => ({ description, content: json(ref('schemas', 'ErrorResponse')) });
+const pathParam = (name: string, description: string) => ({ name, in: 'path', required: true, description, schema: { type: 'string', pattern: p.IDENT_PATTERN } });
+
+export async function openapi(): Promise<Record<string, unknown>> {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'stockwire central HTTP API',
+      version: await version(),
+      description: 'Health, metrics, stock reads, history and reservations (CONTRACT section 6). Errors are `{"error":{"code","message"}}`; a 400 names the offending field. Edges serve /healthz, /readyz and /metrics only (port 9101).',
+      license: { name: 'MIT', identifier: 'MIT' },
+    },
+    servers: [{ url: 'http://localhost:8080', description: 'central (HTTP_PORT)' }],
+    paths: {
+      '/healthz': { get: { operationId: 'health', summary: '200 while the process runs', responses: { 200: { description: 'alive', content: json(ref('schemas', 'Health')) } } } },
+      '/readyz': {
+        get: {
+          operationId: 'ready', summary: 'ready when the database and the broker are',
+          responses: { 200: { description: 'ready', content: json(ref('schemas', 'Health')) }, 503: { description: 'not ready', content: json(ref('schemas', 'Health')) } },
+        },
+      },
+      '/metrics': { get: { operationId: 'metrics', summary: 'Prometheus text format', responses: { 200: { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+      '/v1/stock/{sku}': {
+        get: {
+          operationId: 'getGlobalStock', summary: 'stock of a SKU over every warehouse (the retained stock/{sku} object)',
+          parameters: [pathParam('sku', 'stock keeping unit')],
+          responses: { 200: { description: 'global stock', content: json(ref('schemas', 'GlobalStock')) }, 400: error('bad sku'), 404: error('unknown sku') },
+        },
+      },
+      '/v1/warehouses/{wh}/stock/{sku}': {
+        get: {
+          operationId: 'getWarehouseStock', summary: 'stock of a SKU in one warehouse (the retained wh/{wh}/stock/{sku} object)',
+          parameters: [pathParam('wh', 'warehouse id'), pathParam('sku', 'stock keeping unit')],
+          responses: { 200: { description: 'warehouse stock', content: json(ref('schemas', 'WarehouseStock')) }, 400: error('bad warehouse or sku'), 404: error('no stock of this sku in this warehouse') },
+        },
+      },
+      '/v1/stock/{sku}/history': {
+        get: {
+          operationId: 'getStockHistory', summary: 'movements per time bucket and warehouse',
+          parameters: [
+            pathParam('sku', 'stock keeping unit'),
+            { name: 'from', in: 'query', description: 'RFC 3339 or epoch ms; default: to − 24 h', schema: { type: 'string' } },
+            { name: 'to', in: 'query', description: 'RFC 3339 or epoch ms; default: now', schema: { type: 'string' } },
+            { name: 'bucket', in: 'query', description: 'bucket size such as 15m, 1h, 1d (at most 10,000 buckets)', schema: { type: 'string', pattern: '^\\d{1,6}[smhd]$', default: '1h' } },
+          ],
+          responses: { 200: { description: 'movements', content: json(ref('schemas', 'StockHistory')) }, 400: error('bad parameter (named in error.field)') },
+        },
+      },
+      '/v1/reservations': {
+        post: {
+          operationId: 'reserve', summary: 'reserve stock: granted only while available ≥ qty in the chosen warehouse, atomically',
+          parameters: [{ name: 'Idempotency-Key', in: 'header', required: true, description: 'a repeated key returns the first answer', schema: { type: 'string', minLength: 1, maxLength: 200 } }],
+          requestBody: { required: true, content: json(ref('schemas', 'ReservationRequest')) },
+          responses: {
+            201: { description: 'granted', content: json(ref('schemas', 'Reservation')) },
+            400: error('bad body or missing Idempotency-Key'),
+            409: error('insufficient_stock: not enough available'),
+          },
+        },
+      },
+      '/v1/reservations/{id}': {
+        delete: {
+          operationId: 'release', summary: 'release a reservation',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: p.EVENT_ID_PATTERN } }],
+          responses: { 204: { description: 'released' }, 404: error('no such reservation') },
+        },
+      },
+    },
+    components: {
+      schemas: Object.fromEntries(
+        Object.entries({ GlobalStock: p.GlobalStock, WarehouseStock: p.WarehouseStock, StockHistory: p.StockHistory, ReservationRequest: p.ReservationRequest, Reservation: p.Reservation, ErrorResponse: p.ErrorResponse, Health: p.Health }).map(([n, s]) => [n, plain(s)]),
+      ),
+    },
+  };
+}
+
+const HEADER = '# Generated by `npm run docs` from protocol/ (docs/generate.ts). Do not edit: change the schemas and regenerate.\n';
+
+export async function render(): Promise<{ asyncapi: string; openapi: string }> {
+  const options = { lineWidth: 0, aliasDuplicateObjects: false } as const;
+  return { asyncapi: HEADER + YAML.stringify(await asyncapi(), options), openapi: HEADER + YAML.stringify(await openapi(), options) };
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const docs = await render();
+  await fs.writeFile(ASYNCAPI_FILE, docs.asyncapi);
+  await fs.writeFile(OPENAPI_FILE, docs.openapi);
+  process.stdout.write(`wrote ${path.relative(ROOT, ASYNCAPI_FILE)} and ${path.relative(ROOT, OPENAPI_FILE)}\n`);
+}
