@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { MqttClient } from 'mqtt';
 import pg from 'pg';
 import pino from 'pino';
@@ -15,9 +13,8 @@ import { ajv, ReplayedEvent } from '../../protocol/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { Collector, connect } from '../helpers/mqtt.js';
-import { freePort } from '../helpers/process.js';
+import { BIN, freePort } from '../helpers/process.js';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/stockwire.js');
 const MOSQUITTO = process.env.MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883';
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 const MINUTE = 60_000; // ms
@@ -32,7 +29,7 @@ interface Stored {
 
 function run(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, 'replay', ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
+    execFile(BIN, ['replay', ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
@@ -166,7 +163,7 @@ describe('stockwire replay', () => {
     const prefix = `rp${randomBytes(3).toString('hex')}`;
     const { client, got } = await subscribe(MOSQUITTO, `${prefix}/#`);
     try {
-      const child = spawn(process.execPath, [BIN, 'replay', '--from', from, '--to', to, '--topic', `${prefix}/{wh}`, '--central-url', MOSQUITTO, '--rate', '10'], { env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(BIN, ['replay', '--from', from, '--to', to, '--topic', `${prefix}/{wh}`, '--central-url', MOSQUITTO, '--rate', '10'], { env: { ...process.env, ...env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
