@@ -8,6 +8,12 @@ export const ErrorCode = {
   notFound: 'not_found',
   badRequest: 'bad_request',
   insufficientStock: 'insufficient_stock',
+  /** an Idempotency-Key sent again with a different request */
+  idempotencyKeyReused: 'idempotency_key_reused',
+  /** the command does not fit the state of its target (a transfer already in transit…) */
+  invalidState: 'invalid_state',
+  /** the credential's kind may not make this request (MQTT requests) */
+  notAuthorized: 'not_authorized',
   unavailable: 'unavailable',
   internal: 'internal',
 } as const;

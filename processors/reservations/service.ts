@@ -1,0 +1,169 @@
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import type { Logger } from 'pino';
+import {
+  ajv,
+  ErrorCode,
+  isIdent,
+  ReservationRequest,
+  TransferRequest,
+  ValidationError,
+  type RequestAction,
+} from '../../protocol/index.js';
+import { defaultPolicy, type AllocationPolicy } from '../ledger/reservations.js';
+import { getReservation, release, reserve } from './holds.js';
+import { checkKey, requestHash, type Answer } from './idempotency.js';
+import type { ReservationMetrics } from './metrics.js';
+import { Runner, type RunnerOptions } from './runner.js';
+import { Sweeper } from './sweeper.js';
+import { cancelTransfer, createTransfer, getTransfer } from './transfers.js';
+
+/** Reservation and transfer settings (README "Configuration"). */
+export interface CommandConfig {
+  /** s a reservation holds when the request names no ttlSeconds */
+  reservationTtl: number;
+  /** s a transfer may take before it is compensated, when the request names no timeoutSeconds */
+  transferTimeout: number;
+  policy: AllocationPolicy;
+  /** ms between sweeps of expired holds and timed-out transfers; 0: no sweeper in this process */
+  sweepIntervalMs: number;
+  /** h an Idempotency-Key's answer is kept */
+  idempotencyRetentionHours: number;
+}
+
+export const defaultCommandConfig: CommandConfig = {
+  reservationTtl: 900,
+  transferTimeout: 86_400,
+  policy: defaultPolicy,
+  sweepIntervalMs: 1_000,
+  idempotencyRetentionHours: 24,
+};
+
+/** The flat settings of `stockwire central` / `processor` (processors/config.ts), each optional. */
+export interface CommandSettings {
+  reservationTtl?: number;
+  transferTimeout?: number;
+  allocation?: AllocationPolicy['strategy'];
+  allocationPriority?: string[];
+  allocationChannels?: Record<string, string[]>;
+  sweepIntervalMs?: number;
+  idempotencyRetentionHours?: number;
+}
+
+export function commandConfig(s: CommandSettings): CommandConfig {
+  const d = defaultCommandConfig;
+  return {
+    reservationTtl: s.reservationTtl ?? d.reservationTtl,
+    transferTimeout: s.transferTimeout ?? d.transferTimeout,
+    policy: { strategy: s.allocation ?? d.policy.strategy, priority: s.allocationPriority ?? [], channels: s.allocationChannels ?? {} },
+    sweepIntervalMs: s.sweepIntervalMs ?? d.sweepIntervalMs,
+    idempotencyRetentionHours: s.idempotencyRetentionHours ?? d.idempotencyRetentionHours,
+  };
+}
+
+const validateReservation = ajv.compile<ReservationRequest>(ReservationRequest);
+const validateTransfer = ajv.compile<TransferRequest>(TransferRequest);
+
+function fieldOf(err: ErrorObject): string | undefined {
+  if (err.keyword === 'required') return String((err.params as { missingProperty: string }).missingProperty);
+  if (err.keyword === 'additionalProperties') return String((err.params as { additionalProperty: string }).additionalProperty);
+  const path = err.instancePath.replace(/^\//, '').split('/')[0];
+  return path === '' ? undefined : path;
+}
+
+/** Validates a command body; the error names the first field at fault. */
+function parse<T>(validate: ValidateFunction<T>, body: unknown): T {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ValidationError(ErrorCode.badRequest, 'the body must be a JSON object');
+  if (validate(body)) return body;
+  const first = validate.errors?.[0];
+  const field = first ? fieldOf(first) : undefined;
+  const message = !first ? 'the body is invalid' : first.keyword === 'additionalProperties' ? `unknown field ${field}` : `${field ?? 'body'} ${first.message ?? 'is invalid'}`;
+  throw new ValidationError(ErrorCode.badRequest, message, field);
+}
+
+function ident(id: unknown, field = 'id'): string {
+  if (!isIdent(id)) throw new ValidationError(ErrorCode.badRequest, `${field} must match ^[A-Za-z0-9._-]{1,64}$`, field);
+  return id;
+}
+
+/**
+ * The command side of CONTRACT section 6: reservations and transfers, decided atomically in
+ * PostgreSQL. One instance per process; HTTP routes and MQTT requests both call it.
+ */
+export class ReservationService {
+  readonly runner: Runner;
+  readonly sweeper: Sweeper;
+
+  constructor(
+    o: Omit<RunnerOptions, 'concurrency' | 'maxQueue'> & Partial<Pick<RunnerOptions, 'concurrency' | 'maxQueue'>>,
+    readonly config: CommandConfig = defaultCommandConfig,
+  ) {
+    this.runner = new Runner({ concurrency: 3, maxQueue: 5_000, ...o });
+    this.sweeper = new Sweeper(this.runner, { intervalMs: config.sweepIntervalMs, idempotencyRetentionHours: config.idempotencyRetentionHours, metrics: o.metrics, log: o.log });
+  }
+
+  get metrics(): ReservationMetrics {
+    return this.runner.o.metrics;
+  }
+
+  get log(): Logger {
+    return this.runner.o.log;
+  }
+
+  start(): void {
+    this.sweeper.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.sweeper.stop();
+  }
+
+  /** Runs one action; counts and times it. `via` labels the metric (http, mqtt). */
+  async run(action: RequestAction, via: string, fn: () => Promise<Answer>): Promise<Answer> {
+    const end = this.metrics.commandSeconds.startTimer({ action });
+    try {
+      const answer = await fn();
+      this.metrics.commands.inc({ action, status: String(answer.status), replayed: String(answer.replayed === true), via });
+      return answer;
+    } catch (err) {
+      const status = err instanceof ValidationError ? err.code : 'error';
+      if (!(err instanceof ValidationError)) this.log.error({ action, err: (err as Error).message, code: (err as { code?: string }).code }, 'command failed');
+      this.metrics.commands.inc({ action, status, replayed: 'false', via });
+      throw err;
+    } finally {
+      end();
+    }
+  }
+
+  reserve(key: unknown, body: unknown): Promise<Answer> {
+    const k = checkKey(key);
+    const req = parse(validateReservation, body);
+    const ttl = req.ttlSeconds ?? this.config.reservationTtl;
+    return this.runner.idempotent(k, 'reservations.create', requestHash('reservations.create', req), (client, now) => reserve(client, now, req, ttl, this.config.policy));
+  }
+
+  getReservation(id: unknown): Promise<Answer> {
+    return getReservation(this.runner.o.pool, ident(id));
+  }
+
+  release(id: unknown): Promise<Answer> {
+    const i = ident(id);
+    return this.runner.tx((client, now) => release(client, now, i));
+  }
+
+  createTransfer(key: unknown, body: unknown): Promise<Answer> {
+    const k = checkKey(key);
+    const req = parse(validateTransfer, body);
+    if (req.from === req.to) throw new ValidationError(ErrorCode.badRequest, 'to must differ from from', 'to');
+    const timeout = req.timeoutSeconds ?? this.config.transferTimeout;
+    return this.runner.idempotent(k, 'transfers.create', requestHash('transfers.create', req), (client, now) => createTransfer(client, now, req, timeout, this.config.policy));
+  }
+
+  getTransfer(id: unknown): Promise<Answer> {
+    return getTransfer(this.runner.o.pool, ident(id));
+  }
+
+  cancelTransfer(id: unknown): Promise<Answer> {
+    const i = ident(id);
+    return this.runner.tx((client, now) => cancelTransfer(client, now, i));
+  }
+}
