@@ -6,18 +6,28 @@ import type { Publisher } from './ingest/publisher.js';
 // (one batch's acks and stock topics) recurse until the stack overflows and the process dies.
 const MAX_IN_AEDES = 64;
 
+// Aedes drops a packet for a subscriber that already got one with a higher brokerCounter (its per-client
+// `dedupe`, moscajs/aedes#955). A retained publish awaits storeRetained before it is emitted, so a publish
+// started after it can overtake it, and the subscriber of both then never sees the retained one (a stock
+// topic lost behind an ack or an alert). So a non-retained publish never starts while a retained one is in
+// aedes; retained ones among themselves keep their order (the in-memory store resolves in call order).
+
 /** Publishes through the in-process central broker (QoS 1; aedes stores retained messages itself). */
 export function aedesPublisher(aedes: Aedes): Publisher {
   const queue: { topic: string; payload: string; retain: boolean; done: (err?: Error) => void }[] = [];
   let inAedes = 0;
+  let retainedInAedes = 0;
   let scheduled = false;
   const drain = () => {
     scheduled = false;
     while (inAedes < MAX_IN_AEDES && queue.length > 0) {
+      if (!(queue[0] as (typeof queue)[number]).retain && retainedInAedes > 0) break; // in order: wait for the retained ones
       const m = queue.shift() as (typeof queue)[number];
       inAedes++;
+      if (m.retain) retainedInAedes++;
       aedes.publish({ cmd: 'publish', topic: m.topic, payload: Buffer.from(m.payload), qos: 1, retain: m.retain, dup: false }, (err) => {
         inAedes--;
+        if (m.retain) retainedInAedes--;
         m.done(err ?? undefined);
         // Continue on a fresh stack, never from inside aedes' callback.
         if (queue.length > 0 && !scheduled) (scheduled = true), setImmediate(drain);
