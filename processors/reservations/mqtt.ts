@@ -16,7 +16,7 @@ import {
 } from '../../protocol/index.js';
 import type { Publisher } from '../ingest/publisher.js';
 import { KEY_FIELD, type Answer } from './idempotency.js';
-import type { ReservationService } from './service.js';
+import { schemaError, type ReservationService } from './service.js';
 
 const validateRequest = ajv.compile<CommandRequest>(CommandRequest);
 const MAX_REQUEST_BYTES = 16 * 1024;
@@ -83,11 +83,7 @@ export class CommandRequests {
       const wanted = (value as { responseTopic?: unknown } | null)?.responseTopic;
       if (typeof wanted === 'string' && isOwnResponseTopic(wanted, device.id)) responseTopic = wanted;
       else if (wanted !== undefined) throw refuse(ErrorCode.badRequest, `responseTopic must be ${topics.response(device.id)} or a topic below it`, 'responseTopic');
-      if (!validateRequest(value)) {
-        const first = validateRequest.errors?.[0];
-        const field = first?.keyword === 'required' ? String((first.params as { missingProperty: string }).missingProperty) : first?.instancePath.replace(/^\//, '').split('/')[0] || undefined;
-        throw refuse(ErrorCode.badRequest, `${field ?? 'request'} ${first?.message ?? 'is invalid'}`, field);
-      }
+      if (!validateRequest(value)) throw schemaError(validateRequest.errors, 'request');
       const data = await this.dispatch(device, value);
       response = data.status >= 400 ? { requestId, status: 'error', error: (data.body as { error: ErrorBody }).error } : { requestId, status: 'ok', data: data.body };
     } catch (err) {

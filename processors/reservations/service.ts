@@ -70,14 +70,19 @@ function fieldOf(err: ErrorObject): string | undefined {
   return path === '' ? undefined : path;
 }
 
+/** The refusal of a value a schema did not accept: it names the first field at fault. */
+export function schemaError(errors: ErrorObject[] | null | undefined, what = 'body'): ValidationError {
+  const first = errors?.[0];
+  const field = first ? fieldOf(first) : undefined;
+  const message = !first ? `the ${what} is invalid` : first.keyword === 'additionalProperties' ? `unknown field ${field}` : `${field ?? what} ${first.message ?? 'is invalid'}`;
+  return new ValidationError(ErrorCode.badRequest, message, field);
+}
+
 /** Validates a command body; the error names the first field at fault. */
 function parse<T>(validate: ValidateFunction<T>, body: unknown): T {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ValidationError(ErrorCode.badRequest, 'the body must be a JSON object');
   if (validate(body)) return body;
-  const first = validate.errors?.[0];
-  const field = first ? fieldOf(first) : undefined;
-  const message = !first ? 'the body is invalid' : first.keyword === 'additionalProperties' ? `unknown field ${field}` : `${field ?? 'body'} ${first.message ?? 'is invalid'}`;
-  throw new ValidationError(ErrorCode.badRequest, message, field);
+  throw schemaError(validate.errors);
 }
 
 function ident(id: unknown, field = 'id'): string {
