@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
-import { ErrorCode, isIdent, ValidationError } from '../protocol/index.js';
+import { ErrorCode, httpStatusOf, isIdent, ValidationError } from '../protocol/index.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { registerCommandRoutes } from './reservations/routes.js';
 import type { ReservationService } from './reservations/service.js';
@@ -15,16 +15,6 @@ export interface ApiOptions {
   /** reservations and transfers (POST/DELETE); absent: read-only API */
   commands?: ReservationService;
 }
-
-/** HTTP status of each refusal code. */
-const STATUS: Partial<Record<ErrorCode, number>> = {
-  [ErrorCode.notFound]: 404,
-  [ErrorCode.insufficientStock]: 409,
-  [ErrorCode.invalidState]: 409,
-  [ErrorCode.idempotencyKeyReused]: 422,
-  [ErrorCode.notAuthorized]: 403,
-  [ErrorCode.unavailable]: 503,
-};
 
 // Fastify's own refusals of a body, answered in our error shape.
 const FASTIFY_BODY_ERRORS: Record<string, { code: ErrorCode; message: string }> = {
@@ -62,7 +52,7 @@ export function createApi(o: ApiOptions): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
 
   app.setErrorHandler((err, _req, reply) => {
-    if (err instanceof ValidationError) return reply.status(STATUS[err.code] ?? 400).send({ error: err.toBody() });
+    if (err instanceof ValidationError) return reply.status(httpStatusOf(err.code)).send({ error: err.toBody() });
     const known = FASTIFY_BODY_ERRORS[(err as { code?: string }).code ?? ''];
     if (known) return reply.status((err as { statusCode?: number }).statusCode ?? 400).send({ error: known });
     const status = (err as { statusCode?: number }).statusCode ?? 500;

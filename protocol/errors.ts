@@ -19,6 +19,27 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/** The HTTP status of a refusal with this code (the API answers it; command metrics label it). */
+export function httpStatusOf(code: ErrorCode): number {
+  switch (code) {
+    case ErrorCode.notFound:
+      return 404;
+    case ErrorCode.insufficientStock:
+    case ErrorCode.invalidState:
+      return 409;
+    case ErrorCode.idempotencyKeyReused:
+      return 422;
+    case ErrorCode.notAuthorized:
+      return 403;
+    case ErrorCode.unavailable:
+      return 503;
+    case ErrorCode.internal:
+      return 500;
+    default:
+      return 400;
+  }
+}
+
 export interface ErrorBody {
   code: ErrorCode;
   message: string;

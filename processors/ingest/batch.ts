@@ -279,8 +279,7 @@ async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]
   }
   // Reservations named by shipped events, transfers named by received ones: whatever their order key (a
   // shipment before the anchor still took the goods the hold was for).
-  const fresh = [...groups.values()].flat();
-  const links = hasLinks(fresh) ? await applyLinks(client, fresh) : null;
+  const links = hasLinks(groups.values()) ? await applyLinks(client, [...groups.values()].flat()) : null;
   if (links) {
     for (const [k, delta] of links.reserved) {
       const c = byKey.get(k);

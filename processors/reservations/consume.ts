@@ -51,8 +51,8 @@ function transferOf(e: BookEvent): unknown {
 }
 
 /** True when some event of the batch names a reservation or a transfer (the common batch names none and costs nothing here). */
-export function hasLinks(events: Iterable<BookEvent>): boolean {
-  for (const e of events) if ((e.type === 'shipped' && e.reservation !== undefined) || transferOf(e) !== undefined) return true;
+export function hasLinks(groups: Iterable<BookEvent[]>): boolean {
+  for (const events of groups) for (const e of events) if ((e.type === 'shipped' && e.reservation !== undefined) || transferOf(e) !== undefined) return true;
   return false;
 }
 

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import {
   ajv,
   ErrorCode,
+  httpStatusOf,
   isIdent,
   ReservationRequest,
   TransferRequest,
@@ -130,7 +131,7 @@ export class ReservationService {
       this.metrics.commands.inc({ action, status: String(answer.status), replayed: String(answer.replayed === true), via });
       return answer;
     } catch (err) {
-      const status = err instanceof ValidationError ? err.code : 'error';
+      const status = String(err instanceof ValidationError ? httpStatusOf(err.code) : 500);
       if (!(err instanceof ValidationError)) this.log.error({ action, err: (err as Error).message, code: (err as { code?: string }).code }, 'command failed');
       this.metrics.commands.inc({ action, status, replayed: 'false', via });
       throw err;
