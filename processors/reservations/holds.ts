@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { ErrorCode, ValidationError, type ReservationGranted, type ReservationRequest, type ReservationView } from '../../protocol/index.js';
 import { allocate, availableOf, type AllocationPolicy, type Level } from '../ledger/reservations.js';
+import { claimKeys, storeAnswers, type Answer, type ClaimResult } from './idempotency.js';
 import type { Outcome } from './runner.js';
-import { applyReserved, expireLapsed, lockSku, NOW, param, skuKnown, warehouseKnown, type Client, type LockedLevel } from './sql.js';
+import { applyReserved, expireLapsed, lockSku, noChange, NOW, param, skuKnown, warehouseKnown, type Client, type LockedLevel, type StockChange } from './sql.js';
 
 export const newId = (prefix: 'r' | 't') => `${prefix}-${randomUUID()}`;
 
@@ -39,38 +40,88 @@ export function insufficient(sku: string, qty: number, levels: Level[], warehous
   return { status: 409, body: { error: { code: ErrorCode.insufficientStock, message } } };
 }
 
-const toDeltas = (sku: string, m: Map<string, number>) => [...m].map(([wh, delta]) => ({ wh, sku, delta }));
+/** One reservation request waiting to be decided; `key` and `hash` are its Idempotency-Key and request hash. */
+export interface ReserveRequest {
+  req: ReservationRequest;
+  ttlSeconds: number;
+  key: string;
+  hash: string;
+}
 
-/** POST /v1/reservations, decided under the locks of the sku's stock rows. */
-export async function reserve(client: Client, now: Date | null, req: ReservationRequest, ttlSeconds: number, policy: AllocationPolicy): Promise<Outcome> {
-  const levels = await lockSku(client, req.sku, req.warehouse !== undefined ? [req.warehouse] : null, now);
-  if (levels.length === 0) await explainMissing(client, req.sku, req.warehouse);
-  const { deltas } = await freeLapsed(client, req.sku, levels, now);
-  const parts = allocate(levels, req, policy);
-  if (!parts) return { answer: insufficient(req.sku, req.qty, levels, req.warehouse), change: await applyReserved(client, toDeltas(req.sku, deltas)) };
+/**
+ * POST /v1/reservations for every request of one sku that waited together, in one transaction: lock
+ * the sku's stock rows, end lapsed holds, claim the keys, then decide the requests one after another in
+ * arrival order with the pure rules — so a batch grants exactly what the same requests one at a time
+ * would — and commit once. Per request: its answer, or the refusal to throw (404, 422), which stores nothing.
+ */
+export async function reserveBatch(client: Client, now: Date | null, sku: string, batch: ReserveRequest[], policy: AllocationPolicy): Promise<{ answers: (Answer | ValidationError)[]; change: StockChange }> {
+  const named = batch.every((b) => b.req.warehouse !== undefined) ? [...new Set(batch.map((b) => b.req.warehouse as string))].sort() : null;
+  const levels = await lockSku(client, sku, named, now);
+  const answers: (Answer | ValidationError | undefined)[] = new Array(batch.length);
+  if (levels.length === 0 && !(await skuKnown(client, sku))) return { answers: batch.map(() => notFound('sku', sku, 'sku')), change: noChange() };
+  const { deltas } = await freeLapsed(client, sku, levels, now);
+  const unknownWh = new Set<string>();
+  for (const wh of new Set(batch.map((b) => b.req.warehouse))) {
+    if (wh !== undefined && !levels.some((l) => l.wh === wh) && !(await warehouseKnown(client, wh))) unknownWh.add(wh);
+  }
+  const eligible: number[] = [];
+  batch.forEach((b, i) => (b.req.warehouse !== undefined && unknownWh.has(b.req.warehouse) ? (answers[i] = notFound('warehouse', b.req.warehouse, 'warehouse')) : eligible.push(i)));
+  const claims = await claimKeys(client, eligible.map((i) => ({ key: (batch[i] as ReserveRequest).key, action: 'reservations.create', hash: (batch[i] as ReserveRequest).hash })));
 
-  const ids = parts.map(() => newId('r'));
-  const group = parts.length > 1 ? newId('r') : null;
-  const { rows } = await client.query<{ expires_at: Date }>(
-    `INSERT INTO reservations (id, group_id, wh, sku, qty, remaining, state, channel, expires_at)
-     SELECT u.id, $3, u.wh, $4, u.qty, u.qty, 'active', $5, ${NOW(7)} + make_interval(secs => $6)
-     FROM unnest($1::text[], $2::text[], $8::bigint[]) AS u(id, wh, qty)
-     RETURNING expires_at`,
-    [ids, parts.map((p) => p.wh), group, req.sku, req.channel ?? null, ttlSeconds, param(now), parts.map((p) => p.qty)],
-  );
-  for (const p of parts) deltas.set(p.wh, (deltas.get(p.wh) ?? 0) + p.qty);
-  const expiresAt = (rows[0] as { expires_at: Date }).expires_at.toISOString();
-  const listed = parts.map((p, i) => ({ id: ids[i] as string, warehouse: p.wh, qty: p.qty }));
-  const first = listed[0] as { id: string; warehouse: string };
-  const body: ReservationGranted = {
-    id: group ?? first.id,
-    sku: req.sku,
-    qty: req.qty,
-    warehouse: group ? null : first.warehouse,
-    expiresAt,
-    ...(req.split && { parts: listed }),
-  };
-  return { answer: { status: 201, body }, change: await applyReserved(client, toDeltas(req.sku, deltas)) };
+  const holds: { id: string; group: string | null; wh: string; qty: number; ttl: number; channel: string | null }[] = [];
+  const granted: { i: number; ids: string[]; group: string | null; parts: { wh: string; qty: number }[] }[] = [];
+  eligible.forEach((i, n) => {
+    const claim = claims[n] as ClaimResult;
+    if (claim.kind === 'stored') return void (answers[i] = claim.answer);
+    if (claim.kind === 'refused') return void (answers[i] = claim.error);
+    if (claim.kind === 'repeat') return; // answered below, with the answer of the request it repeats
+    const { req, ttlSeconds } = batch[i] as ReserveRequest;
+    const parts = allocate(levels, req, policy);
+    if (!parts) return void (answers[i] = insufficient(sku, req.qty, levels, req.warehouse));
+    const group = parts.length > 1 ? newId('r') : null;
+    const ids = parts.map(() => newId('r'));
+    parts.forEach((p, k) => {
+      const level = levels.find((l) => l.wh === p.wh) as Level;
+      level.reserved += p.qty; // the next request of the batch sees this hold
+      deltas.set(p.wh, (deltas.get(p.wh) ?? 0) + p.qty);
+      holds.push({ id: ids[k] as string, group, wh: p.wh, qty: p.qty, ttl: ttlSeconds, channel: req.channel ?? null });
+    });
+    granted.push({ i, ids, group, parts });
+  });
+
+  if (holds.length > 0) {
+    const { rows } = await client.query<{ id: string; expires_at: Date }>(
+      `INSERT INTO reservations (id, group_id, wh, sku, qty, remaining, state, channel, expires_at)
+       SELECT u.id, u.grp, u.wh, $1, u.qty, u.qty, 'active', u.channel, ${NOW(2)} + make_interval(secs => u.ttl)
+       FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::int[]) AS u(id, grp, wh, qty, channel, ttl)
+       RETURNING id, expires_at`,
+      [sku, param(now), holds.map((h) => h.id), holds.map((h) => h.group), holds.map((h) => h.wh), holds.map((h) => h.qty), holds.map((h) => h.channel), holds.map((h) => h.ttl)],
+    );
+    const expiry = new Map(rows.map((r) => [r.id, r.expires_at.toISOString()]));
+    for (const g of granted) {
+      const { req } = batch[g.i] as ReserveRequest;
+      const listed = g.parts.map((p, k) => ({ id: g.ids[k] as string, warehouse: p.wh, qty: p.qty }));
+      const first = listed[0] as { id: string; warehouse: string };
+      const body: ReservationGranted = {
+        id: g.group ?? first.id,
+        sku,
+        qty: req.qty,
+        warehouse: g.group ? null : first.warehouse,
+        expiresAt: expiry.get(first.id) as string,
+        ...(req.split && { parts: listed }),
+      };
+      answers[g.i] = { status: 201, body };
+    }
+  }
+  eligible.forEach((i, n) => {
+    const claim = claims[n] as ClaimResult;
+    if (claim.kind !== 'repeat') return;
+    const first = answers[eligible[claim.of] as number] as Answer | ValidationError;
+    answers[i] = first instanceof ValidationError ? first : { ...first, replayed: true };
+  });
+  await storeAnswers(client, eligible.filter((_, n) => (claims[n] as ClaimResult).kind === 'ours').map((i) => ({ key: (batch[i] as ReserveRequest).key, answer: answers[i] as Answer })));
+  const change = await applyReserved(client, [...deltas].map(([wh, delta]) => ({ wh, sku, delta })));
+  return { answers: answers as (Answer | ValidationError)[], change };
 }
 
 interface HoldRow {

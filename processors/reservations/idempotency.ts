@@ -35,34 +35,86 @@ export function requestHash(action: string, request: unknown): string {
   return createHash('sha256').update(action).update('\u0000').update(canonical(request)).digest('hex');
 }
 
-/**
- * Claims a key inside the command's transaction. The primary key serialises concurrent requests
- * with one key: the second waits for the first transaction; if it commits, the second gets its
- * stored answer (null means the key is ours: decide, then `storeAnswer` before COMMIT). A key
- * sent again with another request is refused rather than answered with someone else's result.
- */
-export async function claimKey(client: pg.PoolClient, key: string, action: string, hash: string): Promise<Answer | null> {
-  const claimed = await client.query(
-    `INSERT INTO idempotency_keys (key, action, request_hash, status, body) VALUES ($1, $2, $3, 0, 'null')
-     ON CONFLICT (key) DO NOTHING RETURNING key`,
-    [key, action, hash],
-  );
-  if (claimed.rows.length === 1) return null;
-  const { rows } = await client.query<{ action: string; request_hash: string; status: number; body: unknown }>(
-    `SELECT action, request_hash, status, body FROM idempotency_keys WHERE key = $1`,
-    [key],
-  );
-  const stored = rows[0];
-  // Purged between the two statements: try the whole transaction again (a serialization failure is retried).
-  if (!stored) throw Object.assign(new Error('idempotency key vanished while read'), { code: '40001' });
-  if (stored.action !== action || stored.request_hash !== hash) {
-    throw new ValidationError(ErrorCode.idempotencyKeyReused, `this ${KEY_FIELD} was already used for a different request; use a new key`, KEY_FIELD);
-  }
+/** What a key already has: its first answer, or a refusal when it was used for another request. */
+const reused = () => new ValidationError(ErrorCode.idempotencyKeyReused, `this ${KEY_FIELD} was already used for a different request; use a new key`, KEY_FIELD);
+
+function storedAnswer(stored: { action: string; request_hash: string; status: number; body: unknown }, action: string, hash: string): Answer | ValidationError {
+  if (stored.action !== action || stored.request_hash !== hash) return reused();
   return { status: stored.status, body: stored.body, replayed: true };
 }
 
-export async function storeAnswer(client: pg.PoolClient, key: string, answer: Answer): Promise<void> {
-  await client.query(`UPDATE idempotency_keys SET status = $2, body = $3 WHERE key = $1`, [key, answer.status, JSON.stringify(answer.body)]);
+/** A committed answer to the key, read without any lock (repeats never queue behind the stock locks); null when none. */
+export async function lookupKey(pool: pg.Pool, key: string, action: string, hash: string): Promise<Answer | null> {
+  const { rows } = await pool.query<{ action: string; request_hash: string; status: number; body: unknown }>(
+    `SELECT action, request_hash, status, body FROM idempotency_keys WHERE key = $1`,
+    [key],
+  );
+  if (!rows[0]) return null;
+  const stored = storedAnswer(rows[0], action, hash);
+  if (stored instanceof ValidationError) throw stored;
+  return stored;
+}
+
+export interface Claim {
+  key: string;
+  action: string;
+  hash: string;
+}
+
+/** What claiming a key found: ours to decide, a stored answer, a refusal, or an earlier claim of the same call with the same request. */
+export type ClaimResult = { kind: 'ours' } | { kind: 'stored'; answer: Answer } | { kind: 'refused'; error: ValidationError } | { kind: 'repeat'; of: number };
+
+/**
+ * Claims keys inside the deciding transaction, after its stock rows are locked (lock order: stock rows,
+ * then keys, in every command). The primary key serialises concurrent requests with one key: a second
+ * waits for the first transaction; if that commits, the second gets its stored answer. An `ours` key is
+ * decided, and its answer written with `storeAnswers` before COMMIT. A key that appears twice in
+ * `claims` is claimed once; the later one is a `repeat` of it (or refused when the requests differ).
+ */
+export async function claimKeys(client: pg.PoolClient, claims: Claim[]): Promise<ClaimResult[]> {
+  const firstIndex = new Map<string, number>();
+  claims.forEach((c, i) => firstIndex.has(c.key) || firstIndex.set(c.key, i));
+  const fresh = [...firstIndex.values()].map((i) => claims[i] as Claim);
+  const { rows } = await client.query<{ key: string }>(
+    `INSERT INTO idempotency_keys (key, action, request_hash, status, body)
+     SELECT k, a, h, 0, 'null' FROM unnest($1::text[], $2::text[], $3::text[]) AS u(k, a, h)
+     ON CONFLICT (key) DO NOTHING RETURNING key`,
+    [fresh.map((c) => c.key), fresh.map((c) => c.action), fresh.map((c) => c.hash)],
+  );
+  const ours = new Set(rows.map((r) => r.key));
+  const taken = fresh.filter((c) => !ours.has(c.key)).map((c) => c.key);
+  const stored = new Map<string, { action: string; request_hash: string; status: number; body: unknown }>();
+  if (taken.length > 0) {
+    const { rows: found } = await client.query<{ key: string; action: string; request_hash: string; status: number; body: unknown }>(
+      `SELECT key, action, request_hash, status, body FROM idempotency_keys WHERE key = ANY($1::text[])`,
+      [taken],
+    );
+    // Purged between the two statements: try the whole transaction again (a serialization failure is retried).
+    if (found.length < taken.length) throw Object.assign(new Error('idempotency key vanished while read'), { code: '40001' });
+    for (const f of found) stored.set(f.key, f);
+  }
+  return claims.map((c, i): ClaimResult => {
+    const first = firstIndex.get(c.key) as number;
+    if (first !== i) {
+      const earlier = claims[first] as Claim;
+      if (earlier.action === c.action && earlier.hash === c.hash) return { kind: 'repeat', of: first };
+      return { kind: 'refused', error: reused() };
+    }
+    const s = stored.get(c.key);
+    if (!s) return { kind: 'ours' };
+    const answer = storedAnswer(s, c.action, c.hash);
+    return answer instanceof ValidationError ? { kind: 'refused', error: answer } : { kind: 'stored', answer };
+  });
+}
+
+/** Writes the answers of the keys this transaction claimed. */
+export async function storeAnswers(client: pg.PoolClient, answers: { key: string; answer: Answer }[]): Promise<void> {
+  if (answers.length === 0) return;
+  await client.query(
+    `UPDATE idempotency_keys k SET status = u.status, body = u.body::json
+     FROM unnest($1::text[], $2::int[], $3::text[]) AS u(key, status, body) WHERE k.key = u.key`,
+    [answers.map((a) => a.key), answers.map((a) => a.answer.status), answers.map((a) => JSON.stringify(a.answer.body))],
+  );
 }
 
 /** Forgets answers older than `hours`, at most `limit` per call. */

@@ -5,18 +5,22 @@ import { isRetryable } from '../db/pool.js';
 import { alert, stockSends, type Publisher } from '../ingest/publisher.js';
 import type { ReadModel } from '../readmodel/readmodel.js';
 import type { Notice } from './consume.js';
-import { claimKey, storeAnswer, type Answer } from './idempotency.js';
+import type { Answer } from './idempotency.js';
 import type { ReservationMetrics } from './metrics.js';
 import { noChange, type StockChange } from './sql.js';
 
 const MAX_RETRIES = 5; // deadlocks and serialization failures are retried this many times
 const LOCK_TIMEOUT_MS = 10_000; // a command waits this long for a row lock, then answers 503
 
-/** What a command's transaction decided: the answer, and what to publish after the commit. */
-export interface Outcome {
-  answer: Answer;
+/** What to publish after a commit. */
+export interface Effects {
   change?: StockChange;
   notices?: Notice[];
+}
+
+/** What a command's transaction decided: the answer, and what to publish after the commit. */
+export interface Outcome extends Effects {
+  answer: Answer;
 }
 
 export interface RunnerOptions {
@@ -64,31 +68,28 @@ export class Runner {
     return this.o.clock ? new Date(this.o.clock()) : null;
   }
 
-  /** One transaction; `fn` may run more than once (retries), so it must not have effects outside it. */
-  async tx(fn: (client: pg.PoolClient, now: Date | null) => Promise<Outcome>): Promise<Answer> {
+  /**
+   * One transaction, then its effects published. `fn` may run more than once (retries), so it must
+   * not have effects outside the transaction.
+   */
+  async transaction<T extends Effects>(fn: (client: pg.PoolClient, now: Date | null) => Promise<T>): Promise<T> {
     await this.acquire();
-    let outcome: Outcome;
+    let result: T;
     try {
-      outcome = await this.attempt(fn);
+      result = await this.attempt(fn);
     } finally {
       this.releaseSlot();
     }
-    await this.publish(outcome);
-    return outcome.answer;
+    await this.publish(result);
+    return result;
   }
 
-  /** A command with an Idempotency-Key: a repeated key gets the first answer, and nothing runs again. */
-  idempotent(key: string, action: string, hash: string, fn: (client: pg.PoolClient, now: Date | null) => Promise<Outcome>): Promise<Answer> {
-    return this.tx(async (client, now) => {
-      const stored = await claimKey(client, key, action, hash);
-      if (stored) return { answer: stored };
-      const outcome = await fn(client, now);
-      await storeAnswer(client, key, outcome.answer);
-      return outcome;
-    });
+  /** A transaction deciding one answer. */
+  async tx(fn: (client: pg.PoolClient, now: Date | null) => Promise<Outcome>): Promise<Answer> {
+    return (await this.transaction(fn)).answer;
   }
 
-  private async attempt(fn: (client: pg.PoolClient, now: Date | null) => Promise<Outcome>): Promise<Outcome> {
+  private async attempt<T>(fn: (client: pg.PoolClient, now: Date | null) => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const client = await this.o.pool.connect();
       try {
@@ -108,7 +109,7 @@ export class Runner {
   }
 
   /** Publishes after the commit; a failure is logged and counted, never turned into a failed answer. */
-  async publish(outcome: Pick<Outcome, 'change' | 'notices'>): Promise<void> {
+  async publish(outcome: Effects): Promise<void> {
     const change = outcome.change ?? noChange();
     const sends = stockSends(this.o.publisher, change.warehouseStock, change.globalStock);
     for (const n of outcome.notices ?? []) sends.push(this.o.publisher.publish(topics.alert(n.wh, n.kind), JSON.stringify(alert(n.kind, n.wh, n.message, n.sku)), false));

@@ -11,8 +11,9 @@ import {
   type RequestAction,
 } from '../../protocol/index.js';
 import { defaultPolicy, type AllocationPolicy } from '../ledger/reservations.js';
-import { getReservation, release, reserve } from './holds.js';
-import { checkKey, requestHash, type Answer } from './idempotency.js';
+import { ReservationBatcher } from './batcher.js';
+import { getReservation, release } from './holds.js';
+import { checkKey, lookupKey, requestHash, type Answer } from './idempotency.js';
 import type { ReservationMetrics } from './metrics.js';
 import { Runner, type RunnerOptions } from './runner.js';
 import { Sweeper } from './sweeper.js';
@@ -98,12 +99,14 @@ function ident(id: unknown, field = 'id'): string {
 export class ReservationService {
   readonly runner: Runner;
   readonly sweeper: Sweeper;
+  private readonly batcher: ReservationBatcher;
 
   constructor(
     o: Omit<RunnerOptions, 'concurrency' | 'maxQueue'> & Partial<Pick<RunnerOptions, 'concurrency' | 'maxQueue'>>,
     readonly config: CommandConfig = defaultCommandConfig,
   ) {
     this.runner = new Runner({ concurrency: 3, maxQueue: 5_000, ...o });
+    this.batcher = new ReservationBatcher(this.runner, config.policy, this.runner.o.maxQueue);
     this.sweeper = new Sweeper(this.runner, { intervalMs: config.sweepIntervalMs, idempotencyRetentionHours: config.idempotencyRetentionHours, metrics: o.metrics, log: o.log });
   }
 
@@ -140,11 +143,14 @@ export class ReservationService {
     }
   }
 
-  reserve(key: unknown, body: unknown): Promise<Answer> {
+  async reserve(key: unknown, body: unknown): Promise<Answer> {
     const k = checkKey(key);
     const req = parse(validateReservation, body);
-    const ttl = req.ttlSeconds ?? this.config.reservationTtl;
-    return this.runner.idempotent(k, 'reservations.create', requestHash('reservations.create', req), (client, now) => reserve(client, now, req, ttl, this.config.policy));
+    const hash = requestHash('reservations.create', req);
+    // A repeat of a decided request is answered from its key, without waiting for any lock.
+    const stored = await lookupKey(this.runner.o.pool, k, 'reservations.create', hash);
+    if (stored) return stored;
+    return this.batcher.submit({ req, ttlSeconds: req.ttlSeconds ?? this.config.reservationTtl, key: k, hash });
   }
 
   getReservation(id: unknown): Promise<Answer> {
@@ -156,12 +162,15 @@ export class ReservationService {
     return this.runner.tx((client, now) => release(client, now, i));
   }
 
-  createTransfer(key: unknown, body: unknown): Promise<Answer> {
+  async createTransfer(key: unknown, body: unknown): Promise<Answer> {
     const k = checkKey(key);
     const req = parse(validateTransfer, body);
     if (req.from === req.to) throw new ValidationError(ErrorCode.badRequest, 'to must differ from from', 'to');
+    const hash = requestHash('transfers.create', req);
+    const stored = await lookupKey(this.runner.o.pool, k, 'transfers.create', hash);
+    if (stored) return stored;
     const timeout = req.timeoutSeconds ?? this.config.transferTimeout;
-    return this.runner.idempotent(k, 'transfers.create', requestHash('transfers.create', req), (client, now) => createTransfer(client, now, req, timeout, this.config.policy));
+    return this.runner.tx((client, now) => createTransfer(client, now, req, timeout, this.config.policy, k, hash));
   }
 
   getTransfer(id: unknown): Promise<Answer> {

@@ -5,7 +5,7 @@ import type { Level } from '../ledger/reservations.js';
 
 /**
  * SQL shared by reservation commands and sweepers. Lock order everywhere (migration 002):
- * stock rows by (wh, sku) → reservations by id → transfers by id → sku_versions by sku.
+ * stock rows by (wh, sku) → idempotency keys → reservations by id → transfers by id → sku_versions by sku.
  * `now` is a timestamp parameter: null means the database clock (production); tests pass their own.
  */
 

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { ErrorCode, ValidationError, type TransferRequest, type TransferView } from '../../protocol/index.js';
 import { allocate, inTransitOf, isOpen, type AllocationPolicy } from '../ledger/reservations.js';
 import type { Notice } from './consume.js';
+import { claimKeys, storeAnswers } from './idempotency.js';
 import { explainMissing, freeLapsed, insufficient, newId, notFound } from './holds.js';
 import type { Outcome } from './runner.js';
 import { applyReserved, lockSku, NOW, param, warehouseKnown, type Client } from './sql.js';
@@ -41,14 +42,19 @@ const view = (t: TransferRow): TransferView => ({
  * transfer's id, so the source ships with `reservation: <id>` and the destination receives with
  * `transfer: <id>`.
  */
-export async function createTransfer(client: Client, now: Date | null, req: TransferRequest, timeoutSeconds: number, policy: AllocationPolicy): Promise<Outcome> {
+export async function createTransfer(client: Client, now: Date | null, req: TransferRequest, timeoutSeconds: number, policy: AllocationPolicy, key: string, hash: string): Promise<Outcome> {
   const levels = await lockSku(client, req.sku, [req.from], now);
   if (levels.length === 0) await explainMissing(client, req.sku, req.from, 'from');
   if (!(await warehouseKnown(client, req.to))) throw notFound('warehouse', req.to, 'to');
+  const [claim] = await claimKeys(client, [{ key, action: 'transfers.create', hash }]); // after the stock lock, as every command
+  if (claim?.kind === 'refused') throw claim.error;
+  if (claim?.kind === 'stored') return { answer: claim.answer };
   const { deltas } = await freeLapsed(client, req.sku, levels, now);
   const toDeltas = () => [...deltas].map(([wh, delta]) => ({ wh, sku: req.sku, delta }));
   if (!allocate(levels, { qty: req.qty, warehouse: req.from }, policy)) {
-    return { answer: insufficient(req.sku, req.qty, levels, req.from), change: await applyReserved(client, toDeltas()) };
+    const answer = insufficient(req.sku, req.qty, levels, req.from);
+    await storeAnswers(client, [{ key, answer }]);
+    return { answer, change: await applyReserved(client, toDeltas()) };
   }
   const id = newId('t');
   const { rows } = await client.query<TransferRow>(
@@ -61,7 +67,9 @@ export async function createTransfer(client: Client, now: Date | null, req: Tran
     [id, req.sku, req.from, req.to, req.qty, timeoutSeconds, param(now)],
   );
   deltas.set(req.from, (deltas.get(req.from) ?? 0) + req.qty);
-  return { answer: { status: 201, body: view(rows[0] as TransferRow) }, change: await applyReserved(client, toDeltas()) };
+  const answer = { status: 201, body: view(rows[0] as TransferRow) };
+  await storeAnswers(client, [{ key, answer }]);
+  return { answer, change: await applyReserved(client, toDeltas()) };
 }
 
 export async function getTransfer(pool: pg.Pool, id: string): Promise<Outcome['answer']> {

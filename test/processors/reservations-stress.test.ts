@@ -26,6 +26,11 @@ const OTHER_EVENTS = 600;
  *  - shipments at a third warehouse (its available goes negative: never a candidate),
  *  - and every redelivery the kill causes (duplicates).
  * So the available quantity is 50 throughout, and exactly 50 single units must be granted.
+ *
+ * Half the requests go to `stockwire central`, half to a `stockwire processor` behind the machine's
+ * Mosquitto (it also consumes the event stream). The processor is killed -9 while PostgreSQL shows its
+ * reservation transaction waiting for the stock rows, so the kill provably lands mid-decision; its
+ * requests are then sent again, with their keys, to the restarted processor.
  */
 describe('no overselling under load: 200 concurrent reservations, events streaming, a processor killed', () => {
   let db: TestDatabase;
@@ -95,10 +100,7 @@ describe('no overselling under load: 200 concurrent reservations, events streami
 
       // The burst: 200 at once, half to central, half to the processor; a third each name A, B, or no warehouse.
       const answers: { status: number; body: ReservationGranted & { error?: { code: string } }; attempts: number }[] = [];
-      let answeredByProcessor = 0;
       let shipments = 0;
-      let killed: Promise<void> | null = null;
-      let outstandingAtKill = 0;
       const started = Date.now();
       const ask = async (i: number) => {
         const target = targets[i % 2] as string;
@@ -115,14 +117,6 @@ describe('no overselling under load: 200 concurrent reservations, events streami
               shipments++;
               publishers[wh]?.append([{ device: 'packer', id, payload: JSON.stringify({ v: 1, id, type: 'shipped', sku, qty: 1, reservation: answer.body.id }) }]);
             }
-            if (i % 2 === 1 && ++answeredByProcessor === 20 && !killed) {
-              outstandingAtKill = REQUESTS / 2 - answeredByProcessor;
-              killed = (async () => {
-                await kill9(processor);
-                await new Promise((r) => setTimeout(r, 1_000));
-                processor = await startStockwire(processorArgs, env);
-              })();
-            }
             return;
           } catch {
             // The processor died under the request: send it again, same key, until it is back.
@@ -131,11 +125,31 @@ describe('no overselling under load: 200 concurrent reservations, events streami
           }
         }
       };
-      await Promise.all(Array.from({ length: REQUESTS }, (_, i) => ask(i)));
+      // The kill must land while the processor decides: hold both warehouses' rows until PostgreSQL shows
+      // its reservation transaction waiting for them, kill it there (-9), then let central carry on.
+      const blocker = await pool.connect();
+      await blocker.query('BEGIN');
+      await blocker.query(`SELECT 1 FROM stock WHERE sku = $1 AND wh = ANY($2) ORDER BY wh FOR UPDATE`, [sku, [A, B]]);
+      let waitingAtKill = 0;
+      const burst = Promise.all(Array.from({ length: REQUESTS }, (_, i) => ask(i)));
+      const killed = (async () => {
+        for (let waited = 0; waitingAtKill === 0 && waited < 30_000; waited += 20) {
+          await new Promise((r) => setTimeout(r, 20));
+          const { rows } = await pool.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'stockwire-processor' AND wait_event_type = 'Lock'`,
+          );
+          waitingAtKill = rows[0]?.n ?? 0;
+        }
+        await kill9(processor);
+        await blocker.query('COMMIT');
+        blocker.release();
+        await new Promise((r) => setTimeout(r, 1_000));
+        processor = await startStockwire(processorArgs, env);
+      })();
+      await burst;
       const burstMs = Date.now() - started;
-      assert.ok(killed, 'the processor was killed during the burst');
       await killed;
-      assert.ok(outstandingAtKill > 0, 'requests were in flight at the processor when it died');
+      assert.ok(waitingAtKill > 0, 'the processor was killed while its transaction waited inside PostgreSQL');
       for (const p of Object.values(publishers)) p.end();
       await Promise.all(runs);
       clearInterval(sampler);
@@ -148,7 +162,7 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       assert.equal(granted.length, STOCK.a + STOCK.b, `exactly the 50 available were granted; ${diagnosis}`);
       assert.ok(refused.every((a) => a.status === 409 && a.body.error?.code === 'insufficient_stock'), diagnosis);
       assert.equal(new Set(granted.map((a) => a.body.id)).size, granted.length, 'one hold per granted request');
-      assert.ok(answers.some((a) => a.attempts > 1), 'some requests were sent again after the kill');
+      assert.ok(answers.some((a) => a.attempts > 1), `some requests were sent again after the kill; ${diagnosis}`);
       const perWh = (wh: string) => granted.filter((a) => a.body.warehouse === wh).length;
       assert.deepEqual([perWh(A), perWh(B)], [STOCK.a, STOCK.b]);
       const { rows: holds } = await pool.query<{ n: number; qty: number }>(`SELECT count(*)::int AS n, sum(qty)::int AS qty FROM reservations WHERE sku = $1`, [sku]);
@@ -165,7 +179,7 @@ describe('no overselling under load: 200 concurrent reservations, events streami
           for (const l of levels) if (l) assert.ok(l.available >= 0, `${m.topic} version ${p.version}: available ${l.available}`), topics++;
         }
       }
-      assert.ok(topics > 50, `stock topics were observed (${topics})`);
+      assert.ok(topics >= 20, `stock topics were observed (${topics})`);
 
       // The end state: every event once, the holds consumed by the shipments, nothing available, no drift.
       const { rows: stock } = await pool.query<{ wh: string; on_hand: number; reserved: number }>(`SELECT wh, on_hand, reserved FROM stock WHERE sku = $1 ORDER BY wh`, [sku]);

@@ -1,6 +1,6 @@
 -- Reservations (holds on stock), transfers between warehouses, and idempotency keys of commands.
 -- Invariant: stock.reserved = the sum of `remaining` over the row's active reservations.
--- Lock order of every transaction: stock rows by (wh, sku), then reservations by id, then transfers
+-- Lock order of every transaction: stock rows by (wh, sku), then idempotency keys, then reservations by id, then transfers
 -- by id, then sku_versions by sku — so commands, sweepers and event batches never deadlock.
 
 ALTER TABLE stock ADD CONSTRAINT stock_reserved_not_negative CHECK (reserved >= 0);
