@@ -11,8 +11,11 @@ import type { Publisher } from '../../processors/ingest/publisher.js';
 import type { Parsed } from '../../processors/ingest/types.js';
 import { MemoryReadModel } from '../../processors/readmodel/readmodel.js';
 import { createReservationMetrics } from '../../processors/reservations/metrics.js';
+import { reserveBatch, type ReserveRequest } from '../../processors/reservations/holds.js';
+import { requestHash } from '../../processors/reservations/idempotency.js';
 import { defaultCommandConfig, ReservationService } from '../../processors/reservations/service.js';
-import { parseEvent, type ReservationGranted } from '../../protocol/index.js';
+import { defaultPolicy } from '../../processors/ledger/reservations.js';
+import { parseEvent, ValidationError, type ReservationGranted, type ReservationRequest } from '../../protocol/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 /**
@@ -215,5 +218,61 @@ describe('reservations: the SQL implementation against a simple model (grant, re
     assert.ok(published.some((t) => t === 'stock/S'), 'commands published the stock topics');
     // The property is only as good as what it exercised: every rule must have come up.
     for (const [rule, n] of Object.entries(seen)) assert.ok(n > 0, `no run exercised ${rule}: ${JSON.stringify(seen)}`);
+  });
+
+  it('property: a batch decided in one transaction answers exactly as the same requests one at a time', { timeout: 120_000 }, async () => {
+    const request = fc.record({
+      wh: fc.option(fc.constantFrom('W1', 'W2', 'W9'), { nil: undefined }), // W9 is unknown: 404, nothing stored
+      qty: fc.integer({ min: 1, max: 8 }),
+      split: fc.boolean(),
+      key: fc.integer({ min: 0, max: 14 }), // small range: keys repeat inside a batch
+    });
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.integer({ min: 0, max: 12 }), { minLength: 2, maxLength: 2 }), fc.array(request, { minLength: 1, maxLength: 20 }), async ([s1, s2], reqs) => {
+        await pool.query('TRUNCATE stock, sku_versions, reservations, idempotency_keys');
+        await pool.query(`INSERT INTO stock (wh, sku, on_hand, version) VALUES ('W1', 'S', $1, 1), ('W2', 'S', $2, 1)`, [s1, s2]);
+        const model = new Model();
+        model.receive('W1', s1 as number);
+        model.receive('W2', s2 as number);
+        run++;
+        const batch: ReserveRequest[] = reqs.map((r) => {
+          const req: ReservationRequest = { sku: 'S', qty: r.qty, ...(r.wh && { warehouse: r.wh }), ...(r.split && { split: true }) };
+          return { req, ttlSeconds: 900, key: `run${run}-k${r.key}`, hash: requestHash('reservations.create', req) };
+        });
+        const runner = new ReservationService({ pool, publisher: { publish: async () => {} }, readModel: new MemoryReadModel(pool), log: pino({ level: 'silent' }), metrics: createReservationMetrics(new Registry()) }, { ...defaultCommandConfig, sweepIntervalMs: 0 }).runner;
+        const { answers } = await runner.transaction((client, now) => reserveBatch(client, now, 'S', batch, defaultPolicy));
+
+        // One at a time: a key's first request decides; a repeat with the same request gets that answer, another request 422.
+        const first = new Map<string, { hash: string; i: number }>();
+        batch.forEach((b, i) => {
+          const got = answers[i];
+          const label = `request ${i} ${JSON.stringify(b.req)} key ${b.key}`;
+          if (b.req.warehouse === 'W9') {
+            assert.ok(got instanceof ValidationError && got.code === 'not_found' && got.field === 'warehouse', label);
+            return;
+          }
+          const earlier = first.get(b.key);
+          if (earlier) {
+            if (earlier.hash !== b.hash) return assert.ok(got instanceof ValidationError && got.code === 'idempotency_key_reused', label);
+            const a = answers[earlier.i];
+            return assert.deepEqual(got, a instanceof ValidationError ? a : { ...a, replayed: true }, label);
+          }
+          first.set(b.key, { hash: b.hash, i });
+          const expected = model.reserve(['W1', 'W2'], b.req.qty, b.req.warehouse, b.req.split === true, 900);
+          assert.ok(!(got instanceof ValidationError), `${label}: ${String(got)}`);
+          if (expected === null) return assert.equal(got?.status, 409, label);
+          assert.equal(got?.status, 201, label);
+          const body = got?.body as ReservationGranted;
+          assert.deepEqual((body.parts ?? [{ warehouse: body.warehouse as string, qty: body.qty }]).map((p) => ({ wh: p.warehouse, qty: p.qty })), expected, label);
+        });
+        const { rows } = await pool.query<{ wh: string; reserved: number }>(`SELECT wh, reserved FROM stock ORDER BY wh`);
+        for (const r of rows) assert.equal(r.reserved, model.reservedAt(r.wh), `reserved at ${r.wh}`);
+        const keys = await pool.query<{ key: string; status: number }>(`SELECT key, status FROM idempotency_keys`);
+        assert.deepEqual(keys.rows.map((k) => k.key).sort(), [...first.keys()].sort(), 'one stored answer per decided key, none for a 404');
+        assert.ok(keys.rows.every((k) => k.status === 201 || k.status === 409), 'every stored answer is final');
+      }),
+      { numRuns: 60 },
+    );
   });
 });
