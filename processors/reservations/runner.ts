@@ -84,6 +84,16 @@ export class Runner {
     return result;
   }
 
+  /** A read outside any transaction, in a slot like a transaction (a flood never crowds the pool the event ingest needs). */
+  async read<T>(fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
+    await this.acquire();
+    try {
+      return await fn(this.o.pool);
+    } finally {
+      this.releaseSlot();
+    }
+  }
+
   /** A transaction deciding one answer. */
   async tx(fn: (client: pg.PoolClient, now: Date | null) => Promise<Outcome>): Promise<Answer> {
     return (await this.transaction(fn)).answer;

@@ -148,7 +148,7 @@ export class ReservationService {
     const req = parse(validateReservation, body);
     const hash = requestHash('reservations.create', req);
     // A repeat of a decided request is answered from its key, without waiting for any lock.
-    const stored = await lookupKey(this.runner.o.pool, k, 'reservations.create', hash);
+    const stored = await this.runner.read((pool) => lookupKey(pool, k, 'reservations.create', hash));
     if (stored) return stored;
     return this.batcher.submit({ req, ttlSeconds: req.ttlSeconds ?? this.config.reservationTtl, key: k, hash });
   }
@@ -167,7 +167,7 @@ export class ReservationService {
     const req = parse(validateTransfer, body);
     if (req.from === req.to) throw new ValidationError(ErrorCode.badRequest, 'to must differ from from', 'to');
     const hash = requestHash('transfers.create', req);
-    const stored = await lookupKey(this.runner.o.pool, k, 'transfers.create', hash);
+    const stored = await this.runner.read((pool) => lookupKey(pool, k, 'transfers.create', hash));
     if (stored) return stored;
     const timeout = req.timeoutSeconds ?? this.config.transferTimeout;
     return this.runner.tx((client, now) => createTransfer(client, now, req, timeout, this.config.policy, k, hash));
