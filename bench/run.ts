@@ -1,8 +1,9 @@
 import { benchEdge } from './edge.js';
 import { benchProcessor } from './processor.js';
+import { benchReservations } from './reservations.js';
 
 /** `npm run bench [-- name…]`: runs the named benchmarks (all by default); each appends to bench/RESULTS.md. */
-const BENCHES: Record<string, () => Promise<void>> = { processor: benchProcessor, edge: benchEdge };
+const BENCHES: Record<string, () => Promise<void>> = { processor: benchProcessor, edge: benchEdge, reservations: benchReservations };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length > 0 ? wanted : Object.keys(BENCHES)) {

@@ -1,4 +1,4 @@
-import { filterWithin, isIdent, topicMatches } from '../protocol/index.js';
+import { filterWithin, isIdent, topicMatches, topics, type RequestAction } from '../protocol/index.js';
 import type { Device } from './devices.js';
 
 /**
@@ -41,10 +41,11 @@ export function publishGrants(device: Device, role: BrokerRole): string[] {
     case 'display':
       return [];
     case 'gateway':
-      return role === 'central' ? [`wh/${wh}/dev/+/event`, `wh/${wh}/status`] : [];
+      // requests/{own id}: reservation and transfer commands (README "Commands over MQTT"; a proposed CONTRACT addition)
+      return role === 'central' ? [`wh/${wh}/dev/+/event`, `wh/${wh}/status`, topics.request(device.id)] : [];
     case 'processor':
       // "under wh/": `wh/+/#` matches `wh/x` and deeper, but not `wh` itself as `wh/#` would
-      return role === 'central' ? ['wh/+/#', 'stock/+/#', 'alerts/+/#'] : [];
+      return role === 'central' ? ['wh/+/#', 'stock/+/#', 'alerts/+/#', topics.request(device.id)] : [];
   }
 }
 
@@ -65,7 +66,7 @@ export function subscribeGrants(device: Device, role: BrokerRole): string[] {
         ? [`wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, `wh/${wh}/status`, 'stock/#', `alerts/${wh}/#`]
         : ['wh/+/stock/#', 'wh/+/shelf/#', 'wh/+/status', 'stock/#', 'alerts/#'];
     case 'gateway':
-      return role === 'central' ? [`wh/${wh}/dev/+/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#'] : [];
+      return role === 'central' ? [`wh/${wh}/dev/+/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#', `${topics.response(device.id)}/#`] : [];
     case 'processor':
       return role === 'central' ? ['#'] : [];
   }
@@ -97,4 +98,23 @@ export function mayPublish(device: Device, topic: string, role: BrokerRole): boo
 export function maySubscribe(device: Device, filter: string, role: BrokerRole): boolean {
   if (!isTopicFilter(filter)) return false;
   return subscribeGrants(device, role).some((grant) => filterWithin(filter, grant));
+}
+
+/**
+ * May this device make this command request over MQTT, on these warehouses? A `processor` credential
+ * (a trusted central service, e.g. an order system) may make every request; a `gateway` only ones
+ * whose every warehouse is its own — a reservation or a transfer touching another warehouse is
+ * refused, so is an allocation across warehouses. Devices (scanners, shelves, displays) make none.
+ */
+export function mayRequest(device: Device, action: RequestAction, warehouses: readonly string[]): boolean {
+  if (!hasValidIdentity(device)) return false;
+  switch (device.kind) {
+    case 'processor':
+      return true;
+    case 'gateway':
+      if (action === 'transfers.create' || action === 'transfers.get' || action === 'transfers.cancel') return warehouses.includes(device.warehouse);
+      return warehouses.length > 0 && warehouses.every((wh) => wh === device.warehouse);
+    default:
+      return false;
+  }
 }

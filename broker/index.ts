@@ -13,6 +13,6 @@ export {
   type DeviceKind,
   type NewDevice,
 } from './devices.js';
-export { isTopicFilter, isTopicName, mayConnect, mayPublish, maySubscribe, publishGrants, subscribeGrants, type BrokerRole } from './acl.js';
+export { isTopicFilter, isTopicName, mayConnect, mayPublish, mayRequest, maySubscribe, publishGrants, subscribeGrants, type BrokerRole } from './acl.js';
 export type { TlsListenerOptions } from './listeners.js';
 export type { ConnectionRefusal, PublishRefusal } from './metrics.js';

@@ -6,23 +6,40 @@ import type { Publisher } from './ingest/publisher.js';
 // (one batch's acks and stock topics) recurse until the stack overflows and the process dies.
 const MAX_IN_AEDES = 64;
 
+// Aedes drops a packet for a subscriber that already got one with a higher brokerCounter (its per-client
+// `dedupe`, moscajs/aedes#955). A retained publish awaits storeRetained before it is emitted, so a publish
+// started after it can overtake it, and the subscriber of both then never sees the retained one (a stock
+// topic lost behind an ack or an alert). So a non-retained publish never starts while a retained one is in
+// aedes; retained ones among themselves keep their order (the in-memory store resolves in call order).
+
+interface Queued {
+  topic: string;
+  payload: string;
+  retain: boolean;
+  done: (err?: Error) => void;
+}
+
 /** Publishes through the in-process central broker (QoS 1; aedes stores retained messages itself). */
 export function aedesPublisher(aedes: Aedes): Publisher {
   // A queue with a read index: Array#shift on one batch's thousands of publishes is O(n) each, and
   // made publishing quadratic (measured: 100 µs of CPU per retained publish with 100,000 queued, 13 µs now).
-  let queue: { topic: string; payload: string; retain: boolean; done: (err?: Error) => void }[] = [];
+  let queue: (Queued | undefined)[] = [];
   let head = 0;
   let inAedes = 0;
+  let retainedInAedes = 0;
   let scheduled = false;
   const drain = () => {
     scheduled = false;
     while (inAedes < MAX_IN_AEDES && head < queue.length) {
-      const m = queue[head] as (typeof queue)[number];
-      queue[head++] = undefined as never; // let the message go once aedes has it
+      const m = queue[head] as Queued;
+      if (!m.retain && retainedInAedes > 0) break; // in order: wait for the retained ones
+      queue[head++] = undefined; // let the message go once aedes is done with it
       if (head === queue.length) (queue = []), (head = 0);
       inAedes++;
+      if (m.retain) retainedInAedes++;
       aedes.publish({ cmd: 'publish', topic: m.topic, payload: Buffer.from(m.payload), qos: 1, retain: m.retain, dup: false }, (err) => {
         inAedes--;
+        if (m.retain) retainedInAedes--;
         m.done(err ?? undefined);
         // Continue on a fresh stack, never from inside aedes' callback.
         if (head < queue.length && !scheduled) (scheduled = true), setImmediate(drain);

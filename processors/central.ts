@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createBroker, loadDevices, type StockwireBroker } from '../broker/index.js';
-import { parseEventTopic } from '../protocol/index.js';
+import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
 import { aedesPublisher } from './aedes-publisher.js';
 import { openDatabase, type Database } from './db/open.js';
 import { createApi } from './http.js';
@@ -10,9 +10,13 @@ import { Ingest } from './ingest/ingest.js';
 import { createIngestMetrics } from './metrics.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { createReadModel } from './readmodel/redis.js';
+import { monotonic } from './monotonic-publisher.js';
 import { republishAll } from './republish.js';
+import { createReservationMetrics } from './reservations/metrics.js';
+import { CommandRequests } from './reservations/mqtt.js';
+import { commandConfig, ReservationService, type CommandSettings } from './reservations/service.js';
 
-export interface CentralOptions {
+export interface CentralOptions extends CommandSettings {
   databaseUrl?: string;
   redisUrl?: string;
   redisPrefix: string;
@@ -46,6 +50,8 @@ export class Central {
   private ingest: Ingest | null = null;
   private readModel: ReadModel | null = null;
   private api: FastifyInstance | null = null;
+  private commands: ReservationService | null = null;
+  private requests: CommandRequests | null = null;
   private republished: Promise<unknown> = new Promise(() => {});
   private ready = false;
 
@@ -80,17 +86,28 @@ export class Central {
         await this.ingest.submit({ topic: packet.topic, payload: packet.payload, wh: where.wh, device: where.device, source: client.device.id, receivedAt: Date.now() });
       },
     });
-    const publisher = aedesPublisher(this.broker.aedes);
+    const publisher = monotonic(aedesPublisher(this.broker.aedes));
     this.ingest = new Ingest({ pool, publisher, readModel, metrics, log, maxBatch: o.batchMax, maxWaitMs: o.batchWaitMs });
+    this.commands = new ReservationService({ pool, publisher, readModel, log, metrics: createReservationMetrics(this.registry) }, commandConfig(o));
+    const requests = new CommandRequests(this.commands, publisher, devices, log);
+    this.requests = requests;
+    // Commands over MQTT: the ACL lets a client publish only to requests/{its own id}.
+    this.broker.aedes.on('publish', (packet, client) => {
+      if (client === null || parseRequestTopic(packet.topic) === null) return;
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      void this.republished.then(() => requests.handle(packet.topic, payload));
+    });
     const ports = await this.broker.start();
     const started = Date.now();
     const count = await republishAll(pool, publisher, readModel);
     log.info({ ...count, ms: Date.now() - started }, 'stock topics republished from the database');
     release();
 
+    this.commands.start();
     this.api = createApi({
       pool,
       readModel,
+      commands: this.commands,
       registry: this.registry,
       ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await pool.query('SELECT 1').then(() => true, () => false)),
     });
@@ -105,6 +122,8 @@ export class Central {
   async stop(): Promise<void> {
     this.ready = false;
     await this.api?.close();
+    await this.commands?.stop();
+    await this.requests?.drain();
     await this.ingest?.stop();
     await this.broker?.stop();
     await this.readModel?.close();

@@ -1,4 +1,4 @@
-import { isIdent } from '../protocol/index.js';
+import { isIdent, MAX_RESERVATION_TTL_S, MAX_TRANSFER_TIMEOUT_S } from '../protocol/index.js';
 import { int, list, oneOf, port, str, url, type OptionSpec } from '../cli/options.js';
 import { logLevel, type LogLevel } from '../cli/logger.js';
 import { parseTopicTemplate } from './replay.js';
@@ -20,9 +20,42 @@ const ingest = {
   host: opt({ flag: 'host', env: 'HOST', help: 'interface to listen on', parse: str, default: '0.0.0.0' }),
 };
 
+const warehouseList = (raw: string): string[] => {
+  const whs = list(raw);
+  const bad = whs.filter((w) => !isIdent(w));
+  if (bad.length > 0) throw new Error(`has invalid warehouse ids: ${bad.join(', ')}`);
+  return whs;
+};
+
+/** `web=WH1,WH2;store=WH2`: each sales channel's warehouses in priority order. */
+export const channelLists = (raw: string): Record<string, string[]> => {
+  const out: Record<string, string[]> = {};
+  for (const entry of raw.split(';').map((e) => e.trim()).filter((e) => e !== '')) {
+    const eq = entry.indexOf('=');
+    const channel = eq > 0 ? entry.slice(0, eq).trim() : '';
+    if (!isIdent(channel)) throw new Error(`must look like web=WH1,WH2;store=WH2 (bad entry ${JSON.stringify(entry)})`);
+    const whs = warehouseList(entry.slice(eq + 1));
+    if (whs.length === 0) throw new Error(`lists no warehouse for channel ${channel}`);
+    out[channel] = whs;
+  }
+  return out;
+};
+
+/** Reservations and transfers (README "Reservations"): served by central and by every processor. */
+const commands = {
+  reservationTtl: opt({ flag: 'reservation-ttl', env: 'RESERVATION_TTL', help: 's a reservation holds when the request names no ttlSeconds', parse: int(1, MAX_RESERVATION_TTL_S), default: 900 }),
+  transferTimeout: opt({ flag: 'transfer-timeout', env: 'TRANSFER_TIMEOUT', help: 's a transfer may take before it is compensated, when the request names no timeoutSeconds', parse: int(1, MAX_TRANSFER_TIMEOUT_S), default: 86_400 }),
+  allocation: opt({ flag: 'allocation', env: 'ALLOCATION_STRATEGY', help: 'how a reservation without warehouse picks one: most-available or priority', parse: oneOf('most-available', 'priority'), default: 'most-available' as 'most-available' | 'priority' }),
+  allocationPriority: opt({ flag: 'allocation-priority', env: 'ALLOCATION_PRIORITY', help: 'priority: warehouses in order, comma-separated (unlisted ones follow, most available first)', parse: warehouseList, default: [] as string[] }),
+  allocationChannels: opt({ flag: 'allocation-channels', env: 'ALLOCATION_CHANNELS', help: 'priority: lists per sales channel, e.g. web=WH1,WH2;store=WH2', parse: channelLists, default: {} as Record<string, string[]> }),
+  sweepIntervalMs: opt({ flag: 'sweep-interval-ms', env: 'SWEEP_INTERVAL_MS', help: 'ms between sweeps of expired reservations and timed-out transfers; 0: no sweeper here', parse: int(0, 3_600_000), default: 1_000 }),
+  idempotencyRetentionHours: opt({ flag: 'idempotency-retention-hours', env: 'IDEMPOTENCY_RETENTION_HOURS', help: 'h the first answer to an Idempotency-Key is kept', parse: int(1, 24 * 366), default: 24 }),
+};
+
 export const centralSpecs = {
   ...common,
   ...ingest,
+  ...commands,
   devicesFile: opt({ flag: 'devices-file', env: 'DEVICES_FILE', help: 'credentials and roles (JSON)', parse: str, required: true }),
   mqttPort: opt({ flag: 'mqtt-port', env: 'MQTT_PORT', help: 'MQTT (TCP) listener; 0 picks a free port', parse: port, default: 1884 }),
   wsPort: opt({ flag: 'ws-port', env: 'WS_PORT', help: 'MQTT over WebSocket listener; 0 picks a free port', parse: port, default: 8084 }),
@@ -32,6 +65,7 @@ export const centralSpecs = {
 export const processorSpecs = {
   ...common,
   ...ingest,
+  ...commands,
   centralUrl: opt({ flag: 'central-url', env: 'CENTRAL_URL', help: 'the central broker', parse: url('mqtt:', 'mqtts:', 'ws:', 'wss:'), default: 'mqtt://127.0.0.1:1884' }),
   centralUsername: opt({ flag: 'central-username', env: 'CENTRAL_USERNAME', help: 'credential presented to central', parse: str }),
   centralPassword: opt({ flag: 'central-password', env: 'CENTRAL_PASSWORD', help: 'password presented to central', parse: str, secret: true }),
@@ -39,12 +73,7 @@ export const processorSpecs = {
     if (!/^[A-Za-z0-9._-]{1,32}$/.test(raw)) throw new Error('must match ^[A-Za-z0-9._-]{1,32}$');
     return raw;
   }, default: 'p1' }),
-  warehouses: opt({ flag: 'warehouses', env: 'PROCESSOR_WAREHOUSES', help: 'comma-separated warehouses to consume; unset: all', parse: (raw: string) => {
-    const whs = list(raw);
-    const bad = whs.filter((w) => !isIdent(w));
-    if (bad.length > 0) throw new Error(`has invalid warehouse ids: ${bad.join(', ')}`);
-    return whs;
-  }, default: [] as string[] }),
+  warehouses: opt({ flag: 'warehouses', env: 'PROCESSOR_WAREHOUSES', help: 'comma-separated warehouses to consume; unset: all', parse: warehouseList, default: [] as string[] }),
   sharedGroup: opt({ flag: 'shared-group', env: 'SHARED_GROUP', help: 'MQTT 5 shared subscription group for scale-out', parse: str }),
   httpPort: opt({ flag: 'http-port', env: 'HTTP_PORT', help: 'health and metrics; 0 picks a free port', parse: port, default: 9102 }),
 };

@@ -1,8 +1,10 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
-import { ErrorCode, isIdent, ValidationError } from '../protocol/index.js';
+import { ErrorCode, httpStatusOf, isIdent, ValidationError } from '../protocol/index.js';
 import type { ReadModel } from './readmodel/readmodel.js';
+import { registerCommandRoutes } from './reservations/routes.js';
+import type { ReservationService } from './reservations/service.js';
 
 export interface ApiOptions {
   pool: pg.Pool;
@@ -10,7 +12,17 @@ export interface ApiOptions {
   registry: Registry;
   /** true when the database and the broker are ready */
   ready: () => Promise<boolean>;
+  /** reservations and transfers (POST/DELETE); absent: read-only API */
+  commands?: ReservationService;
 }
+
+// Fastify's own refusals of a body, answered in our error shape.
+const FASTIFY_BODY_ERRORS: Record<string, { code: ErrorCode; message: string }> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: { code: ErrorCode.invalidJson, message: 'the body is not valid JSON' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { code: ErrorCode.invalidJson, message: 'the body is empty; send a JSON object' },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: ErrorCode.badRequest, message: 'the body must be application/json' },
+  FST_ERR_CTP_BODY_TOO_LARGE: { code: ErrorCode.badRequest, message: 'the body is too large' },
+};
 
 const MAX_BUCKETS = 10_000; // a history answer holds at most this many buckets per warehouse
 const DAY = 24 * 3600 * 1000; // ms
@@ -40,7 +52,9 @@ export function createApi(o: ApiOptions): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
 
   app.setErrorHandler((err, _req, reply) => {
-    if (err instanceof ValidationError) return reply.status(400).send({ error: err.toBody() });
+    if (err instanceof ValidationError) return reply.status(httpStatusOf(err.code)).send({ error: err.toBody() });
+    const known = FASTIFY_BODY_ERRORS[(err as { code?: string }).code ?? ''];
+    if (known) return reply.status((err as { statusCode?: number }).statusCode ?? 400).send({ error: known });
     const status = (err as { statusCode?: number }).statusCode ?? 500;
     const code = status >= 500 ? ErrorCode.internal : ErrorCode.badRequest;
     return reply.status(status).send({ error: { code, message: status >= 500 ? 'internal error' : (err as Error).message } });
@@ -104,5 +118,6 @@ export function createApi(o: ApiOptions): FastifyInstance {
     };
   });
 
+  if (o.commands) registerCommandRoutes(app, o.commands);
   return app;
 }

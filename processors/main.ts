@@ -36,7 +36,7 @@ export async function runMigrate(argv: string[]): Promise<void> {
 }
 
 export async function runRebuild(argv: string[]): Promise<void> {
-  const c = configure('rebuild', 'Recompute stock from the event log; report drift from the stored stock; exit 1 on drift.', rebuildSpecs, argv);
+  const c = configure('rebuild', 'Recompute stock from the event log, check reserved against the reservations; report drift; exit 1 on drift.', rebuildSpecs, argv);
   if (!c) return;
   const log = createLogger('rebuild', c.logLevel);
   const db = await openDatabase({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, log, poolSize: 2 });
@@ -44,10 +44,12 @@ export async function runRebuild(argv: string[]): Promise<void> {
     const report = await rebuild(db.pool);
     if (c.format === 'json') process.stdout.write(`${JSON.stringify(report)}\n`);
     else {
-      process.stdout.write(`checked ${report.rows} stock rows: ${report.drift.length === 0 ? 'no drift' : `${report.drift.length} drifted`}\n`);
+      const bad = report.drift.length + report.reservedDrift.length;
+      process.stdout.write(`checked ${report.rows} stock rows: ${bad === 0 ? 'no drift' : `${bad} drifted`}\n`);
       for (const d of report.drift) process.stdout.write(`  ${d.wh} ${d.sku}: stored ${d.stored ?? 'none'}, recomputed ${d.recomputed}\n`);
+      for (const d of report.reservedDrift) process.stdout.write(`  ${d.wh} ${d.sku}: reserved ${d.stored}, active reservations hold ${d.held}\n`);
     }
-    process.exitCode = report.drift.length === 0 ? 0 : 1;
+    process.exitCode = report.drift.length === 0 && report.reservedDrift.length === 0 ? 0 : 1;
   } finally {
     await db.close();
   }

@@ -8,10 +8,13 @@ import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
 import type { Publisher } from './ingest/publisher.js';
 import { createIngestMetrics } from './metrics.js';
+import { monotonic } from './monotonic-publisher.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { createReadModel } from './readmodel/redis.js';
+import { createReservationMetrics } from './reservations/metrics.js';
+import { commandConfig, ReservationService, type CommandSettings } from './reservations/service.js';
 
-export interface ProcessorOptions {
+export interface ProcessorOptions extends CommandSettings {
   databaseUrl?: string;
   redisUrl?: string;
   redisPrefix: string;
@@ -50,6 +53,7 @@ export class StandaloneProcessor {
   private ingest: Ingest | null = null;
   private readModel: ReadModel | null = null;
   private api: FastifyInstance | null = null;
+  private commands: ReservationService | null = null;
   private readonly commits = new Map<number, Promise<boolean>>(); // messageId → committed?
   private generation = 0; // connection count: a PUBACK is never sent on a later connection than its PUBLISH
   private connected = false;
@@ -86,9 +90,9 @@ export class StandaloneProcessor {
     };
     const client = mqtt.connect(o.centralUrl, { ...options, manualConnect: true });
     this.client = client;
-    const publisher: Publisher = {
+    const publisher: Publisher = monotonic({
       publish: (topic, payload, retain) => client.publishAsync(topic, payload, { qos: 1, retain }).then(() => undefined),
-    };
+    });
     this.ingest = new Ingest({ pool, publisher, readModel: this.readModel, metrics, log, maxBatch: o.batchMax, maxWaitMs: o.batchWaitMs });
     this.holdPubacks(client);
 
@@ -135,7 +139,10 @@ export class StandaloneProcessor {
     client.connect();
     await firstSubscription;
 
-    this.api = createApi({ pool, readModel: this.readModel, registry: this.registry, ready: async () => this.connected && ingest.databaseHealthy });
+    // Reservations and transfers over HTTP here too: every instance decides in the one database.
+    this.commands = new ReservationService({ pool, publisher, readModel: this.readModel, log, metrics: createReservationMetrics(this.registry) }, commandConfig(o));
+    this.commands.start();
+    this.api = createApi({ pool, readModel: this.readModel, commands: this.commands, registry: this.registry, ready: async () => this.connected && ingest.databaseHealthy });
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     return { http: typeof address === 'object' && address ? address.port : o.httpPort };
@@ -161,6 +168,7 @@ export class StandaloneProcessor {
 
   async stop(): Promise<void> {
     await this.api?.close();
+    await this.commands?.stop();
     // Stop reading first, then commit what was read; its PUBACKs go out before the connection closes.
     this.closing = true;
     await this.ingest?.stop();

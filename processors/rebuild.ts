@@ -7,15 +7,25 @@ export interface Drift {
   recomputed: number;
 }
 
+/** A row whose `reserved` is not what its active reservations still hold. */
+export interface ReservedDrift {
+  wh: string;
+  sku: string;
+  stored: number;
+  held: number;
+}
+
 export interface RebuildReport {
   rows: number;
   drift: Drift[];
+  reservedDrift: ReservedDrift[];
 }
 
 /**
  * Recomputes onHand of every (warehouse, sku) from the event log with the rules of CONTRACT
  * section 4 (latest count by (ts, id, device) plus every delta ordered after it) and compares
- * it with the stored stock. Read-only: it reports, it does not repair.
+ * it with the stored stock; checks `reserved` against the active reservations. Read-only: it
+ * reports, it does not repair.
  */
 export async function rebuild(pool: pg.Pool): Promise<RebuildReport> {
   const { rows } = await pool.query<{ wh: string; sku: string; stored: number | null; recomputed: number }>(`
@@ -37,5 +47,13 @@ export async function rebuild(pool: pg.Pool): Promise<RebuildReport> {
     FROM recomputed r FULL OUTER JOIN stock s ON s.wh = r.wh AND s.sku = r.sku
     ORDER BY 1, 2`);
   const drift = rows.filter((r) => (r.stored ?? 0) !== r.recomputed).map((r) => ({ wh: r.wh, sku: r.sku, stored: r.stored, recomputed: r.recomputed }));
-  return { rows: rows.length, drift };
+  // reserved is command state, not derived from events: it must equal what the row's active holds still hold.
+  const { rows: reservedDrift } = await pool.query<ReservedDrift>(`
+    SELECT s.wh, s.sku, s.reserved AS stored, COALESCE(h.held, 0)::bigint AS held
+    FROM stock s LEFT JOIN (
+      SELECT wh, sku, sum(remaining) AS held FROM reservations WHERE state = 'active' GROUP BY wh, sku
+    ) h ON h.wh = s.wh AND h.sku = s.sku
+    WHERE s.reserved <> COALESCE(h.held, 0)
+    ORDER BY 1, 2`);
+  return { rows: rows.length, drift, reservedDrift };
 }

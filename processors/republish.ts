@@ -24,8 +24,16 @@ export async function republishAll(pool: pg.Pool, publisher: Publisher, readMode
       `SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock WHERE sku > $1 AND sku <= $2 ORDER BY sku, wh`,
       [after, last],
     );
+    const { rows: transit } = await pool.query<{ sku: string; qty: number }>(
+      `SELECT sku, sum(shipped - received)::bigint AS qty FROM transfers
+       WHERE state = 'in_transit' AND shipped > received AND sku > $1 AND sku <= $2 GROUP BY sku`,
+      [after, last],
+    );
+    const inTransit = new Map(transit.map((t) => [t.sku, t.qty]));
     const global = new Map<string, GlobalStock>();
-    for (const v of versions) global.set(v.sku, { sku: v.sku, onHand: 0, reserved: 0, available: 0, warehouses: {}, version: v.version, asOf: v.updated_at.toISOString() });
+    for (const v of versions) {
+      global.set(v.sku, { sku: v.sku, onHand: 0, reserved: 0, available: 0, inTransit: inTransit.get(v.sku) ?? 0, warehouses: {}, version: v.version, asOf: v.updated_at.toISOString() });
+    }
     const warehouse: WarehouseStock[] = [];
     for (const r of rows) {
       const available = r.on_hand - r.reserved;

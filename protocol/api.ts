@@ -48,17 +48,7 @@ export const StockHistory = Type.Object(
 );
 export type StockHistory = Static<typeof StockHistory>;
 
-/** `POST /v1/reservations` body. Without `warehouse`, central chooses one that has the quantity available. */
-export const ReservationRequest = Type.Object(
-  {
-    sku: Ident,
-    qty: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
-    warehouse: Type.Optional(Ident),
-    ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, description: 'the reservation is released when it expires' })),
-  },
-  { additionalProperties: false },
-);
-export type ReservationRequest = Static<typeof ReservationRequest>;
+// The body of `POST /v1/reservations` is ReservationRequest in schemas.ts (its handler validates with it).
 
 /** A granted reservation (201); a repeated `Idempotency-Key` returns the first answer. */
 export const Reservation = Type.Object(

@@ -8,10 +8,37 @@ export const ErrorCode = {
   notFound: 'not_found',
   badRequest: 'bad_request',
   insufficientStock: 'insufficient_stock',
+  /** an Idempotency-Key sent again with a different request */
+  idempotencyKeyReused: 'idempotency_key_reused',
+  /** the command does not fit the state of its target (a transfer already in transit…) */
+  invalidState: 'invalid_state',
+  /** the credential's kind may not make this request (MQTT requests) */
+  notAuthorized: 'not_authorized',
   unavailable: 'unavailable',
   internal: 'internal',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** The HTTP status of a refusal with this code (the API answers it; command metrics label it). */
+export function httpStatusOf(code: ErrorCode): number {
+  switch (code) {
+    case ErrorCode.notFound:
+      return 404;
+    case ErrorCode.insufficientStock:
+    case ErrorCode.invalidState:
+      return 409;
+    case ErrorCode.idempotencyKeyReused:
+      return 422;
+    case ErrorCode.notAuthorized:
+      return 403;
+    case ErrorCode.unavailable:
+      return 503;
+    case ErrorCode.internal:
+      return 500;
+    default:
+      return 400;
+  }
+}
 
 export interface ErrorBody {
   code: ErrorCode;

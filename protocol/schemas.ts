@@ -65,11 +65,12 @@ export const WarehouseStock = Type.Object(
 );
 export type WarehouseStock = Static<typeof WarehouseStock>;
 
-/** Retained `stock/{sku}`. */
+/** Retained `stock/{sku}`. `inTransit`: shipped by transfers between warehouses and not yet received. */
 export const GlobalStock = Type.Object(
   {
     sku: Ident,
     ...Levels,
+    inTransit: Type.Integer({ minimum: 0 }),
     warehouses: Type.Record(Type.String(), Type.Object(Levels, { additionalProperties: false })),
     version: Type.Integer({ minimum: 1 }),
     asOf: Type.String({ format: 'date-time' }),
@@ -140,3 +141,108 @@ export const ReplayedEvent = Type.Object(
   { additionalProperties: false },
 );
 export type ReplayedEvent = Static<typeof ReplayedEvent>;
+
+/** Seconds a reservation may be held at most (7 days). */
+export const MAX_RESERVATION_TTL_S = 7 * 24 * 3600;
+/** Seconds a transfer may take at most before it is compensated (90 days). */
+export const MAX_TRANSFER_TIMEOUT_S = 90 * 24 * 3600;
+const Qty = Type.Integer({ minimum: 1, maximum: 1_000_000 });
+
+/** Body of `POST /v1/reservations` (CONTRACT section 6), also `data` of an MQTT `reservations.create`. */
+export const ReservationRequest = Type.Object(
+  {
+    sku: Ident,
+    qty: Qty,
+    warehouse: Type.Optional(Ident),
+    ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_RESERVATION_TTL_S })),
+    /** allow several warehouses to share the quantity when no single one can hold it all */
+    split: Type.Optional(Type.Boolean()),
+    /** sales channel: selects the channel's warehouse priority list */
+    channel: Type.Optional(Ident),
+  },
+  { additionalProperties: false },
+);
+export type ReservationRequest = Static<typeof ReservationRequest>;
+
+/** Body of `POST /v1/transfers`, also `data` of an MQTT `transfers.create`. */
+export const TransferRequest = Type.Object(
+  {
+    sku: Ident,
+    qty: Qty,
+    from: Ident,
+    to: Ident,
+    timeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TRANSFER_TIMEOUT_S })),
+  },
+  { additionalProperties: false },
+);
+export type TransferRequest = Static<typeof TransferRequest>;
+
+/** The 201 answer to a reservation; `parts` only when `split` was asked for (`warehouse` is null when there are several). */
+export interface ReservationGranted {
+  id: string;
+  sku: string;
+  qty: number;
+  warehouse: string | null;
+  expiresAt: string;
+  parts?: { id: string; warehouse: string; qty: number }[];
+}
+
+export type ReservationState = 'active' | 'consumed' | 'released' | 'expired';
+
+/** `GET /v1/reservations/{id}` of one hold. */
+export interface ReservationView {
+  id: string;
+  sku: string;
+  qty: number;
+  warehouse: string;
+  expiresAt: string;
+  state: ReservationState;
+  remaining: number;
+  consumed: number;
+  createdAt: string;
+  group?: string;
+  channel?: string;
+  transfer?: string;
+}
+
+export type TransferState = 'reserved' | 'in_transit' | 'completed' | 'compensated' | 'cancelled';
+
+/** A transfer as answered by `POST` and `GET /v1/transfers/{id}`; `reservation` is the hold at the source (same id). */
+export interface TransferView {
+  id: string;
+  sku: string;
+  qty: number;
+  from: string;
+  to: string;
+  state: TransferState;
+  reservation: string;
+  shipped: number;
+  received: number;
+  inTransit: number;
+  deadline: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export const REQUEST_ACTIONS = ['reservations.create', 'reservations.get', 'reservations.release', 'transfers.create', 'transfers.get', 'transfers.cancel'] as const;
+export type RequestAction = (typeof REQUEST_ACTIONS)[number];
+
+/** A command over MQTT, published to `requests/{own id}`. `data` is the HTTP body (create) or `{"id"}`. */
+export const CommandRequest = Type.Object(
+  {
+    requestId: Type.String({ minLength: 1, maxLength: 128 }),
+    action: Type.Union(REQUEST_ACTIONS.map((a) => Type.Literal(a))),
+    /** default `responses/{own id}`; must be that topic or below it */
+    responseTopic: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    /** required for the `*.create` actions, as the HTTP header is */
+    idempotencyKey: Type.Optional(Type.String({ pattern: '^[\\x21-\\x7E]{1,255}$' })),
+    data: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  },
+  { additionalProperties: false },
+);
+export type CommandRequest = Static<typeof CommandRequest>;
+
+/** The answer on the response topic (zigbee2mqtt style): the caller's `requestId` echoed. */
+export type CommandResponse =
+  | { requestId: string | null; status: 'ok'; data: unknown }
+  | { requestId: string | null; status: 'error'; error: { code: string; message: string; field?: string } };

@@ -9,7 +9,28 @@ export const topics = {
   shelf: (wh: string, location: string, sku: string) => `wh/${wh}/shelf/${location}/${sku}`,
   status: (wh: string) => `wh/${wh}/status`,
   alert: (wh: string, kind: string) => `alerts/${wh}/${kind}`,
+  /** commands over MQTT (reservations, transfers): the requester's own id is the second level */
+  request: (device: string) => `requests/${device}`,
+  /** default response topic of a requester; any topic below it may be named as `responseTopic` */
+  response: (device: string) => `responses/${device}`,
 } as const;
+
+/** Subscription filter for every command request. */
+export const REQUEST_FILTER = 'requests/+';
+
+/** Parses `requests/{device}`; null for anything else. */
+export function parseRequestTopic(topic: string): { device: string } | null {
+  const parts = topic.split('/');
+  if (parts.length !== 2 || parts[0] !== 'requests' || !isIdent(parts[1])) return null;
+  return { device: parts[1] };
+}
+
+/** A response topic a requester may name: its own `responses/{device}` or a topic below it, without wildcards. */
+export function isOwnResponseTopic(topic: string, device: string): boolean {
+  const base = `responses/${device}`;
+  if (topic !== base && !topic.startsWith(`${base}/`)) return false;
+  return topic.length <= 256 && !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
+}
 
 /** Subscription filter for every device event, at any warehouse. */
 export const EVENT_FILTER = 'wh/+/dev/+/event';

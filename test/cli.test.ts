@@ -75,7 +75,7 @@ describe('stockwire command line', () => {
     const env = { DATABASE_URL: db.url };
     const first = await stockwire(['migrate'], env);
     assert.equal(first.code, 0, first.stderr);
-    assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: 1, timescale: false });
+    assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: 2, timescale: false });
     assert.equal((await stockwire(['migrate'], env)).code, 0);
     const pool = new pg.Pool({ connectionString: db.url, max: 1 });
     await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES
@@ -88,6 +88,12 @@ describe('stockwire command line', () => {
     const drift = await stockwire(['rebuild', '--format', 'json'], env);
     assert.equal(drift.code, 1);
     assert.deepEqual(JSON.parse(drift.stdout).drift, [{ wh: 'W1', sku: 'S', stored: 4, recomputed: 3 }]);
+    // reserved must be what the active reservations hold: a hold the row does not count is drift too.
+    await pool.query(`UPDATE stock SET on_hand = 3 WHERE sku = 'S'`);
+    await pool.query(`INSERT INTO reservations (id, wh, sku, qty, remaining, state, expires_at) VALUES ('r-1', 'W1', 'S', 2, 2, 'active', now() + interval '1 hour')`);
+    const held = await stockwire(['rebuild'], env);
+    assert.equal(held.code, 1);
+    assert.match(held.stdout, /W1 S: reserved 0, active reservations hold 2/);
     await pool.end();
   });
 

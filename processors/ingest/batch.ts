@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { deltaOf, ErrorCode, MAX_EVENT_BYTES, ValidationError, type GlobalStock, type ShelfReading, type StockEvent, type WarehouseStock } from '../../protocol/index.js';
 import { compareKeys, eventKey, stockKey, type BookEvent, type OrderKey } from '../ledger/ledger.js';
 import { isDataError, isRetryable } from '../db/pool.js';
+import { applyLinks, hasLinks } from '../reservations/consume.js';
 import type { BatchResult, Decision, NegativeStock, Parsed } from './types.js';
 
 type LevelEvent = Extract<StockEvent, { type: 'level' }>;
@@ -64,7 +65,7 @@ async function withRetry(pool: pg.Pool, items: Parsed[]): Promise<BatchResult> {
 
 async function transact(client: pg.PoolClient, items: Parsed[]): Promise<BatchResult> {
   const decisions: Decision[] = new Array(items.length);
-  const result: BatchResult = { decisions, warehouseStock: [], globalStock: [], shelves: [], negative: [], deadLetters: [], applied: [] };
+  const result: BatchResult = { decisions, warehouseStock: [], globalStock: [], shelves: [], negative: [], deadLetters: [], applied: [], notices: [], transitions: [] };
 
   // 1. Dead letters, and dedupe inside the batch (a duplicate storm can put one key in a batch many times).
   const firstIndex = new Map<string, number>();
@@ -223,6 +224,8 @@ interface Change {
   onHand: number;
   anchor: (OrderKey & { qty: number }) | null;
   wasNegative: boolean;
+  /** change of `reserved` by shipped events consuming reservations (command state, see reservations/consume.ts) */
+  reservedDelta: number;
 }
 
 async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]>, levels: Map<string, { onHand: number; reserved: number }>, result: BatchResult): Promise<void> {
@@ -251,6 +254,7 @@ async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]
   // Decide per row with the anchor rule of CONTRACT section 4 (the same rule as ledger.ts).
   const changes: Change[] = [];
   const recount: Change[] = [];
+  const byKey = new Map<string, Change>(); // every locked row, changed or not
   for (const row of rows) {
     const events = groups.get(stockKey(row.wh, row.sku)) as BookEvent[];
     const old = row.anchor_ms === null ? null : { ts: Number(row.anchor_ms), id: row.anchor_id as string, device: row.anchor_device as string, qty: row.anchor_qty as number };
@@ -258,7 +262,8 @@ async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]
     for (const e of events) {
       if (e.type === 'counted' && (anchor === null || compareKeys(e, anchor) > 0)) anchor = { ts: e.ts, id: e.id, device: e.device, qty: e.qty };
     }
-    const change: Change = { wh: row.wh, sku: row.sku, onHand: row.on_hand, anchor, wasNegative: row.on_hand < 0 };
+    const change: Change = { wh: row.wh, sku: row.sku, onHand: row.on_hand, anchor, wasNegative: row.on_hand < 0, reservedDelta: 0 };
+    byKey.set(stockKey(row.wh, row.sku), change);
     levels.set(stockKey(row.wh, row.sku), { onHand: row.on_hand, reserved: row.reserved });
     if (anchor !== old) {
       recount.push(change); // onHand = count + every delta in the log ordered after it (this batch's included)
@@ -271,6 +276,19 @@ async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]
       change.onHand += sum;
       changes.push(change);
     }
+  }
+  // Reservations named by shipped events, transfers named by received ones: whatever their order key (a
+  // shipment before the anchor still took the goods the hold was for).
+  const links = hasLinks(groups.values()) ? await applyLinks(client, [...groups.values()].flat()) : null;
+  if (links) {
+    for (const [k, delta] of links.reserved) {
+      const c = byKey.get(k);
+      if (!c) continue; // only holds of the batch's own (locked) rows are changed
+      c.reservedDelta += delta;
+      if (!changes.includes(c)) changes.push(c);
+    }
+    result.notices = links.notices;
+    result.transitions = links.transitions;
   }
   if (recount.length > 0) {
     const a = recount.map((c) => c.anchor as OrderKey & { qty: number });
@@ -287,13 +305,14 @@ async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]
       c.onHand = (c.anchor as { qty: number }).qty + s.total;
     }
   }
-  if (changes.length === 0) return;
+  const transferSkus = links ? [...links.transferSkus] : [];
+  if (changes.length === 0 && transferSkus.length === 0) return;
 
   const { rows: updated } = await client.query<{ wh: string; sku: string; on_hand: number; reserved: number; version: number; updated_at: Date }>(
     `UPDATE stock s SET on_hand = u.on_hand, anchor_ts = u.anchor_ts, anchor_id = u.anchor_id, anchor_device = u.anchor_device,
-            anchor_qty = u.anchor_qty, version = s.version + 1, updated_at = now()
-     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::bigint[])
-          AS u(wh, sku, on_hand, anchor_ts, anchor_id, anchor_device, anchor_qty)
+            anchor_qty = u.anchor_qty, reserved = s.reserved + u.reserved_delta, version = s.version + 1, updated_at = now()
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::bigint[], $8::bigint[])
+          AS u(wh, sku, on_hand, anchor_ts, anchor_id, anchor_device, anchor_qty, reserved_delta)
      WHERE s.wh = u.wh AND s.sku = u.sku
      RETURNING s.wh, s.sku, s.on_hand, s.reserved, s.version, s.updated_at`,
     [
@@ -304,6 +323,7 @@ async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]
       changes.map((c) => c.anchor?.id ?? null),
       changes.map((c) => c.anchor?.device ?? null),
       changes.map((c) => c.anchor?.qty ?? null),
+      changes.map((c) => c.reservedDelta),
     ],
   );
   const negatives: NegativeStock[] = [];
@@ -315,7 +335,7 @@ async function applyStock(client: pg.PoolClient, groups: Map<string, BookEvent[]
   result.negative = negatives;
 
   // Global topic: its version row is locked after the warehouse rows, so a later version always carries later numbers.
-  const touched = [...new Set(changes.map((c) => c.sku))].sort();
+  const touched = [...new Set([...changes.map((c) => c.sku), ...transferSkus])].sort();
   result.globalStock = await globalStock(client, touched, true);
 }
 
@@ -329,17 +349,26 @@ export async function globalStock(client: pg.PoolClient | pg.Pool, skus: string[
         [skus],
       )
     : await client.query<{ sku: string; version: number; updated_at: Date }>(`SELECT sku, version, updated_at FROM sku_versions WHERE sku = ANY($1::text[])`, [skus]);
-  const { rows } = await client.query<{ wh: string; sku: string; on_hand: number; reserved: number }>(
-    `SELECT wh, sku, on_hand, reserved FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku, wh`,
+  // Rows of wh NULL carry the quantity in transit between warehouses (transfers shipped, not yet received).
+  const { rows } = await client.query<{ wh: string | null; sku: string; on_hand: number; reserved: number }>(
+    `SELECT wh, sku, on_hand, reserved FROM stock WHERE sku = ANY($1::text[])
+     UNION ALL
+     SELECT NULL, sku, sum(shipped - received)::bigint, 0 FROM transfers
+     WHERE sku = ANY($1::text[]) AND state = 'in_transit' AND shipped > received GROUP BY sku
+     ORDER BY 2, 1`,
     [skus],
   );
   const bySku = new Map<string, GlobalStock>();
   for (const v of versions.rows) {
-    bySku.set(v.sku, { sku: v.sku, onHand: 0, reserved: 0, available: 0, warehouses: {}, version: v.version, asOf: v.updated_at.toISOString() });
+    bySku.set(v.sku, { sku: v.sku, onHand: 0, reserved: 0, available: 0, inTransit: 0, warehouses: {}, version: v.version, asOf: v.updated_at.toISOString() });
   }
   for (const r of rows) {
     const g = bySku.get(r.sku);
     if (!g) continue;
+    if (r.wh === null) {
+      g.inTransit = r.on_hand;
+      continue;
+    }
     g.onHand += r.on_hand;
     g.reserved += r.reserved;
     g.available += r.on_hand - r.reserved;
@@ -379,5 +408,7 @@ function mergeResults(a: BatchResult, b: BatchResult): BatchResult {
     negative: [...a.negative, ...b.negative],
     deadLetters: [...a.deadLetters, ...b.deadLetters],
     applied: [...a.applied, ...b.applied],
+    notices: [...a.notices, ...b.notices],
+    transitions: [...a.transitions, ...b.transitions],
   };
 }

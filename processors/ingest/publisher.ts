@@ -1,4 +1,4 @@
-import { topics, type Ack, type Alert } from '../../protocol/index.js';
+import { topics, type Ack, type Alert, type GlobalStock, type WarehouseStock } from '../../protocol/index.js';
 import type { BatchResult, Parsed } from './types.js';
 
 /** Where the processor publishes: in-process Aedes in `central`, an MQTT client in `processor`. */
@@ -6,7 +6,15 @@ export interface Publisher {
   publish(topic: string, payload: string, retain: boolean): Promise<void>;
 }
 
-const alert = (kind: string, wh: string, message: string, sku?: string): Alert => ({ kind, wh, ...(sku !== undefined && { sku }), message, at: new Date().toISOString() });
+export const alert = (kind: string, wh: string, message: string, sku?: string): Alert => ({ kind, wh, ...(sku !== undefined && { sku }), message, at: new Date().toISOString() });
+
+/** The retained stock topics of a commit: `wh/{wh}/stock/{sku}` and `stock/{sku}` (CONTRACT section 4). */
+export function stockSends(publisher: Publisher, warehouse: WarehouseStock[], global: GlobalStock[]): Promise<void>[] {
+  const sends: Promise<void>[] = [];
+  for (const s of warehouse) sends.push(publisher.publish(topics.warehouseStock(s.warehouse, s.sku), JSON.stringify(s), true));
+  for (const g of global) sends.push(publisher.publish(topics.globalStock(g.sku), JSON.stringify(g), true));
+  return sends;
+}
 
 /**
  * Publishes what a committed batch decided: acks first (they release the edges' outboxes),
@@ -19,12 +27,12 @@ export async function publishBatch(publisher: Publisher, items: Parsed[], result
     const ack: Ack = d.status === 'rejected' ? { id: d.id, status: d.status, error: { code: d.error.code, message: d.error.message } } : d;
     sends.push(publisher.publish(topics.ack(delivery.wh, delivery.device), JSON.stringify(ack), false));
   });
-  for (const s of result.warehouseStock) sends.push(publisher.publish(topics.warehouseStock(s.warehouse, s.sku), JSON.stringify(s), true));
-  for (const g of result.globalStock) sends.push(publisher.publish(topics.globalStock(g.sku), JSON.stringify(g), true));
+  sends.push(...stockSends(publisher, result.warehouseStock, result.globalStock));
   for (const r of result.shelves) sends.push(publisher.publish(topics.shelf(r.warehouse, r.location, r.sku), JSON.stringify(r), true));
   for (const n of result.negative) {
     sends.push(publisher.publish(topics.alert(n.wh, 'negative-stock'), JSON.stringify(alert('negative-stock', n.wh, `onHand of ${n.sku} at ${n.wh} is ${n.onHand}`, n.sku)), false));
   }
+  for (const n of result.notices) sends.push(publisher.publish(topics.alert(n.wh, n.kind), JSON.stringify(alert(n.kind, n.wh, n.message, n.sku)), false));
   for (const d of result.deadLetters) {
     const wh = d.wh ?? 'unknown';
     sends.push(publisher.publish(topics.alert(wh, 'dead-letter'), JSON.stringify(alert('dead-letter', wh, `event from ${d.device ?? 'unknown'} rejected: ${d.code}: ${d.reason}`)), false));

@@ -1,4 +1,5 @@
-import type { ErrorBody, GlobalStock, ShelfReading, StockEvent, ValidationError, WarehouseStock } from '../../protocol/index.js';
+import type { ErrorBody, GlobalStock, ShelfReading, StockEvent, TransferState, ValidationError, WarehouseStock } from '../../protocol/index.js';
+import type { Notice } from '../reservations/consume.js';
 
 /** One message as it reached the processor. */
 export interface Delivery {
@@ -41,4 +42,8 @@ export interface BatchResult {
   deadLetters: DeadLetterNote[];
   /** events newly applied, for metrics: (type, wh, commit − event time) */
   applied: { type: StockEvent['type']; wh: string; lagMs: number }[];
+  /** alerts about reservation and transfer links that did not fit (reservation-mismatch, transfer-mismatch) */
+  notices: Notice[];
+  /** transfers that reached a new state */
+  transitions: { id: string; state: TransferState }[];
 }

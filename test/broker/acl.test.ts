@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { DEVICE_KINDS, mayConnect, mayPublish, maySubscribe, type BrokerRole, type Device, type DeviceKind } from '../../broker/index.js';
+import { DEVICE_KINDS, mayConnect, mayPublish, mayRequest, maySubscribe, type BrokerRole, type Device, type DeviceKind } from '../../broker/index.js';
+import { REQUEST_ACTIONS } from '../../protocol/index.js';
 
 // Every device under test is `d1` of warehouse `W1`; `d2` is another device, `W2` another warehouse.
 function device(kind: DeviceKind): Device {
@@ -19,6 +20,9 @@ const PUBLISH_TOPICS = [
   'wh/W1/status',
   'wh/W2/status',
   'alerts/W1/negative-stock',
+  'requests/d1',
+  'requests/d2',
+  'responses/d1',
   '$SYS/broker/heartbeat',
   'other/topic',
   'wh',
@@ -55,6 +59,11 @@ const SUBSCRIBE_FILTERS = [
   'wh/W1/#',
   '+/W1/stock/#',
   'wh/W1/+/sku-1',
+  'responses/d1/#',
+  'responses/d1',
+  'responses/d1/orders',
+  'responses/d2/#',
+  'responses/#',
   '$SYS/#',
 ] as const;
 
@@ -103,14 +112,14 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, { publish: Pub[]; subscrib
   gateway: {
     edge: { publish: [], subscribe: [] },
     central: {
-      publish: ['wh/W1/dev/d1/event', 'wh/W1/dev/d2/event', 'wh/W1/status'],
-      subscribe: ['wh/W1/dev/d1/ack', 'wh/W1/dev/d2/ack', 'wh/W1/dev/+/ack', ...OWN_WH_READS],
+      publish: ['wh/W1/dev/d1/event', 'wh/W1/dev/d2/event', 'wh/W1/status', 'requests/d1'],
+      subscribe: ['wh/W1/dev/d1/ack', 'wh/W1/dev/d2/ack', 'wh/W1/dev/+/ack', ...OWN_WH_READS, 'responses/d1/#', 'responses/d1', 'responses/d1/orders'],
     },
   },
   processor: {
     edge: { publish: [], subscribe: [] },
     central: {
-      publish: PUBLISH_TOPICS.filter((t) => t.startsWith('wh/') || t.startsWith('stock/') || t.startsWith('alerts/')),
+      publish: PUBLISH_TOPICS.filter((t) => t.startsWith('wh/') || t.startsWith('stock/') || t.startsWith('alerts/') || t === 'requests/d1'),
       subscribe: [...SUBSCRIBE_FILTERS],
     },
   },
@@ -173,5 +182,31 @@ describe('malformed topics and filters', () => {
     assert.equal(mayPublish(plus, 'wh/W1/dev/d2/event', 'edge'), false);
     assert.equal(maySubscribe(plus, 'wh/W1/dev/d2/ack', 'edge'), false);
     assert.equal(maySubscribe(hash, 'wh/W2/stock/#', 'edge'), false);
+  });
+});
+
+describe('mayRequest: commands over MQTT per kind (reservations, transfers)', () => {
+  test('a processor credential (a trusted central service) may make every request on any warehouse', () => {
+    for (const action of REQUEST_ACTIONS) {
+      assert.equal(mayRequest(device('processor'), action, ['W2']), true, action);
+      assert.equal(mayRequest(device('processor'), action, []), true, `${action} across warehouses`);
+    }
+  });
+  test('a gateway only on its own warehouse: reservations there, transfers from or to it', () => {
+    const gw = device('gateway');
+    for (const action of ['reservations.create', 'reservations.get', 'reservations.release'] as const) {
+      assert.equal(mayRequest(gw, action, ['W1']), true, action);
+      assert.equal(mayRequest(gw, action, ['W2']), false, `${action} at another warehouse`);
+      assert.equal(mayRequest(gw, action, ['W1', 'W2']), false, `${action} on split parts elsewhere`);
+      assert.equal(mayRequest(gw, action, []), false, `${action} allocated across warehouses`);
+    }
+    for (const action of ['transfers.create', 'transfers.get', 'transfers.cancel'] as const) {
+      assert.equal(mayRequest(gw, action, ['W1', 'W2']), true, `${action} out of its warehouse`);
+      assert.equal(mayRequest(gw, action, ['W2', 'W1']), true, `${action} into its warehouse`);
+      assert.equal(mayRequest(gw, action, ['W2', 'W3']), false, `${action} between two others`);
+    }
+  });
+  test('devices make no requests', () => {
+    for (const kind of ['scanner', 'shelf', 'display'] as const) for (const action of REQUEST_ACTIONS) assert.equal(mayRequest(device(kind), action, ['W1']), false, `${kind} ${action}`);
   });
 });

@@ -25,13 +25,38 @@ export class ResendingPublisher {
   private readonly stats: PublisherStats = { acked: 0, sends: 0, statuses: {} };
   private done: (() => void) | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private open: boolean;
 
   constructor(
     private readonly url: string,
     private readonly wh: string,
     private readonly events: OutgoingEvent[],
-    private readonly o: { username?: string; password?: string; clientId: string; window?: number; resendAfterMs?: number; onAck?: (acked: number) => void },
-  ) {}
+    private readonly o: {
+      username?: string;
+      password?: string;
+      clientId: string;
+      window?: number;
+      resendAfterMs?: number;
+      onAck?: (acked: number) => void;
+      /** more events may be appended with `append` until `end` is called; `run` resolves only after that */
+      open?: boolean;
+    },
+  ) {
+    this.open = o.open === true;
+  }
+
+  /** Adds events to send (only with `open`). */
+  append(events: OutgoingEvent[]): void {
+    if (!this.open) throw new Error('append needs a publisher created with open: true, before end()');
+    this.events.push(...events);
+    this.fill();
+  }
+
+  /** No more events: `run` resolves once every event is acknowledged. */
+  end(): void {
+    this.open = false;
+    this.fill();
+  }
 
   get acked(): number {
     return this.stats.acked;
@@ -83,7 +108,7 @@ export class ResendingPublisher {
   private fill(): void {
     if (!this.client?.connected) return;
     while (this.inflight.size < (this.o.window ?? 500) && this.next < this.events.length) this.send(this.events[this.next++] as OutgoingEvent);
-    if (this.next >= this.events.length && this.inflight.size === 0 && this.done) {
+    if (!this.open && this.next >= this.events.length && this.inflight.size === 0 && this.done) {
       const d = this.done;
       this.done = null;
       d();

@@ -36,7 +36,7 @@ describe('schema on TimescaleDB', { skip: TIMESCALE_URL ? false : 'TIMESCALE_URL
   it('makes hypertables with compression and retention policies and a continuous aggregate', async () => {
     const pool = createPool({ url: TIMESCALE_URL as string, max: 2 });
     try {
-      await pool.query('DROP TABLE IF EXISTS stockwire_schema_version, inbox, events, stock, sku_versions, shelf_readings, shelf_latest, dead_letters CASCADE');
+      await pool.query('DROP TABLE IF EXISTS stockwire_schema_version, inbox, events, stock, sku_versions, shelf_readings, shelf_latest, dead_letters, reservations, transfers, idempotency_keys CASCADE');
       const result = await migrate(pool);
       assert.equal(result.timescale, true);
       const hypertables = await pool.query(`SELECT hypertable_name FROM timescaledb_information.hypertables ORDER BY 1`);

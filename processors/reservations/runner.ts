@@ -1,0 +1,133 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { ErrorCode, ValidationError, topics } from '../../protocol/index.js';
+import { isRetryable } from '../db/pool.js';
+import { alert, stockSends, type Publisher } from '../ingest/publisher.js';
+import type { ReadModel } from '../readmodel/readmodel.js';
+import type { Notice } from './consume.js';
+import type { Answer } from './idempotency.js';
+import type { ReservationMetrics } from './metrics.js';
+import { noChange, type StockChange } from './sql.js';
+
+const MAX_RETRIES = 5; // deadlocks and serialization failures are retried this many times
+const LOCK_TIMEOUT_MS = 10_000; // a command waits this long for a row lock, then answers 503
+
+/** What to publish after a commit. */
+export interface Effects {
+  change?: StockChange;
+  notices?: Notice[];
+}
+
+/** What a command's transaction decided: the answer, and what to publish after the commit. */
+export interface Outcome extends Effects {
+  answer: Answer;
+}
+
+export interface RunnerOptions {
+  pool: pg.Pool;
+  publisher: Publisher;
+  readModel: ReadModel;
+  log: Logger;
+  metrics: ReservationMetrics;
+  /** transactions at once; keep below the pool size so the event ingest always finds a connection */
+  concurrency: number;
+  /** commands waiting for a slot, at most; more are answered 503 at once */
+  maxQueue: number;
+  /** epoch ms, for tests; unset: the database clock decides expiry */
+  clock?: () => number;
+}
+
+/**
+ * Runs command transactions: bounded concurrency, retry on deadlock or serialization failure, the
+ * Idempotency-Key claimed in the same transaction as the decision, and the stock topics published
+ * (and the read model written) after the commit, before the answer goes out — so a GET that follows
+ * the answer sees the change.
+ */
+export class Runner {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(readonly o: RunnerOptions) {}
+
+  private async acquire(): Promise<void> {
+    if (this.active < this.o.concurrency) {
+      this.active++;
+      return;
+    }
+    if (this.waiting.length >= this.o.maxQueue) throw new ValidationError(ErrorCode.unavailable, 'too many commands in flight; try again shortly');
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  private releaseSlot(): void {
+    const next = this.waiting.shift();
+    if (next) next(); // the slot passes straight to the next in line
+    else this.active--;
+  }
+
+  now(): Date | null {
+    return this.o.clock ? new Date(this.o.clock()) : null;
+  }
+
+  /**
+   * One transaction, then its effects published. `fn` may run more than once (retries), so it must
+   * not have effects outside the transaction.
+   */
+  async transaction<T extends Effects>(fn: (client: pg.PoolClient, now: Date | null) => Promise<T>): Promise<T> {
+    await this.acquire();
+    let result: T;
+    try {
+      result = await this.attempt(fn);
+    } finally {
+      this.releaseSlot();
+    }
+    await this.publish(result);
+    return result;
+  }
+
+  /** A read outside any transaction, in a slot like a transaction (a flood never crowds the pool the event ingest needs). */
+  async read<T>(fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
+    await this.acquire();
+    try {
+      return await fn(this.o.pool);
+    } finally {
+      this.releaseSlot();
+    }
+  }
+
+  /** A transaction deciding one answer. */
+  async tx(fn: (client: pg.PoolClient, now: Date | null) => Promise<Outcome>): Promise<Answer> {
+    return (await this.transaction(fn)).answer;
+  }
+
+  private async attempt<T>(fn: (client: pg.PoolClient, now: Date | null) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const client = await this.o.pool.connect();
+      try {
+        await client.query(`BEGIN; SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`);
+        const outcome = await fn(client, this.now());
+        await client.query('COMMIT');
+        return outcome;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        if ((err as { code?: string }).code === '55P03') throw new ValidationError(ErrorCode.unavailable, 'stock is locked by other work; try again shortly');
+        if (!isRetryable(err) || attempt >= MAX_RETRIES) throw err;
+        this.o.metrics.retries.inc();
+      } finally {
+        client.release();
+      }
+    }
+  }
+
+  /** Publishes after the commit; a failure is logged and counted, never turned into a failed answer. */
+  async publish(outcome: Effects): Promise<void> {
+    const change = outcome.change ?? noChange();
+    const sends = stockSends(this.o.publisher, change.warehouseStock, change.globalStock);
+    for (const n of outcome.notices ?? []) sends.push(this.o.publisher.publish(topics.alert(n.wh, n.kind), JSON.stringify(alert(n.kind, n.wh, n.message, n.sku)), false));
+    const failed = (await Promise.allSettled(sends)).filter((r) => r.status === 'rejected').length;
+    if (failed > 0) {
+      this.o.metrics.publishErrors.inc(failed);
+      this.o.log.warn({ failed }, 'publishing after a command failed; the next change of the sku republishes it');
+    }
+    await this.o.readModel.write(change.warehouseStock, change.globalStock);
+  }
+}
