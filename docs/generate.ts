@@ -67,7 +67,7 @@ const CHANNELS: Record<string, Channel> = {
   globalStock: {
     address: p.topics.globalStock('{sku}'), message: 'globalStock', schema: 'GlobalStock', title: 'Global stock', action: 'send', retain: true, params: ['sku'],
     description: 'Retained stock of one SKU over every warehouse, with the per-warehouse levels; version strictly increases.',
-    example: { sku: 'SKU-1', onHand: 20, reserved: 2, available: 18, warehouses: { WH1: { onHand: 12, reserved: 2, available: 10 }, WH2: { onHand: 8, reserved: 0, available: 8 } }, version: 9, asOf: AT },
+    example: { sku: 'SKU-1', onHand: 20, reserved: 2, available: 18, warehouses: { WH1: { onHand: 12, reserved: 2, available: 10 }, WH2: { onHand: 8, reserved: 0, available: 8 } }, inTransit: 0, version: 9, asOf: AT },
   },
   shelf: {
     address: p.topics.shelf('{wh}', '{location}', '{sku}'), message: 'shelfReading', schema: 'ShelfReading', title: 'Shelf reading', action: 'send', retain: true, params: ['wh', 'location', 'sku'],
