@@ -2,10 +2,11 @@ import type { Logger } from 'pino';
 import type { DemoCredential } from '../cli/demo-files.js';
 import { SimDevice } from './device.js';
 import { SentLedger } from './ledger.js';
-import { Planner, type Faults, type Mix, type Planned, type SimDeviceRef, type Skew } from './plan.js';
+import { Planner, type Planned, type PlannerOptions, type SimDeviceRef, type Skew } from './plan.js';
 import { Dice, rng } from './random.js';
 
-export interface SimulatorOptions {
+/** The planner's choices (seed, run id, skus, mix, faults) plus how to reach the edges and when to stop. */
+export interface SimulatorOptions extends Pick<PlannerOptions, 'seed' | 'runId' | 'skuPrefix' | 'skus' | 'mix' | 'faults'> {
   /** warehouse → the MQTT URL of its edge */
   edges: Record<string, string>;
   /** scanner and shelf credentials to simulate (each in a warehouse of `edges`) */
@@ -16,12 +17,6 @@ export interface SimulatorOptions {
   count?: number;
   /** stop after this many ms, or never */
   durationMs?: number;
-  seed: number;
-  runId: string;
-  skuPrefix: string;
-  skus: number;
-  mix: Mix;
-  faults: Faults;
   /** how far the simulator's and the edges' clocks may disagree, ms */
   toleranceMs: number;
   /** follow acks and edge status closely enough to tell when central has committed everything */
