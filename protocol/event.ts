@@ -82,11 +82,21 @@ function parseTs(ts: unknown): number | ValidationError {
   return new ValidationError(ErrorCode.schemaViolation, 'ts must be RFC 3339 or epoch milliseconds', 'ts');
 }
 
-function containsNul(value: unknown): boolean {
-  if (typeof value === 'string') return value.includes('\u0000');
-  if (typeof value !== 'object' || value === null) return false;
-  for (const [k, v] of Object.entries(value)) if (k.includes('\u0000') || containsNul(v)) return true;
-  return false;
+// U+0000, or a UTF-16 surrogate without its pair (a JSON escape such as "\ud800"): no valid Unicode text.
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** The name of what PostgreSQL text and jsonb cannot store in this value's keys or strings, or null. */
+function unstorableText(value: unknown): string | null {
+  if (typeof value === 'string') {
+    const m = UNSTORABLE.exec(value);
+    return m === null ? null : m[0] === '\u0000' ? 'U+0000' : 'an unpaired surrogate';
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  for (const [k, v] of Object.entries(value)) {
+    const found = unstorableText(k) ?? unstorableText(v);
+    if (found !== null) return found;
+  }
+  return null;
 }
 
 function readableId(value: unknown): string | null {
@@ -113,9 +123,10 @@ export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, 'payload must be a JSON object') };
   }
-  // U+0000 cannot be stored in PostgreSQL text or jsonb: refuse it here, with a reason, rather than fail a batch.
-  if (containsNul(value)) {
-    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, 'payload contains U+0000 in a string') };
+  // PostgreSQL text and jsonb cannot store these: refuse them here, with a reason, rather than fail a batch.
+  const unstorable = unstorableText(value);
+  if (unstorable !== null) {
+    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, `payload contains ${unstorable} in a string`) };
   }
   const v = (value as { v?: unknown }).v;
   if (v !== 1) {

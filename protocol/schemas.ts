@@ -177,52 +177,69 @@ export const TransferRequest = Type.Object(
 );
 export type TransferRequest = Static<typeof TransferRequest>;
 
-/** The 201 answer to a reservation; `parts` only when `split` was asked for (`warehouse` is null when there are several). */
-export interface ReservationGranted {
-  id: string;
-  sku: string;
-  qty: number;
-  warehouse: string | null;
-  expiresAt: string;
-  parts?: { id: string; warehouse: string; qty: number }[];
-}
+const Id = Type.String({ pattern: '^[A-Za-z0-9._:-]{1,64}$' });
+const Time = Type.String({ format: 'date-time' });
 
-export type ReservationState = 'active' | 'consumed' | 'released' | 'expired';
+/** The 201 answer to a reservation; `parts` only when `split` was asked for (`warehouse` is null when there are several). */
+export const ReservationGranted = Type.Object(
+  {
+    id: Type.String({ pattern: '^[A-Za-z0-9._:-]{1,64}$', description: 'name it in the `reservation` field of the shipped event that fulfils it' }),
+    sku: Ident,
+    qty: Qty,
+    warehouse: Type.Union([Ident, Type.Null()]),
+    expiresAt: Time,
+    parts: Type.Optional(Type.Array(Type.Object({ id: Id, warehouse: Ident, qty: Qty }, { additionalProperties: false }), { description: 'with `split`: one hold per warehouse' })),
+  },
+  { additionalProperties: false },
+);
+export type ReservationGranted = Static<typeof ReservationGranted>;
+
+export const ReservationState = Type.Union([Type.Literal('active'), Type.Literal('consumed'), Type.Literal('released'), Type.Literal('expired')]);
+export type ReservationState = Static<typeof ReservationState>;
 
 /** `GET /v1/reservations/{id}` of one hold. */
-export interface ReservationView {
-  id: string;
-  sku: string;
-  qty: number;
-  warehouse: string;
-  expiresAt: string;
-  state: ReservationState;
-  remaining: number;
-  consumed: number;
-  createdAt: string;
-  group?: string;
-  channel?: string;
-  transfer?: string;
-}
+export const ReservationView = Type.Object(
+  {
+    id: Id,
+    sku: Ident,
+    qty: Qty,
+    warehouse: Ident,
+    expiresAt: Time,
+    state: ReservationState,
+    remaining: Type.Integer({ minimum: 0, description: 'what the hold still holds' }),
+    consumed: Type.Integer({ minimum: 0, description: 'taken by shipped events that named it' }),
+    createdAt: Time,
+    group: Type.Optional(Type.String({ description: 'the id of the split reservation this hold is a part of' })),
+    channel: Type.Optional(Ident),
+    transfer: Type.Optional(Type.String({ description: 'the transfer this hold belongs to' })),
+  },
+  { additionalProperties: false },
+);
+export type ReservationView = Static<typeof ReservationView>;
 
-export type TransferState = 'reserved' | 'in_transit' | 'completed' | 'compensated' | 'cancelled';
+export const TransferState = Type.Union([Type.Literal('reserved'), Type.Literal('in_transit'), Type.Literal('completed'), Type.Literal('compensated'), Type.Literal('cancelled')]);
+export type TransferState = Static<typeof TransferState>;
 
 /** A transfer as answered by `POST` and `GET /v1/transfers/{id}`; `reservation` is the hold at the source (same id). */
-export interface TransferView {
-  id: string;
-  sku: string;
-  qty: number;
-  from: string;
-  to: string;
-  state: TransferState;
-  reservation: string;
-  shipped: number;
-  received: number;
-  inTransit: number;
-  deadline: string;
-  createdAt: string;
-  updatedAt: string;
-}
+export const TransferView = Type.Object(
+  {
+    id: Id,
+    sku: Ident,
+    qty: Qty,
+    from: Ident,
+    to: Ident,
+    state: TransferState,
+    reservation: Id,
+    shipped: Type.Integer({ minimum: 0 }),
+    received: Type.Integer({ minimum: 0 }),
+    inTransit: Type.Integer({ minimum: 0 }),
+    deadline: Time,
+    createdAt: Time,
+    updatedAt: Time,
+  },
+  { additionalProperties: false },
+);
+export type TransferView = Static<typeof TransferView>;
 
 export const REQUEST_ACTIONS = ['reservations.create', 'reservations.get', 'reservations.release', 'transfers.create', 'transfers.get', 'transfers.cancel'] as const;
 export type RequestAction = (typeof REQUEST_ACTIONS)[number];
@@ -242,7 +259,16 @@ export const CommandRequest = Type.Object(
 );
 export type CommandRequest = Static<typeof CommandRequest>;
 
-/** The answer on the response topic (zigbee2mqtt style): the caller's `requestId` echoed. */
-export type CommandResponse =
-  | { requestId: string | null; status: 'ok'; data: unknown }
-  | { requestId: string | null; status: 'error'; error: { code: string; message: string; field?: string } };
+/** The answer on the response topic (zigbee2mqtt style): the caller's `requestId` echoed (null when it could not be read). */
+export const CommandResponse = Type.Union([
+  Type.Object({ requestId: Type.Union([Type.String(), Type.Null()]), status: Type.Literal('ok'), data: Type.Unknown({ description: 'the HTTP body of the same command; absent for a release or cancel' }) }, { additionalProperties: false }),
+  Type.Object(
+    {
+      requestId: Type.Union([Type.String(), Type.Null()]),
+      status: Type.Literal('error'),
+      error: Type.Object({ code: Type.String(), message: Type.String(), field: Type.Optional(Type.String()) }, { additionalProperties: false }),
+    },
+    { additionalProperties: false },
+  ),
+]);
+export type CommandResponse = Static<typeof CommandResponse>;
