@@ -1,68 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { Aedes, type AedesOptions, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
+import { TLSSocket } from 'node:tls';
+import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'pino';
-import type { Registry } from 'prom-client';
 import { EVENT_FILTER, MAX_EVENT_BYTES, isIdent, topicMatches } from '../protocol/index.js';
 import { mayConnect, mayPublish, maySubscribe, type BrokerRole } from './acl.js';
 import { hashPassword, verifyPassword, type Device, type DeviceKind, type DeviceRegistry } from './devices.js';
 import { guardFrameSize, PUBLISH_PACKET_TYPE } from './frame-guard.js';
-import { listenTcp, listenTls, listenWebSocket, type Listener, type TlsListenerOptions } from './listeners.js';
+import { ConnectLimiter, DEFAULT_DEVICE_LIMITS, limitProblems, type DeviceLimits } from './limits.js';
+import { listenTcp, listenTls, listenWebSocket, type Listener, type TlsListener, type TlsListenerOptions } from './listeners.js';
 import { createBrokerMetrics, type BrokerMetrics, type ConnectionRefusal, type PublishRefusal } from './metrics.js';
+import { Connection, PublishLimiter } from './publish-limiter.js';
+import type { BrokerOptions, BrokerPorts } from './options.js';
 
-/** A connected, authenticated client: the device comes from the credential, never from a payload. */
-export interface AuthedClient {
-  readonly clientId: string;
-  readonly device: Device;
-}
-
-/** A device event publish, as handed to `onDevicePublish`. */
-export interface DevicePublish {
-  readonly topic: string;
-  readonly payload: Buffer;
-  readonly qos: 0 | 1 | 2;
-  readonly retain: boolean;
-}
-
-export interface BrokerOptions {
-  role: BrokerRole;
-  /** The warehouse an edge broker serves; required when `role` is `edge`. */
-  edgeWarehouse?: string;
-  devices: DeviceRegistry;
-  /** Interface to listen on. Default `0.0.0.0`. */
-  host?: string;
-  /** MQTT over TCP; `0` picks a free port. Default 1883 on an edge, 1884 on central (CONTRACT section 1). */
-  mqttPort?: number;
-  /** MQTT over WebSocket; `0` picks a free port, `null` means no WebSocket listener. Default 8083 edge, 8084 central. */
-  wsPort?: number | null;
-  /** MQTT over TLS listener; absent means none. */
-  tls?: TlsListenerOptions;
-  /**
-   * Largest publish payload the broker accepts, in bytes; a larger publish is refused and its client
-   * disconnected. Must exceed the 8 KiB event limit, which is enforced later as a dead letter. Default 64 KiB.
-   */
-  maxPayloadBytes?: number;
-  registry: Registry;
-  log: Logger;
-  /**
-   * Called for every authorised publish to `wh/+/dev/+/event` (never for wills), before aedes sends the
-   * PUBACK: the edge fsyncs its outbox here, central commits. A rejection refuses the publish and
-   * disconnects the client, which keeps the message and sends it again.
-   */
-  onDevicePublish?: (client: AuthedClient, packet: DevicePublish) => Promise<void>;
-  /** aedes persistence (e.g. aedes-persistence-redis for a cluster); default in memory. */
-  persistence?: AedesOptions['persistence'];
-  /** aedes message emitter (e.g. mqemitter-redis for a cluster); default in process. */
-  mq?: AedesOptions['mq'];
-}
-
-/** Ports actually bound, with a key for each listener that runs. */
-export interface BrokerPorts {
-  mqtt: number;
-  ws?: number;
-  mqtts?: number;
-}
+export type { AuthedClient, BrokerOptions, BrokerPorts, DevicePublish } from './options.js';
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024;
 // Most the broker will ever buffer for one packet, in bytes; above it the connection is cut at the header.
@@ -111,7 +63,12 @@ export class StockwireBroker {
   private readonly authed = new WeakMap<Client, Device>();
   private readonly ready = new Set<Client>();
   private readonly decisionsInFlight = new Set<Promise<void>>();
+  private readonly links = new WeakMap<Client, { connection: Connection; address: string | undefined; certificate: string | null }>();
+  private readonly connections = new Set<Connection>();
+  private readonly attempts: ConnectLimiter;
+  private readonly limiter: PublishLimiter;
   private listeners: Listener[] = [];
+  private tlsListener: TlsListener | undefined;
   private dummyHash: string | undefined;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
 
@@ -123,6 +80,9 @@ export class StockwireBroker {
     if (!Number.isInteger(maxPayloadBytes) || maxPayloadBytes <= MAX_EVENT_BYTES || maxPayloadBytes > MAX_PAYLOAD_CEILING_BYTES) {
       problems.push(`maxPayloadBytes: must be an integer above the ${MAX_EVENT_BYTES}-byte event limit and at most ${MAX_PAYLOAD_CEILING_BYTES}`);
     }
+    // a limit given as undefined takes its default, like one not given
+    const limits: DeviceLimits = { ...DEFAULT_DEVICE_LIMITS, ...Object.fromEntries(Object.entries(options.limits ?? {}).filter(([, v]) => v !== undefined)) };
+    problems.push(...limitProblems(limits));
     if (problems.length > 0) throw new Error(`invalid broker options:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
 
     this.options = options;
@@ -132,6 +92,8 @@ export class StockwireBroker {
     this.devices = options.devices;
     this.log = options.log.child({ component: 'broker', role: options.role, ...(this.edgeWarehouse ? { wh: this.edgeWarehouse } : {}) });
     this.metrics = createBrokerMetrics(options.registry);
+    this.attempts = new ConnectLimiter(limits);
+    this.limiter = new PublishLimiter(limits, (kind, limit) => this.metrics.publishesDelayed.inc({ kind, limit }));
     // No fixed `id`: aedes uses a fresh uuid per instance, which clustering needs.
     this.aedes = new Aedes({
       drainTimeout: DRAIN_TIMEOUT_MS,
@@ -166,6 +128,16 @@ export class StockwireBroker {
     this.aedes.on('connectionError', (_client, err) => this.log.debug({ err: err.message }, 'connection error'));
   }
 
+  /**
+   * Replaces the TLS listener's certificate, key and client CA (a certificate rotation, on SIGHUP): new
+   * connections get them, open ones keep theirs. Throws, changing nothing, without a TLS listener or when
+   * OpenSSL refuses the files.
+   */
+  reloadTls(credentials: Pick<TlsListenerOptions, 'cert' | 'key' | 'ca'>): void {
+    if (this.tlsListener === undefined) throw new Error('this broker has no TLS listener');
+    this.tlsListener.setCredentials(credentials);
+  }
+
   /** Starts aedes and the listeners; resolves with the ports actually bound. */
   async start(): Promise<BrokerPorts> {
     if (this.state !== 'new') throw new Error(`broker cannot start: it is ${this.state}`);
@@ -178,6 +150,14 @@ export class StockwireBroker {
     const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
     const accept = (stream: Duplex, req?: IncomingMessage): void => {
       const client = this.aedes.handle(stream, req);
+      // Whatever of this connection still waits for a limit is let go (and refused) when it closes.
+      const connection = new Connection();
+      this.connections.add(connection);
+      stream.once('close', () => {
+        connection.close();
+        this.connections.delete(connection);
+      });
+      this.links.set(client, { connection, address: (stream as { remoteAddress?: string }).remoteAddress ?? req?.socket.remoteAddress, certificate: certificateName(stream) });
       guardFrameSize(stream, frameLimit, (packetType, lengthBytes) => this.onOversizeFrame(client, packetType, lengthBytes));
     };
     try {
@@ -192,8 +172,12 @@ export class StockwireBroker {
         ports.ws = ws.port;
       }
       if (this.options.tls !== undefined) {
-        const tls = await listenTls(this.options.tls, host, accept);
+        const tls = await listenTls(this.options.tls, host, accept, (r) => {
+          this.metrics.connectionRefusals.inc({ reason: 'tls' });
+          this.log.warn({ remote: r.remote, stage: r.stage, code: r.code, ...(r.subject !== undefined && { subject: clip(r.subject) }), reason: r.message }, 'TLS client refused');
+        });
         this.listeners.push(tls);
+        this.tlsListener = tls;
         ports.mqtts = tls.port;
       }
       this.state = 'running';
@@ -213,6 +197,8 @@ export class StockwireBroker {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
     for (const listener of this.listeners) listener.stopAccepting();
+    // Publishes held back by a limit could wait for minutes: refuse them now (their devices keep them).
+    for (const connection of this.connections) connection.close();
     await this.settlePublishes();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await Promise.all(this.listeners.map((l) => l.close()));
@@ -238,6 +224,10 @@ export class StockwireBroker {
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<AuthenticateError | null> {
     const clientId = clip(client.id ?? '');
     try {
+      // Before scrypt: a client retrying in a tight loop must not cost the broker 50 ms of CPU each time.
+      const address = this.links.get(client)?.address;
+      const tooMany = this.attempts.record(client.id ?? '', address, Date.now());
+      if (tooMany !== null) return this.refuseConnection(tooMany, RC_SERVER_UNAVAILABLE, { clientId, address });
       if (username === undefined || username === '') return this.refuseConnection('anonymous', RC_NOT_AUTHORIZED, { clientId });
       const fields = { username: clip(username), clientId };
       const device = this.devices.get(username);
@@ -252,6 +242,12 @@ export class StockwireBroker {
       }
       if (!mayConnect(device, this.role, this.edgeWarehouse)) {
         return this.refuseConnection('kind_not_allowed', RC_NOT_AUTHORIZED, { ...fields, kind: device.kind, warehouse: device.warehouse });
+      }
+      // A client certificate (mutual TLS) names its device: its CN must be the username, so a certificate
+      // issued to one device cannot carry another's stolen password.
+      const cn = this.links.get(client)?.certificate ?? null;
+      if (cn !== null && cn !== device.id) {
+        return this.refuseConnection('certificate_identity', RC_NOT_AUTHORIZED, { ...fields, subject: clip(cn) });
       }
       // The client id must belong to this device (`<id>` or `<id>-…`), so no device can take over another's session.
       if (this.devices.ownerOfClientId(client.id)?.id !== device.id) {
@@ -277,7 +273,8 @@ export class StockwireBroker {
     const kind: DeviceKind | 'unknown' = device?.kind ?? 'unknown';
     const refuse = (reason: PublishRefusal, extra: Record<string, unknown> = {}): PublishRefused => {
       this.metrics.publishRefusals.inc({ reason, kind });
-      this.log.warn({ clientId: clip(clientId), device: device?.id, kind, topic: clip(packet.topic), will: isWill, reason, ...extra }, 'publish refused');
+      // One device disconnected for its rate can leave thousands of held publishes behind: those are not warnings.
+      this.log[reason === 'closed' ? 'debug' : 'warn']({ clientId: clip(clientId), device: device?.id, kind, topic: clip(packet.topic), will: isWill, reason, ...extra }, 'publish refused');
       return new PublishRefused(reason);
     };
 
@@ -286,17 +283,33 @@ export class StockwireBroker {
     const bytes = payloadBytes(packet.payload);
     if (bytes > this.maxPayloadBytes) return refuse('too_large', { bytes });
     if (!mayPublish(device, packet.topic, this.role)) return refuse('acl');
-    if (isWill) return null;
+    if (isWill) {
+      // A lost link is worth a line: displays learn of it from this message.
+      this.log.info({ clientId: clip(clientId), device: device.id, kind, topic: clip(packet.topic) }, 'will authorised, publishing');
+      return null;
+    }
 
-    if (this.options.onDevicePublish !== undefined && topicMatches(EVENT_FILTER, packet.topic)) {
-      // Refused while stopping: the device keeps the event and sends it to the next instance.
-      if (this.state === 'stopping' || this.state === 'stopped') return refuse('stopping');
-      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      try {
-        await this.options.onDevicePublish({ clientId, device }, { topic: packet.topic, payload, qos: packet.qos, retain: packet.retain });
-      } catch (err) {
-        return refuse('hook_failed', { err });
+    const hook = this.options.onDevicePublish;
+    const isEvent = hook !== undefined && topicMatches(EVENT_FILTER, packet.topic);
+    // Refused while stopping: the device keeps the event and sends it to the next instance.
+    const stopping = () => this.state === 'stopping' || this.state === 'stopped';
+    if (isEvent && stopping()) return refuse('stopping');
+    // Held here, before the hook: a device over its rate waits (so does its PUBACK), and aedes reads no
+    // more of its connection until this publish is decided.
+    const admission = await this.limiter.admit(device, packet.qos, this.links.get(client as Client)?.connection ?? new Connection());
+    if (!admission.ok) return refuse(admission.reason);
+    try {
+      if (isEvent && hook !== undefined) {
+        if (stopping()) return refuse('stopping');
+        const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+        try {
+          await hook({ clientId, device }, { topic: packet.topic, payload, qos: packet.qos, retain: packet.retain });
+        } catch (err) {
+          return refuse('hook_failed', { err });
+        }
       }
+    } finally {
+      admission.release();
     }
     this.metrics.messagesReceived.inc({ kind });
     return null;
@@ -323,4 +336,13 @@ export class StockwireBroker {
 /** Creates (does not start) the broker of an edge or of central. Throws when the options are invalid. */
 export function createBroker(options: BrokerOptions): StockwireBroker {
   return new StockwireBroker(options);
+}
+
+/** The subject CN of the verified client certificate of a TLS connection; null without one ('' when it names none). */
+function certificateName(stream: Duplex): string | null {
+  if (!(stream instanceof TLSSocket) || !stream.authorized) return null;
+  const cert = stream.getPeerCertificate();
+  if (cert === null || Object.keys(cert).length === 0) return null;
+  const cn: unknown = cert.subject?.CN;
+  return typeof cn === 'string' ? cn : '';
 }

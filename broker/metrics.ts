@@ -1,7 +1,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 
-export type ConnectionRefusal = 'anonymous' | 'unknown_user' | 'bad_password' | 'kind_not_allowed' | 'client_id' | 'error';
-export type PublishRefusal = 'acl' | 'sys' | 'too_large' | 'hook_failed' | 'unknown_client' | 'stopping';
+export type ConnectionRefusal = 'anonymous' | 'unknown_user' | 'bad_password' | 'kind_not_allowed' | 'client_id' | 'tls' | 'certificate_identity' | 'attempts_client_id' | 'attempts_address' | 'error';
+export type PublishRefusal = 'acl' | 'sys' | 'too_large' | 'hook_failed' | 'unknown_client' | 'stopping' | 'rate_limited' | 'closed';
 
 /** Broker metrics. Labels are bounded: kinds and reasons only, never device ids or topics. */
 export interface BrokerMetrics {
@@ -10,6 +10,7 @@ export interface BrokerMetrics {
   publishRefusals: Counter<'reason' | 'kind'>;
   subscribeRefusals: Counter<'kind'>;
   messagesReceived: Counter<'kind'>;
+  publishesDelayed: Counter<'kind' | 'limit'>;
 }
 
 /**
@@ -47,6 +48,16 @@ export function createBrokerMetrics(registry: Registry): BrokerMetrics {
     messagesReceived: reuse(
       'stockwire_broker_messages_received_total',
       () => new Counter({ name: 'stockwire_broker_messages_received_total', help: 'MQTT publishes accepted from clients, by device kind', labelNames: ['kind'], registers }),
+    ),
+    publishesDelayed: reuse(
+      'stockwire_broker_publishes_delayed_total',
+      () =>
+        new Counter({
+          name: 'stockwire_broker_publishes_delayed_total',
+          help: 'MQTT publishes held back (PUBACK delayed) by a device limit: its publish rate or its publishes in flight',
+          labelNames: ['kind', 'limit'],
+          registers,
+        }),
     ),
   };
 }

@@ -1,6 +1,8 @@
 import { isIdent } from '../protocol/index.js';
 import { logLevel, type LogLevel } from '../cli/logger.js';
 import { int, port, str, url, type OptionSpec } from '../cli/options.js';
+import { deviceLimitSpecs } from '../broker/index.js';
+import { centralTlsSpecs, tlsListenerSpecs } from '../cli/tls.js';
 
 // Keeps each spec's literal type, so `default` and `required: true` make the parsed value non-optional.
 const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
@@ -25,16 +27,15 @@ export const edgeSpecs = {
   mqttPort: opt({ flag: 'mqtt-port', env: 'MQTT_PORT', help: 'device MQTT (TCP) listener; 0 picks a free port', parse: port, default: 1883 }),
   wsPort: opt({ flag: 'ws-port', env: 'WS_PORT', help: 'device MQTT over WebSocket listener; 0 picks a free port', parse: port, default: 8083 }),
   httpPort: opt({ flag: 'http-port', env: 'HTTP_PORT', help: 'health and metrics; 0 picks a free port', parse: port, default: 9101 }),
-  tlsPort: opt({ flag: 'tls-port', env: 'TLS_PORT', help: 'device MQTT over TLS listener (needs --tls-cert and --tls-key)', parse: port }),
-  tlsCert: opt({ flag: 'tls-cert', env: 'TLS_CERT', help: 'PEM certificate file of the TLS listener', parse: str }),
-  tlsKey: opt({ flag: 'tls-key', env: 'TLS_KEY', help: 'PEM private key file of the TLS listener', parse: str, secret: true }),
+  ...tlsListenerSpecs,
   centralUrl: opt({ flag: 'central-url', env: 'CENTRAL_URL', help: 'the central broker', parse: url('mqtt:', 'mqtts:', 'ws:', 'wss:'), default: 'mqtt://127.0.0.1:1884' }),
   centralUsername: opt({ flag: 'central-username', env: 'CENTRAL_USERNAME', help: 'gateway credential presented to central', parse: str }),
   centralPassword: opt({ flag: 'central-password', env: 'CENTRAL_PASSWORD', help: 'its password', parse: str, secret: true }),
-  centralCa: opt({ flag: 'central-ca', env: 'CENTRAL_CA', help: 'PEM CA file that central\'s certificate must chain to (mqtts)', parse: str }),
+  ...centralTlsSpecs,
   outboxMaxBytes: opt({ flag: 'outbox-max-bytes', env: 'OUTBOX_MAX_BYTES', help: 'outbox bound; when full, new events are refused', parse: bytes, default: 1024 ** 3 }),
   forwardWindow: opt({ flag: 'forward-window', env: 'FORWARD_WINDOW', help: 'events in flight to central at most', parse: int(1, 60_000), default: 10_000 }),
   resendAfterMs: opt({ flag: 'resend-after-ms', env: 'RESEND_AFTER_MS', help: 'ms without a commit ack before an event is sent again', parse: int(100, 3_600_000), default: 10_000 }),
   keepalive: opt({ flag: 'keepalive', env: 'CENTRAL_KEEPALIVE', help: 's between pings to central (dead link noticed after 1.5×)', parse: int(1, 3600), default: 10 }),
+  ...deviceLimitSpecs,
   logLevel: opt({ flag: 'log-level', env: 'LOG_LEVEL', help: 'pino level', parse: logLevel, default: 'info' as LogLevel }),
 };

@@ -2,6 +2,8 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import { ErrorCode, httpStatusOf, isIdent, ValidationError } from '../protocol/index.js';
+import { registerApiAuth, type ApiTokens } from './api-auth.js';
+import { isUnavailable } from './db/pool.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { registerCommandRoutes } from './reservations/routes.js';
 import type { ReservationService } from './reservations/service.js';
@@ -14,6 +16,8 @@ export interface ApiOptions {
   ready: () => Promise<boolean>;
   /** reservations and transfers (POST/DELETE); absent: read-only API */
   commands?: ReservationService;
+  /** bearer tokens: writes under /v1/ always need one, reads when `read` is set */
+  tokens: ApiTokens;
 }
 
 // Fastify's own refusals of a body, answered in our error shape.
@@ -50,11 +54,16 @@ function bucket(value: string | undefined): number {
 /** The HTTP API of CONTRACT section 6 (stock reads, history, health, metrics). */
 export function createApi(o: ApiOptions): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
+  registerApiAuth(app, o.tokens);
 
   app.setErrorHandler((err, _req, reply) => {
     if (err instanceof ValidationError) return reply.status(httpStatusOf(err.code)).send({ error: err.toBody() });
     const known = FASTIFY_BODY_ERRORS[(err as { code?: string }).code ?? ''];
     if (known) return reply.status((err as { statusCode?: number }).statusCode ?? 400).send({ error: known });
+    // No statusCode: thrown by our handlers, not by Fastify. A database that cannot answer is a 503 the client may retry.
+    if ((err as { statusCode?: number }).statusCode === undefined && isUnavailable(err)) {
+      return reply.status(503).send({ error: { code: ErrorCode.unavailable, message: 'the database did not answer in time; try again' } });
+    }
     const status = (err as { statusCode?: number }).statusCode ?? 500;
     const code = status >= 500 ? ErrorCode.internal : ErrorCode.badRequest;
     return reply.status(status).send({ error: { code, message: status >= 500 ? 'internal error' : (err as Error).message } });

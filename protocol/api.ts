@@ -4,6 +4,9 @@ import { Ident } from './schemas.js';
 
 /** Bodies of the HTTP API of CONTRACT section 6 (the stock objects are those of section 4). */
 
+/** The file in DATA_DIR where central or a processor keeps the API write token it generated (API_TOKEN unset). */
+export const API_TOKEN_FILE = 'api-token';
+
 /** Every error answer: `{"error":{"code","message","field"?}}`; `field` names the offending input on a 400. */
 export const ErrorResponse = Type.Object(
   {
@@ -48,20 +51,7 @@ export const StockHistory = Type.Object(
 );
 export type StockHistory = Static<typeof StockHistory>;
 
-// The body of `POST /v1/reservations` is ReservationRequest in schemas.ts (its handler validates with it).
-
-/** A granted reservation (201); a repeated `Idempotency-Key` returns the first answer. */
-export const Reservation = Type.Object(
-  {
-    id: Type.String({ pattern: '^[A-Za-z0-9._:-]{1,64}$', description: 'name it in the `reservation` field of the shipped event that fulfils it' }),
-    sku: Ident,
-    qty: Type.Integer({ minimum: 1 }),
-    warehouse: Ident,
-    expiresAt: Type.String({ format: 'date-time' }),
-  },
-  { additionalProperties: false },
-);
-export type Reservation = Static<typeof Reservation>;
+// Bodies of reservations and transfers (requests and answers) are in schemas.ts: MQTT commands carry them too.
 
 /** `GET /healthz` and `GET /readyz`. */
 export const Health = Type.Object({ status: Type.String() }, { additionalProperties: true });

@@ -14,6 +14,8 @@ export const ErrorCode = {
   invalidState: 'invalid_state',
   /** the credential's kind may not make this request (MQTT requests) */
   notAuthorized: 'not_authorized',
+  /** no valid API token (HTTP: `Authorization: Bearer <token>` missing or wrong) */
+  unauthorized: 'unauthorized',
   unavailable: 'unavailable',
   internal: 'internal',
 } as const;
@@ -29,6 +31,8 @@ export function httpStatusOf(code: ErrorCode): number {
       return 409;
     case ErrorCode.idempotencyKeyReused:
       return 422;
+    case ErrorCode.unauthorized:
+      return 401;
     case ErrorCode.notAuthorized:
       return 403;
     case ErrorCode.unavailable:

@@ -11,6 +11,8 @@ export interface CallOptions {
   /** raw body text, sent as application/json (for malformed JSON) */
   raw?: string;
   key?: string;
+  /** the API token, sent as `Authorization: Bearer <token>` */
+  token?: string;
 }
 
 /** Calls the API at `base` (http://host:port); `body` is null when the answer has none. */
@@ -18,7 +20,11 @@ export async function call<T = Record<string, unknown>>(base: string, method: st
   const hasBody = o.json !== undefined || o.raw !== undefined;
   const res = await fetch(`${base}${path}`, {
     method,
-    headers: { ...(hasBody && { 'content-type': 'application/json' }), ...(o.key !== undefined && { 'idempotency-key': o.key }) },
+    headers: {
+      ...(hasBody && { 'content-type': 'application/json' }),
+      ...(o.key !== undefined && { 'idempotency-key': o.key }),
+      ...(o.token !== undefined && { authorization: `Bearer ${o.token}` }),
+    },
     body: o.raw ?? (o.json === undefined ? undefined : JSON.stringify(o.json)),
   });
   const text = await res.text();

@@ -1,0 +1,180 @@
+import type { DeviceKind } from './devices.js';
+
+/**
+ * Per-device limits of a broker, so one misbehaving device cannot take the broker down for the others.
+ * Scanners and shelf sensors are limited; gateways and processors carry a whole warehouse (an edge's
+ * forwarder keeps thousands of events in flight) and are exempt from the publish limits.
+ */
+export interface DeviceLimits {
+  /** Publishes per second one device may sustain: the refill rate of its token bucket. */
+  publishRate: number;
+  /** Publishes one device may send at once above its rate: the size of its bucket. */
+  publishBurst: number;
+  /** QoS 1/2 publishes of one device decided (awaiting their PUBACK) at once; more wait in arrival order. */
+  maxInflight: number;
+  /** Connection attempts per client id within `CONNECT_WINDOW_MS`; more are refused. */
+  connectsPerClientId: number;
+  /** Connection attempts per remote address within `CONNECT_WINDOW_MS`; more are refused. */
+  connectsPerAddress: number;
+}
+
+/**
+ * A handheld scanner scans a few times a second, a fixed conveyor scanner a few tens; a device that
+ * was offline flushes its queue in a burst. A device reconnecting with a 1 s backoff makes 60 attempts
+ * a minute; a warehouse behind one NAT address powers on a few hundred devices at once.
+ */
+export const DEFAULT_DEVICE_LIMITS: Readonly<DeviceLimits> = {
+  publishRate: 50, // publishes/s
+  publishBurst: 500, // publishes
+  maxInflight: 100, // unacknowledged QoS 1 publishes
+  connectsPerClientId: 30, // attempts per minute
+  connectsPerAddress: 600, // attempts per minute
+};
+
+/** The sliding window of the connection-attempt limits, in ms. */
+export const CONNECT_WINDOW_MS = 60_000;
+
+/** A device that has had this many bursts' worth of publishes held back, without its bucket ever refilling, is disconnected. */
+export const DISCONNECT_AFTER_BURSTS = 10;
+
+/** Kinds with no publish rate or in-flight limit. */
+export function isPublishLimited(kind: DeviceKind): boolean {
+  return kind !== 'gateway' && kind !== 'processor';
+}
+
+/** The problems of a set of limits; empty when they are valid. */
+export function limitProblems(limits: DeviceLimits): string[] {
+  const problems: string[] = [];
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value < 1) problems.push(`limits.${name}: must be a positive integer (got ${String(value)})`);
+  }
+  return problems;
+}
+
+// Most keys a window remembers; beyond it the stalest are forgotten (a flood of made-up client ids).
+const MAX_WINDOW_KEYS = 100_000;
+
+/**
+ * Attempts per key in a sliding window: an attempt is refused when `limit` admitted attempts lie within
+ * the last `windowMs`. Refused attempts do not count: they cost no password check, and counting them
+ * locked out for good a device that retries every second (MQTT.js's default) once it had been refused,
+ * e.g. after a full outbox closed its connection on every publish. It is admitted again as soon as its
+ * window has room, at most `limit` times per window.
+ * Keeps at most `limit` times per key, and forgets keys idle for a whole window.
+ */
+export class AttemptWindow {
+  private readonly attempts = new Map<string, number[]>();
+
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+    private readonly maxKeys = MAX_WINDOW_KEYS,
+  ) {}
+
+  /** Records an attempt at `now` (ms) if it is within the limit; true when it is. */
+  record(key: string, now: number): boolean {
+    if (!this.allows(key, now)) return false;
+    this.admit(key, now);
+    return true;
+  }
+
+  /** True when an attempt at `now` (ms) would be within the limit; records nothing. */
+  allows(key: string, now: number): boolean {
+    const times = this.attempts.get(key);
+    if (times === undefined) return true;
+    const since = now - this.windowMs;
+    while (times.length > 0 && (times[0] as number) <= since) times.shift();
+    return times.length < this.limit;
+  }
+
+  /** Counts an admitted attempt at `now` (ms). */
+  admit(key: string, now: number): void {
+    let times = this.attempts.get(key);
+    if (times === undefined) {
+      if (this.attempts.size >= this.maxKeys) this.sweep(now);
+      times = [];
+      this.attempts.set(key, times);
+    }
+    times.push(now);
+    if (times.length > this.limit) times.shift();
+  }
+
+  /** Keys remembered (for tests and memory checks). */
+  get size(): number {
+    return this.attempts.size;
+  }
+
+  private sweep(now: number): void {
+    const since = now - this.windowMs;
+    for (const [key, times] of this.attempts) if ((times.at(-1) ?? 0) <= since) this.attempts.delete(key);
+    // Still full: forget the oldest keys (a Map iterates in insertion order).
+    for (const key of this.attempts.keys()) {
+      if (this.attempts.size < this.maxKeys) break;
+      this.attempts.delete(key);
+    }
+  }
+}
+
+/** Connection attempts per client id and per remote address, each in its sliding window. */
+export class ConnectLimiter {
+  private readonly byClientId: AttemptWindow;
+  private readonly byAddress: AttemptWindow;
+
+  constructor(limits: Pick<DeviceLimits, 'connectsPerClientId' | 'connectsPerAddress'>) {
+    this.byClientId = new AttemptWindow(limits.connectsPerClientId, CONNECT_WINDOW_MS);
+    this.byAddress = new AttemptWindow(limits.connectsPerAddress, CONNECT_WINDOW_MS);
+  }
+
+  /** The limit an attempt exceeds, or null: then it counts against both keys (a refused one counts against neither). */
+  record(clientId: string, address: string | undefined, now: number): 'attempts_client_id' | 'attempts_address' | null {
+    if (address !== undefined && !this.byAddress.allows(address, now)) return 'attempts_address';
+    if (!this.byClientId.allows(clientId, now)) return 'attempts_client_id';
+    this.byClientId.admit(clientId, now);
+    if (address !== undefined) this.byAddress.admit(address, now);
+    return null;
+  }
+}
+
+/**
+ * A device's token bucket. `take` answers how long its next publish must wait (its PUBACK is held
+ * that long, and aedes reads no more from the connection meanwhile), or null once the device has
+ * gone on far beyond its rate: `DISCONNECT_AFTER_BURSTS` × burst publishes held back since the
+ * bucket was last full.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private updatedAt: number;
+  private heldSinceFull = 0;
+
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    now: number,
+  ) {
+    this.tokens = burst;
+    this.updatedAt = now;
+  }
+
+  /** Takes a token at `now` (ms): the ms to wait (0: none), or null when the device is to be disconnected. */
+  take(now: number): number | null {
+    this.tokens = Math.min(this.burst, this.tokens + (Math.max(0, now - this.updatedAt) * this.rate) / 1000);
+    this.updatedAt = Math.max(this.updatedAt, now);
+    if (this.tokens >= this.burst) this.heldSinceFull = 0;
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return 0;
+    }
+    if (this.heldSinceFull >= this.burst * DISCONNECT_AFTER_BURSTS) {
+      this.heldSinceFull = 0; // a reconnect starts a new count, still in debt: its publishes wait
+      return null;
+    }
+    this.heldSinceFull++;
+    this.tokens -= 1;
+    return Math.ceil((-this.tokens * 1000) / this.rate);
+  }
+
+  /** Gives back a token taken for a publish that never went on (its connection closed while it waited). */
+  refund(): void {
+    this.tokens = Math.min(this.burst, this.tokens + 1);
+  }
+}
