@@ -3,11 +3,12 @@ import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { createBroker, loadDevices, type AuthedClient, type DevicePublish, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
+import { createBroker, loadDevices, type AuthedClient, type DeviceLimits, type DevicePublish, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
 import { parseEvent, parseEventTopic, topics, type Ack, type Alert, type LinkStatus } from '../protocol/index.js';
+import type { ClientTls } from '../cli/tls.js';
 import { Forwarder } from './forwarder.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
-import { OutboxFullError, type Outbox } from './outbox/outbox.js';
+import { OutboxFullError, type Outbox, type OutboxEntry } from './outbox/outbox.js';
 import { SqliteOutbox } from './outbox/sqlite.js';
 
 export interface EdgeOptions {
@@ -22,12 +23,16 @@ export interface EdgeOptions {
   centralUrl: string;
   centralUsername?: string;
   centralPassword?: string;
-  centralTls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  centralTls?: ClientTls;
   outboxMaxBytes: number;
   forwardWindow: number;
   resendAfterMs: number;
   keepalive: number;
+  /** per-device limits of the edge's broker; each one absent takes its default */
+  limits?: Partial<DeviceLimits>;
   log: Logger;
+  /** The edge cannot go on (its outbox is unusable): main exits so a supervisor restarts it. Default: log only. */
+  onFatal?: (err: Error) => void;
   /** more routes on the HTTP server (the live display), added once the broker's ports are known */
   httpRoutes?: (app: FastifyInstance, ports: { mqtt: number; ws: number }) => void;
 }
@@ -63,7 +68,15 @@ export class Edge {
     const log = o.log;
     const devices = await loadDevices(o.devicesFile);
     await fs.mkdir(o.dataDir, { recursive: true });
-    this.outbox = await SqliteOutbox.open({ path: path.join(o.dataDir, `outbox-${o.wh}.db`), maxBytes: o.outboxMaxBytes });
+    this.outbox = await SqliteOutbox.open({
+      path: path.join(o.dataDir, `outbox-${o.wh}.db`),
+      maxBytes: o.outboxMaxBytes,
+      // Every event would be refused from now on; a restart reopens the file, which holds every event acknowledged.
+      onFailure: (err) => {
+        log.fatal({ err: err.message }, 'outbox failed: the edge cannot accept events until it restarts');
+        o.onFatal?.(err);
+      },
+    });
     this.metrics.outboxMaxBytes.set(o.outboxMaxBytes);
     const backlog = this.outbox.stats();
     if (backlog.events > 0) log.info({ events: backlog.events, bytes: backlog.bytes }, 'outbox holds unconfirmed events; they are sent first');
@@ -76,6 +89,7 @@ export class Edge {
       mqttPort: o.mqttPort,
       wsPort: o.wsPort,
       ...(o.tls && { tls: o.tls }),
+      ...(o.limits && { limits: o.limits }),
       registry: this.registry,
       log,
       onDevicePublish: (client, packet) => this.accept(client, packet),
@@ -138,8 +152,9 @@ export class Edge {
       // replay hours later still carries it.
       payload = Buffer.from(JSON.stringify({ ...parsed.event.payload, ts: new Date(receivedAt).toISOString() }));
     }
+    let stored: OutboxEntry;
     try {
-      await outbox.append({ device: where.device, eventId: parsed.ok ? parsed.event.id : parsed.id, topic: packet.topic, payload, receivedAt });
+      stored = await outbox.append({ device: where.device, eventId: parsed.ok ? parsed.event.id : parsed.id, topic: packet.topic, payload, receivedAt });
     } catch (err) {
       if (err instanceof OutboxFullError) {
         this.metrics.refused.inc({ reason: 'outbox_full' });
@@ -153,7 +168,7 @@ export class Edge {
       const ack: Ack = { id: parsed.id, status: 'rejected', error: { code: parsed.error.code, message: parsed.error.message } };
       this.broker?.aedes.publish({ cmd: 'publish', topic: topics.ack(where.wh, where.device), payload: Buffer.from(JSON.stringify(ack)), qos: 1, retain: false, dup: false }, () => {});
     }
-    this.forwarder?.notify();
+    this.forwarder?.offer(stored);
   }
 
   private alertFull(err: OutboxFullError): void {
@@ -180,6 +195,17 @@ export class Edge {
     this.refreshBacklog();
     const status: LinkStatus = { central: this.forwarder?.linkUp ? 'online' : 'offline', since: this.linkSince, backlog: this.outbox?.stats().events ?? 0 };
     this.broker?.aedes.publish({ cmd: 'publish', topic: topics.status(this.o.wh), payload: Buffer.from(JSON.stringify(status)), qos: 1, retain: true, dup: false }, () => {});
+  }
+
+  /**
+   * A certificate rotation (SIGHUP): the device listener's certificate, key and client CA for new
+   * connections, and the credentials the next connection to central uses. Throws, changing nothing, when
+   * the listener's files are refused or the part they replace is not configured.
+   */
+  reloadTls(tls: { listener?: Pick<TlsListenerOptions, 'cert' | 'key' | 'ca'>; central?: ClientTls }): void {
+    if (this.broker === null || this.forwarder === null) throw new Error('the edge is not running');
+    if (tls.listener !== undefined) this.broker.reloadTls(tls.listener);
+    if (tls.central !== undefined) this.forwarder.setTls(tls.central);
   }
 
   /** Stops accepting (devices keep what they have not had a PUBACK for), flushes, closes. */

@@ -1,6 +1,7 @@
-import fs from 'node:fs/promises';
 import { createLogger } from '../cli/logger.js';
-import { configure, serve, EXIT_USAGE } from '../cli/run.js';
+import { configure, serve, usageError } from '../cli/run.js';
+import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../cli/tls.js';
+import { deviceLimitsOf } from '../broker/index.js';
 import { registerDisplay } from '../dashboards/display/serve.js';
 import { edgeSpecs } from './config.js';
 import { Edge } from './edge.js';
@@ -8,18 +9,30 @@ import { Edge } from './edge.js';
 export async function runEdge(argv: string[]): Promise<void> {
   const c = configure('edge', 'One warehouse: its Aedes broker for devices, the durable outbox and the bridge to central.', edgeSpecs, argv);
   if (!c) return;
-  if ((c.tlsPort !== undefined) !== (c.tlsCert !== undefined && c.tlsKey !== undefined)) {
-    process.stderr.write('stockwire edge: invalid configuration\n  - --tls-port, --tls-cert and --tls-key go together\n');
-    process.exitCode = EXIT_USAGE;
-    return;
-  }
+  const problems: string[] = [];
+  const tls = await loadListenerTls(c, problems);
+  const centralTls = await loadCentralTls(c, problems);
+  if (problems.length > 0) return usageError('edge', problems);
   const log = createLogger('edge', c.logLevel).child({ wh: c.wh });
   const edge = new Edge({
     ...c,
-    tls: c.tlsPort !== undefined ? { port: c.tlsPort, cert: await fs.readFile(c.tlsCert as string), key: await fs.readFile(c.tlsKey as string) } : undefined,
-    centralTls: c.centralCa ? { ca: await fs.readFile(c.centralCa) } : undefined,
+    tls,
+    centralTls,
+    limits: deviceLimitsOf(c),
     log,
+    onFatal: () => {
+      log.flush?.();
+      process.exit(1);
+    },
     httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'edge', warehouse: c.wh }, wsPort: ports.ws }),
   });
+  // Rotated certificate files (the device listener's, and this edge's for central) are taken on SIGHUP, without a restart.
+  if (tls !== undefined || centralTls !== undefined) {
+    reloadTlsOnSighup(
+      log,
+      async (p) => ({ listener: await loadListenerTls(c, p), central: await loadCentralTls(c, p) }),
+      (fresh) => edge.reloadTls({ ...(fresh.listener && { listener: fresh.listener }), ...(fresh.central && { central: fresh.central }) }),
+    );
+  }
   await serve(log, () => edge.start() as unknown as Promise<Record<string, number>>, () => edge.stop());
 }

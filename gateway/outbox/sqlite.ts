@@ -1,4 +1,5 @@
-import Database from 'better-sqlite3';
+import { Worker } from 'node:worker_threads';
+import type { ReplyTo, WorkerReply, WorkerRequest } from './sqlite-protocol.js';
 import { entryBytes, invalidEntry, OutboxClosedError, OutboxFullError, type NewEntry, type Outbox, type OutboxEntry, type OutboxStats } from './outbox.js';
 
 export interface SqliteOutboxOptions {
@@ -10,38 +11,15 @@ export interface SqliteOutboxOptions {
   groupWindowMs?: number;
   /** a group commits at once when it holds this many appends, entries */
   groupMax?: number;
+  /**
+   * Called once if the thread that owns the file dies while the outbox is open (out of memory, a crash).
+   * Every call fails from then on; nothing acknowledged is lost, since the file is intact: restart.
+   */
+  onFailure?: (err: Error) => void;
 }
 
 const DEFAULT_GROUP_WINDOW_MS = 2; // ms: adds at most 2 ms to a PUBACK, shares one fsync among all appends of the window
 const DEFAULT_GROUP_MAX = 1000; // entries: caps the memory and the transaction size of one group
-const SCHEMA_VERSION = 1; // PRAGMA user_version of the schema below
-
-// AUTOINCREMENT, not a bare INTEGER PRIMARY KEY: without it SQLite picks max(seq)+1, so confirming the
-// newest entries (or all of them) and restarting would hand out their seqs again, and the forwarder,
-// which tracks seqs, would take a new event for one it already saw confirmed. AUTOINCREMENT keeps the
-// high-water mark in sqlite_sequence, written in the same transaction as the insert.
-// Small columns come before the payload so the count/sum at open never walks a payload's overflow pages.
-const SCHEMA = `
-  CREATE TABLE IF NOT EXISTS outbox (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at INTEGER NOT NULL,
-    bytes       INTEGER NOT NULL,
-    device      TEXT    NOT NULL,
-    event_id    TEXT,
-    topic       TEXT    NOT NULL,
-    payload     BLOB    NOT NULL
-  )`;
-
-interface Row {
-  seq: number;
-  received_at: number;
-  bytes: number;
-  device: string;
-  event_id: string | null;
-  topic: string;
-  payload: Buffer;
-}
-
 interface Pending {
   entry: NewEntry;
   bytes: number;
@@ -49,35 +27,68 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+/** Starts the thread that owns the file: the compiled worker, or the TypeScript source through tsx's loader. */
+function startWorker(path: string): Worker {
+  // The thread holds one group (at most groupMax payloads) or one read (the forwarder's 500 rows) at a
+  // time: a small heap is enough, and V8's defaults would size its young generation for a main thread.
+  // execArgv []: the thread needs none of the process's flags (and some, like --input-type, make it fail to start).
+  const options = { workerData: { path }, execArgv: [], resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 64 } };
+  if (import.meta.url.endsWith('.js')) return new Worker(new URL('./sqlite-worker.js', import.meta.url), options);
+  // Running from source: a worker thread does not inherit tsx's loader, so it registers it first.
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const source = new URL('./sqlite-worker.ts', import.meta.url).href;
+  const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(source)}); })`;
+  return new Worker(boot, { ...options, eval: true });
+}
+
+/** An error the outbox's thread reported, rebuilt with its message and SQLite code. */
+class OutboxStoreError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+    this.name = 'OutboxStoreError';
+  }
+}
+
 /**
  * The durable outbox of the edge: one SQLite file in WAL mode, every commit fsynced, appends grouped
  * so that a group shares one transaction and one fsync (DESIGN "Three points of durability").
- * Only counters live in memory (plus the group being collected); the backlog stays on disk.
- * better-sqlite3 is synchronous: a group commit (its fsync) blocks the event loop while it runs.
+ * Only counters live in memory (plus the groups being collected or written); the backlog stays on disk.
+ * The file belongs to a worker thread (sqlite-worker.ts): better-sqlite3 is synchronous, and a commit's
+ * fsync there blocks that thread, not the event loop that serves devices and central. While one group
+ * is being written the next one collects.
  */
 export class SqliteOutbox implements Outbox {
   readonly path: string;
   readonly maxBytes: number;
   readonly groupWindowMs: number;
   readonly groupMax: number;
+  readonly onFailure: ((err: Error) => void) | undefined;
 
-  #db: Database.Database | undefined;
-  #insertGroup: ((group: readonly Pending[]) => OutboxEntry[]) | undefined;
-  #deleteSeqs: ((seqsJson: string) => number[]) | undefined;
-  #selectAfter: Database.Statement<[number, number], Row> | undefined;
-  #selectHead: Database.Statement<[], { received_at: number }> | undefined;
+  #worker: Worker | undefined;
+  // Requests the thread has not answered yet, oldest first: it answers in order.
+  #waiting: { resolve: (reply: WorkerReply) => void; reject: (err: unknown) => void }[] = [];
+  #broken: Error | undefined; // the thread died: every later call fails with this
 
   #events = 0;
   #bytes = 0;
   #oldestReceivedAt: number | null = null;
   #pending: Pending[] = [];
-  #pendingBytes = 0; // bytes of #pending: counted against the bound before they are stored
+  #pendingBytes = 0; // bytes of groups not yet committed: counted against the bound before they are stored
   #timer: NodeJS.Timeout | undefined;
+  // The group being written, settled (never rejected) when its reply is in. One at a time: appends that
+  // arrive meanwhile form the next group, as large as the disk is slow (at most groupMax).
+  #writing: Promise<void> | undefined;
   #commits = 0;
+  #open: Promise<void> | undefined; // open() in progress or done: close() waits for it
+  #ready = false; // open() succeeded: from then on a dead thread is a failure to report
   #closed = false;
+  #closing: Promise<void> | undefined;
 
   constructor(options: SqliteOutboxOptions) {
-    const { path, maxBytes, groupWindowMs = DEFAULT_GROUP_WINDOW_MS, groupMax = DEFAULT_GROUP_MAX } = options;
+    const { path, maxBytes, groupWindowMs = DEFAULT_GROUP_WINDOW_MS, groupMax = DEFAULT_GROUP_MAX, onFailure } = options;
     const problems: string[] = [];
     if (path === '' || path === ':memory:') problems.push('path must name a file');
     if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) problems.push(`maxBytes must be a positive integer (bytes), got ${maxBytes}`);
@@ -88,6 +99,7 @@ export class SqliteOutbox implements Outbox {
     this.maxBytes = maxBytes;
     this.groupWindowMs = groupWindowMs;
     this.groupMax = groupMax;
+    this.onFailure = onFailure;
   }
 
   /** Constructs and opens. */
@@ -98,87 +110,84 @@ export class SqliteOutbox implements Outbox {
   }
 
   /** Opens (creating the file and table if needed), takes the file's lock, and rebuilds the counters. */
-  async open(): Promise<void> {
-    if (this.#db !== undefined || this.#closed) throw new Error('outbox already opened (or closed)');
-    // timeout 0: the lock is held for the connection's whole life, so waiting (which would block the
-    // event loop: better-sqlite3 is synchronous) cannot help when another process has the file.
-    const db = new Database(this.path, { timeout: 0 });
+  open(): Promise<void> {
+    if (this.#open !== undefined || this.#closed) return Promise.reject(new Error('outbox already opened (or closed)'));
+    this.#open = this.#doOpen();
+    return this.#open;
+  }
+
+  async #doOpen(): Promise<void> {
+    const worker = startWorker(this.path);
+    this.#worker = worker;
+    worker.on('message', (reply: WorkerReply) => {
+      this.#waiting.shift()?.resolve(reply);
+      if (this.#waiting.length === 0) worker.unref(); // an idle outbox does not keep the process alive
+    });
+    const died = (err: Error) => {
+      if (this.#broken !== undefined) return;
+      this.#broken = new Error(`outbox ${this.path}: its thread died (${err.message}); restart to reopen it`, { cause: err });
+      for (const w of this.#waiting.splice(0)) w.reject(this.#broken);
+      this.#flush(); // appends still collecting fail now, not when their timer fires
+      // Only a thread lost while open is a failure: during open(), open() itself rejects with the cause.
+      if (this.#ready && !this.#closed) this.onFailure?.(this.#broken);
+    };
+    worker.on('error', died);
+    worker.on('messageerror', died); // a reply that cannot be read would pair every later reply with the wrong request
+    worker.on('exit', (code) => died(new Error(`exit code ${code}`)));
     try {
-      // Exclusive before WAL: no shared-memory index, and the lock taken below is held until close,
-      // so a second process on the same file fails here instead of silently breaking our counters.
-      db.pragma('locking_mode = EXCLUSIVE');
-      const mode = db.pragma('journal_mode = WAL', { simple: true });
-      if (mode !== 'wal') throw new Error(`outbox ${this.path}: journal_mode is ${String(mode)}, WAL is required`);
-      // FULL, not NORMAL: in WAL mode NORMAL fsyncs the WAL only at checkpoints, so a commit survives
-      // kill -9 but not a power cut or kernel crash. We PUBACK on commit and promise "fsynced"
-      // (CONTRACT §7), so every commit must fsync the WAL: FULL does that.
-      db.pragma('synchronous = FULL');
-      db.pragma('fullfsync = ON'); // macOS: plain fsync does not flush the drive's cache; no-op elsewhere
-      const version = db.pragma('user_version', { simple: true });
-      if (version !== 0 && version !== SCHEMA_VERSION) throw new Error(`outbox ${this.path}: schema version ${String(version)}, this build knows ${SCHEMA_VERSION}`);
-      db.exec('BEGIN EXCLUSIVE'); // takes the exclusive file lock now, held for the connection's life
-      db.exec(SCHEMA);
-      db.pragma(`user_version = ${SCHEMA_VERSION}`);
-      db.exec('COMMIT');
+      await this.#request({ op: 'open' });
+      const totals = await this.#request({ op: 'totals' });
+      this.#events = totals.events;
+      this.#bytes = totals.bytes;
+      this.#oldestReceivedAt = totals.oldestReceivedAt;
+      this.#ready = true;
     } catch (err) {
-      db.close();
-      if (err instanceof Database.SqliteError && err.code === 'SQLITE_BUSY') throw new Error(`outbox ${this.path} is open in another process`, { cause: err });
+      this.#closed = true;
+      await worker.terminate();
       throw err;
     }
-
-    const insert = db.prepare<[number, number, string, string | null, string, Buffer]>('INSERT INTO outbox (received_at, bytes, device, event_id, topic, payload) VALUES (?, ?, ?, ?, ?, ?)');
-    // One transaction per group, rows inserted in call order: seq order is append order.
-    this.#insertGroup = db.transaction((group: readonly Pending[]) =>
-      group.map(({ entry: e, bytes }): OutboxEntry => {
-        const seq = Number(insert.run(e.receivedAt, bytes, e.device, e.eventId, e.topic, e.payload).lastInsertRowid);
-        return { seq, device: e.device, eventId: e.eventId, topic: e.topic, payload: e.payload, receivedAt: e.receivedAt, bytes };
-      }),
-    );
-    const del = db.prepare<[string], { bytes: number }>('DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING bytes');
-    this.#deleteSeqs = db.transaction((seqsJson: string) => del.all(seqsJson).map((r) => r.bytes));
-    this.#selectAfter = db.prepare<[number, number], Row>('SELECT seq, received_at, bytes, device, event_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?');
-    this.#selectHead = db.prepare<[], { received_at: number }>('SELECT received_at FROM outbox ORDER BY seq LIMIT 1');
-
-    // The only full scan: once per open (reads the small leading columns of every row).
-    const totals = db.prepare<[], { events: number; bytes: number }>('SELECT count(*) AS events, coalesce(sum(bytes), 0) AS bytes FROM outbox').get();
-    this.#events = totals?.events ?? 0;
-    this.#bytes = totals?.bytes ?? 0;
-    this.#oldestReceivedAt = this.#selectHead.get()?.received_at ?? null;
-    this.#db = db;
   }
 
   append(entry: NewEntry): Promise<OutboxEntry> {
-    if (this.#closed || this.#db === undefined) return Promise.reject(new OutboxClosedError());
+    if (this.#closed || this.#worker === undefined) return Promise.reject(new OutboxClosedError());
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
     const invalid = invalidEntry(entry);
     if (invalid !== null) return Promise.reject(new TypeError(invalid));
     const bytes = entryBytes(entry);
-    // Pending bytes count too: the bound holds even if every append of the open group commits.
+    // Pending bytes count too: the bound holds even if every append not yet committed commits.
     if (this.#bytes + this.#pendingBytes + bytes > this.maxBytes) return Promise.reject(new OutboxFullError(this.maxBytes, bytes));
     return new Promise<OutboxEntry>((resolve, reject) => {
       // Copy the payload: the group is written later, and what we store must be what was passed now.
-      this.#pending.push({ entry: { ...entry, payload: Buffer.from(entry.payload) }, bytes, resolve, reject });
+      // A copy of its own, not a slice of Node's shared 8 KiB pool, which posting would copy whole.
+      const payload = Buffer.allocUnsafeSlow(entry.payload.length);
+      entry.payload.copy(payload);
+      this.#pending.push({ entry: { ...entry, payload }, bytes, resolve, reject });
       this.#pendingBytes += bytes;
+      if (this.#writing !== undefined) return; // written when the group in flight is done
       if (this.#pending.length >= this.groupMax) this.#flush();
       else this.#timer ??= setTimeout(() => this.#flush(), this.groupWindowMs);
     });
   }
 
-  read(afterSeq: number, limit: number): OutboxEntry[] {
-    if (this.#selectAfter === undefined || this.#closed) throw new OutboxClosedError();
+  async read(afterSeq: number, limit: number): Promise<OutboxEntry[]> {
+    if (this.#closed) throw new OutboxClosedError();
     if (limit <= 0) return [];
-    return this.#selectAfter.all(afterSeq, limit).map((r) => ({ seq: r.seq, device: r.device, eventId: r.event_id, topic: r.topic, payload: r.payload, receivedAt: r.received_at, bytes: r.bytes }));
+    const { rows } = await this.#request({ op: 'read', afterSeq, limit });
+    return rows.map((r) => ({ seq: r.seq, device: r.device, eventId: r.eventId, topic: r.topic, payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength), receivedAt: r.receivedAt, bytes: r.bytes }));
   }
 
   async confirm(seqs: readonly number[]): Promise<void> {
-    if (this.#deleteSeqs === undefined || this.#selectHead === undefined || this.#closed) throw new OutboxClosedError();
+    if (this.#closed) throw new OutboxClosedError();
     if (seqs.length === 0) return;
-    // One statement, one transaction (one fsync) for the whole batch; RETURNING tells us what really
-    // went, so unknown or repeated seqs leave the counters alone.
-    const deleted = this.#deleteSeqs(JSON.stringify(seqs.filter(Number.isSafeInteger)));
+    // One statement, one transaction for the whole batch; RETURNING tells us what really went, so
+    // unknown or repeated seqs leave the counters alone.
+    const { deleted, oldestReceivedAt } = await this.#request({ op: 'confirm', seqsJson: JSON.stringify(seqs.filter(Number.isSafeInteger)) });
     if (deleted.length === 0) return;
     this.#events -= deleted.length;
     for (const b of deleted) this.#bytes -= b;
-    this.#oldestReceivedAt = this.#selectHead.get()?.received_at ?? null;
+    // The thread answers in request order: the head it read is that of exactly the groups counted so far
+    // (a group sent later is counted later, and sets the head itself if the outbox is empty by then).
+    if (oldestReceivedAt !== undefined) this.#oldestReceivedAt = oldestReceivedAt;
   }
 
   stats(): OutboxStats {
@@ -191,45 +200,81 @@ export class SqliteOutbox implements Outbox {
   }
 
   /** The connection's durability settings as SQLite reports them. For tests and diagnostics. */
-  get pragmas(): { journalMode: string; synchronous: number; lockingMode: string } {
-    if (this.#db === undefined) throw new OutboxClosedError();
-    return {
-      journalMode: String(this.#db.pragma('journal_mode', { simple: true })),
-      synchronous: Number(this.#db.pragma('synchronous', { simple: true })),
-      lockingMode: String(this.#db.pragma('locking_mode', { simple: true })),
-    };
+  async pragmas(): Promise<{ journalMode: string; synchronous: number; lockingMode: string }> {
+    if (this.#closed) throw new OutboxClosedError();
+    const { journalMode, synchronous, lockingMode } = await this.#request({ op: 'pragmas' });
+    return { journalMode, synchronous, lockingMode };
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /** Every call returns the same promise: a second close() resolves only when the first is done. */
+  close(): Promise<void> {
+    this.#closing ??= this.#doClose();
+    return this.#closing;
+  }
+
+  async #doClose(): Promise<void> {
     this.#closed = true;
-    this.#flush(); // appends already accepted are committed (or rejected), never left hanging
-    this.#db?.close();
-    this.#db = undefined;
+    await this.#open?.catch(() => {}); // a close() during open() lets it finish (or fail) first
+    const worker = this.#worker;
+    if (worker === undefined) return;
+    // Appends already accepted are committed (or rejected), never left hanging.
+    while (this.#writing !== undefined || this.#pending.length > 0) {
+      this.#flush();
+      await this.#writing;
+    }
+    // Answered after every request before it: the groups in flight are committed when this resolves.
+    await this.#request({ op: 'close' }).catch(() => {});
+    await worker.terminate();
+    this.#worker = undefined;
+  }
+
+  #request<Op extends WorkerRequest['op']>(req: WorkerRequest & { op: Op }): Promise<ReplyTo<Op>> {
+    const worker = this.#worker;
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
+    if (worker === undefined) return Promise.reject(new OutboxClosedError());
+    return new Promise<ReplyTo<Op>>((resolve, reject) => {
+      worker.postMessage(req); // throws (nothing queued) if the request cannot be cloned
+      this.#waiting.push({
+        resolve: (reply) => (reply.ok ? resolve(reply as ReplyTo<Op>) : reject(new OutboxStoreError(reply.message, reply.code))),
+        reject,
+      });
+      worker.ref();
+    });
   }
 
   #flush(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    const group = this.#pending;
-    if (group.length === 0 || this.#insertGroup === undefined) return;
-    this.#pending = [];
+    if (this.#writing !== undefined || this.#pending.length === 0) return;
+    const group = this.#pending.splice(0, this.groupMax);
     let groupBytes = 0;
     for (const p of group) groupBytes += p.bytes;
-    this.#pendingBytes -= groupBytes;
+    const rows = group.map(({ entry: e, bytes }) => ({ receivedAt: e.receivedAt, bytes, device: e.device, eventId: e.eventId, topic: e.topic, payload: e.payload }));
+    this.#writing = this.#request({ op: 'insert', rows }).then(
+      ({ seqs }) => {
+        this.#pendingBytes -= groupBytes;
+        this.#commits += 1;
+        if (this.#events === 0) this.#oldestReceivedAt = group[0]?.entry.receivedAt ?? null;
+        this.#events += group.length;
+        this.#bytes += groupBytes;
+        group.forEach((p, i) => {
+          const e = p.entry;
+          p.resolve({ seq: seqs[i] as number, device: e.device, eventId: e.eventId, topic: e.topic, payload: e.payload, receivedAt: e.receivedAt, bytes: p.bytes });
+        });
+        this.#wrote();
+      },
+      (err: unknown) => {
+        // The transaction rolled back: nothing of the group is stored, so none of it may be acknowledged.
+        this.#pendingBytes -= groupBytes;
+        for (const p of group) p.reject(err);
+        this.#wrote();
+      },
+    );
+  }
 
-    let stored: OutboxEntry[];
-    try {
-      stored = this.#insertGroup(group);
-    } catch (err) {
-      // The transaction rolled back: nothing of the group is stored, so none of it may be acknowledged.
-      for (const p of group) p.reject(err);
-      return;
-    }
-    this.#commits += 1;
-    if (this.#events === 0) this.#oldestReceivedAt = group[0]?.entry.receivedAt ?? null;
-    this.#events += group.length;
-    this.#bytes += groupBytes;
-    group.forEach((p, i) => p.resolve(stored[i] as OutboxEntry)); // same length: one row per pending append
+  /** The group in flight is done: what collected meanwhile has waited a whole commit already, so it goes now. */
+  #wrote(): void {
+    this.#writing = undefined;
+    if (!this.#closed) this.#flush();
   }
 }

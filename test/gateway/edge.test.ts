@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import type { MqttClient } from 'mqtt';
 import pino from 'pino';
 import { Edge } from '../../gateway/edge.js';
+import type { SqliteOutbox } from '../../gateway/outbox/index.js';
 import { Central } from '../../processors/central.js';
 import { createPool } from '../../processors/db/pool.js';
 import type { Ack, GlobalStock, LinkStatus } from '../../protocol/index.js';
@@ -182,5 +183,29 @@ describe('stockwire edge (in process, with central)', () => {
     assert.equal(after.onHand, acknowledged, after.onHand === acknowledged ? undefined : await edgeMetrics());
     await device.endAsync(true);
     await display.endAsync();
+  });
+});
+
+describe('stockwire edge whose outbox fails', () => {
+  it('logs fatal and calls onFatal (with which main exits) when its outbox reports its thread dead', async () => {
+    const d = await writeDevices([{ id: 'gw-f', warehouse: 'WF1', kind: 'gateway', password: 'pw-gateway-f' }]);
+    const lines: { level: number; msg: string; err?: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string; err?: string }) });
+    const fatal: Error[] = [];
+    const unreachable = await freePort(); // central is not needed: the edge stores and waits
+    const edge = new Edge({ wh: 'WF1', devicesFile: d.file, dataDir: path.join(d.dir, 'data'), host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, centralUrl: `mqtt://127.0.0.1:${unreachable}`, centralUsername: 'gw-f', centralPassword: 'pw-gateway-f', outboxMaxBytes: 1 << 20, forwardWindow: 10, resendAfterMs: 2_000, keepalive: 5, log, onFatal: (err) => fatal.push(err) });
+    await edge.start();
+    try {
+      // The outbox's own test kills its thread for real (out of memory); here the edge's reaction is what is checked.
+      const outbox = (edge as unknown as { outbox: SqliteOutbox }).outbox;
+      outbox.onFailure?.(new Error('outbox /x: its thread died (exit code 1); restart to reopen it'));
+      assert.equal(fatal.length, 1);
+      const line = lines.find((l) => l.level === 60);
+      assert.ok(line, 'a fatal line');
+      assert.match(line.msg, /outbox failed/);
+      assert.match(line.err ?? '', /its thread died/);
+    } finally {
+      await edge.stop();
+    }
   });
 });

@@ -33,7 +33,18 @@ async function readAll(o: SqliteOutbox): Promise<OutboxEntry[]> {
 describe('SqliteOutbox', () => {
   test('runs in WAL mode with synchronous = FULL (2), holding the file exclusively', async () => {
     const o = await SqliteOutbox.open({ path: freshPath(), maxBytes: BIG });
-    assert.deepEqual(o.pragmas, { journalMode: 'wal', synchronous: 2, lockingMode: 'exclusive' });
+    assert.deepEqual(await o.pragmas(), { journalMode: 'wal', synchronous: 2, lockingMode: 'exclusive' });
+    await o.close();
+  });
+
+  test('a confirmation commits without its own fsync, and appends after it are fsynced again (FULL)', async () => {
+    const o = await SqliteOutbox.open({ path: freshPath(), maxBytes: BIG });
+    const a = await o.append(newEntry());
+    await o.confirm([a.seq]);
+    assert.equal((await o.pragmas()).synchronous, 2, 'back to FULL after the confirmation');
+    assert.deepEqual(await readAll(o), [], 'the confirmed event is gone');
+    const b = await o.append(newEntry());
+    assert.deepEqual((await readAll(o)).map((e) => e.seq), [b.seq]);
     await o.close();
   });
 
@@ -137,7 +148,7 @@ describe('SqliteOutbox', () => {
     const path = freshPath();
     const o = await SqliteOutbox.open({ path, maxBytes: BIG, groupWindowMs: 60_000 });
     const pending = o.append(newEntry(5));
-    assert.deepEqual(o.read(0, 10), []);
+    assert.deepEqual(await o.read(0, 10), []);
     assert.equal(o.stats().events, 0);
     await o.close();
     const stored = await pending;
@@ -158,12 +169,53 @@ describe('SqliteOutbox', () => {
     const group = [o.append(newEntry(20)), o.append({ ...newEntry(20), topic: 'poison' }), o.append(newEntry(20))];
     const results = await Promise.allSettled(group);
     assert.ok(results.every((r) => r.status === 'rejected' && /injected failure/.test(String(r.reason))), 'no append of the failed group resolves');
-    assert.deepEqual(o.read(0, 10), []);
+    assert.deepEqual(await o.read(0, 10), []);
     assert.deepEqual(o.stats(), { events: 0, bytes: 0, oldestReceivedAt: null });
     assert.equal(o.commits, 0);
     const fits = await o.append(newEntry(90)); // 100 bytes: the failed group's bytes no longer count
     assert.equal(fits.bytes, 100);
     await o.close();
+  });
+
+  test('its thread dying (out of memory here) fails every call with the reason, calls onFailure once, and loses nothing acknowledged', async () => {
+    const path = freshPath();
+    const failures: Error[] = [];
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG, onFailure: (err) => failures.push(err) });
+    // 400,000 small rows read back at once need more than the thread's 64 MiB heap: a real death, not a mock.
+    const ROWS = 400_000;
+    for (let i = 0; i < ROWS; i += 5_000) await Promise.all(Array.from({ length: 5_000 }, () => o.append(newEntry(20))));
+    assert.equal(o.stats().events, ROWS);
+    const reading = o.read(0, ROWS);
+    const appendedMeanwhile = o.append(newEntry(20)); // waits behind the read: it must fail, not hang
+    await assert.rejects(reading, /outbox .* its thread died .*restart to reopen it/);
+    await assert.rejects(appendedMeanwhile, /its thread died/);
+    await assert.rejects(o.append(newEntry(20)), /its thread died/, 'later appends fail at once with the same reason');
+    await assert.rejects(o.confirm([1]), /its thread died/);
+    assert.equal(failures.length, 1, 'onFailure is called once');
+    assert.match(failures[0]?.message ?? '', /ERR_WORKER_OUT_OF_MEMORY|out of memory/i);
+    await o.close();
+
+    const reopened = await SqliteOutbox.open({ path, maxBytes: BIG });
+    assert.equal(reopened.stats().events, ROWS, 'every acknowledged append is still on disk');
+    assert.deepEqual((await reopened.read(ROWS - 1, 10)).map((e) => e.seq), [ROWS]);
+    await reopened.close();
+  });
+
+  test('a second close() resolves only once the first has committed what was accepted and released the file', async () => {
+    const path = freshPath();
+    const failures: Error[] = [];
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG, groupWindowMs: 60_000, onFailure: (err) => failures.push(err) });
+    const accepted = o.append(newEntry(5));
+    let settled = false;
+    void accepted.then(() => (settled = true));
+    void o.close();
+    await o.close();
+    assert.ok(settled, 'the accepted append is committed before any close() resolves');
+    const reopened = await SqliteOutbox.open({ path, maxBytes: BIG }); // the lock is released: no "open in another process"
+    assert.deepEqual((await reopened.read(0, 10)).map((e) => e.seq), [(await accepted).seq]);
+    await reopened.close();
+    await new Promise((r) => setTimeout(r, 50)); // the thread's exit after close is not a failure
+    assert.deepEqual(failures, []);
   });
 
   test('a seq is not reused after restart when the newest entries were confirmed', async () => {

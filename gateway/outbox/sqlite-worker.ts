@@ -1,0 +1,146 @@
+// The thread that owns the SQLite file of a SqliteOutbox (sqlite.ts). better-sqlite3 is synchronous:
+// run on the edge's main thread, every group commit's fsync stopped the event loop while the disk
+// flushed (23.5% of an edge's busy time under load), and with it every PUBACK, forward and ack.
+// Here the fsync blocks only this thread. Requests are answered one at a time, in the order they
+// came, so the main thread pairs each reply with the oldest request it has not heard back on.
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import type { WorkerReply, WorkerRequest, WorkerRow } from './sqlite-protocol.js';
+
+const SCHEMA_VERSION = 1; // PRAGMA user_version of the schema below
+
+// AUTOINCREMENT, not a bare INTEGER PRIMARY KEY: without it SQLite picks max(seq)+1, so confirming the
+// newest entries (or all of them) and restarting would hand out their seqs again, and the forwarder,
+// which tracks seqs, would take a new event for one it already saw confirmed. AUTOINCREMENT keeps the
+// high-water mark in sqlite_sequence, written in the same transaction as the insert.
+// Small columns come before the payload so the count/sum at open never walks a payload's overflow pages.
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    device      TEXT    NOT NULL,
+    event_id    TEXT,
+    topic       TEXT    NOT NULL,
+    payload     BLOB    NOT NULL
+  )`;
+
+const port = parentPort;
+if (port === null) throw new Error('sqlite-worker.ts runs only as a worker thread');
+const path = (workerData as { path: string }).path;
+
+/** Opens (creating the file and table if needed) and takes the file's lock for the connection's life. */
+function openDatabase(): Database.Database {
+  // timeout 0: the lock is held for the connection's whole life, so waiting cannot help when another
+  // process has the file.
+  const db = new Database(path, { timeout: 0 });
+  try {
+    // Exclusive before WAL: no shared-memory index, and the lock taken below is held until close,
+    // so a second process on the same file fails here instead of silently breaking our counters.
+    db.pragma('locking_mode = EXCLUSIVE');
+    const mode = db.pragma('journal_mode = WAL', { simple: true });
+    if (mode !== 'wal') throw new Error(`outbox ${path}: journal_mode is ${String(mode)}, WAL is required`);
+    // FULL, not NORMAL: in WAL mode NORMAL fsyncs the WAL only at checkpoints, so a commit survives
+    // kill -9 but not a power cut or kernel crash. We PUBACK on commit and promise "fsynced"
+    // (CONTRACT §7), so every commit must fsync the WAL: FULL does that.
+    db.pragma('synchronous = FULL');
+    db.pragma('fullfsync = ON'); // macOS: plain fsync does not flush the drive's cache; no-op elsewhere
+    const version = db.pragma('user_version', { simple: true });
+    if (version !== 0 && version !== SCHEMA_VERSION) throw new Error(`outbox ${path}: schema version ${String(version)}, this build knows ${SCHEMA_VERSION}`);
+    db.exec('BEGIN EXCLUSIVE'); // takes the exclusive file lock now, held for the connection's life
+    db.exec(SCHEMA);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    db.exec('COMMIT');
+    return db;
+  } catch (err) {
+    db.close();
+    if (err instanceof Database.SqliteError && err.code === 'SQLITE_BUSY') throw new Error(`outbox ${path} is open in another process`, { cause: err });
+    throw err;
+  }
+}
+
+let db: Database.Database | undefined;
+let handle: ((req: WorkerRequest) => WorkerReply) | undefined;
+
+function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
+  const insert = d.prepare<[number, number, string, string | null, string, Buffer]>('INSERT INTO outbox (received_at, bytes, device, event_id, topic, payload) VALUES (?, ?, ?, ?, ?, ?)');
+  // One transaction per group, rows inserted in their order: seq order is append order.
+  const insertGroup = d.transaction((rows: readonly WorkerRow[]) =>
+    rows.map((r) => Number(insert.run(r.receivedAt, r.bytes, r.device, r.eventId, r.topic, Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength)).lastInsertRowid)),
+  );
+  const del = d.prepare<[string], { bytes: number }>('DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING bytes');
+  const deleteTx = d.transaction((seqsJson: string) => del.all(seqsJson).map((r) => r.bytes));
+  // A confirmation commits without its own fsync: if a power cut takes it back, those events are sent
+  // again and central answers `duplicate` (DESIGN, end-to-end ack). The next append's fsync makes it
+  // durable anyway (a WAL fsync covers every frame before it).
+  const relaxed = d.prepare('PRAGMA synchronous = NORMAL');
+  const strict = d.prepare('PRAGMA synchronous = FULL');
+  const selectAfter = d.prepare<[number, number], { seq: number; received_at: number; bytes: number; device: string; event_id: string | null; topic: string; payload: Buffer }>(
+    'SELECT seq, received_at, bytes, device, event_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?',
+  );
+  const selectHead = d.prepare<[], { received_at: number }>('SELECT received_at FROM outbox ORDER BY seq LIMIT 1');
+  const head = () => selectHead.get()?.received_at ?? null;
+
+  return (req) => {
+    switch (req.op) {
+      case 'totals': {
+        // The only full scan: once per open (reads the small leading columns of every row).
+        const t = d.prepare<[], { events: number; bytes: number }>('SELECT count(*) AS events, coalesce(sum(bytes), 0) AS bytes FROM outbox').get();
+        return { ok: true, op: 'totals', events: t?.events ?? 0, bytes: t?.bytes ?? 0, oldestReceivedAt: head() };
+      }
+      case 'insert':
+        return { ok: true, op: 'insert', seqs: insertGroup(req.rows) };
+      case 'confirm': {
+        relaxed.run();
+        let deleted: number[];
+        try {
+          deleted = deleteTx(req.seqsJson);
+        } finally {
+          strict.run();
+        }
+        return { ok: true, op: 'confirm', deleted, oldestReceivedAt: deleted.length > 0 ? head() : undefined };
+      }
+      case 'read':
+        return {
+          ok: true,
+          op: 'read',
+          rows: selectAfter.all(req.afterSeq, req.limit).map((r) => ({ seq: r.seq, receivedAt: r.received_at, bytes: r.bytes, device: r.device, eventId: r.event_id, topic: r.topic, payload: r.payload })),
+        };
+      case 'pragmas':
+        return {
+          ok: true,
+          op: 'pragmas',
+          journalMode: String(d.pragma('journal_mode', { simple: true })),
+          synchronous: Number(d.pragma('synchronous', { simple: true })),
+          lockingMode: String(d.pragma('locking_mode', { simple: true })),
+        };
+      default:
+        throw new Error(`unknown outbox request ${(req as { op: string }).op}`);
+    }
+  };
+}
+
+port.on('message', (req: WorkerRequest) => {
+  let reply: WorkerReply;
+  try {
+    if (req.op === 'open') {
+      db = openDatabase();
+      handle = prepare(db);
+      reply = { ok: true, op: 'open' };
+    } else if (req.op === 'close') {
+      db?.close();
+      db = undefined;
+      handle = undefined;
+      reply = { ok: true, op: 'close' };
+    } else if (handle === undefined) {
+      throw new Error('outbox is not open');
+    } else {
+      reply = handle(req);
+    }
+  } catch (err) {
+    const e = err instanceof Error ? err : new Error(String(err));
+    reply = { ok: false, message: e.message, code: (e as { code?: unknown }).code === undefined ? undefined : String((e as { code?: unknown }).code) };
+  }
+  port.postMessage(reply);
+  if (req.op === 'close') port.close(); // nothing keeps the thread alive after this
+});
