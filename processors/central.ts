@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { createBroker, loadDevices, type StockwireBroker } from '../broker/index.js';
+import { createBroker, loadDevices, type DeviceLimits, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
 import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
 import { aedesPublisher } from './aedes-publisher.js';
 import { openDatabase, type Database } from './db/open.js';
+import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
 import { createIngestMetrics } from './metrics.js';
@@ -26,8 +27,18 @@ export interface CentralOptions extends CommandSettings {
   mqttPort: number;
   wsPort: number;
   httpPort: number;
+  /** MQTT over TLS listener (with `ca` and `requestCert`: mutual TLS); absent: none */
+  tls?: TlsListenerOptions;
   batchMax: number;
   batchWaitMs: number;
+  /** per-device limits of the central broker; each one absent takes its default */
+  limits?: Partial<DeviceLimits>;
+  /** bearer token of HTTP writes; unset: the one in DATA_DIR/api-token, generated there on first start */
+  apiToken?: string;
+  /** bearer token of HTTP reads under /v1/; unset: reads are open */
+  apiReadToken?: string;
+  /** ms an HTTP read may wait for the database before it answers 503; unset: 5 s */
+  apiReadTimeoutMs?: number;
   log: Logger;
   /** more routes on the HTTP server (the live display), added once the broker's ports are known */
   httpRoutes?: (app: FastifyInstance, ports: { mqtt: number; ws: number }) => void;
@@ -37,6 +48,8 @@ export interface CentralPorts {
   mqtt: number;
   ws: number;
   http: number;
+  /** the TLS listener's, when there is one */
+  mqtts?: number;
 }
 
 /**
@@ -54,19 +67,28 @@ export class Central {
   private requests: CommandRequests | null = null;
   private republished: Promise<unknown> = new Promise(() => {});
   private ready = false;
+  private token: string | null = null;
 
   constructor(private readonly o: CentralOptions) {
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The bearer token HTTP writes need (configured, or kept in DATA_DIR/api-token); known once started. */
+  get apiToken(): string {
+    if (this.token === null) throw new Error('central has not started: the API token is not known yet');
+    return this.token;
   }
 
   async start(): Promise<CentralPorts> {
     const { o } = this;
     const log = o.log;
     const devices = await loadDevices(o.devicesFile);
-    this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-central' });
+    const token = await resolveApiToken(o.apiToken, o.dataDir, log);
+    this.token = token;
+    this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-central', readTimeoutMs: o.apiReadTimeoutMs });
     const pool = this.db.pool;
     const metrics = createIngestMetrics(this.registry);
-    this.readModel = await createReadModel(o, pool, metrics, log);
+    this.readModel = await createReadModel(o, this.db, metrics, log);
     const readModel = this.readModel;
 
     let release: () => void = () => {};
@@ -77,6 +99,8 @@ export class Central {
       host: o.host,
       mqttPort: o.mqttPort,
       wsPort: o.wsPort,
+      ...(o.limits && { limits: o.limits }),
+      ...(o.tls && { tls: o.tls }),
       registry: this.registry,
       log,
       onDevicePublish: async (client, packet) => {
@@ -104,18 +128,26 @@ export class Central {
     release();
 
     this.commands.start();
+    const readPool = this.db.readPool;
     this.api = createApi({
-      pool,
+      pool: readPool,
       readModel,
       commands: this.commands,
       registry: this.registry,
-      ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await pool.query('SELECT 1').then(() => true, () => false)),
+      tokens: { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) },
+      ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await readPool.query('SELECT 1').then(() => true, () => false)),
     });
     o.httpRoutes?.(this.api, { mqtt: ports.mqtt, ws: ports.ws ?? 0 });
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     this.ready = true;
-    return { mqtt: ports.mqtt, ws: ports.ws ?? 0, http: typeof address === 'object' && address ? address.port : o.httpPort };
+    return { mqtt: ports.mqtt, ws: ports.ws ?? 0, http: typeof address === 'object' && address ? address.port : o.httpPort, ...(ports.mqtts !== undefined && { mqtts: ports.mqtts }) };
+  }
+
+  /** A certificate rotation (SIGHUP): new connections get these; open ones keep theirs. Throws, changing nothing, on refused files. */
+  reloadTls(tls: Pick<TlsListenerOptions, 'cert' | 'key' | 'ca'>): void {
+    if (this.broker === null) throw new Error('central is not running');
+    this.broker.reloadTls(tls);
   }
 
   /** Stops accepting, commits what is in flight, publishes its acks, then closes. */

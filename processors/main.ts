@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
 import { createLogger } from '../cli/logger.js';
 import { registerDisplay } from '../dashboards/display/serve.js';
-import { configure, EXIT_USAGE, serve } from '../cli/run.js';
+import { configure, EXIT_USAGE, serve, usageError } from '../cli/run.js';
+import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../cli/tls.js';
+import { deviceLimitsOf } from '../broker/index.js';
 import { Central } from './central.js';
 import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs, replaySpecs } from './config.js';
 import { openDatabase } from './db/open.js';
@@ -13,16 +15,25 @@ import { replay } from './replay.js';
 export async function runCentral(argv: string[]): Promise<void> {
   const c = configure('central', 'The central MQTT broker, the stock processor and the HTTP API, in one process.', centralSpecs, argv);
   if (!c) return;
+  const problems: string[] = [];
+  const tls = await loadListenerTls(c, problems);
+  if (problems.length > 0) return usageError('central', problems);
   const log = createLogger('central', c.logLevel);
-  const central = new Central({ ...c, log, httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'central' }, wsPort: ports.ws }) });
+  const central = new Central({ ...c, tls, limits: deviceLimitsOf(c), log, httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'central' }, wsPort: ports.ws }) });
+  // Rotated certificate files are taken on SIGHUP, without a restart.
+  if (tls !== undefined) reloadTlsOnSighup(log, (p) => loadListenerTls(c, p), (fresh) => fresh !== undefined && central.reloadTls(fresh));
   await serve(log, () => central.start() as unknown as Promise<Record<string, number>>, () => central.stop());
 }
 
 export async function runProcessor(argv: string[]): Promise<void> {
   const c = configure('processor', 'The stock processor alone, as an MQTT client of any central broker (scale-out).', processorSpecs, argv);
   if (!c) return;
+  const problems: string[] = [];
+  const centralTls = await loadCentralTls(c, problems);
+  if (problems.length > 0) return usageError('processor', problems);
   const log = createLogger('processor', c.logLevel);
-  const processor = new StandaloneProcessor({ ...c, username: c.centralUsername, password: c.centralPassword, log });
+  const processor = new StandaloneProcessor({ ...c, username: c.centralUsername, password: c.centralPassword, centralTls, log });
+  if (centralTls !== undefined) reloadTlsOnSighup(log, (p) => loadCentralTls(c, p), (fresh) => fresh !== undefined && processor.reloadTls(fresh));
   await serve(log, () => processor.start(), () => processor.stop());
 }
 

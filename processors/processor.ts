@@ -2,8 +2,11 @@ import type { FastifyInstance } from 'fastify';
 import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import { redactUrl } from '../cli/logger.js';
+import { reconnectWithTls, type ClientTls } from '../cli/tls.js';
 import { EVENT_FILTER, parseEventTopic, topics } from '../protocol/index.js';
 import { openDatabase, type Database } from './db/open.js';
+import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
 import type { Publisher } from './ingest/publisher.js';
@@ -22,6 +25,8 @@ export interface ProcessorOptions extends CommandSettings {
   centralUrl: string;
   username?: string;
   password?: string;
+  /** mqtts/wss: the CA central's certificate must chain to, and the client certificate presented (mutual TLS) */
+  centralTls?: Pick<IClientOptions, 'ca' | 'cert' | 'key'>;
   /** distinguishes several processors with one credential; part of the persistent session's client id */
   instance: string;
   /** only these warehouses' events (partitioning); empty: every warehouse */
@@ -32,6 +37,12 @@ export interface ProcessorOptions extends CommandSettings {
   httpPort: number;
   batchMax: number;
   batchWaitMs: number;
+  /** bearer token of HTTP writes; unset: the one in DATA_DIR/api-token, generated there on first start */
+  apiToken?: string;
+  /** bearer token of HTTP reads under /v1/; unset: reads are open */
+  apiReadToken?: string;
+  /** ms an HTTP read may wait for the database before it answers 503; unset: 5 s */
+  apiReadTimeoutMs?: number;
   log: Logger;
 }
 
@@ -58,9 +69,16 @@ export class StandaloneProcessor {
   private generation = 0; // connection count: a PUBACK is never sent on a later connection than its PUBLISH
   private connected = false;
   private closing = false;
+  private token: string | null = null;
 
   constructor(private readonly o: ProcessorOptions) {
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The bearer token HTTP writes need (configured, or kept in DATA_DIR/api-token); known once started. */
+  get apiToken(): string {
+    if (this.token === null) throw new Error('the processor has not started: the API token is not known yet');
+    return this.token;
   }
 
   private filters(): string[] {
@@ -71,10 +89,12 @@ export class StandaloneProcessor {
   async start(): Promise<{ http: number }> {
     const { o } = this;
     const log = o.log;
-    this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-processor' });
+    const token = await resolveApiToken(o.apiToken, o.dataDir, log);
+    this.token = token;
+    this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-processor', readTimeoutMs: o.apiReadTimeoutMs });
     const pool = this.db.pool;
     const metrics = createIngestMetrics(this.registry);
-    this.readModel = await createReadModel(o, pool, metrics, log);
+    this.readModel = await createReadModel(o, this.db, metrics, log);
 
     const clientId = `${o.username ?? 'processor'}-${o.instance}`;
     const options: IClientOptions = {
@@ -84,9 +104,13 @@ export class StandaloneProcessor {
       ...(o.sharedGroup && { properties: { sessionExpiryInterval: 3600 } }), // s
       keepalive: 15, // s
       reconnectPeriod: 1_000, // ms
+      reconnectOnConnackError: true, // MQTT.js would otherwise stop for good after one refused CONNACK
       connectTimeout: 10_000, // ms
+      // MQTT.js logs every packet through `debug`, enabled or not; set DEBUG=mqttjs* to see them.
+      ...(process.env.DEBUG === undefined && { log: () => {} }),
       ...(o.username !== undefined && { username: o.username }),
       ...(o.password !== undefined && { password: o.password }),
+      ...o.centralTls,
     };
     const client = mqtt.connect(o.centralUrl, { ...options, manualConnect: true });
     this.client = client;
@@ -115,8 +139,10 @@ export class StandaloneProcessor {
     let refusedAtStart: (err: Error) => void = () => {};
     const firstSubscription = new Promise<void>((resolve, reject) => ((subscribed = resolve), (refusedAtStart = reject)));
     client.on('connect', () => {
+      // No Nagle (MQTT.js leaves it on): a PUBACK held until the commit would then wait for the broker's delayed ACK.
+      (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
       this.connected = true;
-      log.info({ url: o.centralUrl, clientId }, 'connected to central');
+      log.info({ url: redactUrl(o.centralUrl), clientId }, 'connected to central');
       client.subscribe(this.filters(), { qos: 1 }, (err, granted) => {
         const refused = (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic);
         if (err || refused.length > 0) {
@@ -135,14 +161,15 @@ export class StandaloneProcessor {
       this.generation++;
       this.commits.clear();
     });
-    client.on('error', (err) => log.warn({ err: err.message }, 'mqtt error'));
+    client.on('error', (err) => log.warn({ err: err.message }, 'central connection error'));
     client.connect();
     await firstSubscription;
 
     // Reservations and transfers over HTTP here too: every instance decides in the one database.
     this.commands = new ReservationService({ pool, publisher, readModel: this.readModel, log, metrics: createReservationMetrics(this.registry) }, commandConfig(o));
     this.commands.start();
-    this.api = createApi({ pool, readModel: this.readModel, commands: this.commands, registry: this.registry, ready: async () => this.connected && ingest.databaseHealthy });
+    const tokens = { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) };
+    this.api = createApi({ pool: this.db.readPool, readModel: this.readModel, commands: this.commands, registry: this.registry, tokens, ready: async () => this.connected && ingest.databaseHealthy });
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     return { http: typeof address === 'object' && address ? address.port : o.httpPort };
@@ -164,6 +191,12 @@ export class StandaloneProcessor {
       });
       cb?.();
     };
+  }
+
+  /** A certificate rotation (SIGHUP): the credentials the next connection to central uses; the one that is up keeps its own. */
+  reloadTls(tls: ClientTls): void {
+    if (this.client === null) throw new Error('the processor is not running');
+    reconnectWithTls(this.client, tls);
   }
 
   async stop(): Promise<void> {

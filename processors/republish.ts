@@ -10,6 +10,13 @@ const PAGE = 5_000; // skus per query while republishing
  * the broker's retained store is a cache, the database is the truth. Pages by sku to bound memory.
  */
 export async function republishAll(pool: pg.Pool, publisher: Publisher, readModel: ReadModel): Promise<{ skus: number; rows: number; shelves: number }> {
+  const stock = await republishStock(pool, publisher, readModel);
+  const shelves = await republishShelves(pool, publisher);
+  return { ...stock, shelves };
+}
+
+/** The stock part of `republishAll`: every warehouse and global stock topic, and the read model. */
+export async function republishStock(pool: pg.Pool, publisher: Publisher, readModel: ReadModel): Promise<{ skus: number; rows: number }> {
   let after = '';
   let skus = 0;
   let rowsTotal = 0;
@@ -54,8 +61,7 @@ export async function republishAll(pool: pg.Pool, publisher: Publisher, readMode
     rowsTotal += warehouse.length;
     after = last;
   }
-  const shelves = await republishShelves(pool, publisher);
-  return { skus, rows: rowsTotal, shelves };
+  return { skus, rows: rowsTotal };
 }
 
 /** The latest reading of every shelf and sku, retained at `wh/{wh}/shelf/{location}/{sku}`. */

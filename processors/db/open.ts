@@ -4,14 +4,22 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded.js';
 import { migrate, type MigrateResult } from './migrate.js';
 import { createPool } from './pool.js';
 
+const READ_POOL_SIZE = 4; // connections for HTTP reads
+export const DEFAULT_READ_TIMEOUT_MS = 5_000;
+
 export interface Database {
   pool: pg.Pool;
+  /**
+   * A small pool of its own for the HTTP API's reads, every statement limited to `readTimeoutMs`: slow or
+   * stuck reads (a wide history, a locked table) answer 503 and can never take the ingest path's connections.
+   */
+  readPool: pg.Pool;
   schema: MigrateResult;
   close(): Promise<void>;
 }
 
 /** Connects to DATABASE_URL, or starts the embedded PostgreSQL under DATA_DIR when it is unset; then migrates. */
-export async function openDatabase(o: { databaseUrl?: string; dataDir: string; log: Logger; poolSize?: number; applicationName?: string }): Promise<Database> {
+export async function openDatabase(o: { databaseUrl?: string; dataDir: string; log: Logger; poolSize?: number; applicationName?: string; readTimeoutMs?: number }): Promise<Database> {
   let embedded: EmbeddedDatabase | null = null;
   let url = o.databaseUrl;
   if (url === undefined) {
@@ -19,18 +27,23 @@ export async function openDatabase(o: { databaseUrl?: string; dataDir: string; l
     url = embedded.url;
   }
   const pool = createPool({ url, max: o.poolSize ?? 6, applicationName: o.applicationName ?? 'stockwire' });
+  // Lazy: a command that serves no API never connects it.
+  const readPool = createPool({ url, max: READ_POOL_SIZE, applicationName: `${o.applicationName ?? 'stockwire'}-api`, statementTimeoutMs: o.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS });
   try {
     const schema = await migrate(pool);
     o.log.info({ schemaVersion: schema.version, timescale: schema.timescale }, 'database ready');
     return {
       pool,
+      readPool,
       schema,
       async close() {
+        await readPool.end();
         await pool.end();
         await embedded?.stop();
       },
     };
   } catch (err) {
+    await readPool.end().catch(() => {});
     await pool.end().catch(() => {});
     await embedded?.stop().catch(() => {});
     throw err;

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { deltaOf, ErrorCode, MAX_EVENT_BYTES, ValidationError, type GlobalStock, type ShelfReading, type StockEvent, type WarehouseStock } from '../../protocol/index.js';
 import { compareKeys, eventKey, stockKey, type BookEvent, type OrderKey } from '../ledger/ledger.js';
-import { isDataError, isRetryable } from '../db/pool.js';
+import { isConnectionLost, isDataError, isRetryable } from '../db/pool.js';
 import { applyLinks, hasLinks } from '../reservations/consume.js';
 import type { BatchResult, Decision, NegativeStock, Parsed } from './types.js';
 
@@ -20,6 +20,8 @@ interface Row {
   anchor_qty: number | null;
 }
 
+const byCodePoint = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const compareInboxKeys = (a: StockEvent, b: StockEvent) => byCodePoint(a.wh, b.wh) || byCodePoint(a.device, b.device) || byCodePoint(a.id, b.id);
 const iso = (ms: number) => new Date(ms).toISOString();
 const clean = (s: string) => s.replaceAll('\u0000', '\\u0000'); // text columns refuse U+0000
 
@@ -49,16 +51,18 @@ export async function applyBatch(pool: pg.Pool, items: Parsed[]): Promise<BatchR
 async function withRetry(pool: pg.Pool, items: Parsed[]): Promise<BatchResult> {
   for (let attempt = 0; ; attempt++) {
     const client = await pool.connect();
+    let lost: Error | undefined; // a dead connection goes back to the pool only to be discarded
     try {
       await client.query('BEGIN');
       const result = await transact(client, items);
       await client.query('COMMIT');
       return result;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
+      if (isConnectionLost(err)) lost = err as Error;
+      else await client.query('ROLLBACK').catch(() => {});
       if (!isRetryable(err) || attempt >= MAX_RETRIES) throw err;
     } finally {
-      client.release();
+      client.release(lost);
     }
   }
 }
@@ -86,7 +90,9 @@ async function transact(client: pg.PoolClient, items: Parsed[]): Promise<BatchRe
   // 2. Inbox: which keys are new. The unique key is the dedupe, across processes and restarts.
   const fresh = new Set<number>();
   if (unique.length > 0) {
-    const ev = unique.map((i) => (items[i] as Parsed & { ok: true }).event);
+    // In key order: two transactions inserting the same keys (a duplicate storm over concurrent batches
+    // or processors) then wait on each other in one direction only, never in a deadlock.
+    const ev = unique.map((i) => (items[i] as Parsed & { ok: true }).event).sort((a, b) => compareInboxKeys(a, b));
     const { rows } = await client.query<{ wh: string; device: string; id: string }>(
       `INSERT INTO inbox (wh, device, id, sku)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])

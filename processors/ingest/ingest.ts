@@ -26,6 +26,10 @@ interface Waiting {
 }
 
 const BACKOFF_MAX = 5_000; // ms between retries while the database is down
+// Batches committing at once. With one, central idles while PostgreSQL commits (17% of a saturated
+// profile); a second batch overlaps it. Two batches are as safe as two processors on one database:
+// rows are locked in key order, and a key in both waits on the inbox's unique index.
+const MAX_IN_FLIGHT = 2;
 const STOP_PUBLISH_WAIT_MS = 5_000; // how long stop() waits for the last publishes
 
 /**
@@ -36,10 +40,10 @@ const STOP_PUBLISH_WAIT_MS = 5_000; // how long stop() waits for the last publis
 export class Ingest {
   private queue: Waiting[] = [];
   private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private readonly inFlight = new Set<Promise<void>>();
   private closing = false; // refuses new events
   private stopping = false; // abandons a batch stuck retrying
-  private backoffWake: (() => void) | null = null;
+  private readonly backoffWakes = new Set<() => void>();
   private published: Promise<void> = Promise.resolve(); // the chain of post-commit publishes
   /** false while the last batch failed on the database */
   databaseHealthy = true;
@@ -62,37 +66,39 @@ export class Ingest {
   }
 
   private schedule(): void {
-    if (this.running) return; // the loop picks the queue up when the batch in flight commits
+    if (this.inFlight.size >= MAX_IN_FLIGHT) return; // a batch that commits schedules the queue again
     if (this.queue.length >= this.o.maxBatch) this.kick();
+    // Under a steady trickle, wait for company rather than committing batches of one.
     else if (!this.timer) this.timer = setTimeout(() => this.kick(), this.o.maxWaitMs);
   }
 
   private kick(): void {
     if (this.timer) clearTimeout(this.timer), (this.timer = null);
-    if (this.running || this.queue.length === 0) return;
-    this.running = this.loop().finally(() => {
-      this.running = null;
-      if (this.queue.length > 0) this.schedule();
-    });
-  }
-
-  private async loop(): Promise<void> {
-    while (this.queue.length > 0) {
+    while (this.inFlight.size < MAX_IN_FLIGHT && this.queue.length > 0) {
       const batch = this.queue.splice(0, this.o.maxBatch);
       this.o.metrics.pending.set(this.queue.length);
-      const items = batch.map((w) => w.parsed);
-      const result = await this.commit(items);
-      if (!result) {
-        for (const w of batch) w.reject(new Error('ingest stopped before the batch committed'));
-        continue;
-      }
-      batch.forEach((w, i) => w.resolve(result.decisions[i] as Decision));
-      this.record(items, result);
-      // Publishing overlaps the next commit; publishes still leave in commit order, one batch after another.
-      this.published = this.published.then(() => this.publish(items, result));
-      // Under a steady trickle, wait for company rather than committing batches of one.
-      if (this.queue.length > 0 && this.queue.length < this.o.maxBatch && !this.closing) break;
+      const done: Promise<void> = this.run(batch).finally(() => {
+        this.inFlight.delete(done);
+        if (this.queue.length > 0) this.schedule();
+      });
+      this.inFlight.add(done);
+      if (this.queue.length < this.o.maxBatch && !this.closing) break; // the rest waits for company
     }
+    if (this.queue.length > 0) this.schedule();
+  }
+
+  private async run(batch: Waiting[]): Promise<void> {
+    const items = batch.map((w) => w.parsed);
+    const result = await this.commit(items);
+    if (!result) {
+      for (const w of batch) w.reject(new Error('ingest stopped before the batch committed'));
+      return;
+    }
+    batch.forEach((w, i) => w.resolve(result.decisions[i] as Decision));
+    this.record(items, result);
+    // Publishing overlaps the next commit; publishes leave in commit order, one batch after another
+    // (the monotonic publisher keeps each stock topic's versions increasing whatever the order).
+    this.published = this.published.then(() => this.publish(items, result));
   }
 
   /** Commits a batch, retrying through database outages; null only when stopping. */
@@ -115,10 +121,10 @@ export class Ingest {
         this.o.log.error({ err: (err as Error).message, code: (err as { code?: string }).code, events: items.length, retryInMs: wait }, 'batch failed; retrying');
         if (this.stopping) return null;
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, wait);
-          this.backoffWake = () => (clearTimeout(t), resolve());
+          const wake = () => (clearTimeout(t), this.backoffWakes.delete(wake), resolve());
+          const t = setTimeout(wake, wait);
+          this.backoffWakes.add(wake);
         });
-        this.backoffWake = null;
         if (this.stopping) return null;
       }
     }
@@ -164,11 +170,14 @@ export class Ingest {
   /** Commits what is queued (unless the database is down), then refuses new events. */
   async stop(): Promise<void> {
     this.closing = true;
-    while (this.running || this.queue.length > 0) {
+    while (this.inFlight.size > 0 || this.queue.length > 0) {
       // A batch stuck retrying against a dead database is abandoned: its senders resend.
-      if (!this.databaseHealthy) (this.stopping = true), this.backoffWake?.();
-      if (!this.running) this.kick();
-      await this.running;
+      if (!this.databaseHealthy) {
+        this.stopping = true;
+        for (const wake of [...this.backoffWakes]) wake();
+      }
+      this.kick();
+      await Promise.all(this.inFlight);
       if (this.stopping) break;
     }
     this.stopping = true;

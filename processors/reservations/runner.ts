@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { ErrorCode, ValidationError, topics } from '../../protocol/index.js';
-import { isRetryable } from '../db/pool.js';
+import { isConnectionLost, isRetryable } from '../db/pool.js';
 import { alert, stockSends, type Publisher } from '../ingest/publisher.js';
 import type { ReadModel } from '../readmodel/readmodel.js';
 import type { Notice } from './consume.js';
@@ -102,18 +102,20 @@ export class Runner {
   private async attempt<T>(fn: (client: pg.PoolClient, now: Date | null) => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const client = await this.o.pool.connect();
+      let lost: Error | undefined; // a dead connection goes back to the pool only to be discarded
       try {
         await client.query(`BEGIN; SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`);
         const outcome = await fn(client, this.now());
         await client.query('COMMIT');
         return outcome;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
+        if (isConnectionLost(err)) lost = err as Error;
+        else await client.query('ROLLBACK').catch(() => {});
         if ((err as { code?: string }).code === '55P03') throw new ValidationError(ErrorCode.unavailable, 'stock is locked by other work; try again shortly');
         if (!isRetryable(err) || attempt >= MAX_RETRIES) throw err;
         this.o.metrics.retries.inc();
       } finally {
-        client.release();
+        client.release(lost);
       }
     }
   }

@@ -3,16 +3,19 @@ import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { MqttClient } from 'mqtt';
-import pg from 'pg';
+import type pg from 'pg';
 import pino from 'pino';
 import { Central } from '../../processors/central.js';
 import type { Ack, GlobalStock, WarehouseStock } from '../../protocol/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { startCentralFixture, type CentralFixture } from '../helpers/central.js';
+import type { TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 
 const run = promisify(execFile);
 const WH = 'WC1';
+const READ_TIMEOUT_MS = 1_500; // the API's read timeout here
+let fixture: CentralFixture;
 let db: TestDatabase;
 let central: Central;
 let ports: { mqtt: number; ws: number; http: number };
@@ -32,35 +35,17 @@ const metric = async (name: string): Promise<string[]> => {
 
 describe('stockwire central (in-process processor)', () => {
   before(async () => {
-    db = await createTestDatabase('central');
-    const devices = await writeDevices([
-      { id: 'gw1', warehouse: WH, kind: 'gateway', password: 'gw-secret' },
-      { id: 'disp1', warehouse: WH, kind: 'display', password: 'disp-secret' },
-    ]);
-    central = new Central({
-      databaseUrl: db.url,
-      redisPrefix: 'x',
-      dataDir: devices.dir,
-      devicesFile: devices.file,
-      host: '127.0.0.1',
-      mqttPort: 0,
-      wsPort: 0,
-      httpPort: 0,
-      batchMax: 500,
-      batchWaitMs: 5,
-      log: pino({ level: 'silent' }),
+    fixture = await startCentralFixture({
+      name: 'central',
+      wh: WH,
+      gateway: { id: 'gw1', password: 'gw-secret' },
+      devices: [{ id: 'disp1', warehouse: WH, kind: 'display', password: 'disp-secret' }],
+      options: { apiReadTimeoutMs: READ_TIMEOUT_MS },
     });
-    ports = await central.start();
-    gateway = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'gw1', 'gw-secret');
-    acks = new Collector<Ack>(gateway, `wh/${WH}/dev/+/ack`);
-    await gateway.subscribeAsync(`wh/${WH}/dev/+/ack`, { qos: 1 });
-    pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    ({ db, central, ports, gateway, acks, pool } = fixture);
   });
   after(async () => {
-    await gateway?.endAsync();
-    await central?.stop();
-    await pool?.end();
-    await db?.drop();
+    await fixture?.stop();
   });
 
   it('mosquitto_pub with a gateway credential yields the retained stock/{sku} for mosquitto_sub and the same numbers over HTTP; 100 repeats count once', async () => {
@@ -189,11 +174,31 @@ describe('stockwire central (in-process processor)', () => {
     assert.equal((await api('/readyz')).status, 200);
   });
 
+  it('HTTP: a read the database does not answer within API_READ_TIMEOUT_MS is a 503 `unavailable`, and the next one works', async () => {
+    const locker = await pool.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE'); // what a migration holds: every read of events waits
+      const started = Date.now();
+      const stuck = await api('/v1/stock/SKU-P/history?bucket=1h');
+      const waited = Date.now() - started;
+      assert.equal(stuck.status, 503);
+      assert.deepEqual(stuck.body.error, { code: 'unavailable', message: 'the database did not answer in time; try again' });
+      assert.ok(waited >= READ_TIMEOUT_MS - 100 && waited < READ_TIMEOUT_MS + 3_000, `answered after the timeout, not before or long after (${waited} ms)`);
+      assert.equal((await api('/readyz')).status, 200, 'readiness does not read events');
+    } finally {
+      await locker.query('ROLLBACK');
+      locker.release();
+    }
+    assert.equal((await api('/v1/stock/SKU-P/history?bucket=1h')).status, 200);
+  });
+
   it('republishes every stock topic from the database on start', async () => {
     await central.stop();
     await gateway.endAsync(true);
     const devices = await writeDevices([{ id: 'disp2', warehouse: WH, kind: 'display', password: 'pw-disp-2' }]);
-    central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 500, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+    // The fixture stops this one at the end.
+    central = fixture.central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 500, batchWaitMs: 5, log: pino({ level: 'silent' }) });
     ports = await central.start();
     const display = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'disp2', 'pw-disp-2');
     const seen = new Collector<GlobalStock>(display, 'stock/#');

@@ -10,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { freePort } from '../helpers/process.js';
+import { PrivateRedis } from '../helpers/redis-server.js';
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const WH = 'WR1';
@@ -91,6 +92,37 @@ describe('Redis read model (REDIS_URL set)', () => {
       server.kill('SIGKILL');
       await c.gateway.endAsync();
       await c.central.stop();
+    }
+  });
+
+  it('a Redis that restarts empty gets the whole read model back, rows that did not change since included', { timeout: 60_000 }, async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const c = await startCentral(db, redis.url, `rs${randomBytes(3).toString('hex')}:`);
+    const keys = async () => {
+      const client = createClient({ url: redis.url });
+      await client.connect();
+      try {
+        return (await client.keys('*')).filter((k) => !k.endsWith('synced')).length;
+      } finally {
+        await client.quit();
+      }
+    };
+    try {
+      for (let i = 0; i < 5; i++) await c.send(`empty-${i}`, 1, `SKU-E${i}`);
+      const written = await keys();
+      // at least this test's five rows and five skus (the file's database also holds the earlier tests' rows)
+      assert.ok(written >= 10, `written through: ${written} keys`);
+      await redis.kill(); // its data is gone: no persistence
+      await redis.start();
+      // Nothing changes after the restart: only a rewrite from the database can bring the rows back.
+      const deadline = Date.now() + 15_000;
+      while ((await keys().catch(() => 0)) < written && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await keys(), written, 'every row back in the restarted Redis');
+    } finally {
+      await c.gateway.endAsync();
+      await c.central.stop();
+      await redis.kill();
     }
   });
 });

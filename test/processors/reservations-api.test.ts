@@ -5,7 +5,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { Central, type CentralOptions } from '../../processors/central.js';
 import type { Ack, Alert, GlobalStock, ReservationGranted, ReservationView, WarehouseStock } from '../../protocol/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { call, type CallOptions } from '../helpers/http.js';
 import { Collector, connect } from '../helpers/mqtt.js';
@@ -29,7 +29,7 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
     databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0,
     batchMax: 200, batchWaitMs: 2, sweepIntervalMs: 100, log: pino({ level: 'silent' }), ...over,
   });
-  const api = <T = Record<string, unknown>>(method: string, path: string, o?: CallOptions) => call<T>(base, method, path, o);
+  const api = <T = Record<string, unknown>>(method: string, path: string, o?: CallOptions) => call<T>(base, method, path, { token: central.apiToken, ...o });
   const reserve = (json: unknown, key = `key-${++seq}`) => api<ReservationGranted & ErrorAnswer>('POST', '/v1/reservations', { json, key });
 
   /** Publishes an event through the warehouse's gateway and waits for its commit ack. */
@@ -75,7 +75,7 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
 
   before(async () => {
     db = await createTestDatabase('resv_api');
-    pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    pool = testPool(db.url);
     devices = await writeDevices([
       { id: 'gw-w1', warehouse: 'W1', kind: 'gateway', password: 'pw-gw-w1-x' },
       { id: 'gw-w2', warehouse: 'W2', kind: 'gateway', password: 'pw-gw-w2-x' },

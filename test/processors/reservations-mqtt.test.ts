@@ -5,7 +5,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { Central } from '../../processors/central.js';
 import type { Ack, CommandResponse, GlobalStock, ReservationGranted, ReservationView, TransferView } from '../../protocol/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { call } from '../helpers/http.js';
 import { Collector, connect } from '../helpers/mqtt.js';
@@ -38,7 +38,7 @@ describe('commands over MQTT: requests/{own id} answered on the response topic',
 
   before(async () => {
     db = await createTestDatabase('resv_mqtt');
-    pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    pool = testPool(db.url);
     const devices = await writeDevices([
       { id: 'gw-m1', warehouse: 'M1', kind: 'gateway', password: 'pw-gw-m1-x' },
       { id: 'gw-m2', warehouse: 'M2', kind: 'gateway', password: 'pw-gw-m2-x' },
@@ -114,7 +114,7 @@ describe('commands over MQTT: requests/{own id} answered on the response topic',
     const seen = (await request<TransferView>('orders', { requestId: 'tx-get', action: 'transfers.get', data: { id: t.data.id } })) as Ok<TransferView>;
     assert.equal(seen.data.from, 'M1');
     assert.equal((await request('gw-m1', { requestId: 'tx-cancel', action: 'transfers.cancel', data: { id: t.data.id } })).status, 'ok');
-    for (const id of [allocated.data.id, onlyM2.data.id]) await call(base, 'DELETE', `/v1/reservations/${id}`);
+    for (const id of [allocated.data.id, onlyM2.data.id]) await call(base, 'DELETE', `/v1/reservations/${id}`, { token: central.apiToken });
   });
 
   it('bad requests are answered with an error naming the field, and change nothing', async () => {

@@ -48,7 +48,8 @@ describe('no overselling under load: 200 concurrent reservations, events streami
     const tag = randomBytes(3).toString('hex');
     const [A, B, C] = [`SA${tag}`, `SB${tag}`, `SC${tag}`];
     const sku = `SKU-${tag}`;
-    const env = { DATABASE_URL: db.url, LOG_LEVEL: 'warn' };
+    const token = randomBytes(24).toString('base64url');
+    const env = { DATABASE_URL: db.url, LOG_LEVEL: 'warn', API_TOKEN: token }; // one token for central and the processor
     const devices = await writeDevices([{ id: 'disp-s', warehouse: A, kind: 'display', password: 'pw-display-s' }]);
     const central = await startStockwire(['central', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', devices.file, '--data-dir', devices.dir], env);
     const processorHttp = await freePort();
@@ -107,7 +108,7 @@ describe('no overselling under load: 200 concurrent reservations, events streami
         const body = { sku, qty: 1, ...(i % 3 === 0 ? { warehouse: A } : i % 3 === 1 ? { warehouse: B } : {}) };
         for (let attempt = 1; ; attempt++) {
           try {
-            const res = await fetch(`${target}/v1/reservations`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': `stress-${tag}-${i}` }, body: JSON.stringify(body) });
+            const res = await fetch(`${target}/v1/reservations`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': `stress-${tag}-${i}`, authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
             const answer = { status: res.status, body: (await res.json()) as ReservationGranted & { error?: { code: string } }, attempts: attempt };
             answers.push(answer);
             if (answer.status === 201 && i % 2 === 0) {

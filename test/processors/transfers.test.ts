@@ -5,7 +5,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { Central } from '../../processors/central.js';
 import type { Ack, Alert, GlobalStock, ReservationView, TransferView, WarehouseStock } from '../../protocol/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { call, type CallOptions } from '../helpers/http.js';
 import { Collector, connect } from '../helpers/mqtt.js';
@@ -23,7 +23,7 @@ describe('transfers between warehouses: the saga', () => {
   let seen: Collector<GlobalStock | WarehouseStock | Alert>;
   let seq = 0;
 
-  const api = <T = Record<string, unknown>>(method: string, path: string, o?: CallOptions) => call<T>(base, method, path, o);
+  const api = <T = Record<string, unknown>>(method: string, path: string, o?: CallOptions) => call<T>(base, method, path, { token: central.apiToken, ...o });
   const transfer = (json: unknown) => api<TransferView & ErrorAnswer>('POST', '/v1/transfers', { json, key: `t-key-${++seq}` });
   const get = async (id: string) => (await api<TransferView>('GET', `/v1/transfers/${id}`)).body;
   const stock = async (sku: string) => (await api<GlobalStock>('GET', `/v1/stock/${sku}`)).body;
@@ -41,7 +41,7 @@ describe('transfers between warehouses: the saga', () => {
 
   before(async () => {
     db = await createTestDatabase('transfers');
-    pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    pool = testPool(db.url);
     const devices = await writeDevices([
       { id: 'gw-t1', warehouse: 'T1', kind: 'gateway', password: 'pw-gw-t1-x' },
       { id: 'gw-t2', warehouse: 'T2', kind: 'gateway', password: 'pw-gw-t2-x' },
