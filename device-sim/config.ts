@@ -44,6 +44,7 @@ export const simSpecs = {
   dataDir: opt({ flag: 'data-dir', env: 'DATA_DIR', help: 'where a running demo keeps demo-credentials.json and demo-endpoints.json', parse: str, default: './data' }),
   credentials: opt({ flag: 'credentials', env: 'SIM_CREDENTIALS', help: 'JSON array of {id,warehouse,kind,password}; default: DATA_DIR/demo-credentials.json', parse: str }),
   edges: opt({ flag: 'edges', env: 'SIM_EDGES', help: 'edge per warehouse, WH1=mqtt://host:port,…; default: the running demo\'s', parse: edgeList }),
+  apiToken: opt({ flag: 'api-token', env: 'API_TOKEN', help: 'token for central\'s API reads, when it sets API_READ_TOKEN (--verify); default: DATA_DIR/api-token, if there', parse: str, secret: true }),
   centralHttp: opt({ flag: 'central-http', env: 'CENTRAL_HTTP', help: 'central\'s HTTP API, for --verify; default: the running demo\'s', parse: url('http:', 'https:') }),
   warehouses: opt({ flag: 'warehouses', env: 'SIM_WAREHOUSES', help: 'simulate only these warehouses; default: every one with an edge', parse: idents }),
   scanners: opt({ flag: 'scanners', env: 'SIM_SCANNERS', help: 'scanners per warehouse; default: every scanner credential', parse: int(0, 10_000) }),

@@ -55,6 +55,9 @@ export class SimDevice {
       reconnectPeriod: RECONNECT_MS,
       connectTimeout: CONNECT_TIMEOUT_MS,
       keepalive: 15, // s
+      // After the first connection, a refused CONNACK (the edge's limit on connection attempts) is retried, as a
+      // real device would; MQTT.js alone stops for good. A refusal of the first connection is final (start()).
+      reconnectOnConnackError: true,
     });
     this.client = client;
     client.on('error', (err) => (this.lastError = err.message));

@@ -1,8 +1,10 @@
 import { randomBytes, randomInt } from 'node:crypto';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CREDENTIALS_FILE, readCredentials, readEndpoints, type DemoCredential, type DemoEndpoints } from '../cli/demo-files.js';
 import { createLogger } from '../cli/logger.js';
 import { configure, EXIT_USAGE } from '../cli/run.js';
+import { API_TOKEN_FILE } from '../protocol/index.js';
 import { simSpecs } from './config.js';
 import { ALL_FAULTS, DEFAULT_MIX, NO_FAULTS, type Faults } from './plan.js';
 import { Progress, summaryText, type SimSummary } from './report.js';
@@ -68,6 +70,8 @@ export async function runSim(argv: string[]): Promise<void> {
   const edges = c.edges ?? Object.fromEntries(Object.entries(demo?.edges ?? {}).map(([wh, p]) => [wh, `mqtt://${host}:${p.mqtt}`]));
   const centralHttp = c.centralHttp ?? (demo ? `http://${host}:${demo.central.http}` : undefined);
 
+  // Central's API reads need a token only when it sets API_READ_TOKEN; a demo's write token (which also reads) is in DATA_DIR.
+  const apiToken = c.apiToken ?? (await fs.readFile(path.join(c.dataDir, API_TOKEN_FILE), 'utf8').then((t) => t.trim() || undefined, () => undefined));
   const problems: string[] = [];
   const warehouses = c.warehouses ?? Object.keys(edges);
   for (const wh of warehouses) if (edges[wh] === undefined) problems.push(`--warehouses: ${wh} has no edge (known: ${Object.keys(edges).join(', ') || 'none'})`);
@@ -113,7 +117,7 @@ export async function runSim(argv: string[]): Promise<void> {
     // The ledger knows only this run's events: refuse skus that already have stock from anyone else.
     let taken: { wh: string; sku: string }[];
     try {
-      taken = await existingRows(centralHttp as string, sim.rows());
+      taken = await existingRows(centralHttp as string, sim.rows(), apiToken);
     } catch (err) {
       process.stderr.write(`stockwire sim: ${(err as Error).message}\n`);
       process.exitCode = 1;
@@ -153,7 +157,7 @@ export async function runSim(argv: string[]): Promise<void> {
       const committed = await sim.waitCommitted(c.verifyTimeout * 1000);
       progress.phase('comparing stock');
       const expected = sim.ledger.expected();
-      const differences = await compare(centralHttp as string, expected, committed ? 5_000 : 0);
+      const differences = await compare(centralHttp as string, expected, committed ? 5_000 : 0, apiToken);
       summary.verify = { rows: expected.length, events: sim.ledger.events, committed, outstanding: sim.outstanding, differences, unexpectedRejections: sim.unexpectedRejections };
     }
   } catch (err) {

@@ -36,3 +36,14 @@ export async function createTestDatabase(label = 'test'): Promise<TestDatabase> 
     },
   };
 }
+
+/**
+ * A pool for a test to look into its database. Like the product's pools it listens for errors: dropping the
+ * database (`WITH (FORCE)`) terminates any connection still closing, and an unheard 'error' would crash the file.
+ */
+export function testPool(url: string, max = 2): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return pool;
+}

@@ -59,13 +59,21 @@ export async function kill9(r: Running): Promise<void> {
   await r.exited;
 }
 
+// Below Linux's ephemeral range (32768–60999): a port the kernel hands out for port 0 or an outgoing
+// connection is never one of these, so a port picked here stays free between the check and its use
+// (picked with port 0, another test's listener or client took it in that gap: EADDRINUSE in CI).
+const PORT_RANGE = { from: 20_000, to: 32_000 };
+
+/** A TCP port free on 127.0.0.1 now and outside the ephemeral range, for a process that must keep its port across restarts. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const a = server.address();
-      server.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from));
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error(`no free port in ${PORT_RANGE.from}–${PORT_RANGE.to} after 50 tries`);
 }
