@@ -54,8 +54,8 @@ export class LeanClient {
   private onConnack: ((code: number) => void) | null = null;
   /** called with topic and payload for every PUBLISH received (already PUBACKed when QoS 1) */
   onMessage: (topic: string, payload: Buffer) => void = () => {};
-  /** called when central acknowledges one of our QoS-1 publishes */
-  onPuback: () => void = () => {};
+  /** called with the packet id when the broker acknowledges one of our QoS-1 publishes */
+  onPuback: (packetId: number) => void = () => {};
   onClose: () => void = () => {};
 
   constructor(private readonly o: LeanOptions) {}
@@ -64,7 +64,7 @@ export class LeanClient {
     return new Promise((resolve, reject) => {
       this.socket = net.connect(this.o.port, this.o.host);
       this.socket.setNoDelay(true);
-      this.socket.once('error', reject);
+      this.socket.on('error', reject); // kept: after the CONNACK a reset (a broker stopping) must not throw
       this.socket.on('close', () => this.onClose());
       this.socket.on('data', (d: Buffer) => this.read(d));
       this.onConnack = (code) => (code === 0 ? resolve() : reject(new Error(`CONNACK return code ${code}`)));
@@ -90,8 +90,8 @@ export class LeanClient {
     });
   }
 
-  /** QoS-1 publish; at most 65,535 may be unacknowledged (the packet id space). */
-  publish(topic: string, payload: string): void {
+  /** QoS-1 publish; returns its packet id. At most 65,535 may be unacknowledged (the packet id space). */
+  publish(topic: string, payload: string): number {
     const t = Buffer.from(topic, 'utf8');
     const p = Buffer.from(payload, 'utf8');
     const len = 2 + t.length + 2 + p.length;
@@ -102,13 +102,16 @@ export class LeanClient {
     let o = 1 + rl.length;
     o = out.writeUInt16BE(t.length, o);
     o += t.copy(out, o);
-    o = out.writeUInt16BE(this.packetId(), o);
+    const id = this.packetId();
+    o = out.writeUInt16BE(id, o);
     p.copy(out, o);
     this.write(out);
+    return id;
   }
 
   end(): Promise<void> {
     return new Promise((resolve) => {
+      if (this.socket.destroyed) return resolve();
       this.socket.once('close', () => resolve());
       this.socket.end(Buffer.from([0xe0, 0])); // DISCONNECT
     });
@@ -172,7 +175,7 @@ export class LeanClient {
         return;
       }
       case PUBACK:
-        this.onPuback();
+        this.onPuback(body.readUInt16BE(0));
         return;
       case PUBLISH: {
         const qos = (flags >> 1) & 3;

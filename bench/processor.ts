@@ -1,16 +1,14 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
+import fs from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createPool } from '../processors/db/pool.js';
 import { migrate } from '../processors/db/migrate.js';
 import { createTestDatabase } from '../test/helpers/db.js';
 import { writeDevices } from '../test/helpers/devices.js';
 import { startStockwire, type Running } from '../test/helpers/process.js';
 import { drive, type LoadResult } from './load.js';
-import { cpuPerEvent, record } from './lib.js';
+import { ceiling } from './ceiling.js';
+import { cpuPerEvent, progress, record, startScript } from './lib.js';
 
 /**
  * Processor throughput through the central broker into PostgreSQL (issue 1/7), beside the
@@ -19,46 +17,6 @@ import { cpuPerEvent, record } from './lib.js';
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 4);
 const MOSQUITTO = process.env.MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883';
-
-async function ceiling(url: string, rows: number): Promise<{ perSecond: number; seconds: number }> {
-  const pool = createPool({ url, max: 1 });
-  await pool.query('CREATE TABLE ceiling (LIKE events INCLUDING ALL)');
-  const batch = 1000;
-  const base = Date.now();
-  const t0 = performance.now();
-  for (let n = 0; n < rows; n += batch) {
-    const idx = Array.from({ length: Math.min(batch, rows - n) }, (_, k) => n + k);
-    await pool.query(
-      `INSERT INTO ceiling (ts, wh, device, id, type, sku, qty, delta, payload, received_at)
-       SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::jsonb[], $10::timestamptz[])`,
-      [
-        idx.map((i) => new Date(base + i).toISOString()),
-        idx.map((i) => `W${i % CLIENTS}`),
-        idx.map((i) => `d${i % 200}`),
-        idx.map((i) => `c-${i}`),
-        idx.map((i) => (i % 4 === 3 ? 'shipped' : 'received')),
-        idx.map((i) => `SKU-${i % 1000}`),
-        idx.map((i) => 1 + (i % 5)),
-        idx.map((i) => (i % 4 === 3 ? -1 : 1) * (1 + (i % 5))),
-        idx.map((i) => JSON.stringify({ v: 1, id: `c-${i}`, type: i % 4 === 3 ? 'shipped' : 'received', sku: `SKU-${i % 1000}`, qty: 1 + (i % 5) })),
-        idx.map(() => new Date(base).toISOString()),
-      ],
-    );
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  await pool.end();
-  return { perSecond: rows / seconds, seconds };
-}
-
-/** Runs bench/bare-aedes.ts as its own process and waits for its ready line. */
-async function startBare(): Promise<Running> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(path.dirname(fileURLToPath(import.meta.url)), 'bare-aedes.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  const [line] = (await once(child.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
-  return { child, ports: JSON.parse(line.toString()) as Record<string, number>, logs: [], exited };
-}
-
-const progress = (what: string) => process.stderr.write(`[bench] ${what}\n`);
 
 const fmt = (r: LoadResult) =>
   `${Math.round(r.perSecond).toLocaleString('en')} | ${r.latencyMs.p50.toFixed(1)} | ${r.latencyMs.p99.toFixed(1)} | ${r.latencyMs.max.toFixed(1)} | ${r.events.toLocaleString('en')} in ${r.seconds.toFixed(1)} s`;
@@ -96,7 +54,7 @@ export async function benchProcessor(): Promise<void> {
     const fixed = await drive({ url, warehouses: whs, credentials, eventsPerClient: 5_000, window: 2000, rate: 2_000, devices: 50, skus: 1000, idPrefix: 'fixed' });
     rows.push(`| central, fixed 2,000 events/s | ${fmt(fixed)} |`);
     progress('bare Aedes baseline');
-    const bare = await startBare();
+    const bare = await startScript('bare-aedes.ts');
     try {
       const { result: b, us: bareCpu } = await cpuPerEvent(perClient * CLIENTS, { central: bare.child.pid as number }, () =>
         drive({ url: `mqtt://127.0.0.1:${bare.ports.mqtt}`, warehouses: whs, eventsPerClient: perClient, window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: 'bare' }),
@@ -108,13 +66,14 @@ export async function benchProcessor(): Promise<void> {
       await bare.exited;
     }
     progress('database ceiling');
-    const c = await ceiling(db.url, EVENTS);
+    const c = await ceiling(db.url, EVENTS, CLIENTS);
     rows.push(`| bare database ceiling: same rows, one INSERT … SELECT unnest per 1,000 | ${Math.round(c.perSecond).toLocaleString('en')} | – | – | – | ${EVENTS.toLocaleString('en')} in ${c.seconds.toFixed(1)} s |`);
     rows.push('', `Ratio central / database ceiling: ${((sat.perSecond / c.perSecond) * 100).toFixed(0)}%.`);
   } finally {
     central?.child.kill('SIGTERM');
     await central?.exited;
     await db.drop();
+    await fs.rm(devices.dir, { recursive: true, force: true });
   }
 
   // 2. stockwire processor behind the machine's Mosquitto (default configuration), PUBACK held until commit.

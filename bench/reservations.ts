@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createPool } from '../processors/db/pool.js';
 import { migrate } from '../processors/db/migrate.js';
 import { createTestDatabase } from '../test/helpers/db.js';
@@ -13,6 +14,7 @@ import { percentile, record } from './lib.js';
 const REQUESTS = Number(process.env.BENCH_RESERVATIONS ?? 3_000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SKUS = 1_000;
+const TOKEN = randomBytes(32).toString('base64url'); // API_TOKEN of the central under test: writes need it
 
 const progress = (what: string) => process.stderr.write(`[bench] ${what}\n`);
 
@@ -33,7 +35,7 @@ async function drive(base: string, name: string, body: (i: number) => unknown, k
     Array.from({ length: CONCURRENCY }, async () => {
       for (let i = next++; i < REQUESTS; i = next++) {
         const s = performance.now();
-        const res = await fetch(`${base}/v1/reservations`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': key(i) }, body: JSON.stringify(body(i)) });
+        const res = await fetch(`${base}/v1/reservations`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': key(i), authorization: `Bearer ${TOKEN}` }, body: JSON.stringify(body(i)) });
         await res.arrayBuffer();
         latencies.push(performance.now() - s);
         statuses[res.status] = (statuses[res.status] ?? 0) + 1;
@@ -55,7 +57,7 @@ export async function benchReservations(): Promise<void> {
     // Plenty of stock, so every request is granted and each one does the whole write path.
     await pool.query(`INSERT INTO stock (wh, sku, on_hand, version) SELECT wh, 'SKU-' || n, 10000000, 1 FROM unnest(ARRAY['W1', 'W2']) wh, generate_series(0, ${SKUS - 1}) n`);
     await pool.query(`INSERT INTO sku_versions (sku, version) SELECT 'SKU-' || n, 1 FROM generate_series(0, ${SKUS - 1}) n`);
-    const central = await startStockwire(['central', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', devices.file, '--data-dir', devices.dir], { DATABASE_URL: db.url, LOG_LEVEL: 'warn' });
+    const central = await startStockwire(['central', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', devices.file, '--data-dir', devices.dir], { DATABASE_URL: db.url, LOG_LEVEL: 'warn', API_TOKEN: TOKEN });
     const base = `http://127.0.0.1:${central.ports.http}`;
     const runs = [
       await drive(base, 'one hot sku, warehouse named', () => ({ sku: 'SKU-0', qty: 1, warehouse: 'W1' }), (i) => `hot-${i}`),
