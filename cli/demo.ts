@@ -11,7 +11,7 @@ import { Simulator } from '../device-sim/simulator.js';
 import { centralOnHand } from '../device-sim/verify.js';
 import { Edge } from '../gateway/edge.js';
 import { Central } from '../processors/central.js';
-import { isIdent } from '../protocol/index.js';
+import { API_TOKEN_FILE, isIdent } from '../protocol/index.js';
 import { CREDENTIALS_FILE, DEVICES_FILE, readCredentials, removeEndpoints, writeEndpoints, type DemoCredential, type DemoEndpoints, type Ports } from './demo-files.js';
 import { createLogger, logLevel, type LogLevel } from './logger.js';
 import { int, list, port, positive, str, url, type OptionSpec } from './options.js';
@@ -26,7 +26,7 @@ const warehouseList = (raw: string): string[] => {
   return items;
 };
 
-const specs = {
+export const demoSpecs = {
   dataDir: opt({ flag: 'data-dir', env: 'DATA_DIR', help: 'durable local state: embedded database, edge outboxes, demo credentials', parse: str, default: './data' }),
   databaseUrl: opt({ flag: 'database-url', env: 'DATABASE_URL', help: 'PostgreSQL; unset: embedded PostgreSQL under DATA_DIR', parse: url('postgres:', 'postgresql:'), secret: true }),
   redisUrl: opt({ flag: 'redis-url', env: 'REDIS_URL', help: 'Redis for the shared read model; unset: in-process', parse: url('redis:', 'rediss:'), secret: true }),
@@ -126,7 +126,7 @@ async function stopAll(r: Running, dataDir: string, log: Logger): Promise<void> 
 
 /** `stockwire demo`: central, one edge per warehouse, simulated devices and the live display, in one process. */
 export async function runDemo(argv: string[]): Promise<void> {
-  const c = configure('demo', 'Central, two warehouse edges, simulated scanners and shelf sensors, and the live display, on one machine, no services needed.', specs, argv);
+  const c = configure('demo', 'Central, two warehouse edges, simulated scanners and shelf sensors, and the live display, on one machine, no services needed.', demoSpecs, argv);
   if (!c) return;
   const began = Date.now();
   const log = createLogger('demo', c.logLevel);
@@ -203,7 +203,8 @@ export async function runDemo(argv: string[]): Promise<void> {
 
       const devices = creds.filter((x) => (x.kind === 'scanner' || x.kind === 'shelf') && c.warehouses.includes(x.warehouse));
       if (c.simRate > 0 && devices.length > 0) running.sim = await startSimulator(c.simRate, c.warehouses, devices, endpoints, log);
-      process.stderr.write(banner(c.dataDir, endpoints, creds, c.warehouses, running.sim ? c.simRate : 0, Date.now() - began, c.host));
+      const api = { token: running.central.apiToken, file: path.join(c.dataDir, API_TOKEN_FILE) };
+      process.stderr.write(banner(c.dataDir, endpoints, creds, api, c.warehouses, running.sim ? c.simRate : 0, Date.now() - began, c.host));
       return { mqtt: cp.mqtt, ws: cp.ws, http: cp.http, edges } as unknown as Record<string, number>;
     },
     () => stopAll(running, c.dataDir, log),
@@ -238,7 +239,7 @@ async function startSimulator(rate: number, warehouses: string[], devices: DemoC
   return sim;
 }
 
-function banner(dataDir: string, e: DemoEndpoints, creds: DemoCredential[], warehouses: string[], simRate: number, startMs: number, host: string): string {
+function banner(dataDir: string, e: DemoEndpoints, creds: DemoCredential[], api: { token: string; file: string }, warehouses: string[], simRate: number, startMs: number, host: string): string {
   const h = e.host;
   const display = creds.find((x) => x.id === 'display') as DemoCredential;
   const firstWh = warehouses[0] as string;
@@ -266,6 +267,8 @@ function banner(dataDir: string, e: DemoEndpoints, creds: DemoCredential[], ware
       .filter((x) => x.kind !== 'shelf' || x.id.endsWith('-1'))
       .map((x) => `    ${x.kind.padEnd(8)} ${x.id.padEnd(14)} ${x.warehouse.padEnd(6)} ${x.password}`),
     `    (all ${creds.length} credentials, with every scanner and shelf sensor, are in the file)`,
+    `    api      HTTP writes (POST/DELETE /v1/…) send  Authorization: Bearer ${api.token}`,
+    `             (kept in ${api.file}, mode 0600; reads are open)`,
     '',
     '  Try:',
     `    mosquitto_sub -h ${h} -p ${e.central.mqtt} -u ${display.id} -P '${display.password}' -i ${display.id}-cli -t 'stock/#' -t 'wh/+/stock/#' -v`,
@@ -276,6 +279,8 @@ function banner(dataDir: string, e: DemoEndpoints, creds: DemoCredential[], ware
         ]
       : []),
     `    curl http://${h}:${e.central.http}/v1/stock/SKU-001`,
+    `    curl -H "Authorization: Bearer $(cat ${api.file})" -H 'Idempotency-Key: try-1' -H 'content-type: application/json' \\`,
+    `      -d '{"sku":"SKU-001","qty":1}' http://${h}:${e.central.http}/v1/reservations`,
     `    stockwire sim --data-dir ${dataDir} --duration 60 --faults all --verify     (bin/stockwire sim … in a checkout)`,
     '',
   ];

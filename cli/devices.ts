@@ -2,7 +2,7 @@ import { addDevice, DEVICE_KINDS, DevicesFileError } from '../broker/index.js';
 import { configure, EXIT_USAGE } from './run.js';
 import { str } from './options.js';
 
-const specs = {
+export const devicesAddSpecs = {
   file: { flag: 'file', env: 'DEVICES_FILE', help: 'devices file (created if absent)', parse: str, required: true as const },
   id: { flag: 'id', help: 'device id, also its MQTT username', parse: str, required: true as const },
   warehouse: { flag: 'warehouse', help: 'warehouse the device belongs to', parse: str, required: true as const },
@@ -19,7 +19,7 @@ export async function runDevices(argv: string[]): Promise<void> {
     process.exitCode = help ? 0 : EXIT_USAGE;
     return;
   }
-  const c = configure('devices add', 'Add a device or gateway credential to a devices file.', specs, rest);
+  const c = configure('devices add', 'Add a device or gateway credential to a devices file.', devicesAddSpecs, rest);
   if (!c) return;
   try {
     await addDevice(c.file, { id: c.id, warehouse: c.warehouse, kind: c.kind, password: c.password });

@@ -15,10 +15,15 @@ export function configure<S extends Specs>(command: string, summary: string, spe
     return parseConfig(specs, argv, process.env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`stockwire ${command}: invalid configuration\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
-    process.exitCode = EXIT_USAGE;
+    usageError(command, err.problems);
     return null;
   }
+}
+
+/** Reports problems found after parsing (files, combinations of options) like a bad flag: listed on stderr, exit 2. */
+export function usageError(command: string, problems: string[]): void {
+  process.stderr.write(`stockwire ${command}: invalid configuration\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
+  process.exitCode = EXIT_USAGE;
 }
 
 /**

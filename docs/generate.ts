@@ -32,6 +32,8 @@ const MQTT_SCHEMAS: Record<string, TSchema> = {
   LinkStatus: p.LinkStatus,
   Alert: p.Alert,
   ReplayedEvent: p.ReplayedEvent,
+  CommandRequest: p.CommandRequest,
+  CommandResponse: p.CommandResponse,
 };
 
 interface Channel {
@@ -81,8 +83,18 @@ const CHANNELS: Record<string, Channel> = {
   },
   alert: {
     address: p.topics.alert('{wh}', '{kind}'), message: 'alert', schema: 'Alert', title: 'Alert', action: 'send', retain: false, params: ['wh', 'kind'],
-    description: 'negative-stock and dead-letter from central; outbox-full on the edge broker only.',
+    description: 'From central: negative-stock, dead-letter, reservation-mismatch (a shipment naming a hold it cannot consume), transfer-mismatch and transfer-timeout. On the edge broker only: outbox-full.',
     example: { kind: 'negative-stock', wh: 'WH1', sku: 'SKU-1', message: 'onHand of SKU-1 at WH1 is -3', at: AT },
+  },
+  request: {
+    address: p.topics.request('{client}'), message: 'commandRequest', schema: 'CommandRequest', title: 'Command request', action: 'receive', retain: false, params: ['client'],
+    description: 'A reservation or transfer command over MQTT (central only), published by a client to its own requests/{client} (the ACL binds the topic to the MQTT username). `data` is the HTTP body for reservations.create and transfers.create, `{"id"}` for the others; `idempotencyKey` is required for the creates. A processor credential may make every request, a gateway only for its own warehouse, devices none.',
+    example: { requestId: '42', action: 'reservations.create', idempotencyKey: 'order-7781', responseTopic: 'responses/erp/orders', data: { sku: 'SKU-1', qty: 2 } },
+  },
+  response: {
+    address: p.topics.response('{client}'), message: 'commandResponse', schema: 'CommandResponse', title: 'Command response', action: 'send', retain: false, params: ['client'],
+    description: 'The answer to a command, on responses/{client}, or on the topic below it that the request named as responseTopic (never one outside it): `{"requestId","status":"ok","data"}` with the HTTP body of the same command, or `{"requestId","status":"error","error"}`. A client may subscribe only to its own responses/{client}/#.',
+    example: { requestId: '42', status: 'ok', data: { id: 'r-01J9Z7', sku: 'SKU-1', qty: 2, warehouse: 'WH1', expiresAt: AT } },
   },
   replay: {
     address: 'wh/{wh}/replay/{sku}', message: 'replayedEvent', schema: 'ReplayedEvent', title: 'Replayed event', action: 'send', retain: false, params: ['wh', 'sku'],
@@ -96,7 +108,8 @@ const PARAMETERS: Record<string, string> = {
   device: 'device id (the MQTT username of a scanner or shelf sensor)',
   sku: 'stock keeping unit',
   location: 'bin or shelf',
-  kind: 'alert kind: negative-stock, dead-letter, outbox-full',
+  kind: 'alert kind: negative-stock, dead-letter, outbox-full, reservation-mismatch, transfer-mismatch, transfer-timeout',
+  client: 'MQTT username of the client making commands (a processor or gateway credential)',
 };
 
 export async function asyncapi(): Promise<Record<string, unknown>> {
@@ -149,6 +162,12 @@ export async function asyncapi(): Promise<Record<string, unknown>> {
 
 const json = (schema: unknown) => ({ 'application/json': { schema } });
 const error = (description: string) => ({ description, content: json(ref('schemas', 'ErrorResponse')) });
+const idempotencyKey = { name: 'Idempotency-Key', in: 'header', required: true, description: 'a repeated key returns the first answer (1–255 visible ASCII characters)', schema: { type: 'string', pattern: '^[\\x21-\\x7E]{1,255}$' } };
+const commandId = (description: string) => ({ name: 'id', in: 'path', required: true, description, schema: { type: 'string', pattern: p.EVENT_ID_PATTERN } });
+// Writes need the API token; reads are open unless central sets API_READ_TOKEN (`{}`: no token is one option).
+const WRITE = [{ apiToken: [] }];
+const READ = [{}, { apiToken: [] }];
+const unauthorized = () => error('unauthorized: no valid `Authorization: Bearer <token>` (the answer carries `WWW-Authenticate: Bearer`)');
 const pathParam = (name: string, description: string) => ({ name, in: 'path', required: true, description, schema: { type: 'string', pattern: p.IDENT_PATTERN } });
 
 export async function openapi(): Promise<Record<string, unknown>> {
@@ -157,7 +176,7 @@ export async function openapi(): Promise<Record<string, unknown>> {
     info: {
       title: 'stockwire central HTTP API',
       version: await version(),
-      description: 'Health, metrics, stock reads, history and reservations (CONTRACT section 6). Errors are `{"error":{"code","message"}}`; a 400 names the offending field. Edges serve /healthz, /readyz and /metrics only (port 9101).',
+      description: 'Health, metrics, stock reads, history, reservations and transfers (CONTRACT section 6; transfers and GET of a reservation extend it). Writes need `Authorization: Bearer <API token>`; reads too when API_READ_TOKEN is set. Errors are `{"error":{"code","message"}}`; a 400 names the offending field. Edges serve /healthz, /readyz and /metrics only (port 9101).',
       license: { name: 'MIT', identifier: 'MIT' },
     },
     servers: [{ url: 'http://localhost:8080', description: 'central (HTTP_PORT)' }],
@@ -174,14 +193,16 @@ export async function openapi(): Promise<Record<string, unknown>> {
         get: {
           operationId: 'getGlobalStock', summary: 'stock of a SKU over every warehouse (the retained stock/{sku} object)',
           parameters: [pathParam('sku', 'stock keeping unit')],
-          responses: { 200: { description: 'global stock', content: json(ref('schemas', 'GlobalStock')) }, 400: error('bad sku'), 404: error('unknown sku') },
+          security: READ,
+          responses: { 200: { description: 'global stock', content: json(ref('schemas', 'GlobalStock')) }, 400: error('bad sku'), 401: unauthorized(), 404: error('unknown sku'), 503: error('unavailable: the database did not answer in time; retry') },
         },
       },
       '/v1/warehouses/{wh}/stock/{sku}': {
         get: {
           operationId: 'getWarehouseStock', summary: 'stock of a SKU in one warehouse (the retained wh/{wh}/stock/{sku} object)',
           parameters: [pathParam('wh', 'warehouse id'), pathParam('sku', 'stock keeping unit')],
-          responses: { 200: { description: 'warehouse stock', content: json(ref('schemas', 'WarehouseStock')) }, 400: error('bad warehouse or sku'), 404: error('no stock of this sku in this warehouse') },
+          security: READ,
+          responses: { 200: { description: 'warehouse stock', content: json(ref('schemas', 'WarehouseStock')) }, 400: error('bad warehouse or sku'), 401: unauthorized(), 404: error('no stock of this sku in this warehouse'), 503: error('unavailable: the database did not answer in time; retry') },
         },
       },
       '/v1/stock/{sku}/history': {
@@ -193,32 +214,83 @@ export async function openapi(): Promise<Record<string, unknown>> {
             { name: 'to', in: 'query', description: 'RFC 3339 or epoch ms; default: now', schema: { type: 'string' } },
             { name: 'bucket', in: 'query', description: 'bucket size such as 15m, 1h, 1d (at most 10,000 buckets)', schema: { type: 'string', pattern: '^\\d{1,6}[smhd]$', default: '1h' } },
           ],
-          responses: { 200: { description: 'movements', content: json(ref('schemas', 'StockHistory')) }, 400: error('bad parameter (named in error.field)') },
+          security: READ,
+          responses: { 200: { description: 'movements', content: json(ref('schemas', 'StockHistory')) }, 400: error('bad parameter (named in error.field)'), 401: unauthorized(), 503: error('unavailable: the database did not answer within API_READ_TIMEOUT_MS; retry') },
         },
       },
       '/v1/reservations': {
         post: {
           operationId: 'reserve', summary: 'reserve stock: granted only while available ≥ qty in the chosen warehouse, atomically',
-          parameters: [{ name: 'Idempotency-Key', in: 'header', required: true, description: 'a repeated key returns the first answer', schema: { type: 'string', minLength: 1, maxLength: 200 } }],
+          parameters: [idempotencyKey],
           requestBody: { required: true, content: json(ref('schemas', 'ReservationRequest')) },
+          security: WRITE,
           responses: {
-            201: { description: 'granted', content: json(ref('schemas', 'Reservation')) },
-            400: error('bad body or missing Idempotency-Key'),
+            201: { description: 'granted (`parts` with `split`); a repeated key answers the first answer again, with the header idempotent-replayed: true', content: json(ref('schemas', 'ReservationGranted')) },
+            400: error('bad body or missing Idempotency-Key (named in error.field)'),
+            401: unauthorized(),
+            404: error('unknown warehouse or sku'),
             409: error('insufficient_stock: not enough available'),
+            422: error('idempotency_key_reused: the key was used for a different request'),
+            503: error('unavailable: too many commands queued, or a row locked too long; retry'),
           },
         },
       },
       '/v1/reservations/{id}': {
+        get: {
+          operationId: 'getReservation', summary: 'one hold: its state, what it still holds and what shipments consumed',
+          parameters: [commandId('reservation id')],
+          security: READ,
+          responses: { 200: { description: 'the hold', content: json(ref('schemas', 'ReservationView')) }, 400: error('bad id'), 401: unauthorized(), 404: error('no such reservation') },
+        },
         delete: {
-          operationId: 'release', summary: 'release a reservation',
-          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: p.EVENT_ID_PATTERN } }],
-          responses: { 204: { description: 'released' }, 404: error('no such reservation') },
+          operationId: 'release', summary: 'release what the hold still holds (again: 204)',
+          parameters: [commandId('reservation id')],
+          security: WRITE,
+          responses: { 204: { description: 'released' }, 400: error('bad id'), 401: unauthorized(), 404: error('no such reservation'), 409: error("invalid_state: a transfer's hold (cancel the transfer)"), 503: error('unavailable; retry') },
+        },
+      },
+      '/v1/transfers': {
+        post: {
+          operationId: 'createTransfer', summary: 'move stock between warehouses as a saga: hold at from, ship naming it, receive at to naming it',
+          parameters: [idempotencyKey],
+          requestBody: { required: true, content: json(ref('schemas', 'TransferRequest')) },
+          security: WRITE,
+          responses: {
+            201: { description: 'the transfer, holding qty at from', content: json(ref('schemas', 'TransferView')) },
+            400: error('bad body or missing Idempotency-Key (named in error.field)'),
+            401: unauthorized(),
+            404: error('unknown warehouse (from, to) or sku'),
+            409: error('insufficient_stock at from'),
+            422: error('idempotency_key_reused'),
+            503: error('unavailable; retry'),
+          },
+        },
+      },
+      '/v1/transfers/{id}': {
+        get: {
+          operationId: 'getTransfer', summary: 'a transfer: state, shipped, received, in transit, deadline',
+          parameters: [commandId('transfer id')],
+          security: READ,
+          responses: { 200: { description: 'the transfer', content: json(ref('schemas', 'TransferView')) }, 400: error('bad id'), 401: unauthorized(), 404: error('no such transfer') },
+        },
+        delete: {
+          operationId: 'cancelTransfer', summary: 'cancel a transfer nothing was shipped or received for (again: 204)',
+          parameters: [commandId('transfer id')],
+          security: WRITE,
+          responses: { 204: { description: 'cancelled' }, 400: error('bad id'), 401: unauthorized(), 404: error('no such transfer'), 409: error('invalid_state: goods already moved'), 503: error('unavailable; retry') },
         },
       },
     },
     components: {
+      securitySchemes: {
+        apiToken: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'API_TOKEN of central (and of each processor); unset, a random one is generated into DATA_DIR/api-token. Writes (POST, DELETE) always need it; GET /v1/… only when API_READ_TOKEN is set (which the write token also satisfies). /healthz, /readyz and /metrics are open.',
+        },
+      },
       schemas: Object.fromEntries(
-        Object.entries({ GlobalStock: p.GlobalStock, WarehouseStock: p.WarehouseStock, StockHistory: p.StockHistory, ReservationRequest: p.ReservationRequest, Reservation: p.Reservation, ErrorResponse: p.ErrorResponse, Health: p.Health }).map(([n, s]) => [n, plain(s)]),
+        Object.entries({ GlobalStock: p.GlobalStock, WarehouseStock: p.WarehouseStock, StockHistory: p.StockHistory, ReservationRequest: p.ReservationRequest, ReservationGranted: p.ReservationGranted, ReservationView: p.ReservationView, TransferRequest: p.TransferRequest, TransferView: p.TransferView, ErrorResponse: p.ErrorResponse, Health: p.Health }).map(([n, s]) => [n, plain(s)]),
       ),
     },
   };

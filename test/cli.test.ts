@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { createTestDatabase, testPool, type TestDatabase } from './helpers/db.js';
 import { BIN } from './helpers/process.js';
 
 const exec = promisify(execFile);
@@ -77,7 +77,7 @@ describe('stockwire command line', () => {
     assert.equal(first.code, 0, first.stderr);
     assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: 2, timescale: false });
     assert.equal((await stockwire(['migrate'], env)).code, 0);
-    const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+    const pool = testPool(db.url, 1);
     await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES
       (now(), 'W1', 'd', 'a', 'received', 'S', 5, 5, '{}', now()), (now(), 'W1', 'd', 'b', 'shipped', 'S', 2, -2, '{}', now())`);
     await pool.query(`INSERT INTO stock (wh, sku, on_hand, version) VALUES ('W1', 'S', 3, 1)`);

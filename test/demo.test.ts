@@ -108,6 +108,15 @@ describe('stockwire demo (what npm start runs), with DATABASE_URL and REDIS_URL 
     // The page served in demo mode carries the display credential, so it connects with no login.
     const config = (await (await fetch(`http://127.0.0.1:${demo.central.http}/display/config.json`)).json()) as { credential?: { username: string } };
     assert.equal(config.credential?.username, 'display');
+    // The API token is printed with the credentials and kept in DATA_DIR/api-token (0600); writes need it.
+    const tokenFile = path.join(demo.dataDir, 'api-token');
+    const token = (await fs.readFile(tokenFile, 'utf8')).trim();
+    assert.equal((await fs.stat(tokenFile)).mode & 0o777, 0o600);
+    assert.ok(logs().includes(`Authorization: Bearer ${token}`), 'the banner shows the API token');
+    const reserve = (headers: Record<string, string>) =>
+      fetch(`http://127.0.0.1:${demo.central.http}/v1/reservations`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': `demo-${randomBytes(4).toString('hex')}`, ...headers }, body: JSON.stringify({ sku: 'SKU-001', qty: 1 }) });
+    assert.equal((await reserve({})).status, 401);
+    assert.ok([201, 404, 409].includes((await reserve({ authorization: `Bearer ${token}` })).status), 'with the token the request is decided');
     const page = await fetch(`http://127.0.0.1:${demo.edges.WH1?.http}/display/`);
     assert.equal(page.status, 200);
     assert.match(await page.text(), /<script src="mqtt\.min\.js"><\/script>/);
@@ -138,6 +147,7 @@ describe('stockwire demo (what npm start runs), with DATABASE_URL and REDIS_URL 
 
     // Ctrl-C stops everything cleanly.
     assert.equal(await interrupt(demo.run), 0, demo.run.logs.slice(-20).join('\n'));
+    assert.deepEqual(demo.run.logs.filter((l) => l.includes('link to central lost')), [], 'a clean stop is not reported as a lost link');
     assert.equal(existsSync(path.join(demo.dataDir, 'demo-endpoints.json')), false, 'the endpoints file goes with the demo');
     const credentials = await fs.readFile(path.join(demo.dataDir, 'demo-credentials.json'), 'utf8');
 
@@ -150,6 +160,8 @@ describe('stockwire demo (what npm start runs), with DATABASE_URL and REDIS_URL 
     assert.deepEqual(again.creds.slice(first.length).map((c) => c.id), ['scan-wh1-4', 'scan-wh2-4']);
     const newScanner = again.cred('scan-wh2-4');
     assert.equal(await mosquittoPub(again.edges.WH2?.mqtt as number, newScanner.id, newScanner.password, `wh/WH2/dev/${newScanner.id}/event`, JSON.stringify({ v: 1, id: 'n1', type: 'received', sku, qty: 1 })), 0, 'the new credential works');
+    assert.equal((await fs.readFile(path.join(demo.dataDir, 'api-token'), 'utf8')).trim(), token, 'the same API token');
+    assert.ok(again.run.logs.join('\n').includes(`Authorization: Bearer ${token}`));
     const stock = (await (await fetch(`http://127.0.0.1:${again.central.http}/v1/warehouses/WH1/stock/${sku}`)).json()) as { onHand: number };
     assert.equal(stock.onHand, 5);
     assert.equal(await interrupt(again.run), 0, again.run.logs.slice(-20).join('\n'));

@@ -45,7 +45,7 @@ function next(node: Spied, event: 'input' | 'call:error', timeoutMs = 20_000): P
  * A stand-in for central's reservations API, to CONTRACT section 6. Reservations are being built on
  * another branch at the same time; this fake follows the contract so the node is tested against it.
  */
-function fakeReservations(available: Record<string, number>): Promise<{ url: string; keys: string[]; close: () => Promise<void> }> {
+function fakeReservations(available: Record<string, number>, token: string): Promise<{ url: string; keys: string[]; close: () => Promise<void> }> {
   const answers = new Map<string, { status: number; body: unknown }>();
   const reservations = new Map<string, { sku: string; qty: number }>();
   const keys: string[] = [];
@@ -57,6 +57,10 @@ function fakeReservations(available: Record<string, number>): Promise<{ url: str
         res.writeHead(status, body === undefined ? {} : { 'content-type': 'application/json' });
         res.end(body === undefined ? undefined : JSON.stringify(body));
       };
+      if (req.headers.authorization !== `Bearer ${token}`) {
+        res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="stockwire"' });
+        return res.end(JSON.stringify({ error: { code: 'unauthorized', message: 'the API token is not valid' } }));
+      }
       const release = /^\/v1\/reservations\/([^/]+)$/.exec(req.url ?? '');
       if (req.method === 'DELETE' && release) {
         const r = reservations.get(decodeURIComponent(release[1] as string));
@@ -229,7 +233,7 @@ describe('Node-RED nodes (node-red-contrib-stockwire) on Node-RED 4.1', () => {
   });
 
   it('reserve (against a stand-in of the contract\'s reservations API): granted, refused on output 2, retried with the same key, released', async () => {
-    const api = await fakeReservations({ 'SKU-R': 5 });
+    const api = await fakeReservations({ 'SKU-R': 5 }, 'fake-api-token-0123456789');
     try {
       await helper.load(
         stockwire as never,
@@ -242,7 +246,7 @@ describe('Node-RED nodes (node-red-contrib-stockwire) on Node-RED 4.1', () => {
           { id: 'released', type: 'helper' },
           { id: 'unknown', type: 'helper' },
         ] as never,
-        {},
+        { srv: { apiToken: 'fake-api-token-0123456789' } },
       );
       const reserve = helper.getNode('res') as Spied;
       let granted = next(helper.getNode('granted') as Spied, 'input');
@@ -276,6 +280,45 @@ describe('Node-RED nodes (node-red-contrib-stockwire) on Node-RED 4.1', () => {
     } finally {
       await api.close();
     }
+  });
+
+  it('reserve against central: the API token (a credential of the server) is sent; without it central answers 401', async () => {
+    await gateway.publishAsync(`wh/${WH}/dev/scan-rc/event`, JSON.stringify({ v: 1, id: 'rc-1', type: 'received', sku: 'SKU-RC', qty: 4 }), { qos: 1 });
+    const nodes = [
+      central$(),
+      { id: 'res', type: 'stockwire-reserve', server: 'srv', action: 'reserve', sku: 'SKU-RC', qty: '', warehouse: WH, ttlSeconds: '', wires: [['granted'], ['refused']] },
+      { id: 'rel', type: 'stockwire-reserve', server: 'srv', action: 'release', sku: '', qty: '', warehouse: '', ttlSeconds: '', wires: [['released'], []] },
+      { id: 'granted', type: 'helper' },
+      { id: 'refused', type: 'helper' },
+      { id: 'released', type: 'helper' },
+    ];
+    await helper.load(stockwire as never, nodes as never, { srv: { apiToken: central.apiToken } });
+    const granted = next(helper.getNode('granted') as Spied, 'input');
+    (helper.getNode('res') as Spied).receive({ payload: { qty: 3 }, _msgid: 'rc-m-1' });
+    const reservation = (await granted).payload as { id: string; qty: number; warehouse: string };
+    assert.deepEqual([reservation.qty, reservation.warehouse], [3, WH]);
+    const released = next(helper.getNode('released') as Spied, 'input');
+    (helper.getNode('rel') as Spied).receive({ reservation });
+    assert.deepEqual((await released).payload, { id: reservation.id, released: true });
+    await helper.unload();
+
+    await helper.load(stockwire as never, nodes as never, {});
+    const reserve = helper.getNode('res') as Spied;
+    const failed = next(reserve, 'call:error');
+    reserve.receive({ payload: { qty: 1 }, _msgid: 'rc-m-2' });
+    const { error, msg } = (await failed) as { error: Error; msg: Msg };
+    assert.match(String(error), /reserve: 401 unauthorized/);
+    assert.equal(msg.statusCode, 401);
+  });
+
+  it('the API token is a credential of the server node (kept out of exported flows), and the example flow has none', async () => {
+    const html = await fs.readFile(path.join(PACKAGE, 'src/stockwire.html'), 'utf8');
+    const server = html.slice(html.indexOf("registerType('stockwire-server'"), html.indexOf('label:', html.indexOf("registerType('stockwire-server'")));
+    const credentials = server.slice(server.indexOf('credentials:'));
+    assert.match(credentials, /apiToken: \{ type: 'password' \}/, 'declared as a password credential in the editor');
+    assert.doesNotMatch(server.slice(0, server.indexOf('credentials:')), /apiToken/, 'not a property (properties are exported)');
+    const flow = await fs.readFile(path.join(PACKAGE, 'examples/stockwire-flow.json'), 'utf8');
+    assert.doesNotMatch(flow, /apiToken|authorization/i);
   });
 
   it('the example flow loads: every node of it starts', async () => {

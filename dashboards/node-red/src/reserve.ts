@@ -36,7 +36,7 @@ export function registerReserve(RED: NodeAPI): void {
         if (def.action === 'release') {
           const id = p.id ?? (msg.reservation as { id?: unknown } | undefined)?.id ?? (typeof msg.payload === 'string' ? msg.payload : undefined);
           if (typeof id !== 'string' || !EVENT_ID.test(id)) throw new FieldError('id', 'the reservation id (msg.payload.id or msg.reservation.id) must match ^[A-Za-z0-9._:-]{1,64}$');
-          const answer = await request(server.httpUrl, 'DELETE', `v1/reservations/${encodeURIComponent(id)}`);
+          const answer = await request(server.httpUrl, 'DELETE', `v1/reservations/${encodeURIComponent(id)}`, { headers: server.apiHeaders() });
           msg.statusCode = answer.status;
           if (answer.status === 204) return send([{ ...msg, payload: { id, released: true } }, null]);
           if (answer.status === 404) return send([null, { ...msg, payload: answer.body }]);
@@ -51,7 +51,7 @@ export function registerReserve(RED: NodeAPI): void {
         const ttl = blank(p.ttlSeconds) ? def.ttlSeconds : p.ttlSeconds;
         if (!blank(ttl)) body.ttlSeconds = integer(ttl, 'ttlSeconds', 1, 31_536_000);
         const key = typeof msg.idempotencyKey === 'string' && msg.idempotencyKey !== '' ? msg.idempotencyKey : `node-red-${msg._msgid}`;
-        const answer = await request(server.httpUrl, 'POST', 'v1/reservations', { body, headers: { 'idempotency-key': key } });
+        const answer = await request(server.httpUrl, 'POST', 'v1/reservations', { body, headers: { ...server.apiHeaders(), 'idempotency-key': key } });
         msg.statusCode = answer.status;
         msg.idempotencyKey = key;
         if (answer.status === 201) return send([{ ...msg, payload: answer.body, reservation: answer.body }, null]);

@@ -10,6 +10,8 @@ export interface ServerDef extends NodeDef {
 export interface ServerCredentials {
   username?: string;
   password?: string;
+  /** central's API_TOKEN: reserve and release send it as `Authorization: Bearer …` */
+  apiToken?: string;
 }
 
 type OnMessage = (topic: string, payload: Buffer, retain: boolean) => void;
@@ -21,6 +23,8 @@ type OnMessage = (topic: string, payload: Buffer, retain: boolean) => void;
  */
 export interface ServerNode extends Node<ServerCredentials> {
   httpUrl: string;
+  /** headers every HTTP API call sends (the API token, when one is configured) */
+  apiHeaders(): Record<string, string>;
   /** the shared connection; `user` shows its state as its status */
   client(user: Node): MqttClient;
   /** resolves once the broker granted the subscription (MQTT.js may send a queued publish before it) */
@@ -34,6 +38,10 @@ export function registerServer(RED: NodeAPI): void {
   function StockwireServer(this: ServerNode, def: ServerDef) {
     RED.nodes.createNode(this, def);
     this.httpUrl = def.httpUrl;
+    this.apiHeaders = (): Record<string, string> => {
+      const token = this.credentials?.apiToken;
+      return token ? { authorization: `Bearer ${token}` } : {};
+    };
     let connection: MqttClient | null = null;
     let lastError = '';
     const users = new Set<Node>();
@@ -103,5 +111,8 @@ export function registerServer(RED: NodeAPI): void {
       c.end(true, {}, () => done());
     });
   }
-  RED.nodes.registerType<ServerNode, ServerDef, object, ServerCredentials>('stockwire-server', StockwireServer, { credentials: { username: { type: 'text' }, password: { type: 'password' } } });
+  RED.nodes.registerType<ServerNode, ServerDef, object, ServerCredentials>('stockwire-server', StockwireServer, {
+    // credentials, not properties: Node-RED keeps them out of exported flows
+    credentials: { username: { type: 'text' }, password: { type: 'password' }, apiToken: { type: 'password' } },
+  });
 }

@@ -23,7 +23,7 @@ export function registerStockLevel(RED: NodeAPI): void {
         const sku = ident(def.sku || msg.sku || (typeof payload === 'string' ? payload : payload?.sku), 'sku');
         const wanted = def.warehouse || msg.warehouse || (typeof payload === 'object' ? payload?.warehouse : undefined);
         const wh = wanted === undefined || wanted === '' ? undefined : ident(wanted, 'warehouse');
-        const answer = await request(server.httpUrl, 'GET', wh ? `v1/warehouses/${wh}/stock/${sku}` : `v1/stock/${sku}`);
+        const answer = await request(server.httpUrl, 'GET', wh ? `v1/warehouses/${wh}/stock/${sku}` : `v1/stock/${sku}`, { headers: server.apiHeaders() });
         msg.statusCode = answer.status;
         if (answer.status !== 200) {
           const e = apiError(answer.body);
