@@ -8,20 +8,12 @@ import { Registry } from 'prom-client';
 import {
   createBroker,
   DeviceRegistry,
-  hashPassword,
   type AuthedClient,
   type BrokerPorts,
-  type Device,
   type DevicePublish,
   type StockwireBroker,
 } from '../../broker/index.js';
-
-// One password per device, derived from its id, so any leak into the logs is easy to spot.
-const password = (id: string): string => `secret-of-${id}`;
-
-async function registryOf(devices: Array<Omit<Device, 'passwordHash'>>): Promise<DeviceRegistry> {
-  return DeviceRegistry.fromList(await Promise.all(devices.map(async (d) => ({ ...d, passwordHash: await hashPassword(password(d.id)) }))));
-}
+import { deviceRegistry, passwordOf } from '../helpers/broker.js';
 
 /** Log lines, kept to check that no password is ever written. */
 const logLines: string[] = [];
@@ -51,7 +43,7 @@ async function connect(url: string, opts: IClientOptions): Promise<MqttClient> {
   return client;
 }
 async function connectAs(url: string, id: string, opts: IClientOptions = {}): Promise<MqttClient> {
-  return connect(url, { username: id, password: password(id), clientId: `${id}-${Math.random().toString(16).slice(2, 8)}`, ...opts });
+  return connect(url, { username: id, password: passwordOf(id), clientId: `${id}-${Math.random().toString(16).slice(2, 8)}`, ...opts });
 }
 async function refusal(url: string, opts: IClientOptions): Promise<number | undefined> {
   let client: MqttClient;
@@ -94,7 +86,7 @@ let edgeUrl: string;
 let centralUrl: string;
 
 before(async () => {
-  const devices = await registryOf([
+  const devices = await deviceRegistry([
     { id: 's1', warehouse: 'W1', kind: 'scanner' },
     { id: 's1-x', warehouse: 'W1', kind: 'scanner' },
     { id: 's2', warehouse: 'W1', kind: 'shelf' },
@@ -152,11 +144,11 @@ describe('authentication', () => {
     ['unknown user', { clientId: 'ghost', username: 'ghost', password: 'x' }, 4, 'unknown_user'],
     ['wrong password', { clientId: 's1', username: 's1', password: 'wrong' }, 4, 'bad_password'],
     ['no password', { clientId: 's1', username: 's1' }, 4, 'bad_password'],
-    ['client id of another device', { clientId: 's2', username: 's1', password: password('s1') }, 2, 'client_id'],
-    ['client id of a device whose id extends ours', { clientId: 's1-x', username: 's1', password: password('s1') }, 2, 'client_id'],
-    ['client id not starting with the device id', { clientId: 'mqttjs_1234', username: 's1', password: password('s1') }, 2, 'client_id'],
-    ['scanner of another warehouse', { clientId: 's9', username: 's9', password: password('s9') }, 5, 'kind_not_allowed'],
-    ['gateway on an edge', { clientId: 'gw-W1', username: 'gw-W1', password: password('gw-W1') }, 5, 'kind_not_allowed'],
+    ['client id of another device', { clientId: 's2', username: 's1', password: passwordOf('s1') }, 2, 'client_id'],
+    ['client id of a device whose id extends ours', { clientId: 's1-x', username: 's1', password: passwordOf('s1') }, 2, 'client_id'],
+    ['client id not starting with the device id', { clientId: 'mqttjs_1234', username: 's1', password: passwordOf('s1') }, 2, 'client_id'],
+    ['scanner of another warehouse', { clientId: 's9', username: 's9', password: passwordOf('s9') }, 5, 'kind_not_allowed'],
+    ['gateway on an edge', { clientId: 'gw-W1', username: 'gw-W1', password: passwordOf('gw-W1') }, 5, 'kind_not_allowed'],
   ];
   for (const [name, opts, code, reason] of cases) {
     test(`${name}: refused with CONNACK ${code}, counted as ${reason}`, async () => {
@@ -173,11 +165,11 @@ describe('authentication', () => {
     await client.endAsync();
     await sleep(50);
     assert.equal(await metricValue(edgeMetrics, 'stockwire_broker_connected_clients', { kind: 'scanner' }), 0);
-    assert.equal(await refusal(centralUrl, { clientId: 's1', username: 's1', password: password('s1') }), 5);
+    assert.equal(await refusal(centralUrl, { clientId: 's1', username: 's1', password: passwordOf('s1') }), 5);
   });
 
   test('client id equal to the device id is accepted', async () => {
-    const client = await connect(edgeUrl, { clientId: 's1', username: 's1', password: password('s1') });
+    const client = await connect(edgeUrl, { clientId: 's1', username: 's1', password: passwordOf('s1') });
     assert.ok(client.connected);
     await client.endAsync();
   });
@@ -321,14 +313,14 @@ describe('logs', () => {
   test('no password ever reaches the log', () => {
     assert.ok(logLines.length > 0);
     const all = logLines.join('');
-    for (const id of ['s1', 's1-x', 's2', 's9', 'disp1', 'gw-W1', 'proc']) assert.ok(!all.includes(password(id)), id);
+    for (const id of ['s1', 's1-x', 's2', 's9', 'disp1', 'gw-W1', 'proc']) assert.ok(!all.includes(passwordOf(id)), id);
     assert.ok(!all.includes('"wrong"'));
   });
 });
 
 describe('stop', () => {
   test('stop disconnects clients, waits for hooks in flight and frees the ports', async () => {
-    const devices = await registryOf([{ id: 's1', warehouse: 'W1', kind: 'scanner' }]);
+    const devices = await deviceRegistry([{ id: 's1', warehouse: 'W1', kind: 'scanner' }]);
     let hookDone = false;
     const broker = createBroker({
       role: 'edge',

@@ -1,5 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { after, before } from 'node:test';
+import type pg from 'pg';
+import { createPool } from '../../processors/db/pool.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices, type TestDevice } from '../helpers/devices.js';
 import { freePort, kill9, startStockwire, type Running } from '../helpers/process.js';
 import { PubackDevices } from '../helpers/puback-devices.js';
@@ -15,6 +19,44 @@ const live = new Set<Running>();
 process.once('exit', () => {
   for (const r of live) r.child.kill('SIGKILL');
 });
+
+/** A scenario file's own database, and the file's small pool on it for its checks. */
+export interface ScenarioDatabase {
+  readonly db: TestDatabase;
+  readonly pool: pg.Pool;
+  /** events of warehouse `wh` in central's inbox: how far a stream has got */
+  inbox(wh: string): Promise<number>;
+}
+
+/**
+ * Creates the database before the enclosing suite's tests and drops it after them (call it in `describe`).
+ * The pool's application name lets a scenario that terminates backends spare the test's own connections.
+ */
+export function scenarioDatabase(name: string): ScenarioDatabase {
+  let db: TestDatabase | undefined;
+  let pool: pg.Pool | undefined;
+  before(async () => {
+    db = await createTestDatabase(name);
+    pool = createPool({ url: db.url, max: 2, applicationName: 'faults-test' });
+  });
+  after(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+  const ready = <T>(v: T | undefined): T => {
+    if (v === undefined) throw new Error(`the database ${name} is created in the suite's before hook`);
+    return v;
+  };
+  return {
+    get db() {
+      return ready(db);
+    },
+    get pool() {
+      return ready(pool);
+    },
+    inbox: async (wh) => (await ready(pool).query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh])).rows[0]?.n ?? 0,
+  };
+}
 
 /** A `stockwire` process that a scenario kills and starts again, always with the same arguments. */
 export class Proc {

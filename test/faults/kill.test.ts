@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type pg from 'pg';
-import { createPool } from '../../processors/db/pool.js';
+import { describe, it } from 'node:test';
 import type { LinkStatus } from '../../protocol/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { waitApplied } from '../helpers/exactly-once.js';
 import { rng, workload } from '../helpers/workload.js';
-import { atProgress, MOSQUITTO, Proc, randomThresholds, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
+import { atProgress, MOSQUITTO, Proc, randomThresholds, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 4_000;
@@ -17,25 +14,14 @@ const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
 
 /** kill -9 of each kind of process at random moments, several times in one run, under load through an edge. */
 describe(`kill -9 at random moments (seed ${SEED})`, () => {
-  let db: TestDatabase;
-  let pool: pg.Pool;
-  before(async () => {
-    db = await createTestDatabase('faults_kill');
-    pool = createPool({ url: db.url, max: 2 });
-  });
-  after(async () => {
-    await pool.end();
-    await db.drop();
-  });
-
-  const inbox = async (wh: string) => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh])).rows[0]?.n ?? 0;
+  const s = scenarioDatabase('faults_kill');
 
   it(`edge killed ${KILLS} times while devices publish ${EDGE_TOTAL} events`, { timeout: 300_000 }, async () => {
     const startedAt = Date.now();
     const w = await warehouse('KE');
     const random = rng(SEED);
     const { events, expected } = workload(w.wh, EDGE_TOTAL, SEED, { devices: w.scanners.length });
-    const env = { DATABASE_URL: db.url };
+    const env = { DATABASE_URL: s.db.url };
     const central = new Proc('central', () => w.centralArgs(), env);
     await central.start();
     const edge = new Proc('edge', () => w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`), env);
@@ -72,8 +58,8 @@ describe(`kill -9 at random moments (seed ${SEED})`, () => {
       await chaos.stop();
       assert.equal(chaos.done, KILLS, 'every kill happened mid-stream');
       await status.waitFor(() => status.last(`wh/${w.wh}/status`)?.central === 'online', 15_000, 'online status again');
-      await waitApplied(pool, w.wh, EDGE_TOTAL, 60_000);
-      const o = await measure({ pool, databaseUrl: db.url, wh: w.wh, expected, sent: EDGE_TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: 'kill -9 edge', faults: `edge SIGKILL ×${edge.kills} mid-stream, restarted 0.2–1 s later`, injected: edge.kills, startedAt });
+      await waitApplied(s.pool, w.wh, EDGE_TOTAL, 60_000);
+      const o = await measure({ pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: EDGE_TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: 'kill -9 edge', faults: `edge SIGKILL ×${edge.kills} mid-stream, restarted 0.2–1 s later`, injected: edge.kills, startedAt });
       assertOutcome(o);
     } finally {
       await chaos.stop().catch(() => {});
@@ -89,14 +75,14 @@ describe(`kill -9 at random moments (seed ${SEED})`, () => {
     const w = await warehouse('KC');
     const random = rng(SEED + 1);
     const { events, expected } = workload(w.wh, TOTAL, SEED + 1, { devices: w.scanners.length });
-    const env = { DATABASE_URL: db.url };
+    const env = { DATABASE_URL: s.db.url };
     const central = new Proc('central', () => w.centralArgs(), env);
     await central.start();
     const edge = new Proc('edge', () => w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`), env);
     await edge.start();
     const devices = w.devices();
     // Thresholds on what central committed: each kill lands between a receipt and a commit somewhere.
-    const chaos = atProgress(() => inbox(w.wh), randomThresholds(random, KILLS, TOTAL * 0.1, TOTAL * 0.85), async () => {
+    const chaos = atProgress(() => s.inbox(w.wh), randomThresholds(random, KILLS, TOTAL * 0.1, TOTAL * 0.85), async () => {
       await central.kill9();
       await sleep(200 + random() * 800);
       await central.start();
@@ -105,8 +91,8 @@ describe(`kill -9 at random moments (seed ${SEED})`, () => {
       await within(200_000, 'devices publishing to the edge', Promise.race([devices.run(events), chaos.failed]), stuckDetail(devices, edge));
       await until(() => chaos.done >= KILLS, 120_000, 'the kills');
       await chaos.stop();
-      await waitApplied(pool, w.wh, TOTAL, 90_000);
-      const o = await measure({ pool, databaseUrl: db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: 'kill -9 central', faults: `central SIGKILL ×${central.kills} mid-stream, restarted 0.2–1 s later`, injected: central.kills, startedAt });
+      await waitApplied(s.pool, w.wh, TOTAL, 90_000);
+      const o = await measure({ pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: 'kill -9 central', faults: `central SIGKILL ×${central.kills} mid-stream, restarted 0.2–1 s later`, injected: central.kills, startedAt });
       assertOutcome(o);
     } finally {
       await chaos.stop().catch(() => {});
@@ -121,13 +107,13 @@ describe(`kill -9 at random moments (seed ${SEED})`, () => {
     const w = await warehouse('KP');
     const random = rng(SEED + 2);
     const { events, expected } = workload(w.wh, TOTAL, SEED + 2, { devices: w.scanners.length });
-    const env = { DATABASE_URL: db.url };
+    const env = { DATABASE_URL: s.db.url };
     const processor = new Proc('processor', () => w.processorArgs(MOSQUITTO), env);
     await processor.start();
     const edge = new Proc('edge', () => w.edgeArgs(MOSQUITTO, { auth: false }), env);
     await edge.start();
     const devices = w.devices();
-    const chaos = atProgress(() => inbox(w.wh), randomThresholds(random, KILLS, TOTAL * 0.1, TOTAL * 0.85), async () => {
+    const chaos = atProgress(() => s.inbox(w.wh), randomThresholds(random, KILLS, TOTAL * 0.1, TOTAL * 0.85), async () => {
       await processor.kill9();
       await sleep(200 + random() * 800);
       await processor.start();
@@ -136,8 +122,8 @@ describe(`kill -9 at random moments (seed ${SEED})`, () => {
       await within(200_000, 'devices publishing to the edge', Promise.race([devices.run(events), chaos.failed]), stuckDetail(devices, edge));
       await until(() => chaos.done >= KILLS, 120_000, 'the kills');
       await chaos.stop();
-      await waitApplied(pool, w.wh, TOTAL, 90_000);
-      const o = await measure({ pool, databaseUrl: db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${processor.ports.http}`, scenario: 'kill -9 processor (Mosquitto)', faults: `standalone processor SIGKILL ×${processor.kills} mid-stream behind Mosquitto, restarted 0.2–1 s later`, injected: processor.kills, startedAt });
+      await waitApplied(s.pool, w.wh, TOTAL, 90_000);
+      const o = await measure({ pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${processor.ports.http}`, scenario: 'kill -9 processor (Mosquitto)', faults: `standalone processor SIGKILL ×${processor.kills} mid-stream behind Mosquitto, restarted 0.2–1 s later`, injected: processor.kills, startedAt });
       assertOutcome(o);
     } finally {
       await chaos.stop().catch(() => {});

@@ -1,30 +1,18 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type pg from 'pg';
-import { createPool } from '../../processors/db/pool.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { describe, it } from 'node:test';
 import { rng } from '../helpers/workload.js';
-import { sleep } from './cluster.js';
+import { scenarioDatabase, sleep } from './cluster.js';
 import { runLinkScenario } from './link.js';
 
 const TOTAL = 4_000;
 const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
 
 describe(`edge↔central link cut and silently dropped (seed ${SEED})`, () => {
-  let db: TestDatabase;
-  let pool: pg.Pool;
-  before(async () => {
-    db = await createTestDatabase('faults_cut');
-    pool = createPool({ url: db.url, max: 2, applicationName: 'faults-test' });
-  });
-  after(async () => {
-    await pool.end();
-    await db.drop();
-  });
+  const s = scenarioDatabase('faults_cut');
 
   it(`cut (FIN/RST, reconnects refused) 3 times for 0.5–2.5 s while ${TOTAL} events stream`, { timeout: 180_000 }, async () => {
     const random = rng(SEED);
-    const r = await runLinkScenario(db, pool, {
+    const r = await runLinkScenario(s.db, s.pool, {
       name: 'link cut and restored', faults: 'edge↔central TCP connections destroyed, reconnects refused for 0.5–2.5 s', total: TOTAL, seed: SEED, at: [0.15, 0.4, 0.65],
       fault: async (proxy) => {
         proxy.cut({ refuse: true });
@@ -36,7 +24,7 @@ describe(`edge↔central link cut and silently dropped (seed ${SEED})`, () => {
   });
 
   it(`blackholed (no FIN, no RST, bytes held) for 8 s, twice: keep-alive notices and the resend recovers (${TOTAL} events)`, { timeout: 180_000 }, async () => {
-    const r = await runLinkScenario(db, pool, {
+    const r = await runLinkScenario(s.db, s.pool, {
       name: 'link blackholed (silent drop)', faults: 'edge↔central bytes stop both ways, no FIN/RST, 8 s (edge keep-alive 3 s)', total: TOTAL, seed: SEED + 1, at: [0.2, 0.6],
       fault: async (proxy) => {
         proxy.blackhole();

@@ -1,29 +1,17 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type pg from 'pg';
-import { createPool } from '../../processors/db/pool.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { describe, it } from 'node:test';
 import { rng } from '../helpers/workload.js';
-import { until } from './cluster.js';
+import { scenarioDatabase, until } from './cluster.js';
 import { runLinkScenario } from './link.js';
 
 const TOTAL = 4_000;
 const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
 
 describe(`edge↔central link slow and lossy (seed ${SEED})`, () => {
-  let db: TestDatabase;
-  let pool: pg.Pool;
-  before(async () => {
-    db = await createTestDatabase('faults_quality');
-    pool = createPool({ url: db.url, max: 2, applicationName: 'faults-test' });
-  });
-  after(async () => {
-    await pool.end();
-    await db.drop();
-  });
+  const s = scenarioDatabase('faults_quality');
 
   it(`slow: every chunk delayed 400 ms each way while ${TOTAL} events stream`, { timeout: 180_000 }, async () => {
-    await runLinkScenario(db, pool, {
+    await runLinkScenario(s.db, s.pool, {
       name: 'link slow', faults: 'every TCP chunk edge↔central delayed 400 ms, from 10 % to 70 % committed', total: TOTAL, seed: SEED, at: [0.1, 0.7],
       fault: async (proxy, i) => {
         if (i === 0) proxy.slow(400);
@@ -36,7 +24,7 @@ describe(`edge↔central link slow and lossy (seed ${SEED})`, () => {
   // connections that stall and die. Here each chunk resets its connection (RST) with probability 3 %.
   it(`lossy: connections reset at random (3 % of chunks) while ${TOTAL} events stream`, { timeout: 180_000 }, async () => {
     const random = rng(SEED + 1);
-    const r = await runLinkScenario(db, pool, {
+    const r = await runLinkScenario(s.db, s.pool, {
       name: 'link lossy (random resets)', faults: 'each TCP chunk edge↔central resets its connection with probability 0.03 (the first one surely), from 10 % to 60 % committed', total: TOTAL, seed: SEED + 1, at: [0.1, 0.6],
       fault: async (proxy, i) => {
         // Large coalesced chunks can carry the whole rest of the stream in a few dozen chunks, none of which

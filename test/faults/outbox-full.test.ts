@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type pg from 'pg';
-import { createPool } from '../../processors/db/pool.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { workload } from '../helpers/workload.js';
-import { metric, Proc, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
+import { metric, Proc, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 3_000;
@@ -14,22 +11,13 @@ const OUTBOX_MAX = '256KiB'; // about 1,000 events of this workload
 const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
 
 describe(`outbox full while central is away (seed ${SEED})`, () => {
-  let db: TestDatabase;
-  let pool: pg.Pool;
-  before(async () => {
-    db = await createTestDatabase('faults_full');
-    pool = createPool({ url: db.url, max: 2, applicationName: 'faults-test' });
-  });
-  after(async () => {
-    await pool.end();
-    await db.drop();
-  });
+  const s = scenarioDatabase('faults_full');
 
   it(`OUTBOX_MAX_BYTES=${OUTBOX_MAX}: refusals, the outbox-full alert, devices keep their events, nothing lost when central returns (twice)`, { timeout: 180_000 }, async () => {
     const startedAt = Date.now();
     const w = await warehouse('OF');
     const { events, expected } = workload(w.wh, TOTAL, SEED, { devices: w.scanners.length });
-    const env = { DATABASE_URL: db.url };
+    const env = { DATABASE_URL: s.db.url };
     const central = new Proc('central', () => w.centralArgs(), env);
     const edge = new Proc('edge', () => w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`, { extra: ['--outbox-max-bytes', OUTBOX_MAX] }), env);
     await edge.start(); // central is not there yet
@@ -58,10 +46,10 @@ describe(`outbox full while central is away (seed ${SEED})`, () => {
       await untilFull(await refused());
       await central.start();
       await within(120_000, 'devices handing every event over', run, stuckDetail(devices, edge, central));
-      await waitApplied(pool, w.wh, TOTAL, 60_000);
+      await waitApplied(s.pool, w.wh, TOTAL, 60_000);
       const refusals = await refused();
       assert.ok(refusals > firstRefusals, `refused again in the second outage (${firstRefusals} → ${refusals})`);
-      const o = await measure({ pool, databaseUrl: db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: 'outbox full', faults: `OUTBOX_MAX_BYTES=${OUTBOX_MAX}, central away twice until the outbox was full (${refusals} refusals)`, injected: 2, startedAt });
+      const o = await measure({ pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: 'outbox full', faults: `OUTBOX_MAX_BYTES=${OUTBOX_MAX}, central away twice until the outbox was full (${refusals} refusals)`, injected: 2, startedAt });
       assertOutcome(o);
       assert.equal(await metric(edge.current, 'stockwire_edge_backlog_events'), 0, 'the backlog drained');
     } finally {

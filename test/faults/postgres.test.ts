@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type pg from 'pg';
-import { createPool } from '../../processors/db/pool.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
 import { rng, workload } from '../helpers/workload.js';
-import { atProgress, metric, MOSQUITTO, Proc, randomThresholds, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
+import { atProgress, metric, MOSQUITTO, Proc, randomThresholds, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 5_000;
@@ -18,23 +15,13 @@ const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
  * restart or failover gives a client — FATAL 57P01, then a reset socket — for this process only.
  */
 describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
-  let db: TestDatabase;
-  let pool: pg.Pool;
-  before(async () => {
-    db = await createTestDatabase('faults_pg');
-    pool = createPool({ url: db.url, max: 2, applicationName: 'faults-test' });
-  });
-  after(async () => {
-    await pool.end();
-    await db.drop();
-  });
+  const s = scenarioDatabase('faults_pg');
 
-  const inbox = async (wh: string) => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh])).rows[0]?.n ?? 0;
   /** Terminates every connection of one application to this file's database; returns how many. */
   const terminate = async (applicationName: string): Promise<number> => {
-    const { rows } = await pool.query<{ n: number }>(
+    const { rows } = await s.pool.query<{ n: number }>(
       'SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = $2',
-      [db.name, applicationName],
+      [s.db.name, applicationName],
     );
     return rows[0]?.n ?? 0;
   };
@@ -45,7 +32,7 @@ describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
       const w = await warehouse(kind === 'central' ? 'PC' : 'PP');
       const random = rng(SEED + (kind === 'central' ? 0 : 1));
       const { events, expected } = workload(w.wh, TOTAL, SEED, { devices: w.scanners.length });
-      const env = { DATABASE_URL: db.url };
+      const env = { DATABASE_URL: s.db.url };
       const target = kind === 'central' ? new Proc('central', () => w.centralArgs(), env) : new Proc('processor', () => w.processorArgs(MOSQUITTO), env);
       await target.start();
       const edge = new Proc('edge', () => (kind === 'central' ? w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`) : w.edgeArgs(MOSQUITTO, { auth: false })), env);
@@ -53,7 +40,7 @@ describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
       const devices = w.devices();
       let terminated = 0;
       let stopCode: number | null = null;
-      const chaos = atProgress(() => inbox(w.wh), randomThresholds(random, TERMINATIONS, TOTAL * 0.1, TOTAL * 0.8), async () => {
+      const chaos = atProgress(() => s.inbox(w.wh), randomThresholds(random, TERMINATIONS, TOTAL * 0.1, TOTAL * 0.8), async () => {
         // A burst, so that some termination lands inside a batch's transaction, not only on idle connections.
         for (let i = 0; i < 10; i++) {
           terminated += await terminate(`stockwire-${kind}`);
@@ -65,11 +52,11 @@ describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
         await until(() => chaos.done >= TERMINATIONS, 60_000, 'the terminations');
         await chaos.stop();
         assert.ok(terminated >= TERMINATIONS, `connections terminated: ${terminated}`);
-        await waitApplied(pool, w.wh, TOTAL, 60_000).catch((err: Error) => {
+        await waitApplied(s.pool, w.wh, TOTAL, 60_000).catch((err: Error) => {
           throw new Error(`${err.message}\n${kind} log:\n${target.logTail()}`);
         });
         const o = await measure({
-          pool, databaseUrl: db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${target.ports.http}`,
+          pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${target.ports.http}`,
           scenario: `pg_terminate_backend (${kind})`, faults: `all of ${kind}'s PostgreSQL connections terminated in ${TERMINATIONS} bursts mid-stream (${terminated} connections)`, injected: TERMINATIONS, startedAt,
         });
         assertOutcome(o);

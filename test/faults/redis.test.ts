@@ -1,33 +1,19 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type pg from 'pg';
+import { describe, it } from 'node:test';
 import { createClient } from 'redis';
 import { centralOnHand } from '../../device-sim/verify.js';
-import { createPool } from '../../processors/db/pool.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { waitApplied } from '../helpers/exactly-once.js';
 import { freePort } from '../helpers/process.js';
 import { PrivateRedis } from '../helpers/redis-server.js';
 import { workload } from '../helpers/workload.js';
-import { atProgress, metric, Proc, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
+import { atProgress, metric, Proc, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 5_000;
 const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
 
 describe(`Redis (read model) killed and started again mid-stream (seed ${SEED})`, () => {
-  let db: TestDatabase;
-  let pool: pg.Pool;
-  before(async () => {
-    db = await createTestDatabase('faults_redis');
-    pool = createPool({ url: db.url, max: 2, applicationName: 'faults-test' });
-  });
-  after(async () => {
-    await pool.end();
-    await db.drop();
-  });
-
-  const inbox = async (wh: string) => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh])).rows[0]?.n ?? 0;
+  const s = scenarioDatabase('faults_redis');
 
   it(`ingest goes on while Redis is away, reads fall back to PostgreSQL, and the read model catches up (${TOTAL} events)`, { timeout: 180_000 }, async () => {
     const startedAt = Date.now();
@@ -36,7 +22,7 @@ describe(`Redis (read model) killed and started again mid-stream (seed ${SEED})`
     const w = await warehouse('RD');
     const prefix = `faults:${w.wh}:`;
     const { events, expected } = workload(w.wh, TOTAL, SEED, { devices: w.scanners.length });
-    const env = { DATABASE_URL: db.url };
+    const env = { DATABASE_URL: s.db.url };
     const central = new Proc('central', () => w.centralArgs(['--redis-url', redis.url, '--redis-prefix', prefix]), env);
     await central.start();
     const edge = new Proc('edge', () => w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`), env);
@@ -46,13 +32,13 @@ describe(`Redis (read model) killed and started again mid-stream (seed ${SEED})`
     let readsWhileAway = 0;
     let stopCode: number | null = null;
     // The restart waits for 60 % committed: if ingest stopped while Redis is away, this never happens and the scenario fails.
-    const chaos = atProgress(() => inbox(w.wh), [TOTAL * 0.25, TOTAL * 0.6], async (i) => {
+    const chaos = atProgress(() => s.inbox(w.wh), [TOTAL * 0.25, TOTAL * 0.6], async (i) => {
       if (i === 0) {
         await redis.kill();
         return;
       }
       // Reads while Redis is away: answered from PostgreSQL, equal to the stored stock.
-      const { rows } = await pool.query<{ sku: string; on_hand: number }>('SELECT sku, on_hand FROM stock WHERE wh = $1 ORDER BY sku LIMIT 5', [w.wh]);
+      const { rows } = await s.pool.query<{ sku: string; on_hand: number }>('SELECT sku, on_hand FROM stock WHERE wh = $1 ORDER BY sku LIMIT 5', [w.wh]);
       for (const r of rows) {
         const onHand = await centralOnHand(http(), w.wh, r.sku);
         assert.equal(typeof onHand, 'number', `read of ${r.sku} while Redis is away`);
@@ -66,15 +52,15 @@ describe(`Redis (read model) killed and started again mid-stream (seed ${SEED})`
       await within(120_000, 'devices publishing to the edge', Promise.race([devices.run(events), chaos.failed]), stuckDetail(devices, edge));
       await until(() => chaos.done >= 2, 60_000, 'Redis kill and restart');
       await chaos.stop();
-      await waitApplied(pool, w.wh, TOTAL, 60_000);
+      await waitApplied(s.pool, w.wh, TOTAL, 60_000);
       assert.ok(readsWhileAway > 0, 'reads were answered while Redis was away');
       const writeErrors = await readModelWriteErrors(http());
       assert.ok(writeErrors > 0, 'read-model writes failed while Redis was away (the fault took effect)');
-      const o = await measure({ pool, databaseUrl: db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: http(), scenario: 'Redis killed and restarted', faults: 'private Redis SIGKILL at 25 % committed, started again (empty) at 60 %', injected: 1, startedAt });
+      const o = await measure({ pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: http(), scenario: 'Redis killed and restarted', faults: 'private Redis SIGKILL at 25 % committed, started again (empty) at 60 %', injected: 1, startedAt });
       assertOutcome(o);
       // Caught up: once reconnected, Redis holds the stored stock of the rows whose writes failed while it was away.
       await reader.connect();
-      const { rows } = await pool.query<{ sku: string; on_hand: number; version: number }>('SELECT sku, on_hand, version FROM stock WHERE wh = $1', [w.wh]);
+      const { rows } = await s.pool.query<{ sku: string; on_hand: number; version: number }>('SELECT sku, on_hand, version FROM stock WHERE wh = $1', [w.wh]);
       const cached = async () => {
         const out = new Map<string, { onHand: number; version: number }>();
         for (const r of rows) {
@@ -105,7 +91,7 @@ describe(`Redis (read model) killed and started again mid-stream (seed ${SEED})`
     await redis.start();
     const w = await warehouse('RH');
     const { events, expected } = workload(w.wh, TOTAL, SEED + 1, { devices: w.scanners.length });
-    const env = { DATABASE_URL: db.url };
+    const env = { DATABASE_URL: s.db.url };
     const central = new Proc('central', () => w.centralArgs(['--redis-url', redis.url, '--redis-prefix', `faults:${w.wh}:`]), env);
     await central.start();
     const edge = new Proc('edge', () => w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`), env);
@@ -115,7 +101,7 @@ describe(`Redis (read model) killed and started again mid-stream (seed ${SEED})`
     let confirmedWhilePaused = 0;
     let readWhilePaused: number | null = null;
     let stopCode: number | null = null;
-    const chaos = atProgress(() => inbox(w.wh), [TOTAL * 0.2], async () => {
+    const chaos = atProgress(() => s.inbox(w.wh), [TOTAL * 0.2], async () => {
       redis.pause();
       const before = await confirmed();
       await sleep(3_000);
@@ -129,8 +115,8 @@ describe(`Redis (read model) killed and started again mid-stream (seed ${SEED})`
       await within(120_000, 'devices publishing to the edge', Promise.race([devices.run(events), chaos.failed]), stuckDetail(devices, edge));
       await until(() => chaos.done >= 1, 60_000, 'the pause');
       await chaos.stop();
-      await waitApplied(pool, w.wh, TOTAL, 60_000);
-      const o = await measure({ pool, databaseUrl: db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: 'Redis hung (SIGSTOP)', faults: `private Redis SIGSTOP for 10 s at 20 % committed, then SIGCONT (${confirmedWhilePaused} events confirmed to the edge meanwhile)`, injected: 1, startedAt });
+      await waitApplied(s.pool, w.wh, TOTAL, 60_000);
+      const o = await measure({ pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: 'Redis hung (SIGSTOP)', faults: `private Redis SIGSTOP for 10 s at 20 % committed, then SIGCONT (${confirmedWhilePaused} events confirmed to the edge meanwhile)`, injected: 1, startedAt });
       assertOutcome(o);
       // The read model is a cache: a Redis that does not answer must not hold back the acks that empty the edges' outboxes.
       // Measured before the fix: 73 in 10 s, the acks stuck behind a read-model write that never returned.

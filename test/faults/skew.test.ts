@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { after, before, describe, it } from 'node:test';
-import type pg from 'pg';
-import { createPool } from '../../processors/db/pool.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
 import { rng, workload } from '../helpers/workload.js';
-import { Proc, warehouse, stuckDetail, within } from './cluster.js';
+import { Proc, scenarioDatabase, stuckDetail, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 2_500;
@@ -38,23 +35,14 @@ function deviceClocks(random: () => number): (device: string, ts: number) => num
 }
 
 describe(`clock skew (seed ${SEED})`, () => {
-  let db: TestDatabase;
-  let pool: pg.Pool;
-  before(async () => {
-    db = await createTestDatabase('faults_skew');
-    pool = createPool({ url: db.url, max: 2, applicationName: 'faults-test' });
-  });
-  after(async () => {
-    await pool.end();
-    await db.drop();
-  });
+  const s = scenarioDatabase('faults_skew');
 
   async function scenario(name: string, faults: string, o: { edgeEnv?: Record<string, string>; centralEnv?: Record<string, string>; edgeBehindMs?: number; seed: number }) {
     const startedAt = Date.now();
     const w = await warehouse('SK');
     // Event times 3–8 h ago: every count lies before any time an edge stamps, even one 2 h behind.
     const { events, expected } = workload(w.wh, TOTAL, o.seed, { devices: w.scanners.length, tsAgoMs: 8 * HOUR, tsSpanMs: 5 * HOUR, clock: deviceClocks(rng(o.seed)), trustedUntil: Date.now() - (o.edgeBehindMs ?? 0) });
-    const env = { DATABASE_URL: db.url };
+    const env = { DATABASE_URL: s.db.url };
     const central = new Proc('central', () => w.centralArgs(), { ...env, ...o.centralEnv });
     await central.start();
     const edge = new Proc('edge', () => w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`), { ...env, ...o.edgeEnv });
@@ -62,11 +50,11 @@ describe(`clock skew (seed ${SEED})`, () => {
     const devices = w.devices();
     try {
       await within(120_000, 'devices publishing', devices.run(events), stuckDetail(devices, edge));
-      await waitApplied(pool, w.wh, TOTAL, 60_000);
-      const out = await measure({ pool, databaseUrl: db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: name, faults, injected: w.scanners.length - 2, startedAt });
+      await waitApplied(s.pool, w.wh, TOTAL, 60_000);
+      const out = await measure({ pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`, scenario: name, faults, injected: w.scanners.length - 2, startedAt });
       assertOutcome(out);
       // Times the edge stamped (deltas of the devices sending none: dev-4, dev-9) and central's receipt times, relative to the true clock, in ms.
-      const { rows } = await pool.query<{ stamped: number; received: number }>(
+      const { rows } = await s.pool.query<{ stamped: number; received: number }>(
         `SELECT avg(extract(epoch FROM ts) * 1000 - $2)::float8 AS stamped, avg(extract(epoch FROM received_at) * 1000 - $2)::float8 AS received
          FROM events WHERE wh = $1 AND device IN ('dev-4', 'dev-9') AND type <> 'counted'`,
         [w.wh, Date.now()],

@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type pg from 'pg';
-import { createPool } from '../../processors/db/pool.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
 import type { OutgoingEvent } from '../helpers/resending-publisher.js';
 import { rng, workload } from '../helpers/workload.js';
-import { Proc, warehouse, stuckDetail, within } from './cluster.js';
+import { Proc, scenarioDatabase, stuckDetail, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const UNIQUE = 1_500;
@@ -28,16 +25,7 @@ function storm(events: OutgoingEvent[], random: () => number, spread: number): O
 }
 
 describe(`duplicate storms and reordering by hours (seed ${SEED})`, () => {
-  let db: TestDatabase;
-  let pool: pg.Pool;
-  before(async () => {
-    db = await createTestDatabase('faults_storm');
-    pool = createPool({ url: db.url, max: 2, applicationName: 'faults-test' });
-  });
-  after(async () => {
-    await pool.end();
-    await db.drop();
-  });
+  const s = scenarioDatabase('faults_storm');
 
   it(`${UNIQUE} events, each delivered 3–10 times across reconnects, event times spread over 5 hours`, { timeout: 180_000 }, async () => {
     const startedAt = Date.now();
@@ -45,7 +33,7 @@ describe(`duplicate storms and reordering by hours (seed ${SEED})`, () => {
     const random = rng(SEED);
     const { events, expected } = workload(w.wh, UNIQUE, SEED, { devices: w.scanners.length, tsAgoMs: 8 * HOUR, tsSpanMs: 5 * HOUR });
     const deliveries = storm(events, random, 400);
-    const env = { DATABASE_URL: db.url };
+    const env = { DATABASE_URL: s.db.url };
     const central = new Proc('central', () => w.centralArgs(), env);
     await central.start();
     const edge = new Proc('edge', () => w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`), env);
@@ -54,14 +42,14 @@ describe(`duplicate storms and reordering by hours (seed ${SEED})`, () => {
     const devices = w.devices({ disconnectEveryMs: 2_000, random });
     try {
       await within(120_000, 'the storm', devices.run(deliveries), stuckDetail(devices, edge));
-      await waitApplied(pool, w.wh, UNIQUE, 60_000);
+      await waitApplied(s.pool, w.wh, UNIQUE, 60_000);
       assert.ok(devices.drops > 0, 'devices dropped connections mid-storm');
       const o = await measure({
-        pool, databaseUrl: db.url, wh: w.wh, expected, sent: UNIQUE, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`,
+        pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: UNIQUE, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`,
         scenario: 'duplicate storm, reordered by hours', faults: `each event published 3–10 times (${deliveries.length} copies), ts spread over 5 h, ${devices.drops} device disconnects`, injected: deliveries.length - UNIQUE + devices.drops, startedAt,
       });
       assertOutcome(o);
-      const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [w.wh]);
+      const { rows } = await s.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [w.wh]);
       assert.equal(rows[0]?.n, UNIQUE, 'the inbox holds each key once');
     } finally {
       await devices.close();
