@@ -56,6 +56,8 @@ export class Forwarder {
   private resendTimer: NodeJS.Timeout | null = null;
   private pumping = false;
   private pumpAgain = false;
+  /** counts connections: rows read for an older one belong to a pass that a reconnect started over */
+  private epoch = 0;
   private connected = false;
   private stopped = false;
 
@@ -98,6 +100,7 @@ export class Forwarder {
       // MQTT.js writes the PUBACK of every ack and stock message in a tick of its own: one writev per turn instead.
       if (this.coalesced !== client.stream) coalesceWrites((this.coalesced = client.stream));
       this.connected = true;
+      this.epoch++;
       this.inflight.clear();
       this.byKey.clear();
       this.cursor = 0;
@@ -164,9 +167,14 @@ export class Forwarder {
   }
 
   private async fill(): Promise<void> {
+    const epoch = this.epoch;
     while (this.connected && !this.stopped && this.inflight.size < this.o.window) {
       const read = this.o.outbox.read(this.cursor, Math.min(500, this.o.window - this.inflight.size));
       const entries = read instanceof Promise ? await read : read;
+      // The link dropped and came back while the read waited (the outbox thread behind slow fsyncs): the reconnect
+      // started over from the oldest unconfirmed event (cursor 0), and its pump runs when this pass ends. Sending
+      // these rows and moving the cursor past them would leave the older unconfirmed events unsent on this link.
+      if (epoch !== this.epoch || !this.connected) return;
       if (entries.length === 0) return;
       for (const e of entries) this.send(e, 0);
       this.cursor = (entries[entries.length - 1] as OutboxEntry).seq;
@@ -244,8 +252,6 @@ export class Forwarder {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.resendTimer) clearInterval(this.resendTimer);
-    if (this.confirmTimer) clearTimeout(this.confirmTimer);
-    await this.flushConfirms();
     // A clean DISCONNECT suppresses the will: say `offline` ourselves first.
     if (this.connected && this.client) {
       const offline: LinkStatus = { central: 'offline', since: new Date().toISOString(), backlog: this.o.outbox.stats().events };
@@ -253,5 +259,10 @@ export class Forwarder {
       await Promise.race([sent, new Promise((r) => setTimeout(r, STOP_STATUS_WAIT_MS))]); // a dead link never answers
     }
     await this.client?.endAsync(true).catch(() => {});
+    // Acks keep arriving until the link is closed: confirm them all now, while the outbox is still open (the
+    // edge closes it next), rather than on a timer that would fire after it and have them resent on restart.
+    if (this.confirmTimer) clearTimeout(this.confirmTimer);
+    this.confirmTimer = null;
+    await this.flushConfirms();
   }
 }

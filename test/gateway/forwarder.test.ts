@@ -7,7 +7,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { Forwarder } from '../../gateway/forwarder.js';
 import { createEdgeMetrics } from '../../gateway/metrics.js';
-import { MemoryOutbox } from '../../gateway/outbox/index.js';
+import { MemoryOutbox, type Outbox } from '../../gateway/outbox/index.js';
 
 /** A bare Aedes standing in for central, on a free port. */
 async function fakeCentral(options: Parameters<typeof Aedes.createBroker>[0] = {}): Promise<{ aedes: Aedes; port: number; close: () => Promise<void> }> {
@@ -109,6 +109,88 @@ describe('forwarder', () => {
     } finally {
       await forwarder.stop().catch(() => {});
       await close();
+    }
+  });
+  it('a reconnect while an outbox read is pending sends again from the oldest unconfirmed event, not from where that read ends', { timeout: 30_000 }, async () => {
+    // The read is slow (the outbox thread behind slow fsyncs); meanwhile the link drops and comes back. The rows it
+    // returns belong to the pass of the old connection: sending them and moving the cursor past them would leave
+    // the older unconfirmed events, sent only on the old connection, unsent until the next reconnect.
+    const central = await fakeCentral();
+    const sockets: net.Socket[] = [];
+    const received: string[][] = []; // the events central received, per connection
+    central.aedes.on('client', (c) => {
+      sockets.push((c as unknown as { conn: net.Socket }).conn);
+      received.push([]);
+    });
+    central.aedes.on('publish', (p, c) => {
+      if (c && p.topic.endsWith('/event')) received.at(-1)?.push(p.payload.toString());
+    });
+    const outbox = new MemoryOutbox(1_000_000);
+    const add = (i: number) => outbox.append({ device: 'd1', eventId: `e${i}`, topic: 'wh/W/dev/d1/event', payload: Buffer.from(String(i)), receivedAt: Date.now() });
+    for (let i = 1; i <= 5; i++) await add(i);
+    let reads = 0;
+    let releaseRead: () => void = () => {};
+    const read = outbox.read.bind(outbox);
+    // The pump's second read (after 1..5) waits until the test releases it.
+    (outbox as Outbox).read = async (after: number, limit: number) => {
+      if (++reads === 2) await new Promise<void>((r) => (releaseRead = r));
+      return read(after, limit);
+    };
+    const links: boolean[] = [];
+    const forwarder = new Forwarder({ outbox, wh: 'W', centralUrl: `mqtt://127.0.0.1:${central.port}`, window: 100, resendAfterMs: 60_000, keepalive: 30, metrics: createEdgeMetrics(new Registry()), log: pino({ level: 'silent' }), onMessage: () => {}, onLink: (up) => links.push(up) });
+    const waitFor = async (pred: () => boolean) => {
+      for (let i = 0; i < 200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
+    };
+    const until = async (what: string, pred: () => boolean) => {
+      await waitFor(pred);
+      assert.ok(pred(), `${what}; central received ${JSON.stringify(received)}`);
+    };
+    try {
+      forwarder.start();
+      await until('1..5 sent on the first connection', () => received[0]?.length === 5);
+      await until('the second read is waiting', () => reads === 2);
+      await add(6); // what that read will return: the rows after 5
+      for (const socket of sockets) socket.destroy(); // the link drops while the read waits
+      await until('the link is back', () => links.filter((up) => up).length === 2);
+      releaseRead();
+      await waitFor(() => (received[1]?.length ?? 0) >= 6);
+      assert.deepEqual(received[1], ['1', '2', '3', '4', '5', '6'], 'every unconfirmed event on the second connection, oldest first');
+    } finally {
+      releaseRead();
+      await forwarder.stop().catch(() => {});
+      await central.close();
+    }
+  });
+  it('stop() confirms in the outbox every ack that arrived before the link closed, including while the offline status went out', { timeout: 30_000 }, async () => {
+    // Central answers the edge's `offline` status with the ack of the event in flight: that ack arrives during stop().
+    let aedes: Aedes | undefined;
+    const central = await fakeCentral({
+      authorizePublish: (_client, packet, cb) => {
+        if (packet.topic === 'wh/W/status' && packet.payload.toString().includes('"offline"')) {
+          const ack = JSON.stringify({ v: 1, id: 'e1', status: 'applied' });
+          aedes?.publish({ cmd: 'publish', topic: 'wh/W/dev/d1/ack', payload: Buffer.from(ack), qos: 1, retain: false, dup: false }, () => cb(null)); // the PUBACK right behind the ack
+          return;
+        }
+        cb(null);
+      },
+    });
+    aedes = central.aedes;
+    const sent: string[] = [];
+    central.aedes.on('publish', (p, c) => void (c && p.topic.endsWith('/event') && sent.push(p.payload.toString())));
+    const outbox = new MemoryOutbox(1_000_000);
+    await outbox.append({ device: 'd1', eventId: 'e1', topic: 'wh/W/dev/d1/event', payload: Buffer.from('1'), receivedAt: Date.now() });
+    const links: boolean[] = [];
+    const forwarder = new Forwarder({ outbox, wh: 'W', centralUrl: `mqtt://127.0.0.1:${central.port}`, window: 10, resendAfterMs: 60_000, keepalive: 30, metrics: createEdgeMetrics(new Registry()), log: pino({ level: 'silent' }), onMessage: () => {}, onLink: (up) => links.push(up) });
+    try {
+      forwarder.start();
+      for (let i = 0; i < 200 && sent.length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+      assert.deepEqual(sent, ['1'], 'the event went out');
+      assert.equal(outbox.stats().events, 1, 'unconfirmed before the stop');
+      await forwarder.stop();
+      assert.equal(outbox.stats().events, 0, 'the ack that came during stop() is confirmed by the time it returns');
+    } finally {
+      await forwarder.stop().catch(() => {});
+      await central.close();
     }
   });
 });
