@@ -22,6 +22,8 @@ type Client = ReturnType<typeof createClient>;
 
 const ANSWER_WITHIN_MS = 1_000; // a Redis that takes longer is treated as away (a hung server keeps its sockets open)
 const CATCH_UP_AGAIN_MS = 200; // ms before another catch-up, for rows whose write failed during the last one
+const READY_AGAIN_MS = 1_000; // ms before the reconnect check runs again when Redis refused it (LOADING while it reads its data back)
+const ANY_INSTANCE = 'any'; // the marker's value where INFO is not allowed: it then tells only an empty Redis
 const PROBE_EVERY_MS = 1_000;
 const SILENT: Publisher = { publish: async () => {} }; // a resync writes the read model only, no MQTT // while it is treated as away, a PING this often tells when it answers again
 
@@ -43,7 +45,11 @@ export class RedisReadModel implements ReadModel {
   private readonly missed = new Map<string, { wh: string; sku: string } | { sku: string }>();
   private catchingUp: Promise<void> | null = null;
   private resyncing = false;
-  /** set once the whole read model was written; its absence after a reconnect means Redis lost our keys */
+  /**
+   * Set once the whole read model was written, to the Redis instance's run_id (new at every start). After a
+   * reconnect a missing marker means Redis lost our keys, and another run_id that it restarted, perhaps from an
+   * older snapshot that lacks later writes: either way the whole read model is rewritten.
+   */
   private readonly marker: string;
   /** a command went unanswered: writes and reads skip Redis until a PING answers (post-commit acks must never wait on it) */
   private hung = false;
@@ -51,7 +57,7 @@ export class RedisReadModel implements ReadModel {
 
   constructor(
     url: string,
-    pool: pg.Pool,
+    private readonly pool: pg.Pool,
     private readonly prefix: string,
     private readonly metrics: IngestMetrics,
     private readonly log: Logger,
@@ -65,28 +71,50 @@ export class RedisReadModel implements ReadModel {
       socket: { connectTimeout: 2_000, reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 5_000) }, // ms
     });
     this.client.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis error'));
-    this.client.on('ready', () => void this.onReady(pool));
+    this.client.on('ready', () => void this.onReady());
+  }
+
+  /** Redis's run_id, or ANY_INSTANCE where INFO is not allowed (some managed services). */
+  private async instance(): Promise<string> {
+    try {
+      const info = await this.answered(this.client.info('server'));
+      return /^run_id:(\w+)/m.exec(info)?.[1] ?? ANY_INSTANCE;
+    } catch (err) {
+      if (this.hung || /^LOADING/.test((err as Error).message)) throw err;
+      return ANY_INSTANCE;
+    }
   }
 
   /**
-   * Every (re)connect: a Redis that restarted empty lost rows no write failed for, so when our marker key
-   * is gone the whole read model is rewritten from the database; otherwise only the failed writes are.
+   * Every (re)connect: a Redis that restarted empty, or from an older snapshot, lacks rows no write failed
+   * for, so unless our marker names this very instance the whole read model is rewritten from the database;
+   * otherwise only the failed writes are.
    */
-  private async onReady(pool: pg.Pool): Promise<void> {
-    let lost: boolean;
+  private async onReady(): Promise<void> {
+    let instance: string;
+    let marked: string | null;
     try {
-      lost = (await this.answered(this.client.exists(this.marker))) === 0;
-    } catch {
-      return; // not answering: the probe catches up once it does
+      instance = await this.instance();
+      marked = await this.answered(this.client.get(this.marker));
+    } catch (err) {
+      // Not answering: the probe runs this again once Redis does. Refused (LOADING while a restarted Redis reads
+      // its data back, or any other error): again shortly, else the rows whose writes failed keep old values there.
+      if (!this.hung) {
+        this.log.warn({ err: (err as Error).message }, 'redis refused the reconnect check; trying again');
+        setTimeout(() => this.client.isReady && !this.hung && void this.onReady(), READY_AGAIN_MS).unref();
+      }
+      return;
     }
+    const lost = marked === null || (instance !== ANY_INSTANCE && marked !== instance);
     if (lost && !this.resyncing) {
       this.resyncing = true;
       try {
         const started = Date.now();
         this.missed.clear(); // the full rewrite covers them; writes failing meanwhile are noted again
-        const count = await republishStock(pool, SILENT, this);
-        await this.answered(this.client.set(this.marker, new Date().toISOString()));
-        this.log.info({ ...count, ms: Date.now() - started }, 'read model rewritten from the database (Redis held none of our keys)');
+        const count = await republishStock(this.pool, SILENT, this);
+        await this.answered(this.client.set(this.marker, instance));
+        const why = marked === null ? 'Redis held none of our keys' : 'Redis restarted since it was last written: it may lack later writes';
+        this.log.info({ ...count, ms: Date.now() - started }, `read model rewritten from the database (${why})`);
       } catch (err) {
         this.log.warn({ err: (err as Error).message }, 'rewriting the read model failed; retried on the next reconnect');
       } finally {
@@ -167,7 +195,7 @@ export class RedisReadModel implements ReadModel {
             this.hung = false;
             if (this.probe) clearInterval(this.probe), (this.probe = null);
             this.log.info('redis answers again');
-            void this.catchUp();
+            void this.onReady(); // it may also have restarted meanwhile
           }, () => {});
         }, PROBE_EVERY_MS);
         this.probe.unref();

@@ -5,12 +5,16 @@ const READY_TIMEOUT_MS = 10_000;
 
 /**
  * A Redis of the test's own on a free port, which the test may kill and start again: the machine's
- * Redis is shared with other tests and must never be stopped. No persistence, as in a cache.
+ * Redis is shared with other tests and must never be stopped. No persistence, as in a cache, unless
+ * `dir` is given: a start then loads the snapshot (dump.rdb) a SAVE left there, as a restarted Redis does.
  */
 export class PrivateRedis {
   private child: ChildProcess | null = null;
 
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    private readonly dir?: string,
+  ) {}
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
@@ -19,7 +23,8 @@ export class PrivateRedis {
   async start(): Promise<void> {
     let child: ChildProcess;
     try {
-      child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+      const snapshot = this.dir === undefined ? [] : ['--dir', this.dir, '--dbfilename', 'dump.rdb'];
+      child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...snapshot], { stdio: 'ignore' });
     } catch (err) {
       throw new Error(`cannot start redis-server (${(err as Error).message}): install it with \`apt-get install redis-server\``);
     }
@@ -43,7 +48,7 @@ export class PrivateRedis {
     this.child?.kill('SIGCONT');
   }
 
-  /** SIGKILL: a crash, the data (none is persisted) gone with it. */
+  /** SIGKILL: a crash; what was written since the last SAVE (everything, without `dir`) is gone with it. */
   async kill(): Promise<void> {
     const child = this.child;
     this.child = null;
