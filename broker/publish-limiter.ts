@@ -181,7 +181,10 @@ export class PublishLimiter {
       }
     }
     if (qos === 0) return OPEN;
-    if (!(await gate.slots.acquire(connection, () => this.onDelayed(device.kind, 'inflight')))) return CLOSED;
+    if (!(await gate.slots.acquire(connection, () => this.onDelayed(device.kind, 'inflight')))) {
+      gate.bucket.refund(); // refused unsent, like a publish closed while it waited for the rate: the device sends it again
+      return CLOSED;
+    }
     let released = false;
     return {
       ok: true,

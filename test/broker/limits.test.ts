@@ -191,6 +191,21 @@ describe('PublishLimiter: one device across its connections', () => {
     next.release();
     assert.deepEqual(await limiter.admit(scanner, 0, b), { ok: false, reason: 'closed' }, 'a closed connection is refused at once');
   });
+  test('a publish refused because its connection closed while it waited for an in-flight slot gives its token back', async () => {
+    const delayed: string[] = [];
+    const limiter = new PublishLimiter({ ...limits, publishBurst: 2, maxInflight: 1 }, (kind, limit) => delayed.push(`${kind}/${limit}`));
+    const [a, b, c] = [new Connection(), new Connection(), new Connection()];
+    const first = await limiter.admit(scanner, 1, a); // the first token of the burst of 2
+    assert.ok(first.ok);
+    const waiting = limiter.admit(scanner, 1, b); // the second token, then a wait for the one slot
+    b.close();
+    assert.deepEqual(await waiting, { ok: false, reason: 'closed' });
+    first.release();
+    const next = await limiter.admit(scanner, 1, c);
+    assert.ok(next.ok);
+    next.release();
+    assert.deepEqual(delayed, ['scanner/inflight'], 'c took the token b gave back: no wait for the rate (10/s: 100 ms)');
+  });
 });
 
 describe('limits configuration', () => {
