@@ -85,16 +85,21 @@ function parseTs(ts: unknown): number | ValidationError {
 // U+0000, or a UTF-16 surrogate without its pair (a JSON escape such as "\ud800"): no valid Unicode text.
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
-/** The name of what PostgreSQL text and jsonb cannot store in this value's keys or strings, or null. */
-function unstorableText(value: unknown): string | null {
-  if (typeof value === 'string') {
-    const m = UNSTORABLE.exec(value);
-    return m === null ? null : m[0] === '\u0000' ? 'U+0000' : 'an unpaired surrogate';
-  }
-  if (typeof value !== 'object' || value === null) return null;
-  for (const [k, v] of Object.entries(value)) {
-    const found = unstorableText(k) ?? unstorableText(v);
-    if (found !== null) return found;
+/**
+ * The name of what PostgreSQL text and jsonb cannot store in this value's keys or strings, or null.
+ * A walk with its own stack, not recursion: 8 KiB of JSON nests 4,000 arrays deep, enough to overflow
+ * the call stack of a recursive walk (and the whole standalone processor with it).
+ */
+function unstorableText(root: unknown): string | null {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const value = stack.pop();
+    if (typeof value === 'string') {
+      const m = UNSTORABLE.exec(value);
+      if (m !== null) return m[0] === '\u0000' ? 'U+0000' : 'an unpaired surrogate';
+    } else if (typeof value === 'object' && value !== null) {
+      for (const [k, v] of Object.entries(value)) stack.push(k, v);
+    }
   }
   return null;
 }

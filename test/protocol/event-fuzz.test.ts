@@ -62,6 +62,17 @@ describe('parseEvent under fuzzing', () => {
     fc.assert(fc.property(anyPayload, (b) => void check(b)), { numRuns: 500 });
   });
 
+  test('nesting as deep as 8 KiB allows (4,000 arrays) is checked without recursion: accepted in an extra field, refused with its reason when it hides U+0000', () => {
+    const base = '{"v":1,"id":"deep-1","type":"received","sku":"SKU-1","qty":1,"x":';
+    const depth = 4_000;
+    const deep = check(Buffer.from(`${base}${'['.repeat(depth)}${']'.repeat(depth)}}`));
+    assert.ok(deep.ok, 'a valid event; the contract allows extra fields');
+    const hidden = check(Buffer.from(`${base}${'['.repeat(depth)}"a\\u0000b"${']'.repeat(depth)}}`));
+    assert.ok(!hidden.ok);
+    assert.equal(hidden.error.code, 'schema_violation');
+    assert.match(hidden.error.message, /U\+0000/);
+  });
+
   test('examples the contract names, each with its reason', () => {
     const base = { v: 1, id: 'e1', type: 'received', sku: 'SKU-1', qty: 1 };
     const refused = (text: string, field?: string) => {
