@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createBroker, loadDevices, type AuthedClient, type DeviceLimits, type DevicePublish, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
-import { parseEvent, parseEventTopic, topics, type Ack, type Alert, type LinkStatus } from '../protocol/index.js';
+import { parseEvent, parseEventTopic, stampReceiptTime, topics, type Ack, type Alert, type LinkStatus } from '../protocol/index.js';
 import type { ClientTls } from '../cli/tls.js';
 import { Forwarder } from './forwarder.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
@@ -150,7 +150,7 @@ export class Edge {
     if (parsed.ok && (parsed.event.payload.ts === undefined || parsed.event.ts === receivedAt)) {
       // No trustworthy event time: the edge's receipt time is the event time (CONTRACT 3), fixed now so a
       // replay hours later still carries it.
-      payload = Buffer.from(JSON.stringify({ ...parsed.event.payload, ts: new Date(receivedAt).toISOString() }));
+      payload = stampReceiptTime(packet.payload, parsed.event.payload, receivedAt);
     }
     let stored: OutboxEntry;
     try {

@@ -46,6 +46,34 @@ export interface EventSource {
   device: string;
   /** epoch ms, the receiving clock */
   receivedAt: number;
+  /**
+   * Largest payload accepted, in bytes: MAX_EVENT_BYTES (CONTRACT 3) where devices publish, STAMPED_EVENT_MAX_BYTES
+   * behind an edge, which may have added its receipt time to an event of 8 KiB.
+   */
+  maxBytes?: number;
+}
+
+/** Bytes an edge adds to an event without `ts` by stamping its receipt time: `"ts":"2026-11-26T08:45:00.000Z",`. */
+export const TS_STAMP_BYTES = 32;
+/** What central and processors accept: an event of at most 8 KiB as its device sent it, plus the edge's stamp. */
+export const STAMPED_EVENT_MAX_BYTES = MAX_EVENT_BYTES + TS_STAMP_BYTES;
+
+/**
+ * The event's payload with `ts` set to the edge's receipt time (CONTRACT 3: when the device sent none, or one
+ * too far ahead of the edge clock), so a replay hours later still carries it. Without a `ts` the stamp goes in
+ * as text after the opening brace: the device's bytes stay as they were, and the payload grows by exactly
+ * TS_STAMP_BYTES. One whose `ts` is replaced is written anew; should that outgrow STAMPED_EVENT_MAX_BYTES
+ * (numbers such as 1e20 grow when written out), it goes on unchanged and central applies the same rule
+ * with its own clock.
+ */
+export function stampReceiptTime(raw: Buffer, payload: Readonly<Record<string, unknown>>, receivedAt: number): Buffer {
+  const ts = new Date(receivedAt).toISOString();
+  if (payload.ts === undefined) {
+    const brace = raw.indexOf(0x7b); // '{': a parsed event is a JSON object with members, so a comma follows the stamp
+    return Buffer.concat([raw.subarray(0, brace + 1), Buffer.from(`"ts":"${ts}",`), raw.subarray(brace + 1)]);
+  }
+  const rewritten = Buffer.from(JSON.stringify({ ...payload, ts }));
+  return rewritten.length <= STAMPED_EVENT_MAX_BYTES ? rewritten : raw;
 }
 
 export type ParseResult =
@@ -115,8 +143,9 @@ function readableId(value: unknown): string | null {
  * comes back with an error code and, where one field is at fault, its name.
  */
 export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
-  if (raw.byteLength > MAX_EVENT_BYTES) {
-    return { ok: false, id: null, error: new ValidationError(ErrorCode.payloadTooLarge, `payload is ${raw.byteLength} bytes, limit ${MAX_EVENT_BYTES}`) };
+  const maxBytes = source.maxBytes ?? MAX_EVENT_BYTES;
+  if (raw.byteLength > maxBytes) {
+    return { ok: false, id: null, error: new ValidationError(ErrorCode.payloadTooLarge, `payload is ${raw.byteLength} bytes, limit ${maxBytes}`) };
   }
   let value: unknown;
   try {

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { parseEvent } from '../../protocol/index.js';
+import { parseEvent, STAMPED_EVENT_MAX_BYTES } from '../../protocol/index.js';
 import type { IngestMetrics } from '../metrics.js';
 import type { ReadModel } from '../readmodel/readmodel.js';
 import { applyBatch, currentStock } from './batch.js';
@@ -56,7 +56,8 @@ export class Ingest {
 
   submit(delivery: Delivery): Promise<Decision> {
     if (this.closing) return Promise.reject(new Error('ingest is stopping'));
-    const r = parseEvent(delivery.payload, { wh: delivery.wh, device: delivery.device, receivedAt: delivery.receivedAt });
+    // Behind an edge: an event of 8 KiB may carry the edge's receipt time on top (the edge checked the 8 KiB).
+    const r = parseEvent(delivery.payload, { wh: delivery.wh, device: delivery.device, receivedAt: delivery.receivedAt, maxBytes: STAMPED_EVENT_MAX_BYTES });
     const parsed: Parsed = r.ok ? { delivery, ok: true, event: r.event } : { delivery, ok: false, error: r.error, id: r.id };
     return new Promise<Decision>((resolve, reject) => {
       this.queue.push({ parsed, resolve, reject });

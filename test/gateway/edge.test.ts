@@ -89,6 +89,23 @@ describe('stockwire edge (in process, with central)', () => {
     assert.ok(ts >= before - 5 && ts <= Date.now(), 'event time is the edge receipt time');
   });
 
+  it('an event of exactly 8 KiB without ts is applied: the edge stamps its receipt time as text, central allows for the stamp', async () => {
+    const head = '{"v":1,"id":"e-8k","type":"received","sku":"SKU-8K","qty":2,"note":"';
+    const padded = head + 'p'.repeat(8 * 1024 - head.length - 2) + '"}';
+    assert.equal(Buffer.byteLength(padded), 8 * 1024);
+    const before = Date.now();
+    await scanner.publishAsync(`wh/${WH}/dev/scan-e/event`, padded, { qos: 1 });
+    await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'e-8k'));
+    assert.equal(acks.messages.find((m) => m.payload.id === 'e-8k')?.payload.status, 'applied', JSON.stringify(acks.messages.find((m) => m.payload.id === 'e-8k')?.payload));
+    const pool = createPool({ url: db.url, max: 1 });
+    const { rows } = await pool.query<{ ts: Date; note: string }>(`SELECT ts, payload->>'note' AS note FROM events WHERE id = 'e-8k'`);
+    await pool.end();
+    assert.ok((rows[0]?.ts.getTime() ?? 0) >= before - 5, 'the event time is the edge receipt time');
+    assert.equal(rows[0]?.note.length, 8 * 1024 - head.length - 2, 'the device fields as sent');
+    for (let i = 0; i < 50 && (edge as unknown as { outbox: SqliteOutbox }).outbox.stats().events > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((edge as unknown as { outbox: SqliteOutbox }).outbox.stats().events, 0, 'confirmed and gone from the outbox');
+  });
+
   it('invalid input: the device hears rejected at once, and central keeps the dead letter', async () => {
     await scanner.publishAsync(`wh/${WH}/dev/scan-e/event`, '{"v":1,"id":"bad-1","type":"received","sku":"S","qty":0}', { qos: 1 });
     await acks.waitFor(() => acks.messages.filter((m) => m.payload.id === 'bad-1').length >= 1);

@@ -40,8 +40,9 @@ function validTs(ts: unknown): boolean {
 }
 
 /** What the contract says of these raw bytes. */
-export function expectedOutcome(raw: Uint8Array): Expected {
-  if (raw.byteLength > MAX_EVENT_BYTES) return { ok: false, code: 'payload_too_large' };
+/** `maxBytes`: 8 KiB where devices publish (CONTRACT 3); behind an edge, 32 bytes more for the edge's `ts` stamp. */
+export function expectedOutcome(raw: Uint8Array, maxBytes = MAX_EVENT_BYTES): Expected {
+  if (raw.byteLength > maxBytes) return { ok: false, code: 'payload_too_large' };
   let p: unknown;
   try {
     p = JSON.parse(Buffer.from(raw).toString('utf8'));

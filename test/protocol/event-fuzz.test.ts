@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { filterWithin, isOwnResponseTopic, parseEvent, parseEventTopic, parseRequestTopic, topicMatches, topics, type ParseResult } from '../../protocol/index.js';
+import { filterWithin, isOwnResponseTopic, MAX_EVENT_BYTES, parseEvent, parseEventTopic, parseRequestTopic, stampReceiptTime, STAMPED_EVENT_MAX_BYTES, topicMatches, topics, TS_STAMP_BYTES, type ParseResult } from '../../protocol/index.js';
 import { anyPayload, deeplyNested, expectedOutcome, mutatedEvent, validEvent } from '../helpers/fuzz.js';
 
 // Property-based fuzzing of payload parsing and of the topic parsers. Run counts keep the file well under a minute.
@@ -71,6 +71,23 @@ describe('parseEvent under fuzzing', () => {
     assert.ok(!hidden.ok);
     assert.equal(hidden.error.code, 'schema_violation');
     assert.match(hidden.error.message, /U\+0000/);
+  });
+
+  test("stampReceiptTime: an event without ts grows by exactly TS_STAMP_BYTES, the device's bytes kept; one whose ts is replaced is rewritten, unless that outgrows what central takes", () => {
+    const at = Date.UTC(2026, 10, 26, 8, 45);
+    const iso = new Date(at).toISOString();
+    const raw = Buffer.from(' {"v":1, "id":"s-1","type":"received","sku":"SKU-1","qty":1}');
+    const stamped = stampReceiptTime(raw, JSON.parse(raw.toString()), at);
+    assert.equal(stamped.length, raw.length + TS_STAMP_BYTES);
+    assert.equal(stamped.toString(), ` {"ts":"${iso}","v":1, "id":"s-1","type":"received","sku":"SKU-1","qty":1}`);
+    const ahead = Buffer.from('{"v":1,"id":"s-2","type":"received","sku":"SKU-1","qty":1,"ts":"2099-01-01T00:00:00Z"}');
+    assert.equal(JSON.parse(stampReceiptTime(ahead, JSON.parse(ahead.toString()), at).toString()).ts, iso);
+    // 1e20 is written out as 21 digits: rewritten, this payload would pass STAMPED_EVENT_MAX_BYTES
+    const growing = Buffer.from(JSON.stringify({ v: 1, id: 's-3', type: 'received', sku: 'SKU-1', qty: 1, ts: '2099-01-01T00:00:00Z' }).replace('}', `,"n":[${Array(1_500).fill('1e20').join(',')}]}`));
+    assert.ok(growing.length <= MAX_EVENT_BYTES);
+    assert.equal(stampReceiptTime(growing, JSON.parse(growing.toString()), at), growing, 'left as it was');
+    assert.equal(STAMPED_EVENT_MAX_BYTES, MAX_EVENT_BYTES + TS_STAMP_BYTES);
+    assert.equal(`"ts":"${iso}",`.length, TS_STAMP_BYTES);
   });
 
   test('examples the contract names, each with its reason', () => {
