@@ -119,8 +119,14 @@ export class Ingest {
         this.databaseHealthy = false;
         this.o.metrics.dbErrors.inc();
         const wait = Math.min(100 * 2 ** attempt, BACKOFF_MAX);
+        // Stopping: no retries. The database failed now (it may have looked healthy when stop() began), and a
+        // stop must not wait for it: this batch and the queue are handed back, their senders resend them.
+        if (this.closing) this.stopping = true;
+        if (this.stopping) {
+          this.o.log.warn({ err: (err as Error).message, events: items.length }, 'batch failed while stopping; handed back to its senders');
+          return null;
+        }
         this.o.log.error({ err: (err as Error).message, code: (err as { code?: string }).code, events: items.length, retryInMs: wait }, 'batch failed; retrying');
-        if (this.stopping) return null;
         await new Promise<void>((resolve) => {
           const wake = () => (clearTimeout(t), this.backoffWakes.delete(wake), resolve());
           const t = setTimeout(wake, wait);

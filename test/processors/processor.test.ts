@@ -91,4 +91,15 @@ describe('stockwire processor error paths', () => {
     assert.ok(published.includes('stock/SKU-RETRY'));
     await pool.end();
   });
+  it('a stop while the database fails, though it looked healthy when the stop began, hands the batch back instead of retrying for ever', { timeout: 30_000 }, async () => {
+    // Nothing listens on this port: every connection attempt fails at once, as with a database that just died.
+    const dead = createPool({ url: 'postgres://postgres@127.0.0.1:9/none', max: 2 });
+    const ingest = new Ingest({ pool: dead, publisher: { publish: async () => {} }, readModel: new MemoryReadModel(dead), metrics: createIngestMetrics(new Registry()), log: pino({ level: 'silent' }), maxBatch: 10, maxWaitMs: 1 });
+    const payload = Buffer.from(JSON.stringify({ v: 1, id: 'dead-1', type: 'received', sku: 'SKU-D', qty: 1 }));
+    const decided = ingest.submit({ topic: 'wh/WD/dev/d1/event', payload, wh: 'WD', device: 'd1', source: 't', receivedAt: Date.now() });
+    assert.equal(ingest.databaseHealthy, true, 'no batch has failed yet');
+    await ingest.stop(); // before the fix it retried for ever and this never returned (the test's timeout caught it)
+    await assert.rejects(decided, /ingest stopped/, 'handed back: its sender resends it');
+    await dead.end();
+  });
 });
