@@ -92,7 +92,9 @@ export class Central {
     const readModel = this.readModel;
 
     let release: () => void = () => {};
-    this.republished = new Promise<void>((resolve) => (release = resolve));
+    let abandon: (err: Error) => void = () => {};
+    this.republished = new Promise<void>((resolve, reject) => ((release = resolve), (abandon = reject)));
+    this.republished.catch(() => {}); // its waiters hear of a failed start; no unhandled rejection meanwhile
     this.broker = createBroker({
       role: 'central',
       devices,
@@ -119,11 +121,16 @@ export class Central {
     this.broker.aedes.on('publish', (packet, client) => {
       if (client === null || parseRequestTopic(packet.topic) === null) return;
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      void this.republished.then(() => requests.handle(packet.topic, payload));
+      void this.republished.then(() => requests.handle(packet.topic, payload), () => {});
     });
     const ports = await this.broker.start();
     const started = Date.now();
-    const count = await republishAll(pool, publisher, readModel);
+    // Publishes that arrived meanwhile wait for this; if it fails, the start fails and they are refused (no
+    // PUBACK: their edges resend them to the next start), or stop() would wait on them for ever.
+    const count = await republishAll(pool, publisher, readModel).catch((err: Error) => {
+      abandon(new Error(`central did not start: ${err.message}`));
+      throw err;
+    });
     log.info({ ...count, ms: Date.now() - started }, 'stock topics republished from the database');
     release();
 

@@ -2,15 +2,19 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import type { MqttClient } from 'mqtt';
-import type pg from 'pg';
+import path from 'node:path';
+import mqtt, { type MqttClient } from 'mqtt';
+import pg from 'pg';
 import pino from 'pino';
 import { Central } from '../../processors/central.js';
 import type { Ack, GlobalStock, WarehouseStock } from '../../protocol/index.js';
 import { startCentralFixture, type CentralFixture } from '../helpers/central.js';
-import type { TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { Collector, connect } from '../helpers/mqtt.js';
+import { freePort } from '../helpers/process.js';
+import { createPool } from '../../processors/db/pool.js';
+import { migrate } from '../../processors/db/migrate.js';
 
 const run = promisify(execFile);
 const WH = 'WC1';
@@ -212,5 +216,55 @@ describe('stockwire central (in-process processor)', () => {
     await shelf.waitFor(() => shelf.messages.length === 1);
     assert.equal(shelf.last(`wh/${WH}/shelf/A-01/SKU-L`)?.qty, 12);
     await display.endAsync();
+  });
+});
+
+describe('central whose start fails after its listener is up', () => {
+  it('refuses the publishes that waited for the start-up republish, and stop() returns', { timeout: 60_000 }, async () => {
+    const db = await createTestDatabase('central_start_fails');
+    const setup = createPool({ url: db.url, max: 1 });
+    await migrate(setup);
+    await setup.end();
+    const devices = await writeDevices([{ id: 'gw-f', warehouse: 'WF', kind: 'gateway', password: 'pw-gw-f' }]);
+    // The start-up republish fails: a session holds a table it reads, and the database gives up waiting after 2 s.
+    const locker = new pg.Client(db.url);
+    await locker.connect();
+    await locker.query(`ALTER DATABASE ${db.name} SET lock_timeout = '2s'`);
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE shelf_latest IN ACCESS EXCLUSIVE MODE');
+    const port = await freePort();
+    const central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: path.join(devices.dir, 'data'), devicesFile: devices.file, host: '127.0.0.1', mqttPort: port, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+    const started = central.start().then(
+      () => 'started',
+      (err: Error) => `failed: ${err.message}`,
+    );
+    let gateway: MqttClient | undefined;
+    try {
+      // An edge connects as soon as the listener is up and sends its backlog; its publish waits for the republish.
+      for (let i = 0; i < 100 && !gateway; i++) {
+        gateway = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'gw-f', username: 'gw-f', password: 'pw-gw-f', reconnectPeriod: 0 }).catch(() => undefined);
+        if (!gateway) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(gateway, 'connected while central was starting');
+      let puback = false;
+      void gateway.publishAsync('wh/WF/dev/s1/event', JSON.stringify({ v: 1, id: 'f-1', type: 'received', sku: 'SKU-F', qty: 1 }), { qos: 1 }).then(() => (puback = true), () => {});
+      assert.match(await started, /^failed: .*lock timeout/);
+      await central.stop(); // what `stockwire central` does on a failed start before it exits; it waited for ever
+      assert.equal(puback, false, 'no PUBACK: the edge keeps the event and sends it to the next start');
+      const { rows } = await (async () => {
+        await locker.query('ROLLBACK');
+        const check = createPool({ url: db.url, max: 1 });
+        try {
+          return await check.query<{ n: number }>('SELECT count(*)::int AS n FROM events');
+        } finally {
+          await check.end();
+        }
+      })();
+      assert.equal(rows[0]?.n, 0, 'nothing applied');
+    } finally {
+      gateway?.end(true);
+      await locker.end().catch(() => {});
+      await db.drop();
+    }
   });
 });
