@@ -109,7 +109,8 @@ export class Central {
         const where = parseEventTopic(packet.topic);
         if (!where || !this.ingest) throw new Error('not an event topic');
         await this.republished; // no stock change may overtake the start-up republish
-        await this.ingest.submit({ topic: packet.topic, payload: packet.payload, wh: where.wh, device: where.device, source: client.device.id, receivedAt: Date.now() });
+        const viaEdge = client.device.kind === 'gateway';
+        await this.ingest.submit({ topic: packet.topic, payload: packet.payload, wh: where.wh, device: where.device, source: client.device.id, receivedAt: Date.now(), viaEdge });
       },
     });
     const publisher = monotonic(aedesPublisher(this.broker.aedes));

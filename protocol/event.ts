@@ -51,6 +51,8 @@ export interface EventSource {
    * behind an edge, which may have added its receipt time to an event of 8 KiB.
    */
   maxBytes?: number;
+  /** The edge that forwarded the event applied the 5-minute rule with its clock (CONTRACT 3): its `ts` stands. */
+  tsDecidedByEdge?: boolean;
 }
 
 /** Bytes an edge adds to an event without `ts` by stamping its receipt time: `"ts":"2026-11-26T08:45:00.000Z",`. */
@@ -189,8 +191,8 @@ export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
   if (p.ts !== undefined) {
     const parsed = parseTs(p.ts);
     if (parsed instanceof ValidationError) return { ok: false, id, error: parsed };
-    // An event time too far ahead of the receiving clock is distrusted (CONTRACT section 3).
-    if (parsed <= source.receivedAt + MAX_CLOCK_AHEAD_MS) ts = parsed;
+    // An event time too far ahead of the edge clock is distrusted (CONTRACT section 3): here, unless an edge decided.
+    if (source.tsDecidedByEdge === true || parsed <= source.receivedAt + MAX_CLOCK_AHEAD_MS) ts = parsed;
   }
   const base = {
     wh: source.wh,

@@ -57,7 +57,7 @@ export class Ingest {
   submit(delivery: Delivery): Promise<Decision> {
     if (this.closing) return Promise.reject(new Error('ingest is stopping'));
     // Behind an edge: an event of 8 KiB may carry the edge's receipt time on top (the edge checked the 8 KiB).
-    const r = parseEvent(delivery.payload, { wh: delivery.wh, device: delivery.device, receivedAt: delivery.receivedAt, maxBytes: STAMPED_EVENT_MAX_BYTES });
+    const r = parseEvent(delivery.payload, { wh: delivery.wh, device: delivery.device, receivedAt: delivery.receivedAt, maxBytes: STAMPED_EVENT_MAX_BYTES, tsDecidedByEdge: delivery.viaEdge === true });
     const parsed: Parsed = r.ok ? { delivery, ok: true, event: r.event } : { delivery, ok: false, error: r.error, id: r.id };
     return new Promise<Decision>((resolve, reject) => {
       this.queue.push({ parsed, resolve, reject });

@@ -11,6 +11,12 @@ export interface Delivery {
   /** the authenticated client that delivered it (a device, a gateway) */
   source: string;
   receivedAt: number; // epoch ms
+  /**
+   * Forwarded by an edge (central authenticates it as a gateway): the edge applied the 5-minute rule of
+   * CONTRACT 3 with its own clock and stamped its receipt time where it replaced or lacked `ts`, so the `ts`
+   * it forwarded stands, whatever this clock says. Unset (a standalone processor cannot tell): the rule again here.
+   */
+  viaEdge?: boolean;
 }
 
 export type Parsed = { delivery: Delivery } & ({ ok: true; event: StockEvent } | { ok: false; error: ValidationError; id: string | null });

@@ -119,6 +119,16 @@ describe('stockwire central (in-process processor)', () => {
     });
   }
 
+  it("an edge's ts stands at central, even one more than 5 minutes ahead of central's clock (the edge's clock decides, CONTRACT 3)", async () => {
+    // The edge's clock is 10 minutes ahead of central's: it accepted this ts, and central must not replace it with
+    // its own receipt time, which would depend on when the event arrives (after an outage: hours later).
+    const ts = Date.now() + 10 * 60_000;
+    await gateway.publishAsync(`wh/${WH}/dev/ahead/event`, event('ahead-1', 'counted', 5, 'SKU-AHEAD', { ts }), { qos: 1 });
+    await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'ahead-1'));
+    const { rows } = await pool.query<{ ts: Date }>(`SELECT ts FROM events WHERE id = 'ahead-1'`);
+    assert.equal(rows[0]?.ts.getTime(), ts);
+  });
+
   it('a poison event among valid ones is rejected alone; the batch behind it commits', async () => {
     const device = 'mixed';
     const sends = [];
