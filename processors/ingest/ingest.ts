@@ -146,6 +146,7 @@ export class Ingest {
   }
 
   private async addCurrentStock(items: Parsed[], result: BatchResult): Promise<void> {
+    await this.addCurrentShelves(items, result);
     const keys = new Map<string, { wh: string; sku: string }>();
     for (const item of items) if (item.ok && item.event.type !== 'level') keys.set(`${item.event.wh}/${item.event.sku}`, { wh: item.event.wh, sku: item.event.sku });
     if (keys.size === 0) return;
@@ -154,6 +155,25 @@ export class Ingest {
     result.warehouseStock.push(...current.warehouse.filter((s) => !have.has(`${s.warehouse}/${s.sku}`)));
     const haveGlobal = new Set(result.globalStock.map((g) => g.sku));
     result.globalStock.push(...current.global.filter((g) => !haveGlobal.has(g.sku)));
+  }
+
+  /** The same for shelf readings: the latest reading of every shelf a `level` event of the batch names. */
+  private async addCurrentShelves(items: Parsed[], result: BatchResult): Promise<void> {
+    const have = new Set(result.shelves.map((r) => `${r.warehouse}/${r.location}/${r.sku}`));
+    const keys = new Map<string, [string, string, string]>();
+    for (const item of items) {
+      if (!item.ok || item.event.type !== 'level') continue;
+      const { wh, location, sku } = item.event;
+      if (!have.has(`${wh}/${location}/${sku}`)) keys.set(`${wh}/${location}/${sku}`, [wh, location, sku]);
+    }
+    if (keys.size === 0) return;
+    const cols = [0, 1, 2].map((i) => [...keys.values()].map((k) => k[i]));
+    const { rows } = await this.o.pool.query<{ wh: string; location: string; sku: string; qty: number; ts: Date; device: string }>(
+      `SELECT s.wh, s.location, s.sku, s.qty, s.ts, s.device FROM shelf_latest s
+       JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(wh, location, sku) USING (wh, location, sku)`,
+      cols,
+    );
+    for (const r of rows) result.shelves.push({ warehouse: r.wh, location: r.location, sku: r.sku, qty: r.qty, ts: r.ts.toISOString(), device: r.device });
   }
 
   private record(items: Parsed[], result: BatchResult): void {

@@ -102,4 +102,31 @@ describe('stockwire processor error paths', () => {
     await assert.rejects(decided, /ingest stopped/, 'handed back: its sender resends it');
     await dead.end();
   });
+  it('after a failed attempt, the retried batch also publishes the latest shelf reading of level events it now finds committed', async () => {
+    const pool = createPool({ url: db.url, max: 2 });
+    await migrate(pool);
+    const payload = Buffer.from(JSON.stringify({ v: 1, id: 'lv-retry', type: 'level', sku: 'SKU-SHELF-R', qty: 9, location: 'B-07' }));
+    const r = parseEvent(payload, { wh: 'WR', device: 'd1', receivedAt: Date.now() });
+    if (!r.ok) throw new Error('bad test event');
+    const delivery = { topic: 'wh/WR/dev/d1/event', payload, wh: 'WR', device: 'd1', source: 't', receivedAt: Date.now() };
+    // The first attempt "committed but lost its reply": the reading is in the database already.
+    await applyBatch(pool, [{ delivery, ok: true, event: r.event }]);
+    let failOnce = true;
+    const realConnect = pool.connect.bind(pool) as (...args: unknown[]) => unknown;
+    pool.connect = ((...args: unknown[]) => {
+      if (!failOnce) return realConnect(...args);
+      failOnce = false;
+      return Promise.reject(Object.assign(new Error('connection reset (injected)'), { code: '08006' }));
+    }) as typeof pool.connect;
+    const published: { topic: string; payload: string }[] = [];
+    const publisher: Publisher = { publish: async (topic, body) => void published.push({ topic, payload: String(body) }) };
+    const ingest = new Ingest({ pool, publisher, readModel: new MemoryReadModel(pool), metrics: createIngestMetrics(new Registry()), log: pino({ level: 'silent' }), maxBatch: 10, maxWaitMs: 1 });
+    const decision = await ingest.submit(delivery);
+    await ingest.stop();
+    assert.equal(decision.status, 'duplicate');
+    const shelf = published.find((p) => p.topic === 'wh/WR/shelf/B-07/SKU-SHELF-R');
+    assert.ok(shelf, `published: ${published.map((p) => p.topic).join(', ')}`);
+    assert.equal((JSON.parse(shelf.payload) as { qty: number }).qty, 9);
+    await pool.end();
+  });
 });
