@@ -254,6 +254,7 @@ export class StockwireBroker {
         return this.refuseConnection('client_id', RC_IDENTIFIER_REJECTED, fields);
       }
       this.authed.set(client, device);
+      this.attempts.authenticated(client.id ?? '', address);
       return null;
     } catch (err) {
       this.log.error({ err, clientId }, 'authentication failed');

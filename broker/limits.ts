@@ -115,23 +115,51 @@ export class AttemptWindow {
   }
 }
 
-/** Connection attempts per client id and per remote address, each in its sliding window. */
+/** Addresses remembered per client id as ones it authenticated from lately (a gateway's, a scanner's, after DHCP). */
+const KNOWN_ADDRESSES_PER_CLIENT_ID = 4;
+
+/**
+ * Connection attempts per client id and per remote address, each in its sliding window.
+ *
+ * Attempts are counted before the password check (that is what spares the scrypt work), so anyone who can
+ * reach the broker could use up a client id's window with wrong passwords and lock its device out: an
+ * edge's link to central, for one (its client id is its username). So an address that client id last
+ * authenticated from has a window of its own for that client id: attempts from elsewhere cannot use it
+ * up, and the device's own reconnect loop is bounded all the same.
+ */
 export class ConnectLimiter {
   private readonly byClientId: AttemptWindow;
+  private readonly byClientIdAtKnownAddress: AttemptWindow;
   private readonly byAddress: AttemptWindow;
+  /** client id → addresses it authenticated from, most recent last (a Map keeps insertion order: oldest ids first) */
+  private readonly known = new Map<string, string[]>();
 
   constructor(limits: Pick<DeviceLimits, 'connectsPerClientId' | 'connectsPerAddress'>) {
     this.byClientId = new AttemptWindow(limits.connectsPerClientId, CONNECT_WINDOW_MS);
+    this.byClientIdAtKnownAddress = new AttemptWindow(limits.connectsPerClientId, CONNECT_WINDOW_MS);
     this.byAddress = new AttemptWindow(limits.connectsPerAddress, CONNECT_WINDOW_MS);
   }
 
   /** The limit an attempt exceeds, or null: then it counts against both keys (a refused one counts against neither). */
   record(clientId: string, address: string | undefined, now: number): 'attempts_client_id' | 'attempts_address' | null {
     if (address !== undefined && !this.byAddress.allows(address, now)) return 'attempts_address';
-    if (!this.byClientId.allows(clientId, now)) return 'attempts_client_id';
-    this.byClientId.admit(clientId, now);
+    const known = address !== undefined && this.known.get(clientId)?.includes(address) === true;
+    const [window, key] = known ? [this.byClientIdAtKnownAddress, `${clientId}\u0000${address}`] : [this.byClientId, clientId];
+    if (!window.allows(key, now)) return 'attempts_client_id';
+    window.admit(key, now);
     if (address !== undefined) this.byAddress.admit(address, now);
     return null;
+  }
+
+  /** The client id authenticated from `address`: later attempts from there have their own window. */
+  authenticated(clientId: string, address: string | undefined): void {
+    if (address === undefined) return;
+    const addresses = (this.known.get(clientId) ?? []).filter((a) => a !== address);
+    addresses.push(address);
+    if (addresses.length > KNOWN_ADDRESSES_PER_CLIENT_ID) addresses.shift();
+    this.known.delete(clientId); // re-inserted last: the least recently authenticated ids go first
+    this.known.set(clientId, addresses);
+    if (this.known.size > MAX_WINDOW_KEYS) this.known.delete(this.known.keys().next().value as string);
   }
 }
 
