@@ -11,6 +11,9 @@ import { noChange, type StockChange } from './sql.js';
 
 const MAX_RETRIES = 5; // deadlocks and serialization failures are retried this many times
 const LOCK_TIMEOUT_MS = 10_000; // a command waits this long for a row lock, then answers 503
+// A command's answer waits at most this long for its stock publishes: behind a broker that is away, MQTT.js
+// keeps a QoS 1 publish until it is back, and the answer, with every later command of the sku, would wait too.
+const PUBLISH_WAIT_MS = 1_000;
 
 /** What to publish after a commit. */
 export interface Effects {
@@ -120,16 +123,26 @@ export class Runner {
     }
   }
 
-  /** Publishes after the commit; a failure is logged and counted, never turned into a failed answer. */
+  /**
+   * Publishes after the commit; a failure is logged and counted, never turned into a failed answer. The read
+   * model goes first (a GET after the answer sees the change); the broker is waited for PUBLISH_WAIT_MS at most.
+   */
   async publish(outcome: Effects): Promise<void> {
     const change = outcome.change ?? noChange();
+    await this.o.readModel.write(change.warehouseStock, change.globalStock);
     const sends = stockSends(this.o.publisher, change.warehouseStock, change.globalStock);
     for (const n of outcome.notices ?? []) sends.push(this.o.publisher.publish(topics.alert(n.wh, n.kind), JSON.stringify(alert(n.kind, n.wh, n.message, n.sku)), false));
-    const failed = (await Promise.allSettled(sends)).filter((r) => r.status === 'rejected').length;
-    if (failed > 0) {
-      this.o.metrics.publishErrors.inc(failed);
-      this.o.log.warn({ failed }, 'publishing after a command failed; the next change of the sku republishes it');
+    if (sends.length === 0) return;
+    let settled = 0;
+    let failed = 0;
+    const all = Promise.all(sends.map((p) => p.then(() => void settled++, () => void (settled++, failed++))));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all, new Promise((r) => (timer = setTimeout(r, PUBLISH_WAIT_MS)))]);
+    clearTimeout(timer);
+    const late = sends.length - settled; // still waiting for the broker: go on without them
+    if (failed + late > 0) {
+      this.o.metrics.publishErrors.inc(failed + late);
+      this.o.log.warn({ failed, late }, 'publishing after a command failed or waits for the broker; the next change of the sku republishes it');
     }
-    await this.o.readModel.write(change.warehouseStock, change.globalStock);
   }
 }
