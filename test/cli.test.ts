@@ -6,6 +6,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import pino from 'pino';
+import { startEmbeddedPostgres } from '../processors/db/embedded.js';
 import { createTestDatabase, testPool, type TestDatabase } from './helpers/db.js';
 import { BIN } from './helpers/process.js';
 
@@ -106,6 +108,24 @@ describe('stockwire command line', () => {
     assert.equal(second.code, 0, second.stderr.slice(-2000));
     const cluster = await fs.realpath(path.join(dataDir, 'postgres'));
     await fs.access(path.join(cluster, 'PG_VERSION'));
+    // Its superuser password was made for this cluster and is readable by its owner only: the server listens on
+    // 127.0.0.1, where every local user can reach it.
+    const passwordFile = path.join(path.dirname(cluster), 'postgres-password');
+    assert.equal((await fs.stat(passwordFile)).mode & 0o777, 0o600);
+    assert.match((await fs.readFile(passwordFile, 'utf8')).trim(), /^[A-Za-z0-9_-]{32}$/);
+    const server = await startEmbeddedPostgres(dataDir, pino({ level: 'silent' }));
+    try {
+      const port = new URL(server.url).port;
+      const guess = new pg.Client({ connectionString: `postgres://postgres:stockwire-local@127.0.0.1:${port}/postgres` });
+      guess.on('error', () => {});
+      await assert.rejects(guess.connect(), /password authentication failed/, 'the old fixed password does not let anyone in');
+      await guess.end().catch(() => {});
+      const owner = new pg.Client({ connectionString: server.url });
+      await owner.connect();
+      await owner.end();
+    } finally {
+      await server.stop();
+    }
     if (process.getuid?.() === 0) {
       // As root the server runs as user postgres, which cannot enter this 0700 folder: the cluster lives outside it.
       assert.notEqual(cluster, path.join(dataDir, 'postgres'));

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -22,11 +22,23 @@ interface State {
   port: number;
 }
 
-const PASSWORD = 'stockwire-local'; // the server listens on 127.0.0.1 only
+// The superuser's password, made at initdb and kept beside the cluster (mode 0600): the server listens on
+// 127.0.0.1, where every local user can reach it. Clusters made before that was so have this fixed one.
+const PASSWORD_FILE = 'postgres-password';
+const LEGACY_PASSWORD = 'stockwire-local';
 const SYSTEM_STATE_DIR = '/var/lib/stockwire'; // as root, for clusters the postgres user cannot reach under DATA_DIR
 const START_TIMEOUT_MS = 30_000;
 
-const urlFor = (port: number) => `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`;
+const urlFor = (port: number, password: string) => `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
+
+async function readPassword(file: string): Promise<string> {
+  try {
+    return (await fs.readFile(file, 'utf8')).trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return LEGACY_PASSWORD;
+    throw err;
+  }
+}
 
 async function binaries(asPostgresUser: boolean): Promise<{ initdb: string; postgres: string }> {
   let mod: { initdb: string; postgres: string };
@@ -148,22 +160,27 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   const stateFile = path.join(root, 'postgres.json');
   await fs.mkdir(root, { recursive: true });
 
+  const user = runAs();
+  const dir = await clusterDir(root, user);
+  const passwordFile = path.join(path.dirname(dir), PASSWORD_FILE);
+  let password = await readPassword(passwordFile);
+
   // A server left running by a process that was killed (-9) is adopted rather than fought over.
   const previous: State | null = existsSync(stateFile) ? (JSON.parse(await fs.readFile(stateFile, 'utf8')) as State) : null;
-  if (previous && (await reachable(urlFor(previous.port)))) {
+  if (previous && (await reachable(urlFor(previous.port, password)))) {
     log.info({ port: previous.port }, 'embedded postgres already running; using it');
-    return { url: urlFor(previous.port), stop: async () => {} };
+    return { url: urlFor(previous.port, password), stop: async () => {} };
   }
 
-  const user = runAs();
   const bin = await binaries(user !== null);
   const owned = user ? { uid: user.uid, gid: user.gid } : {};
-  const dir = await clusterDir(root, user);
   if (!existsSync(path.join(dir, 'PG_VERSION'))) {
     log.info({ dir }, 'initialising embedded postgres');
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    password = randomBytes(24).toString('base64url');
+    await fs.writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
     const pwfile = path.join(path.dirname(dir), '.pgpass-init');
-    await fs.writeFile(pwfile, `${PASSWORD}\n`, { mode: 0o600 });
+    await fs.writeFile(pwfile, `${password}\n`, { mode: 0o600 });
     if (user) await fs.chown(dir, user.uid, user.gid), await fs.chown(pwfile, user.uid, user.gid);
     try {
       execFileSync(bin.initdb, ['-D', dir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'], { ...owned, stdio: 'pipe' });
@@ -183,7 +200,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   child.stderr?.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4000)));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const deadline = Date.now() + START_TIMEOUT_MS;
-  while (!(await reachable(urlFor(port)))) {
+  while (!(await reachable(urlFor(port, password)))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`embedded postgres did not start: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
@@ -197,7 +214,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   await fs.writeFile(stateFile, JSON.stringify({ port } satisfies State));
   log.info({ port, pid: child.pid }, 'embedded postgres started');
   return {
-    url: urlFor(port),
+    url: urlFor(port, password),
     async stop() {
       if (child.exitCode !== null) return;
       child.ref(); // keep the process alive until the server has exited
