@@ -7,7 +7,8 @@ import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../cli/tls.j
 import { deviceLimitsOf } from '../broker/index.js';
 import { Central } from './central.js';
 import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs, replaySpecs } from './config.js';
-import { openDatabase } from './db/open.js';
+import { openDatabase, type Database } from './db/open.js';
+import type { Logger } from 'pino';
 import { StandaloneProcessor } from './processor.js';
 import { rebuild } from './rebuild.js';
 import { replay } from './replay.js';
@@ -37,21 +38,52 @@ export async function runProcessor(argv: string[]): Promise<void> {
   await serve(log, () => processor.start(), () => processor.stop());
 }
 
+/**
+ * A one-shot command on the database. SIGINT or SIGTERM closes it, stopping the embedded server this process
+ * started (it runs detached, so it would outlive the command), and exits 130 or 143 as an interrupted command does.
+ */
+async function onDatabase(c: { databaseUrl?: string; dataDir: string }, log: Logger, work: (db: Database) => Promise<void>): Promise<void> {
+  let db: Database | undefined;
+  let signalled: NodeJS.Signals | undefined;
+  const exit = (signal: NodeJS.Signals) => process.exit(signal === 'SIGINT' ? 130 : 143);
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled !== undefined) return;
+    signalled = signal;
+    log.warn({ signal }, 'interrupted; closing the database');
+    if (db !== undefined) void db.abort().finally(() => exit(signal));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    db = await openDatabase({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, log, poolSize: 2 });
+    if (signalled !== undefined) {
+      await db.close();
+      exit(signalled);
+    }
+    await work(db);
+  } finally {
+    if (signalled === undefined) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      await db?.close();
+    }
+  }
+}
+
 export async function runMigrate(argv: string[]): Promise<void> {
   const c = configure('migrate', 'Create or upgrade the database schema, then exit.', migrateSpecs, argv);
   if (!c) return;
   const log = createLogger('migrate', c.logLevel);
-  const db = await openDatabase({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, log, poolSize: 2 });
-  process.stdout.write(`${JSON.stringify({ migrated: true, version: db.schema.version, timescale: db.schema.timescale })}\n`);
-  await db.close();
+  await onDatabase(c, log, async (db) => {
+    process.stdout.write(`${JSON.stringify({ migrated: true, version: db.schema.version, timescale: db.schema.timescale })}\n`);
+  });
 }
 
 export async function runRebuild(argv: string[]): Promise<void> {
   const c = configure('rebuild', 'Recompute stock from the event log, check reserved against the reservations; report drift; exit 1 on drift.', rebuildSpecs, argv);
   if (!c) return;
   const log = createLogger('rebuild', c.logLevel);
-  const db = await openDatabase({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, log, poolSize: 2 });
-  try {
+  await onDatabase(c, log, async (db) => {
     const report = await rebuild(db.pool);
     if (c.format === 'json') process.stdout.write(`${JSON.stringify(report)}\n`);
     else {
@@ -61,9 +93,7 @@ export async function runRebuild(argv: string[]): Promise<void> {
       for (const d of report.reservedDrift) process.stdout.write(`  ${d.wh} ${d.sku}: reserved ${d.stored}, active reservations hold ${d.held}\n`);
     }
     process.exitCode = report.drift.length === 0 && report.reservedDrift.length === 0 ? 0 : 1;
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 export async function runReplay(argv: string[]): Promise<void> {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -130,6 +130,37 @@ describe('stockwire command line', () => {
       // As root the server runs as user postgres, which cannot enter this 0700 folder: the cluster lives outside it.
       assert.notEqual(cluster, path.join(dataDir, 'postgres'));
       await fs.rm(path.dirname(cluster), { recursive: true, force: true });
+    }
+  });
+
+  it('SIGTERM or Ctrl-C during rebuild closes the database and exits 143 or 130 (an embedded server it started would stop with it)', { timeout: 60_000 }, async () => {
+    assert.equal((await stockwire(['migrate', '--database-url', db.url])).code, 0);
+    const locker = new pg.Client(db.url);
+    locker.on('error', () => {});
+    await locker.connect();
+    const watch = testPool(db.url, 1);
+    try {
+      for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+        await locker.query('BEGIN');
+        await locker.query('LOCK TABLE stock IN ACCESS EXCLUSIVE MODE'); // rebuild waits for it: an interruptible moment
+        const child = spawn(BIN, ['rebuild', '--database-url', db.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stderr = '';
+        child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+        const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+        // rebuild is waiting once its connection waits on the lock
+        for (let i = 0; i < 200; i++) {
+          const { rows } = await watch.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, [db.name]);
+          if ((rows[0]?.n ?? 0) > 0) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        child.kill(signal);
+        assert.equal(await exited, code, `${signal}: ${stderr.slice(-1000)}`);
+        assert.match(stderr, /interrupted; closing the database/);
+        await locker.query('ROLLBACK');
+      }
+    } finally {
+      await locker.end();
+      await watch.end();
     }
   });
 

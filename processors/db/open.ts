@@ -16,7 +16,14 @@ export interface Database {
   readPool: pg.Pool;
   schema: MigrateResult;
   close(): Promise<void>;
+  /**
+   * Closes without waiting for work in progress (an interrupted command): an embedded server this process
+   * started is stopped first, which ends the queries still running; the pools get a second to end.
+   */
+  abort(): Promise<void>;
 }
+
+const ABORT_WAIT_MS = 1_000;
 
 /** Connects to DATABASE_URL, or starts the embedded PostgreSQL under DATA_DIR when it is unset; then migrates. */
 export async function openDatabase(o: { databaseUrl?: string; dataDir: string; log: Logger; poolSize?: number; applicationName?: string; readTimeoutMs?: number }): Promise<Database> {
@@ -40,6 +47,12 @@ export async function openDatabase(o: { databaseUrl?: string; dataDir: string; l
         await readPool.end();
         await pool.end();
         await embedded?.stop();
+      },
+      async abort() {
+        await embedded?.stop();
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([Promise.all([readPool.end(), pool.end()]), new Promise((r) => (timer = setTimeout(r, ABORT_WAIT_MS)))]).catch(() => {});
+        clearTimeout(timer);
       },
     };
   } catch (err) {
