@@ -38,6 +38,11 @@ export const oneOf =
     if (!choices.includes(raw as T)) throw new Error(`must be one of ${choices.join(', ')}`);
     return raw as T;
   };
+/** The value with any `user:password@` of a URL in it masked: a URL that is not a secret option may still carry one. */
+function withoutUserinfo(raw: string): string {
+  return raw.replace(/(:\/\/)[^/?#@\s]*@/g, '$1***@');
+}
+
 export const url =
   (...protocols: string[]) =>
   (raw: string): string => {
@@ -98,7 +103,7 @@ export function parseConfig<S extends Specs>(specs: S, argv: string[], env: Node
     try {
       out[key] = spec.parse(raw);
     } catch (err) {
-      problems.push(`${name} ${(err as Error).message}${spec.secret ? '' : ` (got ${JSON.stringify(raw)})`}`);
+      problems.push(`${name} ${(err as Error).message}${spec.secret ? '' : ` (got ${JSON.stringify(withoutUserinfo(raw))})`}`);
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);

@@ -42,4 +42,15 @@ describe('pino redaction (cli/logger.ts)', () => {
     assert.match(text(), /"configuration"/);
     assert.ok((text().match(/\[redacted\]/g) ?? []).length >= 20, 'the fields are there, redacted');
   });
+  it('a refused URL option is echoed with its user and password masked', () => {
+    let message = '';
+    try {
+      parseConfig(processorSpecs, ['--central-url', 'tcp://proc1:hunter2@central:1884'], {});
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    assert.match(message, /central-url \(CENTRAL_URL\) must use mqtt:/);
+    assert.match(message, /tcp:\/\/\*\*\*@central:1884/);
+    assert.ok(!message.includes('hunter2') && !message.includes('proc1'), message);
+  });
 });
