@@ -77,6 +77,27 @@ describe('ConnectLimiter: per client id and per remote address', () => {
     assert.equal(l.record('c', '10.0.0.4', 10), 'attempts_client_id');
   });
 
+  test("wrong-password attempts from elsewhere cannot lock a device out: the address it authenticated from has its own window for its client id", () => {
+    const l = new ConnectLimiter({ connectsPerClientId: 2, connectsPerAddress: 100 });
+    assert.equal(l.record('gw-WH1', '10.0.0.1', 0), null);
+    l.authenticated('gw-WH1', '10.0.0.1'); // the edge's link
+    // Someone else, with any password, spends the client id's window (the broker counts before the scrypt check).
+    // (The edge's first attempt, before the client id knew its address, counts in that shared window too.)
+    assert.deepEqual([1, 2, 3].map((t) => l.record('gw-WH1', '10.6.6.6', t)), [null, 'attempts_client_id', 'attempts_client_id']);
+    assert.equal(l.record('gw-WH1', '10.7.7.7', 4), 'attempts_client_id', 'any other address shares that window');
+    // The edge reconnects from its own address: admitted, and its own reconnect loop is still bounded.
+    assert.deepEqual([5, 6, 7].map((t) => l.record('gw-WH1', '10.0.0.1', t)), [null, null, 'attempts_client_id']);
+    assert.equal(l.record('gw-WH1', '10.0.0.1', 60_010), null, 'a minute later');
+  });
+
+  test('a client id remembers the last 4 addresses it authenticated from', () => {
+    const l = new ConnectLimiter({ connectsPerClientId: 1, connectsPerAddress: 100 });
+    for (const a of ['a1', 'a2', 'a3', 'a4', 'a5']) l.authenticated('s1', a);
+    assert.equal(l.record('s1', 'a1', 0), null, 'a1 is forgotten: the shared window, still empty');
+    assert.equal(l.record('s1', 'a1', 1), 'attempts_client_id', 'and now full');
+    for (const a of ['a2', 'a3', 'a4', 'a5']) assert.equal(l.record('s1', a, 2), null, `${a} has its own window`);
+  });
+
   test('a connection without a known address is limited by its client id alone', () => {
     const l = new ConnectLimiter({ connectsPerClientId: 1, connectsPerAddress: 1 });
     assert.equal(l.record('a', undefined, 0), null);
