@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type pg from 'pg';
 import pino from 'pino';
 import { Central } from '../../processors/central.js';
 import { createPool } from '../../processors/db/pool.js';
@@ -14,6 +15,17 @@ import { parseEvent } from '../../protocol/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { startStockwire } from '../helpers/process.js';
+
+/** The pool's next connection attempt fails, as a reset connection would; later ones connect. */
+function failNextConnect(pool: pg.Pool): void {
+  let failOnce = true;
+  const realConnect = pool.connect.bind(pool) as (...args: unknown[]) => unknown;
+  pool.connect = ((...args: unknown[]) => {
+    if (!failOnce) return realConnect(...args);
+    failOnce = false;
+    return Promise.reject(Object.assign(new Error('connection reset (injected)'), { code: '08006' }));
+  }) as typeof pool.connect;
+}
 
 describe('stockwire processor error paths', () => {
   let db: TestDatabase;
@@ -72,14 +84,7 @@ describe('stockwire processor error paths', () => {
     };
     // The first attempt "committed but lost its reply": the event is in the database already.
     await applyBatch(pool, [item('r-1', 4)]);
-    // The next connection attempt fails once, as a reset connection would.
-    let failOnce = true;
-    const realConnect = pool.connect.bind(pool) as (...args: unknown[]) => unknown;
-    pool.connect = ((...args: unknown[]) => {
-      if (!failOnce) return realConnect(...args);
-      failOnce = false;
-      return Promise.reject(Object.assign(new Error('connection reset (injected)'), { code: '08006' }));
-    }) as typeof pool.connect;
+    failNextConnect(pool);
     const flaky = pool;
     const published: string[] = [];
     const publisher: Publisher = { publish: async (topic) => void published.push(topic) };
@@ -111,13 +116,7 @@ describe('stockwire processor error paths', () => {
     const delivery = { topic: 'wh/WR/dev/d1/event', payload, wh: 'WR', device: 'd1', source: 't', receivedAt: Date.now() };
     // The first attempt "committed but lost its reply": the reading is in the database already.
     await applyBatch(pool, [{ delivery, ok: true, event: r.event }]);
-    let failOnce = true;
-    const realConnect = pool.connect.bind(pool) as (...args: unknown[]) => unknown;
-    pool.connect = ((...args: unknown[]) => {
-      if (!failOnce) return realConnect(...args);
-      failOnce = false;
-      return Promise.reject(Object.assign(new Error('connection reset (injected)'), { code: '08006' }));
-    }) as typeof pool.connect;
+    failNextConnect(pool);
     const published: { topic: string; payload: string }[] = [];
     const publisher: Publisher = { publish: async (topic, body) => void published.push({ topic, payload: String(body) }) };
     const ingest = new Ingest({ pool, publisher, readModel: new MemoryReadModel(pool), metrics: createIngestMetrics(new Registry()), log: pino({ level: 'silent' }), maxBatch: 10, maxWaitMs: 1 });
