@@ -7,6 +7,7 @@ import { topics, type Ack, type LinkStatus } from '../protocol/index.js';
 import type { EdgeMetrics } from './metrics.js';
 import { NoReplayStore } from './no-replay-store.js';
 import type { Outbox, OutboxEntry } from './outbox/outbox.js';
+import { waitAtMost } from '../cli/wait.js';
 
 export interface ForwarderOptions {
   outbox: Outbox;
@@ -256,7 +257,7 @@ export class Forwarder {
     if (this.connected && this.client) {
       const offline: LinkStatus = { central: 'offline', since: new Date().toISOString(), backlog: this.o.outbox.stats().events };
       const sent = this.client.publishAsync(topics.status(this.o.wh), JSON.stringify(offline), { qos: 1, retain: true }).catch(() => {});
-      await Promise.race([sent, new Promise((r) => setTimeout(r, STOP_STATUS_WAIT_MS))]); // a dead link never answers
+      await waitAtMost(sent, STOP_STATUS_WAIT_MS); // a dead link never answers
     }
     await this.client?.endAsync(true).catch(() => {});
     // Acks keep arriving until the link is closed: confirm them all now, while the outbox is still open (the

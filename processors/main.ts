@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { StandaloneProcessor } from './processor.js';
 import { rebuild } from './rebuild.js';
 import { replay } from './replay.js';
+import { waitAtMost } from '../cli/wait.js';
 
 export async function runCentral(argv: string[]): Promise<void> {
   const c = configure('central', 'The central MQTT broker, the stock processor and the HTTP API, in one process.', centralSpecs, argv);
@@ -126,7 +127,7 @@ export async function runReplay(argv: string[]): Promise<void> {
     process.exitCode = 0;
   } finally {
     // Every publish was acknowledged or has failed: nothing is left to flush, and a closed link never drains.
-    await Promise.race([client?.endAsync(true).catch(() => {}), new Promise((r) => setTimeout(r, 2_000).unref())]);
+    if (client) await waitAtMost(client.endAsync(true), 2_000);
     await db.close();
   }
 }

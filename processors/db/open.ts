@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded.js';
 import { migrate, type MigrateResult } from './migrate.js';
 import { createPool } from './pool.js';
+import { waitAtMost } from '../../cli/wait.js';
 
 const READ_POOL_SIZE = 4; // connections for HTTP reads
 export const DEFAULT_READ_TIMEOUT_MS = 5_000;
@@ -50,9 +51,7 @@ export async function openDatabase(o: { databaseUrl?: string; dataDir: string; l
       },
       async abort() {
         await embedded?.stop();
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([Promise.all([readPool.end(), pool.end()]), new Promise((r) => (timer = setTimeout(r, ABORT_WAIT_MS)))]).catch(() => {});
-        clearTimeout(timer);
+        await waitAtMost(Promise.all([readPool.end(), pool.end()]), ABORT_WAIT_MS);
       },
     };
   } catch (err) {

@@ -6,6 +6,7 @@ import type { ReadModel } from '../readmodel/readmodel.js';
 import { applyBatch, currentStock } from './batch.js';
 import { publishBatch, type Publisher } from './publisher.js';
 import type { BatchResult, Decision, Delivery, Parsed } from './types.js';
+import { waitAtMost } from '../../cli/wait.js';
 
 export interface IngestOptions {
   pool: pg.Pool;
@@ -211,6 +212,6 @@ export class Ingest {
     if (this.timer) clearTimeout(this.timer);
     for (const w of this.queue.splice(0)) w.reject(new Error('ingest stopped'));
     // Publishes over a dead link never settle: wait a while, not forever (edges resend what was not acked).
-    await Promise.race([this.published, new Promise((r) => setTimeout(r, STOP_PUBLISH_WAIT_MS).unref())]);
+    await waitAtMost(this.published, STOP_PUBLISH_WAIT_MS);
   }
 }

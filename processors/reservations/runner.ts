@@ -8,6 +8,7 @@ import type { Notice } from './consume.js';
 import type { Answer } from './idempotency.js';
 import type { ReservationMetrics } from './metrics.js';
 import { noChange, type StockChange } from './sql.js';
+import { waitAtMost } from '../../cli/wait.js';
 
 const MAX_RETRIES = 5; // deadlocks and serialization failures are retried this many times
 const LOCK_TIMEOUT_MS = 10_000; // a command waits this long for a row lock, then answers 503
@@ -135,10 +136,7 @@ export class Runner {
     if (sends.length === 0) return;
     let settled = 0;
     let failed = 0;
-    const all = Promise.all(sends.map((p) => p.then(() => void settled++, () => void (settled++, failed++))));
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([all, new Promise((r) => (timer = setTimeout(r, PUBLISH_WAIT_MS)))]);
-    clearTimeout(timer);
+    await waitAtMost(Promise.all(sends.map((p) => p.then(() => void settled++, () => void (settled++, failed++)))), PUBLISH_WAIT_MS);
     const late = sends.length - settled; // still waiting for the broker: go on without them
     if (failed + late > 0) {
       this.o.metrics.publishErrors.inc(failed + late);
