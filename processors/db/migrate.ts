@@ -64,7 +64,12 @@ async function applyTimescale(client: pg.PoolClient, options: MigrateOptions): P
     `SELECT add_compression_policy('shelf_readings', INTERVAL '7 days', if_not_exists => TRUE)`,
     `SELECT add_retention_policy('events', INTERVAL '${Math.trunc(eventDays)} days', if_not_exists => TRUE)`,
     `SELECT add_retention_policy('shelf_readings', INTERVAL '${Math.trunc(shelfDays)} days', if_not_exists => TRUE)`,
-    `DROP VIEW IF EXISTS movements_hourly`,
+    // The plain view of an earlier start without TimescaleDB makes way for the continuous aggregate; a continuous
+    // aggregate is a view in pg_class too, but DROP VIEW refuses it, so only a plain one is dropped.
+    `DO $$ BEGIN
+       IF EXISTS (SELECT 1 FROM pg_views WHERE viewname = 'movements_hourly' AND schemaname = current_schema())
+          AND NOT EXISTS (SELECT 1 FROM timescaledb_information.continuous_aggregates WHERE view_name = 'movements_hourly' AND view_schema = current_schema())
+       THEN DROP VIEW movements_hourly; END IF; END $$`,
     `CREATE MATERIALIZED VIEW IF NOT EXISTS movements_hourly WITH (timescaledb.continuous) AS
        SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, wh, sku, type,
               sum(qty)::bigint AS qty, sum(delta)::bigint AS delta, count(*)::bigint AS events
