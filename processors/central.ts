@@ -4,7 +4,7 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createBroker, loadDevices, type DeviceLimits, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
 import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
 import { aedesPublisher } from './aedes-publisher.js';
-import { openDatabase, type Database } from './db/open.js';
+import { openDatabase, type Database, type StorageSettings } from './db/open.js';
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
@@ -17,7 +17,7 @@ import { createReservationMetrics } from './reservations/metrics.js';
 import { CommandRequests } from './reservations/mqtt.js';
 import { commandConfig, ReservationService, type CommandSettings } from './reservations/service.js';
 
-export interface CentralOptions extends CommandSettings {
+export interface CentralOptions extends CommandSettings, StorageSettings {
   databaseUrl?: string;
   redisUrl?: string;
   redisPrefix: string;
@@ -85,7 +85,7 @@ export class Central {
     const devices = await loadDevices(o.devicesFile);
     const token = await resolveApiToken(o.apiToken, o.dataDir, log);
     this.token = token;
-    this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-central', readTimeoutMs: o.apiReadTimeoutMs });
+    this.db = await openDatabase({ ...o, log, applicationName: 'stockwire-central', readTimeoutMs: o.apiReadTimeoutMs });
     const pool = this.db.pool;
     const metrics = createIngestMetrics(this.registry);
     this.readModel = await createReadModel(o, this.db, metrics, log);
@@ -142,6 +142,7 @@ export class Central {
       readModel,
       commands: this.commands,
       registry: this.registry,
+      storage: this.db.schema.storage,
       tokens: { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) },
       ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await readPool.query('SELECT 1').then(() => true, () => false)),
     });

@@ -3,6 +3,7 @@ import { int, list, oneOf, port, str, url, type OptionSpec } from '../cli/option
 import { logLevel, type LogLevel } from '../cli/logger.js';
 import { centralTlsSpecs, tlsListenerSpecs } from '../cli/tls.js';
 import { apiToken } from './api-token.js';
+import { DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_SHELF_RETENTION_DAYS, TIMESCALE_MODES, type TimescaleMode } from './db/migrate.js';
 import { parseTopicTemplate } from './replay.js';
 import { deviceLimitSpecs } from '../broker/index.js';
 
@@ -13,6 +14,9 @@ const common = {
   databaseUrl: opt({ flag: 'database-url', env: 'DATABASE_URL', help: 'PostgreSQL/TimescaleDB connection; unset: embedded PostgreSQL under DATA_DIR', parse: url('postgres:', 'postgresql:'), secret: true }),
   dataDir: opt({ flag: 'data-dir', env: 'DATA_DIR', help: 'durable local state (embedded database)', parse: str, default: './data' }),
   logLevel: opt({ flag: 'log-level', env: 'LOG_LEVEL', help: 'pino level', parse: logLevel, default: 'info' as LogLevel }),
+  timescaledb: opt({ flag: 'timescaledb', env: 'TIMESCALEDB', help: 'auto: TimescaleDB when the server can load it, else plain PostgreSQL with a warning; on: refuse to start without it; off: plain PostgreSQL', parse: oneOf(...TIMESCALE_MODES), default: 'auto' as TimescaleMode }),
+  eventRetentionDays: opt({ flag: 'event-retention-days', env: 'EVENT_RETENTION_DAYS', help: 'TimescaleDB: days of book events kept in the log; older ones are folded into the stock baseline, then dropped', parse: int(1, 100_000), default: DEFAULT_EVENT_RETENTION_DAYS }),
+  shelfRetentionDays: opt({ flag: 'shelf-retention-days', env: 'SHELF_RETENTION_DAYS', help: 'TimescaleDB: days of shelf readings kept', parse: int(1, 100_000), default: DEFAULT_SHELF_RETENTION_DAYS }),
 };
 
 const ingest = {

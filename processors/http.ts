@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import { ErrorCode, httpStatusOf, isIdent, ValidationError } from '../protocol/index.js';
 import { registerApiAuth, type ApiTokens } from './api-auth.js';
 import { isUnavailable } from './db/pool.js';
+import type { Storage } from './db/migrate.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { registerCommandRoutes } from './reservations/routes.js';
 import type { ReservationService } from './reservations/service.js';
@@ -18,6 +19,8 @@ export interface ApiOptions {
   commands?: ReservationService;
   /** bearer tokens: writes under /v1/ always need one, reads when `read` is set */
   tokens: ApiTokens;
+  /** the database's storage, named by /readyz */
+  storage: Storage;
 }
 
 // Fastify's own refusals of a body, answered in our error shape.
@@ -71,7 +74,7 @@ export function createApi(o: ApiOptions): FastifyInstance {
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: { code: ErrorCode.notFound, message: `no route ${req.method} ${req.url}` } }));
 
   app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => ((await o.ready()) ? { status: 'ready' } : reply.status(503).send({ status: 'not ready' })));
+  app.get('/readyz', async (_req, reply) => ((await o.ready()) ? { status: 'ready', storage: o.storage } : reply.status(503).send({ status: 'not ready', storage: o.storage })));
   app.get('/metrics', async (_req, reply) => reply.type(o.registry.contentType).send(await o.registry.metrics()));
 
   app.get<{ Params: { sku: string } }>('/v1/stock/:sku', async (req, reply) => {

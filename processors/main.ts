@@ -7,7 +7,7 @@ import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../cli/tls.j
 import { deviceLimitsOf } from '../broker/index.js';
 import { Central } from './central.js';
 import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs, replaySpecs } from './config.js';
-import { openDatabase, type Database } from './db/open.js';
+import { openDatabase, type Database, type StorageSettings } from './db/open.js';
 import type { Logger } from 'pino';
 import { StandaloneProcessor } from './processor.js';
 import { rebuild } from './rebuild.js';
@@ -43,7 +43,7 @@ export async function runProcessor(argv: string[]): Promise<void> {
  * A one-shot command on the database. SIGINT or SIGTERM closes it, stopping the embedded server this process
  * started (it runs detached, so it would outlive the command), and exits 130 or 143 as an interrupted command does.
  */
-async function onDatabase(c: { databaseUrl?: string; dataDir: string }, log: Logger, work: (db: Database) => Promise<void>): Promise<void> {
+async function onDatabase(c: StorageSettings & { databaseUrl?: string; dataDir: string }, log: Logger, work: (db: Database) => Promise<void>): Promise<void> {
   let db: Database | undefined;
   let signalled: NodeJS.Signals | undefined;
   const exit = (signal: NodeJS.Signals) => process.exit(signal === 'SIGINT' ? 130 : 143);
@@ -56,7 +56,7 @@ async function onDatabase(c: { databaseUrl?: string; dataDir: string }, log: Log
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    db = await openDatabase({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, log, poolSize: 2 });
+    db = await openDatabase({ ...c, log, poolSize: 2 });
     if (signalled !== undefined) {
       await db.close();
       exit(signalled);
@@ -76,7 +76,7 @@ export async function runMigrate(argv: string[]): Promise<void> {
   if (!c) return;
   const log = createLogger('migrate', c.logLevel);
   await onDatabase(c, log, async (db) => {
-    process.stdout.write(`${JSON.stringify({ migrated: true, version: db.schema.version, timescale: db.schema.timescale })}\n`);
+    process.stdout.write(`${JSON.stringify({ migrated: true, version: db.schema.version, timescale: db.schema.timescale, storage: db.schema.storage.kind })}\n`);
   });
 }
 
@@ -112,7 +112,7 @@ export async function runReplay(argv: string[]): Promise<void> {
   process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
   // Until the report is out this is a failure: a run that ends any other way (even by an empty event loop) exits 1.
   process.exitCode = 1;
-  const db = await openDatabase({ databaseUrl: c.databaseUrl, dataDir: c.dataDir, log, poolSize: 2, applicationName: 'stockwire-replay' });
+  const db = await openDatabase({ ...c, log, poolSize: 2, applicationName: 'stockwire-replay' });
   let client: mqtt.MqttClient | null = null;
   try {
     client = await mqtt.connectAsync(c.centralUrl, {

@@ -5,7 +5,7 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import { redactUrl } from '../cli/logger.js';
 import { reconnectWithTls, type ClientTls } from '../cli/tls.js';
 import { EVENT_FILTER, parseEventTopic, topics } from '../protocol/index.js';
-import { openDatabase, type Database } from './db/open.js';
+import { openDatabase, type Database, type StorageSettings } from './db/open.js';
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
@@ -17,7 +17,7 @@ import { createReadModel } from './readmodel/redis.js';
 import { createReservationMetrics } from './reservations/metrics.js';
 import { commandConfig, ReservationService, type CommandSettings } from './reservations/service.js';
 
-export interface ProcessorOptions extends CommandSettings {
+export interface ProcessorOptions extends CommandSettings, StorageSettings {
   databaseUrl?: string;
   redisUrl?: string;
   redisPrefix: string;
@@ -91,7 +91,7 @@ export class StandaloneProcessor {
     const log = o.log;
     const token = await resolveApiToken(o.apiToken, o.dataDir, log);
     this.token = token;
-    this.db = await openDatabase({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, log, applicationName: 'stockwire-processor', readTimeoutMs: o.apiReadTimeoutMs });
+    this.db = await openDatabase({ ...o, log, applicationName: 'stockwire-processor', readTimeoutMs: o.apiReadTimeoutMs });
     const pool = this.db.pool;
     const metrics = createIngestMetrics(this.registry);
     this.readModel = await createReadModel(o, this.db, metrics, log);
@@ -169,7 +169,7 @@ export class StandaloneProcessor {
     this.commands = new ReservationService({ pool, publisher, readModel: this.readModel, log, metrics: createReservationMetrics(this.registry) }, commandConfig(o));
     this.commands.start();
     const tokens = { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) };
-    this.api = createApi({ pool: this.db.readPool, readModel: this.readModel, commands: this.commands, registry: this.registry, tokens, ready: async () => this.connected && ingest.databaseHealthy });
+    this.api = createApi({ pool: this.db.readPool, readModel: this.readModel, commands: this.commands, registry: this.registry, tokens, storage: this.db.schema.storage, ready: async () => this.connected && ingest.databaseHealthy });
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     return { http: typeof address === 'object' && address ? address.port : o.httpPort };

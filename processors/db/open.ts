@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded.js';
-import { migrate, type MigrateResult } from './migrate.js';
+import { migrate, type MigrateResult, type Storage, type TimescaleMode } from './migrate.js';
 import { createPool } from './pool.js';
 import { waitAtMost } from '../../cli/wait.js';
 
@@ -26,8 +26,18 @@ export interface Database {
 
 const ABORT_WAIT_MS = 1_000;
 
+/** The storage settings every command that opens the database takes (processors/config.ts `common`). */
+export interface StorageSettings {
+  /** TIMESCALEDB: auto (default), on or off */
+  timescaledb?: TimescaleMode;
+  eventRetentionDays?: number;
+  shelfRetentionDays?: number;
+}
+
 /** Connects to DATABASE_URL, or starts the embedded PostgreSQL under DATA_DIR when it is unset; then migrates. */
-export async function openDatabase(o: { databaseUrl?: string; dataDir: string; log: Logger; poolSize?: number; applicationName?: string; readTimeoutMs?: number }): Promise<Database> {
+export async function openDatabase(
+  o: StorageSettings & { databaseUrl?: string; dataDir: string; log: Logger; poolSize?: number; applicationName?: string; readTimeoutMs?: number },
+): Promise<Database> {
   let embedded: EmbeddedDatabase | null = null;
   let url = o.databaseUrl;
   if (url === undefined) {
@@ -38,8 +48,14 @@ export async function openDatabase(o: { databaseUrl?: string; dataDir: string; l
   // Lazy: a command that serves no API never connects it.
   const readPool = createPool({ url, max: READ_POOL_SIZE, applicationName: `${o.applicationName ?? 'stockwire'}-api`, statementTimeoutMs: o.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS });
   try {
-    const schema = await migrate(pool);
-    o.log.info({ schemaVersion: schema.version, timescale: schema.timescale }, 'database ready');
+    const schema = await migrate(pool, {
+      ...(o.timescaledb !== undefined && { timescale: o.timescaledb }),
+      ...(o.eventRetentionDays !== undefined && { eventRetentionDays: o.eventRetentionDays }),
+      ...(o.shelfRetentionDays !== undefined && { shelfRetentionDays: o.shelfRetentionDays }),
+      warn: (message) => o.log.warn(message),
+    });
+    const { storage } = schema;
+    o.log.info({ schemaVersion: schema.version, storage: storage.kind, postgres: storage.postgres, ...(storage.timescaledb && { timescaledb: storage.timescaledb }) }, `database ready on ${describeStorage(storage)}`);
     return {
       pool,
       readPool,
@@ -60,4 +76,10 @@ export async function openDatabase(o: { databaseUrl?: string; dataDir: string; l
     await embedded?.stop().catch(() => {});
     throw err;
   }
+}
+
+/** `TimescaleDB 2.28.3 on PostgreSQL 15.20` or `PostgreSQL 15.20 (no TimescaleDB)`. */
+export function describeStorage(s: Storage): string {
+  const pg = `PostgreSQL ${s.postgres.split(' ')[0] ?? s.postgres}`;
+  return s.kind === 'timescaledb' ? `TimescaleDB ${s.timescaledb} on ${pg}` : `${pg} (no TimescaleDB)`;
 }

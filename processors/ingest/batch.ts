@@ -89,24 +89,32 @@ async function transact(client: pg.PoolClient, items: Parsed[]): Promise<BatchRe
 
   // 2. Inbox: which keys are new. The unique key is the dedupe, across processes and restarts.
   const fresh = new Set<number>();
+  let horizon = -Infinity; // epoch ms
   if (unique.length > 0) {
     // In key order: two transactions inserting the same keys (a duplicate storm over concurrent batches
     // or processors) then wait on each other in one direction only, never in a deadlock.
     const ev = unique.map((i) => (items[i] as Parsed & { ok: true }).event).sort((a, b) => compareInboxKeys(a, b));
-    const { rows } = await client.query<{ wh: string; device: string; id: string }>(
-      `INSERT INTO inbox (wh, device, id, sku)
+    // The ledger's horizon (migrations/003) comes with the new keys, locked FOR KEY SHARE until COMMIT: the
+    // archive cannot move it while this batch applies events by it. Read only when a key is new.
+    const { rows } = await client.query<{ wh: string; device: string; id: string; horizon: string | null }>(
+      `WITH h AS (SELECT archived_before FROM ledger_horizon FOR KEY SHARE)
+       INSERT INTO inbox (wh, device, id, sku)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-       ON CONFLICT DO NOTHING RETURNING wh, device, id`,
+       ON CONFLICT DO NOTHING
+       RETURNING wh, device, id, (SELECT CASE WHEN isfinite(archived_before) THEN (extract(epoch FROM archived_before) * 1000)::bigint::text END FROM h) AS horizon`,
       [ev.map((e) => e.wh), ev.map((e) => e.device), ev.map((e) => e.id), ev.map((e) => e.sku)],
     );
     for (const r of rows) fresh.add(firstIndex.get(eventKey(r)) as number);
+    if (rows[0]?.horizon != null) horizon = Number(rows[0].horizon);
   }
   const freshBook: { i: number; e: BookEvent }[] = [];
   const freshLevel: LevelEvent[] = [];
   for (const i of fresh) {
     const e = (items[i] as Parsed & { ok: true }).event;
     if (e.type === 'level') freshLevel.push(e);
-    else freshBook.push({ i, e });
+    // Older than the archived history: applied as of the horizon, so the log stays ordered after the baseline
+    // (migrations/003). The payload keeps the event's own ts.
+    else freshBook.push({ i, e: e.ts < horizon ? { ...e, ts: horizon } : e });
   }
 
   // 3. Event log and shelf readings.
