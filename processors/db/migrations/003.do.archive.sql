@@ -48,7 +48,7 @@ BEGIN
                WHERE hypertable_schema = current_schema() AND hypertable_name = 'events' AND range_end <= $1$q$
       INTO cutoff USING older_than;
   ELSE
-    cutoff := older_than;
+    cutoff := date_trunc('milliseconds', older_than); -- event times are whole ms: batch.ts clamps to this exactly
   END IF;
   IF cutoff IS NULL OR cutoff <= horizon THEN
     RETURN QUERY SELECT horizon, 0::bigint;
