@@ -53,5 +53,20 @@ export type StockHistory = Static<typeof StockHistory>;
 
 // Bodies of reservations and transfers (requests and answers) are in schemas.ts: MQTT commands carry them too.
 
-/** `GET /healthz` and `GET /readyz`. */
-export const Health = Type.Object({ status: Type.String() }, { additionalProperties: true });
+/** `GET /healthz` and `GET /readyz`; /readyz of central and processors names the database in use. */
+export const Health = Type.Object(
+  {
+    status: Type.String(),
+    storage: Type.Optional(
+      Type.Object(
+        {
+          kind: Type.Union([Type.Literal('timescaledb'), Type.Literal('postgresql')]),
+          postgres: Type.String({ description: "the server's PostgreSQL version" }),
+          timescaledb: Type.Optional(Type.String({ description: "the TimescaleDB extension's version, when in use" })),
+        },
+        { description: 'the database in use (TIMESCALEDB)' },
+      ),
+    ),
+  },
+  { additionalProperties: true },
+);
