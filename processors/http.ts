@@ -1,9 +1,11 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
-import { ErrorCode, httpStatusOf, isIdent, ValidationError } from '../protocol/index.js';
+import { ErrorCode, httpStatusOf, ValidationError } from '../protocol/index.js';
 import { registerApiAuth, type ApiTokens } from './api-auth.js';
 import { isUnavailable } from './db/pool.js';
+import { registerMovementRoutes } from './movements.js';
+import { ident, time } from './query-params.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { registerCommandRoutes } from './reservations/routes.js';
 import type { ReservationService } from './reservations/service.js';
@@ -32,18 +34,6 @@ const MAX_BUCKETS = 10_000; // a history answer holds at most this many buckets 
 const DAY = 24 * 3600 * 1000; // ms
 const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: DAY };
 
-function ident(value: string, field: string): string {
-  if (!isIdent(value)) throw new ValidationError(ErrorCode.badRequest, `${field} must match ^[A-Za-z0-9._-]{1,64}$`, field);
-  return value;
-}
-
-function time(value: string | undefined, field: string, fallback: number): number {
-  if (value === undefined || value === '') return fallback;
-  const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
-  if (!Number.isFinite(ms)) throw new ValidationError(ErrorCode.badRequest, `${field} must be RFC 3339 or epoch milliseconds`, field);
-  return ms;
-}
-
 function bucket(value: string | undefined): number {
   const m = /^(\d{1,6})([smhd])$/.exec(value ?? '1h');
   const unit = m && UNITS[m[2] as string];
@@ -51,7 +41,7 @@ function bucket(value: string | undefined): number {
   return Number(m[1]) * unit;
 }
 
-/** The HTTP API of CONTRACT section 6 (stock reads, history, health, metrics). */
+/** The HTTP API of CONTRACT section 6 (stock reads, history, movements, health, metrics). */
 export function createApi(o: ApiOptions): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
   registerApiAuth(app, o.tokens);
@@ -127,6 +117,7 @@ export function createApi(o: ApiOptions): FastifyInstance {
     };
   });
 
+  registerMovementRoutes(app, o.pool);
   if (o.commands) registerCommandRoutes(app, o.commands);
   return app;
 }
