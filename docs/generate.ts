@@ -176,7 +176,7 @@ export async function openapi(): Promise<Record<string, unknown>> {
     info: {
       title: 'stockwire central HTTP API',
       version: await version(),
-      description: 'Health, metrics, stock reads, history, reservations and transfers (CONTRACT section 6; transfers and GET of a reservation extend it). Writes need `Authorization: Bearer <API token>`; reads too when API_READ_TOKEN is set. Errors are `{"error":{"code","message"}}`; a 400 names the offending field. Edges serve /healthz, /readyz and /metrics only (port 9101).',
+      description: 'Health, metrics, stock reads, history, movements, reservations and transfers (CONTRACT section 6; movements, transfers and GET of a reservation extend it). Writes need `Authorization: Bearer <API token>`; reads too when API_READ_TOKEN is set. Errors are `{"error":{"code","message"}}`; a 400 names the offending field. Edges serve /healthz, /readyz and /metrics only (port 9101).',
       license: { name: 'MIT', identifier: 'MIT' },
     },
     servers: [{ url: 'http://localhost:8080', description: 'central (HTTP_PORT)' }],
@@ -210,12 +210,30 @@ export async function openapi(): Promise<Record<string, unknown>> {
           operationId: 'getStockHistory', summary: 'movements per time bucket and warehouse',
           parameters: [
             pathParam('sku', 'stock keeping unit'),
-            { name: 'from', in: 'query', description: 'RFC 3339 or epoch ms; default: to − 24 h', schema: { type: 'string' } },
-            { name: 'to', in: 'query', description: 'RFC 3339 or epoch ms; default: now', schema: { type: 'string' } },
+            { name: 'from', in: 'query', description: 'RFC 3339 or epoch ms, 1970-01-01…9999-12-31; default: to − 24 h', schema: { type: 'string' } },
+            { name: 'to', in: 'query', description: 'RFC 3339 or epoch ms, 1970-01-01…9999-12-31; default: now', schema: { type: 'string' } },
             { name: 'bucket', in: 'query', description: 'bucket size such as 15m, 1h, 1d (at most 10,000 buckets)', schema: { type: 'string', pattern: '^\\d{1,6}[smhd]$', default: '1h' } },
           ],
           security: READ,
           responses: { 200: { description: 'movements', content: json(ref('schemas', 'StockHistory')) }, 400: error('bad parameter (named in error.field)'), 401: unauthorized(), 503: error('unavailable: the database did not answer within API_READ_TIMEOUT_MS; retry') },
+        },
+      },
+      '/v1/movements': {
+        get: {
+          operationId: 'getMovements',
+          summary: 'movements of a warehouse (one sku, or all its skus summed) per UTC hour or day, from movements_hourly',
+          description:
+            'Sums per bucket from movements_hourly (on TimescaleDB a continuous aggregate: rows it has not materialised yet appear once it is refreshed, or at once when it is real-time); day buckets roll up the hourly rows. ' +
+            '`counts` and `countCorrection` come from the event log: a correction is a count\'s qty minus the book onHand just before it in ledger order (ts, id, device). Buckets without events are left out.',
+          parameters: [
+            { name: 'warehouse', in: 'query', required: true, description: 'warehouse id', schema: { type: 'string', pattern: p.IDENT_PATTERN } },
+            { name: 'sku', in: 'query', description: 'stock keeping unit; absent: every sku of the warehouse, summed', schema: { type: 'string', pattern: p.IDENT_PATTERN } },
+            { name: 'bucket', in: 'query', description: 'UTC hour or UTC day', schema: { type: 'string', enum: ['hour', 'day'], default: 'hour' } },
+            { name: 'from', in: 'query', description: 'RFC 3339 or epoch ms, 1970-01-01…9999-12-31, widened down to a whole bucket; default: to − 24 h (hour) or to − 30 days (day)', schema: { type: 'string' } },
+            { name: 'to', in: 'query', description: 'RFC 3339 or epoch ms (exclusive), widened up to a whole bucket; default: now. At most 10,000 buckets from from', schema: { type: 'string' } },
+          ],
+          security: READ,
+          responses: { 200: { description: 'movements per bucket, oldest first', content: json(ref('schemas', 'Movements')) }, 400: error('bad parameter (named in error.field)'), 401: unauthorized(), 503: error('unavailable: the database did not answer within API_READ_TIMEOUT_MS; retry') },
         },
       },
       '/v1/reservations': {
@@ -290,7 +308,7 @@ export async function openapi(): Promise<Record<string, unknown>> {
         },
       },
       schemas: Object.fromEntries(
-        Object.entries({ GlobalStock: p.GlobalStock, WarehouseStock: p.WarehouseStock, StockHistory: p.StockHistory, ReservationRequest: p.ReservationRequest, ReservationGranted: p.ReservationGranted, ReservationView: p.ReservationView, TransferRequest: p.TransferRequest, TransferView: p.TransferView, ErrorResponse: p.ErrorResponse, Health: p.Health }).map(([n, s]) => [n, plain(s)]),
+        Object.entries({ GlobalStock: p.GlobalStock, WarehouseStock: p.WarehouseStock, StockHistory: p.StockHistory, Movements: p.Movements, ReservationRequest: p.ReservationRequest, ReservationGranted: p.ReservationGranted, ReservationView: p.ReservationView, TransferRequest: p.TransferRequest, TransferView: p.TransferView, ErrorResponse: p.ErrorResponse, Health: p.Health }).map(([n, s]) => [n, plain(s)]),
       ),
     },
   };

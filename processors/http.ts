@@ -1,10 +1,12 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
-import { ErrorCode, httpStatusOf, isIdent, ValidationError } from '../protocol/index.js';
+import { ErrorCode, httpStatusOf, ValidationError } from '../protocol/index.js';
 import { registerApiAuth, type ApiTokens } from './api-auth.js';
 import { isUnavailable } from './db/pool.js';
 import type { Storage } from './db/migrate.js';
+import { registerMovementRoutes } from './movements.js';
+import { ident, time } from './query-params.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { registerCommandRoutes } from './reservations/routes.js';
 import type { ReservationService } from './reservations/service.js';
@@ -20,7 +22,7 @@ export interface ApiOptions {
   /** bearer tokens: writes under /v1/ always need one, reads when `read` is set */
   tokens: ApiTokens;
   /** the database's storage, named by /readyz */
-  storage: Storage;
+  storage?: Storage;
 }
 
 // Fastify's own refusals of a body, answered in our error shape.
@@ -35,18 +37,6 @@ const MAX_BUCKETS = 10_000; // a history answer holds at most this many buckets 
 const DAY = 24 * 3600 * 1000; // ms
 const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: DAY };
 
-function ident(value: string, field: string): string {
-  if (!isIdent(value)) throw new ValidationError(ErrorCode.badRequest, `${field} must match ^[A-Za-z0-9._-]{1,64}$`, field);
-  return value;
-}
-
-function time(value: string | undefined, field: string, fallback: number): number {
-  if (value === undefined || value === '') return fallback;
-  const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
-  if (!Number.isFinite(ms)) throw new ValidationError(ErrorCode.badRequest, `${field} must be RFC 3339 or epoch milliseconds`, field);
-  return ms;
-}
-
 function bucket(value: string | undefined): number {
   const m = /^(\d{1,6})([smhd])$/.exec(value ?? '1h');
   const unit = m && UNITS[m[2] as string];
@@ -54,7 +44,7 @@ function bucket(value: string | undefined): number {
   return Number(m[1]) * unit;
 }
 
-/** The HTTP API of CONTRACT section 6 (stock reads, history, health, metrics). */
+/** The HTTP API of CONTRACT section 6 (stock reads, history, movements, health, metrics). */
 export function createApi(o: ApiOptions): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
   registerApiAuth(app, o.tokens);
@@ -74,7 +64,7 @@ export function createApi(o: ApiOptions): FastifyInstance {
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: { code: ErrorCode.notFound, message: `no route ${req.method} ${req.url}` } }));
 
   app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => ((await o.ready()) ? { status: 'ready', storage: o.storage } : reply.status(503).send({ status: 'not ready', storage: o.storage })));
+  app.get('/readyz', async (_req, reply) => ((await o.ready()) ? { status: 'ready', ...(o.storage && { storage: o.storage }) } : reply.status(503).send({ status: 'not ready', ...(o.storage && { storage: o.storage }) })));
   app.get('/metrics', async (_req, reply) => reply.type(o.registry.contentType).send(await o.registry.metrics()));
 
   app.get<{ Params: { sku: string } }>('/v1/stock/:sku', async (req, reply) => {
@@ -130,6 +120,7 @@ export function createApi(o: ApiOptions): FastifyInstance {
     };
   });
 
+  registerMovementRoutes(app, o.pool);
   if (o.commands) registerCommandRoutes(app, o.commands);
   return app;
 }

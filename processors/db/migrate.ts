@@ -184,12 +184,15 @@ async function scheduleArchive(client: pg.PoolClient, retentionDays: number): Pr
   }
 }
 
-/** Plain PostgreSQL: the same hourly movements as an ordinary view. */
+/**
+ * Plain PostgreSQL: the same hourly movements as an ordinary view. Hours are cut in UTC, as time_bucket cuts them:
+ * date_trunc without a zone would use the session's TimeZone and, in a zone such as Asia/Kolkata, cut at :30.
+ */
 async function applyPlainViews(client: pg.PoolClient): Promise<void> {
   const { rows } = await client.query<{ kind: string }>(`SELECT relkind AS kind FROM pg_class WHERE relname = 'movements_hourly' AND relnamespace = current_schema()::regnamespace`);
   if (rows[0] && rows[0].kind !== 'v') return; // a continuous aggregate is already there
   await client.query(`CREATE OR REPLACE VIEW movements_hourly AS
-    SELECT date_trunc('hour', ts) AS bucket, wh, sku, type,
+    SELECT date_trunc('hour', ts, 'UTC') AS bucket, wh, sku, type,
            sum(qty)::bigint AS qty, sum(delta)::bigint AS delta, count(*)::bigint AS events
     FROM events GROUP BY 1, 2, 3, 4`);
 }

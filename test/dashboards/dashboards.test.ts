@@ -13,6 +13,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const GRAFANA = path.join(ROOT, 'dashboards/grafana');
 const PROMETHEUS = path.join(ROOT, 'dashboards/prometheus');
 const exec = promisify(execFile);
+// The dashboards on Prometheus; stockwire-ledger.json queries the database, its SQL is tested in ledger.test.ts.
+const PROMQL_DASHBOARDS = ['stockwire-overview.json', 'stockwire-warehouse.json'];
 
 interface Target {
   expr: string;
@@ -106,7 +108,7 @@ describe('dashboards and alert rules against the metrics the code exports', () =
     });
 
     it('dashboards are valid JSON with unique uids, unique panel ids and panels that do not overlap', () => {
-      assert.deepEqual(dashboards.map((x) => x.file).sort(), ['stockwire-overview.json', 'stockwire-warehouse.json']);
+      assert.deepEqual(dashboards.map((x) => x.file).sort(), ['stockwire-ledger.json', ...PROMQL_DASHBOARDS]);
       assert.equal(new Set(dashboards.map((x) => x.d.uid)).size, dashboards.length);
       for (const { file, d } of dashboards) {
         assert.ok(d.schemaVersion >= 36, `${file}: schemaVersion`);
@@ -127,7 +129,7 @@ describe('dashboards and alert rules against the metrics the code exports', () =
     });
 
     it('every panel queries the provisioned Prometheus, and every expression names only exported metrics and labels', () => {
-      for (const { file, d } of dashboards) {
+      for (const { file, d } of dashboards.filter((x) => PROMQL_DASHBOARDS.includes(x.file))) {
         const exprs: { where: string; expr: string }[] = [];
         for (const p of d.panels) {
           if (p.type === 'row') continue;

@@ -173,6 +173,9 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
       await check('/v1/warehouses/{wh}/stock/{sku}', `/v1/warehouses/${WH}/stock/NOPE`, 404);
       await check('/v1/stock/{sku}/history', '/v1/stock/SKU-D/history?bucket=1h', 200);
       await check('/v1/stock/{sku}/history', '/v1/stock/SKU-D/history?bucket=fortnight', 400);
+      await check('/v1/movements', `/v1/movements?warehouse=${WH}&sku=SKU-D`, 200);
+      await check('/v1/movements', `/v1/movements?warehouse=${WH}&bucket=day`, 200);
+      await check('/v1/movements', '/v1/movements?bucket=day', 400);
 
       // A write without the API token: the documented 401 (the write's security names the bearer scheme).
       const res = await fetch(`${http}/v1/reservations`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': 'docs-1' }, body: JSON.stringify({ sku: 'SKU-D', qty: 1 }) });

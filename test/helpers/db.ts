@@ -10,15 +10,14 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
+/** A fresh database on the server of `adminUrl` (default: the machine's PostgreSQL), dropped by `drop()`. */
 export async function createTestDatabase(label = 'test', adminUrl = ADMIN_URL): Promise<TestDatabase> {
   const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 5_000 });
   try {
     await admin.connect();
   } catch (err) {
-    throw new Error(
-      `PostgreSQL is not reachable at ${adminUrl} (${(err as Error).message}). Start it with ` +
-        '`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or set TEST_DATABASE_URL.',
-    );
+    const hint = adminUrl === ADMIN_URL ? 'Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or set TEST_DATABASE_URL.' : 'Start that server.';
+    throw new Error(`PostgreSQL is not reachable at ${adminUrl} (${(err as Error).message}). ${hint}`);
   }
   const name = `sw_${label.replace(/[^a-z0-9]/gi, '_').toLowerCase()}_${randomBytes(4).toString('hex')}`;
   await admin.query(`CREATE DATABASE ${name}`);

@@ -11,7 +11,7 @@ import { applyBatch } from '../../processors/ingest/batch.js';
 import type { Parsed } from '../../processors/ingest/types.js';
 import { rebuild } from '../../processors/rebuild.js';
 import { ADMIN_URL, createTestDatabase, type TestDatabase } from '../helpers/db.js';
-import { timescaleAdminUrl } from '../helpers/timescale.js';
+import { pauseJobs, timescaleAdminUrl } from '../helpers/timescale.js';
 
 const MIGRATIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../processors/db/migrations/*.sql');
 const DAY = 86_400_000; // ms
@@ -103,6 +103,7 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
     it('upgrades a v2 database with data (compressed chunks, a filled continuous aggregate) without changing stock', async () => {
       const pool = await fresh('mig_upgrade');
       await migrateToV2(pool, timescale);
+      if (timescale) await pauseJobs(pool);
       const now = Date.now();
       // Twenty days of movements, a count in the middle: chunks older than 7 days exist to compress.
       const batch: Parsed[] = [];
@@ -132,7 +133,7 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
         `UPDATE stock SET anchor_ts = e.ts, anchor_id = e.id, anchor_device = e.device, anchor_qty = e.qty FROM events e WHERE e.type = 'counted' AND stock.sku = 'A' AND e.sku = 'A'`,
       );
       if (timescale) {
-        await pool.query(`SELECT compress_chunk(c) FROM show_chunks('events', older_than => INTERVAL '7 days') c`);
+        await pool.query(`SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('events', older_than => INTERVAL '7 days') c`);
         await pool.query(`CALL refresh_continuous_aggregate('movements_hourly', NULL, NULL)`);
       }
       const before = await snapshot(pool);

@@ -28,6 +28,15 @@ describe('schema on plain PostgreSQL', () => {
       VALUES ('2026-01-01T10:15:00Z', 'W', 'd', '1', 'received', 'S', 5, 5, '{}', now()), ('2026-01-01T10:45:00Z', 'W', 'd', '2', 'shipped', 'S', 2, -2, '{}', now())`);
     const hour = await pool.query(`SELECT type, qty, delta FROM movements_hourly WHERE sku = 'S' ORDER BY type`);
     assert.deepEqual(hour.rows, [{ type: 'received', qty: 5, delta: 5 }, { type: 'shipped', qty: 2, delta: -2 }]);
+    // Whole UTC hours, as on TimescaleDB, whatever the session's time zone (India is UTC+5:30).
+    const client = await pool.connect();
+    try {
+      await client.query(`SET TIME ZONE 'Asia/Kolkata'`);
+      const buckets = await client.query<{ bucket: Date }>(`SELECT DISTINCT bucket FROM movements_hourly WHERE sku = 'S'`);
+      assert.deepEqual(buckets.rows.map((r) => r.bucket.toISOString()), ['2026-01-01T10:00:00.000Z']);
+    } finally {
+      client.release();
+    }
   });
 });
 
