@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createBroker, loadDevices, type AuthedClient, type DeviceLimits, type DevicePublish, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
-import { parseEvent, parseEventTopic, stampReceiptTime, topics, type Ack, type Alert, type LinkStatus } from '../protocol/index.js';
+import { forwardedPayload, parseEvent, parseEventTopic, topics, type Ack, type Alert, type LinkStatus } from '../protocol/index.js';
 import type { ClientTls } from '../cli/tls.js';
 import { Forwarder } from './forwarder.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
@@ -146,12 +146,9 @@ export class Edge {
     if (!where) throw new Error('not an event topic');
     const receivedAt = Date.now();
     const parsed = parseEvent(packet.payload, { wh: where.wh, device: where.device, receivedAt });
-    let payload = packet.payload;
-    if (parsed.ok && (parsed.event.payload.ts === undefined || parsed.event.ts === receivedAt)) {
-      // No trustworthy event time: the edge's receipt time is the event time (CONTRACT 3), fixed now so a
-      // replay hours later still carries it.
-      payload = stampReceiptTime(packet.payload, parsed.event.payload, receivedAt);
-    }
+    // No trustworthy event time (none, or too far ahead): the edge's receipt time is the event time (CONTRACT 3),
+    // fixed now so a replay hours later still carries it. Central trusts the time an edge forwards.
+    const payload = forwardedPayload(packet.payload, parsed);
     let stored: OutboxEntry;
     try {
       stored = await outbox.append({ device: where.device, eventId: parsed.ok ? parsed.event.id : parsed.id, topic: packet.topic, payload, receivedAt });

@@ -12,6 +12,13 @@ const validatePayload = ajv.compile<EventPayloadV1>(EventPayloadV1);
 
 /** How far ahead of the receiving clock an event time may be before it is distrusted. */
 export const MAX_CLOCK_AHEAD_MS = 5 * 60 * 1000;
+/**
+ * How far an edge's clock may run ahead of central's (ms). An edge forwards a `ts` at most MAX_CLOCK_AHEAD_MS
+ * ahead of its receipt, which precedes central's; one further ahead of central's clock than both together came
+ * from an edge that broke the rule (an old edge, or a hostile gateway) and is never trusted: no single event can
+ * then become a count that later events cannot supersede.
+ */
+export const EDGE_CLOCK_TOLERANCE_MS = 5 * 60 * 1000;
 
 interface EventBase {
   wh: string;
@@ -51,7 +58,10 @@ export interface EventSource {
    * behind an edge, which may have added its receipt time to an event of 8 KiB.
    */
   maxBytes?: number;
-  /** The edge that forwarded the event applied the 5-minute rule with its clock (CONTRACT 3): its `ts` stands. */
+  /**
+   * The edge that forwarded the event applied the 5-minute rule with its clock (CONTRACT 3): its `ts` stands,
+   * unless it lies more than MAX_CLOCK_AHEAD_MS + EDGE_CLOCK_TOLERANCE_MS ahead of this clock.
+   */
   tsDecidedByEdge?: boolean;
 }
 
@@ -59,24 +69,6 @@ export interface EventSource {
 export const TS_STAMP_BYTES = 32;
 /** What central and processors accept: an event of at most 8 KiB as its device sent it, plus the edge's stamp. */
 export const STAMPED_EVENT_MAX_BYTES = MAX_EVENT_BYTES + TS_STAMP_BYTES;
-
-/**
- * The event's payload with `ts` set to the edge's receipt time (CONTRACT 3: when the device sent none, or one
- * too far ahead of the edge clock), so a replay hours later still carries it. Without a `ts` the stamp goes in
- * as text after the opening brace: the device's bytes stay as they were, and the payload grows by exactly
- * TS_STAMP_BYTES. One whose `ts` is replaced is written anew; should that outgrow STAMPED_EVENT_MAX_BYTES
- * (numbers such as 1e20 grow when written out), it goes on unchanged and central applies the same rule
- * with its own clock.
- */
-export function stampReceiptTime(raw: Buffer, payload: Readonly<Record<string, unknown>>, receivedAt: number): Buffer {
-  const ts = new Date(receivedAt).toISOString();
-  if (payload.ts === undefined) {
-    const brace = raw.indexOf(0x7b); // '{': a parsed event is a JSON object with members, so a comma follows the stamp
-    return Buffer.concat([raw.subarray(0, brace + 1), Buffer.from(`"ts":"${ts}",`), raw.subarray(brace + 1)]);
-  }
-  const rewritten = Buffer.from(JSON.stringify({ ...payload, ts }));
-  return rewritten.length <= STAMPED_EVENT_MAX_BYTES ? rewritten : raw;
-}
 
 export type ParseResult =
   | { ok: true; event: StockEvent }
@@ -191,8 +183,10 @@ export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
   if (p.ts !== undefined) {
     const parsed = parseTs(p.ts);
     if (parsed instanceof ValidationError) return { ok: false, id, error: parsed };
-    // An event time too far ahead of the edge clock is distrusted (CONTRACT section 3): here, unless an edge decided.
-    if (source.tsDecidedByEdge === true || parsed <= source.receivedAt + MAX_CLOCK_AHEAD_MS) ts = parsed;
+    // An event time too far ahead of the edge clock is distrusted (CONTRACT section 3). An edge decided with its
+    // clock, which may run a little ahead of this one; never so far that one event could anchor stock for good.
+    const ahead = source.tsDecidedByEdge === true ? MAX_CLOCK_AHEAD_MS + EDGE_CLOCK_TOLERANCE_MS : MAX_CLOCK_AHEAD_MS;
+    if (parsed <= source.receivedAt + ahead) ts = parsed;
   }
   const base = {
     wh: source.wh,

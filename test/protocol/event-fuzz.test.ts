@@ -73,7 +73,7 @@ describe('parseEvent under fuzzing', () => {
     assert.match(hidden.error.message, /U\+0000/);
   });
 
-  test("stampReceiptTime: an event without ts grows by exactly TS_STAMP_BYTES, the device's bytes kept; one whose ts is replaced is rewritten, unless that outgrows what central takes", () => {
+  test("stampReceiptTime: an event without ts grows by exactly TS_STAMP_BYTES, the device's bytes kept; one whose ts is replaced has its ts members cut out, never re-serialised", () => {
     const at = Date.UTC(2026, 10, 26, 8, 45);
     const iso = new Date(at).toISOString();
     const raw = Buffer.from(' {"v":1, "id":"s-1","type":"received","sku":"SKU-1","qty":1}');
@@ -81,11 +81,14 @@ describe('parseEvent under fuzzing', () => {
     assert.equal(stamped.length, raw.length + TS_STAMP_BYTES);
     assert.equal(stamped.toString(), ` {"ts":"${iso}","v":1, "id":"s-1","type":"received","sku":"SKU-1","qty":1}`);
     const ahead = Buffer.from('{"v":1,"id":"s-2","type":"received","sku":"SKU-1","qty":1,"ts":"2099-01-01T00:00:00Z"}');
-    assert.equal(JSON.parse(stampReceiptTime(ahead, JSON.parse(ahead.toString()), at).toString()).ts, iso);
-    // 1e20 is written out as 21 digits: rewritten, this payload would pass STAMPED_EVENT_MAX_BYTES
+    assert.equal(stampReceiptTime(ahead, JSON.parse(ahead.toString()), at).toString(), `{"ts":"${iso}","v":1,"id":"s-2","type":"received","sku":"SKU-1","qty":1}`);
+    // 1e20 is written out as 21 digits: re-serialised, this payload would pass STAMPED_EVENT_MAX_BYTES; cut, it fits
     const growing = Buffer.from(JSON.stringify({ v: 1, id: 's-3', type: 'received', sku: 'SKU-1', qty: 1, ts: '2099-01-01T00:00:00Z' }).replace('}', `,"n":[${Array(1_500).fill('1e20').join(',')}]}`));
     assert.ok(growing.length <= MAX_EVENT_BYTES);
-    assert.equal(stampReceiptTime(growing, JSON.parse(growing.toString()), at), growing, 'left as it was');
+    const cut = stampReceiptTime(growing, JSON.parse(growing.toString()), at);
+    assert.ok(cut.length <= STAMPED_EVENT_MAX_BYTES);
+    assert.equal(JSON.parse(cut.toString()).ts, iso);
+    assert.ok(cut.toString().endsWith(',1e20]}'), 'the numbers as the device wrote them');
     assert.equal(STAMPED_EVENT_MAX_BYTES, MAX_EVENT_BYTES + TS_STAMP_BYTES);
     assert.equal(`"ts":"${iso}",`.length, TS_STAMP_BYTES);
   });
