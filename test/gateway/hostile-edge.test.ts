@@ -76,4 +76,15 @@ describe('a real edge and central against a hostile scanner', () => {
     const stock = await call<WarehouseStock>(centralHttp, 'GET', `/v1/warehouses/${WH}/stock/SKU-F`);
     assert.equal(stock.body.onHand, 5, JSON.stringify(stock.body));
   });
+
+  it('retain on a device event is dropped at the edge: the broker keeps no event, only its own status', async () => {
+    await scanner.publishAsync(topic, event({ id: 'retain-big-e', type: 'received', qty: 1, pad: 'p'.repeat(60_000) }), { qos: 1, retain: true });
+    await scanner.publishAsync(topic, event({ id: 'retain-e', type: 'received', qty: 1 }), { qos: 1, retain: true });
+    await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'retain-e'));
+    const persistence = (edge as unknown as { broker: { aedes: { persistence: { createRetainedStream(pattern: string): AsyncIterable<{ topic: string }> } } } }).broker.aedes.persistence;
+    const retained: string[] = [];
+    for await (const packet of persistence.createRetainedStream('#')) retained.push(packet.topic);
+    assert.ok(retained.includes(`wh/${WH}/status`), `the edge's own retained status is there: ${retained.join(', ')}`);
+    assert.deepEqual(retained.filter((t) => t.includes('/dev/')), [], 'no device event retained');
+  });
 });
