@@ -84,7 +84,21 @@ const QTY_RANGE: Record<StockEvent['type'], [number, number]> = {
 };
 
 // RFC 3339 date-time: date, `T` (or space, RFC 3339 section 5.6 note), time, zone.
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * Whether the fields of an RFC 3339 match name a real time (RFC 3339 section 5.7). Date.parse rolls
+ * 2026-02-30 over to March 2 and 24:00 to the next day; neither is a time a device can have meant.
+ * A leap second (:60) is refused too: Date.parse has no way to represent it.
+ */
+function realTime(m: RegExpExecArray): boolean {
+  const [year, month, day, hour, minute, second, offHour = 0, offMinute = 0] = [1, 2, 3, 4, 5, 6, 8, 9].map((i) => (m[i] === undefined ? undefined : Number(m[i])));
+  if (month === undefined || month < 1 || month > 12 || day === undefined || day < 1) return false;
+  const y = year ?? 0;
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+  const daysInMonth = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
+  return day <= daysInMonth && (hour ?? 24) <= 23 && (minute ?? 60) <= 59 && (second ?? 60) <= 59 && offHour <= 23 && offMinute <= 59;
+}
 
 function fieldOf(err: ErrorObject): string | undefined {
   if (err.keyword === 'required') return String((err.params as { missingProperty: string }).missingProperty);
@@ -97,8 +111,10 @@ function parseTs(ts: unknown): number | ValidationError {
     if (!Number.isSafeInteger(ts) || ts > 8.64e15) return new ValidationError(ErrorCode.schemaViolation, 'ts is out of range', 'ts');
     return ts;
   }
-  if (typeof ts === 'string' && RFC3339.test(ts)) {
-    const ms = Date.parse(ts);
+  const m = typeof ts === 'string' ? RFC3339.exec(ts) : null;
+  if (m !== null) {
+    if (!realTime(m)) return new ValidationError(ErrorCode.schemaViolation, `ts ${m[0]} names no real date and time`, 'ts');
+    const ms = Date.parse(m[0]);
     if (Number.isFinite(ms)) return ms;
   }
   return new ValidationError(ErrorCode.schemaViolation, 'ts must be RFC 3339 or epoch milliseconds', 'ts');

@@ -111,6 +111,9 @@ describe('parseEvent under fuzzing', () => {
     refused(JSON.stringify({ ...base, reason: 'a\u0000b' }));
     refused(JSON.stringify({ ...base, reason: '\ud800' }));
     refused(JSON.stringify({ ...base, ts: 8.64e15 + 1 }), 'ts');
+    // Date.parse rolls these over to another day; RFC 3339 (5.7) calls them invalid.
+    for (const ts of ['2026-02-30T00:00:00Z', '2026-02-29T12:00:00Z', '2026-04-31T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T12:00:00+24:00']) refused(JSON.stringify({ ...base, ts }), 'ts');
+    assert.ok(check(Buffer.from(JSON.stringify({ ...base, ts: '2024-02-29T12:00:00Z' }))).ok, 'a leap day');
     assert.ok(check(Buffer.from(JSON.stringify({ ...base, reason: '\ud83d\ude00 paired is fine' }))).ok);
   });
 });
