@@ -87,4 +87,15 @@ describe('a real edge and central against a hostile scanner', () => {
     assert.ok(retained.includes(`wh/${WH}/status`), `the edge's own retained status is there: ${retained.join(', ')}`);
     assert.deepEqual(retained.filter((t) => t.includes('/dev/')), [], 'no device event retained');
   });
+
+  it('an invalid payload is answered with one rejected ack, not one from the edge and another from central', async () => {
+    await scanner.publishAsync(topic, '{"v":1,"id":"bad-once","type":"received","sku":"SKU-F","qty":0}', { qos: 1 });
+    await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'bad-once'), 10_000, 'a rejected ack');
+    // Once central has committed the dead letter, its ack goes out before the ack of anything sent after.
+    const deadLetters = async () => (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM dead_letters WHERE event_id = 'bad-once'`)).rows[0]?.n;
+    while ((await deadLetters()) !== 1);
+    assert.equal((await send(event({ id: 'after-bad', type: 'received', qty: 1 }))).status, 'applied');
+    const answers = acks.messages.filter((m) => m.payload.id === 'bad-once').map((m) => m.payload.status);
+    assert.deepEqual(answers, ['rejected']);
+  });
 });
