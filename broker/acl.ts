@@ -101,10 +101,12 @@ export function maySubscribe(device: Device, filter: string, role: BrokerRole): 
 }
 
 /**
- * May this device make this command request over MQTT, on these warehouses? A `processor` credential
- * (a trusted central service, e.g. an order system) may make every request; a `gateway` only ones
- * whose every warehouse is its own — a reservation or a transfer touching another warehouse is
- * refused, so is an allocation across warehouses. Devices (scanners, shelves, displays) make none.
+ * May this device make this command request over MQTT, on these warehouses? `warehouses` are those whose
+ * stock the command acts on (a transfer's `from`: its hold is there), or both ends for `transfers.get`. A
+ * `processor` credential (a trusted central service, e.g. an order system) may make every request; a
+ * `gateway` only ones whose every warehouse is its own — it may read a transfer into its warehouse, never hold
+ * or release another warehouse's stock — and no allocation across warehouses. Devices (scanners, shelves,
+ * displays) make none.
  */
 export function mayRequest(device: Device, action: RequestAction, warehouses: readonly string[]): boolean {
   if (!hasValidIdentity(device)) return false;
@@ -112,7 +114,7 @@ export function mayRequest(device: Device, action: RequestAction, warehouses: re
     case 'processor':
       return true;
     case 'gateway':
-      if (action === 'transfers.create' || action === 'transfers.get' || action === 'transfers.cancel') return warehouses.includes(device.warehouse);
+      if (action === 'transfers.get') return warehouses.includes(device.warehouse);
       return warehouses.length > 0 && warehouses.every((wh) => wh === device.warehouse);
     default:
       return false;

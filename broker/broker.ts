@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'pino';
-import { EVENT_FILTER, MAX_EVENT_BYTES, isIdent, topicMatches } from '../protocol/index.js';
+import { EVENT_FILTER, MAX_EVENT_BYTES, isIdent, isRetainedTopic, topicMatches } from '../protocol/index.js';
 import { mayConnect, mayPublish, maySubscribe, type BrokerRole } from './acl.js';
 import { hashPassword, verifyPassword, type Device, type DeviceKind, type DeviceRegistry } from './devices.js';
 import { guardFrameSize, PUBLISH_PACKET_TYPE } from './frame-guard.js';
@@ -284,6 +284,12 @@ export class StockwireBroker {
     const bytes = payloadBytes(packet.payload);
     if (bytes > this.maxPayloadBytes) return refuse('too_large', { bytes });
     if (!mayPublish(device, packet.topic, this.role)) return refuse('acl');
+    // Retained topics are central's own (CONTRACT 2): elsewhere the flag is dropped, not the message, so an event
+    // is still taken, and 1,500 × 60 KB events cannot sit in the broker's memory to be replayed to every subscriber.
+    if (packet.retain && !isRetainedTopic(packet.topic)) {
+      packet.retain = false;
+      this.metrics.retainDropped.inc({ kind });
+    }
     if (isWill) {
       // A lost link is worth a line: displays learn of it from this message.
       this.log.info({ clientId: clip(clientId), device: device.id, kind, topic: clip(packet.topic) }, 'will authorised, publishing');

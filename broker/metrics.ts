@@ -11,6 +11,7 @@ export interface BrokerMetrics {
   subscribeRefusals: Counter<'kind'>;
   messagesReceived: Counter<'kind'>;
   publishesDelayed: Counter<'kind' | 'limit'>;
+  retainDropped: Counter<'kind'>;
 }
 
 /**
@@ -56,6 +57,16 @@ export function createBrokerMetrics(registry: Registry): BrokerMetrics {
           name: 'stockwire_broker_publishes_delayed_total',
           help: 'MQTT publishes held back (PUBACK delayed) by a device limit: its publish rate or its publishes in flight',
           labelNames: ['kind', 'limit'],
+          registers,
+        }),
+    ),
+    retainDropped: reuse(
+      'stockwire_broker_retain_dropped_total',
+      () =>
+        new Counter({
+          name: 'stockwire_broker_retain_dropped_total',
+          help: 'MQTT publishes whose retain flag was dropped: only the stock, shelf and status topics are retained',
+          labelNames: ['kind'],
           registers,
         }),
     ),

@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createBroker, loadDevices, type AuthedClient, type DeviceLimits, type DevicePublish, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
-import { parseEvent, parseEventTopic, stampReceiptTime, topics, type Ack, type Alert, type LinkStatus } from '../protocol/index.js';
+import { forwardedPayload, parseEvent, parseEventTopic, topics, type Alert, type LinkStatus } from '../protocol/index.js';
 import type { ClientTls } from '../cli/tls.js';
 import { Forwarder } from './forwarder.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
@@ -146,12 +146,9 @@ export class Edge {
     if (!where) throw new Error('not an event topic');
     const receivedAt = Date.now();
     const parsed = parseEvent(packet.payload, { wh: where.wh, device: where.device, receivedAt });
-    let payload = packet.payload;
-    if (parsed.ok && (parsed.event.payload.ts === undefined || parsed.event.ts === receivedAt)) {
-      // No trustworthy event time: the edge's receipt time is the event time (CONTRACT 3), fixed now so a
-      // replay hours later still carries it.
-      payload = stampReceiptTime(packet.payload, parsed.event.payload, receivedAt);
-    }
+    // No trustworthy event time (none, or too far ahead): the edge's receipt time is the event time (CONTRACT 3),
+    // fixed now so a replay hours later still carries it. Central trusts the time an edge forwards.
+    const payload = forwardedPayload(packet.payload, parsed);
     let stored: OutboxEntry;
     try {
       stored = await outbox.append({ device: where.device, eventId: parsed.ok ? parsed.event.id : parsed.id, topic: packet.topic, payload, receivedAt });
@@ -163,11 +160,8 @@ export class Edge {
       throw err; // no PUBACK: the device keeps the event and sends it again
     }
     this.metrics.accepted.inc({ valid: parsed.ok ? 'yes' : 'no' });
-    if (!parsed.ok) {
-      // Stored and forwarded all the same, for central's dead-letter store; the device hears at once.
-      const ack: Ack = { id: parsed.id, status: 'rejected', error: { code: parsed.error.code, message: parsed.error.message } };
-      this.broker?.aedes.publish({ cmd: 'publish', topic: topics.ack(where.wh, where.device), payload: Buffer.from(JSON.stringify(ack)), qos: 1, retain: false, dup: false }, () => {});
-    }
+    // An invalid payload is stored and forwarded all the same, for central's dead-letter store. Its `rejected` ack
+    // is central's, mirrored here like every other ack: one answer per payload, from the one place that decides.
     this.forwarder?.offer(stored);
   }
 

@@ -12,6 +12,13 @@ const validatePayload = ajv.compile<EventPayloadV1>(EventPayloadV1);
 
 /** How far ahead of the receiving clock an event time may be before it is distrusted. */
 export const MAX_CLOCK_AHEAD_MS = 5 * 60 * 1000;
+/**
+ * How far an edge's clock may run ahead of central's (ms). An edge forwards a `ts` at most MAX_CLOCK_AHEAD_MS
+ * ahead of its receipt, which precedes central's; one further ahead of central's clock than both together came
+ * from an edge that broke the rule (an old edge, or a hostile gateway) and is never trusted: no single event can
+ * then become a count that later events cannot supersede.
+ */
+export const EDGE_CLOCK_TOLERANCE_MS = 5 * 60 * 1000;
 
 interface EventBase {
   wh: string;
@@ -51,7 +58,10 @@ export interface EventSource {
    * behind an edge, which may have added its receipt time to an event of 8 KiB.
    */
   maxBytes?: number;
-  /** The edge that forwarded the event applied the 5-minute rule with its clock (CONTRACT 3): its `ts` stands. */
+  /**
+   * The edge that forwarded the event applied the 5-minute rule with its clock (CONTRACT 3): its `ts` stands,
+   * unless it lies more than MAX_CLOCK_AHEAD_MS + EDGE_CLOCK_TOLERANCE_MS ahead of this clock.
+   */
   tsDecidedByEdge?: boolean;
 }
 
@@ -59,24 +69,6 @@ export interface EventSource {
 export const TS_STAMP_BYTES = 32;
 /** What central and processors accept: an event of at most 8 KiB as its device sent it, plus the edge's stamp. */
 export const STAMPED_EVENT_MAX_BYTES = MAX_EVENT_BYTES + TS_STAMP_BYTES;
-
-/**
- * The event's payload with `ts` set to the edge's receipt time (CONTRACT 3: when the device sent none, or one
- * too far ahead of the edge clock), so a replay hours later still carries it. Without a `ts` the stamp goes in
- * as text after the opening brace: the device's bytes stay as they were, and the payload grows by exactly
- * TS_STAMP_BYTES. One whose `ts` is replaced is written anew; should that outgrow STAMPED_EVENT_MAX_BYTES
- * (numbers such as 1e20 grow when written out), it goes on unchanged and central applies the same rule
- * with its own clock.
- */
-export function stampReceiptTime(raw: Buffer, payload: Readonly<Record<string, unknown>>, receivedAt: number): Buffer {
-  const ts = new Date(receivedAt).toISOString();
-  if (payload.ts === undefined) {
-    const brace = raw.indexOf(0x7b); // '{': a parsed event is a JSON object with members, so a comma follows the stamp
-    return Buffer.concat([raw.subarray(0, brace + 1), Buffer.from(`"ts":"${ts}",`), raw.subarray(brace + 1)]);
-  }
-  const rewritten = Buffer.from(JSON.stringify({ ...payload, ts }));
-  return rewritten.length <= STAMPED_EVENT_MAX_BYTES ? rewritten : raw;
-}
 
 export type ParseResult =
   | { ok: true; event: StockEvent }
@@ -92,7 +84,21 @@ const QTY_RANGE: Record<StockEvent['type'], [number, number]> = {
 };
 
 // RFC 3339 date-time: date, `T` (or space, RFC 3339 section 5.6 note), time, zone.
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * Whether the fields of an RFC 3339 match name a real time (RFC 3339 section 5.7). Date.parse rolls
+ * 2026-02-30 over to March 2 and 24:00 to the next day; neither is a time a device can have meant.
+ * A leap second (:60) is refused too: Date.parse has no way to represent it.
+ */
+function realTime(m: RegExpExecArray): boolean {
+  const [year, month, day, hour, minute, second, offHour = 0, offMinute = 0] = [1, 2, 3, 4, 5, 6, 8, 9].map((i) => (m[i] === undefined ? undefined : Number(m[i])));
+  if (month === undefined || month < 1 || month > 12 || day === undefined || day < 1) return false;
+  const y = year ?? 0;
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+  const daysInMonth = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
+  return day <= daysInMonth && (hour ?? 24) <= 23 && (minute ?? 60) <= 59 && (second ?? 60) <= 59 && offHour <= 23 && offMinute <= 59;
+}
 
 function fieldOf(err: ErrorObject): string | undefined {
   if (err.keyword === 'required') return String((err.params as { missingProperty: string }).missingProperty);
@@ -105,8 +111,10 @@ function parseTs(ts: unknown): number | ValidationError {
     if (!Number.isSafeInteger(ts) || ts > 8.64e15) return new ValidationError(ErrorCode.schemaViolation, 'ts is out of range', 'ts');
     return ts;
   }
-  if (typeof ts === 'string' && RFC3339.test(ts)) {
-    const ms = Date.parse(ts);
+  const m = typeof ts === 'string' ? RFC3339.exec(ts) : null;
+  if (m !== null) {
+    if (!realTime(m)) return new ValidationError(ErrorCode.schemaViolation, `ts ${m[0]} names no real date and time`, 'ts');
+    const ms = Date.parse(m[0]);
     if (Number.isFinite(ms)) return ms;
   }
   return new ValidationError(ErrorCode.schemaViolation, 'ts must be RFC 3339 or epoch milliseconds', 'ts');
@@ -191,8 +199,10 @@ export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
   if (p.ts !== undefined) {
     const parsed = parseTs(p.ts);
     if (parsed instanceof ValidationError) return { ok: false, id, error: parsed };
-    // An event time too far ahead of the edge clock is distrusted (CONTRACT section 3): here, unless an edge decided.
-    if (source.tsDecidedByEdge === true || parsed <= source.receivedAt + MAX_CLOCK_AHEAD_MS) ts = parsed;
+    // An event time too far ahead of the edge clock is distrusted (CONTRACT section 3). An edge decided with its
+    // clock, which may run a little ahead of this one; never so far that one event could anchor stock for good.
+    const ahead = source.tsDecidedByEdge === true ? MAX_CLOCK_AHEAD_MS + EDGE_CLOCK_TOLERANCE_MS : MAX_CLOCK_AHEAD_MS;
+    if (parsed <= source.receivedAt + ahead) ts = parsed;
   }
   const base = {
     wh: source.wh,

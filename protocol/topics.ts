@@ -32,6 +32,18 @@ export function isOwnResponseTopic(topic: string, device: string): boolean {
   return topic.length <= 256 && !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
 }
 
+/**
+ * The retained topics of CONTRACT 2: central's stock and shelf topics and an edge's link status. A retain
+ * flag on any other topic is dropped by the brokers, so no client can park payloads in a broker's memory
+ * for every later subscriber.
+ */
+export const RETAINED_FILTERS = ['wh/+/stock/+', 'stock/+', 'wh/+/shelf/+/+', 'wh/+/status'] as const;
+
+/** True for a topic the contract publishes retained. */
+export function isRetainedTopic(topic: string): boolean {
+  return RETAINED_FILTERS.some((f) => topicMatches(f, topic));
+}
+
 /** Subscription filter for every device event, at any warehouse. */
 export const EVENT_FILTER = 'wh/+/dev/+/event';
 

@@ -3,6 +3,7 @@
 // flushed (23.5% of an edge's busy time under load), and with it every PUBACK, forward and ack.
 // Here the fsync blocks only this thread. Requests are answered one at a time, in the order they
 // came, so the main thread pairs each reply with the oldest request it has not heard back on.
+import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { WorkerReply, WorkerRequest, WorkerRow } from './sqlite-protocol.js';
@@ -29,8 +30,26 @@ const port = parentPort;
 if (port === null) throw new Error('sqlite-worker.ts runs only as a worker thread');
 const path = (workerData as { path: string }).path;
 
+const PRIVATE_MODE = 0o600; // events are the warehouse's business: owner only, whatever the umask
+
+/**
+ * Creates the file owner-only before SQLite opens it, and narrows one an older build left to the umask. SQLite
+ * gives its -wal and -shm files the mode of the database file, so they follow; any already there are narrowed too.
+ */
+function keepPrivate(): void {
+  fs.closeSync(fs.openSync(path, 'a', PRIVATE_MODE));
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    try {
+      fs.chmodSync(file, PRIVATE_MODE);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+}
+
 /** Opens (creating the file and table if needed) and takes the file's lock for the connection's life. */
 function openDatabase(): Database.Database {
+  keepPrivate();
   // timeout 0: the lock is held for the connection's whole life, so waiting cannot help when another
   // process has the file.
   const db = new Database(path, { timeout: 0 });

@@ -14,7 +14,8 @@ export interface Delivery {
   /**
    * Forwarded by an edge (central authenticates it as a gateway): the edge applied the 5-minute rule of
    * CONTRACT 3 with its own clock and stamped its receipt time where it replaced or lacked `ts`, so the `ts`
-   * it forwarded stands, whatever this clock says. Unset (a standalone processor cannot tell): the rule again here.
+   * it forwarded stands, unless it lies more than MAX_CLOCK_AHEAD_MS + EDGE_CLOCK_TOLERANCE_MS ahead of this clock.
+   * Unset (a standalone processor cannot tell): the rule again here.
    */
   viaEdge?: boolean;
 }

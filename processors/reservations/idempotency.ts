@@ -20,6 +20,17 @@ export function checkKey(key: unknown): string {
   return key;
 }
 
+/**
+ * The key as stored: scoped to its principal, so one caller cannot claim another's key first (the real owner
+ * would then be refused, issue 15). HTTP callers (one principal: the API token) keep their keys as sent; an
+ * MQTT caller's are stored as `{principal} {key}`. A key is visible ASCII, never a space, and a principal
+ * names no space either, so no key of one principal can ever equal a key of another. No schema change: the
+ * column is text.
+ */
+export function scopedKey(key: string, principal: string | undefined): string {
+  return principal === undefined ? key : `${principal} ${key}`;
+}
+
 /** JSON with object keys sorted at every level: the same request always hashes the same. */
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;

@@ -106,6 +106,8 @@ export class CommandRequests {
     const s = this.service;
     const data: Record<string, unknown> = req.data ?? {};
     const run = (fn: () => Promise<Answer>) => s.run(req.action, 'mqtt', fn);
+    // Each MQTT caller's idempotency keys are its own: another caller using the same key makes a new request.
+    const principal = `mqtt:${device.id}`;
     const allow = (warehouses: string[]) => {
       if (!mayRequest(device, req.action, warehouses)) throw refuse(ErrorCode.notAuthorized, `${device.kind} ${device.id} may not ${req.action} on ${warehouses.join(', ') || 'every warehouse'}`);
     };
@@ -114,11 +116,12 @@ export class CommandRequests {
         // A gateway reserves at its own warehouse unless it names one (which must then be its own).
         const body = device.kind === 'gateway' && data.warehouse === undefined ? { ...data, warehouse: device.warehouse } : data;
         allow(typeof body.warehouse === 'string' ? [body.warehouse] : []);
-        return run(() => s.reserve(req.idempotencyKey, body));
+        return run(() => s.reserve(req.idempotencyKey, body, principal));
       }
       case 'transfers.create':
-        allow([data.from, data.to].filter((w): w is string => typeof w === 'string'));
-        return run(() => s.createTransfer(req.idempotencyKey, data));
+        // A transfer holds stock at `from`: only `from`'s own gateway may ask for it, never the receiving one.
+        allow(typeof data.from === 'string' ? [data.from] : []);
+        return run(() => s.createTransfer(req.idempotencyKey, data, principal));
       case 'reservations.get':
       case 'reservations.release': {
         const found = await s.getReservation(data.id);
@@ -130,7 +133,8 @@ export class CommandRequests {
       case 'transfers.cancel': {
         const found = await s.getTransfer(data.id);
         const t = found.body as TransferView;
-        allow([t.from, t.to]);
+        // Either end may read a transfer; cancelling releases the hold at `from`, so only `from` may.
+        allow(req.action === 'transfers.get' ? [t.from, t.to] : [t.from]);
         return run(() => (req.action === 'transfers.get' ? Promise.resolve(found) : s.cancelTransfer(data.id)));
       }
     }

@@ -13,7 +13,7 @@ import {
 import { defaultPolicy, type AllocationPolicy } from '../ledger/reservations.js';
 import { ReservationBatcher } from './batcher.js';
 import { getReservation, release } from './holds.js';
-import { checkKey, lookupKey, requestHash, type Answer } from './idempotency.js';
+import { checkKey, lookupKey, requestHash, scopedKey, type Answer } from './idempotency.js';
 import type { ReservationMetrics } from './metrics.js';
 import { Runner, type RunnerOptions } from './runner.js';
 import { Sweeper } from './sweeper.js';
@@ -143,8 +143,9 @@ export class ReservationService {
     }
   }
 
-  async reserve(key: unknown, body: unknown): Promise<Answer> {
-    const k = checkKey(key);
+  /** `principal`: who asks, when not the HTTP API (its Idempotency-Keys are its own: `scopedKey`). */
+  async reserve(key: unknown, body: unknown, principal?: string): Promise<Answer> {
+    const k = scopedKey(checkKey(key), principal);
     const req = parse(validateReservation, body);
     const hash = requestHash('reservations.create', req);
     // A repeat of a decided request is answered from its key, without waiting for any lock.
@@ -162,8 +163,8 @@ export class ReservationService {
     return this.runner.tx((client, now) => release(client, now, i));
   }
 
-  async createTransfer(key: unknown, body: unknown): Promise<Answer> {
-    const k = checkKey(key);
+  async createTransfer(key: unknown, body: unknown, principal?: string): Promise<Answer> {
+    const k = scopedKey(checkKey(key), principal);
     const req = parse(validateTransfer, body);
     if (req.from === req.to) throw new ValidationError(ErrorCode.badRequest, 'to must differ from from', 'to');
     const hash = requestHash('transfers.create', req);

@@ -192,7 +192,7 @@ describe('mayRequest: commands over MQTT per kind (reservations, transfers)', ()
       assert.equal(mayRequest(device('processor'), action, []), true, `${action} across warehouses`);
     }
   });
-  test('a gateway only on its own warehouse: reservations there, transfers from or to it', () => {
+  test('a gateway only on its own warehouse: reservations there, transfers out of it; it may read one into it', () => {
     const gw = device('gateway');
     for (const action of ['reservations.create', 'reservations.get', 'reservations.release'] as const) {
       assert.equal(mayRequest(gw, action, ['W1']), true, action);
@@ -200,11 +200,15 @@ describe('mayRequest: commands over MQTT per kind (reservations, transfers)', ()
       assert.equal(mayRequest(gw, action, ['W1', 'W2']), false, `${action} on split parts elsewhere`);
       assert.equal(mayRequest(gw, action, []), false, `${action} allocated across warehouses`);
     }
-    for (const action of ['transfers.create', 'transfers.get', 'transfers.cancel'] as const) {
-      assert.equal(mayRequest(gw, action, ['W1', 'W2']), true, `${action} out of its warehouse`);
-      assert.equal(mayRequest(gw, action, ['W2', 'W1']), true, `${action} into its warehouse`);
-      assert.equal(mayRequest(gw, action, ['W2', 'W3']), false, `${action} between two others`);
+    // Create and cancel name the warehouse holding the stock (`from`); get names both ends.
+    for (const action of ['transfers.create', 'transfers.cancel'] as const) {
+      assert.equal(mayRequest(gw, action, ['W1']), true, `${action} out of its warehouse`);
+      assert.equal(mayRequest(gw, action, ['W2']), false, `${action} out of another warehouse (holding its stock)`);
+      assert.equal(mayRequest(gw, action, []), false, `${action} without a source`);
     }
+    assert.equal(mayRequest(gw, 'transfers.get', ['W1', 'W2']), true, 'reading a transfer out of its warehouse');
+    assert.equal(mayRequest(gw, 'transfers.get', ['W2', 'W1']), true, 'reading a transfer into its warehouse');
+    assert.equal(mayRequest(gw, 'transfers.get', ['W2', 'W3']), false, 'reading a transfer between two others');
   });
   test('devices make no requests', () => {
     for (const kind of ['scanner', 'shelf', 'display'] as const) for (const action of REQUEST_ACTIONS) assert.equal(mayRequest(device(kind), action, ['W1']), false, `${kind} ${action}`);

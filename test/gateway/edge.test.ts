@@ -106,7 +106,7 @@ describe('stockwire edge (in process, with central)', () => {
     assert.equal((edge as unknown as { outbox: SqliteOutbox }).outbox.stats().events, 0, 'confirmed and gone from the outbox');
   });
 
-  it('invalid input: the device hears rejected at once, and central keeps the dead letter', async () => {
+  it('invalid input: the device hears rejected (from central, mirrored), and central keeps the dead letter', async () => {
     await scanner.publishAsync(`wh/${WH}/dev/scan-e/event`, '{"v":1,"id":"bad-1","type":"received","sku":"S","qty":0}', { qos: 1 });
     await acks.waitFor(() => acks.messages.filter((m) => m.payload.id === 'bad-1').length >= 1);
     assert.equal(acks.last(`wh/${WH}/dev/scan-e/ack`)?.status, 'rejected');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -35,6 +36,29 @@ describe('SqliteOutbox', () => {
     const o = await SqliteOutbox.open({ path: freshPath(), maxBytes: BIG });
     assert.deepEqual(await o.pragmas(), { journalMode: 'wal', synchronous: 2, lockingMode: 'exclusive' });
     await o.close();
+  });
+
+  test('its files are owner-only (0600) whatever the umask, the WAL included; one an older build left readable is narrowed', async () => {
+    const umask = process.umask(0o022);
+    try {
+      const path = freshPath();
+      const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+      await o.append(newEntry());
+      const files = [path, `${path}-wal`, `${path}-shm`].filter((f) => existsSync(f));
+      assert.ok(files.includes(`${path}-wal`), 'the WAL exists while the outbox is open');
+      for (const f of files) assert.equal((await stat(f)).mode & 0o777, 0o600, `${f} is owner-only`);
+      await o.close();
+      const older = freshPath();
+      await writeFile(older, '');
+      await writeFile(`${older}-wal`, '');
+      await chmod(older, 0o644);
+      await chmod(`${older}-wal`, 0o644);
+      const reopened = await SqliteOutbox.open({ path: older, maxBytes: BIG });
+      for (const f of [older, `${older}-wal`]) assert.equal((await stat(f)).mode & 0o777, 0o600, `${f} narrowed`);
+      await reopened.close();
+    } finally {
+      process.umask(umask);
+    }
   });
 
   test('a confirmation commits without its own fsync, and appends after it are fsynced again (FULL)', async () => {

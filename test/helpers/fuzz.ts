@@ -33,10 +33,20 @@ function storable(root: unknown): boolean {
   return true;
 }
 
+/** A real calendar date and time of day (RFC 3339 5.7): 2026-02-30, 24:00 or a zone of +24:00 are not. */
+function realDateTime(ts: string): boolean {
+  const [date = '', rest = ''] = ts.split(/[Tt ]/);
+  const [y = 0, mo = 0, d = 0] = date.split('-').map(Number);
+  const [h = 0, mi = 0, s = 0] = rest.slice(0, 8).split(':').map(Number);
+  const zone = /([+-])(\d{2}):(\d{2})$/.exec(rest);
+  const monthDays = [31, y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+  return mo >= 1 && mo <= 12 && d >= 1 && d <= (monthDays[mo - 1] ?? 0) && h <= 23 && mi <= 59 && s <= 59 && (zone === null || (Number(zone[2]) <= 23 && Number(zone[3]) <= 59));
+}
+
 function validTs(ts: unknown): boolean {
   if (ts === undefined) return true;
   if (typeof ts === 'number') return Number.isSafeInteger(ts) && ts >= 0 && ts <= 8.64e15;
-  return typeof ts === 'string' && ts.length <= 64 && RFC3339.test(ts) && Number.isFinite(Date.parse(ts));
+  return typeof ts === 'string' && ts.length <= 64 && RFC3339.test(ts) && realDateTime(ts) && Number.isFinite(Date.parse(ts));
 }
 
 /** What the contract says of these raw bytes. */
@@ -95,7 +105,7 @@ const EVIL_JSON = [
   '1e400', '-1e400', '-0', '0', '-1', '1.5', '0.1', '9007199254740993', '1e9', '1000000001', '1e3', '8.64e15', '8640000000000001',
   '"5"', '"1"', 'null', 'true', 'false', '[]', '{}', '[1]', '{"$gt":0}', '{"toString":false}', '{"valueOf":null,"toString":null}', '""',
   ...['+', '#', '/', 'a/b', 'sku+', 'sku#', '#/+', 'a\u0000b', '\u0000', '\ud800', 'x\udc00', '\udbff\udfff', 'x'.repeat(64), 'x'.repeat(65),
-    ' ', 'é', '\u202e', '\ufeff', 'a b', '../x', '$SYS', 'wh/W1/dev/x/event', '2024-01-01T00:00:00Z', '2024-02-30T00:00:00Z', '2024-01-01', 'ü'.repeat(200), 'y'.repeat(201)].map((s) => JSON.stringify(s)),
+    ' ', 'é', '\u202e', '\ufeff', 'a b', '../x', '$SYS', 'wh/W1/dev/x/event', '2024-01-01T00:00:00Z', '2024-02-30T00:00:00Z', '2026-02-29T00:00:00Z', '2024-02-29T00:00:00Z', '2026-04-31T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T23:59:60Z', '2026-01-01T12:00:00+24:00', '2024-01-01', 'ü'.repeat(200), 'y'.repeat(201)].map((s) => JSON.stringify(s)),
 ];
 
 /** A valid event with one field (or an extra one) replaced by raw JSON text from EVIL_JSON or a random JSON value. */

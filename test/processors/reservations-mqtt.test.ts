@@ -109,10 +109,14 @@ describe('commands over MQTT: requests/{own id} answered on the response topic',
     const onlyM2 = (await reserve('gw-m2', { sku: 'SKU-M', qty: 1 })) as Ok<ReservationGranted>;
     const cross = (await request('gw-m1', { requestId: 'rel-x', action: 'reservations.release', data: { id: onlyM2.data.id } })) as Err;
     assert.equal(cross.error.code, 'not_authorized', 'a gateway cannot release another warehouse\'s hold');
-    const t = (await request<TransferView>('gw-m2', { requestId: 'tx-in', action: 'transfers.create', idempotencyKey: 'tx-in', data: { sku: 'SKU-M', qty: 2, from: 'M1', to: 'M2' } })) as Ok<TransferView>;
-    assert.deepEqual([t.status, t.data.state], ['ok', 'reserved'], 'a gateway may ask for stock into its warehouse');
+    const pull = (await request('gw-m2', { requestId: 'tx-pull', action: 'transfers.create', idempotencyKey: 'tx-pull', data: { sku: 'SKU-M', qty: 2, from: 'M1', to: 'M2' } })) as Err;
+    assert.equal(pull.error.code, 'not_authorized', "a gateway may not hold another warehouse's stock by asking for it");
+    const t = (await request<TransferView>('gw-m1', { requestId: 'tx-out', action: 'transfers.create', idempotencyKey: 'tx-out', data: { sku: 'SKU-M', qty: 2, from: 'M1', to: 'M2' } })) as Ok<TransferView>;
+    assert.deepEqual([t.status, t.data.state], ['ok', 'reserved'], 'a gateway may send stock out of its warehouse');
     const seen = (await request<TransferView>('orders', { requestId: 'tx-get', action: 'transfers.get', data: { id: t.data.id } })) as Ok<TransferView>;
     assert.equal(seen.data.from, 'M1');
+    assert.equal((await request<TransferView>('gw-m2', { requestId: 'tx-get-2', action: 'transfers.get', data: { id: t.data.id } })).status, 'ok', 'the receiving gateway may read it');
+    assert.equal(((await request('gw-m2', { requestId: 'tx-cancel-2', action: 'transfers.cancel', data: { id: t.data.id } })) as Err).error.code, 'not_authorized', 'only the source may cancel');
     assert.equal((await request('gw-m1', { requestId: 'tx-cancel', action: 'transfers.cancel', data: { id: t.data.id } })).status, 'ok');
     for (const id of [allocated.data.id, onlyM2.data.id]) await call(base, 'DELETE', `/v1/reservations/${id}`, { token: central.apiToken });
   });
@@ -147,9 +151,24 @@ describe('commands over MQTT: requests/{own id} answered on the response topic',
     await c.waitFor(() => c.messages.filter((m) => String(m.payload.requestId).startsWith('same-')).length === 10, 10_000, '10 responses');
     const ids = new Set(c.messages.filter((m) => String(m.payload.requestId).startsWith('same-')).map((m) => (m.payload as Ok<ReservationGranted>).data.id));
     assert.equal(ids.size, 1);
-    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE key = 'mqtt-same-10'`);
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE key = 'mqtt:orders mqtt-same-10'`);
     assert.equal(rows[0].n, 1);
     assert.equal((await call<ReservationView>(base, 'GET', `/v1/reservations/${[...ids][0]}`)).body.state, 'active');
+  });
+
+  it("idempotency keys are each caller's own: a gateway using an order system's key first does not take it from it, nor from HTTP", async () => {
+    const key = 'order-7781';
+    const squatted = (await reserve('gw-m1', { sku: 'SKU-M', qty: 1 }, { idempotencyKey: key })) as Ok<ReservationGranted>;
+    assert.equal(squatted.status, 'ok', JSON.stringify(squatted));
+    const owner = (await reserve('orders', { sku: 'SKU-M', qty: 2, warehouse: 'M2' }, { idempotencyKey: key })) as Ok<ReservationGranted>;
+    assert.equal(owner.status, 'ok', `the order system's own request is decided, not refused as a reused key: ${JSON.stringify(owner)}`);
+    assert.deepEqual([owner.data.warehouse, owner.data.qty], ['M2', 2]);
+    const again = (await reserve('orders', { sku: 'SKU-M', qty: 2, warehouse: 'M2' }, { idempotencyKey: key })) as Ok<ReservationGranted>;
+    assert.equal(again.data.id, owner.data.id, "a repeat by the same caller gets its first answer");
+    const http = await call<ReservationGranted>(base, 'POST', '/v1/reservations', { key, token: central.apiToken, json: { sku: 'SKU-M', qty: 1, warehouse: 'M1' } });
+    assert.equal(http.status, 201, JSON.stringify(http.body));
+    assert.ok(![squatted.data.id, owner.data.id].includes(http.body.id), 'the HTTP API has keys of its own');
+    for (const id of [squatted.data.id, owner.data.id, http.body.id]) await call(base, 'DELETE', `/v1/reservations/${id}`, { token: central.apiToken });
   });
 
   it('a client cannot request as another: the broker refuses a publish to requests/{other id}', async () => {
@@ -158,7 +177,7 @@ describe('commands over MQTT: requests/{own id} answered on the response topic',
     intruder.publish('requests/gw-m2', JSON.stringify({ requestId: 'spoof', action: 'reservations.create', idempotencyKey: 'spoof', data: { sku: 'SKU-M', qty: 1 } }), { qos: 1 });
     await closed; // a refused publish disconnects the client (the contract's broker rule)
     await intruder.endAsync(true);
-    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE key = 'spoof'`);
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE key LIKE '%spoof'`);
     assert.equal(rows[0].n, 0);
     const metrics = await (await fetch(`${base}/metrics`)).text();
     assert.match(metrics, /stockwire_broker_publish_refusals_total\{reason="acl",kind="gateway"\} [1-9]/);

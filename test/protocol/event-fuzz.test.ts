@@ -73,7 +73,7 @@ describe('parseEvent under fuzzing', () => {
     assert.match(hidden.error.message, /U\+0000/);
   });
 
-  test("stampReceiptTime: an event without ts grows by exactly TS_STAMP_BYTES, the device's bytes kept; one whose ts is replaced is rewritten, unless that outgrows what central takes", () => {
+  test("stampReceiptTime: an event without ts grows by exactly TS_STAMP_BYTES, the device's bytes kept; one whose ts is replaced has its ts members cut out, never re-serialised", () => {
     const at = Date.UTC(2026, 10, 26, 8, 45);
     const iso = new Date(at).toISOString();
     const raw = Buffer.from(' {"v":1, "id":"s-1","type":"received","sku":"SKU-1","qty":1}');
@@ -81,11 +81,14 @@ describe('parseEvent under fuzzing', () => {
     assert.equal(stamped.length, raw.length + TS_STAMP_BYTES);
     assert.equal(stamped.toString(), ` {"ts":"${iso}","v":1, "id":"s-1","type":"received","sku":"SKU-1","qty":1}`);
     const ahead = Buffer.from('{"v":1,"id":"s-2","type":"received","sku":"SKU-1","qty":1,"ts":"2099-01-01T00:00:00Z"}');
-    assert.equal(JSON.parse(stampReceiptTime(ahead, JSON.parse(ahead.toString()), at).toString()).ts, iso);
-    // 1e20 is written out as 21 digits: rewritten, this payload would pass STAMPED_EVENT_MAX_BYTES
+    assert.equal(stampReceiptTime(ahead, JSON.parse(ahead.toString()), at).toString(), `{"ts":"${iso}","v":1,"id":"s-2","type":"received","sku":"SKU-1","qty":1}`);
+    // 1e20 is written out as 21 digits: re-serialised, this payload would pass STAMPED_EVENT_MAX_BYTES; cut, it fits
     const growing = Buffer.from(JSON.stringify({ v: 1, id: 's-3', type: 'received', sku: 'SKU-1', qty: 1, ts: '2099-01-01T00:00:00Z' }).replace('}', `,"n":[${Array(1_500).fill('1e20').join(',')}]}`));
     assert.ok(growing.length <= MAX_EVENT_BYTES);
-    assert.equal(stampReceiptTime(growing, JSON.parse(growing.toString()), at), growing, 'left as it was');
+    const cut = stampReceiptTime(growing, JSON.parse(growing.toString()), at);
+    assert.ok(cut.length <= STAMPED_EVENT_MAX_BYTES);
+    assert.equal(JSON.parse(cut.toString()).ts, iso);
+    assert.ok(cut.toString().endsWith(',1e20]}'), 'the numbers as the device wrote them');
     assert.equal(STAMPED_EVENT_MAX_BYTES, MAX_EVENT_BYTES + TS_STAMP_BYTES);
     assert.equal(`"ts":"${iso}",`.length, TS_STAMP_BYTES);
   });
@@ -108,6 +111,9 @@ describe('parseEvent under fuzzing', () => {
     refused(JSON.stringify({ ...base, reason: 'a\u0000b' }));
     refused(JSON.stringify({ ...base, reason: '\ud800' }));
     refused(JSON.stringify({ ...base, ts: 8.64e15 + 1 }), 'ts');
+    // Date.parse rolls these over to another day; RFC 3339 (5.7) calls them invalid.
+    for (const ts of ['2026-02-30T00:00:00Z', '2026-02-29T12:00:00Z', '2026-04-31T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T12:00:00+24:00']) refused(JSON.stringify({ ...base, ts }), 'ts');
+    assert.ok(check(Buffer.from(JSON.stringify({ ...base, ts: '2024-02-29T12:00:00Z' }))).ok, 'a leap day');
     assert.ok(check(Buffer.from(JSON.stringify({ ...base, reason: '\ud83d\ude00 paired is fine' }))).ok);
   });
 });
