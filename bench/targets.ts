@@ -103,7 +103,7 @@ export function expectSchema(target: DbTarget, result: MigrateResult): void {
  * nothing compresses or refreshes behind a measurement; the benchmark does it itself, at a known moment.
  */
 export async function pauseTimescaleJobs(pool: pg.Pool): Promise<number> {
-  const { rows } = await pool.query<{ n: number }>(`SELECT count(alter_job(job_id, scheduled => false))::int AS n FROM timescaledb_information.jobs WHERE job_id >= 1000`);
+  const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM timescaledb_information.jobs j, LATERAL alter_job(j.job_id, scheduled => false) WHERE j.job_id >= 1000`);
   return rows[0]?.n ?? 0;
 }
 
@@ -127,9 +127,9 @@ export async function eventsSize(pool: pg.Pool, target: DbTarget): Promise<Event
     return { total: rows[0]?.total ?? NaN };
   }
   const { rows } = await pool.query<{ total: number; chunks: number | null; before: number | null; after: number | null }>(
-    `SELECT hypertable_size('events')::bigint AS total, s.compressed_chunks::bigint AS chunks,
+    `SELECT hypertable_size('events')::bigint AS total, s.number_compressed_chunks::bigint AS chunks,
             s.before_compression_total_bytes::bigint AS before, s.after_compression_total_bytes::bigint AS after
-     FROM hypertable_compression_stats('events') s`,
+     FROM (SELECT) one LEFT JOIN hypertable_compression_stats('events') s ON true`,
   );
   const r = rows[0];
   if (!r) return { total: NaN };
