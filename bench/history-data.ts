@@ -21,6 +21,18 @@ export const HOT_SHARE = 0.1; // of all events, split evenly over the hot skus
 // The simulator's default mix (SIM_MIX) without `level`, which is not a book event.
 export const MIX: [string, number][] = [['received', 25], ['shipped', 35], ['returned', 4], ['adjusted', 6], ['counted', 5]];
 const GENERATOR = 1; // bump whenever the generated rows change: a cached database of another version is rebuilt
+
+/**
+ * TimescaleDB compression settings to try instead of the product's (migrate.ts), e.g. segmentby `wh` and orderby
+ * `sku, ts, id, device`: BENCH_HISTORY_COMPRESS_SEGMENTBY / BENCH_HISTORY_COMPRESS_ORDERBY. Unset: the product's.
+ */
+export const COMPRESSION_OVERRIDE = {
+  segmentby: process.env.BENCH_HISTORY_COMPRESS_SEGMENTBY,
+  orderby: process.env.BENCH_HISTORY_COMPRESS_ORDERBY,
+};
+for (const [k, v] of Object.entries(COMPRESSION_OVERRIDE)) {
+  if (v !== undefined && !/^[a-z_]+( (ASC|DESC))?(, ?[a-z_]+( (ASC|DESC))?)*$|^$/.test(v)) throw new Error(`BENCH_HISTORY_COMPRESS_${k.toUpperCase()}: a list of columns, not ${JSON.stringify(v)}`);
+}
 const DAY_MS = 86_400_000;
 const MIGRATIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../processors/db');
 
@@ -71,7 +83,7 @@ function insertSql(shape: Shape): string {
 
 /** What a cached database must match: the shape, the generator and the schema it was built with. */
 function cacheKey(shape: Shape): string {
-  const h = createHash('sha256').update(JSON.stringify({ shape, GENERATOR, sql: insertSql(shape) }));
+  const h = createHash('sha256').update(JSON.stringify({ shape, GENERATOR, sql: insertSql(shape), COMPRESSION_OVERRIDE }));
   for (const f of [...fs.readdirSync(path.join(MIGRATIONS, 'migrations')).sort().map((m) => path.join('migrations', m)), 'migrate.ts']) h.update(fs.readFileSync(path.join(MIGRATIONS, f)));
   return h.digest('hex').slice(0, 10);
 }
@@ -161,6 +173,9 @@ async function build(target: DbTarget, url: string, key: string, shape: Shape): 
       // Refreshed before compression, as in production: the refresh policy (every 15 min) runs long before 7 days.
       progress(`history on ${target.name}: refreshing movements_hourly`);
       await step('refresh movements_hourly', () => pool.query(`CALL refresh_continuous_aggregate('movements_hourly', NULL, $1::timestamptz)`, [anchor.toISOString()]));
+      const { segmentby, orderby } = COMPRESSION_OVERRIDE;
+      if (segmentby !== undefined) await pool.query(`ALTER TABLE events SET (timescaledb.compress_segmentby = '${segmentby}')`);
+      if (orderby !== undefined) await pool.query(`ALTER TABLE events SET (timescaledb.compress_orderby = '${orderby}')`);
       progress(`history on ${target.name}: compressing the chunks older than 7 days`);
       await step('compress chunks older than 7 days', () => compressEventsBefore(pool, new Date(anchor.getTime() - 7 * DAY_MS)));
     }

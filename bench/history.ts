@@ -6,7 +6,7 @@ import { createPool } from '../processors/db/pool.js';
 import { historyQuery } from '../processors/history.js';
 import { startStockwire, type Running } from '../test/helpers/process.js';
 import { condensePlan, explainAnalyze } from './explain.js';
-import { HOT_SHARE, HOT_SKUS, historyDatabase, MIX, skuName, type HistoryDatabase, type Shape } from './history-data.js';
+import { COMPRESSION_OVERRIDE, HOT_SHARE, HOT_SKUS, historyDatabase, MIX, skuName, type HistoryDatabase, type Shape } from './history-data.js';
 import { benchCommand, onCleanup, percentile, progress, record, stopProcess, watchdog, writeFleetDevices } from './lib.js';
 import { benchTargets, describeTargets, eventsSize, mib, ratio, type DbTarget } from './targets.js';
 
@@ -126,8 +126,11 @@ async function onTarget(target: DbTarget): Promise<TargetRun> {
     const anchor = db.anchor.getTime();
     const size = await eventsSize(pool, target);
     const sizes = [`events with indexes ${mib(size.total)}`];
-    if (size.compression) sizes.push(`${size.compression.chunks} compressed chunks: ${mib(size.compression.before)} → ${mib(size.compression.after)} (${(size.compression.before / size.compression.after).toFixed(1)}×)`);
+    if (size.compression) sizes.push(`${size.compression.chunks} compressed chunks: ${mib(size.compression.before)} → ${mib(size.compression.after)} (${(size.compression.before / size.compression.after).toFixed(1)}×${size.compression.after > size.compression.before ? ': larger than before' : ''})`);
     if (target.key === 'timescaledb') {
+      const { rows: settings } = await pool.query<{ segmentby: string | null; orderby: string | null }>(`SELECT segmentby, orderby FROM timescaledb_information.hypertable_compression_settings WHERE hypertable = 'events'::regclass`);
+      const overridden = COMPRESSION_OVERRIDE.segmentby !== undefined || COMPRESSION_OVERRIDE.orderby !== undefined;
+      sizes.push(`compression segmentby ${settings[0]?.segmentby ?? '(none)'}, orderby ${settings[0]?.orderby ?? '(none)'}${overridden ? ' (**not the product\'s**: BENCH_HISTORY_COMPRESS_*)' : ' (the product\'s)'}`);
       const { rows } = await pool.query<{ n: number; bytes: number }>(
         `SELECT (SELECT count(*) FROM movements_hourly)::bigint AS n, hypertable_size(format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)::regclass)::bigint AS bytes
          FROM timescaledb_information.continuous_aggregates WHERE view_name = 'movements_hourly'`,
