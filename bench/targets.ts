@@ -66,7 +66,8 @@ async function describe(key: TargetKey, adminUrl: string): Promise<DbTarget> {
   try {
     await c.connect();
   } catch (err) {
-    throw new Error(`${key}: no server at ${adminUrl} (${(err as Error).message})`);
+    const help = key === 'timescaledb' ? `; start it with ${TIMESCALE_START}, or unset TIMESCALE_URL to let the benchmark start it` : '';
+    throw new Error(`${key}: no server at ${adminUrl} (${(err as Error).message})${help}`);
   }
   try {
     const { rows } = await c.query<{ version: string; timescale: string | null }>(
