@@ -50,18 +50,28 @@ export function processCpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * (1000 / 100); // clock ticks of 10 ms
 }
 
-/** CPU time used so far by every PostgreSQL server process on this machine, in ms. */
-export function postgresCpuMs(): number {
-  let total = 0;
+/** CPU time used so far by each PostgreSQL server process on this machine (either server), in ms by pid. */
+export function postgresCpuMs(): Map<number, number> {
+  const byPid = new Map<number, number>();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (stat.includes(' (postgres) ')) total += processCpuMs(Number(entry));
+      if (stat.includes(' (postgres) ')) byPid.set(Number(entry), processCpuMs(Number(entry)));
     } catch {
       /* the process ended meanwhile */
     }
   }
+  return byPid;
+}
+
+/**
+ * CPU the PostgreSQL processes alive at the end spent since `before`, in ms. Per pid: a backend that ended
+ * meanwhile (another client's, on a shared machine) must not subtract all its past CPU from the sum.
+ */
+function postgresCpuSince(before: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, ms] of postgresCpuMs()) total += ms - (before.get(pid) ?? 0);
   return total;
 }
 
@@ -74,7 +84,7 @@ export async function cpuPerEvent<T>(events: number, pids: Record<string, number
   const self = process.cpuUsage(self0);
   const us: Record<string, number> = {};
   for (const [k, pid] of Object.entries(pids)) us[k] = ((processCpuMs(pid) - (before[k] as number)) * 1000) / events;
-  us.postgres = ((postgresCpuMs() - pg0) * 1000) / events;
+  us.postgres = (postgresCpuSince(pg0) * 1000) / events;
   us['load generator'] = (self.user + self.system) / events;
   return { result, us };
 }

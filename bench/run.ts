@@ -3,12 +3,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchE2e } from './e2e.js';
 import { benchEdge } from './edge.js';
+import { benchHistory } from './history.js';
 import { benchProcessor } from './processor.js';
 import { benchReservations } from './reservations.js';
 import { benchScale } from './scale.js';
 
 /** `npm run bench [-- name…]`: runs the named benchmarks (all by default); each appends to bench/RESULTS.md. */
-const BENCHES: Record<string, () => Promise<void>> = { processor: benchProcessor, edge: benchEdge, reservations: benchReservations, e2e: benchE2e, scale: benchScale };
+const BENCHES: Record<string, () => Promise<void>> = { processor: benchProcessor, edge: benchEdge, reservations: benchReservations, e2e: benchE2e, scale: benchScale, history: benchHistory };
 
 // Measure the compiled code users run (bin/stockwire runs dist/ only when it is newer than every source;
 // otherwise the sources run through tsx, which costs ~40 MiB more and starts slower).

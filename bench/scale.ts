@@ -5,17 +5,18 @@ import path from 'node:path';
 import { migrate } from '../processors/db/migrate.js';
 import { createPool } from '../processors/db/pool.js';
 import { rebuild } from '../processors/rebuild.js';
-import { createTestDatabase } from '../test/helpers/db.js';
 import { BIN, freePort, startStockwire, type Running } from '../test/helpers/process.js';
 import { Fleet } from './fleet.js';
 import { LeanClient } from './lean-client.js';
 import { benchCommand, onCleanup, progress, record, rssMiB, sleep, stopProcess, watchdog, writeFleetDevices } from './lib.js';
 import { hotFunctions, profiles } from './profile.js';
+import { benchTargets, compressEventsBefore, createTargetDatabase, describeTargets, eventsSize, expectSchema, mib, pauseTimescaleJobs, ratio, type DbTarget } from './targets.js';
 
 /**
  * Issue 6/7, scale: 100,000 skus with retained stock topics and 1,000,000 events in the log (loaded
  * with SQL), then `stockwire rebuild`, central's start-up republish, a new display receiving every
- * `stock/{sku}`, history queries; and 10,000 devices connected to one edge.
+ * `stock/{sku}`, history queries — on plain PostgreSQL and on TimescaleDB in the same run (issue 14/7); and
+ * 10,000 devices connected to one edge.
  */
 const env = process.env;
 const SKUS = Number(env.BENCH_SCALE_SKUS ?? 100_000);
@@ -32,22 +33,52 @@ const DAYS = 30; // the events' timestamps spread over this many days before now
 const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en') : '–');
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
 
+/** One figure per measure, for the side-by-side table of the targets (smaller is better unless `higher`). */
+type Figures = Map<string, { value: number; unit: string }>;
+
 export async function benchScale(): Promise<void> {
   const disarm = watchdog(TIMEOUT_MS, 'scale');
   const rows: string[] = [];
+  const header: string[] = [];
+  const figures = new Map<DbTarget, Figures>();
   try {
-    if (SKUS > 0) rows.push(...(await ledgerAtScale()));
+    if (SKUS > 0) {
+      const targets = await benchTargets();
+      header.push(...describeTargets(targets), '');
+      for (const target of targets) {
+        const f: Figures = new Map();
+        figures.set(target, f);
+        rows.push(...(await ledgerAtScale(target, f)));
+      }
+    }
     if (DEVICES > 0) rows.push(...(await devicesAtScale()));
   } finally {
     disarm();
   }
-  record('Scale (issue 6/7)', benchCommand('scale'), [`All processes on this machine's ${os.cpus().length} cores.`, '', '| measure | result | target | run |', '| --- | --- | --- | --- |', ...rows]);
+  record('Scale (issue 6/7)', benchCommand('scale'), [`All processes on this machine's ${os.cpus().length} cores.`, '', ...header, ...compareTargets(figures), '| measure | result | target | run |', '| --- | --- | --- | --- |', ...rows]);
 }
 
-/** The ledger part: bulk-load, rebuild, republish at start, a display's full receipt, history. */
-async function ledgerAtScale(): Promise<string[]> {
+/** The ledger figures of plain PostgreSQL and TimescaleDB side by side. */
+function compareTargets(figures: Map<DbTarget, Figures>): string[] {
+  const pg = [...figures].find(([t]) => t.key === 'postgres')?.[1];
+  const ts = [...figures].find(([t]) => t.key === 'timescaledb')?.[1];
+  if (!pg || !ts) return [];
+  const cell = (v: { value: number; unit: string } | undefined) => (v ? `${v.value.toFixed(v.unit === 's' ? 1 : 0)} ${v.unit}` : '–');
+  return [
+    'The ledger at scale on each database (TimescaleDB: chunks older than 7 days compressed, as its policy would have them).',
+    '',
+    '| measure | PostgreSQL | TimescaleDB | TimescaleDB / PostgreSQL |',
+    '| --- | --- | --- | --- |',
+    ...[...pg.keys()].map((k) => `| ${k} | ${cell(pg.get(k))} | ${cell(ts.get(k))} | ${ratio(pg.get(k)?.value ?? NaN, ts.get(k)?.value ?? NaN)} |`),
+    '',
+  ];
+}
+
+/** The ledger part on one database target: bulk-load, rebuild, republish at start, a display's full receipt, history. */
+async function ledgerAtScale(target: DbTarget, figures: Figures): Promise<string[]> {
   const rows: string[] = [];
-  const db = await createTestDatabase('bench_scale');
+  const on = `on ${target.name}`;
+  const db = await createTargetDatabase(target, 'bench_scale');
   const dropDb = onCleanup(() => db.drop());
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-scale-'));
   const removeDir = onCleanup(() => fs.rm(dir, { recursive: true, force: true }));
@@ -56,29 +87,45 @@ async function ledgerAtScale(): Promise<string[]> {
   try {
     const pool = createPool({ url: db.url, max: 2 });
     const endPool = onCleanup(() => pool.end());
-    await migrate(pool);
-    progress(`scale: loading ${int(EVENTS)} events over ${int(SKUS)} skus × ${WAREHOUSES} warehouses with SQL`);
+    expectSchema(target, await migrate(pool));
+    // Nothing compresses or refreshes behind the measurements; the compression below stands for the policy's.
+    if (target.key === 'timescaledb') await pauseTimescaleJobs(pool);
+    progress(`scale ${on}: loading ${int(EVENTS)} events over ${int(SKUS)} skus × ${WAREHOUSES} warehouses with SQL`);
     const t0 = performance.now();
     await load(pool);
     const loadSeconds = (performance.now() - t0) / 1000;
+    figures.set('load with SQL', { value: loadSeconds, unit: 's' });
     const { rows: counts } = await pool.query<{ events: string; stock: string; skus: string }>(
       'SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM stock) AS stock, (SELECT count(*) FROM sku_versions) AS skus',
     );
     const n = counts[0] as { events: string; stock: string; skus: string };
     const skuCount = Number(n.skus);
-    rows.push(`| data set, loaded with SQL (event log, inbox, stock, versions) | ${int(Number(n.events))} events, ${int(Number(n.stock))} stock rows, ${int(skuCount)} skus | – | ${loadSeconds.toFixed(1)} s |`);
+    rows.push(`| ${target.name}: data set, loaded with SQL (event log, inbox, stock, versions) | ${int(Number(n.events))} events, ${int(Number(n.stock))} stock rows, ${int(skuCount)} skus | – | ${loadSeconds.toFixed(1)} s |`);
+    if (target.key === 'timescaledb') {
+      progress(`scale ${on}: compressing the chunks older than 7 days`);
+      const c = await compressEventsBefore(pool, new Date(Date.now() - 7 * 86_400_000));
+      await pool.query('ANALYZE events');
+      const size = await eventsSize(pool, target);
+      const cmp = size.compression;
+      const { rows: all } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM show_chunks('events')`);
+      rows.push(`| ${target.name}: compression of the ${c.chunks} chunks (of ${all[0]?.n}) older than 7 days | ${c.seconds.toFixed(1)} s | – | ${cmp ? `${mib(cmp.before)} → ${mib(cmp.after)} (${(cmp.before / cmp.after).toFixed(1)}×); events now ${mib(size.total)}` : 'nothing compressed'} |`);
+    } else {
+      rows.push(`| ${target.name}: size of events with its indexes | ${mib((await eventsSize(pool, target)).total)} | – | – |`);
+    }
 
-    progress('scale: stockwire rebuild');
+    progress(`scale ${on}: stockwire rebuild`);
     const t1 = performance.now();
     const exit = await run(BIN, ['rebuild', '--log-level', 'warn'], { DATABASE_URL: db.url });
     const rebuildSeconds = (performance.now() - t1) / 1000;
     const t2 = performance.now();
     const report = await rebuild(pool);
     const querySeconds = (performance.now() - t2) / 1000;
-    rows.push(`| \`stockwire rebuild\` over ${int(Number(n.events))} events (exit ${exit.code}: ${exit.stdout.trim() || exit.stderr.trim().split('\n').pop()}) | ${rebuildSeconds.toFixed(1)} s (its query alone ${querySeconds.toFixed(1)} s, ${report.drift.length} drifted) | – | wall time of the command, process start included |`);
+    figures.set('`stockwire rebuild`, wall time', { value: rebuildSeconds, unit: 's' });
+    figures.set('rebuild query alone', { value: querySeconds, unit: 's' });
+    rows.push(`| ${target.name}: \`stockwire rebuild\` over ${int(Number(n.events))} events (exit ${exit.code}: ${exit.stdout.trim() || exit.stderr.trim().split('\n').pop()}) | ${rebuildSeconds.toFixed(1)} s (its query alone ${querySeconds.toFixed(1)} s, ${report.drift.length} drifted) | – | wall time of the command, process start included |`);
     await endPool();
 
-    progress('scale: central start-up with every stock topic republished');
+    progress(`scale ${on}: central start-up with every stock topic republished`);
     await writeFleetDevices(path.join(dir, 'devices.json'), [{ id: 'display-scale', warehouse: 'S1', kind: 'display', password: PASSWORD }]);
     const t3 = performance.now();
     central = await startStockwire(
@@ -91,11 +138,12 @@ async function ledgerAtScale(): Promise<string[]> {
     const republished = central.logs.map(parseLog).find((l) => l?.msg === 'stock topics republished from the database');
     const republishSeconds = (republished?.ms ?? NaN) / 1000;
     const rssReady = await rssMiB(central.child.pid as number);
+    figures.set('central start-up republish', { value: republishSeconds, unit: 's' });
     rows.push(
-      `| central start-up: republish of ${int(republished?.skus ?? NaN)} \`stock/{sku}\` and ${int(republished?.rows ?? NaN)} \`wh/{wh}/stock/{sku}\` from the database | ${republishSeconds.toFixed(1)} s | < 10 s: ${verdict(republishSeconds < 10)} | ready line after ${readySeconds.toFixed(1)} s (process start included) |`,
+      `| ${target.name}: central start-up: republish of ${int(republished?.skus ?? NaN)} \`stock/{sku}\` and ${int(republished?.rows ?? NaN)} \`wh/{wh}/stock/{sku}\` from the database | ${republishSeconds.toFixed(1)} s | < 10 s: ${verdict(republishSeconds < 10)} | ready line after ${readySeconds.toFixed(1)} s (process start included) |`,
     );
 
-    progress('scale: a new display subscribes to stock/#');
+    progress(`scale ${on}: a new display subscribes to stock/#`);
     const display = new LeanClient({ host: '127.0.0.1', port: central.ports.mqtt as number, clientId: 'display-scale', username: 'display-scale', password: PASSWORD, keepalive: 0 });
     const closeDisplay = onCleanup(() => display.end());
     await display.connect();
@@ -109,12 +157,12 @@ async function ledgerAtScale(): Promise<string[]> {
     await display.subscribe('stock/#', 1);
     const timedOut = await Promise.race([all.then(() => false), sleep(120_000).then(() => true)]);
     const displaySeconds = (performance.now() - t4) / 1000;
-    rows.push(`| a new display subscribing \`stock/#\` at central receives every retained topic | ${timedOut ? `only ${int(received)} of ${int(skuCount)} in` : ''} ${displaySeconds.toFixed(1)} s | – | ${int(received)} messages, QoS 1 |`);
+    rows.push(`| ${target.name}: a new display subscribing \`stock/#\` at central receives every retained topic | ${timedOut ? `only ${int(received)} of ${int(skuCount)} in` : ''} ${displaySeconds.toFixed(1)} s | – | ${int(received)} messages, QoS 1 |`);
     await closeDisplay();
     const rssAfter = await rssMiB(central.child.pid as number);
-    rows.push(`| central RSS with ${int(skuCount)} skus retained | ${rssReady.toFixed(0)} MiB after the republish, ${rssAfter.toFixed(0)} MiB after the display | – | /proc/PID/status VmRSS |`);
+    rows.push(`| ${target.name}: central RSS with ${int(skuCount)} skus retained | ${rssReady.toFixed(0)} MiB after the republish, ${rssAfter.toFixed(0)} MiB after the display | – | /proc/PID/status VmRSS |`);
 
-    progress('scale: history queries');
+    progress(`scale ${on}: history queries`);
     const http = central.ports.http as number;
     const to = new Date();
     const from = new Date(to.getTime() - DAYS * 86_400_000);
@@ -135,7 +183,8 @@ async function ledgerAtScale(): Promise<string[]> {
       }
       const first = times[0] as number;
       times.sort((a, b) => a - b);
-      rows.push(`| history of ${sku} over ${DAYS} days, bucket ${bucket}, over HTTP (${int(events)} events) | first ${first.toFixed(0)} ms, median of 5 ${(times[2] as number).toFixed(0)} ms | – | 5 requests in a row |`);
+      figures.set(`history of ${sku} over ${DAYS} days, bucket ${bucket}, HTTP median`, { value: times[2] as number, unit: 'ms' });
+      rows.push(`| ${target.name}: history of ${sku} over ${DAYS} days, bucket ${bucket}, over HTTP (${int(events)} events) | first ${first.toFixed(0)} ms, median of 5 ${(times[2] as number).toFixed(0)} ms | – | 5 requests in a row |`);
     }
     await stopCentral();
     if (PROFILE_DIR) for (const file of profiles(PROFILE_DIR).slice(-1)) progress(`profile of central (start-up republish): ${file}\n${hotFunctions(file, 30).join('\n')}`);

@@ -5,6 +5,7 @@ import { ErrorCode, httpStatusOf, ValidationError } from '../protocol/index.js';
 import { registerApiAuth, type ApiTokens } from './api-auth.js';
 import { isUnavailable } from './db/pool.js';
 import type { Storage } from './db/migrate.js';
+import { historyQuery, type HistoryRow } from './history.js';
 import { registerMovementRoutes } from './movements.js';
 import { ident, time } from './query-params.js';
 import type { ReadModel } from './readmodel/readmodel.js';
@@ -87,20 +88,7 @@ export function createApi(o: ApiOptions): FastifyInstance {
     const size = bucket(req.query.bucket);
     if (from >= to) throw new ValidationError(ErrorCode.badRequest, 'from must be before to', 'from');
     if ((to - from) / size > MAX_BUCKETS) throw new ValidationError(ErrorCode.badRequest, `more than ${MAX_BUCKETS} buckets; widen bucket`, 'bucket');
-    const { rows } = await o.pool.query<{ bucket: Date; wh: string; received: number; shipped: number; returned: number; adjusted: number; counts: number; net: number; events: number }>(
-      `SELECT date_bin(make_interval(secs => $4::double precision / 1000), ts, 'epoch'::timestamptz) AS bucket, wh,
-              sum(qty) FILTER (WHERE type = 'received')::bigint AS received,
-              sum(qty) FILTER (WHERE type = 'shipped')::bigint AS shipped,
-              sum(qty) FILTER (WHERE type = 'returned')::bigint AS returned,
-              sum(qty) FILTER (WHERE type = 'adjusted')::bigint AS adjusted,
-              count(*) FILTER (WHERE type = 'counted')::bigint AS counts,
-              sum(delta)::bigint AS net, count(*)::bigint AS events
-       FROM events
-       -- one index range per warehouse that holds the sku (index events_row_order: wh, sku, ts)
-       WHERE wh IN (SELECT wh FROM stock WHERE sku = $1) AND sku = $1 AND ts >= $2 AND ts < $3
-       GROUP BY 1, 2 ORDER BY 1, 2`,
-      [sku, new Date(from).toISOString(), new Date(to).toISOString(), size],
-    );
+    const { rows } = await o.pool.query<HistoryRow>(historyQuery(sku, from, to, size));
     return {
       sku,
       from: new Date(from).toISOString(),
