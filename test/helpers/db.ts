@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { IN_CI } from './ci.js';
 
 /** The machine's PostgreSQL; every test file gets a database of its own on it. `npm test`'s second pass points it at TimescaleDB. */
 export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-
-/** True in CI, where nothing that needs a service may be skipped. */
-export const IN_CI = /^(true|1)$/i.test(process.env.CI ?? '');
 
 /** `STOCKWIRE_TEST_TIMESCALE=0`: the user runs without TimescaleDB (refused in CI). */
 export const TIMESCALE_OPTED_OUT = process.env.STOCKWIRE_TEST_TIMESCALE === '0';
