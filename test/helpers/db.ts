@@ -72,6 +72,18 @@ export async function createDatabaseOn(adminUrl: string, label = 'test'): Promis
   };
 }
 
+/** Whether the server of `url` offers the timescaledb extension (the machine's 5432 does not; TIMESCALE_URL's does). */
+export async function offersTimescale(url: string): Promise<boolean> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_available_extensions WHERE name = 'timescaledb'`);
+    return (rows[0]?.n ?? 0) > 0;
+  } finally {
+    await c.end();
+  }
+}
+
 /**
  * A pool for a test to look into its database. Like the product's pools it listens for errors: dropping the
  * database (`WITH (FORCE)`) terminates any connection still closing, and an unheard 'error' would crash the file.
