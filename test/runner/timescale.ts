@@ -1,12 +1,10 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import pg from 'pg';
-import { ROOT } from './passes.js';
+import { runCommand, TIMESCALE_START } from '../helpers/timescale-server.js';
 
 /** Where CI and the shared machines keep the TimescaleDB starter: `../shared` beside the repository. */
-export const START_SCRIPT = path.resolve(ROOT, '../shared/timescaledb/start');
+export const START_SCRIPT = TIMESCALE_START;
 const START_TIMEOUT_MS = 180_000; // the first start lays out a PostgreSQL tree and runs initdb
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -42,7 +40,7 @@ export async function chooseTimescale(env: RunnerEnv, startScript = START_SCRIPT
         (ci ? '.' : ', or run without TimescaleDB: STOCKWIRE_TEST_TIMESCALE=0 npm test.'),
     );
   }
-  const r = await run(startScript, [], START_TIMEOUT_MS);
+  const r = await runCommand(startScript, [], process.env, START_TIMEOUT_MS);
   const url = r.stdout.trim().split('\n').at(-1) ?? '';
   if (r.code !== 0 || !/^postgres(ql)?:\/\//.test(url)) {
     throw new RunnerError(`${startScript} could not start TimescaleDB (exit ${r.code}):\n${r.stderr.trim() || r.stdout.trim()}`);
@@ -100,26 +98,4 @@ async function connect(url: string): Promise<pg.Client> {
   }
   c.on('error', () => {});
   return c;
-}
-
-function run(command: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const t = setTimeout(() => {
-      stderr += `\n(killed after ${timeoutMs} ms)`;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(t);
-      resolve({ code: null, stdout, stderr: `${stderr}${err.message}` });
-    });
-    child.once('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
 }
