@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type pg from 'pg';
 import { createPool } from '../../processors/db/pool.js';
@@ -97,4 +100,31 @@ describe(`TimescaleDB server crashed mid-stream and started again (seed ${SEED})
       assert.equal(stopCode, 0, `${kind} stops cleanly after the crashes`);
     });
   }
+});
+
+describe('the private TimescaleDB of a crash test, when it cannot be had', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sw-tsdb-helper-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const script = (name: string, body: string) => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+    return file;
+  };
+
+  it('an absent start script: the test fails saying where it looked and how to get it', async () => {
+    const absent = path.join(dir, 'no-start');
+    await assert.rejects(new PrivateTimescale(1, absent).start(), (err: Error) => err.message.includes(`${absent} is absent`) && /\.\.\/shared/.test(err.message));
+  });
+
+  it('a start that fails, or prints another URL: the test fails with what it said; crashing a server never started fails too', async () => {
+    const failing = new PrivateTimescale(1, script('fails', 'echo "[timescaledb] start failed; the log ends: FATAL boom" >&2; exit 1'));
+    await assert.rejects(failing.start(), (err: Error) => /exit 1/.test(err.message) && /FATAL boom/.test(err.message));
+    await failing.remove();
+    const elsewhere = new PrivateTimescale(1, script('elsewhere', 'echo postgres://postgres@127.0.0.1:5433/postgres'));
+    await assert.rejects(elsewhere.start(), /on port 1 failed/);
+    await elsewhere.remove();
+    const never = new PrivateTimescale(1);
+    await assert.rejects(never.kill9(), /not been started/);
+    await assert.rejects(never.stopImmediate(), /not been started/);
+  });
 });

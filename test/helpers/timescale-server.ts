@@ -17,11 +17,14 @@ const STOP_TIMEOUT_MS = 60_000;
 export class PrivateTimescale {
   private folder: string | null = null;
   private readonly stopOnExit = () => {
-    spawnSync(TIMESCALE_START, ['stop'], { env: this.env(), stdio: 'ignore' });
+    spawnSync(this.startScript, ['stop'], { env: this.env(), stdio: 'ignore' });
     if (this.folder) fs.rmSync(this.folder, { recursive: true, force: true });
   };
 
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    private readonly startScript = TIMESCALE_START,
+  ) {}
 
   /** its folder: the server tree under pg/, the cluster under data/ */
   get dir(): string {
@@ -44,15 +47,15 @@ export class PrivateTimescale {
   /** Starts it (creating the cluster the first time; after a crash, with recovery from the WAL); resolves once it accepts connections. */
   async start(): Promise<void> {
     if (this.folder === null) {
-      if (!fs.existsSync(TIMESCALE_START)) {
-        throw new Error(`${TIMESCALE_START} is absent: this test starts and crashes a TimescaleDB of its own with it. Put the shared folder beside the repository (../shared), or opt out of TimescaleDB with STOCKWIRE_TEST_TIMESCALE=0 (not in CI).`);
+      if (!fs.existsSync(this.startScript)) {
+        throw new Error(`${this.startScript} is absent: this test starts and crashes a TimescaleDB of its own with it. Put the shared folder beside the repository (../shared), or opt out of TimescaleDB with STOCKWIRE_TEST_TIMESCALE=0 (not in CI).`);
       }
       this.folder = fs.mkdtempSync(path.join(os.tmpdir(), 'sw-tsdb-'));
       fs.chmodSync(this.folder, 0o755); // the server runs as the postgres user and must reach its data folder inside
       process.on('exit', this.stopOnExit); // a test file that dies leaves no server behind
     }
-    const r = await runCommand(TIMESCALE_START, [], this.env(), START_TIMEOUT_MS);
-    if (r.code !== 0 || r.stdout.trim() !== this.url) throw new Error(`${TIMESCALE_START} on port ${this.port} failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
+    const r = await runCommand(this.startScript, [], this.env(), START_TIMEOUT_MS);
+    if (r.code !== 0 || r.stdout.trim() !== this.url) throw new Error(`${this.startScript} on port ${this.port} failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
   }
 
   /** `pg_ctl stop -m immediate`: every server process quits at once, without a checkpoint — a crash, repaired by recovery at the next start. */
@@ -80,7 +83,7 @@ export class PrivateTimescale {
   async remove(): Promise<void> {
     if (this.folder === null) return;
     process.removeListener('exit', this.stopOnExit);
-    await runCommand(TIMESCALE_START, ['stop'], this.env(), STOP_TIMEOUT_MS);
+    await runCommand(this.startScript, ['stop'], this.env(), STOP_TIMEOUT_MS);
     fs.rmSync(this.folder, { recursive: true, force: true });
     this.folder = null;
   }
