@@ -21,16 +21,22 @@ function script(name: string, body: string): string {
   return file;
 }
 
-/** `node test/run.ts …` with this environment (CI and the TimescaleDB variables unset unless given). */
-function runner(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
+/** `node test/run.ts …` with this environment (CI and the TimescaleDB variables unset unless given); `signal` it once `when()` holds. */
+function runner(args: string[], env: Record<string, string>, o: { signal?: NodeJS.Signals; when?: () => boolean } = {}): Promise<{ code: number | null; out: string; err: string }> {
   const base = { ...process.env };
   for (const k of ['CI', 'TIMESCALE_URL', 'STOCKWIRE_TEST_TIMESCALE', 'TEST_DATABASE_URL', 'NODE_TEST_CONTEXT']) delete base[k];
   const child = spawn(process.execPath, ['--import', 'tsx', RUN, ...args], { cwd: ROOT, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
+  const watch = setInterval(() => {
+    if (o.signal && o.when?.()) {
+      clearInterval(watch);
+      child.kill(o.signal);
+    }
+  }, 50);
   child.stdout.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, out, err })));
+  return new Promise((resolve) => child.once('close', (code) => (clearInterval(watch), resolve({ code, out, err }))));
 }
 
 describe('which TimescaleDB the second pass uses', () => {
@@ -134,6 +140,20 @@ describe('npm test (test/run.ts) end to end', () => {
     assert.match(r.err, /the TimescaleDB pass is SKIPPED/);
     assert.match(r.out, /pass 1 \(PostgreSQL at 127\.0\.0\.1:5432\/postgres, 1 files\): passed/);
     assert.doesNotMatch(r.out, /pass 2/);
+  });
+
+  it('SIGTERM or SIGINT while a pass runs: its tests are stopped and the run exits 143 or 130', async () => {
+    for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+      const pidFile = path.join(tmp, `slow-${signal}.pid`);
+      // The runner is signalled once the fixture's test runs (it writes its pid then), 2 minutes before it would end by itself.
+      const r = await runner(['test/runner/fixtures/slow.ts'], { STOCKWIRE_TEST_TIMESCALE: '0', FIXTURE_PID_FILE: pidFile }, { signal, when: () => fs.existsSync(pidFile) });
+      assert.equal(r.code, code, r.out + r.err);
+      assert.match(r.out, /pass 1 \(PostgreSQL .*\): FAILED/);
+      const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+      const gone = () => { try { process.kill(pid, 0); return false; } catch { return true; } };
+      for (let i = 0; i < 100 && !gone(); i++) await new Promise((res) => setTimeout(res, 100));
+      assert.ok(gone(), `the interrupted test process ${pid} is gone`);
+    }
   });
 
   it('a TIMESCALE_URL without TimescaleDB, or a first-pass server with it in CI, stops the run before any test', { skip: timescaleSkip() }, async () => {
