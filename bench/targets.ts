@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import type { MigrateResult } from '../processors/db/migrate.js';
-import { ADMIN_URL, createTestDatabase, type TestDatabase } from '../test/helpers/db.js';
+import { ADMIN_URL, createDatabaseOn, type TestDatabase } from '../test/helpers/db.js';
 import { RESULTS } from './lib.js';
 
 /**
@@ -91,7 +91,7 @@ async function describe(key: TargetKey, adminUrl: string): Promise<DbTarget> {
 
 /** A fresh database on the target's server. */
 export function createTargetDatabase(target: DbTarget, label: string): Promise<TestDatabase> {
-  return createTestDatabase(`${label}_${target.key}`, target.adminUrl);
+  return createDatabaseOn(target.adminUrl, `${label}_${target.key}`);
 }
 
 /** Throws when migrate() did not take the path the target stands for. */

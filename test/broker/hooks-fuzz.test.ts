@@ -5,6 +5,9 @@ import fc from 'fast-check';
 import type { MqttClient } from 'mqtt';
 import { parseEventTopic } from '../../protocol/index.js';
 import { closeOf, connectAs, deviceRegistry, RawWriter, startBroker, until, type TestBroker } from '../helpers/broker.js';
+import { pinFastCheck } from '../helpers/seed.js';
+
+pinFastCheck('broker/hooks-fuzz');
 
 /**
  * Fuzzing of the broker hooks (authorizePublish, authorizeSubscribe) with random topics and filters:

@@ -8,6 +8,9 @@ import { AttemptWindow, ConnectLimiter, TokenBucket } from '../../broker/limits.
 import { deviceLimitSpecs, deviceLimitsOf } from '../../broker/config.js';
 import { Connection, PublishLimiter } from '../../broker/publish-limiter.js';
 import { ConfigError, parseConfig } from '../../cli/options.js';
+import { pinFastCheck } from '../helpers/seed.js';
+
+pinFastCheck('broker/limits');
 
 describe('AttemptWindow: connection attempts in a sliding window', () => {
   test('given a limit of 3 a minute, when a 4th attempt comes within the minute, then it is refused', () => {

@@ -6,7 +6,10 @@ import { SentLedger, expectedStock, rowKey } from '../../device-sim/ledger.js';
 import { summaryText, type SimSummary } from '../../device-sim/report.js';
 import { applyToBook, emptyBook } from '../../processors/ledger/ledger.js';
 import { MAX_CLOCK_AHEAD_MS, parseEvent, type StockEvent } from '../../protocol/index.js';
+import { pinFastCheck } from '../helpers/seed.js';
 import { arbitraryEvents } from '../processors/arbitraries.js';
+
+pinFastCheck('device-sim/ledger');
 
 const T0 = 1_700_000_000_000;
 const DEVICES: SimDeviceRef[] = [

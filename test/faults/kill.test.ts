@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import type { LinkStatus } from '../../protocol/index.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { waitApplied } from '../helpers/exactly-once.js';
+import { testSeed } from '../helpers/seed.js';
 import { rng, workload } from '../helpers/workload.js';
 import { atProgress, MOSQUITTO, Proc, randomThresholds, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
@@ -10,7 +11,7 @@ import { assertOutcome, measure } from './outcome.js';
 const TOTAL = 4_000;
 const EDGE_TOTAL = 10_000; // issue 2/7's acceptance: kill -9 of the edge while devices publish 10,000 events
 const KILLS = Number(process.env.FAULT_KILLS ?? 3); // more for a stress run
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = testSeed('faults/kill');
 
 /** kill -9 of each kind of process at random moments, several times in one run, under load through an edge. */
 describe(`kill -9 at random moments (seed ${SEED})`, () => {

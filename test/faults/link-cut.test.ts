@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { testSeed } from '../helpers/seed.js';
 import { rng } from '../helpers/workload.js';
 import { scenarioDatabase, sleep } from './cluster.js';
 import { runLinkScenario } from './link.js';
 
 const TOTAL = 4_000;
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = testSeed('faults/link-cut');
 
 describe(`edge↔central link cut and silently dropped (seed ${SEED})`, () => {
   const s = scenarioDatabase('faults_cut');

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { testSeed } from '../helpers/seed.js';
 import { rng } from '../helpers/workload.js';
 import { scenarioDatabase, until } from './cluster.js';
 import { runLinkScenario } from './link.js';
 
 const TOTAL = 4_000;
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = testSeed('faults/link-quality');
 
 describe(`edge↔central link slow and lossy (seed ${SEED})`, () => {
   const s = scenarioDatabase('faults_quality');

@@ -2,13 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
 import { Collector, connect } from '../helpers/mqtt.js';
+import { testSeed } from '../helpers/seed.js';
 import { workload } from '../helpers/workload.js';
 import { metric, Proc, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 3_000;
 const OUTBOX_MAX = '256KiB'; // about 1,000 events of this workload
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = testSeed('faults/outbox-full');
 
 describe(`outbox full while central is away (seed ${SEED})`, () => {
   const s = scenarioDatabase('faults_full');

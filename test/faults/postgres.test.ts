@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
+import { testSeed } from '../helpers/seed.js';
 import { rng, workload } from '../helpers/workload.js';
 import { atProgress, metric, MOSQUITTO, Proc, randomThresholds, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 5_000;
 const TERMINATIONS = 4;
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = testSeed('faults/postgres');
 
 /**
  * PostgreSQL connections killed under a process's feet with pg_terminate_backend (the machine's

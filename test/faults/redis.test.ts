@@ -5,12 +5,13 @@ import { centralOnHand } from '../../device-sim/verify.js';
 import { waitApplied } from '../helpers/exactly-once.js';
 import { freePort } from '../helpers/process.js';
 import { PrivateRedis } from '../helpers/redis-server.js';
+import { testSeed } from '../helpers/seed.js';
 import { workload } from '../helpers/workload.js';
 import { atProgress, metric, Proc, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 5_000;
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = testSeed('faults/redis');
 
 describe(`Redis (read model) killed and started again mid-stream (seed ${SEED})`, () => {
   const s = scenarioDatabase('faults_redis');

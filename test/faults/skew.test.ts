@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
+import { testSeed } from '../helpers/seed.js';
 import { rng, workload } from '../helpers/workload.js';
 import { Proc, scenarioDatabase, stuckDetail, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
@@ -9,7 +10,7 @@ import { assertOutcome, measure } from './outcome.js';
 const TOTAL = 2_500;
 const MIN = 60_000; // ms
 const HOUR = 60 * MIN;
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = testSeed('faults/skew');
 /** Debian's libfaketime (`apt-get install faketime`): shifts a process's wall clock, here the edge's and central's. */
 const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 const hasFaketime = fs.existsSync(LIBFAKETIME);

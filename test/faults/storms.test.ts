@@ -2,13 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
 import type { OutgoingEvent } from '../helpers/resending-publisher.js';
+import { testSeed } from '../helpers/seed.js';
 import { rng, workload } from '../helpers/workload.js';
 import { Proc, scenarioDatabase, stuckDetail, warehouse, within } from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const UNIQUE = 1_500;
 const HOUR = 3_600_000; // ms
-const SEED = Number(process.env.FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = testSeed('faults/storms');
 
 /**
  * Every event 3–10 times: the copies follow the first at random distances (up to `spread` later

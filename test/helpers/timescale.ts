@@ -2,32 +2,16 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ADMIN_URL, createTestDatabase, type TestDatabase } from './db.js';
+import { ADMIN_URL, createDatabaseOn, createTestDatabase, type TestDatabase } from './db.js';
+
+export { timescaleAdminUrl } from './db.js';
 
 /** ../shared/timescaledb/start beside the checkout: a private PostgreSQL 15 + TimescaleDB 2.28.3 (its README). */
 export const TIMESCALE_START = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared/timescaledb/start');
 
-/** The TimescaleDB that `../shared/timescaledb/start` runs on this machine. */
-const LOCAL_TIMESCALE_URL = 'postgres://postgres@127.0.0.1:5433/postgres';
-
-/**
- * The TimescaleDB server for tests that must pass on both databases: TIMESCALE_URL; locally, unset, the one
- * `../shared/timescaledb/start` runs. In CI an unset TIMESCALE_URL fails the test instead of testing less.
- */
-export function timescaleAdminUrl(): string {
-  const url = process.env.TIMESCALE_URL;
-  if (url) return url;
-  if (process.env.CI === 'true') throw new Error('TIMESCALE_URL is not set: in CI these tests run on TimescaleDB too. Start one (`../shared/timescaledb/start` prints its URL) and set TIMESCALE_URL.');
-  return LOCAL_TIMESCALE_URL;
-}
-
-/** A database of the test file's own on the TimescaleDB server. */
-export async function createTimescaleDatabase(label: string): Promise<TestDatabase> {
-  try {
-    return await createTestDatabase(label, timescaleAdminUrl());
-  } catch (err) {
-    throw new Error(`TimescaleDB: ${(err as Error).message} Run \`../shared/timescaledb/start\`, or set TIMESCALE_URL to a TimescaleDB server.`);
-  }
+/** A database of the test file's own on the TimescaleDB server (TIMESCALE_URL, which npm test sets). */
+export function createTimescaleDatabase(label: string): Promise<TestDatabase> {
+  return createTestDatabase(label, { server: 'timescale' });
 }
 
 /** A database server the tests run on: the machine's PostgreSQL, and TimescaleDB. */
@@ -39,7 +23,7 @@ export interface TestServer {
 }
 
 export const TEST_SERVERS: TestServer[] = [
-  { name: 'plain PostgreSQL', timescale: false, createDatabase: (label) => createTestDatabase(label, ADMIN_URL) },
+  { name: 'plain PostgreSQL', timescale: false, createDatabase: (label) => createDatabaseOn(ADMIN_URL, label) },
   { name: 'TimescaleDB', timescale: true, createDatabase: createTimescaleDatabase },
 ];
 

@@ -8,7 +8,7 @@ import { applyBatch } from '../../processors/ingest/batch.js';
 import type { Parsed } from '../../processors/ingest/types.js';
 import { applyToBook, emptyBook, stockKey, type Book } from '../../processors/ledger/ledger.js';
 import { rebuild } from '../../processors/rebuild.js';
-import { ADMIN_URL, createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { ADMIN_URL, createDatabaseOn, type TestDatabase } from '../helpers/db.js';
 import { pauseJobs, timescaleAdminUrl } from '../helpers/timescale.js';
 
 const DAY = 86_400_000; // ms
@@ -71,7 +71,7 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
     });
 
     it('folds dropped events into the baseline; late events older than the horizon apply as of it', async () => {
-      db = await createTestDatabase('archive', timescale ? timescaleAdminUrl() : ADMIN_URL);
+      db = await createDatabaseOn(timescale ? timescaleAdminUrl() : ADMIN_URL, 'archive');
       pool = createPool({ url: db.url, max: 3 });
       assert.equal((await migrate(pool)).timescale, timescale);
       if (timescale) await pauseJobs(pool); // the test runs the archive job itself, below

@@ -9,7 +9,10 @@ import { applyBatch } from '../../processors/ingest/batch.js';
 import type { Delivery, Parsed } from '../../processors/ingest/types.js';
 import { applyToBook, emptyBook, stockKey } from '../../processors/ledger/ledger.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { pinFastCheck } from '../helpers/seed.js';
 import { arbitraryEvents, numbers, shuffledWithDuplicates } from './arbitraries.js';
+
+pinFastCheck('processors/batch');
 
 let db: TestDatabase;
 let pool: pg.Pool;

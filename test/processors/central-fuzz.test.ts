@@ -8,6 +8,9 @@ import type { Ack } from '../../protocol/index.js';
 import { startCentralFixture, type CentralFixture } from '../helpers/central.js';
 import { anyPayload, expectedOutcome, MAX_EVENT_BYTES } from '../helpers/fuzz.js';
 import type { Collector } from '../helpers/mqtt.js';
+import { pinFastCheck } from '../helpers/seed.js';
+
+pinFastCheck('processors/central-fuzz');
 
 /**
  * Central end to end under fuzzed payloads: an authorised gateway publishes random bytes, random JSON,

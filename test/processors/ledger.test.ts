@@ -3,7 +3,10 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { StockEvent } from '../../protocol/index.js';
 import { applyToBook, compareKeys, decide, emptyBook, emptyStock, evolve, onHandOf, type BookEvent, type SkuStock } from '../../processors/ledger/ledger.js';
+import { pinFastCheck } from '../helpers/seed.js';
 import { arbitraryEvents, ev, numbers, shuffledWithDuplicates } from './arbitraries.js';
+
+pinFastCheck('processors/ledger');
 
 const given = (...events: BookEvent[]): SkuStock => events.reduce(evolve, emptyStock);
 

@@ -10,7 +10,7 @@ import { createPool } from '../../processors/db/pool.js';
 import { applyBatch } from '../../processors/ingest/batch.js';
 import type { Parsed } from '../../processors/ingest/types.js';
 import { rebuild } from '../../processors/rebuild.js';
-import { ADMIN_URL, createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { ADMIN_URL, createDatabaseOn, type TestDatabase } from '../helpers/db.js';
 import { pauseJobs, timescaleAdminUrl } from '../helpers/timescale.js';
 
 const MIGRATIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../processors/db/migrations/*.sql');
@@ -72,7 +72,7 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
     const dbs: TestDatabase[] = [];
     const pools: pg.Pool[] = [];
     const fresh = async (label: string) => {
-      const db = await createTestDatabase(label, timescale ? timescaleAdminUrl() : ADMIN_URL);
+      const db = await createDatabaseOn(timescale ? timescaleAdminUrl() : ADMIN_URL, label);
       dbs.push(db);
       const pool = createPool({ url: db.url, max: 4 });
       pools.push(pool);

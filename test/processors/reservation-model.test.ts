@@ -17,6 +17,9 @@ import { defaultCommandConfig, ReservationService } from '../../processors/reser
 import { defaultPolicy } from '../../processors/ledger/reservations.js';
 import { parseEvent, ValidationError, type ReservationGranted, type ReservationRequest } from '../../protocol/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { pinFastCheck } from '../helpers/seed.js';
+
+pinFastCheck('processors/reservation-model');
 
 /**
  * The simple model: per warehouse onHand and reserved, a list of holds, a clock. Written from the

@@ -14,6 +14,9 @@ import {
   type Hold,
   type Level,
 } from '../../processors/ledger/reservations.js';
+import { pinFastCheck } from '../helpers/seed.js';
+
+pinFastCheck('processors/reservation-rules');
 
 const lv = (wh: string, onHand: number, reserved = 0): Level => ({ wh, onHand, reserved });
 const priority = (list: string[], channels: Record<string, string[]> = {}): AllocationPolicy => ({ strategy: 'priority', priority: list, channels });

@@ -10,7 +10,7 @@ import pino from 'pino';
 import { Central } from '../../processors/central.js';
 import { chooseStorage, preloads, StorageError, type TimescaleProbe } from '../../processors/db/migrate.js';
 import type { Ack } from '../../protocol/index.js';
-import { ADMIN_URL, createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { ADMIN_URL, createDatabaseOn, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { call } from '../helpers/http.js';
 import { Collector, connect } from '../helpers/mqtt.js';
@@ -78,7 +78,7 @@ describe('the storage settings against real servers', () => {
   });
 
   it('a server with the package installed but not preloaded: on refuses with what to do, auto runs on PostgreSQL with one warning', async () => {
-    const db = await createTestDatabase('nopreload', unpreloaded);
+    const db = await createDatabaseOn(unpreloaded, 'nopreload');
     dbs.push(db);
     const on = await stockwire(['migrate', '--timescaledb', 'on'], { DATABASE_URL: db.url });
     assert.equal(on.code, 1, on.stdout);
@@ -96,7 +96,7 @@ describe('the storage settings against real servers', () => {
   });
 
   it('plain PostgreSQL: on refuses; a TimescaleDB database: off refuses, on and auto use it', async () => {
-    const plain = await createTestDatabase('storage_plain', ADMIN_URL);
+    const plain = await createDatabaseOn(ADMIN_URL, 'storage_plain');
     dbs.push(plain);
     const refused = await stockwire(['migrate'], { DATABASE_URL: plain.url, TIMESCALEDB: 'on' });
     assert.equal(refused.code, 1);

@@ -3,6 +3,9 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { filterWithin, isOwnResponseTopic, MAX_EVENT_BYTES, parseEvent, parseEventTopic, parseRequestTopic, stampReceiptTime, STAMPED_EVENT_MAX_BYTES, topicMatches, topics, TS_STAMP_BYTES, type ParseResult } from '../../protocol/index.js';
 import { anyPayload, deeplyNested, expectedOutcome, mutatedEvent, validEvent } from '../helpers/fuzz.js';
+import { pinFastCheck } from '../helpers/seed.js';
+
+pinFastCheck('protocol/event-fuzz');
 
 // Property-based fuzzing of payload parsing and of the topic parsers. Run counts keep the file well under a minute.
 const SOURCE = { wh: 'W1', device: 'd1', receivedAt: Date.parse('2026-01-01T00:00:00Z') };

@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { fixedSeed } from '../helpers/seed.js';
+
+const TEST_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Every .ts file under test/, as paths relative to the repository (test/…). */
+function testSources(dir = TEST_DIR): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const full = path.join(dir, e.name);
+    if (e.isDirectory()) return e.name === 'artifacts' ? [] : testSources(full);
+    return e.name.endsWith('.ts') ? [path.relative(path.dirname(TEST_DIR), full)] : [];
+  });
+}
+
+const read = (rel: string) => fs.readFileSync(path.join(TEST_DIR, '..', rel), 'utf8');
+
+describe('seeds of randomised tests (fixed and printed in CI)', () => {
+  it('every file that calls fc.assert pins fast-check with pinFastCheck', () => {
+    const users = testSources().filter((f) => /\bfc\.assert\(/.test(read(f)));
+    assert.ok(users.length >= 9, `found the property-test files (${users.length})`);
+    const unpinned = users.filter((f) => !/^pinFastCheck\('[^']+'\);$/m.test(read(f)));
+    assert.deepEqual(unpinned, [], 'these call fc.assert without pinFastCheck(name) at the top');
+  });
+
+  it('no seed is taken from the clock or Math.random: seeds come from testSeed', () => {
+    const clockSeeds = testSources().filter((f) => /seed\w*\s*=[^;\n]*(Date\.now\(\)|Math\.random\(\))/i.test(read(f)));
+    assert.deepEqual(clockSeeds, [], 'these take a seed from the clock; use testSeed(name)');
+  });
+
+  it('the CI seed of a name is stable and differs between names', () => {
+    assert.equal(fixedSeed('faults/kill'), fixedSeed('faults/kill'));
+    assert.notEqual(fixedSeed('faults/kill'), fixedSeed('faults/postgres'));
+    for (const name of ['a', 'faults/kill', 'processors/ledger']) assert.ok(fixedSeed(name) >= 0 && fixedSeed(name) < 1_000_000);
+  });
+});

@@ -1,0 +1,101 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository's root. */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/**
+ * The one list of test files that `npm test` runs a second time with TEST_DATABASE_URL on TimescaleDB, so that
+ * their databases' `events` and `shelf_readings` are hypertables: every file whose SQL path could differ there.
+ */
+export const TIMESCALE_PASS: readonly string[] = [
+  'test/cli.test.ts', // migrate and rebuild as a user runs them
+  'test/processors/batch.test.ts',
+  'test/processors/burst.test.ts',
+  'test/processors/central-fuzz.test.ts',
+  'test/processors/central.test.ts',
+  'test/processors/mirror-sees-all.test.ts',
+  'test/processors/pool.test.ts',
+  'test/processors/processor.test.ts',
+  'test/processors/redis.test.ts',
+  'test/processors/replay.test.ts',
+  'test/processors/reservation-model.test.ts',
+  'test/processors/reservations-api.test.ts',
+  'test/processors/reservations-mqtt.test.ts',
+  'test/processors/reservations-publish.test.ts',
+  'test/processors/reservations-stress.test.ts',
+  'test/processors/scale-out.test.ts',
+  'test/processors/schema.test.ts',
+  'test/processors/transfers.test.ts',
+  'test/faults/kill.test.ts',
+  'test/faults/postgres.test.ts',
+];
+
+/**
+ * Files that make a database but run on plain PostgreSQL only, each with why: the database is central's store
+ * behind what they test (an edge, a link, a dashboard, a log), and the SQL they reach is covered above.
+ */
+export const PLAIN_ONLY: Readonly<Record<string, string>> = {
+  'test/dashboards/dashboards.test.ts': 'metric names of a running central and edge',
+  'test/dashboards/node-red.test.ts': 'Node-RED nodes against central',
+  'test/dashboards/prometheus-e2e.test.ts': 'Prometheus scraping central and an edge',
+  'test/device-sim/sim.test.ts': 'the simulator against a demo',
+  'test/display/display.test.ts': 'the live display in a browser',
+  'test/docs/api-docs.test.ts': 'API documents against a running central',
+  'test/faults/link-cut.test.ts': 'the edge↔central link',
+  'test/faults/link-quality.test.ts': 'the edge↔central link',
+  'test/faults/outbox-full.test.ts': "the edge's outbox",
+  'test/faults/redis.test.ts': 'the Redis read model',
+  'test/faults/skew.test.ts': 'clocks at the devices, edge and central',
+  'test/faults/storms.test.ts': 'duplicates through an edge (dedupe is covered by batch, central and kill above)',
+  'test/gateway/edge.test.ts': 'the edge',
+  'test/gateway/faults.test.ts': 'the edge',
+  'test/gateway/flood.test.ts': 'the edge under a flooding device',
+  'test/gateway/mirror-order.test.ts': "the edge's mirror",
+  'test/security/api-token.test.ts': 'HTTP authentication',
+  'test/security/log-secrets.test.ts': 'what the logs say',
+  'test/security/tls.test.ts': 'TLS listeners',
+  'test/gateway/hostile-edge.test.ts': 'the edge under hostile devices',
+  'test/processors/hostile-central.test.ts': "central's time rule for forwarded events (its SQL is batch.test's)",
+  // These choose their servers themselves and run on both in the first pass (TEST_SERVERS, TIMESCALE_URL).
+  'test/dashboards/ledger.test.ts': 'runs on plain PostgreSQL and TimescaleDB itself',
+  'test/processors/archive.test.ts': 'runs on plain PostgreSQL and TimescaleDB itself',
+  'test/processors/migrate.test.ts': 'runs on plain PostgreSQL and TimescaleDB itself',
+  'test/processors/movements.test.ts': 'runs on plain PostgreSQL and TimescaleDB itself',
+  'test/processors/storage.test.ts': 'runs on plain PostgreSQL, TimescaleDB and an unpreloaded TimescaleDB itself',
+  'test/processors/timescale.test.ts': 'TimescaleDB itself (TIMESCALE_URL), whatever the pass',
+  'test/faults/timescale-crash.test.ts': 'a private TimescaleDB cluster of its own, crashed and restarted',
+};
+
+/** What marks a test file as one that makes a database of its own (directly or through a fixture). */
+export const MAKES_A_DATABASE = /\b(createTestDatabase|createDatabaseOn|createTimescaleDatabase|scenarioDatabase|startCentralFixture|exportedMetrics)\(|\bTEST_SERVERS\b/;
+
+/** Every test file `npm test` runs: test/*.test.ts and test/*\/*.test.ts, relative to the root, sorted. */
+export function allTestFiles(root = ROOT): string[] {
+  const inDir = (rel: string) =>
+    fs
+      .readdirSync(path.join(root, rel), { withFileTypes: true })
+      .filter((e) => e.isFile() && e.name.endsWith('.test.ts'))
+      .map((e) => `${rel}/${e.name}`);
+  const dirs = fs.readdirSync(path.join(root, 'test'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => `test/${e.name}`);
+  return [...inDir('test'), ...dirs.flatMap(inDir)].sort();
+}
+
+export interface Pass {
+  name: string;
+  /** the database server's admin URL, as TEST_DATABASE_URL */
+  databaseUrl: string;
+  files: string[];
+}
+
+/**
+ * The passes over `files`: all of them on the plain PostgreSQL, then those of TIMESCALE_PASS on TimescaleDB
+ * (none when `timescaleUrl` is null: the user opted out).
+ */
+export function planPasses(files: string[], plainUrl: string, timescaleUrl: string | null): Pass[] {
+  const passes: Pass[] = [{ name: 'PostgreSQL', databaseUrl: plainUrl, files }];
+  const second = files.filter((f) => TIMESCALE_PASS.includes(f));
+  if (timescaleUrl !== null && second.length > 0) passes.push({ name: 'TimescaleDB', databaseUrl: timescaleUrl, files: second });
+  return passes;
+}
