@@ -146,10 +146,13 @@ describe('npm test (test/run.ts) end to end', () => {
     for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
       const pidFile = path.join(tmp, `slow-${signal}.pid`);
       // The runner is signalled once the fixture's test runs (it writes its pid then), 2 minutes before it would end by itself.
-      const r = await runner(['test/runner/fixtures/slow.ts'], { STOCKWIRE_TEST_TIMESCALE: '0', FIXTURE_PID_FILE: pidFile }, { signal, when: () => fs.existsSync(pidFile) });
+      // A pid, not just the file: writeFileSync creates the file before it writes the number into it.
+      const pidIn = () => (fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) : 0);
+      const r = await runner(['test/runner/fixtures/slow.ts'], { STOCKWIRE_TEST_TIMESCALE: '0', FIXTURE_PID_FILE: pidFile }, { signal, when: () => pidIn() > 0 });
       assert.equal(r.code, code, r.out + r.err);
       assert.match(r.out, /pass 1 \(PostgreSQL .*\): FAILED/);
-      const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+      const pid = pidIn();
+      assert.ok(pid > 0, `the fixture wrote its pid (${pid})`);
       const gone = () => { try { process.kill(pid, 0); return false; } catch { return true; } };
       for (let i = 0; i < 100 && !gone(); i++) await new Promise((res) => setTimeout(res, 100));
       assert.ok(gone(), `the interrupted test process ${pid} is gone`);
