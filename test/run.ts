@@ -5,12 +5,14 @@
  *   npm test                          # both passes; TimescaleDB from TIMESCALE_URL or ../shared/timescaledb/start
  *   npm test -- test/cli.test.ts      # these files only (the second pass takes those of them on its list)
  *   STOCKWIRE_TEST_TIMESCALE=0 npm test   # no TimescaleDB pass (refused in CI)
+ *   STOCKWIRE_TEST_INSTALL=0 npm test     # list missing packages and services instead of installing or starting them
  *
  * Exits 1 when a pass fails or cannot start, 130/143 when interrupted; prints which server each pass used.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { duration, runPasses } from './runner/pass.js';
+import { NEEDS, prepareMachine, SERVICES } from './runner/machine.js';
 import { allTestFiles, planPasses, ROOT } from './runner/passes.js';
 import { chooseTimescale, inCi, RunnerError, serverFacts, type ServerFacts } from './runner/timescale.js';
 
@@ -35,6 +37,12 @@ async function main(argv: string[]): Promise<number> {
   const files = argv.length > 0 ? argv.map((f) => path.relative(ROOT, path.resolve(f))) : allTestFiles();
   const plainUrl = env.TEST_DATABASE_URL ?? DEFAULT_DATABASE_URL;
 
+  // A fresh machine: the Debian packages the tests drive and the services they talk to (README's first screen).
+  await prepareMachine(NEEDS, env.TEST_DATABASE_URL ? SERVICES.filter((s) => s.name !== 'PostgreSQL') : SERVICES, {
+    install: env.STOCKWIRE_TEST_INSTALL !== '0',
+    root: process.getuid?.() === 0,
+    say,
+  });
   const choice = await chooseTimescale(env);
   const timescaleUrl = 'url' in choice ? choice.url : null;
   const plain = await serverFacts(plainUrl, false).catch((err: Error) => {
