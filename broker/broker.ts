@@ -6,6 +6,7 @@ import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Su
 import type { Logger } from 'pino';
 import { EVENT_FILTER, MAX_EVENT_BYTES, isIdent, isRetainedTopic, topicMatches } from '../protocol/index.js';
 import { mayConnect, mayPublish, maySubscribe, type BrokerRole } from './acl.js';
+import { conformAedes } from './aedes-conformance.js';
 import { hashPassword, verifyPassword, type Device, type DeviceKind, type DeviceRegistry } from './devices.js';
 import { guardFrameSize, PUBLISH_PACKET_TYPE } from './frame-guard.js';
 import { ConnectLimiter, DEFAULT_DEVICE_LIMITS, limitProblems, type DeviceLimits } from './limits.js';
@@ -147,6 +148,7 @@ export class StockwireBroker {
     // Unknown users are checked against this hash, so a refusal takes as long whether or not the user exists.
     this.dummyHash = await hashPassword(randomUUID());
     await this.aedes.listen();
+    conformAedes(this.aedes); // DUP and RETAIN of resends, retained values after newer live ones (aedes-conformance.ts)
     const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
     const accept = (stream: Duplex, req?: IncomingMessage): void => {
       const client = this.aedes.handle(stream, req);
