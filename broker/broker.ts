@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'pino';
-import { EVENT_FILTER, MAX_EVENT_BYTES, isIdent, isRetainedTopic, topicMatches } from '../protocol/index.js';
+import { EVENT_FILTER, MAX_EVENT_BYTES, MAX_TOPIC_LEVELS, isIdent, isRetainedTopic, topicMatches } from '../protocol/index.js';
 import { mayConnect, mayPublish, maySubscribe, type BrokerRole } from './acl.js';
 import { conformAedes } from './aedes-conformance.js';
 import { hashPassword, verifyPassword, type Device, type DeviceKind, type DeviceRegistry } from './devices.js';
@@ -24,8 +24,6 @@ const MAX_PAYLOAD_CEILING_BYTES = 16 * 1024 * 1024;
 const FRAME_OVERHEAD_BYTES = 8 * 1024;
 // A client whose socket does not drain within this many ms is disconnected, so it cannot stall delivery to others.
 const DRAIN_TIMEOUT_MS = 30_000;
-// Deepest topic accepted, in levels; the deepest stockwire topic (`wh/{wh}/shelf/{location}/{sku}`) has 5.
-const MAX_TOPIC_LEVELS = 16;
 // Longest username or topic copied into a log line, in characters.
 const LOG_TEXT_CHARS = 128;
 
