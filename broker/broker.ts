@@ -4,8 +4,9 @@ import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'pino';
-import { EVENT_FILTER, MAX_EVENT_BYTES, isIdent, isRetainedTopic, topicMatches } from '../protocol/index.js';
+import { EVENT_FILTER, MAX_EVENT_BYTES, MAX_TOPIC_LEVELS, isIdent, isRetainedTopic, topicMatches } from '../protocol/index.js';
 import { mayConnect, mayPublish, maySubscribe, type BrokerRole } from './acl.js';
+import { conformAedes } from './aedes-conformance.js';
 import { hashPassword, verifyPassword, type Device, type DeviceKind, type DeviceRegistry } from './devices.js';
 import { guardFrameSize, PUBLISH_PACKET_TYPE } from './frame-guard.js';
 import { ConnectLimiter, DEFAULT_DEVICE_LIMITS, limitProblems, type DeviceLimits } from './limits.js';
@@ -23,8 +24,6 @@ const MAX_PAYLOAD_CEILING_BYTES = 16 * 1024 * 1024;
 const FRAME_OVERHEAD_BYTES = 8 * 1024;
 // A client whose socket does not drain within this many ms is disconnected, so it cannot stall delivery to others.
 const DRAIN_TIMEOUT_MS = 30_000;
-// Deepest topic accepted, in levels; the deepest stockwire topic (`wh/{wh}/shelf/{location}/{sku}`) has 5.
-const MAX_TOPIC_LEVELS = 16;
 // Longest username or topic copied into a log line, in characters.
 const LOG_TEXT_CHARS = 128;
 
@@ -147,6 +146,7 @@ export class StockwireBroker {
     // Unknown users are checked against this hash, so a refusal takes as long whether or not the user exists.
     this.dummyHash = await hashPassword(randomUUID());
     await this.aedes.listen();
+    conformAedes(this.aedes); // DUP and RETAIN of resends, retained values after newer live ones (aedes-conformance.ts)
     const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
     const accept = (stream: Duplex, req?: IncomingMessage): void => {
       const client = this.aedes.handle(stream, req);

@@ -83,7 +83,7 @@ const CHANNELS: Record<string, Channel> = {
   },
   alert: {
     address: p.topics.alert('{wh}', '{kind}'), message: 'alert', schema: 'Alert', title: 'Alert', action: 'send', retain: false, params: ['wh', 'kind'],
-    description: 'From central: negative-stock, dead-letter, reservation-mismatch (a shipment naming a hold it cannot consume), transfer-mismatch and transfer-timeout. On the edge broker only: outbox-full.',
+    description: 'From central: negative-stock, dead-letter, id-reused (an event id sent again with other content: acked duplicate, the copy dead-lettered), reservation-mismatch (a shipment naming a hold it cannot consume), transfer-mismatch and transfer-timeout. On the edge broker only: outbox-full.',
     example: { kind: 'negative-stock', wh: 'WH1', sku: 'SKU-1', message: 'onHand of SKU-1 at WH1 is -3', at: AT },
   },
   request: {
@@ -108,7 +108,7 @@ const PARAMETERS: Record<string, string> = {
   device: 'device id (the MQTT username of a scanner or shelf sensor)',
   sku: 'stock keeping unit',
   location: 'bin or shelf',
-  kind: 'alert kind: negative-stock, dead-letter, outbox-full, reservation-mismatch, transfer-mismatch, transfer-timeout',
+  kind: 'alert kind: negative-stock, dead-letter, id-reused, outbox-full, reservation-mismatch, transfer-mismatch, transfer-timeout',
   client: 'MQTT username of the client making commands (a processor or gateway credential)',
 };
 

@@ -10,6 +10,8 @@ export const ErrorCode = {
   insufficientStock: 'insufficient_stock',
   /** an Idempotency-Key sent again with a different request */
   idempotencyKeyReused: 'idempotency_key_reused',
+  /** an event id sent again by its device with different content: the copy is a dead letter, the first one stands */
+  idReused: 'id_reused',
   /** the command does not fit the state of its target (a transfer already in transit…) */
   invalidState: 'invalid_state',
   /** the credential's kind may not make this request (MQTT requests) */

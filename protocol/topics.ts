@@ -25,11 +25,24 @@ export function parseRequestTopic(topic: string): { device: string } | null {
   return { device: parts[1] };
 }
 
-/** A response topic a requester may name: its own `responses/{device}` or a topic below it, without wildcards. */
+/**
+ * Deepest topic or filter the brokers take, in levels; the deepest stockwire topic (`wh/{wh}/shelf/{location}/{sku}`)
+ * has 5. Aedes refuses a deeper one everywhere, its own in-process publishes included.
+ */
+export const MAX_TOPIC_LEVELS = 16;
+
+/** Longest response topic a requester may name, in characters. */
+export const MAX_RESPONSE_TOPIC_CHARS = 256;
+
+/**
+ * A response topic a requester may name: its own `responses/{device}` or a topic below it, without wildcards, of
+ * at most MAX_TOPIC_LEVELS levels (a deeper one could never be published to).
+ */
 export function isOwnResponseTopic(topic: string, device: string): boolean {
   const base = `responses/${device}`;
   if (topic !== base && !topic.startsWith(`${base}/`)) return false;
-  return topic.length <= 256 && !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
+  if (topic.length > MAX_RESPONSE_TOPIC_CHARS || topic.split('/').length > MAX_TOPIC_LEVELS) return false;
+  return !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
 }
 
 /**

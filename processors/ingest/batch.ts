@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { deltaOf, ErrorCode, MAX_EVENT_BYTES, ValidationError, type GlobalStock, type ShelfReading, type StockEvent, type WarehouseStock } from '../../protocol/index.js';
 import { compareKeys, eventKey, stockKey, type BookEvent, type OrderKey } from '../ledger/ledger.js';
@@ -87,26 +88,70 @@ async function transact(client: pg.PoolClient, items: Parsed[]): Promise<BatchRe
   });
   if (dead.length > 0) await insertDeadLetters(client, items, dead, result);
 
-  // 2. Inbox: which keys are new. The unique key is the dedupe, across processes and restarts.
+  // 2. Inbox: which keys are new (the unique key is the dedupe, across processes and restarts), and for the others
+  // what they said the first time: a repeat with other content is a reused id, not a resend (migrations/004).
   const fresh = new Set<number>();
+  const firstSaid = new Map<string, { sku: string; content: Buffer | null }>(); // by key: the content that stands
   let horizon = -Infinity; // epoch ms
   if (unique.length > 0) {
     // In key order: two transactions inserting the same keys (a duplicate storm over concurrent batches
     // or processors) then wait on each other in one direction only, never in a deadlock.
     const ev = unique.map((i) => (items[i] as Parsed & { ok: true }).event).sort((a, b) => compareInboxKeys(a, b));
+    const keys = [ev.map((e) => e.wh), ev.map((e) => e.device), ev.map((e) => e.id)];
     // The ledger's horizon (migrations/003) comes with the new keys, locked FOR KEY SHARE until COMMIT: the
-    // archive cannot move it while this batch applies events by it. Read only when a key is new.
-    const { rows } = await client.query<{ wh: string; device: string; id: string; horizon: string | null }>(
-      `WITH h AS (SELECT archived_before FROM ledger_horizon FOR KEY SHARE)
-       INSERT INTO inbox (wh, device, id, sku)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-       ON CONFLICT DO NOTHING
-       RETURNING wh, device, id, (SELECT CASE WHEN isfinite(archived_before) THEN (extract(epoch FROM archived_before) * 1000)::bigint::text END FROM h) AS horizon`,
-      [ev.map((e) => e.wh), ev.map((e) => e.device), ev.map((e) => e.id), ev.map((e) => e.sku)],
+    // archive cannot move it while this batch applies events by it. Read only when a key is new. The stored row of
+    // a key already there is read from the statement's snapshot, in the same round trip; OFFSET 0 keeps the
+    // `ins.id IS NULL` test a one-time filter, so a new key costs no index look-up (EXPLAIN: loops only for repeats).
+    const { rows } = await client.query<{ wh: string; device: string; id: string; fresh: boolean; horizon: string | null; sku: string | null; content: Buffer | null }>(
+      `WITH h AS (SELECT archived_before FROM ledger_horizon FOR KEY SHARE),
+       ins AS (
+         INSERT INTO inbox (wh, device, id, sku, content)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+         ON CONFLICT DO NOTHING
+         RETURNING wh, device, id, (SELECT CASE WHEN isfinite(archived_before) THEN (extract(epoch FROM archived_before) * 1000)::bigint::text END FROM h) AS horizon
+       )
+       SELECT u.wh, u.device, u.id, ins.id IS NOT NULL AS fresh, ins.horizon, i.sku, i.content
+       FROM unnest($1::text[], $2::text[], $3::text[]) AS u(wh, device, id)
+       LEFT JOIN ins ON ins.wh = u.wh AND ins.device = u.device AND ins.id = u.id
+       LEFT JOIN LATERAL (SELECT sku, content FROM inbox i WHERE ins.id IS NULL AND i.wh = u.wh AND i.device = u.device AND i.id = u.id OFFSET 0) i ON true`,
+      [...keys, ev.map((e) => e.sku), ev.map(contentDigest)],
     );
-    for (const r of rows) fresh.add(firstIndex.get(eventKey(r)) as number);
-    if (rows[0]?.horizon != null) horizon = Number(rows[0].horizon);
+    const unseen: { wh: string; device: string; id: string }[] = [];
+    for (const r of rows) {
+      const i = firstIndex.get(eventKey(r)) as number;
+      if (r.fresh) {
+        fresh.add(i);
+        if (r.horizon != null) horizon = Number(r.horizon);
+        const e = (items[i] as Parsed & { ok: true }).event;
+        firstSaid.set(eventKey(r), { sku: e.sku, content: contentDigest(e) });
+      } else if (r.sku !== null) firstSaid.set(eventKey(r), { sku: r.sku, content: r.content });
+      else unseen.push(r); // committed by another transaction after this statement's snapshot was taken
+    }
+    if (unseen.length > 0) {
+      // Rare (the same key in two batches at once): a new statement sees what the other transaction committed.
+      const { rows: late } = await client.query<{ wh: string; device: string; id: string; sku: string; content: Buffer | null }>(
+        `SELECT wh, device, id, sku, content FROM inbox WHERE (wh, device, id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`,
+        [unseen.map((k) => k.wh), unseen.map((k) => k.device), unseen.map((k) => k.id)],
+      );
+      for (const r of late) firstSaid.set(eventKey(r), { sku: r.sku, content: r.content });
+    }
   }
+  // A repeat whose content differs from what stands is kept as a dead letter and answered `duplicate` like any
+  // repeat (its sender must stop sending it); one per key and content in a batch, however often it came.
+  const reused: number[] = [];
+  const reusedSeen = new Set<string>();
+  for (const i of [...unique.filter((i) => !fresh.has(i)), ...inBatchDuplicates]) {
+    const e = (items[i] as Parsed & { ok: true }).event;
+    const stands = firstSaid.get(eventKey(e))?.content;
+    if (stands == null) continue; // decided before migrations/004: not checked
+    const digest = contentDigest(e);
+    const seen = `${eventKey(e)} ${digest.toString('hex')}`;
+    if (digest.equals(stands) || reusedSeen.has(seen)) continue;
+    reusedSeen.add(seen);
+    reused.push(i);
+  }
+  if (reused.length > 0) await insertReusedIds(client, items, reused, firstSaid, result);
+
   const freshBook: { i: number; e: BookEvent }[] = [];
   const freshLevel: LevelEvent[] = [];
   for (const i of fresh) {
@@ -132,13 +177,15 @@ async function transact(client: pg.PoolClient, items: Parsed[]): Promise<BatchRe
   const levels = new Map<string, { onHand: number; reserved: number }>();
   if (groups.size > 0) await applyStock(client, groups, levels, result);
 
-  // 5. Current levels for duplicates whose rows this batch did not touch.
+  // 5. Current levels for duplicates whose rows this batch did not touch: a duplicate is answered with the stock of
+  // the sku its key first named (a reused id's copy may name another).
   const duplicateIdx = [...inBatchDuplicates, ...unique.filter((i) => !fresh.has(i))];
+  const skuOf = (e: StockEvent) => firstSaid.get(eventKey(e))?.sku ?? e.sku;
   const missing = new Map<string, { wh: string; sku: string }>();
   for (const i of duplicateIdx) {
     const e = (items[i] as Parsed & { ok: true }).event;
-    const k = stockKey(e.wh, e.sku);
-    if (e.type !== 'level' && !levels.has(k)) missing.set(k, { wh: e.wh, sku: e.sku });
+    const k = stockKey(e.wh, skuOf(e));
+    if (e.type !== 'level' && !levels.has(k)) missing.set(k, { wh: e.wh, sku: skuOf(e) });
   }
   if (missing.size > 0) {
     const m = [...missing.values()];
@@ -157,27 +204,65 @@ async function transact(client: pg.PoolClient, items: Parsed[]): Promise<BatchRe
       return;
     }
     const e = item.event;
-    const level = e.type === 'level' ? undefined : levels.get(stockKey(e.wh, e.sku));
-    const stock = level && { onHand: level.onHand, available: level.onHand - level.reserved };
     const status = fresh.has(i) ? 'applied' : 'duplicate';
+    const level = e.type === 'level' ? undefined : levels.get(stockKey(e.wh, status === 'applied' ? e.sku : skuOf(e)));
+    const stock = level && { onHand: level.onHand, available: level.onHand - level.reserved };
     decisions[i] = stock ? { status, id: e.id, stock } : { status, id: e.id };
     if (status === 'applied') result.applied.push({ type: e.type, wh: e.wh, lagMs: now - e.ts });
   });
   return result;
 }
 
+interface DeadLetterRow {
+  wh: string | null;
+  device: string | null;
+  id: string | null;
+  topic: string;
+  code: string;
+  reason: string;
+  raw: Buffer;
+  source: string;
+  sku?: string;
+}
+
 async function insertDeadLetters(client: pg.PoolClient, items: Parsed[], dead: number[], result: BatchResult): Promise<void> {
-  const rows = dead.map((i) => {
+  const rows = dead.map((i): DeadLetterRow => {
     const item = items[i] as Parsed & { ok: false };
     const d = item.delivery;
     return { wh: d.wh, device: d.device, id: item.id, topic: clean(d.topic), code: item.error.code, reason: clean(item.error.message), raw: d.payload.subarray(0, MAX_EVENT_BYTES), source: d.source };
   });
+  await storeDeadLetters(client, rows, result);
+}
+
+/** The copies of reused ids: kept with what they said and what their key first named. */
+async function insertReusedIds(client: pg.PoolClient, items: Parsed[], reused: number[], firstSaid: Map<string, { sku: string }>, result: BatchResult): Promise<void> {
+  const rows = reused.map((i): DeadLetterRow => {
+    const { delivery: d, event: e } = items[i] as Parsed & { ok: true };
+    const first = firstSaid.get(eventKey(e))?.sku ?? e.sku;
+    const reason = `id ${e.id} of ${e.device} was first used for other content (sku ${first}); this copy (${e.type} ${e.qty} of ${e.sku}) is not applied`;
+    return { wh: d.wh, device: d.device, id: e.id, topic: clean(d.topic), code: ErrorCode.idReused, reason: clean(reason), raw: d.payload.subarray(0, MAX_EVENT_BYTES), source: d.source, sku: e.sku };
+  });
+  await storeDeadLetters(client, rows, result);
+}
+
+async function storeDeadLetters(client: pg.PoolClient, rows: DeadLetterRow[], result: BatchResult): Promise<void> {
   await client.query(
     `INSERT INTO dead_letters (wh, device, event_id, topic, code, reason, raw, source)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[])`,
     [rows.map((r) => r.wh), rows.map((r) => r.device), rows.map((r) => r.id), rows.map((r) => r.topic), rows.map((r) => r.code), rows.map((r) => r.reason), rows.map((r) => r.raw), rows.map((r) => r.source)],
   );
-  for (const r of rows) result.deadLetters.push({ wh: r.wh, device: r.device, code: r.code, reason: r.reason });
+  for (const r of rows) result.deadLetters.push({ wh: r.wh, device: r.device, code: r.code, reason: r.reason, ...(r.sku !== undefined && { sku: r.sku }) });
+}
+
+/**
+ * What an event says, for telling a resend from a reused id: everything that decides its effect — type, sku, qty,
+ * location, reservation, and the transfer a receipt names — but not ts, which the edge stamps anew into an honest
+ * resend of an event without one. 16 bytes of SHA-256: only two versions of one key are ever compared.
+ */
+export function contentDigest(e: StockEvent): Buffer {
+  const transfer = e.type === 'received' ? (e.payload.transfer ?? null) : null;
+  const said = [e.type, e.sku, e.qty, e.location ?? null, 'reservation' in e ? (e.reservation ?? null) : null, transfer];
+  return createHash('sha256').update(JSON.stringify(said)).digest().subarray(0, 16);
 }
 
 async function insertEvents(client: pg.PoolClient, events: BookEvent[]): Promise<void> {

@@ -1,4 +1,4 @@
-import { topics, type Ack, type Alert, type GlobalStock, type WarehouseStock } from '../../protocol/index.js';
+import { ErrorCode, topics, type Ack, type Alert, type GlobalStock, type WarehouseStock } from '../../protocol/index.js';
 import type { BatchResult, Parsed } from './types.js';
 
 /** Where the processor publishes: in-process Aedes in `central`, an MQTT client in `processor`. */
@@ -35,7 +35,9 @@ export async function publishBatch(publisher: Publisher, items: Parsed[], result
   for (const n of result.notices) sends.push(publisher.publish(topics.alert(n.wh, n.kind), JSON.stringify(alert(n.kind, n.wh, n.message, n.sku)), false));
   for (const d of result.deadLetters) {
     const wh = d.wh ?? 'unknown';
-    sends.push(publisher.publish(topics.alert(wh, 'dead-letter'), JSON.stringify(alert('dead-letter', wh, `event from ${d.device ?? 'unknown'} rejected: ${d.code}: ${d.reason}`)), false));
+    // A reused id is answered `duplicate`, not rejected: its own kind, so nobody mistakes it for bad input.
+    if (d.code === ErrorCode.idReused) sends.push(publisher.publish(topics.alert(wh, 'id-reused'), JSON.stringify(alert('id-reused', wh, d.reason, d.sku)), false));
+    else sends.push(publisher.publish(topics.alert(wh, 'dead-letter'), JSON.stringify(alert('dead-letter', wh, `event from ${d.device ?? 'unknown'} rejected: ${d.code}: ${d.reason}`)), false));
   }
   const results = await Promise.allSettled(sends);
   const failed = results.filter((r) => r.status === 'rejected').length;

@@ -37,6 +37,8 @@ export interface DeadLetterNote {
   device: string | null;
   code: string;
   reason: string;
+  /** the sku the dead copy named, where it had one (a reused id) */
+  sku?: string;
 }
 
 /** What one committed batch decided and changed; published only after the commit. */

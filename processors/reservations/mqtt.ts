@@ -5,6 +5,8 @@ import {
   CommandRequest,
   ErrorCode,
   isOwnResponseTopic,
+  MAX_RESPONSE_TOPIC_CHARS,
+  MAX_TOPIC_LEVELS,
   parseRequestTopic,
   topics,
   ValidationError,
@@ -82,7 +84,10 @@ export class CommandRequests {
       requestId = readableRequestId(value);
       const wanted = (value as { responseTopic?: unknown } | null)?.responseTopic;
       if (typeof wanted === 'string' && isOwnResponseTopic(wanted, device.id)) responseTopic = wanted;
-      else if (wanted !== undefined) throw refuse(ErrorCode.badRequest, `responseTopic must be ${topics.response(device.id)} or a topic below it`, 'responseTopic');
+      // Refused before anything runs, and answered where the requester surely listens: its default topic.
+      else if (wanted !== undefined) {
+        throw refuse(ErrorCode.badRequest, `responseTopic must be ${topics.response(device.id)} or a topic below it, without wildcards, of at most ${MAX_TOPIC_LEVELS} levels and ${MAX_RESPONSE_TOPIC_CHARS} characters`, 'responseTopic');
+      }
       if (!validateRequest(value)) throw schemaError(validateRequest.errors, 'request');
       const data = await this.dispatch(device, value);
       response = data.status >= 400 ? { requestId, status: 'error', error: (data.body as { error: ErrorBody }).error } : { requestId, status: 'ok', data: data.body };

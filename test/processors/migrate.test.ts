@@ -142,7 +142,7 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       if (timescale) assert.ok(compressedBefore >= 12, `compressed chunks: ${compressedBefore}`);
 
       const result = await migrate(pool);
-      assert.equal(result.version, 3);
+      assert.equal(result.version, 4);
       assert.deepEqual((await rebuild(pool)).drift, [], 'no drift after the upgrade');
       assert.deepEqual(await snapshot(pool), before, 'stock and movements as they were');
       if (timescale) {
@@ -162,6 +162,13 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       const stock = (await pool.query(`SELECT sku, on_hand FROM stock ORDER BY sku`)).rows;
       assert.deepEqual(stock, [{ sku: 'A', on_hand: 30 }, { sku: 'B', on_hand: -53 }]);
       assert.deepEqual((await rebuild(pool)).drift, []);
+      // migrations/004: new keys keep a digest of their content, v2's have none and are not checked for reuse.
+      const kept = (await pool.query(`SELECT count(*) FILTER (WHERE content IS NULL)::int AS unchecked, count(*) FILTER (WHERE content IS NOT NULL)::int AS checked FROM inbox`)).rows[0];
+      assert.deepEqual(kept, { unchecked: batch.length, checked: 2 });
+      const other = (p: Parsed): Parsed => ({ ...p, event: { ...(p as Parsed & { ok: true }).event, qty: 99 } }) as Parsed;
+      const repeats = await applyBatch(pool, [other(late), other(batch[1] as Parsed)]);
+      assert.deepEqual(repeats.decisions.map((d) => d.status), ['duplicate', 'duplicate']);
+      assert.deepEqual(repeats.deadLetters.map((d) => d.code), ['id_reused'], 'only the key decided after the upgrade is checked');
       assert.deepEqual(await migrate(pool), result, 'and migrates again to the same');
     });
   });

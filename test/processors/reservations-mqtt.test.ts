@@ -96,6 +96,25 @@ describe('commands over MQTT: requests/{own id} answered on the response topic',
     assert.equal(other.error.field, 'responseTopic');
   });
 
+  // The brokers take topics of at most 16 levels (MAX_TOPIC_LEVELS), even from central itself: an answer to a deeper
+  // responseTopic could never be published, and the request used to run with its answer lost.
+  it('a responseTopic deeper than 16 levels is refused before the request runs, answered on the default topic; 16 levels are answered there', async () => {
+    const c = responses['gw-m1'] as Collector<CommandResponse>;
+    const deep = (levels: number) => ['responses', 'gw-m1', ...Array.from({ length: levels - 2 }, (_, i) => `l${i}`)].join('/');
+    const stockBefore = (await call<GlobalStock>(base, 'GET', '/v1/stock/SKU-M')).body;
+    const refused = (await reserve('gw-m1', { sku: 'SKU-M', qty: 1 }, { responseTopic: deep(17) })) as Err;
+    assert.deepEqual([refused.status, refused.error.code, refused.error.field], ['error', 'bad_request', 'responseTopic']);
+    assert.match(refused.error.message, /at most 16 levels/);
+    assert.equal(c.messages.find((m) => m.payload.requestId === refused.requestId)?.topic, 'responses/gw-m1');
+    const stockAfter = (await call<GlobalStock>(base, 'GET', '/v1/stock/SKU-M')).body;
+    assert.deepEqual([stockAfter.version, stockAfter.reserved], [stockBefore.version, stockBefore.reserved], 'nothing was reserved');
+
+    const answered = (await reserve('gw-m1', { sku: 'SKU-M', qty: 1 }, { responseTopic: deep(16) })) as Ok<ReservationGranted>;
+    assert.equal(answered.status, 'ok');
+    assert.equal(c.messages.find((m) => m.payload.requestId === answered.requestId)?.topic, deep(16));
+    await request('gw-m1', { requestId: 'rel-deep', action: 'reservations.release', data: { id: answered.data.id } });
+  });
+
   it('per kind: a gateway may not reserve at another warehouse, nor allocate across them; a processor credential may', async () => {
     const before = (await call<GlobalStock>(base, 'GET', '/v1/stock/SKU-M')).body;
     const elsewhere = (await reserve('gw-m1', { sku: 'SKU-M', qty: 1, warehouse: 'M2' })) as Err;
