@@ -15,6 +15,7 @@ export const TIMESCALE_PASS: readonly string[] = [
   'test/processors/burst.test.ts',
   'test/processors/central-fuzz.test.ts',
   'test/processors/central.test.ts',
+  'test/processors/id-reused.test.ts',
   'test/processors/mirror-sees-all.test.ts',
   'test/processors/pool.test.ts',
   'test/processors/processor.test.ts',
