@@ -143,6 +143,7 @@ export class Central {
       commands: this.commands,
       registry: this.registry,
       storage: this.db.schema.storage,
+      log,
       tokens: { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) },
       ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await readPool.query('SELECT 1').then(() => true, () => false)),
     });

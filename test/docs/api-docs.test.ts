@@ -74,7 +74,7 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
 
   it('every route central serves is documented, and every documented route is served', async () => {
     // No handler runs here: a service is needed only so that the command routes are registered.
-    const app = createApi({ pool: null as never, readModel: null as never, registry: new Registry(), tokens: { write: 'docs-test-token-0123' }, ready: async () => true, commands: {} as never, storage: { kind: 'postgresql', postgres: '15' } });
+    const app = createApi({ pool: null as never, readModel: null as never, registry: new Registry(), log: pino({ level: 'silent' }), tokens: { write: 'docs-test-token-0123' }, ready: async () => true, commands: {} as never, storage: { kind: 'postgresql', postgres: '15' } });
     await app.ready();
     // printRoutes draws a tree; each level indents by 4 characters and continues its parent's path.
     const served: string[] = [];
