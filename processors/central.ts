@@ -8,6 +8,7 @@ import { openDatabase, type Database, type StorageSettings } from './db/open.js'
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
+import { retainedLinks, type RetainedStore } from './links.js';
 import { createIngestMetrics } from './metrics.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { createReadModel } from './readmodel/redis.js';
@@ -144,6 +145,8 @@ export class Central {
       registry: this.registry,
       storage: this.db.schema.storage,
       log,
+      // Aedes's types do not declare its persistence; every persistence (memory, Redis) has this stream.
+      links: () => (this.broker ? retainedLinks((this.broker.aedes as unknown as { persistence: RetainedStore }).persistence) : Promise.resolve(new Map())),
       tokens: { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) },
       ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await readPool.query('SELECT 1').then(() => true, () => false)),
     });

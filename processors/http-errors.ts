@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, Fasti
 import type { Logger } from 'pino';
 import { ErrorCode, httpStatusOf, ValidationError, type ErrorBody } from '../protocol/index.js';
 import { isUnavailable } from './db/pool.js';
+import { MAX_PARAM_LENGTH } from './http-limits.js';
 
 // Fastify's own refusals of a request, answered in our error shape with Fastify's status.
 const FASTIFY_ERRORS: Record<string, ErrorBody> = {
@@ -14,10 +15,6 @@ const FASTIFY_ERRORS: Record<string, ErrorBody> = {
 
 /** Methods a 405 is worked out for: every one Fastify can route. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
-/** find-my-way's limit on one path parameter, in characters; identifiers have at most 64. */
-export const MAX_PARAM_LENGTH = 100;
-// A path parameter's name and the field a 400 names for it (the handlers' names).
-const FIELD_OF_PARAM: Record<string, string> = { wh: 'warehouse' };
 
 const pathOf = (url: string) => url.split('?')[0] ?? url;
 
@@ -37,7 +34,7 @@ function offendingParam(routes: readonly string[], path: string, bad: (segment: 
       if (param === undefined && bad(segment)) param = part.slice(1);
       return true;
     });
-    if (fits && param !== undefined) return FIELD_OF_PARAM[param] ?? param;
+    if (fits && param !== undefined) return param; // path parameters are named as the fields of their 400s
   }
   return undefined;
 }

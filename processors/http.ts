@@ -6,8 +6,11 @@ import { ErrorCode, ValidationError } from '../protocol/index.js';
 import { registerApiAuth, type ApiTokens } from './api-auth.js';
 import type { Storage } from './db/migrate.js';
 import { historyQuery, type HistoryRow } from './history.js';
-import { frameworkErrors, MAX_PARAM_LENGTH, registerErrorHandling } from './http-errors.js';
+import { frameworkErrors, registerErrorHandling } from './http-errors.js';
+import { BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT_MS, MAX_PARAM_LENGTH } from './http-limits.js';
+import { registerListRoutes, type LinkStatuses } from './lists.js';
 import { registerMovementRoutes } from './movements.js';
+import { registerApiDocs } from './openapi/serve.js';
 import { ident, onlyKnown, single, time, type Query } from './query-params.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { registerCommandRoutes } from './reservations/routes.js';
@@ -25,14 +28,14 @@ export interface ApiOptions {
   tokens: ApiTokens;
   /** the database's storage, named by /readyz */
   storage?: Storage;
+  /** each warehouse's retained link status (central's broker); absent: none known (a standalone processor) */
+  links?: LinkStatuses;
   /** 500s and 503s are logged here */
   log: Logger;
   /** ms a request may take to arrive, headers and body; unset: 30 s */
   requestTimeoutMs?: number;
 }
 
-export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000; // ms: a 64 KiB body arrives in far less; a slow one would hold its connection
-export const BODY_LIMIT = 64 * 1024; // bytes
 /** The parameters of `GET /v1/stock/{sku}/history`. */
 export const HISTORY_PARAMS = ['from', 'to', 'bucket'] as const;
 
@@ -41,9 +44,9 @@ const DAY = 24 * 3600 * 1000; // ms
 const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: DAY };
 
 function bucket(value: string | undefined): number {
-  const m = /^(\d{1,6})([smhd])$/.exec(value ?? '1h');
+  const m = /^([1-9]\d{0,5})([smhd])$/.exec(value ?? '1h');
   const unit = m && UNITS[m[2] as string];
-  if (!m || !unit || Number(m[1]) === 0) throw new ValidationError(ErrorCode.badRequest, 'bucket must look like 15m, 1h or 1d', 'bucket');
+  if (!m || !unit) throw new ValidationError(ErrorCode.badRequest, 'bucket must be 1 to 999999 s, m, h or d, such as 15m, 1h or 1d', 'bucket');
   return Number(m[1]) * unit;
 }
 
@@ -66,6 +69,7 @@ export function createApi(o: ApiOptions): FastifyInstance {
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => ((await o.ready()) ? { status: 'ready', ...(o.storage && { storage: o.storage }) } : reply.status(503).send({ status: 'not ready', ...(o.storage && { storage: o.storage }) })));
+  registerApiDocs(app);
   app.get('/metrics', async (_req, reply) => reply.type(o.registry.contentType).send(await o.registry.metrics()));
 
   app.get<{ Params: { sku: string } }>('/v1/stock/:sku', async (req, reply) => {
@@ -74,8 +78,8 @@ export function createApi(o: ApiOptions): FastifyInstance {
     return g ?? reply.status(404).send({ error: { code: ErrorCode.notFound, message: `unknown sku ${sku}`, field: 'sku' } });
   });
 
-  app.get<{ Params: { wh: string; sku: string } }>('/v1/warehouses/:wh/stock/:sku', async (req, reply) => {
-    const wh = ident(req.params.wh, 'warehouse');
+  app.get<{ Params: { warehouse: string; sku: string } }>('/v1/warehouses/:warehouse/stock/:sku', async (req, reply) => {
+    const wh = ident(req.params.warehouse, 'warehouse');
     const sku = ident(req.params.sku, 'sku');
     const s = await o.readModel.warehouse(wh, sku);
     return s ?? reply.status(404).send({ error: { code: ErrorCode.notFound, message: `no stock of ${sku} at ${wh}` } });
@@ -110,6 +114,7 @@ export function createApi(o: ApiOptions): FastifyInstance {
   });
 
   registerMovementRoutes(app, o.pool);
+  registerListRoutes(app, o.pool, o.links ?? (async () => new Map()));
   if (o.commands) registerCommandRoutes(app, o.commands);
   return app;
 }

@@ -77,7 +77,7 @@ describe('stockwire command line', () => {
     const env = { DATABASE_URL: db.url };
     const first = await stockwire(['migrate'], env);
     assert.equal(first.code, 0, first.stderr);
-    assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: 3, timescale: false, storage: 'postgresql' });
+    assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: 4, timescale: false, storage: 'postgresql' });
     assert.equal((await stockwire(['migrate'], env)).code, 0);
     const pool = testPool(db.url, 1);
     await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES

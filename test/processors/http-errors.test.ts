@@ -50,7 +50,8 @@ describe('HTTP API errors (processors/http-errors.ts)', () => {
     for (const [method, path, allow] of [
       ['PUT', '/v1/stock/SKU-1', 'GET, HEAD'],
       ['POST', '/healthz', 'GET, HEAD'],
-      ['OPTIONS', '/v1/reservations', 'POST'],
+      ['OPTIONS', '/v1/reservations', 'GET, HEAD, POST'],
+      ['PUT', '/v1/transfers', 'GET, HEAD, POST'],
       ['PATCH', '/v1/reservations/r-1', 'GET, HEAD, DELETE'],
     ] as const) {
       const res = await send(method, path);

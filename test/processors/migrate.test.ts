@@ -142,7 +142,7 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       if (timescale) assert.ok(compressedBefore >= 12, `compressed chunks: ${compressedBefore}`);
 
       const result = await migrate(pool);
-      assert.equal(result.version, 3);
+      assert.equal(result.version, 4);
       assert.deepEqual((await rebuild(pool)).drift, [], 'no drift after the upgrade');
       assert.deepEqual(await snapshot(pool), before, 'stock and movements as they were');
       if (timescale) {
