@@ -65,6 +65,8 @@ export function createApi(o: ApiOptions): FastifyInstance {
     http: { headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1_000, requestTimeout) },
   });
   registerErrorHandling(app, routes, o.log);
+  // Bodies are JSON or refused (415): Fastify would also take text/plain, as a string no route wants.
+  app.removeContentTypeParser('text/plain');
   registerApiAuth(app, o.tokens);
 
   app.get('/healthz', async () => ({ status: 'ok' }));

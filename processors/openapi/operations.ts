@@ -20,7 +20,7 @@ export const RESPONSES: Json = {
   BadParameter: error('bad parameter: `error.field` names it (a path parameter, a query parameter given twice or not taken by this operation, a bad value)'),
   Unauthorized: {
     ...error('unauthorized: no valid `Authorization: Bearer <token>`'),
-    headers: { 'WWW-Authenticate': { description: '`Bearer realm="stockwire"`, with `error="invalid_token"` when a token was sent', schema: { type: 'string' } } },
+    headers: { 'WWW-Authenticate': { description: '`Bearer realm="stockwire"`, with `error="invalid_token"` when a token was sent', required: true, schema: { type: 'string' } } },
   },
   Unavailable: error('unavailable: the database did not answer within API_READ_TIMEOUT_MS (or too many commands are queued); retry'),
   PayloadTooLarge: error(`payload_too_large: the body is over ${BODY_LIMIT / 1024} KiB`),
@@ -241,7 +241,7 @@ const file = (operationId: string, summary: string, type: string, tag = 'display
 const redirect = (operationId: string) => ({
   get: {
     operationId, tags: ['display'], summary: 'redirects to the live display', security: OPEN,
-    responses: { 302: { description: 'to /display/', headers: { Location: { description: '/display/', schema: { type: 'string', const: '/display/' } } } } },
+    responses: { 302: { description: 'to /display/', headers: { Location: { description: '/display/', required: true, schema: { type: 'string', const: '/display/' } } } } },
   },
 });
 
