@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { GlobalStock, ReservationPage, StockPage, TransferPage, WarehousePage, WarehouseStockPage } from '../../protocol/index.js';
 import { startCentralWithData, type ApiData } from '../helpers/api-data.js';
+import { connect } from '../helpers/mqtt.js';
 
 // In CI the seed is fixed (and printed); elsewhere a fresh one each run, printed, so a failure can be replayed.
 const SEED = process.env.CI === 'true' ? 18_002 : Date.now() % 2 ** 31;
@@ -85,6 +86,24 @@ describe('lists: GET /v1/stock, /v1/warehouses, /v1/warehouses/{warehouse}/stock
     assert.deepEqual({ ...wc, link: undefined }, { warehouse: 'WC', skus: 0, onHand: 0, reserved: 0, available: 0, link: undefined });
     assert.deepEqual([wc?.link?.central, wc?.link?.backlog], ['offline', 41]);
     assert.deepEqual(wd, { warehouse: 'WD', skus: 1, onHand: 1, reserved: 0, available: 1, link: null }, 'no edge of WD reported');
+  });
+
+  it("a link that drops shows the edge's will: offline, with the backlog the will carries", async () => {
+    const status = (central: string, backlog: number) => JSON.stringify({ central, since: new Date().toISOString(), backlog });
+    const edge = await connect(`mqtt://127.0.0.1:${d.fixture.ports.mqtt}`, 'gw-wc', 'pw-gateway-WC', {
+      clientId: 'gw-wc-link',
+      will: { topic: 'wh/WC/status', payload: Buffer.from(status('offline', 5)), qos: 1, retain: true },
+    });
+    const linkOf = async () => (await get<WarehousePage>('/v1/warehouses')).items.find((w) => w.warehouse === 'WC')?.link;
+    const until = async (what: string, ok: (link: Awaited<ReturnType<typeof linkOf>>) => boolean) => {
+      for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) if (ok(await linkOf())) return;
+      assert.fail(`WC never showed ${what}: ${JSON.stringify(await linkOf())}`);
+    };
+    await edge.publishAsync('wh/WC/status', status('online', 3), { qos: 1, retain: true });
+    await until('online, backlog 3', (l) => l?.central === 'online' && l.backlog === 3);
+    edge.stream.destroy(); // no DISCONNECT: the broker publishes the will
+    await until('its will', (l) => l?.central === 'offline' && l.backlog === 5);
+    edge.end(true);
   });
 
   it('GET /v1/warehouses/{warehouse}/stock: one warehouse\'s rows; one known only by its link is empty; an unknown one a 404', async () => {
