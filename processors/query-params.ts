@@ -27,12 +27,16 @@ export function onlyKnown(q: Query, fields: readonly string[]): void {
   if (unknown !== undefined) throw new ValidationError(ErrorCode.badRequest, `unknown parameter ${unknown}; this operation takes ${fields.join(', ')}`, unknown);
 }
 
-/** A time parameter in ms: RFC 3339 or epoch milliseconds, within 1970-01-01…9999-12-31; absent: `fallback`. */
+/** The shape of an RFC 3339 full-date: a time parameter may name a day, meaning its start in UTC. */
+export const DATE_PATTERN = '^\\d{4}-\\d{2}-\\d{2}$';
+const DATE = new RegExp(DATE_PATTERN);
+
+/** A time parameter in ms: RFC 3339 date-time or date (00:00 UTC) or epoch ms, within 1970-01-01…9999-12-31; absent: `fallback`. */
 export function time(value: string | undefined, field: string, fallback: number): number {
   if (value === undefined || value === '') return fallback;
-  // RFC 3339 only: Date.parse alone would also take "2026-01-01", "Jan 5" or "2026-02-30" (rolled over to March).
-  const ms = /^\d+$/.test(value) ? Number(value) : rfc3339Ms(value);
-  if (ms === null || !Number.isFinite(ms)) throw new ValidationError(ErrorCode.badRequest, `${field} must be RFC 3339 (2026-01-01T08:00:00Z) or epoch milliseconds`, field);
+  // RFC 3339 only: Date.parse alone would also take "Jan 5", "2026-1-5" or "2026-02-30" (rolled over to March).
+  const ms = /^\d+$/.test(value) ? Number(value) : rfc3339Ms(DATE.test(value) ? `${value}T00:00:00Z` : value);
+  if (ms === null || !Number.isFinite(ms)) throw new ValidationError(ErrorCode.badRequest, `${field} must be an RFC 3339 date-time (2026-01-01T08:00:00Z) or date (2026-01-01, 00:00 UTC) or epoch milliseconds`, field);
   if (ms < EARLIEST_MS || ms > LATEST_MS) throw new ValidationError(ErrorCode.badRequest, `${field} must lie between 1970-01-01T00:00:00Z and 9999-12-31T00:00:00Z`, field);
   return ms;
 }

@@ -1,7 +1,7 @@
 import { CURSOR_PATTERN, DEFAULT_PAGE_LIMIT, IDENT_PATTERN, MAX_PAGE_LIMIT, RFC3339_PATTERN } from '../../protocol/index.js';
 import { RESERVATION_STATES, TRANSFER_STATES } from '../lists.js';
 import { BODY_LIMIT } from '../http-limits.js';
-import { EARLIEST_MS, LATEST_MS } from '../query-params.js';
+import { DATE_PATTERN, EARLIEST_MS, LATEST_MS } from '../query-params.js';
 
 /** The operations of central's HTTP API (OpenAPI 3.1 path items), HEAD aside: document.ts derives those from the GETs. */
 
@@ -39,8 +39,8 @@ const queryIdent = (name: string, description: string, required = false) => ({ n
 const time = (name: string, description: string) => ({
   name,
   in: 'query',
-  description: `${description}. RFC 3339 with a zone (2026-01-01T08:00:00Z, 2026-01-01T10:00:00+02:00) or epoch milliseconds, from 1970-01-01 to 9999-12-31; a day that does not exist (02-30) or a leap second is refused`,
-  schema: { anyOf: [{ type: 'string', format: 'date-time', pattern: RFC3339_PATTERN }, { type: 'integer', minimum: EARLIEST_MS, maximum: LATEST_MS }] },
+  description: `${description}. An RFC 3339 date-time with its zone (2026-01-01T08:00:00Z, 2026-01-01T10:00:00+02:00), an RFC 3339 date (2026-01-01: its 00:00 UTC) or epoch milliseconds, from 1970-01-01 to 9999-12-31; a day that does not exist (02-30) or a leap second is refused`,
+  schema: { anyOf: [{ type: 'string', format: 'date-time', pattern: RFC3339_PATTERN }, { type: 'string', format: 'date', pattern: DATE_PATTERN }, { type: 'integer', minimum: EARLIEST_MS, maximum: LATEST_MS }] },
 });
 const sort = (sorts: string[], description: string) => ({ name: 'sort', in: 'query', description, schema: { type: 'string', enum: sorts, default: sorts[0] } });
 /** Parameters many operations share, as components/parameters. */

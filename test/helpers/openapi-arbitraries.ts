@@ -43,6 +43,7 @@ function generate(s: Schema, resolve: Resolve, known: Known): fc.Arbitrary<unkno
     case 'string': {
       // Mostly near now (ranges that make sense), sometimes anywhere in the years the API takes.
       if (s.format === 'date-time') return fc.oneof(dateTime(NOW - 3 * DAY, NOW + DAY), dateTime(0, Date.UTC(9999, 11, 30)));
+      if (s.format === 'date') return fc.oneof(fc.integer({ min: NOW - 3 * DAY, max: NOW + DAY }), fc.integer({ min: 0, max: Date.UTC(9999, 11, 30) })).map((ms) => new Date(ms).toISOString().slice(0, 10));
       if (typeof s.pattern !== 'string') return fc.string({ maxLength: 20 });
       const matching = fc.stringMatching(new RegExp(s.pattern));
       // Both ends of the identifier rule, which a regex generator rarely reaches.
@@ -79,8 +80,8 @@ export function invalidText(schema: Schema, resolve: Resolve): fc.Arbitrary<stri
   const s = resolve(schema);
   const any = (s.anyOf ?? s.oneOf) as Schema[] | undefined;
   const candidates: string[] = ['x', 'null', 'true', '-1', '1.5', '1e3', ' 1', '[]', 'a'.repeat(600)];
-  if (any?.some((sub) => resolve(sub).format === 'date-time')) {
-    candidates.push('yesterday', '2026-01-01', '2026-02-30T00:00:00Z', '2026-13-01T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T00:00:00+0100', '2026-01-01T00:00:00', 'Tue, 05 Jan 2026 10:00:00 GMT', '253402300800000', '99999999999999999999');
+  if (any?.some((sub) => resolve(sub).format === 'date-time' || resolve(sub).format === 'date')) {
+    candidates.push('yesterday', '2026-1-5', '2026-02-30', '20260101', '2026-02-30T00:00:00Z', '2026-13-01T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T00:00:00+0100', '2026-01-01T00:00:00', 'Tue, 05 Jan 2026 10:00:00 GMT', '253402300800000', '99999999999999999999');
   }
   if (s.type === 'integer') candidates.push(String((s.minimum as number) - 1), String((s.maximum as number) + 1), 'ten', '+5', '0x10');
   if (s.type === 'string' && typeof s.pattern === 'string') candidates.push(...NOT_IDENT, '0h', '01h', '1w', '1000000s', '!!', 'A'.repeat(513));

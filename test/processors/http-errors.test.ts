@@ -91,7 +91,8 @@ describe('HTTP API errors (processors/http-errors.ts)', () => {
     const cases: [string, string][] = [
       ['/v1/stock/SKU-1/history?to=1&to=2', 'to'],
       ['/v1/stock/SKU-1/history?bucket=1h&form=2026-01-01T00:00:00Z', 'form'],
-      ['/v1/stock/SKU-1/history?from=2026-01-01', 'from'], // a date alone: Date.parse takes it, RFC 3339 does not
+      ['/v1/stock/SKU-1/history?from=2026-1-5', 'from'], // Date.parse takes it, RFC 3339 does not
+      ['/v1/stock/SKU-1/history?from=2026-02-30', 'from'], // a date that does not exist
       ['/v1/stock/SKU-1/history?from=2026-02-30T00:00:00Z', 'from'], // no such day (Date.parse rolls it over)
       ['/v1/stock/SKU-1/history?to=Tue%2C%2005%20Jan%202026%2010%3A00%3A00%20GMT', 'to'],
       ['/v1/stock/SKU-1/history?from=2026-01-01T00:00:00%2B0100', 'from'], // offset without its colon
