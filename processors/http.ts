@@ -8,7 +8,7 @@ import type { Storage } from './db/migrate.js';
 import { historyQuery, type HistoryRow } from './history.js';
 import { frameworkErrors, registerErrorHandling } from './http-errors.js';
 import { BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT_MS, MAX_PARAM_LENGTH } from './http-limits.js';
-import { registerListRoutes, type LinkStatuses } from './lists.js';
+import { registerListRoutes, type LinkLookup } from './lists.js';
 import { registerMovementRoutes } from './movements.js';
 import { registerApiDocs } from './openapi/serve.js';
 import { ident, onlyKnown, single, time, type Query } from './query-params.js';
@@ -29,7 +29,7 @@ export interface ApiOptions {
   /** the database's storage, named by /readyz */
   storage?: Storage;
   /** each warehouse's retained link status (central's broker); absent: none known (a standalone processor) */
-  links?: LinkStatuses;
+  links?: LinkLookup;
   /** 500s and 503s are logged here */
   log: Logger;
   /** ms a request may take to arrive, headers and body; unset: 30 s */

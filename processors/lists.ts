@@ -8,7 +8,7 @@ import { reservationView, type HoldRow } from './reservations/holds.js';
 import { transferView, type TransferRow } from './reservations/transfers.js';
 
 /** Each warehouse's retained `wh/{wh}/status`, as the broker holds it (absent: no edge has reported). */
-export type LinkStatuses = () => Promise<Map<string, LinkStatus>>;
+export type LinkLookup = () => Promise<Map<string, LinkStatus>>;
 
 const STOCK_SORTS = { sku: ['string'], available: ['integer', 'string'], '-available': ['integer', 'string'] } as const;
 type StockSort = keyof typeof STOCK_SORTS;
@@ -147,7 +147,7 @@ const identParam = (q: Query, field: string) => {
 };
 
 /** The lists: `GET /v1/stock`, `/v1/warehouses`, `/v1/warehouses/{warehouse}/stock`, `/v1/reservations`, `/v1/transfers`. */
-export function registerListRoutes(app: FastifyInstance, pool: pg.Pool, links: LinkStatuses): void {
+export function registerListRoutes(app: FastifyInstance, pool: pg.Pool, links: LinkLookup): void {
   app.get<{ Querystring: Query }>('/v1/stock', async (req) => {
     onlyKnown(req.query, LIST_PARAMS.stock);
     return allStock(pool, pageRequest(req.query, STOCK_SORTS, 'sku'));
