@@ -1,7 +1,7 @@
 /**
  * Generates the API documents from the protocol/ schemas, so they cannot drift from the code:
  *   docs/asyncapi.yaml  AsyncAPI 3.0 of the MQTT interface (CONTRACT sections 2–5)
- *   docs/openapi.yaml   OpenAPI 3.1 of central's HTTP API (CONTRACT section 6)
+ *   docs/openapi.yaml   OpenAPI 3.1 of central's HTTP API (CONTRACT section 6), built by processors/openapi/ (central serves it)
  * `npm run docs` writes them; test/docs/api-docs.test.ts fails when the committed files differ.
  */
 import fs from 'node:fs/promises';
@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TSchema } from '@sinclair/typebox';
 import YAML from 'yaml';
+import { openapiDocument } from '../processors/openapi/document.js';
 import * as p from '../protocol/index.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -160,158 +161,9 @@ export async function asyncapi(): Promise<Record<string, unknown>> {
   };
 }
 
-const json = (schema: unknown) => ({ 'application/json': { schema } });
-const error = (description: string) => ({ description, content: json(ref('schemas', 'ErrorResponse')) });
-const idempotencyKey = { name: 'Idempotency-Key', in: 'header', required: true, description: 'a repeated key returns the first answer (1–255 visible ASCII characters)', schema: { type: 'string', pattern: '^[\\x21-\\x7E]{1,255}$' } };
-const commandId = (description: string) => ({ name: 'id', in: 'path', required: true, description, schema: { type: 'string', pattern: p.EVENT_ID_PATTERN } });
-// Writes need the API token; reads are open unless central sets API_READ_TOKEN (`{}`: no token is one option).
-const WRITE = [{ apiToken: [] }];
-const READ = [{}, { apiToken: [] }];
-const unauthorized = () => error('unauthorized: no valid `Authorization: Bearer <token>` (the answer carries `WWW-Authenticate: Bearer`)');
-const pathParam = (name: string, description: string) => ({ name, in: 'path', required: true, description, schema: { type: 'string', pattern: p.IDENT_PATTERN } });
-
+/** The OpenAPI document central serves at /openapi.json (processors/openapi/document.ts). */
 export async function openapi(): Promise<Record<string, unknown>> {
-  return {
-    openapi: '3.1.0',
-    info: {
-      title: 'stockwire central HTTP API',
-      version: await version(),
-      description: 'Health, metrics, stock reads, history, movements, reservations and transfers (CONTRACT section 6; movements, transfers and GET of a reservation extend it). Writes need `Authorization: Bearer <API token>`; reads too when API_READ_TOKEN is set. Errors are `{"error":{"code","message"}}`; a 400 names the offending field. Edges serve /healthz, /readyz and /metrics only (port 9101).',
-      license: { name: 'MIT', identifier: 'MIT' },
-    },
-    servers: [{ url: 'http://localhost:8080', description: 'central (HTTP_PORT)' }],
-    paths: {
-      '/healthz': { get: { operationId: 'health', summary: '200 while the process runs', responses: { 200: { description: 'alive', content: json(ref('schemas', 'Health')) } } } },
-      '/readyz': {
-        get: {
-          operationId: 'ready', summary: 'ready when the database and the broker are',
-          responses: { 200: { description: 'ready', content: json(ref('schemas', 'Health')) }, 503: { description: 'not ready', content: json(ref('schemas', 'Health')) } },
-        },
-      },
-      '/metrics': { get: { operationId: 'metrics', summary: 'Prometheus text format', responses: { 200: { description: 'metrics', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
-      '/v1/stock/{sku}': {
-        get: {
-          operationId: 'getGlobalStock', summary: 'stock of a SKU over every warehouse (the retained stock/{sku} object)',
-          parameters: [pathParam('sku', 'stock keeping unit')],
-          security: READ,
-          responses: { 200: { description: 'global stock', content: json(ref('schemas', 'GlobalStock')) }, 400: error('bad sku'), 401: unauthorized(), 404: error('unknown sku'), 503: error('unavailable: the database did not answer in time; retry') },
-        },
-      },
-      '/v1/warehouses/{wh}/stock/{sku}': {
-        get: {
-          operationId: 'getWarehouseStock', summary: 'stock of a SKU in one warehouse (the retained wh/{wh}/stock/{sku} object)',
-          parameters: [pathParam('wh', 'warehouse id'), pathParam('sku', 'stock keeping unit')],
-          security: READ,
-          responses: { 200: { description: 'warehouse stock', content: json(ref('schemas', 'WarehouseStock')) }, 400: error('bad warehouse or sku'), 401: unauthorized(), 404: error('no stock of this sku in this warehouse'), 503: error('unavailable: the database did not answer in time; retry') },
-        },
-      },
-      '/v1/stock/{sku}/history': {
-        get: {
-          operationId: 'getStockHistory', summary: 'movements per time bucket and warehouse',
-          parameters: [
-            pathParam('sku', 'stock keeping unit'),
-            { name: 'from', in: 'query', description: 'RFC 3339 or epoch ms, 1970-01-01…9999-12-31; default: to − 24 h', schema: { type: 'string' } },
-            { name: 'to', in: 'query', description: 'RFC 3339 or epoch ms, 1970-01-01…9999-12-31; default: now', schema: { type: 'string' } },
-            { name: 'bucket', in: 'query', description: 'bucket size such as 15m, 1h, 1d (at most 10,000 buckets)', schema: { type: 'string', pattern: '^\\d{1,6}[smhd]$', default: '1h' } },
-          ],
-          security: READ,
-          responses: { 200: { description: 'movements', content: json(ref('schemas', 'StockHistory')) }, 400: error('bad parameter (named in error.field)'), 401: unauthorized(), 503: error('unavailable: the database did not answer within API_READ_TIMEOUT_MS; retry') },
-        },
-      },
-      '/v1/movements': {
-        get: {
-          operationId: 'getMovements',
-          summary: 'movements of a warehouse (one sku, or all its skus summed) per UTC hour or day, from movements_hourly',
-          description:
-            'Sums per bucket from movements_hourly (on TimescaleDB a continuous aggregate: rows it has not materialised yet appear once it is refreshed, or at once when it is real-time); day buckets roll up the hourly rows. ' +
-            '`counts` and `countCorrection` come from the event log: a correction is a count\'s qty minus the book onHand just before it in ledger order (ts, id, device). Buckets without events are left out.',
-          parameters: [
-            { name: 'warehouse', in: 'query', required: true, description: 'warehouse id', schema: { type: 'string', pattern: p.IDENT_PATTERN } },
-            { name: 'sku', in: 'query', description: 'stock keeping unit; absent: every sku of the warehouse, summed', schema: { type: 'string', pattern: p.IDENT_PATTERN } },
-            { name: 'bucket', in: 'query', description: 'UTC hour or UTC day', schema: { type: 'string', enum: ['hour', 'day'], default: 'hour' } },
-            { name: 'from', in: 'query', description: 'RFC 3339 or epoch ms, 1970-01-01…9999-12-31, widened down to a whole bucket; default: to − 24 h (hour) or to − 30 days (day)', schema: { type: 'string' } },
-            { name: 'to', in: 'query', description: 'RFC 3339 or epoch ms (exclusive), widened up to a whole bucket; default: now. At most 10,000 buckets from from', schema: { type: 'string' } },
-          ],
-          security: READ,
-          responses: { 200: { description: 'movements per bucket, oldest first', content: json(ref('schemas', 'Movements')) }, 400: error('bad parameter (named in error.field)'), 401: unauthorized(), 503: error('unavailable: the database did not answer within API_READ_TIMEOUT_MS; retry') },
-        },
-      },
-      '/v1/reservations': {
-        post: {
-          operationId: 'reserve', summary: 'reserve stock: granted only while available ≥ qty in the chosen warehouse, atomically',
-          parameters: [idempotencyKey],
-          requestBody: { required: true, content: json(ref('schemas', 'ReservationRequest')) },
-          security: WRITE,
-          responses: {
-            201: { description: 'granted (`parts` with `split`); a repeated key answers the first answer again, with the header idempotent-replayed: true', content: json(ref('schemas', 'ReservationGranted')) },
-            400: error('bad body or missing Idempotency-Key (named in error.field)'),
-            401: unauthorized(),
-            404: error('unknown warehouse or sku'),
-            409: error('insufficient_stock: not enough available'),
-            422: error('idempotency_key_reused: the key was used for a different request'),
-            503: error('unavailable: too many commands queued, or a row locked too long; retry'),
-          },
-        },
-      },
-      '/v1/reservations/{id}': {
-        get: {
-          operationId: 'getReservation', summary: 'one hold: its state, what it still holds and what shipments consumed',
-          parameters: [commandId('reservation id')],
-          security: READ,
-          responses: { 200: { description: 'the hold', content: json(ref('schemas', 'ReservationView')) }, 400: error('bad id'), 401: unauthorized(), 404: error('no such reservation') },
-        },
-        delete: {
-          operationId: 'release', summary: 'release what the hold still holds (again: 204)',
-          parameters: [commandId('reservation id')],
-          security: WRITE,
-          responses: { 204: { description: 'released' }, 400: error('bad id'), 401: unauthorized(), 404: error('no such reservation'), 409: error("invalid_state: a transfer's hold (cancel the transfer)"), 503: error('unavailable; retry') },
-        },
-      },
-      '/v1/transfers': {
-        post: {
-          operationId: 'createTransfer', summary: 'move stock between warehouses as a saga: hold at from, ship naming it, receive at to naming it',
-          parameters: [idempotencyKey],
-          requestBody: { required: true, content: json(ref('schemas', 'TransferRequest')) },
-          security: WRITE,
-          responses: {
-            201: { description: 'the transfer, holding qty at from', content: json(ref('schemas', 'TransferView')) },
-            400: error('bad body or missing Idempotency-Key (named in error.field)'),
-            401: unauthorized(),
-            404: error('unknown warehouse (from, to) or sku'),
-            409: error('insufficient_stock at from'),
-            422: error('idempotency_key_reused'),
-            503: error('unavailable; retry'),
-          },
-        },
-      },
-      '/v1/transfers/{id}': {
-        get: {
-          operationId: 'getTransfer', summary: 'a transfer: state, shipped, received, in transit, deadline',
-          parameters: [commandId('transfer id')],
-          security: READ,
-          responses: { 200: { description: 'the transfer', content: json(ref('schemas', 'TransferView')) }, 400: error('bad id'), 401: unauthorized(), 404: error('no such transfer') },
-        },
-        delete: {
-          operationId: 'cancelTransfer', summary: 'cancel a transfer nothing was shipped or received for (again: 204)',
-          parameters: [commandId('transfer id')],
-          security: WRITE,
-          responses: { 204: { description: 'cancelled' }, 400: error('bad id'), 401: unauthorized(), 404: error('no such transfer'), 409: error('invalid_state: goods already moved'), 503: error('unavailable; retry') },
-        },
-      },
-    },
-    components: {
-      securitySchemes: {
-        apiToken: {
-          type: 'http',
-          scheme: 'bearer',
-          description: 'API_TOKEN of central (and of each processor); unset, a random one is generated into DATA_DIR/api-token. Writes (POST, DELETE) always need it; GET /v1/… only when API_READ_TOKEN is set (which the write token also satisfies). /healthz, /readyz and /metrics are open.',
-        },
-      },
-      schemas: Object.fromEntries(
-        Object.entries({ GlobalStock: p.GlobalStock, WarehouseStock: p.WarehouseStock, StockHistory: p.StockHistory, Movements: p.Movements, ReservationRequest: p.ReservationRequest, ReservationGranted: p.ReservationGranted, ReservationView: p.ReservationView, TransferRequest: p.TransferRequest, TransferView: p.TransferView, ErrorResponse: p.ErrorResponse, Health: p.Health }).map(([n, s]) => [n, plain(s)]),
-      ),
-    },
-  };
+  return openapiDocument(await version());
 }
 
 const HEADER = '# Generated by `npm run docs` from protocol/ (docs/generate.ts). Do not edit: change the schemas and regenerate.\n';

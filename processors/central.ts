@@ -8,6 +8,7 @@ import { openDatabase, type Database, type StorageSettings } from './db/open.js'
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
+import { LinkStatuses, type RetainedStore } from './links.js';
 import { createIngestMetrics } from './metrics.js';
 import type { ReadModel } from './readmodel/readmodel.js';
 import { createReadModel } from './readmodel/redis.js';
@@ -119,12 +120,17 @@ export class Central {
     const requests = new CommandRequests(this.commands, publisher, devices, log);
     this.requests = requests;
     // Commands over MQTT: the ACL lets a client publish only to requests/{its own id}.
+    // The edges' link statuses for GET /v1/warehouses: their own publishes and, when a link drops, their wills.
+    const links = new LinkStatuses();
+    this.broker.aedes.on('publish', (packet) => links.onPublish(packet));
     this.broker.aedes.on('publish', (packet, client) => {
       if (client === null || parseRequestTopic(packet.topic) === null) return;
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
       void this.republished.then(() => requests.handle(packet.topic, payload), () => {});
     });
     const ports = await this.broker.start();
+    // Aedes's types do not declare its persistence; every persistence (memory, Redis) has this stream.
+    await links.load((this.broker.aedes as unknown as { persistence: RetainedStore }).persistence);
     const started = Date.now();
     // Publishes that arrived meanwhile wait for this; if it fails, the start fails and they are refused (no
     // PUBACK: their edges resend them to the next start), or stop() would wait on them for ever.
@@ -143,6 +149,8 @@ export class Central {
       commands: this.commands,
       registry: this.registry,
       storage: this.db.schema.storage,
+      log,
+      links: async () => links.snapshot(),
       tokens: { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) },
       ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await readPool.query('SELECT 1').then(() => true, () => false)),
     });

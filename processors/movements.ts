@@ -1,7 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import { ErrorCode, ValidationError, type Movements } from '../protocol/index.js';
-import { ident, time } from './query-params.js';
+import { ident, onlyKnown, single, time, type Query } from './query-params.js';
+
+/** The parameters of `GET /v1/movements`. */
+export const MOVEMENT_PARAMS = ['warehouse', 'sku', 'bucket', 'from', 'to'] as const;
 
 const HOUR = 3_600_000; // ms
 const DAY = 24 * HOUR; // ms
@@ -10,15 +13,6 @@ type Bucket = keyof typeof BUCKETS;
 // Ranges left open default to the last day of hours or the last 30 days.
 const DEFAULT_SPAN: Record<Bucket, number> = { hour: DAY, day: 30 * DAY }; // ms
 export const MAX_MOVEMENT_BUCKETS = 10_000; // an answer holds at most this many buckets (one warehouse: one row each)
-
-type Query = Record<string, string | string[] | undefined>;
-
-/** A parameter given at most once (`?sku=a&sku=b` is a 400, not a guess). */
-function single(q: Query, field: string): string | undefined {
-  const v = q[field];
-  if (Array.isArray(v)) throw new ValidationError(ErrorCode.badRequest, `${field} is given more than once`, field);
-  return v;
-}
 
 export interface MovementQuery {
   warehouse: string;
@@ -32,11 +26,12 @@ export interface MovementQuery {
 
 /** Validates `GET /v1/movements` parameters; the range is widened to whole UTC hours or days. */
 export function movementQuery(q: Query, now: number): MovementQuery {
+  onlyKnown(q, MOVEMENT_PARAMS);
   const warehouse = single(q, 'warehouse');
-  if (warehouse === undefined || warehouse === '') throw new ValidationError(ErrorCode.badRequest, 'warehouse is required', 'warehouse');
+  if (warehouse === undefined) throw new ValidationError(ErrorCode.badRequest, 'warehouse is required', 'warehouse');
   ident(warehouse, 'warehouse');
   const skuParam = single(q, 'sku');
-  const sku = skuParam === undefined || skuParam === '' ? undefined : ident(skuParam, 'sku');
+  const sku = skuParam === undefined ? undefined : ident(skuParam, 'sku');
   const bucketParam = single(q, 'bucket') ?? 'hour';
   if (bucketParam !== 'hour' && bucketParam !== 'day') throw new ValidationError(ErrorCode.badRequest, 'bucket must be hour or day', 'bucket');
   const size = BUCKETS[bucketParam];

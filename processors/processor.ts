@@ -169,7 +169,7 @@ export class StandaloneProcessor {
     this.commands = new ReservationService({ pool, publisher, readModel: this.readModel, log, metrics: createReservationMetrics(this.registry) }, commandConfig(o));
     this.commands.start();
     const tokens = { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) };
-    this.api = createApi({ pool: this.db.readPool, readModel: this.readModel, commands: this.commands, registry: this.registry, tokens, storage: this.db.schema.storage, ready: async () => this.connected && ingest.databaseHealthy });
+    this.api = createApi({ pool: this.db.readPool, readModel: this.readModel, commands: this.commands, registry: this.registry, tokens, storage: this.db.schema.storage, log, ready: async () => this.connected && ingest.databaseHealthy });
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     return { http: typeof address === 'object' && address ? address.port : o.httpPort };

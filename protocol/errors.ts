@@ -18,6 +18,10 @@ export const ErrorCode = {
   notAuthorized: 'not_authorized',
   /** no valid API token (HTTP: `Authorization: Bearer <token>` missing or wrong) */
   unauthorized: 'unauthorized',
+  /** HTTP: the path exists, the method does not (the answer's `Allow` lists the ones that do) */
+  methodNotAllowed: 'method_not_allowed',
+  /** HTTP: a body that is not `application/json` */
+  unsupportedMediaType: 'unsupported_media_type',
   unavailable: 'unavailable',
   internal: 'internal',
 } as const;
@@ -37,6 +41,10 @@ export function httpStatusOf(code: ErrorCode): number {
       return 401;
     case ErrorCode.notAuthorized:
       return 403;
+    case ErrorCode.methodNotAllowed:
+      return 405;
+    case ErrorCode.unsupportedMediaType:
+      return 415;
     case ErrorCode.unavailable:
       return 503;
     case ErrorCode.internal:

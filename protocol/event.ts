@@ -85,6 +85,8 @@ const QTY_RANGE: Record<StockEvent['type'], [number, number]> = {
 
 // RFC 3339 date-time: date, `T` (or space, RFC 3339 section 5.6 note), time, zone.
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+/** The same as a JSON Schema pattern (documents accept exactly what the HTTP API and ingest accept). */
+export const RFC3339_PATTERN = RFC3339.source;
 
 /**
  * Whether the fields of an RFC 3339 match name a real time (RFC 3339 section 5.7). Date.parse rolls
@@ -104,6 +106,14 @@ function fieldOf(err: ErrorObject): string | undefined {
   if (err.keyword === 'required') return String((err.params as { missingProperty: string }).missingProperty);
   const path = err.instancePath.replace(/^\//, '').split('/')[0];
   return path === '' ? undefined : path;
+}
+
+/** Milliseconds of an RFC 3339 date-time that names a real time; null for anything else (Date.parse alone takes far more). */
+export function rfc3339Ms(value: string): number | null {
+  const m = RFC3339.exec(value);
+  if (m === null || !realTime(m)) return null;
+  const ms = Date.parse(m[0]);
+  return Number.isFinite(ms) ? ms : null;
 }
 
 function parseTs(ts: unknown): number | ValidationError {

@@ -177,13 +177,14 @@ export const TransferRequest = Type.Object(
 );
 export type TransferRequest = Static<typeof TransferRequest>;
 
-const Id = Type.String({ pattern: '^[A-Za-z0-9._:-]{1,64}$' });
+// Reservation and transfer ids are made by central (`r-<uuid>`, `t-<uuid>`): identifiers, which the id paths take.
+const Id = Type.String({ pattern: IDENT_PATTERN });
 const Time = Type.String({ format: 'date-time' });
 
 /** The 201 answer to a reservation; `parts` only when `split` was asked for (`warehouse` is null when there are several). */
 export const ReservationGranted = Type.Object(
   {
-    id: Type.String({ pattern: '^[A-Za-z0-9._:-]{1,64}$', description: 'name it in the `reservation` field of the shipped event that fulfils it' }),
+    id: Type.String({ pattern: IDENT_PATTERN, description: 'name it in the `reservation` field of the shipped event that fulfils it' }),
     sku: Ident,
     qty: Qty,
     warehouse: Type.Union([Ident, Type.Null()]),

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import pino from 'pino';
 import { startEmbeddedPostgres } from '../processors/db/embedded.js';
-import { createTestDatabase, offersTimescale, testPool, type TestDatabase } from './helpers/db.js';
+import { createTestDatabase, latestSchemaVersion, offersTimescale, testPool, type TestDatabase } from './helpers/db.js';
 import { BIN } from './helpers/process.js';
 
 const exec = promisify(execFile);
@@ -79,7 +79,7 @@ describe('stockwire command line', () => {
     assert.equal(first.code, 0, first.stderr);
     // npm test runs this file on plain PostgreSQL, then on TimescaleDB
     const timescale = await offersTimescale(db.url);
-    assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: 3, timescale, storage: timescale ? 'timescaledb' : 'postgresql' });
+    assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: latestSchemaVersion(), timescale, storage: timescale ? 'timescaledb' : 'postgresql' });
     assert.equal((await stockwire(['migrate'], env)).code, 0);
     const pool = testPool(db.url, 1);
     await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { DisplayConfig } from '../../protocol/index.js';
 
 /** The live display (dashboards/display), served by central's and each edge's HTTP server. */
 export interface DisplayOptions {
@@ -90,7 +91,7 @@ export function registerDisplay(app: FastifyInstance, o: DisplayOptions): void {
     }
   }
   app.get('/display/config.json', async (req, reply) => {
-    const config = {
+    const config: DisplayConfig = {
       role: o.scope.role,
       ...(o.scope.role === 'edge' && { warehouse: o.scope.warehouse }),
       wsPort: o.wsPort,

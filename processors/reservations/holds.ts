@@ -124,7 +124,8 @@ export async function reserveBatch(client: Client, now: Date | null, sku: string
   return { answers: answers as (Answer | ValidationError)[], change };
 }
 
-interface HoldRow {
+/** A row of the table as `SELECT *` reads it (the lists read the same). */
+export interface HoldRow {
   id: string;
   group_id: string | null;
   wh: string;
@@ -139,7 +140,8 @@ interface HoldRow {
   created_at: Date;
 }
 
-const view = (r: HoldRow): ReservationView => ({
+/** The API's view of a row; the lists answer the same objects. */
+export const reservationView = (r: HoldRow): ReservationView => ({
   id: r.id,
   sku: r.sku,
   qty: r.qty,
@@ -158,10 +160,10 @@ const view = (r: HoldRow): ReservationView => ({
 export async function getReservation(pool: pg.Pool, id: string): Promise<Outcome['answer']> {
   const { rows } = await pool.query<HoldRow>(`SELECT * FROM reservations WHERE id = $1 OR group_id = $1 ORDER BY wh`, [id]);
   const exact = rows.find((r) => r.id === id);
-  if (exact) return { status: 200, body: view(exact) };
+  if (exact) return { status: 200, body: reservationView(exact) };
   const first = rows[0];
   if (!first) throw notFound('reservation', id, 'id');
-  const parts = rows.map(view);
+  const parts = rows.map(reservationView);
   return { status: 200, body: { id, sku: first.sku, qty: parts.reduce((n, p) => n + p.qty, 0), warehouse: null, expiresAt: parts[0]?.expiresAt, parts } };
 }
 

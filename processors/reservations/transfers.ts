@@ -7,7 +7,8 @@ import { explainMissing, freeLapsed, insufficient, newId, notFound } from './hol
 import type { Outcome } from './runner.js';
 import { applyReserved, lockSku, NOW, param, warehouseKnown, type Client } from './sql.js';
 
-interface TransferRow {
+/** A row of the table as `SELECT *` reads it (the lists read the same). */
+export interface TransferRow {
   id: string;
   sku: string;
   qty: number;
@@ -21,7 +22,8 @@ interface TransferRow {
   updated_at: Date;
 }
 
-const view = (t: TransferRow): TransferView => ({
+/** The API's view of a row; the lists answer the same objects. */
+export const transferView = (t: TransferRow): TransferView => ({
   id: t.id,
   sku: t.sku,
   qty: t.qty,
@@ -67,7 +69,7 @@ export async function createTransfer(client: Client, now: Date | null, req: Tran
     [id, req.sku, req.from, req.to, req.qty, timeoutSeconds, param(now)],
   );
   deltas.set(req.from, (deltas.get(req.from) ?? 0) + req.qty);
-  const answer = { status: 201, body: view(rows[0] as TransferRow) };
+  const answer = { status: 201, body: transferView(rows[0] as TransferRow) };
   await storeAnswers(client, [{ key, answer }]);
   return { answer, change: await applyReserved(client, toDeltas()) };
 }
@@ -76,7 +78,7 @@ export async function getTransfer(pool: pg.Pool, id: string): Promise<Outcome['a
   const { rows } = await pool.query<TransferRow>(`SELECT * FROM transfers WHERE id = $1`, [id]);
   const t = rows[0];
   if (!t) throw notFound('transfer', id, 'id');
-  return { status: 200, body: view(t) };
+  return { status: 200, body: transferView(t) };
 }
 
 /** Locks a transfer's source row, then its hold, then the transfer (the global lock order). */
@@ -125,5 +127,5 @@ export async function compensate(client: Client, now: Date | null, id: string): 
   const message = `transfer ${t.id} of ${t.qty} ${t.sku} from ${t.from_wh} to ${t.to_wh} timed out (shipped ${t.shipped}, received ${t.received}): ${held} released at ${t.from_wh}`;
   const notices: Notice[] = [{ wh: t.from_wh, kind: 'transfer-timeout', sku: t.sku, message }];
   if (t.shipped > t.received) notices.push({ wh: t.to_wh, kind: 'transfer-timeout', sku: t.sku, message });
-  return { answer: { status: 200, body: view({ ...t, state: 'compensated' }) }, change, notices };
+  return { answer: { status: 200, body: transferView({ ...t, state: 'compensated' }) }, change, notices };
 }

@@ -11,6 +11,7 @@ import { Registry } from 'prom-client';
 import YAML from 'yaml';
 import { ASYNCAPI_FILE, OPENAPI_FILE, render } from '../../docs/generate.js';
 import { Central } from '../../processors/central.js';
+import { registerDisplay } from '../../dashboards/display/serve.js';
 import { createApi } from '../../processors/http.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
@@ -25,12 +26,18 @@ interface AsyncApiDoc {
   channels: Record<string, { address: string; messages: Record<string, { $ref: string }> }>;
   components: { schemas: Record<string, object>; messages: Record<string, { payload: { $ref: string }; examples: { payload: unknown }[] }> };
 }
+type OpenApiResponse = { $ref?: string; content?: Record<string, { schema: { $ref?: string } }> };
 interface OpenApiDoc {
-  paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: { $ref?: string } }> }> }>>;
-  components: { schemas: Record<string, object> };
+  paths: Record<string, Record<string, { responses: Record<string, OpenApiResponse> }>>;
+  components: { schemas: Record<string, object>; responses: Record<string, OpenApiResponse> };
 }
 
 const lastPart = (r: string) => r.split('/').at(-1) as string;
+/** A documented response, shared ones (components/responses) resolved. */
+const responseOf = (doc: OpenApiDoc, route: string, method: string, status: number): OpenApiResponse | undefined => {
+  const r = doc.paths[route]?.[method]?.responses[String(status)];
+  return r?.$ref ? doc.components.responses[lastPart(r.$ref)] : r;
+};
 
 describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', () => {
   let asyncapi: AsyncApiDoc;
@@ -41,7 +48,13 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
   before(async () => {
     asyncapi = YAML.parse(await fs.readFile(ASYNCAPI_FILE, 'utf8')) as AsyncApiDoc;
     openapi = YAML.parse(await fs.readFile(OPENAPI_FILE, 'utf8')) as OpenApiDoc;
+    // Components refer to each other (#/components/schemas/…): Ajv resolves them within the document.
+    ajv.addSchema({ $id: 'openapi.json', components: openapi.components });
   });
+  const component = (name: string) => ajv.getSchema(`openapi.json#/components/schemas/${name}`) as ValidateFunction;
+  /** A validator of a documented body's schema: a component, or one that refers to components (oneOf…). */
+  const bodyValidator = (schema: { $ref?: string }) =>
+    schema.$ref ? component(lastPart(schema.$ref)) : ajv.compile(JSON.parse(JSON.stringify(schema).replaceAll('"#/components/', '"openapi.json#/components/')) as object);
 
   it('the committed documents are exactly what `npm run docs` generates from the schemas', async () => {
     const docs = await render();
@@ -69,12 +82,13 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
     const meta = new Ajv2020({ strict: false, allErrors: true, validateFormats: false });
     const valid = meta.validate(oas, openapi);
     assert.ok(valid, meta.errorsText(meta.errors, { separator: '\n' }));
-    for (const [name, schema] of Object.entries(openapi.components.schemas)) assert.doesNotThrow(() => ajv.compile(schema), `component ${name} is a valid JSON Schema`);
+    for (const name of Object.keys(openapi.components.schemas)) assert.doesNotThrow(() => assert.ok(component(name)), `component ${name} is a valid JSON Schema`);
   });
 
   it('every route central serves is documented, and every documented route is served', async () => {
     // No handler runs here: a service is needed only so that the command routes are registered.
-    const app = createApi({ pool: null as never, readModel: null as never, registry: new Registry(), tokens: { write: 'docs-test-token-0123' }, ready: async () => true, commands: {} as never, storage: { kind: 'postgresql', postgres: '15' } });
+    const app = createApi({ pool: null as never, readModel: null as never, registry: new Registry(), log: pino({ level: 'silent' }), tokens: { write: 'docs-test-token-0123' }, ready: async () => true, commands: {} as never, storage: { kind: 'postgresql', postgres: '15' } });
+    registerDisplay(app, { scope: { role: 'central' }, wsPort: 0 }); // as `stockwire central` does (processors/main.ts)
     await app.ready();
     // printRoutes draws a tree; each level indents by 4 characters and continues its parent's path.
     const served: string[] = [];
@@ -86,7 +100,7 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
       stack.length = depth;
       const route = stack.join('') + (m[2] as string);
       stack.push(m[2] as string);
-      for (const method of (m[3] as string).split(', ')) if (method !== 'HEAD') served.push(`${method} ${route.replace(/:(\w+)/g, '{$1}')}`);
+      for (const method of (m[3] as string).split(', ')) served.push(`${method} ${route.replace(/:(\w+)/g, '{$1}')}`);
     }
     assert.ok(served.length >= 6, `parsed the routes: ${served.join(', ')}`);
     const documented = Object.entries(openapi.paths).flatMap(([route, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${route}`));
@@ -156,11 +170,9 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
       const check = async (route: string, url: string, status: number) => {
         const res = await fetch(`${http}${url}`);
         assert.equal(res.status, status, `${url}`);
-        const schema = openapi.paths[route]?.get?.responses[String(status)]?.content?.['application/json']?.schema;
+        const schema = responseOf(openapi, route, 'get', status)?.content?.['application/json']?.schema;
         assert.ok(schema?.$ref, `${route} documents a JSON ${status}`);
-        const name = lastPart(schema.$ref);
-        const validate = validators.get(name) ?? ajv.compile(openapi.components.schemas[name] as object);
-        validators.set(name, validate);
+        const validate = component(lastPart(schema.$ref));
         const body = (await res.json()) as unknown;
         assert.ok(validate(body), `${url} ${status}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`);
       };
@@ -169,8 +181,8 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
       await check('/v1/stock/{sku}', '/v1/stock/SKU-D', 200);
       await check('/v1/stock/{sku}', '/v1/stock/NOPE', 404);
       await check('/v1/stock/{sku}', '/v1/stock/bad%20sku', 400);
-      await check('/v1/warehouses/{wh}/stock/{sku}', `/v1/warehouses/${WH}/stock/SKU-D`, 200);
-      await check('/v1/warehouses/{wh}/stock/{sku}', `/v1/warehouses/${WH}/stock/NOPE`, 404);
+      await check('/v1/warehouses/{warehouse}/stock/{sku}', `/v1/warehouses/${WH}/stock/SKU-D`, 200);
+      await check('/v1/warehouses/{warehouse}/stock/{sku}', `/v1/warehouses/${WH}/stock/NOPE`, 404);
       await check('/v1/stock/{sku}/history', '/v1/stock/SKU-D/history?bucket=1h', 200);
       await check('/v1/stock/{sku}/history', '/v1/stock/SKU-D/history?bucket=fortnight', 400);
       await check('/v1/movements', `/v1/movements?warehouse=${WH}&sku=SKU-D`, 200);
@@ -181,9 +193,9 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
       const res = await fetch(`${http}/v1/reservations`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': 'docs-1' }, body: JSON.stringify({ sku: 'SKU-D', qty: 1 }) });
       assert.equal(res.status, 401);
       assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer /);
-      const post = openapi.paths['/v1/reservations']?.post as unknown as { security: object[]; responses: Record<string, { content: Record<string, { schema: { $ref: string } }> }> };
+      const post = openapi.paths['/v1/reservations']?.post as unknown as { security: object[] };
       assert.deepEqual(post.security, [{ apiToken: [] }]);
-      const validate = ajv.compile(openapi.components.schemas[lastPart(post.responses['401']?.content['application/json']?.schema.$ref as string)] as object);
+      const validate = component(lastPart(responseOf(openapi, '/v1/reservations', 'post', 401)?.content?.['application/json']?.schema.$ref as string));
       const body = (await res.json()) as unknown;
       assert.ok(validate(body), `401: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`);
       assert.equal((body as { error: { code: string } }).error.code, 'unauthorized');
@@ -201,19 +213,17 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
       await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'r-1'), 10_000, 'the WD receipt committed');
       await acks2.waitFor(() => acks2.messages.some((m) => m.payload.id === 'r-2'), 10_000, 'the WE receipt committed');
 
-      const validators = new Map<string, ValidateFunction>();
-      const validatorOf = (name: string) => validators.get(name) ?? validators.set(name, ajv.compile(openapi.components.schemas[name] as object)).get(name) as ValidateFunction;
       const call = async (method: string, route: string, url: string, status: number, body?: unknown, key?: string) => {
         const auth = { authorization: `Bearer ${central.apiToken}` };
         const res = await fetch(`${http}${url}`, { method, headers: { ...auth, ...(body !== undefined && { 'content-type': 'application/json', ...(key && { 'idempotency-key': key }) }) }, ...(body !== undefined && { body: JSON.stringify(body) }) });
         assert.equal(res.status, status, `${method} ${url}: ${await res.clone().text()}`);
-        const documented = openapi.paths[route]?.[method.toLowerCase()]?.responses[String(status)];
+        const documented = responseOf(openapi, route, method.toLowerCase(), status);
         assert.ok(documented, `${method} ${route} documents ${status}`);
         if (status === 204) return undefined;
-        const name = lastPart(documented.content?.['application/json']?.schema.$ref as string);
+        const schema = documented.content?.['application/json']?.schema ?? {};
         const answer = (await res.json()) as { id?: string };
-        const validate = validatorOf(name);
-        assert.ok(validate(answer), `${method} ${url} ${status} against ${name}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(answer)}`);
+        const validate = bodyValidator(schema);
+        assert.ok(validate(answer), `${method} ${url} ${status} against ${JSON.stringify(schema)}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(answer)}`);
         return answer;
       };
       const held = await call('POST', '/v1/reservations', '/v1/reservations', 201, { sku: 'SKU-R', qty: 3, warehouse: WH }, 'docs-1');

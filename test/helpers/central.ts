@@ -26,7 +26,7 @@ export async function startCentralFixture(o: {
   gateway: { id: string; password: string };
   /** more devices in the devices file (displays, scanners…) */
   devices?: TestDevice[];
-  options?: Partial<Pick<CentralOptions, 'batchMax' | 'batchWaitMs' | 'apiReadTimeoutMs'>>;
+  options?: Partial<Pick<CentralOptions, 'batchMax' | 'batchWaitMs' | 'apiReadTimeoutMs' | 'httpRoutes'>>;
 }): Promise<CentralFixture> {
   const db = await createTestDatabase(o.name);
   const files = await writeDevices([{ id: o.gateway.id, warehouse: o.wh, kind: 'gateway', password: o.gateway.password }, ...(o.devices ?? [])]);

@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { IN_CI } from './ci.js';
@@ -93,4 +96,10 @@ export function testPool(url: string, max = 2): pg.Pool {
   pool.on('error', () => {});
   pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
+}
+
+/** The newest schema version: the highest NNN of processors/db/migrations/NNN.do.*.sql. */
+export function latestSchemaVersion(): number {
+  const dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../processors/db/migrations');
+  return Math.max(...fs.readdirSync(dir).map((f) => /^(\d+)\.do\./.exec(f)?.[1]).filter((v) => v !== undefined).map(Number));
 }

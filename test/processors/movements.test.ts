@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
+import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { Movements } from '../../protocol/index.js';
 import { migrate } from '../../processors/db/migrate.js';
@@ -34,7 +35,7 @@ for (const server of TEST_SERVERS) {
       await insertEvents(pool, SEED_EVENTS);
       await refreshMovements(pool, server.timescale);
       readPool = createPool({ url: db.url, max: 2, statementTimeoutMs: READ_TIMEOUT_MS });
-      app = createApi({ pool: readPool, readModel: null as never, registry: new Registry(), tokens: { write: 'movements-test-token-0123' }, ready: async () => true });
+      app = createApi({ pool: readPool, readModel: null as never, registry: new Registry(), log: pino({ level: 'silent' }), tokens: { write: 'movements-test-token-0123' }, ready: async () => true });
       await app.listen({ host: '127.0.0.1', port: 0 });
       const address = app.server.address();
       assert.ok(address && typeof address === 'object');

@@ -57,6 +57,9 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/security/api-token.test.ts': 'HTTP authentication',
   'test/security/log-secrets.test.ts': 'what the logs say',
   'test/security/tls.test.ts': 'TLS listeners',
+  'test/processors/http-errors.test.ts': 'HTTP error answers of the API',
+  'test/processors/lists.test.ts': 'the HTTP lists read plain tables (stock, reservations, transfers), never the event log',
+  'test/docs/api-conformance.test.ts': 'the HTTP API against its OpenAPI document',
   'test/gateway/hostile-edge.test.ts': 'the edge under hostile devices',
   'test/processors/hostile-central.test.ts': "central's time rule for forwarded events (its SQL is batch.test's)",
   // These choose their servers themselves and run on both in the first pass (TEST_SERVERS, TIMESCALE_URL).
@@ -70,7 +73,7 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
 };
 
 /** What marks a test file as one that makes a database of its own (directly or through a fixture). */
-export const MAKES_A_DATABASE = /\b(createTestDatabase|createDatabaseOn|createTimescaleDatabase|scenarioDatabase|startCentralFixture|exportedMetrics)\(|\bTEST_SERVERS\b/;
+export const MAKES_A_DATABASE = /\b(createTestDatabase|createDatabaseOn|createTimescaleDatabase|scenarioDatabase|startCentralFixture|startCentralWithData|exportedMetrics)\(|\bTEST_SERVERS\b/;
 
 /** Every test file `npm test` runs: test/*.test.ts and test/*\/*.test.ts, relative to the root, sorted. */
 export function allTestFiles(root = ROOT): string[] {
