@@ -230,9 +230,11 @@ describe('the demo commands of README.md and docs/operating.md, against a runnin
         // -fsS: a status other than 2xx is a failure (exit 22) with the reason on stderr
         const r = await run(['curl', '-fsS', ...argv.slice(1)]);
         assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
-        const body = JSON.parse(r.stdout) as Record<string, unknown>;
-        const sku = argv.find((w) => urlPort(w) !== undefined)?.match(/\/v1\/stock\/([^/?]+)$/)?.[1];
-        if (sku) assert.equal(body.sku, sku, r.stdout);
+        const url = argv.find((w) => urlPort(w) !== undefined) as string;
+        if (new URL(url).pathname === '/metrics') return assert.match(r.stdout, /^stockwire_\w+/m, 'Prometheus text with stockwire series');
+        const body = JSON.parse(r.stdout) as Record<string, unknown>; // every other answer of central and the edges is JSON
+        const sku = new URL(url).pathname.match(/^\/v1\/stock\/([^/]+)$/)?.[1];
+        if (sku) assert.equal(body.sku, decodeURIComponent(sku), r.stdout);
         return;
       }
       // -C n -W s make it end: n is the number of retained topics its filters match on that broker (one more
