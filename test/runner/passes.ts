@@ -60,6 +60,7 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/processors/http-errors.test.ts': 'HTTP error answers of the API',
   'test/processors/lists.test.ts': 'the HTTP lists read plain tables (stock, reservations, transfers), never the event log',
   'test/docs/api-conformance.test.ts': 'the HTTP API against its OpenAPI document',
+  'test/docs/commands.test.ts': "the docs' shell commands against a demo",
   'test/gateway/hostile-edge.test.ts': 'the edge under hostile devices',
   'test/processors/hostile-central.test.ts': "central's time rule for forwarded events (its SQL is batch.test's)",
   // These choose their servers themselves and run on both in the first pass (TEST_SERVERS, TIMESCALE_URL).
