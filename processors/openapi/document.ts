@@ -85,7 +85,7 @@ export function openapiDocument(version: string): Json {
       ].join('\n\n'),
       license: { name: 'MIT', identifier: 'MIT' },
     },
-    servers: [{ url: 'http://localhost:8080', description: 'central (HTTP_PORT)' }],
+    servers: [{ url: '/', description: 'the central that serves this document (HTTP_PORT, 8080 by default)' }],
     tags: [
       { name: 'health', description: 'liveness, readiness and Prometheus metrics; open' },
       { name: 'stock', description: 'stock of one SKU or lists of them, warehouses, history and movements' },

@@ -38,7 +38,7 @@ export function lint(doc: Json, exempt: Exemptions = {}): string[] {
 
   const servers = (doc.servers as Json[]) ?? [];
   if (servers.length === 0) report('no-empty-servers', 'servers', 'no server');
-  for (const s of servers) if (String(s.url).endsWith('/')) report('no-server-trailing-slash', String(s.url), 'ends with /');
+  for (const s of servers) if (String(s.url).endsWith('/') && s.url !== '/') report('no-server-trailing-slash', String(s.url), 'ends with /');
   if ((doc.info as Json)?.license === undefined) report('info-license', 'info', 'no license');
   for (const [name, t] of tags) if (typeof t.description !== 'string' || t.description === '') report('tag-description', name, 'no description');
 
