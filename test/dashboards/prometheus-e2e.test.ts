@@ -8,11 +8,15 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
+import { startDemo, type Demo } from '../helpers/demo.js';
 import { connect } from '../helpers/mqtt.js';
 import { freePort, startStockwire, type Running } from '../helpers/process.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PROMETHEUS_DIR = path.join(ROOT, 'dashboards/prometheus');
+const GRAFANA_DASHBOARDS = path.join(ROOT, 'dashboards/grafana/dashboards');
+// The dashboards on Prometheus (stockwire-ledger.json reads the database: test/dashboards/ledger.test.ts).
+const PROMQL_DASHBOARDS = ['stockwire-overview.json', 'stockwire-warehouse.json'];
 
 interface ScrapeConfig {
   job_name: string;
@@ -65,16 +69,10 @@ async function startPrometheus(dir: string, configFile: string): Promise<{ child
   }
 }
 
-describe('a real Prometheus scraping a running central and edge', () => {
-  let db: TestDatabase;
-  let dir: string;
-  let central: Running;
-  let edge: Running;
-  let prometheus: { child: ChildProcess; url: string; logs: string[] };
-  const wh = `WP${randomBytes(3).toString('hex')}`;
-
+/** Instant queries against a Prometheus, and polling one until it holds. */
+function promApi(url: () => string) {
   const query = async (q: string): Promise<Sample[]> => {
-    const res = await fetch(`${prometheus.url}/api/v1/query?query=${encodeURIComponent(q)}`);
+    const res = await fetch(`${url()}/api/v1/query?query=${encodeURIComponent(q)}`);
     const body = (await res.json()) as { status: string; data: { result: Sample[] }; error?: string };
     assert.equal(body.status, 'success', `${q}: ${body.error}`);
     return body.data.result;
@@ -89,6 +87,25 @@ describe('a real Prometheus scraping a running central and edge', () => {
       await new Promise((res) => setTimeout(res, 250));
     }
   };
+  /** What Grafana's label_values(selector, label) lists: the label API with the selector as match[]. */
+  const labelValues = async (selector: string, label: string): Promise<string[]> => {
+    const res = await fetch(`${url()}/api/v1/label/${label}/values?match[]=${encodeURIComponent(selector)}`);
+    const body = (await res.json()) as { status: string; data: string[]; error?: string };
+    assert.equal(body.status, 'success', `label_values(${selector}, ${label}): ${body.error}`);
+    return body.data.sort();
+  };
+  return { query, until, labelValues };
+}
+
+describe('a real Prometheus scraping a running central and edge', () => {
+  let db: TestDatabase;
+  let dir: string;
+  let central: Running;
+  let edge: Running;
+  let prometheus: { child: ChildProcess; url: string; logs: string[] };
+  const wh = `WP${randomBytes(3).toString('hex')}`;
+
+  const { query, until } = promApi(() => prometheus.url);
 
   before(async () => {
     db = await createTestDatabase('prometheus');
@@ -148,5 +165,88 @@ describe('a real Prometheus scraping a running central and edge', () => {
     // Nothing else is wrong on a healthy pair: no other alert fires.
     const others = await query('ALERTS{alertstate="firing", alertname!="StockwireNegativeStock"}');
     assert.deepEqual(others.map((s) => s.metric.alertname), []);
+  });
+});
+
+interface Target {
+  refId: string;
+  expr: string;
+}
+interface Dashboard {
+  panels: { type: string; title: string; targets?: Target[] }[];
+  templating: { list: { name: string; type: string; query?: { query: string } }[] };
+}
+
+/** Grafana's interpolation of the variables the dashboards use; a variable left over fails the test. */
+function interpolate(expr: string, values: Record<string, string>): string {
+  const out = expr.replace(/\$(__rate_interval|[A-Za-z_][A-Za-z0-9_]*)/g, (whole, name: string) => values[name] ?? whole);
+  assert.doesNotMatch(out, /\$/, `a variable the test does not set: ${out}`);
+  return out;
+}
+
+describe('every panel of every Prometheus dashboard has data on a running demo (stockwire demo scraped by a real Prometheus)', () => {
+  let db: TestDatabase;
+  let demo: Demo;
+  let dir: string;
+  let prometheus: { child: ChildProcess; url: string; logs: string[] };
+  const { query, until, labelValues } = promApi(() => prometheus.url);
+
+  before(async () => {
+    db = await createTestDatabase('promdemo');
+    // What `npm start` runs, on free ports and a test database; its simulator at its default rate.
+    demo = await startDemo([], { DATABASE_URL: db.url, LOG_LEVEL: 'warn' });
+    dir = demo.dataDir;
+    const edges = Object.values(demo.edges).map((p) => `127.0.0.1:${p.http}`);
+    const config = await localConfig(dir, { 'stockwire-central': [`127.0.0.1:${demo.central.http}`], 'stockwire-edge': edges });
+    prometheus = await startPrometheus(dir, config);
+  });
+
+  after(async () => {
+    prometheus?.child.kill('SIGTERM');
+    demo?.run.child.kill('SIGTERM');
+    await demo?.run.exited;
+    await db?.drop();
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('the job and warehouse variables list the demo\'s jobs and warehouses; every panel expression, with every warehouse, returns a result', { timeout: 150_000 }, async () => {
+    const dashboards = await Promise.all(PROMQL_DASHBOARDS.map(async (file) => ({ file, d: JSON.parse(await fs.readFile(path.join(GRAFANA_DASHBOARDS, file), 'utf8')) as Dashboard })));
+    const variable = (d: Dashboard, name: string) => {
+      const q = d.templating.list.find((v) => v.name === name)?.query?.query ?? '';
+      const m = /^label_values\((.+),\s*(\w+)\)$/.exec(q);
+      assert.ok(m, `variable ${name}: ${q}`);
+      return { selector: m[1] as string, label: m[2] as string };
+    };
+    const deadline = Date.now() + 60_000;
+    const targets = 1 + Object.keys(demo.edges).length;
+    await until('up', (r) => r.length === targets && r.every((s) => s.value[1] === '1'), 60_000);
+    const jobOf = variable(dashboards[0]?.d as Dashboard, 'job');
+    const jobs = await labelValues(jobOf.selector, jobOf.label);
+    assert.deepEqual(jobs, ['stockwire-central', 'stockwire-edge'], 'the job variable lists the jobs that export stockwire series');
+    // "All" of a multi-value variable: Grafana joins the values into one regex.
+    const values: Record<string, string> = { job: `(${jobs.join('|')})`, __rate_interval: '15s' };
+
+    const cases: { where: string; expr: string }[] = [];
+    for (const { file, d } of dashboards) {
+      const whVar = d.templating.list.some((v) => v.name === 'wh') ? variable(d, 'wh') : null;
+      let warehouses: (string | null)[] = [null];
+      if (whVar) {
+        warehouses = await labelValues(interpolate(whVar.selector, values), whVar.label);
+        assert.deepEqual(warehouses, Object.keys(demo.edges).sort(), `${file}: the warehouse variable lists the demo's warehouses`);
+      }
+      for (const wh of warehouses)
+        for (const p of d.panels)
+          for (const t of p.targets ?? []) cases.push({ where: `${file}${wh ? ` (wh=${wh})` : ''} "${p.title}" ${t.refId}`, expr: interpolate(t.expr, { ...values, ...(wh && { wh }) }) });
+    }
+    assert.ok(cases.length > 60, `${cases.length} panel expressions`);
+
+    // The demo runs briefly: each expression is asked until it answers (a rate needs two scrapes in its window).
+    let empty = cases;
+    while (empty.length > 0 && Date.now() < deadline + 30_000) {
+      const answers = await Promise.all(empty.map(async (c) => ({ c, n: (await query(c.expr)).length })));
+      empty = answers.filter((a) => a.n === 0).map((a) => a.c);
+      if (empty.length > 0) await new Promise((r) => setTimeout(r, 1_000));
+    }
+    assert.deepEqual(empty.map((c) => `${c.where}: ${c.expr}`), [], 'every panel expression has data');
   });
 });
