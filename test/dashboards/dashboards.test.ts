@@ -240,6 +240,20 @@ describe('dashboards and alert rules against the metrics the code exports', () =
       }
     });
 
+    it('every alert has a runbook_url: its own section of docs/operating.md, which names it', async () => {
+      const guide = await fs.readFile(path.join(ROOT, 'docs/operating.md'), 'utf8');
+      // GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens.
+      const sections = new Map([...guide.matchAll(/^#+ (.+)\n([\s\S]*?)(?=^#+ |(?![\s\S]))/gm)].map((m) => [(m[1] as string).toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-'), `${m[1]}\n${m[2]}`]));
+      for (const r of rules) {
+        const url = r.annotations?.runbook_url ?? '';
+        const m = /^docs\/operating\.md#([a-z0-9-]+)$/.exec(url);
+        assert.ok(m, `${r.alert}: runbook_url ${url || '(none)'} is docs/operating.md#<section>`);
+        const section = sections.get(m[1] as string);
+        assert.ok(section, `${r.alert}: docs/operating.md has a section #${m[1]}`);
+        assert.ok(section.includes(r.alert as string), `${r.alert}: its runbook section names it`);
+      }
+    });
+
     it('every rule expression names only exported metrics and labels', () => {
       assertExprs(rules.map((r) => ({ where: `rule ${r.alert}`, expr: r.expr })), catalogue);
     });
