@@ -29,30 +29,46 @@ interface Sample {
   value: [number, string];
 }
 
-/** The committed scrape config, pointed at processes on this machine, scraping and evaluating every second. */
-async function localConfig(dir: string, targets: Record<string, string[]>): Promise<string> {
-  const config = YAML.parse(await fs.readFile(path.join(PROMETHEUS_DIR, 'prometheus.yml'), 'utf8')) as { global: Record<string, string>; rule_files: string[]; scrape_configs: ScrapeConfig[] };
+interface PromConfig {
+  global: Record<string, string>;
+  rule_files: string[];
+  alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+  scrape_configs: ScrapeConfig[];
+}
+
+/**
+ * The committed scrape config, pointed at processes on this machine, scraping and evaluating every second;
+ * alerts go to `alertmanager` (host:port) instead of the compose's, or nowhere.
+ */
+async function localConfig(dir: string, targets: Record<string, string[]>, alertmanager?: string): Promise<string> {
+  const config = YAML.parse(await fs.readFile(path.join(PROMETHEUS_DIR, 'prometheus.yml'), 'utf8')) as PromConfig;
   config.global.scrape_interval = '1s';
   config.global.evaluation_interval = '1s';
   config.rule_files = config.rule_files.map((f) => path.join(PROMETHEUS_DIR, f));
   config.scrape_configs = config.scrape_configs
     .filter((c) => targets[c.job_name])
     .map(({ dns_sd_configs: _sd, ...c }) => ({ ...c, static_configs: [{ targets: targets[c.job_name] as string[] }] }));
+  assert.equal(config.alerting?.alertmanagers.length, 1, 'prometheus.yml sends alerts to one Alertmanager');
+  if (alertmanager) config.alerting = { alertmanagers: [{ ...config.alerting?.alertmanagers[0], static_configs: [{ targets: [alertmanager] }] }] };
+  else delete config.alerting;
   const file = path.join(dir, 'prometheus.yml');
   await fs.writeFile(file, YAML.stringify(config));
   return file;
 }
 
-async function startPrometheus(dir: string, configFile: string): Promise<{ child: ChildProcess; url: string; logs: string[] }> {
+type Server = { child: ChildProcess; url: string; port: number; logs: string[] };
+
+/** Starts a Prometheus-style server (`binary` with `args(port)`) on a free port and waits for its /-/ready. */
+async function startServer(binary: string, pkg: string, args: (port: number) => string[]): Promise<Server> {
   const logs: string[] = [];
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort(); // Prometheus cannot listen on port 0
-    const child = spawn('prometheus', [`--config.file=${configFile}`, `--storage.tsdb.path=${path.join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const port = await freePort(); // neither Prometheus nor Alertmanager can listen on port 0
+    const child = spawn(binary, args(port), { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr?.on('data', (b: Buffer) => logs.push(b.toString()));
     const url = `http://127.0.0.1:${port}`;
     const exited = new Promise<string>((resolve) => {
-      child.once('error', (err) => resolve((err as NodeJS.ErrnoException).code === 'ENOENT' ? 'prometheus is missing: install the Debian package `prometheus` (apt-get install prometheus; .ci/run does it)' : err.message));
-      child.once('exit', (code) => resolve(`prometheus exited with ${code}: ${logs.join('').slice(-2000)}`));
+      child.once('error', (err) => resolve((err as NodeJS.ErrnoException).code === 'ENOENT' ? `${binary} is missing: install the Debian package \`${pkg}\` (apt-get install ${pkg}; .ci/run does it)` : err.message));
+      child.once('exit', (code) => resolve(`${binary} exited with ${code}: ${logs.join('').slice(-2000)}`));
     });
     const deadline = Date.now() + 30_000;
     let ready = false;
@@ -62,12 +78,25 @@ async function startPrometheus(dir: string, configFile: string): Promise<{ child
       ready = await fetch(`${url}/-/ready`).then((r) => r.ok, () => false);
       if (!ready) await new Promise((r) => setTimeout(r, 200));
     }
-    if (ready) return { child, url, logs };
+    if (ready) return { child, url, port, logs };
     child.kill('SIGKILL');
     // Another process may have taken the free port between the check and the bind: try another.
-    if (attempt >= 3 || !/address already in use/.test(failure ?? '')) throw new Error(failure ?? `prometheus not ready after 30 s: ${logs.join('').slice(-2000)}`);
+    if (attempt >= 3 || !/address already in use/.test(failure ?? '')) throw new Error(failure ?? `${binary} not ready after 30 s: ${logs.join('').slice(-2000)}`);
   }
 }
+
+const startPrometheus = (dir: string, configFile: string): Promise<Server> =>
+  startServer('prometheus', 'prometheus', (port) => [`--config.file=${configFile}`, `--storage.tsdb.path=${path.join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn']);
+
+/** Debian's Alertmanager (package prometheus-alertmanager) with the committed config; no cluster. */
+const startAlertmanager = (dir: string): Promise<Server> =>
+  startServer('prometheus-alertmanager', 'prometheus-alertmanager', (port) => [
+    `--config.file=${path.join(PROMETHEUS_DIR, 'alertmanager.yml')}`,
+    `--storage.path=${path.join(dir, 'alertmanager')}`,
+    `--web.listen-address=127.0.0.1:${port}`,
+    '--cluster.listen-address=',
+    '--log.level=warn',
+  ]);
 
 /** Instant queries against a Prometheus, and polling one until it holds. */
 function promApi(url: () => string) {
@@ -102,7 +131,8 @@ describe('a real Prometheus scraping a running central and edge', () => {
   let dir: string;
   let central: Running;
   let edge: Running;
-  let prometheus: { child: ChildProcess; url: string; logs: string[] };
+  let prometheus: Server;
+  let alertmanager: Server;
   const wh = `WP${randomBytes(3).toString('hex')}`;
 
   const { query, until } = promApi(() => prometheus.url);
@@ -118,12 +148,14 @@ describe('a real Prometheus scraping a running central and edge', () => {
     const common = ['--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', devices.file];
     central = await startStockwire(['central', '--mqtt-port', '0', '--data-dir', dir, ...common], env);
     edge = await startStockwire(['edge', '--warehouse', wh, '--mqtt-port', '0', '--data-dir', path.join(dir, 'edge'), '--central-url', `mqtt://127.0.0.1:${central.ports.mqtt}`, '--central-username', `gw-${wh}`, '--central-password', 'pw-gateway-prom', ...common], env);
-    const config = await localConfig(dir, { 'stockwire-central': [`127.0.0.1:${central.ports.http}`], 'stockwire-edge': [`127.0.0.1:${edge.ports.http}`] });
+    alertmanager = await startAlertmanager(dir);
+    const config = await localConfig(dir, { 'stockwire-central': [`127.0.0.1:${central.ports.http}`], 'stockwire-edge': [`127.0.0.1:${edge.ports.http}`] }, `127.0.0.1:${alertmanager.port}`);
     prometheus = await startPrometheus(dir, config);
   });
 
   after(async () => {
     prometheus?.child.kill('SIGTERM');
+    alertmanager?.child.kill('SIGTERM');
     for (const r of [edge, central]) r?.child.kill('SIGTERM');
     await Promise.all([edge?.exited, central?.exited]);
     await db?.drop();
@@ -166,6 +198,21 @@ describe('a real Prometheus scraping a running central and edge', () => {
     const others = await query('ALERTS{alertstate="firing", alertname!="StockwireNegativeStock"}');
     assert.deepEqual(others.map((s) => s.metric.alertname), []);
   });
+
+  it('Prometheus sends the firing alert to the Alertmanager of the committed config, with its labels and runbook_url', { timeout: 60_000 }, async () => {
+    type Alert = { labels: Record<string, string>; annotations: Record<string, string>; status: { state: string } };
+    const deadline = Date.now() + 45_000;
+    let received: Alert[] = [];
+    while (Date.now() < deadline) {
+      received = ((await (await fetch(`${alertmanager.url}/api/v2/alerts`)).json()) as Alert[]).filter((a) => a.labels.alertname === 'StockwireNegativeStock');
+      if (received.length > 0) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.equal(received.length, 1, `Alertmanager received the alert: ${alertmanager.logs.join('').slice(-1000)}`);
+    const a = received[0] as Alert;
+    assert.deepEqual([a.labels.wh, a.labels.severity, a.status.state], [wh, 'warning', 'active']);
+    assert.equal(a.annotations.runbook_url, 'docs/operating.md#stockwirenegativestock');
+  });
 });
 
 interface Target {
@@ -188,7 +235,7 @@ describe('every panel of every Prometheus dashboard has data on a running demo (
   let db: TestDatabase;
   let demo: Demo;
   let dir: string;
-  let prometheus: { child: ChildProcess; url: string; logs: string[] };
+  let prometheus: Server;
   const { query, until, labelValues } = promApi(() => prometheus.url);
 
   before(async () => {
