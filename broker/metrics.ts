@@ -1,7 +1,15 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { DEVICE_KINDS } from './devices.js';
 
 export type ConnectionRefusal = 'anonymous' | 'unknown_user' | 'bad_password' | 'kind_not_allowed' | 'client_id' | 'tls' | 'certificate_identity' | 'attempts_client_id' | 'attempts_address' | 'error';
 export type PublishRefusal = 'acl' | 'sys' | 'too_large' | 'hook_failed' | 'unknown_client' | 'stopping' | 'rate_limited' | 'closed';
+
+// Every reason, so each can start at 0; a Record makes the compiler insist on a new reason here.
+const CONNECTION_REFUSALS: Record<ConnectionRefusal, true> = {
+  anonymous: true, unknown_user: true, bad_password: true, kind_not_allowed: true, client_id: true, tls: true,
+  certificate_identity: true, attempts_client_id: true, attempts_address: true, error: true,
+};
+const PUBLISH_REFUSALS: Record<PublishRefusal, true> = { acl: true, sys: true, too_large: true, hook_failed: true, unknown_client: true, stopping: true, rate_limited: true, closed: true };
 
 /** Broker metrics. Labels are bounded: kinds and reasons only, never device ids or topics. */
 export interface BrokerMetrics {
@@ -23,7 +31,7 @@ export function createBrokerMetrics(registry: Registry): BrokerMetrics {
     return (registry.getSingleMetric(name) as T | undefined) ?? make();
   }
   const registers = [registry];
-  return {
+  const metrics: BrokerMetrics = {
     connectedClients: reuse(
       'stockwire_broker_connected_clients',
       () => new Gauge({ name: 'stockwire_broker_connected_clients', help: 'Authenticated MQTT clients connected, by device kind', labelNames: ['kind'], registers }),
@@ -71,4 +79,11 @@ export function createBrokerMetrics(registry: Registry): BrokerMetrics {
         }),
     ),
   };
+  // Known reasons and kinds start at 0: a series born at 1 shows no increase() to Prometheus, and a refusals
+  // panel would say "No data" on a healthy system.
+  const kinds = [...DEVICE_KINDS, 'unknown'];
+  for (const reason of Object.keys(CONNECTION_REFUSALS)) metrics.connectionRefusals.inc({ reason }, 0);
+  for (const reason of Object.keys(PUBLISH_REFUSALS)) for (const kind of kinds) metrics.publishRefusals.inc({ reason, kind }, 0);
+  for (const kind of kinds) metrics.subscribeRefusals.inc({ kind }, 0);
+  return metrics;
 }

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { createBroker, loadDevices, type DeviceLimits, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
+import { createBroker, loadDevices, type DeviceLimits, type DeviceRegistry, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
 import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
 import { aedesPublisher } from './aedes-publisher.js';
 import { openDatabase, type Database, type StorageSettings } from './db/open.js';
@@ -17,6 +17,9 @@ import { republishAll } from './republish.js';
 import { createReservationMetrics } from './reservations/metrics.js';
 import { CommandRequests } from './reservations/mqtt.js';
 import { commandConfig, ReservationService, type CommandSettings } from './reservations/service.js';
+
+/** The warehouses whose events central may receive: those of its gateways, scanners and shelf sensors. */
+const warehousesOf = (devices: DeviceRegistry): string[] => devices.all().filter((d) => d.kind === 'gateway' || d.kind === 'scanner' || d.kind === 'shelf').map((d) => d.warehouse);
 
 export interface CentralOptions extends CommandSettings, StorageSettings {
   databaseUrl?: string;
@@ -88,7 +91,7 @@ export class Central {
     this.token = token;
     this.db = await openDatabase({ ...o, log, applicationName: 'stockwire-central', readTimeoutMs: o.apiReadTimeoutMs });
     const pool = this.db.pool;
-    const metrics = createIngestMetrics(this.registry);
+    const metrics = createIngestMetrics(this.registry, warehousesOf(devices));
     this.readModel = await createReadModel(o, this.db, metrics, log);
     const readModel = this.readModel;
 

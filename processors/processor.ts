@@ -93,7 +93,7 @@ export class StandaloneProcessor {
     this.token = token;
     this.db = await openDatabase({ ...o, log, applicationName: 'stockwire-processor', readTimeoutMs: o.apiReadTimeoutMs });
     const pool = this.db.pool;
-    const metrics = createIngestMetrics(this.registry);
+    const metrics = createIngestMetrics(this.registry, o.warehouses);
     this.readModel = await createReadModel(o, this.db, metrics, log);
 
     const clientId = `${o.username ?? 'processor'}-${o.instance}`;

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { exportedMetrics, type Catalogue } from '../helpers/exported-metrics.js';
-import { checkExpr } from '../helpers/promql.js';
+import { checkExpr, vectorSelectors } from '../helpers/promql.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const GRAFANA = path.join(ROOT, 'dashboards/grafana');
@@ -15,6 +15,9 @@ const PROMETHEUS = path.join(ROOT, 'dashboards/prometheus');
 const exec = promisify(execFile);
 // The dashboards on Prometheus; stockwire-ledger.json queries the database, its SQL is tested in ledger.test.ts.
 const PROMQL_DASHBOARDS = ['stockwire-overview.json', 'stockwire-warehouse.json'];
+const DS_INPUT = 'DS_PROMETHEUS';
+const DS_REF = { type: 'prometheus', uid: `\${${DS_INPUT}}` };
+const JOB_QUERY = 'label_values({__name__=~"stockwire_.+"}, job)';
 
 interface Target {
   expr: string;
@@ -31,11 +34,13 @@ interface Panel {
   panels?: Panel[];
 }
 interface Dashboard {
+  __inputs?: { name: string; type: string; pluginId: string }[];
+  __requires?: { type: string; id: string }[];
   uid: string;
   title: string;
   schemaVersion: number;
   panels: Panel[];
-  templating: { list: { name: string; datasource?: { uid?: string }; query?: { query?: string } | string }[] };
+  templating: { list: { name: string; type: string; multi?: boolean; includeAll?: boolean; datasource?: { type?: string; uid?: string }; query?: { query?: string } | string }[] };
 }
 interface Rule {
   alert?: string;
@@ -128,24 +133,46 @@ describe('dashboards and alert rules against the metrics the code exports', () =
       }
     });
 
-    it('every panel queries the provisioned Prometheus, and every expression names only exported metrics and labels', () => {
+    it('importable into any Grafana: a datasource input and variable, a job variable, no provisioned uid or job name hard-wired', () => {
       for (const { file, d } of dashboards.filter((x) => PROMQL_DASHBOARDS.includes(x.file))) {
-        const exprs: { where: string; expr: string }[] = [];
+        // An import asks for the datasource (__inputs); a provisioned dashboard resolves ${DS_PROMETHEUS} through the
+        // datasource variable of that name (grafana/grafana#10786), which defaults to the provisioned (default) Prometheus.
+        assert.deepEqual(d.__inputs?.map((i) => [i.name, i.type, i.pluginId]), [[DS_INPUT, 'datasource', 'prometheus']], `${file}: __inputs`);
+        assert.ok(d.__requires?.some((r) => r.type === 'datasource' && r.id === 'prometheus'), `${file}: __requires names the datasource plugin`);
+        const ds = d.templating.list.find((v) => v.name === DS_INPUT);
+        assert.deepEqual([ds?.type, ds?.query], ['datasource', 'prometheus'], `${file}: datasource variable`);
+        const job = d.templating.list.find((v) => v.name === 'job');
+        assert.deepEqual([job?.type, job?.multi, job?.includeAll], ['query', true, true], `${file}: a job variable, all jobs by default`);
+        const text = JSON.stringify(d);
+        assert.ok(!text.includes(datasourceUid), `${file}: the provisioned uid ${datasourceUid} is not hard-wired`);
+        assert.doesNotMatch(text, /job=~?\\"stockwire/, `${file}: no job name hard-wired`);
         for (const p of d.panels) {
           if (p.type === 'row') continue;
           assert.ok((p.targets ?? []).length > 0, `${file}: panel ${p.title} has queries`);
-          assert.equal(p.datasource?.uid, datasourceUid, `${file}: panel ${p.title} uses the provisioned datasource`);
+          assert.deepEqual(p.datasource, DS_REF, `${file}: panel ${p.title} datasource`);
           for (const t of p.targets ?? []) {
-            assert.equal(t.datasource?.uid ?? datasourceUid, datasourceUid);
-            exprs.push({ where: `${file} "${p.title}" ${t.refId}`, expr: t.expr });
+            assert.deepEqual(t.datasource, DS_REF, `${file}: ${p.title} ${t.refId} datasource`);
+            for (const sel of vectorSelectors(t.expr)) {
+              if (sel.metric === '') continue; // vector(0) and the like
+              assert.ok(sel.matchers.includes('job=~"$job"'), `${file}: ${p.title} ${t.refId}: ${sel.metric} is filtered by the job variable`);
+            }
           }
         }
-        for (const v of d.templating.list) {
+        for (const v of d.templating.list.filter((x) => x.type === 'query')) assert.deepEqual(v.datasource, DS_REF, `${file}: variable ${v.name}`);
+      }
+    });
+
+    it('every panel expression and variable names only exported metrics and labels', () => {
+      for (const { file, d } of dashboards.filter((x) => PROMQL_DASHBOARDS.includes(x.file))) {
+        const exprs: { where: string; expr: string }[] = [];
+        for (const p of d.panels) for (const t of p.targets ?? []) exprs.push({ where: `${file} "${p.title}" ${t.refId}`, expr: t.expr });
+        for (const v of d.templating.list.filter((x) => x.type === 'query')) {
           const q = typeof v.query === 'string' ? v.query : (v.query?.query ?? '');
           const m = /^label_values\((.+),\s*([A-Za-z_][A-Za-z0-9_]*)\)$/.exec(q);
           assert.ok(m, `${file}: variable ${v.name} is label_values(selector, label): ${q}`);
-          assert.equal(v.datasource?.uid, datasourceUid);
-          exprs.push({ where: `${file} variable ${v.name}`, expr: `group by (${m[2]}) (${m[1]})` });
+          // The job variable selects by name pattern (every stockwire_ series); the end-to-end test checks what it finds.
+          if (v.name === 'job') assert.equal(q, JOB_QUERY, `${file}: job variable`);
+          else exprs.push({ where: `${file} variable ${v.name}`, expr: `group by (${m[2]}) (${m[1]})` });
         }
         assertExprs(exprs, catalogue);
       }
@@ -153,7 +180,8 @@ describe('dashboards and alert rules against the metrics the code exports', () =
 
     it('the overview shows throughput, lag, backlog, oldest age, link state, dedupe hits, dead letters, negative stock and commit latency', () => {
       const overview = dashboards.find((x) => x.file === 'stockwire-overview.json')?.d as Dashboard;
-      const exprs = overview.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr));
+      // read without the job filter every selector carries (checked above)
+      const exprs = overview.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr.replace(/\{job=~"\$job"\}/g, '').replace(/job=~"\$job", /g, '')));
       const uses = (re: RegExp) => exprs.some((e) => re.test(e));
       assert.ok(uses(/sum by \(wh\) \(rate\(stockwire_events_total/), 'throughput by warehouse');
       assert.ok(uses(/sum by \(type\) \(rate\(stockwire_events_total/), 'throughput by type');
@@ -209,6 +237,20 @@ describe('dashboards and alert rules against the metrics the code exports', () =
         assert.ok(['warning', 'critical'].includes(r.labels?.severity ?? ''), `${r.alert}: severity`);
         assert.ok(r.annotations?.summary && r.annotations.description, `${r.alert}: summary and description`);
         assert.ok(fired.has(r.alert), `${r.alert} has a unit test in which it fires`);
+      }
+    });
+
+    it('every alert has a runbook_url: its own section of docs/operating.md, which names it', async () => {
+      const guide = await fs.readFile(path.join(ROOT, 'docs/operating.md'), 'utf8');
+      // GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens.
+      const sections = new Map([...guide.matchAll(/^#+ (.+)\n([\s\S]*?)(?=^#+ |(?![\s\S]))/gm)].map((m) => [(m[1] as string).toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-'), `${m[1]}\n${m[2]}`]));
+      for (const r of rules) {
+        const url = r.annotations?.runbook_url ?? '';
+        const m = /^docs\/operating\.md#([a-z0-9-]+)$/.exec(url);
+        assert.ok(m, `${r.alert}: runbook_url ${url || '(none)'} is docs/operating.md#<section>`);
+        const section = sections.get(m[1] as string);
+        assert.ok(section, `${r.alert}: docs/operating.md has a section #${m[1]}`);
+        assert.ok(section.includes(r.alert as string), `${r.alert}: its runbook section names it`);
       }
     });
 

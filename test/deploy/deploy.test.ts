@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { pbkdf2Sync, timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { verifyPassword } from '../../broker/index.js';
 import { ConfigError, parseConfig, type Specs } from '../../cli/options.js';
@@ -93,7 +95,7 @@ describe('deployment files (docker compose and Dockerfile), validated without Do
 
   it('the services of the issue are there: TimescaleDB, Redis, Prometheus, Grafana, central and two edges', () => {
     const names = Object.keys(compose.services);
-    for (const s of ['timescaledb', 'redis', 'prometheus', 'grafana', 'central', 'edge-wh1', 'edge-wh2']) assert.ok(names.includes(s), s);
+    for (const s of ['timescaledb', 'redis', 'prometheus', 'alertmanager', 'grafana', 'central', 'edge-wh1', 'edge-wh2']) assert.ok(names.includes(s), s);
     assert.match(compose.services.timescaledb?.image ?? '', /^timescale\/timescaledb:/);
     const edges = ours().filter(([, s]) => commandOf(s).command === 'edge');
     assert.deepEqual(edges.map(([, s]) => s.environment?.WAREHOUSE_ID).sort(), ['WH1', 'WH2']);
@@ -160,6 +162,31 @@ describe('deployment files (docker compose and Dockerfile), validated without Do
     const url = new URL(grafana.datasources[0]?.url as string);
     assert.ok(url.hostname in compose.services, 'the datasource is the compose service');
     assert.ok(compose.services.prometheus?.volumes?.some((v) => v.startsWith('../dashboards/prometheus/rules:')), 'the rules are mounted next to the config');
+  });
+
+  it('Alertmanager: a compose service with the committed config, which amtool accepts, and Prometheus sends alerts to it', async () => {
+    const am = compose.services.alertmanager;
+    assert.ok(am, 'compose runs an Alertmanager');
+    assert.match(am.image ?? '', /^prom\/alertmanager:/);
+    const mount = am.volumes?.find((v) => v.split(':')[1] === '/etc/alertmanager/alertmanager.yml');
+    assert.ok(mount, `the config is mounted where --config.file reads it: ${am.volumes?.join(', ')}`);
+    assert.ok(am.command?.includes('--config.file=/etc/alertmanager/alertmanager.yml'), 'and --config.file names it');
+    const file = path.resolve(DEPLOY, mount.split(':')[0] as string);
+    const prom = YAML.parse(await fs.readFile(path.join(ROOT, 'dashboards/prometheus/prometheus.yml'), 'utf8')) as { alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] } };
+    const targets = prom.alerting?.alertmanagers.flatMap((a) => a.static_configs.flatMap((c) => c.targets)) ?? [];
+    // no --web.listen-address: Alertmanager listens on 9093
+    assert.deepEqual(targets, ['alertmanager:9093'], 'Prometheus\'s alerting section points at the compose service');
+    assert.ok(!am.command?.some((a) => a.startsWith('--web.listen-address')));
+    let out: string;
+    try {
+      const r = await promisify(execFile)('amtool', ['check-config', file], { timeout: 30_000 });
+      out = r.stdout + r.stderr;
+    } catch (err) {
+      const e = err as { code?: string | number; stdout?: string; stderr?: string };
+      if (e.code === 'ENOENT') throw new Error('amtool is missing: install the Debian package `prometheus-alertmanager` (apt-get install prometheus-alertmanager; .ci/run does it)');
+      throw new Error(`amtool check-config ${file} refused it:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+    }
+    assert.match(out, /SUCCESS/);
   });
 
   it('the example credentials work: each edge\'s and processor\'s password matches its entry in the devices file and in Mosquitto\'s', async () => {

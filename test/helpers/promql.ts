@@ -63,3 +63,18 @@ export function checkExpr(expr: string, catalogue: Catalogue): ExprReport {
   if (metrics.length === 0 && problems.length === 0) problems.push('selects no metric');
   return { metrics, problems };
 }
+
+/** Every vector selector of `expr` (Grafana variables kept as written): its metric and its label matchers as written. */
+export function vectorSelectors(expr: string): { metric: string; matchers: string[] }[] {
+  const tree = parser.parse(expr);
+  const out: { metric: string; matchers: string[] }[] = [];
+  tree.iterate({
+    enter: (ref) => {
+      if (ref.name !== 'VectorSelector') return;
+      const id = ref.node.getChild('Identifier');
+      const matchers = ref.node.getChild('LabelMatchers')?.getChildren('UnquotedLabelMatcher') ?? [];
+      out.push({ metric: id ? expr.slice(id.from, id.to) : '', matchers: matchers.map((m) => expr.slice(m.from, m.to).replace(/\s+/g, '')) });
+    },
+  });
+  return out;
+}

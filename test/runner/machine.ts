@@ -21,6 +21,7 @@ const onPath = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { s
 export const NEEDS: Need[] = [
   { what: 'chromium (the live display test; CHROMIUM_PATH)', present: () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'), apt: 'chromium' },
   { what: 'promtool and prometheus (alert rule tests, scrape end to end)', present: () => onPath('promtool') && onPath('prometheus'), apt: 'prometheus' },
+  { what: 'amtool and alertmanager (the Alertmanager config and end-to-end alert tests)', present: () => onPath('amtool') && onPath('prometheus-alertmanager'), apt: 'prometheus-alertmanager' },
   { what: 'libfaketime (the clock-skew fault scenario)', present: () => existsSync(FAKETIME_LIB), apt: 'faketime' },
   { what: 'mosquitto_pub and mosquitto_sub (interop tests)', present: () => onPath('mosquitto_pub') && onPath('mosquitto_sub'), apt: 'mosquitto-clients' },
   { what: 'mosquitto (the reference broker)', present: () => onPath('mosquitto'), apt: 'mosquitto' },

@@ -1,9 +1,8 @@
 /** What the nodes share: identifier rules and topics of the stockwire contract, and the HTTP call. */
+import { EVENT_ID_PATTERN, IDENT_PATTERN } from './limits.js';
 
-export const IDENT = /^[A-Za-z0-9._-]{1,64}$/;
-export const EVENT_ID = /^[A-Za-z0-9._:-]{1,64}$/;
-export const EVENT_TYPES = ['received', 'shipped', 'returned', 'adjusted', 'counted', 'level'] as const;
-export type EventType = (typeof EVENT_TYPES)[number];
+export const IDENT = new RegExp(IDENT_PATTERN);
+export const EVENT_ID = new RegExp(EVENT_ID_PATTERN);
 
 /** A refusal of input that names the field at fault. */
 export class FieldError extends Error {
@@ -17,8 +16,28 @@ export class FieldError extends Error {
 }
 
 export function ident(value: unknown, field: string): string {
-  if (typeof value !== 'string' || !IDENT.test(value)) throw new FieldError(field, 'must match ^[A-Za-z0-9._-]{1,64}$');
+  if (typeof value !== 'string' || !IDENT.test(value)) throw new FieldError(field, `must match ${IDENT_PATTERN}`);
   return value;
+}
+
+export const blank = (v: unknown): boolean => v === undefined || v === null || v === '';
+
+/** An integer in [min, max], from a number or a numeric string (a node's field). */
+export function integer(v: unknown, field: string, min: number, max: number): number {
+  const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) throw new FieldError(field, `must be an integer from ${min} to ${max}`);
+  return n;
+}
+
+/** The Idempotency-Key of a create: `msg.idempotencyKey`, else derived from the message id, so a retry repeats it. */
+export function idempotencyKey(msg: { idempotencyKey?: unknown; _msgid: string }): string {
+  return typeof msg.idempotencyKey === 'string' && msg.idempotencyKey !== '' ? msg.idempotencyKey : `node-red-${msg._msgid}`;
+}
+
+/** The error a non-success answer becomes: a FieldError when central named the field, else status and code. */
+export function answerError(what: string, answer: ApiAnswer): Error {
+  const e = apiError(answer.body);
+  return e?.field ? new FieldError(e.field, e.message) : new Error(`${what}: ${answer.status} ${e ? `${e.code}: ${e.message}` : ''}`.trim());
 }
 
 /** MQTT topic filter match (MQTT-4.7.1): `+` one level, `#` the rest. */

@@ -1,5 +1,6 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { apiError, EVENT_ID, FieldError, ident, request } from './lib.js';
+import { answerError, apiError, blank, EVENT_ID, FieldError, idempotencyKey, ident, integer, request } from './lib.js';
+import { COMMAND_QTY, EVENT_ID_PATTERN, MAX_RESERVATION_TTL_S } from './limits.js';
 import type { ServerNode } from './server.js';
 
 interface ReserveDef extends NodeDef {
@@ -9,14 +10,6 @@ interface ReserveDef extends NodeDef {
   qty: string | number;
   warehouse: string;
   ttlSeconds: string | number;
-}
-
-const blank = (v: unknown) => v === undefined || v === null || v === '';
-
-function integer(v: unknown, field: string, min: number, max: number): number {
-  const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) throw new FieldError(field, `must be an integer from ${min} to ${max}`);
-  return n;
 }
 
 /**
@@ -35,7 +28,7 @@ export function registerReserve(RED: NodeAPI): void {
         const p = (typeof msg.payload === 'object' && msg.payload !== null ? msg.payload : {}) as Record<string, unknown>;
         if (def.action === 'release') {
           const id = p.id ?? (msg.reservation as { id?: unknown } | undefined)?.id ?? (typeof msg.payload === 'string' ? msg.payload : undefined);
-          if (typeof id !== 'string' || !EVENT_ID.test(id)) throw new FieldError('id', 'the reservation id (msg.payload.id or msg.reservation.id) must match ^[A-Za-z0-9._:-]{1,64}$');
+          if (typeof id !== 'string' || !EVENT_ID.test(id)) throw new FieldError('id', `the reservation id (msg.payload.id or msg.reservation.id) must match ${EVENT_ID_PATTERN}`);
           const answer = await request(server.httpUrl, 'DELETE', `v1/reservations/${encodeURIComponent(id)}`, { headers: server.apiHeaders() });
           msg.statusCode = answer.status;
           if (answer.status === 204) return send([{ ...msg, payload: { id, released: true } }, null]);
@@ -44,21 +37,20 @@ export function registerReserve(RED: NodeAPI): void {
         }
         const body: Record<string, unknown> = {
           sku: ident(blank(p.sku) ? def.sku : p.sku, 'sku'),
-          qty: integer(blank(p.qty) ? def.qty : p.qty, 'qty', 1, 1_000_000),
+          qty: integer(blank(p.qty) ? def.qty : p.qty, 'qty', ...COMMAND_QTY),
         };
         const wh = blank(p.warehouse) ? def.warehouse : p.warehouse;
         if (!blank(wh)) body.warehouse = ident(wh, 'warehouse');
         const ttl = blank(p.ttlSeconds) ? def.ttlSeconds : p.ttlSeconds;
-        if (!blank(ttl)) body.ttlSeconds = integer(ttl, 'ttlSeconds', 1, 31_536_000);
-        const key = typeof msg.idempotencyKey === 'string' && msg.idempotencyKey !== '' ? msg.idempotencyKey : `node-red-${msg._msgid}`;
+        if (!blank(ttl)) body.ttlSeconds = integer(ttl, 'ttlSeconds', 1, MAX_RESERVATION_TTL_S);
+        const key = idempotencyKey(msg);
         const answer = await request(server.httpUrl, 'POST', 'v1/reservations', { body, headers: { ...server.apiHeaders(), 'idempotency-key': key } });
         msg.statusCode = answer.status;
         msg.idempotencyKey = key;
         if (answer.status === 201) return send([{ ...msg, payload: answer.body, reservation: answer.body }, null]);
         if (answer.status === 409) return send([null, { ...msg, payload: answer.body }]);
-        const e = apiError(answer.body);
-        msg.error = e;
-        throw e?.field ? new FieldError(e.field, e.message) : new Error(`reserve: ${answer.status} ${e ? `${e.code}: ${e.message}` : ''}`.trim());
+        msg.error = apiError(answer.body);
+        throw answerError('reserve', answer);
       })().then(() => done(), (err: Error) => done(err));
     });
   }

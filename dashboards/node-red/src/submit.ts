@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from 'node-red';
-import { EVENT_ID, EVENT_TYPES, FieldError, ident, type EventType } from './lib.js';
+import { EVENT_ID, FieldError, ident } from './lib.js';
+import { EVENT_ID_PATTERN, EVENT_QTY, EVENT_TYPES, REASON_MAX_LENGTH, type EventType } from './limits.js';
 import type { ServerNode } from './server.js';
 
 interface SubmitDef extends NodeDef {
@@ -11,15 +12,6 @@ interface SubmitDef extends NodeDef {
   ackTimeout: string | number;
 }
 
-const QTY: Record<EventType, [number, number]> = {
-  received: [1, 1_000_000],
-  shipped: [1, 1_000_000],
-  returned: [1, 1_000_000],
-  adjusted: [-1_000_000, 1_000_000],
-  counted: [0, 1_000_000_000],
-  level: [0, 1_000_000_000],
-};
-
 /** Builds an event of CONTRACT section 3 from `msg.payload`, naming the field at fault when it cannot. */
 export function toEvent(input: unknown): Record<string, unknown> {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new FieldError('payload', 'must be an object {type, sku, qty, …}');
@@ -27,12 +19,12 @@ export function toEvent(input: unknown): Record<string, unknown> {
   const type = p.type as EventType;
   if (!EVENT_TYPES.includes(type)) throw new FieldError('type', `must be one of ${EVENT_TYPES.join(', ')}`);
   const sku = ident(p.sku, 'sku');
-  const [min, max] = QTY[type];
+  const [min, max] = EVENT_QTY[type];
   if (typeof p.qty !== 'number' || !Number.isInteger(p.qty) || p.qty < min || p.qty > max || (type === 'adjusted' && p.qty === 0)) {
     throw new FieldError('qty', `must be an integer from ${min} to ${max}${type === 'adjusted' ? ', not 0,' : ''} for ${type}`);
   }
   const id = p.id ?? randomUUID();
-  if (typeof id !== 'string' || !EVENT_ID.test(id)) throw new FieldError('id', 'must match ^[A-Za-z0-9._:-]{1,64}$');
+  if (typeof id !== 'string' || !EVENT_ID.test(id)) throw new FieldError('id', `must match ${EVENT_ID_PATTERN}`);
   const event: Record<string, unknown> = { v: 1, id, type, sku, qty: p.qty };
   if (p.ts !== undefined) {
     if (typeof p.ts === 'string' ? Number.isNaN(Date.parse(p.ts)) : typeof p.ts !== 'number') throw new FieldError('ts', 'must be RFC 3339 or epoch milliseconds');
@@ -41,11 +33,11 @@ export function toEvent(input: unknown): Record<string, unknown> {
   if (p.location !== undefined) event.location = ident(p.location, 'location');
   else if (type === 'level') throw new FieldError('location', 'is required for level readings');
   if (p.reservation !== undefined) {
-    if (typeof p.reservation !== 'string' || !EVENT_ID.test(p.reservation)) throw new FieldError('reservation', 'must match ^[A-Za-z0-9._:-]{1,64}$');
+    if (typeof p.reservation !== 'string' || !EVENT_ID.test(p.reservation)) throw new FieldError('reservation', `must match ${EVENT_ID_PATTERN}`);
     event.reservation = p.reservation;
   }
   if (p.reason !== undefined) {
-    if (typeof p.reason !== 'string' || p.reason.length > 200) throw new FieldError('reason', 'must be a string of at most 200 characters');
+    if (typeof p.reason !== 'string' || p.reason.length > REASON_MAX_LENGTH) throw new FieldError('reason', `must be a string of at most ${REASON_MAX_LENGTH} characters`);
     event.reason = p.reason;
   }
   return event;
