@@ -8,6 +8,9 @@ export function createEdgeMetrics(registry: Registry) {
     backlogEvents: new client.Gauge({ name: 'stockwire_edge_backlog_events', help: 'Events in the outbox not yet confirmed by central', registers: [registry] }),
     backlogBytes: new client.Gauge({ name: 'stockwire_edge_backlog_bytes', help: 'Bytes in the outbox not yet confirmed by central', registers: [registry] }),
     outboxMaxBytes: new client.Gauge({ name: 'stockwire_edge_outbox_max_bytes', help: 'The outbox bound (OUTBOX_MAX_BYTES)', registers: [registry] }),
+    deviceMaxBytes: new client.Gauge({ name: 'stockwire_edge_outbox_device_max_bytes', help: 'What one device may hold of the outbox (OUTBOX_DEVICE_SHARE), bytes', registers: [registry] }),
+    largestDeviceBytes: new client.Gauge({ name: 'stockwire_edge_backlog_largest_device_bytes', help: 'Bytes in the outbox of the device that holds the most', registers: [registry] }),
+    deadLetters: new client.Counter({ name: 'stockwire_edge_dead_letters_total', help: 'Payloads the edge refused for good (over 8 KiB), kept as dead letters in its outbox file and answered rejected, by error code', labelNames: ['code'], registers: [registry] }),
     oldestAge: new client.Gauge({ name: 'stockwire_edge_oldest_unconfirmed_seconds', help: 'Age of the oldest event central has not confirmed', registers: [registry] }),
     confirmed: new client.Counter({ name: 'stockwire_edge_events_confirmed_total', help: 'Events confirmed by central\'s commit ack and removed from the outbox (drain rate: rate() of this)', registers: [registry] }),
     sent: new client.Counter({ name: 'stockwire_edge_events_sent_total', help: 'Event publishes to central, first sends and resends', labelNames: ['attempt'], registers: [registry] }),
@@ -16,7 +19,8 @@ export function createEdgeMetrics(registry: Registry) {
     mirrored: new client.Counter({ name: 'stockwire_edge_mirrored_total', help: 'Messages from central republished on the edge broker', labelNames: ['kind'], registers: [registry] }),
   };
   // Known reasons start at 0: a series born at 1 shows no increase() to Prometheus, so the first refusal would go unseen.
-  for (const reason of ['outbox_full', 'outbox_error']) metrics.refused.labels({ reason }).inc(0);
+  for (const reason of ['outbox_full', 'device_share', 'outbox_error']) metrics.refused.labels({ reason }).inc(0);
+  metrics.deadLetters.labels({ code: 'payload_too_large' }).inc(0);
   return metrics;
 }
 export type EdgeMetrics = ReturnType<typeof createEdgeMetrics>;
