@@ -28,6 +28,18 @@ async function metric(http: number, name: string, labels: Record<string, string>
   return line === undefined ? Number.NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
+/** Publishes at QoS 1: 'puback', or 'refused' when the edge drops the connection instead (MQTT 3.1.1 has no negative PUBACK). */
+function publish(client: MqttClient, topic: string, payload: string): Promise<'puback' | 'refused'> {
+  return new Promise((resolve) => {
+    const refused = () => resolve('refused');
+    client.once('close', refused);
+    client.publish(topic, payload, { qos: 1 }, (err) => {
+      client.off('close', refused);
+      resolve(err ? 'refused' : 'puback');
+    });
+  });
+}
+
 const event = (id: string, padBytes = 0) => JSON.stringify({ v: 1, id, type: 'received', sku: 'SKU-Q', qty: 1, ...(padBytes > 0 && { pad: 'p'.repeat(padBytes) }) });
 
 describe('the outbox during an outage, against junk and a greedy device (issue 15, item 6)', () => {
@@ -74,11 +86,11 @@ describe('the outbox during an outage, against junk and a greedy device (issue 1
     await db?.drop();
   });
 
-  it(`${JUNK} payloads of 60 KB take no room in a 64 KiB outbox: each is a dead letter answered rejected by the edge at once, and valid events still fit`, async () => {
+  it(`${JUNK} payloads of 60 KB take no room in a 64 KiB outbox: each is a dead letter answered rejected by the edge at once, and valid events still fit`, { timeout: 30_000 }, async () => {
     const junk = await device('junk');
     const acks = new Collector<Ack>(junk, `wh/${WH}/dev/junk/ack`);
     await junk.subscribeAsync(`wh/${WH}/dev/junk/ack`, { qos: 1 });
-    for (let i = 0; i < JUNK; i++) await junk.publishAsync(`wh/${WH}/dev/junk/event`, event(`junk-${i}`, 60_000), { qos: 1 });
+    for (let i = 0; i < JUNK; i++) assert.equal(await publish(junk, `wh/${WH}/dev/junk/event`, event(`junk-${i}`, 60_000)), 'puback', `junk payload ${i} answered`);
     await acks.waitFor(() => acks.messages.length >= JUNK, 10_000, 'a rejected ack per junk payload, from the edge while central is away');
     for (const { payload } of acks.messages) {
       assert.equal(payload.status, 'rejected');
@@ -89,11 +101,11 @@ describe('the outbox during an outage, against junk and a greedy device (issue 1
     assert.equal(await metric(http, 'stockwire_edge_dead_letters_total', { code: 'payload_too_large' }), JUNK);
     assert.equal(await metric(http, 'stockwire_edge_backlog_bytes'), 0, 'no junk in the outbox');
     const calm = await device('calm');
-    await calm.publishAsync(`wh/${WH}/dev/calm/event`, event('calm-0'), { qos: 1 });
+    assert.equal(await publish(calm, `wh/${WH}/dev/calm/event`, event('calm-0')), 'puback');
     assert.equal(await metric(http, 'stockwire_edge_backlog_events'), 1);
   });
 
-  it('a device holds at most its share (32 KiB): its next events are refused with a device-share alert, while another device is still taken', async () => {
+  it('a device holds at most its share (32 KiB): its next events are refused with a device-share alert, while another device is still taken', { timeout: 30_000 }, async () => {
     const display = await connect(edgeUrl, 'disp-q', 'pw-disp-q');
     clients.push(display);
     const alerts = new Collector<Alert>(display, `alerts/${WH}/#`);
@@ -111,7 +123,7 @@ describe('the outbox during an outage, against junk and a greedy device (issue 1
     const held = await metric(http, 'stockwire_edge_backlog_largest_device_bytes');
     assert.ok(held > 24 * KiB && held <= 32 * KiB, `noisy holds ${held} bytes`);
     const calm = clients[1] as MqttClient;
-    for (let i = 1; i <= 3; i++) await calm.publishAsync(`wh/${WH}/dev/calm/event`, event(`calm-${i}`, 7 * KiB), { qos: 1 });
+    for (let i = 1; i <= 3; i++) assert.equal(await publish(calm, `wh/${WH}/dev/calm/event`, event(`calm-${i}`, 7 * KiB)), 'puback', `calm-${i} taken`);
     assert.equal(alerts.messages.filter((m) => m.topic === `alerts/${WH}/outbox-full`).length, 0, 'the outbox itself never filled');
   });
 
