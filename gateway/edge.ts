@@ -8,6 +8,7 @@ import { ErrorCode, forwardedPayload, parseEvent, parseEventTopic, topics, type 
 import type { ClientTls } from '../cli/tls.js';
 import { DEFAULT_DEVICE_SHARE, deviceShareBytes, type DeviceShare } from './config.js';
 import { Forwarder } from './forwarder.js';
+import { DownlinkMirror } from './mirror.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
 import { OutboxDeviceShareError, OutboxFullError, type Outbox, type OutboxEntry } from './outbox/outbox.js';
 import { SqliteOutbox } from './outbox/sqlite.js';
@@ -53,7 +54,8 @@ export class Edge {
   readonly registry = new Registry();
   private readonly metrics: EdgeMetrics;
   private broker: StockwireBroker | null = null;
-  private outbox: Outbox | null = null;
+  private outbox: SqliteOutbox | null = null;
+  private mirror: DownlinkMirror | null = null;
   private forwarder: Forwarder | null = null;
   private http: FastifyInstance | null = null;
   private statusTimer: NodeJS.Timeout | null = null;
@@ -106,8 +108,13 @@ export class Edge {
       onDevicePublish: (client, packet) => this.accept(client, packet),
     });
     const aedes = this.broker.aedes;
-    const local = (topic: string, payload: string | Buffer, retain: boolean) =>
-      aedes.publish({ cmd: 'publish', topic, payload: Buffer.isBuffer(payload) ? payload : Buffer.from(payload), qos: 1, retain, dup: false }, () => {});
+    const mirror = new DownlinkMirror({
+      store: this.outbox,
+      publish: (topic, payload, retain) => new Promise<void>((resolve) => aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false }, () => resolve())),
+      metrics: this.metrics,
+      log,
+    });
+    this.mirror = mirror;
 
     this.forwarder = new Forwarder({
       outbox: this.outbox,
@@ -120,20 +127,18 @@ export class Edge {
       keepalive: o.keepalive,
       metrics: this.metrics,
       log,
-      // Downlink mirror: stock and shelf topics stay retained here, so displays keep the last known values offline.
-      onMessage: (topic, payload) => {
-        const isAck = topic.endsWith('/ack');
-        local(topic, payload, !isAck);
-        this.metrics.mirrored.inc({ kind: isAck ? 'ack' : topic.includes('/shelf/') ? 'shelf' : 'stock' });
-      },
+      // Downlink mirror: stock and shelf topics stay retained here (and on disk), so displays keep the last known values offline.
+      onMessage: (topic, payload) => mirror.offer(topic, payload),
       onLink: () => {
         this.linkSince = new Date().toISOString();
         this.publishStatus();
       },
     });
     const ports = await this.broker.start();
-    this.forwarder.start();
+    // `offline` first, then the values kept from before a restart: a display never sees them without knowing they are stale.
     this.publishStatus();
+    await mirror.restore();
+    this.forwarder.start();
     this.statusTimer = setInterval(() => this.publishStatus(), STATUS_EVERY_MS);
 
     this.http = Fastify({ logger: false });
@@ -249,6 +254,7 @@ export class Edge {
     await this.http?.close();
     await this.broker?.stop();
     await this.forwarder?.stop();
+    await this.mirror?.stop(); // the values central sent until the link closed, before the file closes
     await this.outbox?.close();
   }
 }
