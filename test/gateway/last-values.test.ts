@@ -39,7 +39,12 @@ describe('last known values across a kill -9 of the edge while central is unreac
     return seen;
   };
 
+  // Proc unrefs its processes (faults/cluster.ts): while a killed edge's clients close before its exit is reported,
+  // nothing else would hold the event loop, and the runner would cancel the test as finished.
+  let holdLoop: NodeJS.Timeout;
+
   before(async () => {
+    holdLoop = setInterval(() => {}, 60_000);
     db = await createTestDatabase('last_values');
     files = await writeDevices([
       { id: 'gw', warehouse: WH, kind: 'gateway', password: 'pw-gw' },
@@ -66,6 +71,7 @@ describe('last known values across a kill -9 of the edge while central is unreac
     await edge?.stop();
     await central?.stop();
     await db?.drop();
+    clearInterval(holdLoop);
   });
 
   it('restarted, the edge serves every last value with status offline; central back, newer versions replace them and an older one never does', { timeout: 180_000 }, async () => {
