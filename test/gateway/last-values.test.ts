@@ -74,7 +74,7 @@ describe('last known values across a kill -9 of the edge while central is unreac
     clearInterval(holdLoop);
   });
 
-  it('restarted, the edge serves every last value with status offline; central back, newer versions replace them and an older one never does', { timeout: 180_000 }, async () => {
+  it('restarted, the edge serves every last value with status offline; central back, newer versions replace them and an older one never does', { timeout: 300_000 }, async () => {
     await central.start();
     await edge.start();
     // 1. Central is up: scans and a shelf reading reach it, and the edge mirrors the stock and shelf topics.
@@ -94,15 +94,15 @@ describe('last known values across a kill -9 of the edge while central is unreac
     const last = Object.fromEntries(MIRRORED.map((t) => [t, first.last(t) as Retained]));
     // What the display saw was published by the mirror, which marks it for its next write: once nothing waits, it is on disk.
     // (Written as "none waits" rather than "=== 0", so an edge without the gauge fails below, where it matters.)
-    await until(async () => !((await metric(edge.current, 'stockwire_edge_mirror_unsaved_topics')) > 0), 10_000, 'the mirror written to the outbox file');
+    await until(async () => !((await metric(edge.current, 'stockwire_edge_mirror_unsaved_topics')) > 0), 30_000, 'the mirror written to the outbox file');
 
     // 2. Central goes away, then the edge is killed and started again while central is still unreachable.
     await central.kill9();
-    await first.waitFor(() => first.last(`wh/${WH}/status`)?.central === 'offline', 15_000, 'the edge saying central is offline');
+    await first.waitFor(() => first.last(`wh/${WH}/status`)?.central === 'offline', 30_000, 'the edge saying central is offline');
     await edge.kill9();
     await edge.start();
     const second = await display();
-    await second.waitFor(() => MIRRORED.every((t) => second.last(t) !== undefined) && second.last(`wh/${WH}/status`) !== undefined, 10_000, 'every last known value from the restarted edge');
+    await second.waitFor(() => MIRRORED.every((t) => second.last(t) !== undefined) && second.last(`wh/${WH}/status`) !== undefined, 30_000, 'every last known value from the restarted edge');
     for (const t of MIRRORED) assert.deepEqual(second.last(t), last[t], `${t}: the last value before the kill`);
     assert.ok(second.messages.filter((m) => MIRRORED.includes(m.topic)).every((m) => m.retain), 'served as retained values');
     const status = second.last(`wh/${WH}/status`) as LinkStatus;
@@ -124,14 +124,14 @@ describe('last known values across a kill -9 of the edge while central is unreac
     const proc = await connect(centralUrl(central), 'proc', 'pw-proc');
     clients.push(proc);
     await proc.publishAsync(`wh/${WH}/stock/SKU-B`, JSON.stringify(older), { qos: 1, retain: true });
-    await until(async () => (await metric(edge.current, 'stockwire_edge_mirror_older_dropped_total')) >= 1, 15_000, 'the edge dropping the older version');
+    await until(async () => (await metric(edge.current, 'stockwire_edge_mirror_older_dropped_total')) >= 1, 30_000, 'the edge dropping the older version');
     const servedB = (seen: Collector<Retained>) => seen.messages.filter((m) => m.topic === `wh/${WH}/stock/SKU-B`).map((m) => m.payload.version);
     assert.deepEqual(servedB(second), [versionB], 'the display never saw the older version');
     await edge.stop(); // and central's broker keeps the older copy retained: it comes again on the next connection
     await edge.start();
     const third = await display();
-    await until(async () => (await metric(edge.current, 'stockwire_edge_mirror_older_dropped_total')) >= 1, 15_000, 'the restarted edge dropping the older copy again');
-    await third.waitFor(() => third.last(`wh/${WH}/stock/SKU-B`) !== undefined, 5_000, 'SKU-B at the restarted edge');
+    await until(async () => (await metric(edge.current, 'stockwire_edge_mirror_older_dropped_total')) >= 1, 30_000, 'the restarted edge dropping the older copy again');
+    await third.waitFor(() => third.last(`wh/${WH}/stock/SKU-B`) !== undefined, 30_000, 'SKU-B at the restarted edge');
     assert.deepEqual(servedB(third), [versionB], 'after a restart too');
   });
 });
