@@ -23,6 +23,7 @@ const LOAD_PAGE = 2_000; // rows read per request at start
 
 const STOCK_FILTERS = ['stock/+', 'wh/+/stock/+'];
 const SHELF_FILTER = 'wh/+/shelf/+/+';
+const ACK_FILTER = 'wh/+/dev/+/ack'; // not "ends with /ack": a sku may be called ack
 
 /**
  * What orders the values of a retained topic: a stock topic's `version` (CONTRACT 4: strictly increasing per topic),
@@ -94,7 +95,7 @@ export class DownlinkMirror {
 
   /** A message from central on a mirrored topic (stock, shelf, acks). */
   offer(topic: string, payload: Buffer): void {
-    if (topic.endsWith('/ack')) {
+    if (topicMatches(ACK_FILTER, topic)) {
       void this.o.publish(topic, payload, false);
       this.o.metrics.mirrored.inc({ kind: 'ack' });
       return;
@@ -112,7 +113,7 @@ export class DownlinkMirror {
     if (payload.length === 0) this.#served.delete(topic);
     else this.#served.set(topic, order);
     void this.o.publish(topic, payload, true);
-    this.o.metrics.mirrored.inc({ kind: topic.includes('/shelf/') ? 'shelf' : 'stock' });
+    this.o.metrics.mirrored.inc({ kind: topicMatches(SHELF_FILTER, topic) ? 'shelf' : 'stock' });
     this.#unsaved.set(topic, { topic, order, payload });
     this.o.metrics.mirrorUnsaved.set(this.#unsaved.size);
     this.#schedule();

@@ -59,17 +59,19 @@ describe('DownlinkMirror', () => {
     mirror.offer('wh/W1/shelf/L1/A', shelf('2026-11-26T08:00:00.000Z', 3));
     mirror.offer('wh/W1/shelf/L1/A', shelf('2026-11-26T07:00:00.000Z', 9));
     mirror.offer('wh/W1/dev/scan-1/ack', Buffer.from('{"id":"e1","status":"applied"}'));
+    mirror.offer('wh/W1/stock/ack', stock('ack', 1)); // a sku named ack is a stock topic
     assert.deepEqual(published.map((p) => [p.topic, JSON.parse(p.payload).version ?? JSON.parse(p.payload).qty ?? JSON.parse(p.payload).id, p.retain]), [
       ['wh/W1/stock/A', 5, true],
       ['wh/W1/stock/A', 6, true],
       ['wh/W1/shelf/L1/A', 3, true],
       ['wh/W1/dev/scan-1/ack', 'e1', false],
+      ['wh/W1/stock/ack', 1, true],
     ]);
     assert.equal(await value('mirrorOlder'), 2);
-    assert.equal(await value('mirrorUnsaved'), 2, 'stock A and shelf A wait for their write; the ack is not kept');
+    assert.equal(await value('mirrorUnsaved'), 3, 'stock A, stock ack and shelf A wait for their write; the ack is not kept');
     await mirror.stop();
     assert.equal(await value('mirrorUnsaved'), 0);
-    assert.deepEqual((await store.loadRetained('', 10)).map((r) => [r.topic, r.order]), [['wh/W1/shelf/L1/A', Date.parse('2026-11-26T08:00:00.000Z')], ['wh/W1/stock/A', 6]]);
+    assert.deepEqual((await store.loadRetained('', 10)).map((r) => [r.topic, r.order]), [['wh/W1/shelf/L1/A', Date.parse('2026-11-26T08:00:00.000Z')], ['wh/W1/stock/A', 6], ['wh/W1/stock/ack', 1]]);
     await store.close();
   });
 
