@@ -59,12 +59,12 @@ const CHANNELS: Record<string, Channel> = {
   },
   ack: {
     address: p.topics.ack('{wh}', '{device}'), message: 'ack', schema: 'Ack', title: 'Commit ack', action: 'send', retain: false, params: ['wh', 'device'],
-    description: 'Published after the commit that decided the event: applied, duplicate (the original outcome of a repeat) or rejected with an error. An edge deletes an event from its outbox only on this ack.',
+    description: 'Published after the commit that decided the event: applied, duplicate (the original outcome of a repeat) or rejected with an error. An edge deletes an event from its outbox only on this ack. A payload over 8 KiB is answered by the edge itself (rejected, payload_too_large, id null) and never reaches central: one ack per payload either way.',
     example: { id: '01J9Z7X4Q2', status: 'applied', stock: { onHand: 12, available: 10 } },
   },
   warehouseStock: {
     address: p.topics.warehouseStock('{wh}', '{sku}'), message: 'warehouseStock', schema: 'WarehouseStock', title: 'Warehouse stock', action: 'send', retain: true, params: ['wh', 'sku'],
-    description: 'Retained book stock of one SKU in one warehouse, after every commit that changes it; version strictly increases. Edges mirror their own warehouse, retained, for displays while central is unreachable.',
+    description: 'Retained book stock of one SKU in one warehouse, after every commit that changes it; version strictly increases. Edges mirror their own warehouse, retained, for displays while central is unreachable, and keep the last values across a restart (served while their status says central is offline); an edge never serves an older version after a newer one.',
     example: { sku: 'SKU-1', warehouse: 'WH1', onHand: 12, reserved: 2, available: 10, version: 7, asOf: AT },
   },
   globalStock: {
@@ -84,7 +84,7 @@ const CHANNELS: Record<string, Channel> = {
   },
   alert: {
     address: p.topics.alert('{wh}', '{kind}'), message: 'alert', schema: 'Alert', title: 'Alert', action: 'send', retain: false, params: ['wh', 'kind'],
-    description: 'From central: negative-stock, dead-letter, id-reused (an event id sent again with other content: acked duplicate, the copy dead-lettered), reservation-mismatch (a shipment naming a hold it cannot consume), transfer-mismatch and transfer-timeout. On the edge broker only: outbox-full.',
+    description: 'From central: negative-stock, dead-letter, id-reused (an event id sent again with other content: acked duplicate, the copy dead-lettered), reservation-mismatch (a shipment naming a hold it cannot consume), transfer-mismatch and transfer-timeout. On the edge broker only: outbox-full, device-share (a device holds its share of the outbox) and dead-letter (a payload over 8 KiB refused at the edge).',
     example: { kind: 'negative-stock', wh: 'WH1', sku: 'SKU-1', message: 'onHand of SKU-1 at WH1 is -3', at: AT },
   },
   request: {
@@ -109,7 +109,7 @@ const PARAMETERS: Record<string, string> = {
   device: 'device id (the MQTT username of a scanner or shelf sensor)',
   sku: 'stock keeping unit',
   location: 'bin or shelf',
-  kind: 'alert kind: negative-stock, dead-letter, id-reused, outbox-full, reservation-mismatch, transfer-mismatch, transfer-timeout',
+  kind: 'alert kind: negative-stock, dead-letter, id-reused, outbox-full, device-share, reservation-mismatch, transfer-mismatch, transfer-timeout',
   client: 'MQTT username of the client making commands (a processor or gateway credential)',
 };
 

@@ -10,14 +10,48 @@ const ident = (raw: string): string => {
   if (!isIdent(raw)) throw new Error('must match ^[A-Za-z0-9._-]{1,64}$');
   return raw;
 };
-const bytes = (raw: string): number => {
+const byteCount = (raw: string): number | null => {
   const m = /^(\d+)\s*([kmg]i?b?|b)?$/i.exec(raw.trim());
-  if (!m) throw new Error('must be a byte count such as 1073741824, 512MiB or 1GiB');
+  if (!m) return null;
   const unit = (m[2] ?? 'b').toLowerCase()[0] as string;
-  const n = Number(m[1]) * ({ b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[unit]!;
+  return Number(m[1]) * ({ b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[unit]!;
+};
+const bytes = (raw: string): number => {
+  const n = byteCount(raw);
+  if (n === null) throw new Error('must be a byte count such as 1073741824, 512MiB or 1GiB');
   if (n < 64 * 1024) throw new Error('must be at least 64 KiB');
   return n;
 };
+
+/** What one device may hold of the outbox: a fraction of OUTBOX_MAX_BYTES, or bytes. */
+export type DeviceShare = { fraction: number } | { bytes: number };
+/** At least two of the largest events (8 KiB, the edge's 32-byte stamp, the topic): a device can always store one. */
+export const MIN_DEVICE_SHARE_BYTES = 16 * 1024;
+export const DEFAULT_DEVICE_SHARE: DeviceShare = { fraction: 0.25 };
+
+const deviceShare = (raw: string): DeviceShare => {
+  const text = raw.trim();
+  const percent = /^(\d+(?:\.\d+)?)\s*%$/.exec(text);
+  // A plain number up to 1 is a fraction ("1": the whole outbox); anything else a byte count.
+  const fraction = percent ? Number(percent[1]) / 100 : /^(?:0|1)?(?:\.\d+)?$/.test(text) && text !== '' && Number(text) <= 1 ? Number(text) : null;
+  if (fraction !== null) {
+    if (!(fraction > 0 && fraction <= 1)) throw new Error('must be a fraction above 0 and at most 1 (0.25, 25%), or a byte count (64MiB)');
+    return { fraction };
+  }
+  const n = byteCount(text);
+  if (n === null) throw new Error('must be a fraction of OUTBOX_MAX_BYTES (0.25, 25%) or a byte count (64MiB)');
+  if (n < MIN_DEVICE_SHARE_BYTES) throw new Error(`must be at least ${MIN_DEVICE_SHARE_BYTES / 1024} KiB`);
+  return { bytes: n };
+};
+
+/** The share of one device in bytes, and what is wrong with it for this bound (null: nothing). */
+export function deviceShareBytes(share: DeviceShare, outboxMaxBytes: number): { bytes: number; problem: string | null } {
+  const bytes = 'fraction' in share ? Math.floor(share.fraction * outboxMaxBytes) : share.bytes;
+  const named = 'fraction' in share ? `${share.fraction} of OUTBOX_MAX_BYTES (${outboxMaxBytes} bytes) is ${bytes} bytes` : `${bytes} bytes`;
+  if (bytes < MIN_DEVICE_SHARE_BYTES) return { bytes, problem: `--outbox-device-share (OUTBOX_DEVICE_SHARE): ${named}, less than one device needs (${MIN_DEVICE_SHARE_BYTES / 1024} KiB)` };
+  if (bytes > outboxMaxBytes) return { bytes, problem: `--outbox-device-share (OUTBOX_DEVICE_SHARE): ${named}, more than OUTBOX_MAX_BYTES (${outboxMaxBytes} bytes)` };
+  return { bytes, problem: null };
+}
 
 export const edgeSpecs = {
   wh: opt({ flag: 'warehouse', env: 'WAREHOUSE_ID', help: 'the warehouse this edge serves', parse: ident, required: true as const }),
@@ -33,6 +67,13 @@ export const edgeSpecs = {
   centralPassword: opt({ flag: 'central-password', env: 'CENTRAL_PASSWORD', help: 'its password', parse: str, secret: true }),
   ...centralTlsSpecs,
   outboxMaxBytes: opt({ flag: 'outbox-max-bytes', env: 'OUTBOX_MAX_BYTES', help: 'outbox bound; when full, new events are refused', parse: bytes, default: 1024 ** 3 }),
+  outboxDeviceShare: opt({
+    flag: 'outbox-device-share',
+    env: 'OUTBOX_DEVICE_SHARE',
+    // No `default` here: help prints a default with String(), and this one is an object. Unset means DEFAULT_DEVICE_SHARE.
+    help: 'what one device may hold of the outbox: a fraction of OUTBOX_MAX_BYTES (0.25, 25%) or bytes (64MiB); beyond, its events are refused [default: 0.25]',
+    parse: deviceShare,
+  }),
   forwardWindow: opt({ flag: 'forward-window', env: 'FORWARD_WINDOW', help: 'events in flight to central at most', parse: int(1, 60_000), default: 10_000 }),
   resendAfterMs: opt({ flag: 'resend-after-ms', env: 'RESEND_AFTER_MS', help: 'ms without a commit ack before an event is sent again', parse: int(100, 3_600_000), default: 10_000 }),
   keepalive: opt({ flag: 'keepalive', env: 'CENTRAL_KEEPALIVE', help: 's between pings to central (dead link noticed after 1.5×)', parse: int(1, 3600), default: 10 }),

@@ -4,11 +4,13 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createBroker, loadDevices, type AuthedClient, type DeviceLimits, type DevicePublish, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
-import { forwardedPayload, parseEvent, parseEventTopic, topics, type Alert, type LinkStatus } from '../protocol/index.js';
+import { ErrorCode, forwardedPayload, parseEvent, parseEventTopic, topics, type Ack, type Alert, type LinkStatus, type ValidationError } from '../protocol/index.js';
 import type { ClientTls } from '../cli/tls.js';
+import { DEFAULT_DEVICE_SHARE, deviceShareBytes, type DeviceShare } from './config.js';
 import { Forwarder } from './forwarder.js';
+import { DownlinkMirror } from './mirror.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
-import { OutboxFullError, type Outbox, type OutboxEntry } from './outbox/outbox.js';
+import { OutboxDeviceShareError, OutboxFullError, type Outbox, type OutboxEntry } from './outbox/outbox.js';
 import { SqliteOutbox } from './outbox/sqlite.js';
 
 export interface EdgeOptions {
@@ -25,6 +27,8 @@ export interface EdgeOptions {
   centralPassword?: string;
   centralTls?: ClientTls;
   outboxMaxBytes: number;
+  /** what one device may hold of the outbox; default DEFAULT_DEVICE_SHARE */
+  outboxDeviceShare?: DeviceShare;
   forwardWindow: number;
   resendAfterMs: number;
   keepalive: number;
@@ -37,8 +41,10 @@ export interface EdgeOptions {
   httpRoutes?: (app: FastifyInstance, ports: { mqtt: number; ws: number }) => void;
 }
 
+const alertOf = (kind: string, wh: string, message: string): Alert => ({ kind, wh, message, at: new Date().toISOString() });
+
 const STATUS_EVERY_MS = 5_000; // the local status topic carries the backlog; refreshed this often
-const ALERT_EVERY_MS = 60_000; // an outbox-full alert at most this often
+const ALERT_EVERY_MS = 60_000; // an outbox-full (or device-share) alert at most this often
 
 /**
  * `stockwire edge`: one warehouse's Aedes broker for devices, the durable outbox and the bridge to
@@ -48,15 +54,20 @@ export class Edge {
   readonly registry = new Registry();
   private readonly metrics: EdgeMetrics;
   private broker: StockwireBroker | null = null;
-  private outbox: Outbox | null = null;
+  private outbox: SqliteOutbox | null = null;
+  private mirror: DownlinkMirror | null = null;
   private forwarder: Forwarder | null = null;
   private http: FastifyInstance | null = null;
   private statusTimer: NodeJS.Timeout | null = null;
   private linkSince = new Date().toISOString();
-  private lastFullAlert = 0;
+  private readonly lastAlert = new Map<string, number>(); // alert kind → epoch ms it was last raised
+  private readonly deviceMaxBytes: number;
   private ready = false;
 
   constructor(private readonly o: EdgeOptions) {
+    const share = deviceShareBytes(o.outboxDeviceShare ?? DEFAULT_DEVICE_SHARE, o.outboxMaxBytes);
+    if (share.problem !== null) throw new RangeError(share.problem);
+    this.deviceMaxBytes = share.bytes;
     // Every series of this edge carries its warehouse, so dashboards and alerts group by `wh`.
     this.registry.setDefaultLabels({ wh: o.wh });
     collectDefaultMetrics({ register: this.registry });
@@ -71,6 +82,7 @@ export class Edge {
     this.outbox = await SqliteOutbox.open({
       path: path.join(o.dataDir, `outbox-${o.wh}.db`),
       maxBytes: o.outboxMaxBytes,
+      maxDeviceBytes: this.deviceMaxBytes,
       // Every event would be refused from now on; a restart reopens the file, which holds every event acknowledged.
       onFailure: (err) => {
         log.fatal({ err: err.message }, 'outbox failed: the edge cannot accept events until it restarts');
@@ -78,6 +90,7 @@ export class Edge {
       },
     });
     this.metrics.outboxMaxBytes.set(o.outboxMaxBytes);
+    this.metrics.deviceMaxBytes.set(this.deviceMaxBytes);
     const backlog = this.outbox.stats();
     if (backlog.events > 0) log.info({ events: backlog.events, bytes: backlog.bytes }, 'outbox holds unconfirmed events; they are sent first');
 
@@ -95,8 +108,13 @@ export class Edge {
       onDevicePublish: (client, packet) => this.accept(client, packet),
     });
     const aedes = this.broker.aedes;
-    const local = (topic: string, payload: string | Buffer, retain: boolean) =>
-      aedes.publish({ cmd: 'publish', topic, payload: Buffer.isBuffer(payload) ? payload : Buffer.from(payload), qos: 1, retain, dup: false }, () => {});
+    const mirror = new DownlinkMirror({
+      store: this.outbox,
+      publish: (topic, payload, retain) => new Promise<void>((resolve) => aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false }, () => resolve())),
+      metrics: this.metrics,
+      log,
+    });
+    this.mirror = mirror;
 
     this.forwarder = new Forwarder({
       outbox: this.outbox,
@@ -109,20 +127,18 @@ export class Edge {
       keepalive: o.keepalive,
       metrics: this.metrics,
       log,
-      // Downlink mirror: stock and shelf topics stay retained here, so displays keep the last known values offline.
-      onMessage: (topic, payload) => {
-        const isAck = topic.endsWith('/ack');
-        local(topic, payload, !isAck);
-        this.metrics.mirrored.inc({ kind: isAck ? 'ack' : topic.includes('/shelf/') ? 'shelf' : 'stock' });
-      },
+      // Downlink mirror: stock and shelf topics stay retained here (and on disk), so displays keep the last known values offline.
+      onMessage: (topic, payload) => mirror.offer(topic, payload),
       onLink: () => {
         this.linkSince = new Date().toISOString();
         this.publishStatus();
       },
     });
     const ports = await this.broker.start();
-    this.forwarder.start();
+    // `offline` first, then the values kept from before a restart: a display never sees them without knowing they are stale.
     this.publishStatus();
+    await mirror.restore();
+    this.forwarder.start();
     this.statusTimer = setInterval(() => this.publishStatus(), STATUS_EVERY_MS);
 
     this.http = Fastify({ logger: false });
@@ -140,12 +156,15 @@ export class Edge {
   }
 
   /** The broker hook: validate, stamp, append durably; the PUBACK follows when this resolves. */
-  private async accept(_client: AuthedClient, packet: DevicePublish): Promise<void> {
+  private async accept(client: AuthedClient, packet: DevicePublish): Promise<void> {
     const outbox = this.outbox as Outbox;
     const where = parseEventTopic(packet.topic);
     if (!where) throw new Error('not an event topic');
     const receivedAt = Date.now();
     const parsed = parseEvent(packet.payload, { wh: where.wh, device: where.device, receivedAt });
+    // Over 8 KiB no payload can ever become valid: kept as a dead letter (its first 8 KiB) and answered here, instead
+    // of taking up to 64 KiB of the outbox for central to refuse hours later, after an outage it helped fill.
+    if (!parsed.ok && parsed.error.code === ErrorCode.payloadTooLarge) return this.refuseForGood(client, where.device, packet, parsed.error, receivedAt);
     // No trustworthy event time (none, or too far ahead): the edge's receipt time is the event time (CONTRACT 3),
     // fixed now so a replay hours later still carries it. Central trusts the time an edge forwards.
     const payload = forwardedPayload(packet.payload, parsed);
@@ -155,31 +174,57 @@ export class Edge {
     } catch (err) {
       if (err instanceof OutboxFullError) {
         this.metrics.refused.inc({ reason: 'outbox_full' });
-        this.alertFull(err);
+        this.alert('outbox-full', `${err.message}; devices keep their events until there is room`, { maxBytes: this.o.outboxMaxBytes }, 'outbox full: refusing new events');
+      } else if (err instanceof OutboxDeviceShareError) {
+        this.metrics.refused.inc({ reason: 'device_share' });
+        this.alert('device-share', `${err.message}; it keeps its events until central confirms some, other devices go on`, { device: err.device, maxDeviceBytes: err.maxDeviceBytes }, 'a device holds its share of the outbox: refusing its new events');
       } else this.metrics.refused.inc({ reason: 'outbox_error' });
       throw err; // no PUBACK: the device keeps the event and sends it again
     }
     this.metrics.accepted.inc({ valid: parsed.ok ? 'yes' : 'no' });
-    // An invalid payload is stored and forwarded all the same, for central's dead-letter store. Its `rejected` ack
-    // is central's, mirrored here like every other ack: one answer per payload, from the one place that decides.
+    // Any other invalid payload (at most 8 KiB, like a valid one) is stored and forwarded for central's dead-letter
+    // store. Its `rejected` ack is central's, mirrored here like every other ack: one answer per payload.
     this.forwarder?.offer(stored);
   }
 
-  private alertFull(err: OutboxFullError): void {
+  /**
+   * A payload refused for good at the edge: a dead letter in the outbox file (fsynced like an event, so the PUBACK
+   * that follows never answers a payload the edge could forget), then the one `rejected` ack it gets, since central
+   * never sees it. The id is not read: nothing beyond 8 KiB is parsed, as at central.
+   */
+  private async refuseForGood(client: AuthedClient, device: string, packet: DevicePublish, error: ValidationError, receivedAt: number): Promise<void> {
+    try {
+      await (this.outbox as Outbox).deadLetter({ device, topic: packet.topic, payload: packet.payload, code: error.code, reason: error.message, source: client.device.id, receivedAt });
+    } catch (err) {
+      this.metrics.refused.inc({ reason: 'outbox_error' });
+      throw err; // no PUBACK: the device sends it again, and it is refused again once the outbox works
+    }
+    this.metrics.deadLetters.inc({ code: error.code });
+    const ack: Ack = { id: null, status: 'rejected', error: { code: error.code, message: error.message } };
+    this.publishLocal(topics.ack(this.o.wh, device), JSON.stringify(ack));
+    this.publishLocal(topics.alert(this.o.wh, 'dead-letter'), JSON.stringify(alertOf('dead-letter', this.o.wh, `event from ${device} rejected: ${error.code}: ${error.message}`)));
+  }
+
+  /** A plain (not retained) publish on the edge broker. */
+  private publishLocal(topic: string, payload: string): void {
+    this.broker?.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false }, () => {});
+  }
+
+  /** An alert of this kind, at most once per ALERT_EVERY_MS, logged as an error. */
+  private alert(kind: string, message: string, details: Record<string, unknown>, logLine: string): void {
     const now = Date.now();
-    if (now - this.lastFullAlert < ALERT_EVERY_MS) return;
-    this.lastFullAlert = now;
-    const alert: Alert = { kind: 'outbox-full', wh: this.o.wh, message: `${err.message}; devices keep their events until there is room`, at: new Date().toISOString() };
-    this.o.log.error({ maxBytes: this.o.outboxMaxBytes }, 'outbox full: refusing new events');
-    const payload = JSON.stringify(alert);
+    if (now - (this.lastAlert.get(kind) ?? 0) < ALERT_EVERY_MS) return;
+    this.lastAlert.set(kind, now);
+    this.o.log.error(details, logLine);
     // On the edge broker only: a gateway may not publish alerts at central (CONTRACT 5). Central and
     // Prometheus see the backlog in wh/{wh}/status and in stockwire_edge_events_refused_total.
-    this.broker?.aedes.publish({ cmd: 'publish', topic: topics.alert(this.o.wh, 'outbox-full'), payload: Buffer.from(payload), qos: 1, retain: false, dup: false }, () => {});
+    this.publishLocal(topics.alert(this.o.wh, kind), JSON.stringify(alertOf(kind, this.o.wh, message)));
   }
 
   private refreshBacklog(): void {
     const s = this.outbox?.stats();
     if (!s) return;
+    this.metrics.largestDeviceBytes.set(this.outbox?.largestDevice()?.bytes ?? 0);
     this.metrics.backlogEvents.set(s.events);
     this.metrics.backlogBytes.set(s.bytes);
     this.metrics.oldestAge.set(s.oldestReceivedAt === null ? 0 : (Date.now() - s.oldestReceivedAt) / 1000);
@@ -209,6 +254,7 @@ export class Edge {
     await this.http?.close();
     await this.broker?.stop();
     await this.forwarder?.stop();
+    await this.mirror?.stop(); // the values central sent until the link closed, before the file closes
     await this.outbox?.close();
   }
 }

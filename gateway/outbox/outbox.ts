@@ -1,3 +1,5 @@
+import { MAX_EVENT_BYTES } from '../../protocol/index.js';
+
 /** An event as the edge received it from a device, before the outbox numbers it. */
 export interface NewEntry {
   device: string;
@@ -26,18 +28,56 @@ export interface OutboxStats {
 }
 
 /**
+ * A payload the edge refused for good (CONTRACT 4, invalid input): kept with the reason and the sender, its
+ * raw bytes cut to DEAD_LETTER_RAW_BYTES, never forwarded (nothing central could do with it).
+ */
+export interface DeadLetter {
+  device: string;
+  topic: string;
+  /** what the device sent; the outbox keeps at most the first DEAD_LETTER_RAW_BYTES of it */
+  payload: Buffer;
+  /** an ErrorCode of protocol/errors.ts */
+  code: string;
+  reason: string;
+  /** the authenticated client that published it */
+  source: string;
+  /** epoch ms, edge clock */
+  receivedAt: number;
+}
+
+/** A kept dead letter: `payload` cut to DEAD_LETTER_RAW_BYTES, `bytes` the size the device sent. */
+export interface StoredDeadLetter extends DeadLetter {
+  id: number;
+  bytes: number;
+}
+
+/** The raw bytes a dead letter keeps (CONTRACT 4: truncated to 8 KiB). */
+export const DEAD_LETTER_RAW_BYTES = MAX_EVENT_BYTES;
+/** Dead letters an outbox keeps, the newest: at most 1000 × 8 KiB on disk whatever a device sends. */
+export const DEAD_LETTERS_KEPT = 1000;
+
+/**
  * The edge's durable queue of events waiting for central's commit ack (CONTRACT §7).
  * Narrow on purpose, like MQTT.js's Store: every implementation passes one shared contract suite.
  */
 export interface Outbox {
-  /** Durably appends (fsynced before it resolves); rejects with OutboxFullError when bytes would exceed the bound. Order of seq = order of append calls. */
+  /**
+   * Durably appends (fsynced before it resolves). Rejects with OutboxFullError when bytes would exceed the bound,
+   * or with OutboxDeviceShareError when they would exceed what one device may hold. Order of seq = order of append calls.
+   */
   append(entry: NewEntry): Promise<OutboxEntry>;
+  /** Durably keeps a dead letter (fsynced like an append, sharing its group); outside the bound; only the newest DEAD_LETTERS_KEPT stay. */
+  deadLetter(letter: DeadLetter): Promise<void>;
+  /** The dead letters kept, newest first, at most `limit`. */
+  deadLetters(limit: number): StoredDeadLetter[] | Promise<StoredDeadLetter[]>;
   /** Oldest first: up to `limit` entries with seq > afterSeq. Synchronous read is fine. */
   read(afterSeq: number, limit: number): OutboxEntry[] | Promise<OutboxEntry[]>;
   /** Removes confirmed entries (unknown seqs are ignored); idempotent. */
   confirm(seqs: readonly number[]): Promise<void>;
   /** O(1): counters kept in memory, rebuilt from disk at open. */
   stats(): OutboxStats;
+  /** The device holding the most bytes, and how many (committed appends only); null when empty. O(devices with a backlog). */
+  largestDevice(): { device: string; bytes: number } | null;
   /** Finishes the appends already accepted, then releases the store; later calls reject with OutboxClosedError. */
   close(): Promise<void>;
 }
@@ -77,6 +117,52 @@ export class OutboxFullError extends Error {
     super(`outbox full: ${bytes} more bytes would exceed the bound of ${maxBytes} bytes`);
     this.name = 'OutboxFullError';
   }
+}
+
+/** One device holds its share of the bound: the edge refuses its event (no PUBACK, the device keeps it); other devices go on. */
+export class OutboxDeviceShareError extends Error {
+  readonly code = 'device_share';
+
+  constructor(
+    readonly device: string,
+    /** what one device may hold, bytes */
+    readonly maxDeviceBytes: number,
+    /** bytes the refused entry would have added */
+    readonly bytes: number,
+  ) {
+    super(`device ${device} holds its share of the outbox: ${bytes} more bytes would exceed ${maxDeviceBytes} bytes`);
+    this.name = 'OutboxDeviceShareError';
+  }
+}
+
+/** What is wrong with the bounds of an outbox (none: empty): both positive integers, the device's share within the whole. */
+export function boundProblems(maxBytes: number, maxDeviceBytes: number): string[] {
+  const problems: string[] = [];
+  if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) problems.push(`maxBytes must be a positive integer (bytes), got ${maxBytes}`);
+  if (!Number.isSafeInteger(maxDeviceBytes) || maxDeviceBytes <= 0 || maxDeviceBytes > maxBytes) problems.push(`maxDeviceBytes must be a positive integer (bytes) no larger than maxBytes, got ${maxDeviceBytes}`);
+  return problems;
+}
+
+/** Adds `delta` to a per-device count, dropping the device at 0 so the map holds only devices with bytes. */
+export function addDeviceBytes(map: Map<string, number>, device: string, delta: number): void {
+  const n = (map.get(device) ?? 0) + delta;
+  if (n === 0) map.delete(device);
+  else map.set(device, n);
+}
+
+/** The largest entry of a per-device count. */
+export function largestOf(map: ReadonlyMap<string, number>): { device: string; bytes: number } | null {
+  let top: { device: string; bytes: number } | null = null;
+  for (const [device, bytes] of map) if (top === null || bytes > top.bytes) top = { device, bytes };
+  return top;
+}
+
+/** Why a dead letter cannot be kept, or null (checked per call, as invalidEntry). */
+export function invalidDeadLetter(letter: DeadLetter): string | null {
+  if (!Number.isFinite(letter.receivedAt)) return `receivedAt must be a finite epoch ms, got ${letter.receivedAt}`;
+  if (!Buffer.isBuffer(letter.payload)) return 'payload must be a Buffer';
+  for (const k of ['device', 'topic', 'code', 'reason', 'source'] as const) if (typeof letter[k] !== 'string') return `${k} must be a string`;
+  return null;
 }
 
 /** A call on an outbox that is closed (or closing). */

@@ -6,15 +6,18 @@
 import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { WorkerReply, WorkerRequest, WorkerRow } from './sqlite-protocol.js';
+import type { WorkerDeadLetter, WorkerReply, WorkerRequest, WorkerRetained, WorkerRow } from './sqlite-protocol.js';
 
-const SCHEMA_VERSION = 1; // PRAGMA user_version of the schema below
+const SCHEMA_VERSION = 2; // PRAGMA user_version of the schema below; 1 had the outbox table only
+const KNOWN_VERSIONS = [0, 1, SCHEMA_VERSION]; // 0: a new file; 1 gains the tables it lacks
 
 // AUTOINCREMENT, not a bare INTEGER PRIMARY KEY: without it SQLite picks max(seq)+1, so confirming the
 // newest entries (or all of them) and restarting would hand out their seqs again, and the forwarder,
 // which tracks seqs, would take a new event for one it already saw confirmed. AUTOINCREMENT keeps the
 // high-water mark in sqlite_sequence, written in the same transaction as the insert.
 // Small columns come before the payload so the count/sum at open never walks a payload's overflow pages.
+// dead_letters: payloads the edge refused for good (outbox.ts DeadLetter); ids grow, so the newest are kept.
+// retained: the downlink mirror's last known values (retained.ts), `ord` the version they are ordered by.
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS outbox (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -24,11 +27,27 @@ const SCHEMA = `
     event_id    TEXT,
     topic       TEXT    NOT NULL,
     payload     BLOB    NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    device      TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    code        TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    raw         BLOB    NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS retained (
+    topic   TEXT PRIMARY KEY,
+    ord     INTEGER,
+    payload BLOB NOT NULL
   )`;
 
 const port = parentPort;
 if (port === null) throw new Error('sqlite-worker.ts runs only as a worker thread');
-const path = (workerData as { path: string }).path;
+const { path, deadLettersKept } = workerData as { path: string; deadLettersKept: number };
 
 const PRIVATE_MODE = 0o600; // events are the warehouse's business: owner only, whatever the umask
 
@@ -65,7 +84,7 @@ function openDatabase(): Database.Database {
     db.pragma('synchronous = FULL');
     db.pragma('fullfsync = ON'); // macOS: plain fsync does not flush the drive's cache; no-op elsewhere
     const version = db.pragma('user_version', { simple: true });
-    if (version !== 0 && version !== SCHEMA_VERSION) throw new Error(`outbox ${path}: schema version ${String(version)}, this build knows ${SCHEMA_VERSION}`);
+    if (!KNOWN_VERSIONS.includes(Number(version))) throw new Error(`outbox ${path}: schema version ${String(version)}, this build knows ${SCHEMA_VERSION}`);
     db.exec('BEGIN EXCLUSIVE'); // takes the exclusive file lock now, held for the connection's life
     db.exec(SCHEMA);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
@@ -78,17 +97,48 @@ function openDatabase(): Database.Database {
   }
 }
 
+/** A Buffer over a posted Uint8Array's bytes, without copying them. */
+function buffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 let db: Database.Database | undefined;
 let handle: ((req: WorkerRequest) => WorkerReply) | undefined;
 
 function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
   const insert = d.prepare<[number, number, string, string | null, string, Buffer]>('INSERT INTO outbox (received_at, bytes, device, event_id, topic, payload) VALUES (?, ?, ?, ?, ?, ?)');
-  // One transaction per group, rows inserted in their order: seq order is append order.
-  const insertGroup = d.transaction((rows: readonly WorkerRow[]) =>
-    rows.map((r) => Number(insert.run(r.receivedAt, r.bytes, r.device, r.eventId, r.topic, Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength)).lastInsertRowid)),
+  const insertDead = d.prepare<[number, number, string, string, string, string, string, Buffer]>(
+    'INSERT INTO dead_letters (received_at, bytes, device, topic, code, reason, source, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
   );
-  const del = d.prepare<[string], { bytes: number }>('DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING bytes');
-  const deleteTx = d.transaction((seqsJson: string) => del.all(seqsJson).map((r) => r.bytes));
+  const pruneDead = d.prepare<[number]>('DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?');
+  // One transaction per group, rows inserted in their order: seq order is append order. Its dead letters share
+  // the transaction and its fsync, so a device sending junk costs the disk no flush of its own.
+  const insertGroup = d.transaction((rows: readonly WorkerRow[], dead: readonly WorkerDeadLetter[]) => {
+    const seqs = rows.map((r) => Number(insert.run(r.receivedAt, r.bytes, r.device, r.eventId, r.topic, buffer(r.payload)).lastInsertRowid));
+    for (const l of dead) insertDead.run(l.receivedAt, l.bytes, l.device, l.topic, l.code, l.reason, l.source, buffer(l.raw));
+    if (dead.length > 0) pruneDead.run(deadLettersKept);
+    return seqs;
+  });
+  const del = d.prepare<[string], { device: string; bytes: number }>('DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING device, bytes');
+  const deleteTx = d.transaction((seqsJson: string) => del.all(seqsJson));
+  const selectDead = d.prepare<[number], { id: number; received_at: number; bytes: number; device: string; topic: string; code: string; reason: string; source: string; raw: Buffer }>(
+    'SELECT id, received_at, bytes, device, topic, code, reason, source, raw FROM dead_letters ORDER BY id DESC LIMIT ?',
+  );
+  // The mirror's last known values. An older order never replaces a newer one; a row without one (a payload that
+  // names no version) replaces and is replaced.
+  const upsertRetained = d.prepare<[string, number | null, Buffer]>(
+    `INSERT INTO retained (topic, ord, payload) VALUES (?, ?, ?)
+     ON CONFLICT (topic) DO UPDATE SET ord = excluded.ord, payload = excluded.payload
+     WHERE excluded.ord IS NULL OR retained.ord IS NULL OR excluded.ord >= retained.ord`,
+  );
+  const deleteRetained = d.prepare<[string]>('DELETE FROM retained WHERE topic = ?');
+  const saveRetained = d.transaction((rows: readonly WorkerRetained[]) => {
+    let written = 0;
+    for (const r of rows) written += (r.payload.byteLength === 0 ? deleteRetained.run(r.topic) : upsertRetained.run(r.topic, r.order, buffer(r.payload))).changes;
+    return written;
+  });
+  const selectRetained = d.prepare<[string, number], { topic: string; ord: number | null; payload: Buffer }>('SELECT topic, ord, payload FROM retained WHERE topic > ? ORDER BY topic LIMIT ?');
+  const selectDevices = d.prepare<[], { device: string; bytes: number }>('SELECT device, sum(bytes) AS bytes FROM outbox GROUP BY device');
   // A confirmation commits without its own fsync: if a power cut takes it back, those events are sent
   // again and central answers `duplicate` (DESIGN, end-to-end ack). The next append's fsync makes it
   // durable anyway (a WAL fsync covers every frame before it).
@@ -105,13 +155,13 @@ function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
       case 'totals': {
         // The only full scan: once per open (reads the small leading columns of every row).
         const t = d.prepare<[], { events: number; bytes: number }>('SELECT count(*) AS events, coalesce(sum(bytes), 0) AS bytes FROM outbox').get();
-        return { ok: true, op: 'totals', events: t?.events ?? 0, bytes: t?.bytes ?? 0, oldestReceivedAt: head() };
+        return { ok: true, op: 'totals', events: t?.events ?? 0, bytes: t?.bytes ?? 0, oldestReceivedAt: head(), devices: selectDevices.all() };
       }
       case 'insert':
-        return { ok: true, op: 'insert', seqs: insertGroup(req.rows) };
+        return { ok: true, op: 'insert', seqs: insertGroup(req.rows, req.dead) };
       case 'confirm': {
         relaxed.run();
-        let deleted: number[];
+        let deleted: { device: string; bytes: number }[];
         try {
           deleted = deleteTx(req.seqsJson);
         } finally {
@@ -125,6 +175,23 @@ function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
           op: 'read',
           rows: selectAfter.all(req.afterSeq, req.limit).map((r) => ({ seq: r.seq, receivedAt: r.received_at, bytes: r.bytes, device: r.device, eventId: r.event_id, topic: r.topic, payload: r.payload })),
         };
+      case 'deadLetters':
+        return {
+          ok: true,
+          op: 'deadLetters',
+          rows: selectDead.all(req.limit).map((r) => ({ id: r.id, receivedAt: r.received_at, bytes: r.bytes, device: r.device, topic: r.topic, code: r.code, reason: r.reason, source: r.source, raw: r.raw })),
+        };
+      case 'saveRetained': {
+        // A cache of central's values, not an acknowledged event: no fsync of its own (as a confirmation).
+        relaxed.run();
+        try {
+          return { ok: true, op: 'saveRetained', written: saveRetained(req.rows) };
+        } finally {
+          strict.run();
+        }
+      }
+      case 'loadRetained':
+        return { ok: true, op: 'loadRetained', rows: selectRetained.all(req.afterTopic, req.limit).map((r) => ({ topic: r.topic, order: r.ord, payload: r.payload })) };
       case 'pragmas':
         return {
           ok: true,

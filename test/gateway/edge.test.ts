@@ -35,8 +35,9 @@ describe('stockwire edge (in process, with central)', () => {
     central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir, devicesFile, host: '127.0.0.1', mqttPort: centralMqtt.port, wsPort: 0, httpPort: 0, batchMax: 500, batchWaitMs: 5, log: silent });
     centralPorts = await central.start();
   };
+  // A device share of the whole outbox: one device fills it here (the share has its test in outbox-quota.test.ts).
   const makeEdge = (outboxMaxBytes = 64 * 1024 * 1024) =>
-    new Edge({ wh: WH, devicesFile, dataDir, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, centralUrl: `mqtt://127.0.0.1:${centralMqtt.port}`, centralUsername: 'gw-e', centralPassword: 'pw-gateway-e', outboxMaxBytes, forwardWindow: 500, resendAfterMs: 2_000, keepalive: 5, log: silent });
+    new Edge({ wh: WH, devicesFile, dataDir, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, centralUrl: `mqtt://127.0.0.1:${centralMqtt.port}`, centralUsername: 'gw-e', centralPassword: 'pw-gateway-e', outboxMaxBytes, outboxDeviceShare: { fraction: 1 }, forwardWindow: 500, resendAfterMs: 2_000, keepalive: 5, log: silent });
   const event = (id: string, type: string, qty: number, sku = 'SKU-E') => JSON.stringify({ v: 1, id, type, sku, qty });
   const stockAtCentral = async (sku: string) => (await (await fetch(`http://127.0.0.1:${centralPorts.http}/v1/stock/${sku}`)).json()) as GlobalStock;
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
-import { OutboxClosedError, OutboxFullError, type NewEntry, type Outbox, type OutboxEntry } from '../../gateway/outbox/index.js';
+import { DEAD_LETTER_RAW_BYTES, DEAD_LETTERS_KEPT, OutboxClosedError, OutboxDeviceShareError, OutboxFullError, type DeadLetter, type NewEntry, type Outbox, type OutboxEntry } from '../../gateway/outbox/index.js';
 
-/** Makes a fresh, empty outbox with the given bound (bytes); the suite closes it. */
-export type OutboxFactory = (maxBytes: number) => Promise<Outbox>;
+/** Makes a fresh, empty outbox with the given bound and share of one device (bytes; default the bound); the suite closes it. */
+export type OutboxFactory = (maxBytes: number, maxDeviceBytes?: number) => Promise<Outbox>;
 
 const BIG = 1 << 30; // bytes: a bound no test here reaches
 
@@ -15,6 +15,11 @@ export function newEntry(payloadBytes = 10, receivedAt = 1_700_000_000_000 + n):
   return { device: 'scan-01', eventId: `ev-${id}`, topic: `t/${id}/e`, payload: Buffer.alloc(payloadBytes, n % 251), receivedAt };
 }
 
+/** A dead letter of scan-01, fields overridable. */
+export function deadLetter(fields: Partial<DeadLetter> = {}): DeadLetter {
+  return { device: 'scan-01', topic: 'wh/W1/dev/scan-01/event', payload: Buffer.from('{}'), code: 'payload_too_large', reason: 'too large', source: 'scan-01', receivedAt: 1_700_000_000_000, ...fields };
+}
+
 async function readAll(outbox: Outbox, afterSeq = 0): Promise<OutboxEntry[]> {
   return await outbox.read(afterSeq, Number.MAX_SAFE_INTEGER);
 }
@@ -23,8 +28,8 @@ async function readAll(outbox: Outbox, afterSeq = 0): Promise<OutboxEntry[]> {
 export function outboxContract(name: string, factory: OutboxFactory): void {
   describe(`Outbox contract: ${name}`, () => {
     let open: Outbox[] = [];
-    const make = async (maxBytes = BIG): Promise<Outbox> => {
-      const o = await factory(maxBytes);
+    const make = async (maxBytes = BIG, maxDeviceBytes?: number): Promise<Outbox> => {
+      const o = await factory(maxBytes, maxDeviceBytes);
       open.push(o);
       return o;
     };
@@ -187,6 +192,77 @@ export function outboxContract(name: string, factory: OutboxFactory): void {
       await assert.rejects(o.append(newEntry()), OutboxClosedError);
       await assert.rejects(o.confirm([1]), OutboxClosedError);
       await assert.rejects(async () => o.read(0, 1), OutboxClosedError);
+      await assert.rejects(o.deadLetter(deadLetter()), OutboxClosedError);
+      await assert.rejects(async () => o.deadLetters(1), OutboxClosedError);
+    });
+
+    test('the share of one device: its appends beyond it are refused with OutboxDeviceShareError, other devices go on, a confirm frees its share', async () => {
+      const o = await make(1000, 300);
+      const of = (device: string, payloadBytes: number) => ({ ...newEntry(payloadBytes), device });
+      const a = await o.append(of('noisy', 90)); // 100 bytes each
+      await o.append(of('noisy', 90));
+      await o.append(of('noisy', 90)); // 300: exactly its share
+      const refused = await o.append(of('noisy', 0)).then(
+        () => assert.fail('append beyond the share resolved'),
+        (err: unknown) => err,
+      );
+      assert.ok(refused instanceof OutboxDeviceShareError, String(refused));
+      assert.equal(refused.code, 'device_share');
+      assert.equal(refused.device, 'noisy');
+      assert.equal(refused.maxDeviceBytes, 300);
+      assert.equal(refused.bytes, 10);
+      assert.deepEqual(o.largestDevice(), { device: 'noisy', bytes: 300 });
+      for (let i = 0; i < 3; i++) await o.append(of('calm', 90)); // another device has a share of its own
+      assert.equal(o.stats().bytes, 600);
+      await o.confirm([a.seq]);
+      await o.append(of('noisy', 90));
+      assert.deepEqual(o.largestDevice(), { device: 'noisy', bytes: 300 });
+      const all = await readAll(o);
+      await o.confirm(all.map((e) => e.seq));
+      assert.equal(o.largestDevice(), null, 'nothing held');
+    });
+
+    test('the share holds for appends made at once, and the whole bound is refused as full first', async () => {
+      const o = await make(500, 300);
+      const results = await Promise.allSettled(Array.from({ length: 5 }, () => o.append({ ...newEntry(90), device: 'noisy' })));
+      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'rejected']);
+      assert.ok(results.slice(3).every((r) => r.status === 'rejected' && r.reason instanceof OutboxDeviceShareError));
+      await o.append({ ...newEntry(90), device: 'calm' });
+      await o.append({ ...newEntry(90), device: 'calm' }); // the outbox is at its bound now
+      await assert.rejects(o.append({ ...newEntry(0), device: 'third' }), OutboxFullError);
+      await assert.rejects(o.append({ ...newEntry(0), device: 'noisy' }), OutboxFullError, 'full is reported before a share');
+    });
+
+    test('dead letters: kept newest first with reason, sender and the size sent, raw cut to 8 KiB, outside the bound', async () => {
+      const o = await make(100);
+      await o.deadLetter(deadLetter({ payload: Buffer.alloc(60_000, 0x61), code: 'payload_too_large', reason: 'payload is 60000 bytes, limit 8192' }));
+      await o.deadLetter(deadLetter({ payload: Buffer.from('{"small"'), code: 'invalid_json', device: 'scan-02', source: 'scan-02' }));
+      const kept = await o.deadLetters(10);
+      assert.deepEqual(kept.map((d) => [d.code, d.device, d.bytes, d.payload.length]), [['invalid_json', 'scan-02', 8, 8], ['payload_too_large', 'scan-01', 60_000, DEAD_LETTER_RAW_BYTES]]);
+      assert.ok((kept[0]?.id ?? 0) > (kept[1]?.id ?? Infinity), 'ids grow');
+      assert.deepEqual(kept[1]?.payload, Buffer.alloc(DEAD_LETTER_RAW_BYTES, 0x61), 'the first 8 KiB as sent');
+      assert.equal(kept[1]?.reason, 'payload is 60000 bytes, limit 8192');
+      assert.equal(kept[1]?.topic, 'wh/W1/dev/scan-01/event');
+      assert.equal(kept[1]?.receivedAt, 1_700_000_000_000);
+      assert.deepEqual((await o.deadLetters(1)).map((d) => d.code), ['invalid_json']);
+      assert.deepEqual(o.stats(), { events: 0, bytes: 0, oldestReceivedAt: null }, 'not events, not counted against the bound');
+      await o.append(newEntry(90)); // the whole bound is still free
+    });
+
+    test(`dead letters: only the newest ${DEAD_LETTERS_KEPT} are kept`, async () => {
+      const o = await make();
+      await Promise.all(Array.from({ length: DEAD_LETTERS_KEPT + 5 }, (_, i) => o.deadLetter(deadLetter({ reason: `junk ${i}` }))));
+      const kept = await o.deadLetters(DEAD_LETTERS_KEPT + 100);
+      assert.equal(kept.length, DEAD_LETTERS_KEPT);
+      assert.equal(kept[0]?.reason, `junk ${DEAD_LETTERS_KEPT + 4}`);
+      assert.equal(kept.at(-1)?.reason, 'junk 5');
+    });
+
+    test('a malformed dead letter is refused with a TypeError', async () => {
+      const o = await make();
+      await assert.rejects(o.deadLetter(deadLetter({ receivedAt: Number.NaN })), TypeError);
+      await assert.rejects(o.deadLetter({ ...deadLetter(), code: undefined as unknown as string }), TypeError);
+      assert.deepEqual(await o.deadLetters(10), []);
     });
   });
 }

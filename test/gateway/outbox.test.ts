@@ -7,8 +7,8 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { MemoryOutbox, SqliteOutbox, type OutboxEntry } from '../../gateway/outbox/index.js';
-import { newEntry, outboxContract } from './outbox-contract.js';
+import { MemoryOutbox, OutboxDeviceShareError, SqliteOutbox, type OutboxEntry } from '../../gateway/outbox/index.js';
+import { deadLetter, newEntry, outboxContract } from './outbox-contract.js';
 
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'outbox-child.ts');
 const BIG = 1 << 30; // bytes
@@ -24,8 +24,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-outboxContract('MemoryOutbox', async (maxBytes) => new MemoryOutbox(maxBytes));
-outboxContract('SqliteOutbox', async (maxBytes) => SqliteOutbox.open({ path: freshPath(), maxBytes }));
+outboxContract('MemoryOutbox', async (maxBytes, maxDeviceBytes) => new MemoryOutbox(maxBytes, maxDeviceBytes));
+outboxContract('SqliteOutbox', async (maxBytes, maxDeviceBytes) => SqliteOutbox.open({ path: freshPath(), maxBytes, ...(maxDeviceBytes !== undefined && { maxDeviceBytes }) }));
 
 async function readAll(o: SqliteOutbox): Promise<OutboxEntry[]> {
   return o.read(0, Number.MAX_SAFE_INTEGER);
@@ -260,5 +260,93 @@ describe('SqliteOutbox', () => {
     assert.equal(third.stats().events, 0);
     assert.ok((await third.append(newEntry())).seq > next.seq);
     await third.close();
+  });
+
+  test('the bytes each device holds are rebuilt from disk at open: a device at its share is refused after a restart', async () => {
+    const path = freshPath();
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+    for (let i = 0; i < 3; i++) await o.append({ ...newEntry(90), device: 'noisy' }); // 100 bytes each
+    await o.append({ ...newEntry(40), device: 'calm' });
+    const first = (await readAll(o))[0];
+    await o.confirm([first?.seq ?? 0]);
+    await o.close();
+    const reopened = await SqliteOutbox.open({ path, maxBytes: BIG, maxDeviceBytes: 250 });
+    assert.deepEqual(reopened.largestDevice(), { device: 'noisy', bytes: 200 });
+    await assert.rejects(reopened.append({ ...newEntry(90), device: 'noisy' }), OutboxDeviceShareError);
+    await reopened.append({ ...newEntry(90), device: 'calm' });
+    await reopened.close();
+  });
+
+  test('dead letters share the group of the appends beside them (one transaction, one fsync) and survive reopen', async () => {
+    const path = freshPath();
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+    await Promise.all([...Array.from({ length: 20 }, () => o.append(newEntry())), ...Array.from({ length: 5 }, (_, i) => o.deadLetter(deadLetter({ reason: `junk ${i}` })))]);
+    assert.equal(o.commits, 1);
+    await o.close();
+    const reopened = await SqliteOutbox.open({ path, maxBytes: BIG });
+    assert.deepEqual((await reopened.deadLetters(10)).map((d) => d.reason), ['junk 4', 'junk 3', 'junk 2', 'junk 1', 'junk 0']);
+    assert.equal(reopened.stats().events, 20);
+    await reopened.close();
+  });
+
+  test('a dead letter that cannot be written fails its group: neither it nor the appends beside it resolve', async () => {
+    const path = freshPath();
+    await (await SqliteOutbox.open({ path, maxBytes: BIG })).close();
+    const raw = new Database(path);
+    raw.exec(`CREATE TRIGGER refuse BEFORE INSERT ON dead_letters BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    raw.close();
+    const o = await SqliteOutbox.open({ path, maxBytes: 100 });
+    const results = await Promise.allSettled([o.append(newEntry(40)), o.deadLetter(deadLetter())]);
+    assert.ok(results.every((r) => r.status === 'rejected' && /injected failure/.test(String(r.reason))), 'nothing of the group resolves');
+    assert.deepEqual(o.stats(), { events: 0, bytes: 0, oldestReceivedAt: null });
+    assert.equal(o.largestDevice(), null);
+    await o.append(newEntry(90)); // the failed group's bytes no longer count
+    await o.close();
+  });
+
+  test('retained topics: saved and loaded in pages; an older order never replaces a newer one; no order replaces; an empty payload removes', async () => {
+    const path = freshPath();
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+    const row = (topic: string, order: number | null, text: string) => ({ topic, order, payload: Buffer.from(text) });
+    assert.equal(await o.saveRetained([row('stock/A', 5, 'a5'), row('stock/B', 2, 'b2'), row('wh/W/shelf/L/A', 1_700_000_000_000, 'shelf'), row('stock/C', null, 'c?')]), 4);
+    assert.equal(await o.saveRetained([row('stock/A', 4, 'a4'), row('stock/B', 3, 'b3'), row('stock/C', 1, 'c1')]), 2, 'the older A is skipped');
+    assert.equal(await o.saveRetained([row('stock/A', 5, 'a5 again'), row('stock/B', null, 'b?')]), 2, 'an equal order and a missing one replace');
+    assert.equal(await o.saveRetained([row('wh/W/shelf/L/A', null, '')]), 1);
+    await o.close();
+    const reopened = await SqliteOutbox.open({ path, maxBytes: BIG });
+    const page1 = await reopened.loadRetained('', 2);
+    const page2 = await reopened.loadRetained(page1.at(-1)?.topic ?? '', 2);
+    assert.deepEqual(
+      [...page1, ...page2].map((r) => [r.topic, r.order, r.payload.toString()]),
+      [['stock/A', 5, 'a5 again'], ['stock/B', null, 'b?'], ['stock/C', 1, 'c1']],
+    );
+    assert.deepEqual(await reopened.loadRetained('stock/C', 10), []);
+    await reopened.close();
+  });
+
+  test('a file of schema 1 (outbox only) opens: its events stay, the dead-letter and retained tables are added', async () => {
+    const path = freshPath();
+    const raw = new Database(path);
+    raw.exec(`CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at INTEGER NOT NULL, bytes INTEGER NOT NULL, device TEXT NOT NULL, event_id TEXT, topic TEXT NOT NULL, payload BLOB NOT NULL);
+      INSERT INTO outbox (received_at, bytes, device, event_id, topic, payload) VALUES (1, 12, 'd1', 'e1', 't/1', x'7b7d');
+      PRAGMA user_version = 1;`);
+    raw.close();
+    const o = await SqliteOutbox.open({ path, maxBytes: BIG });
+    assert.deepEqual((await readAll(o)).map((e) => [e.seq, e.device, e.eventId]), [[1, 'd1', 'e1']]);
+    assert.deepEqual(o.largestDevice(), { device: 'd1', bytes: 12 });
+    await o.deadLetter(deadLetter());
+    assert.equal(await o.saveRetained([{ topic: 'stock/A', order: 1, payload: Buffer.from('{}') }]), 1);
+    await o.close();
+    const check = new Database(path, { readonly: true });
+    assert.equal(check.pragma('user_version', { simple: true }), 2);
+    check.close();
+  });
+
+  test('a file of a newer schema is refused, not guessed at', async () => {
+    const path = freshPath();
+    const raw = new Database(path);
+    raw.pragma('user_version = 3');
+    raw.close();
+    await assert.rejects(SqliteOutbox.open({ path, maxBytes: BIG }), /schema version 3, this build knows 2/);
   });
 });
