@@ -66,7 +66,8 @@ export function subscribeGrants(device: Device, role: BrokerRole): string[] {
         ? [`wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, `wh/${wh}/status`, 'stock/#', `alerts/${wh}/#`]
         : ['wh/+/stock/#', 'wh/+/shelf/#', 'wh/+/status', 'stock/#', 'alerts/#'];
     case 'gateway':
-      return role === 'central' ? [`wh/${wh}/dev/+/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#', `${topics.response(device.id)}/#`] : [];
+      // alerts/{own wh}/#: the edge mirrors its warehouse's alerts for its displays (a read-only extension of CONTRACT 5)
+      return role === 'central' ? [`wh/${wh}/dev/+/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#', `alerts/${wh}/#`, `${topics.response(device.id)}/#`] : [];
     case 'processor':
       return role === 'central' ? ['#'] : [];
   }

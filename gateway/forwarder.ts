@@ -109,7 +109,7 @@ export class Forwarder {
       o.metrics.linkChanges.inc({ state: 'up' });
       o.log.info({ url: redactUrl(o.centralUrl) }, 'connected to central');
       client.subscribe(
-        [topics.ack(o.wh, '+'), `wh/${o.wh}/stock/#`, `wh/${o.wh}/shelf/#`, 'stock/#'],
+        [topics.ack(o.wh, '+'), `wh/${o.wh}/stock/#`, `wh/${o.wh}/shelf/#`, 'stock/#', topics.alert(o.wh, '+')],
         { qos: 1 },
         (err) => err && o.log.error({ err: err.message }, 'subscribing at central failed'),
       );

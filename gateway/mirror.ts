@@ -24,6 +24,7 @@ const LOAD_PAGE = 2_000; // rows read per request at start
 const STOCK_FILTERS = ['stock/+', 'wh/+/stock/+'];
 const SHELF_FILTER = 'wh/+/shelf/+/+';
 const ACK_FILTER = 'wh/+/dev/+/ack'; // not "ends with /ack": a sku may be called ack
+const ALERT_FILTER = 'alerts/+/+';
 
 /**
  * What orders the values of a retained topic: a stock topic's `version` (CONTRACT 4: strictly increasing per topic),
@@ -93,11 +94,17 @@ export class DownlinkMirror {
     return restored;
   }
 
-  /** A message from central on a mirrored topic (stock, shelf, acks). */
+  /** A message from central on a mirrored topic (stock, shelf, acks, alerts). */
   offer(topic: string, payload: Buffer): void {
     if (topicMatches(ACK_FILTER, topic)) {
       void this.o.publish(topic, payload, false);
       this.o.metrics.mirrored.inc({ kind: 'ack' });
+      return;
+    }
+    // Central's alerts for this warehouse (negative-stock, dead-letter…) reach the edge's displays; not retained, as at central.
+    if (topicMatches(ALERT_FILTER, topic)) {
+      void this.o.publish(topic, payload, false);
+      this.o.metrics.mirrored.inc({ kind: 'alert' });
       return;
     }
     const order = payload.length === 0 ? null : orderOf(topic, payload);

@@ -92,7 +92,8 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, Rights>> = {
     edge: 'connection refused',
     central: {
       publish: ['wh/W1/dev/{me}/event', 'wh/W1/dev/sc2/event', 'wh/W1/status', 'requests/{me}'],
-      subscribe: ['wh/W1/dev/{me}/ack', 'wh/W1/dev/sc2/ack', 'wh/W1/dev/+/ack', 'wh/W1/stock/#', 'wh/W1/stock/sku1', 'stock/#', 'stock/sku1', 'wh/W1/shelf/#', 'responses/{me}/#'],
+      // alerts of its own warehouse: the edge mirrors them for its displays
+      subscribe: ['wh/W1/dev/{me}/ack', 'wh/W1/dev/sc2/ack', 'wh/W1/dev/+/ack', 'wh/W1/stock/#', 'wh/W1/stock/sku1', 'stock/#', 'stock/sku1', 'wh/W1/shelf/#', 'alerts/W1/#', 'responses/{me}/#'],
     },
   },
   processor: {

@@ -113,7 +113,7 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, { publish: Pub[]; subscrib
     edge: { publish: [], subscribe: [] },
     central: {
       publish: ['wh/W1/dev/d1/event', 'wh/W1/dev/d2/event', 'wh/W1/status', 'requests/d1'],
-      subscribe: ['wh/W1/dev/d1/ack', 'wh/W1/dev/d2/ack', 'wh/W1/dev/+/ack', ...OWN_WH_READS, 'responses/d1/#', 'responses/d1', 'responses/d1/orders'],
+      subscribe: ['wh/W1/dev/d1/ack', 'wh/W1/dev/d2/ack', 'wh/W1/dev/+/ack', ...OWN_WH_READS, 'alerts/W1/+', 'responses/d1/#', 'responses/d1', 'responses/d1/orders'],
     },
   },
   processor: {

@@ -63,6 +63,7 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/docs/commands.test.ts': "the docs' shell commands against a demo",
   'test/gateway/last-values.test.ts': "the edge's saved last values across restarts",
   'test/gateway/outbox-quota.test.ts': "the edge's outbox quota and dead letters",
+  'test/gateway/alerts-mirror.test.ts': "the edge's mirror of central's alerts",
   'test/gateway/hostile-edge.test.ts': 'the edge under hostile devices',
   'test/processors/hostile-central.test.ts': "central's time rule for forwarded events (its SQL is batch.test's)",
   // These choose their servers themselves and run on both in the first pass (TEST_SERVERS, TIMESCALE_URL).
