@@ -181,7 +181,9 @@ async function scheduleArchive(client: pg.PoolClient, retentionDays: number): Pr
   const [first, ...extra] = rows;
   for (const job of extra) await client.query('SELECT delete_job($1)', [job.job_id]);
   if (!first) {
-    await client.query(`SELECT add_job('stockwire_archive_job', INTERVAL '1 day', config => $1::jsonb)`, [config]);
+    // First run a day from now, not at once: a database just created (a test's, or one loaded with old history
+    // by an import) is not archived under the feet of whatever writes it first.
+    await client.query(`SELECT add_job('stockwire_archive_job', INTERVAL '1 day', config => $1::jsonb, initial_start => now() + INTERVAL '1 day')`, [config]);
   } else if (first.config?.retention_days !== retentionDays) {
     await client.query('SELECT alter_job($1, config => $2::jsonb)', [first.job_id, config]);
   }
