@@ -42,7 +42,7 @@ const gatewayPublishes = (t: string): boolean => t === 'wh/W1/status' || t === '
 const under = (t: string, base: string): boolean => t === base || t.startsWith(`${base}/`);
 /** Topic names each may read. */
 const scannerReads = (t: string): boolean => t === 'wh/W1/dev/sc1/ack' || t === 'wh/W1/status' || under(t, 'wh/W1/stock') || under(t, 'wh/W1/shelf') || under(t, 'stock');
-const gatewayReads = (t: string): boolean => /^wh\/W1\/dev\/[^/]*\/ack$/.test(t) || under(t, 'wh/W1/stock') || under(t, 'wh/W1/shelf') || under(t, 'stock') || under(t, 'responses/gw1');
+const gatewayReads = (t: string): boolean => /^wh\/W1\/dev\/[^/]*\/ack$/.test(t) || under(t, 'wh/W1/stock') || under(t, 'wh/W1/shelf') || under(t, 'stock') || under(t, 'alerts/W1') || under(t, 'responses/gw1');
 
 /** Topic names a filter matches, made by filling its wildcards with the given levels. */
 function instances(filter: string, fills: string[]): string[] {

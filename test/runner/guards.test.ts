@@ -4,6 +4,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { fixedSeed } from '../helpers/seed.js';
+import { MAKES_A_DATABASE, UNIT } from './passes.js';
 
 const TEST_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -35,5 +36,14 @@ describe('seeds of randomised tests (fixed and printed in CI)', () => {
     assert.equal(fixedSeed('faults/kill'), fixedSeed('faults/kill'));
     assert.notEqual(fixedSeed('faults/kill'), fixedSeed('faults/postgres'));
     for (const name of ['a', 'faults/kill', 'processors/ledger']) assert.ok(fixedSeed(name) >= 0 && fixedSeed(name) < 1_000_000);
+  });
+});
+
+describe('the unit tier (npm run test:unit)', () => {
+  it('lists files that exist and make no database', () => {
+    for (const f of UNIT) {
+      assert.ok(fs.existsSync(path.join(TEST_DIR, '..', f)), `${f} exists`);
+      assert.ok(!MAKES_A_DATABASE.test(read(f)), `${f} makes no database`);
+    }
   });
 });
