@@ -10,8 +10,11 @@ import { hashPassword, verifyPassword, type Device, type DeviceKind, type Device
 import { guardFrameSize, PUBLISH_PACKET_TYPE } from './frame-guard.js';
 import { ConnectLimiter, DEFAULT_DEVICE_LIMITS, limitProblems, type DeviceLimits } from './limits.js';
 import { listenTcp, listenTls, listenWebSocket, type Listener, type TlsListener, type TlsListenerOptions } from './listeners.js';
+import { LoginQueue } from './login-queue.js';
 import { createBrokerMetrics, type BrokerMetrics, type ConnectionRefusal, type PublishRefusal } from './metrics.js';
 import { Connection, PublishLimiter } from './publish-limiter.js';
+import { SessionStore, type AedesPersistence } from './session-store.js';
+import { SessionRegistry } from './sessions.js';
 import type { BrokerOptions, BrokerPorts } from './options.js';
 
 export type { AuthedClient, BrokerOptions, BrokerPorts, DevicePublish } from './options.js';
@@ -67,9 +70,19 @@ export class StockwireBroker {
   private readonly connections = new Set<Connection>();
   private readonly attempts: ConnectLimiter;
   private readonly limiter: PublishLimiter;
+  private readonly limits: DeviceLimits;
+  private readonly logins: LoginQueue;
+  private readonly sessions: SessionRegistry;
+  /** the filters granted to each connected client, for its subscription limit */
+  private readonly granted = new WeakMap<Client, Set<string>>();
+  private readonly warnedSubscriptionLimit = new WeakSet<Client>();
+  private store: SessionStore | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private removeStateSource: () => void = () => undefined;
   private listeners: Listener[] = [];
   private tlsListener: TlsListener | undefined;
-  private dummyHash: string | undefined;
+  /** ms one password check took at start: the time an answer without a check is held back */
+  private checkMs = 0;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
 
   constructor(options: BrokerOptions) {
@@ -92,12 +105,17 @@ export class StockwireBroker {
     this.devices = options.devices;
     this.log = options.log.child({ component: 'broker', role: options.role, ...(this.edgeWarehouse ? { wh: this.edgeWarehouse } : {}) });
     this.metrics = createBrokerMetrics(options.registry);
+    this.limits = limits;
     this.attempts = new ConnectLimiter(limits);
     this.limiter = new PublishLimiter(limits, (kind, limit) => this.metrics.publishesDelayed.inc({ kind, limit }));
+    this.logins = new LoginQueue(limits.loginConcurrency, limits.loginQueuePerAddress);
+    this.sessions = new SessionRegistry(limits.sessionsPerDevice, limits.sessionExpirySeconds * 1000);
     // No fixed `id`: aedes uses a fresh uuid per instance, which clustering needs.
     this.aedes = new Aedes({
       drainTimeout: DRAIN_TIMEOUT_MS,
       maxTopicLevels: MAX_TOPIC_LEVELS,
+      // aedes's own bound per connection; the session store bounds a device across its connections and client ids
+      maxInflightInbound: limits.qos2PerDevice,
       persistence: options.persistence,
       mq: options.mq,
       authenticate: (client, username, password, done) => {
@@ -124,6 +142,10 @@ export class StockwireBroker {
       this.metrics.connectedClients.dec({ kind: device.kind });
       this.log.info({ clientId: client.id, device: device.id, kind: device.kind }, 'client disconnected');
     });
+    this.aedes.on('unsubscribe', (filters, client) => {
+      const granted = this.granted.get(client);
+      for (const filter of filters) granted?.delete(filter);
+    });
     this.aedes.on('clientError', (client, err) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
     this.aedes.on('connectionError', (_client, err) => this.log.debug({ err: err.message }, 'connection error'));
   }
@@ -144,9 +166,37 @@ export class StockwireBroker {
     this.state = 'starting';
     const host = this.options.host ?? '0.0.0.0';
     const edge = this.role === 'edge';
-    // Unknown users are checked against this hash, so a refusal takes as long whether or not the user exists.
-    this.dummyHash = await hashPassword(randomUUID());
+    // Unknown users get no check, but their refusal is held back as long as one takes, so it does not tell them apart.
+    const began = performance.now();
+    await hashPassword(randomUUID());
+    this.checkMs = Math.round(performance.now() - began);
     await this.aedes.listen();
+    // aedes made its persistence in listen(); bound its sessions before any client can connect.
+    const aedes = this.aedes as unknown as { persistence: AedesPersistence };
+    const store = new SessionStore(
+      aedes.persistence,
+      { queuedPerSession: this.limits.queuedPerSession, queuedBytesPerSession: this.limits.queuedBytesPerSession, brokerBytes: this.limits.sessionBytes, qos2PerDevice: this.limits.qos2PerDevice },
+      {
+        ownerOf: (clientId) => this.devices.ownerOfClientId(clientId)?.id,
+        isGranted: (client, topic) => this.granted.get(client as Client)?.has(topic) === true,
+        onDrop: (clientId, reason, messages) => this.metrics.queuedDropped.inc({ kind: this.kindOf(clientId), reason }, messages),
+        onQos2Refused: (clientId, reason) => {
+          const refusal: PublishRefusal = reason === 'qos2_inflight' ? 'qos2_inflight' : 'session_bytes';
+          this.metrics.publishRefusals.inc({ reason: refusal, kind: this.kindOf(clientId) });
+          this.log.warn({ clientId: clip(clientId), reason: refusal }, 'QoS 2 publish refused, connection closed');
+        },
+      },
+    );
+    aedes.persistence = store;
+    this.store = store;
+    this.removeStateSource = this.metrics.addStateSource(() => ({
+      persistentSessions: this.sessions.size,
+      queuedMessages: store.messages,
+      sessionBytes: store.bytes,
+      loginWaiting: this.logins.waiting,
+    }));
+    const expiryMs = this.limits.sessionExpirySeconds * 1000;
+    this.sweepTimer = setInterval(() => this.expireSessions(), Math.min(60_000, Math.max(100, expiryMs / 2))).unref();
     const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
     const accept = (stream: Duplex, req?: IncomingMessage): void => {
       const client = this.aedes.handle(stream, req);
@@ -156,6 +206,8 @@ export class StockwireBroker {
       stream.once('close', () => {
         connection.close();
         this.connections.delete(connection);
+        // a persistent session's clock starts when its connection goes, whether or not it got as far as CONNACK
+        if (client.id !== null) this.sessions.offline(client.id, client, Date.now());
       });
       this.links.set(client, { connection, address: (stream as { remoteAddress?: string }).remoteAddress ?? req?.socket.remoteAddress, certificate: certificateName(stream) });
       guardFrameSize(stream, frameLimit, (packetType, lengthBytes) => this.onOversizeFrame(client, packetType, lengthBytes));
@@ -196,6 +248,8 @@ export class StockwireBroker {
   async stop(): Promise<void> {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
+    clearInterval(this.sweepTimer);
+    this.removeStateSource();
     for (const listener of this.listeners) listener.stopAccepting();
     // Publishes held back by a limit could wait for minutes: refuse them now (their devices keep them).
     for (const connection of this.connections) connection.close();
@@ -224,28 +278,37 @@ export class StockwireBroker {
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<AuthenticateError | null> {
     const clientId = clip(client.id ?? '');
     try {
-      // Before scrypt: a client retrying in a tight loop must not cost the broker 50 ms of CPU each time.
-      const address = this.links.get(client)?.address;
-      const tooMany = this.attempts.record(client.id ?? '', address, Date.now());
-      if (tooMany !== null) return this.refuseConnection(tooMany, RC_SERVER_UNAVAILABLE, { clientId, address });
+      const link = this.links.get(client);
+      const address = link?.address;
       if (username === undefined || username === '') return this.refuseConnection('anonymous', RC_NOT_AUTHORIZED, { clientId });
       const fields = { username: clip(username), clientId };
       const device = this.devices.get(username);
-      if (device === undefined) {
-        await verifyPassword(password ?? '', this.dummyHash ?? '');
-        return this.refuseConnection('unknown_user', RC_BAD_CREDENTIALS, fields);
+      // No password check can succeed: answer without one, so a flood of made-up usernames costs no scrypt and none
+      // of the attempts known devices are allowed; held back as long as a check takes, so timing does not tell a
+      // known username from an unknown one.
+      if (device === undefined || password === undefined) {
+        await new Promise((resolve) => setTimeout(resolve, this.checkMs));
+        return this.refuseConnection(device === undefined ? 'unknown_user' : 'bad_password', RC_BAD_CREDENTIALS, fields);
       }
-      // scrypt runs even without a password, so the answer takes as long as for a wrong one
-      const verified = await verifyPassword(password ?? '', device.passwordHash);
-      if (password === undefined || !verified) {
-        return this.refuseConnection('bad_password', RC_BAD_CREDENTIALS, fields);
-      }
+      // Before scrypt: a client retrying in a tight loop must not cost the broker 50 ms of CPU each time.
+      const attempt = this.attempts.check(client.id ?? '', address, Date.now());
+      if (attempt.refusal !== null) return this.refuseConnection(attempt.refusal, RC_SERVER_UNAVAILABLE, { clientId, address });
+      const lane = attempt.knownGood ? 'priority' : 'address';
+      const check = this.logins.run(lane, address ?? '', () => verifyPassword(password, device.passwordHash), () => link?.connection.closed === true);
+      // A full queue costs nothing: the attempt is not counted, the device retries.
+      if (check === null) return this.refuseConnection('login_busy', RC_SERVER_UNAVAILABLE, { ...fields, address });
+      attempt.admit();
+      const verified = await check;
+      // it left while it waited: its check is not run
+      if (verified === 'gone') return this.refuseConnection('gone', RC_SERVER_UNAVAILABLE, { ...fields, address });
+      this.metrics.loginChecks.inc({ lane, result: verified ? 'ok' : 'failed' });
+      if (!verified) return this.refuseConnection('bad_password', RC_BAD_CREDENTIALS, fields);
       if (!mayConnect(device, this.role, this.edgeWarehouse)) {
         return this.refuseConnection('kind_not_allowed', RC_NOT_AUTHORIZED, { ...fields, kind: device.kind, warehouse: device.warehouse });
       }
       // A client certificate (mutual TLS) names its device: its CN must be the username, so a certificate
       // issued to one device cannot carry another's stolen password.
-      const cn = this.links.get(client)?.certificate ?? null;
+      const cn = link?.certificate ?? null;
       if (cn !== null && cn !== device.id) {
         return this.refuseConnection('certificate_identity', RC_NOT_AUTHORIZED, { ...fields, subject: clip(cn) });
       }
@@ -253,13 +316,39 @@ export class StockwireBroker {
       if (this.devices.ownerOfClientId(client.id)?.id !== device.id) {
         return this.refuseConnection('client_id', RC_IDENTIFIER_REJECTED, fields);
       }
-      this.authed.set(client, device);
       this.attempts.authenticated(client.id ?? '', address);
+      if (client.clean) {
+        this.sessions.forget(client.id); // aedes discards a session its client id had
+      } else {
+        const admission = this.sessions.admit(client.id, device.id, client);
+        if (!admission.ok) return this.refuseConnection('sessions_device', RC_SERVER_UNAVAILABLE, { ...fields, sessions: this.sessions.count(device.id) });
+        for (const evicted of admission.evict) void this.endSession(evicted, device.kind, 'evicted');
+      }
+      this.authed.set(client, device);
       return null;
     } catch (err) {
       this.log.error({ err, clientId }, 'authentication failed');
       return this.refuseConnection('error', RC_SERVER_UNAVAILABLE, { clientId });
     }
+  }
+
+  private kindOf(clientId: string): DeviceKind | 'unknown' {
+    return this.devices.ownerOfClientId(clientId)?.kind ?? 'unknown';
+  }
+
+  /** Ends a persistent session the broker no longer keeps: its queue, subscriptions and QoS 2 state go. */
+  private async endSession(clientId: string, kind: DeviceKind | 'unknown', reason: 'expired' | 'evicted'): Promise<void> {
+    this.metrics.sessionsEnded.inc({ kind, reason });
+    this.log.info({ clientId: clip(clientId), kind, reason }, 'persistent session ended');
+    try {
+      await this.store?.endSession(clientId);
+    } catch (err) {
+      this.log.error({ err, clientId: clip(clientId) }, 'ending a persistent session failed');
+    }
+  }
+
+  private expireSessions(): void {
+    for (const e of this.sessions.expire(Date.now())) void this.endSession(e.clientId, this.devices.get(e.device)?.kind ?? 'unknown', 'expired');
   }
 
   /** Resolves null when the publish may go on (and the hook, if any, has finished), else the refusal. Never rejects. */
@@ -284,6 +373,11 @@ export class StockwireBroker {
     const bytes = payloadBytes(packet.payload);
     if (bytes > this.maxPayloadBytes) return refuse('too_large', { bytes });
     if (!mayPublish(device, packet.topic, this.role)) return refuse('acl');
+    // Refused before the hook: a device holding this many QoS 2 publishes unreleased (no PUBREL) gets no more. A
+    // retransmission (dup) may be one already held; the session store checks those when it stores them.
+    if (packet.qos === 2 && !packet.dup && (this.store?.qos2Pending(device.id) ?? 0) >= this.limits.qos2PerDevice) {
+      return refuse('qos2_inflight', { pending: this.store?.qos2Pending(device.id) });
+    }
     // Retained topics are central's own (CONTRACT 2): elsewhere the flag is dropped, not the message, so an event
     // is still taken, and 1,500 × 60 KB events cannot sit in the broker's memory to be replayed to every subscriber.
     if (packet.retain && !isRetainedTopic(packet.topic)) {
@@ -325,8 +419,23 @@ export class StockwireBroker {
   /** The subscription to grant, or null: aedes then answers QoS 128 for it (MQTT-3.9.3), without disconnecting. */
   private authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {
     const device = this.authed.get(client);
-    if (device !== undefined && maySubscribe(device, sub.topic, this.role)) return sub;
     const kind = device?.kind ?? 'unknown';
+    if (device !== undefined && maySubscribe(device, sub.topic, this.role)) {
+      const granted = this.granted.get(client) ?? new Set<string>();
+      this.granted.set(client, granted);
+      if (granted.has(sub.topic) || granted.size < this.limits.subscriptionsPerClient) {
+        granted.add(sub.topic);
+        return sub;
+      }
+      // Each subscription costs ~2 KB (200,000 of them grew an edge by 366 MB): past the limit they are refused.
+      this.metrics.subscriptionsLimited.inc({ kind });
+      this.metrics.subscribeRefusals.inc({ kind });
+      // One line per client: a flood of subscriptions must not become a flood of log lines.
+      const level = this.warnedSubscriptionLimit.has(client) ? 'debug' : 'warn';
+      this.warnedSubscriptionLimit.add(client);
+      this.log[level]({ clientId: clip(client.id ?? ''), device: device.id, kind, limit: this.limits.subscriptionsPerClient, filter: clip(sub.topic) }, 'subscription refused: too many subscriptions');
+      return null;
+    }
     this.metrics.subscribeRefusals.inc({ kind });
     this.log.warn({ clientId: clip(client.id ?? ''), device: device?.id, kind, filter: clip(sub.topic) }, 'subscription refused');
     return null;

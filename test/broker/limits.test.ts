@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { createBroker, DeviceRegistry, DISCONNECT_AFTER_BURSTS, isPublishLimited } from '../../broker/index.js';
+import { createBroker, DEFAULT_DEVICE_LIMITS, DeviceRegistry, DISCONNECT_AFTER_BURSTS, isPublishLimited } from '../../broker/index.js';
 import { AttemptWindow, ConnectLimiter, TokenBucket } from '../../broker/limits.js';
 import { deviceLimitSpecs, deviceLimitsOf } from '../../broker/config.js';
 import { Connection, PublishLimiter } from '../../broker/publish-limiter.js';
@@ -238,8 +238,20 @@ describe('limits configuration', () => {
   });
 
   test('flags and environment variables give the limits; a bad value names its flag', () => {
-    const c = parseConfig(deviceLimitSpecs, ['--device-publish-rate', '5'], { DEVICE_PUBLISH_BURST: '7', ADDRESS_CONNECT_LIMIT: '9' });
-    assert.deepEqual(deviceLimitsOf(c), { publishRate: 5, publishBurst: 7, maxInflight: 100, connectsPerClientId: 30, connectsPerAddress: 9 });
+    const c = parseConfig(deviceLimitSpecs, ['--device-publish-rate', '5', '--session-max-queued-bytes', '512KiB'], { DEVICE_PUBLISH_BURST: '7', ADDRESS_CONNECT_LIMIT: '9', BROKER_MAX_SESSION_BYTES: '2GiB', SESSION_EXPIRY: '60' });
+    assert.deepEqual(deviceLimitsOf(c), {
+      ...DEFAULT_DEVICE_LIMITS,
+      publishRate: 5,
+      publishBurst: 7,
+      connectsPerAddress: 9,
+      queuedBytesPerSession: 512 * 1024,
+      sessionBytes: 2 * 1024 ** 3,
+      sessionExpirySeconds: 60,
+    });
+    assert.throws(
+      () => parseConfig(deviceLimitSpecs, ['--session-max-queued-bytes', '12 apples', '--login-concurrency', '0'], {}),
+      (err: unknown) => err instanceof ConfigError && err.message.includes('--session-max-queued-bytes') && err.message.includes('--login-concurrency'),
+    );
     assert.throws(
       () => parseConfig(deviceLimitSpecs, ['--device-publish-rate', '0', '--device-max-inflight', 'x'], {}),
       (err: unknown) => err instanceof ConfigError && err.message.includes('--device-publish-rate') && err.message.includes('--device-max-inflight'),
@@ -249,5 +261,6 @@ describe('limits configuration', () => {
   test('the broker refuses invalid limits at creation, naming each', () => {
     const common = { role: 'central' as const, devices: DeviceRegistry.fromList([]), registry: new Registry(), log: pino({ level: 'silent' }) };
     assert.throws(() => createBroker({ ...common, limits: { publishRate: 0, maxInflight: 1.5 } }), (err: Error) => /limits\.publishRate/.test(err.message) && /limits\.maxInflight/.test(err.message));
+    assert.throws(() => createBroker({ ...common, limits: { sessionBytes: 1024, queuedBytesPerSession: 4096 } }), (err: Error) => /limits\.sessionBytes: must be at least queuedBytesPerSession/.test(err.message));
   });
 });
