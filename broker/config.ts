@@ -56,3 +56,9 @@ export function deviceLimitsOf(c: LimitValues): DeviceLimits {
     qos2PerDevice: c.deviceMaxQos2Inflight,
   };
 }
+
+/** Problems of limits that are each valid alone but not together, named by their flags (the command exits 2). */
+export function deviceLimitConfigProblems(c: LimitValues): string[] {
+  if (c.brokerMaxSessionBytes >= c.sessionMaxQueuedBytes) return [];
+  return [`--broker-max-session-bytes: must be at least --session-max-queued-bytes (${c.sessionMaxQueuedBytes}), or no session could queue its bound`];
+}

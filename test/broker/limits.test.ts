@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { pino } from 'pino';
@@ -8,6 +9,7 @@ import { AttemptWindow, ConnectLimiter, TokenBucket } from '../../broker/limits.
 import { deviceLimitSpecs, deviceLimitsOf } from '../../broker/config.js';
 import { Connection, PublishLimiter } from '../../broker/publish-limiter.js';
 import { ConfigError, parseConfig } from '../../cli/options.js';
+import { BIN } from '../helpers/process.js';
 
 describe('AttemptWindow: connection attempts in a sliding window', () => {
   test('given a limit of 3 a minute, when a 4th attempt comes within the minute, then it is refused', () => {
@@ -256,6 +258,18 @@ describe('limits configuration', () => {
       () => parseConfig(deviceLimitSpecs, ['--device-publish-rate', '0', '--device-max-inflight', 'x'], {}),
       (err: unknown) => err instanceof ConfigError && err.message.includes('--device-publish-rate') && err.message.includes('--device-max-inflight'),
     );
+  });
+
+  test('edge and central exit 2 when the broker-wide session bytes are below one session\'s bound', async () => {
+    for (const command of [['edge', '--warehouse', 'W1'], ['central']]) {
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        execFile(BIN, [...command, '--devices-file', '/nonexistent', '--broker-max-session-bytes', '2048', '--session-max-queued-bytes', '4KiB'], { timeout: 60_000 }, (err, _stdout, stderr) =>
+          resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? null), stderr }),
+        );
+      });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /--broker-max-session-bytes: must be at least --session-max-queued-bytes \(4096\)/);
+    }
   });
 
   test('the broker refuses invalid limits at creation, naming each', () => {
