@@ -146,7 +146,15 @@ export class StockwireBroker {
       const granted = this.granted.get(client);
       for (const filter of filters) granted?.delete(filter);
     });
-    this.aedes.on('clientError', (client, err) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
+    this.aedes.on('clientError', (client, err) => {
+      // aedes's own bound on one connection's QoS 2 publishes awaiting PUBREL (set to DEVICE_MAX_QOS2_INFLIGHT)
+      if (err.message.startsWith('maxInflightInbound exceeded')) {
+        this.metrics.publishRefusals.inc({ reason: 'qos2_inflight', kind: this.authed.get(client)?.kind ?? 'unknown' });
+        this.log.warn({ clientId: clip(client.id ?? ''), reason: 'qos2_inflight' }, 'QoS 2 publish refused, connection closed');
+        return;
+      }
+      this.log.debug({ clientId: client.id, err: err.message }, 'client error');
+    });
     this.aedes.on('connectionError', (_client, err) => this.log.debug({ err: err.message }, 'connection error'));
   }
 

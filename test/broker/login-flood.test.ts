@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { DeviceLimits, DeviceRegistry } from '../../broker/index.js';
 import { deviceRegistry, passwordOf, startBroker, until, type TestBroker } from '../helpers/broker.js';
-import { flood, login, loginAndLeave, percentile, type Login } from '../helpers/login-flood.js';
+import { flood, login, loginAndLeave, percentile, type Login } from '../helpers/raw-mqtt.js';
 
 // Issue 15, item 3: floods of bogus logins must neither lock a device out nor make its login slow. A real broker on
 // 127.0.0.1; the flood comes from other loopback addresses (127.0.0.0/8), as from other machines or a warehouse NAT.

@@ -244,6 +244,15 @@ describe('QoS 2 publishes awaiting PUBREL', () => {
     await until(() => cleanRecs.size === 1, 'a PUBREC after the clean session');
   });
 
+  test('publishes written in one go are bounded on their connection too (aedes checks them before they are stored)', async () => {
+    const b = await edge({ qos2PerDevice: 5 });
+    const c = await connect(b, 's2', 's2-burst', true);
+    c.stream.write(Buffer.concat([1, 2, 3, 4, 5, 6, 7, 8].map((id) => qos2Frame('wh/W1/dev/s2/event', Buffer.from('{}'), id))));
+    await closedByBroker(c);
+    const refused = await b.metric(REFUSALS, { reason: 'qos2_inflight', kind: 'scanner' });
+    assert.ok(refused >= 1 && refused <= 3, `publishes 6 to 8 refused (${refused} counted before the connection closed)`);
+  });
+
   test('QoS 2 publishes count in BROKER_MAX_SESSION_BYTES: past it one is refused (session_bytes) and its client disconnected', async () => {
     const b = await edge({ sessionBytes: 100_000, queuedBytesPerSession: 100_000 });
     const c = await connect(b, 's2', 's2-b', true);

@@ -127,3 +127,117 @@ export function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
 }
+
+/** An MQTT 3.1.1 packet as read off the wire: its type (high nibble of the first byte), flags and body. */
+export interface RawPacket {
+  type: number;
+  flags: number;
+  body: Buffer;
+}
+
+/** A SUBSCRIBE of many filters in one packet, built by hand. */
+export function subscribeFrame(messageId: number, filters: string[], qos: 0 | 1 | 2): Buffer {
+  const body = Buffer.concat([u16(messageId), ...filters.flatMap((f) => [str(f), Buffer.from([qos])])]);
+  return Buffer.concat([Buffer.from([0x82]), remainingLength(body.length), body]);
+}
+
+/** A PUBLISH built by hand, at any QoS (a QoS 2 one whose PUBREC this client will never answer with PUBREL). */
+export function publishFrame(topic: string, payload: Buffer, qos: 0 | 1 | 2, messageId = 1): Buffer {
+  const body = Buffer.concat([str(topic), qos > 0 ? u16(messageId) : Buffer.alloc(0), payload]);
+  return Buffer.concat([Buffer.from([0x30 | (qos << 1)]), remainingLength(body.length), body]);
+}
+
+function remainingLength(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
+/**
+ * A client that writes frames built by hand and reads the broker's packets: what an attacker's script does,
+ * at a fraction of MQTT.js's cost, and free to break the protocol (no PUBREL, thousands of filters at once).
+ */
+export class RawMqtt {
+  private buf: Buffer = Buffer.alloc(0);
+  private readonly waiters: Array<{ pred: (p: RawPacket) => boolean; resolve: (p: RawPacket) => void }> = [];
+  readonly received: RawPacket[] = [];
+  readonly closed: Promise<void>;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => this.read(chunk));
+    socket.on('error', () => undefined);
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
+  /** Connects and logs in; rejects when the CONNACK is not 0 (its return code in the message). */
+  static async open(l: Login): Promise<RawMqtt> {
+    const socket = net.connect({ port: l.port, host: l.host ?? '127.0.0.1', ...(l.localAddress !== undefined && { localAddress: l.localAddress }) });
+    const client = new RawMqtt(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('error', reject);
+    });
+    socket.write(connectFrame(l));
+    const connack = await Promise.race([client.next((p) => p.type === 2), client.closed.then(() => null)]);
+    if (connack === null || connack.body[1] !== 0) {
+      socket.destroy();
+      throw new Error(`CONNACK ${connack === null ? 'none (closed)' : String(connack.body[1])}`);
+    }
+    return client;
+  }
+
+  write(frame: Buffer): void {
+    this.socket.write(frame);
+  }
+
+  /** Resolves with the next packet (already received or to come) that `pred` accepts. */
+  next(pred: (p: RawPacket) => boolean): Promise<RawPacket> {
+    const i = this.received.findIndex(pred);
+    if (i >= 0) return Promise.resolve(this.received.splice(i, 1)[0] as RawPacket);
+    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
+  }
+
+  /** Subscribes `filters` in one packet; the SUBACK's return codes. */
+  async subscribe(messageId: number, filters: string[], qos: 0 | 1 = 1): Promise<number[]> {
+    this.write(subscribeFrame(messageId, filters, qos));
+    const suback = await this.next((p) => p.type === 9 && p.body.readUInt16BE(0) === messageId);
+    return [...suback.body.subarray(2)];
+  }
+
+  /** DISCONNECT, then close: a clean=false session stays with the broker. */
+  async disconnect(): Promise<void> {
+    this.socket.end(Buffer.from([0xe0, 0x00]));
+    await this.closed;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private read(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    for (;;) {
+      let length = 0;
+      let multiplier = 1;
+      let i = 1;
+      for (; i < this.buf.length && i <= 4; i++) {
+        const byte = this.buf[i] as number;
+        length += (byte & 0x7f) * multiplier;
+        multiplier *= 128;
+        if ((byte & 0x80) === 0) break;
+      }
+      if (i >= this.buf.length || this.buf.length < i + 1 + length) return;
+      const first = this.buf[0] as number;
+      const packet = { type: first >> 4, flags: first & 0x0f, body: this.buf.subarray(i + 1, i + 1 + length) };
+      this.buf = this.buf.subarray(i + 1 + length);
+      const w = this.waiters.findIndex((x) => x.pred(packet));
+      if (w >= 0) this.waiters.splice(w, 1)[0]?.resolve(packet);
+      else if (this.received.length < 10_000) this.received.push(packet);
+    }
+  }
+}
