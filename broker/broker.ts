@@ -13,8 +13,7 @@ import { listenTcp, listenTls, listenWebSocket, type Listener, type TlsListener,
 import { LoginQueue } from './login-queue.js';
 import { createBrokerMetrics, type BrokerMetrics, type ConnectionRefusal, type PublishRefusal } from './metrics.js';
 import { Connection, PublishLimiter } from './publish-limiter.js';
-import { SessionStore, type AedesPersistence } from './session-store.js';
-import { SessionRegistry } from './sessions.js';
+import { SessionLimits } from './session-limits.js';
 import type { BrokerOptions, BrokerPorts } from './options.js';
 
 export type { AuthedClient, BrokerOptions, BrokerPorts, DevicePublish } from './options.js';
@@ -72,12 +71,7 @@ export class StockwireBroker {
   private readonly limiter: PublishLimiter;
   private readonly limits: DeviceLimits;
   private readonly logins: LoginQueue;
-  private readonly sessions: SessionRegistry;
-  /** the filters granted to each connected client, for its subscription limit */
-  private readonly granted = new WeakMap<Client, Set<string>>();
-  private readonly warnedSubscriptionLimit = new WeakSet<Client>();
-  private store: SessionStore | undefined;
-  private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly sessions: SessionLimits;
   private removeStateSource: () => void = () => undefined;
   private listeners: Listener[] = [];
   private tlsListener: TlsListener | undefined;
@@ -109,7 +103,7 @@ export class StockwireBroker {
     this.attempts = new ConnectLimiter(limits);
     this.limiter = new PublishLimiter(limits, (kind, limit) => this.metrics.publishesDelayed.inc({ kind, limit }));
     this.logins = new LoginQueue(limits.loginConcurrency, limits.loginQueuePerAddress);
-    this.sessions = new SessionRegistry(limits.sessionsPerDevice, limits.sessionExpirySeconds * 1000);
+    this.sessions = new SessionLimits(limits, options.devices, this.metrics, this.log);
     // No fixed `id`: aedes uses a fresh uuid per instance, which clustering needs.
     this.aedes = new Aedes({
       drainTimeout: DRAIN_TIMEOUT_MS,
@@ -142,17 +136,10 @@ export class StockwireBroker {
       this.metrics.connectedClients.dec({ kind: device.kind });
       this.log.info({ clientId: client.id, device: device.id, kind: device.kind }, 'client disconnected');
     });
-    this.aedes.on('unsubscribe', (filters, client) => {
-      const granted = this.granted.get(client);
-      for (const filter of filters) granted?.delete(filter);
-    });
+    this.aedes.on('unsubscribe', (filters, client) => this.sessions.unsubscribed(client, filters));
     this.aedes.on('clientError', (client, err) => {
       // aedes's own bound on one connection's QoS 2 publishes awaiting PUBREL (set to DEVICE_MAX_QOS2_INFLIGHT)
-      if (err.message.startsWith('maxInflightInbound exceeded')) {
-        this.metrics.publishRefusals.inc({ reason: 'qos2_inflight', kind: this.authed.get(client)?.kind ?? 'unknown' });
-        this.log.warn({ clientId: clip(client.id ?? ''), reason: 'qos2_inflight' }, 'QoS 2 publish refused, connection closed');
-        return;
-      }
+      if (err.message.startsWith('maxInflightInbound exceeded')) return this.sessions.qos2Refused(client.id ?? '', 'qos2_inflight', this.authed.get(client)?.kind);
       this.log.debug({ clientId: client.id, err: err.message }, 'client error');
     });
     this.aedes.on('connectionError', (_client, err) => this.log.debug({ err: err.message }, 'connection error'));
@@ -180,31 +167,11 @@ export class StockwireBroker {
     this.checkMs = Math.round(performance.now() - began);
     await this.aedes.listen();
     // aedes made its persistence in listen(); bound its sessions before any client can connect.
-    const aedes = this.aedes as unknown as { persistence: AedesPersistence };
-    const store = new SessionStore(
-      aedes.persistence,
-      { queuedPerSession: this.limits.queuedPerSession, queuedBytesPerSession: this.limits.queuedBytesPerSession, brokerBytes: this.limits.sessionBytes, qos2PerDevice: this.limits.qos2PerDevice },
-      {
-        ownerOf: (clientId) => this.devices.ownerOfClientId(clientId)?.id,
-        isGranted: (client, topic) => this.granted.get(client as Client)?.has(topic) === true,
-        onDrop: (clientId, reason, messages) => this.metrics.queuedDropped.inc({ kind: this.kindOf(clientId), reason }, messages),
-        onQos2Refused: (clientId, reason) => {
-          const refusal: PublishRefusal = reason === 'qos2_inflight' ? 'qos2_inflight' : 'session_bytes';
-          this.metrics.publishRefusals.inc({ reason: refusal, kind: this.kindOf(clientId) });
-          this.log.warn({ clientId: clip(clientId), reason: refusal }, 'QoS 2 publish refused, connection closed');
-        },
-      },
-    );
-    aedes.persistence = store;
-    this.store = store;
-    this.removeStateSource = this.metrics.addStateSource(() => ({
-      persistentSessions: this.sessions.size,
-      queuedMessages: store.messages,
-      sessionBytes: store.bytes,
-      loginWaiting: this.logins.waiting,
-    }));
-    const expiryMs = this.limits.sessionExpirySeconds * 1000;
-    this.sweepTimer = setInterval(() => this.expireSessions(), Math.min(60_000, Math.max(100, expiryMs / 2))).unref();
+    this.sessions.attach(this.aedes);
+    this.removeStateSource = this.metrics.addStateSource(() => {
+      const { sessions, messages, bytes } = this.sessions.state;
+      return { persistentSessions: sessions, queuedMessages: messages, sessionBytes: bytes, loginWaiting: this.logins.waiting };
+    });
     const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
     const accept = (stream: Duplex, req?: IncomingMessage): void => {
       const client = this.aedes.handle(stream, req);
@@ -214,8 +181,7 @@ export class StockwireBroker {
       stream.once('close', () => {
         connection.close();
         this.connections.delete(connection);
-        // a persistent session's clock starts when its connection goes, whether or not it got as far as CONNACK
-        if (client.id !== null) this.sessions.offline(client.id, client, Date.now());
+        this.sessions.offline(client);
       });
       this.links.set(client, { connection, address: (stream as { remoteAddress?: string }).remoteAddress ?? req?.socket.remoteAddress, certificate: certificateName(stream) });
       guardFrameSize(stream, frameLimit, (packetType, lengthBytes) => this.onOversizeFrame(client, packetType, lengthBytes));
@@ -256,7 +222,7 @@ export class StockwireBroker {
   async stop(): Promise<void> {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
-    clearInterval(this.sweepTimer);
+    this.sessions.stop();
     this.removeStateSource();
     for (const listener of this.listeners) listener.stopAccepting();
     // Publishes held back by a limit could wait for minutes: refuse them now (their devices keep them).
@@ -325,38 +291,13 @@ export class StockwireBroker {
         return this.refuseConnection('client_id', RC_IDENTIFIER_REJECTED, fields);
       }
       this.attempts.authenticated(client.id ?? '', address);
-      if (client.clean) {
-        this.sessions.forget(client.id); // aedes discards a session its client id had
-      } else {
-        const admission = this.sessions.admit(client.id, device.id, client);
-        if (!admission.ok) return this.refuseConnection('sessions_device', RC_SERVER_UNAVAILABLE, { ...fields, sessions: this.sessions.count(device.id) });
-        for (const evicted of admission.evict) void this.endSession(evicted, device.kind, 'evicted');
-      }
+      if (!this.sessions.admit(client, device)) return this.refuseConnection('sessions_device', RC_SERVER_UNAVAILABLE, { ...fields, sessions: this.sessions.sessionsOf(device.id) });
       this.authed.set(client, device);
       return null;
     } catch (err) {
       this.log.error({ err, clientId }, 'authentication failed');
       return this.refuseConnection('error', RC_SERVER_UNAVAILABLE, { clientId });
     }
-  }
-
-  private kindOf(clientId: string): DeviceKind | 'unknown' {
-    return this.devices.ownerOfClientId(clientId)?.kind ?? 'unknown';
-  }
-
-  /** Ends a persistent session the broker no longer keeps: its queue, subscriptions and QoS 2 state go. */
-  private async endSession(clientId: string, kind: DeviceKind | 'unknown', reason: 'expired' | 'evicted'): Promise<void> {
-    this.metrics.sessionsEnded.inc({ kind, reason });
-    this.log.info({ clientId: clip(clientId), kind, reason }, 'persistent session ended');
-    try {
-      await this.store?.endSession(clientId);
-    } catch (err) {
-      this.log.error({ err, clientId: clip(clientId) }, 'ending a persistent session failed');
-    }
-  }
-
-  private expireSessions(): void {
-    for (const e of this.sessions.expire(Date.now())) void this.endSession(e.clientId, this.devices.get(e.device)?.kind ?? 'unknown', 'expired');
   }
 
   /** Resolves null when the publish may go on (and the hook, if any, has finished), else the refusal. Never rejects. */
@@ -383,8 +324,8 @@ export class StockwireBroker {
     if (!mayPublish(device, packet.topic, this.role)) return refuse('acl');
     // Refused before the hook: a device holding this many QoS 2 publishes unreleased (no PUBREL) gets no more. A
     // retransmission (dup) may be one already held; the session store checks those when it stores them.
-    if (packet.qos === 2 && !packet.dup && (this.store?.qos2Pending(device.id) ?? 0) >= this.limits.qos2PerDevice) {
-      return refuse('qos2_inflight', { pending: this.store?.qos2Pending(device.id) });
+    if (packet.qos === 2 && !packet.dup && this.sessions.qos2Pending(device.id) >= this.limits.qos2PerDevice) {
+      return refuse('qos2_inflight', { pending: this.sessions.qos2Pending(device.id) });
     }
     // Retained topics are central's own (CONTRACT 2): elsewhere the flag is dropped, not the message, so an event
     // is still taken, and 1,500 × 60 KB events cannot sit in the broker's memory to be replayed to every subscriber.
@@ -429,19 +370,8 @@ export class StockwireBroker {
     const device = this.authed.get(client);
     const kind = device?.kind ?? 'unknown';
     if (device !== undefined && maySubscribe(device, sub.topic, this.role)) {
-      const granted = this.granted.get(client) ?? new Set<string>();
-      this.granted.set(client, granted);
-      if (granted.has(sub.topic) || granted.size < this.limits.subscriptionsPerClient) {
-        granted.add(sub.topic);
-        return sub;
-      }
-      // Each subscription costs ~2 KB (200,000 of them grew an edge by 366 MB): past the limit they are refused.
-      this.metrics.subscriptionsLimited.inc({ kind });
+      if (this.sessions.grant(client, device, sub.topic)) return sub;
       this.metrics.subscribeRefusals.inc({ kind });
-      // One line per client: a flood of subscriptions must not become a flood of log lines.
-      const level = this.warnedSubscriptionLimit.has(client) ? 'debug' : 'warn';
-      this.warnedSubscriptionLimit.add(client);
-      this.log[level]({ clientId: clip(client.id ?? ''), device: device.id, kind, limit: this.limits.subscriptionsPerClient, filter: clip(sub.topic) }, 'subscription refused: too many subscriptions');
       return null;
     }
     this.metrics.subscribeRefusals.inc({ kind });
