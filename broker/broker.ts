@@ -11,8 +11,10 @@ import { hashPassword, verifyPassword, type Device, type DeviceKind, type Device
 import { guardFrameSize, PUBLISH_PACKET_TYPE } from './frame-guard.js';
 import { ConnectLimiter, DEFAULT_DEVICE_LIMITS, limitProblems, type DeviceLimits } from './limits.js';
 import { listenTcp, listenTls, listenWebSocket, type Listener, type TlsListener, type TlsListenerOptions } from './listeners.js';
+import { LoginQueue } from './login-queue.js';
 import { createBrokerMetrics, type BrokerMetrics, type ConnectionRefusal, type PublishRefusal } from './metrics.js';
 import { Connection, PublishLimiter } from './publish-limiter.js';
+import { SessionLimits } from './session-limits.js';
 import type { BrokerOptions, BrokerPorts } from './options.js';
 
 export type { AuthedClient, BrokerOptions, BrokerPorts, DevicePublish } from './options.js';
@@ -66,9 +68,14 @@ export class StockwireBroker {
   private readonly connections = new Set<Connection>();
   private readonly attempts: ConnectLimiter;
   private readonly limiter: PublishLimiter;
+  private readonly limits: DeviceLimits;
+  private readonly logins: LoginQueue;
+  private readonly sessions: SessionLimits;
+  private removeStateSource: () => void = () => undefined;
   private listeners: Listener[] = [];
   private tlsListener: TlsListener | undefined;
-  private dummyHash: string | undefined;
+  /** ms one password check took at start: the time an answer without a check is held back */
+  private checkMs = 0;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
 
   constructor(options: BrokerOptions) {
@@ -91,12 +98,17 @@ export class StockwireBroker {
     this.devices = options.devices;
     this.log = options.log.child({ component: 'broker', role: options.role, ...(this.edgeWarehouse ? { wh: this.edgeWarehouse } : {}) });
     this.metrics = createBrokerMetrics(options.registry);
+    this.limits = limits;
     this.attempts = new ConnectLimiter(limits);
     this.limiter = new PublishLimiter(limits, (kind, limit) => this.metrics.publishesDelayed.inc({ kind, limit }));
+    this.logins = new LoginQueue(limits.loginConcurrency, limits.loginQueuePerAddress);
+    this.sessions = new SessionLimits(limits, options.devices, this.metrics, this.log);
     // No fixed `id`: aedes uses a fresh uuid per instance, which clustering needs.
     this.aedes = new Aedes({
       drainTimeout: DRAIN_TIMEOUT_MS,
       maxTopicLevels: MAX_TOPIC_LEVELS,
+      // aedes's own bound per connection; the session store bounds a device across its connections and client ids
+      maxInflightInbound: limits.qos2PerDevice,
       persistence: options.persistence,
       mq: options.mq,
       authenticate: (client, username, password, done) => {
@@ -123,7 +135,12 @@ export class StockwireBroker {
       this.metrics.connectedClients.dec({ kind: device.kind });
       this.log.info({ clientId: client.id, device: device.id, kind: device.kind }, 'client disconnected');
     });
-    this.aedes.on('clientError', (client, err) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
+    this.aedes.on('unsubscribe', (filters, client) => this.sessions.unsubscribed(client, filters));
+    this.aedes.on('clientError', (client, err) => {
+      // aedes's own bound on one connection's QoS 2 publishes awaiting PUBREL (set to DEVICE_MAX_QOS2_INFLIGHT)
+      if (err.message.startsWith('maxInflightInbound exceeded')) return this.sessions.qos2Refused(client.id ?? '', 'qos2_inflight', this.authed.get(client)?.kind);
+      this.log.debug({ clientId: client.id, err: err.message }, 'client error');
+    });
     this.aedes.on('connectionError', (_client, err) => this.log.debug({ err: err.message }, 'connection error'));
   }
 
@@ -143,9 +160,17 @@ export class StockwireBroker {
     this.state = 'starting';
     const host = this.options.host ?? '0.0.0.0';
     const edge = this.role === 'edge';
-    // Unknown users are checked against this hash, so a refusal takes as long whether or not the user exists.
-    this.dummyHash = await hashPassword(randomUUID());
+    // Unknown users get no check, but their refusal is held back as long as one takes, so it does not tell them apart.
+    const began = performance.now();
+    await hashPassword(randomUUID());
+    this.checkMs = Math.round(performance.now() - began);
     await this.aedes.listen();
+    // aedes made its persistence in listen(); bound its sessions before any client can connect.
+    this.sessions.attach(this.aedes);
+    this.removeStateSource = this.metrics.addStateSource(() => {
+      const { sessions, messages, bytes } = this.sessions.state;
+      return { persistentSessions: sessions, queuedMessages: messages, sessionBytes: bytes, loginWaiting: this.logins.waiting };
+    });
     conformAedes(this.aedes); // DUP and RETAIN of resends, retained values after newer live ones (aedes-conformance.ts)
     const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
     const accept = (stream: Duplex, req?: IncomingMessage): void => {
@@ -156,6 +181,7 @@ export class StockwireBroker {
       stream.once('close', () => {
         connection.close();
         this.connections.delete(connection);
+        this.sessions.offline(client);
       });
       this.links.set(client, { connection, address: (stream as { remoteAddress?: string }).remoteAddress ?? req?.socket.remoteAddress, certificate: certificateName(stream) });
       guardFrameSize(stream, frameLimit, (packetType, lengthBytes) => this.onOversizeFrame(client, packetType, lengthBytes));
@@ -196,6 +222,8 @@ export class StockwireBroker {
   async stop(): Promise<void> {
     if (this.state === 'stopped' || this.state === 'stopping') return;
     this.state = 'stopping';
+    this.sessions.stop();
+    this.removeStateSource();
     for (const listener of this.listeners) listener.stopAccepting();
     // Publishes held back by a limit could wait for minutes: refuse them now (their devices keep them).
     for (const connection of this.connections) connection.close();
@@ -224,28 +252,37 @@ export class StockwireBroker {
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<AuthenticateError | null> {
     const clientId = clip(client.id ?? '');
     try {
-      // Before scrypt: a client retrying in a tight loop must not cost the broker 50 ms of CPU each time.
-      const address = this.links.get(client)?.address;
-      const tooMany = this.attempts.record(client.id ?? '', address, Date.now());
-      if (tooMany !== null) return this.refuseConnection(tooMany, RC_SERVER_UNAVAILABLE, { clientId, address });
+      const link = this.links.get(client);
+      const address = link?.address;
       if (username === undefined || username === '') return this.refuseConnection('anonymous', RC_NOT_AUTHORIZED, { clientId });
       const fields = { username: clip(username), clientId };
       const device = this.devices.get(username);
-      if (device === undefined) {
-        await verifyPassword(password ?? '', this.dummyHash ?? '');
-        return this.refuseConnection('unknown_user', RC_BAD_CREDENTIALS, fields);
+      // No password check can succeed: answer without one, so a flood of made-up usernames costs no scrypt and none
+      // of the attempts known devices are allowed; held back as long as a check takes, so timing does not tell a
+      // known username from an unknown one.
+      if (device === undefined || password === undefined) {
+        await new Promise((resolve) => setTimeout(resolve, this.checkMs));
+        return this.refuseConnection(device === undefined ? 'unknown_user' : 'bad_password', RC_BAD_CREDENTIALS, fields);
       }
-      // scrypt runs even without a password, so the answer takes as long as for a wrong one
-      const verified = await verifyPassword(password ?? '', device.passwordHash);
-      if (password === undefined || !verified) {
-        return this.refuseConnection('bad_password', RC_BAD_CREDENTIALS, fields);
-      }
+      // Before scrypt: a client retrying in a tight loop must not cost the broker 50 ms of CPU each time.
+      const attempt = this.attempts.check(client.id ?? '', address, Date.now());
+      if (attempt.refusal !== null) return this.refuseConnection(attempt.refusal, RC_SERVER_UNAVAILABLE, { clientId, address });
+      const lane = attempt.knownGood ? 'priority' : 'address';
+      const check = this.logins.run(lane, address ?? '', () => verifyPassword(password, device.passwordHash), () => link?.connection.closed === true);
+      // A full queue costs nothing: the attempt is not counted, the device retries.
+      if (check === null) return this.refuseConnection('login_busy', RC_SERVER_UNAVAILABLE, { ...fields, address });
+      attempt.admit();
+      const verified = await check;
+      // it left while it waited: its check is not run
+      if (verified === 'gone') return this.refuseConnection('gone', RC_SERVER_UNAVAILABLE, { ...fields, address });
+      this.metrics.loginChecks.inc({ lane, result: verified ? 'ok' : 'failed' });
+      if (!verified) return this.refuseConnection('bad_password', RC_BAD_CREDENTIALS, fields);
       if (!mayConnect(device, this.role, this.edgeWarehouse)) {
         return this.refuseConnection('kind_not_allowed', RC_NOT_AUTHORIZED, { ...fields, kind: device.kind, warehouse: device.warehouse });
       }
       // A client certificate (mutual TLS) names its device: its CN must be the username, so a certificate
       // issued to one device cannot carry another's stolen password.
-      const cn = this.links.get(client)?.certificate ?? null;
+      const cn = link?.certificate ?? null;
       if (cn !== null && cn !== device.id) {
         return this.refuseConnection('certificate_identity', RC_NOT_AUTHORIZED, { ...fields, subject: clip(cn) });
       }
@@ -253,8 +290,9 @@ export class StockwireBroker {
       if (this.devices.ownerOfClientId(client.id)?.id !== device.id) {
         return this.refuseConnection('client_id', RC_IDENTIFIER_REJECTED, fields);
       }
-      this.authed.set(client, device);
       this.attempts.authenticated(client.id ?? '', address);
+      if (!this.sessions.admit(client, device)) return this.refuseConnection('sessions_device', RC_SERVER_UNAVAILABLE, { ...fields, sessions: this.sessions.sessionsOf(device.id) });
+      this.authed.set(client, device);
       return null;
     } catch (err) {
       this.log.error({ err, clientId }, 'authentication failed');
@@ -284,6 +322,11 @@ export class StockwireBroker {
     const bytes = payloadBytes(packet.payload);
     if (bytes > this.maxPayloadBytes) return refuse('too_large', { bytes });
     if (!mayPublish(device, packet.topic, this.role)) return refuse('acl');
+    // Refused before the hook: a device holding this many QoS 2 publishes unreleased (no PUBREL) gets no more. A
+    // retransmission (dup) may be one already held; the session store checks those when it stores them.
+    if (packet.qos === 2 && !packet.dup && this.sessions.qos2Pending(device.id) >= this.limits.qos2PerDevice) {
+      return refuse('qos2_inflight', { pending: this.sessions.qos2Pending(device.id) });
+    }
     // Retained topics are central's own (CONTRACT 2): elsewhere the flag is dropped, not the message, so an event
     // is still taken, and 1,500 × 60 KB events cannot sit in the broker's memory to be replayed to every subscriber.
     if (packet.retain && !isRetainedTopic(packet.topic)) {
@@ -325,8 +368,12 @@ export class StockwireBroker {
   /** The subscription to grant, or null: aedes then answers QoS 128 for it (MQTT-3.9.3), without disconnecting. */
   private authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {
     const device = this.authed.get(client);
-    if (device !== undefined && maySubscribe(device, sub.topic, this.role)) return sub;
     const kind = device?.kind ?? 'unknown';
+    if (device !== undefined && maySubscribe(device, sub.topic, this.role)) {
+      if (this.sessions.grant(client, device, sub.topic)) return sub;
+      this.metrics.subscribeRefusals.inc({ kind });
+      return null;
+    }
     this.metrics.subscribeRefusals.inc({ kind });
     this.log.warn({ clientId: clip(client.id ?? ''), device: device?.id, kind, filter: clip(sub.topic) }, 'subscription refused');
     return null;

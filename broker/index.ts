@@ -14,7 +14,7 @@ export {
   type NewDevice,
 } from './devices.js';
 export { isTopicFilter, isTopicName, mayConnect, mayPublish, mayRequest, maySubscribe, publishGrants, subscribeGrants, type BrokerRole } from './acl.js';
-export { deviceLimitSpecs, deviceLimitsOf } from './config.js';
+export { deviceLimitConfigProblems, deviceLimitSpecs, deviceLimitsOf } from './config.js';
 export { CONNECT_WINDOW_MS, DEFAULT_DEVICE_LIMITS, DISCONNECT_AFTER_BURSTS, isPublishLimited, type DeviceLimits } from './limits.js';
 export type { TlsListenerOptions, TlsRefusal } from './listeners.js';
 export type { ConnectionRefusal, PublishRefusal } from './metrics.js';

@@ -14,8 +14,26 @@ export interface DeviceLimits {
   maxInflight: number;
   /** Connection attempts per client id within `CONNECT_WINDOW_MS`; more are refused. */
   connectsPerClientId: number;
-  /** Connection attempts per remote address within `CONNECT_WINDOW_MS`; more are refused. */
+  /** Connection attempts per remote address within `CONNECT_WINDOW_MS`; more are refused. Known-good logins and unknown usernames do not count. */
   connectsPerAddress: number;
+  /** Password checks (scrypt) running at once; more wait their turn. */
+  loginConcurrency: number;
+  /** Password checks of one remote address waiting their turn; one more is refused. */
+  loginQueuePerAddress: number;
+  /** Persistent sessions (`clean=false` client ids) one device may hold; a new one ends its session offline the longest. */
+  sessionsPerDevice: number;
+  /** Seconds a persistent session is kept once its client has gone. */
+  sessionExpirySeconds: number;
+  /** Messages one persistent session keeps queued; the oldest are dropped beyond. */
+  queuedPerSession: number;
+  /** Bytes one persistent session keeps queued; the oldest are dropped beyond. */
+  queuedBytesPerSession: number;
+  /** Bytes all sessions of the broker keep together (queued messages and QoS 2 publishes awaiting PUBREL). */
+  sessionBytes: number;
+  /** Subscriptions one client may hold; more are refused (SUBACK 0x80). */
+  subscriptionsPerClient: number;
+  /** QoS 2 publishes of one device awaiting their PUBREL, across its client ids; one more disconnects it. */
+  qos2PerDevice: number;
 }
 
 /**
@@ -29,6 +47,18 @@ export const DEFAULT_DEVICE_LIMITS: Readonly<DeviceLimits> = {
   maxInflight: 100, // unacknowledged QoS 1 publishes
   connectsPerClientId: 30, // attempts per minute
   connectsPerAddress: 600, // attempts per minute
+  // Two checks of ~50 ms CPU each at once keep up with 40 logins/s and leave the publishes a core on a 2-core edge.
+  loginConcurrency: 2, // scrypt checks
+  loginQueuePerAddress: 64, // checks waiting (~1.6 s of checks at 2 at once)
+  // A display or processor restarts under a new client id now and then; a device holding 16 sessions is not normal.
+  sessionsPerDevice: 16, // persistent sessions
+  sessionExpirySeconds: 86_400, // s (1 day)
+  queuedPerSession: 1_000, // messages (Mosquitto's max_queued_messages)
+  queuedBytesPerSession: 1024 * 1024, // bytes
+  sessionBytes: 64 * 1024 * 1024, // bytes
+  // A display subscribes to 5 filters, a Node-RED flow one per sku node: 1,000 leaves room and stops 200,000 (+366 MB).
+  subscriptionsPerClient: 1_000, // filters
+  qos2PerDevice: 100, // publishes awaiting PUBREL (100 × 64 KiB at most)
 };
 
 /** The sliding window of the connection-attempt limits, in ms. */
@@ -47,6 +77,9 @@ export function limitProblems(limits: DeviceLimits): string[] {
   const problems: string[] = [];
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isInteger(value) || value < 1) problems.push(`limits.${name}: must be a positive integer (got ${String(value)})`);
+  }
+  if (limits.sessionBytes < limits.queuedBytesPerSession) {
+    problems.push(`limits.sessionBytes: must be at least queuedBytesPerSession (${limits.queuedBytesPerSession}), or no session could queue its bound`);
   }
   return problems;
 }
@@ -115,6 +148,8 @@ export class AttemptWindow {
   }
 }
 
+export type ConnectDecision = { refusal: 'attempts_client_id' | 'attempts_address' } | { refusal: null; knownGood: boolean; admit: () => void };
+
 /** Addresses remembered per client id as ones it authenticated from lately (a gateway's, a scanner's, after DHCP). */
 const KNOWN_ADDRESSES_PER_CLIENT_ID = 4;
 
@@ -142,13 +177,30 @@ export class ConnectLimiter {
 
   /** The limit an attempt exceeds, or null: then it counts against both keys (a refused one counts against neither). */
   record(clientId: string, address: string | undefined, now: number): 'attempts_client_id' | 'attempts_address' | null {
-    if (address !== undefined && !this.byAddress.allows(address, now)) return 'attempts_address';
-    const known = address !== undefined && this.known.get(clientId)?.includes(address) === true;
-    const [window, key] = known ? [this.byClientIdAtKnownAddress, `${clientId}\u0000${address}`] : [this.byClientId, clientId];
-    if (!window.allows(key, now)) return 'attempts_client_id';
-    window.admit(key, now);
-    if (address !== undefined) this.byAddress.admit(address, now);
+    const decision = this.check(clientId, address, now);
+    if (decision.refusal !== null) return decision.refusal;
+    decision.admit();
     return null;
+  }
+
+  /**
+   * Whether an attempt is within its windows, recording nothing: `admit` then counts it. An attempt from an
+   * address its client id authenticated from (`knownGood`) is limited by its own window only: a flood of
+   * attempts from that address (a warehouse behind one NAT address) must not lock out its known devices.
+   */
+  check(clientId: string, address: string | undefined, now: number): ConnectDecision {
+    const knownGood = address !== undefined && this.known.get(clientId)?.includes(address) === true;
+    if (!knownGood && address !== undefined && !this.byAddress.allows(address, now)) return { refusal: 'attempts_address' };
+    const [window, key] = knownGood ? [this.byClientIdAtKnownAddress, `${clientId}\u0000${address}`] : [this.byClientId, clientId];
+    if (!window.allows(key, now)) return { refusal: 'attempts_client_id' };
+    return {
+      refusal: null,
+      knownGood,
+      admit: () => {
+        window.admit(key, now);
+        if (!knownGood && address !== undefined) this.byAddress.admit(address, now);
+      },
+    };
   }
 
   /** The client id authenticated from `address`: later attempts from there have their own window. */

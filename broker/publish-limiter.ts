@@ -153,7 +153,7 @@ export class PublishLimiter {
   private readonly gates = new Map<string, DeviceGate>();
 
   constructor(
-    private readonly limits: DeviceLimits,
+    private readonly limits: Pick<DeviceLimits, 'publishRate' | 'publishBurst' | 'maxInflight'>,
     private readonly onDelayed: (kind: DeviceKind, limit: 'rate' | 'inflight') => void,
   ) {}
 

@@ -1,7 +1,7 @@
 import { createLogger } from '../cli/logger.js';
 import { configure, serve, usageError } from '../cli/run.js';
 import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../cli/tls.js';
-import { deviceLimitsOf } from '../broker/index.js';
+import { deviceLimitConfigProblems, deviceLimitsOf } from '../broker/index.js';
 import { registerDisplay } from '../dashboards/display/serve.js';
 import { DEFAULT_DEVICE_SHARE, deviceShareBytes, edgeSpecs } from './config.js';
 import { Edge } from './edge.js';
@@ -9,7 +9,7 @@ import { Edge } from './edge.js';
 export async function runEdge(argv: string[]): Promise<void> {
   const c = configure('edge', 'One warehouse: its Aedes broker for devices, the durable outbox and the bridge to central.', edgeSpecs, argv);
   if (!c) return;
-  const problems: string[] = [];
+  const problems: string[] = deviceLimitConfigProblems(c);
   const share = deviceShareBytes(c.outboxDeviceShare ?? DEFAULT_DEVICE_SHARE, c.outboxMaxBytes).problem;
   if (share !== null) problems.push(share);
   const tls = await loadListenerTls(c, problems);

@@ -4,7 +4,7 @@ import { createLogger } from '../cli/logger.js';
 import { registerDisplay } from '../dashboards/display/serve.js';
 import { configure, EXIT_USAGE, serve, usageError } from '../cli/run.js';
 import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../cli/tls.js';
-import { deviceLimitsOf } from '../broker/index.js';
+import { deviceLimitConfigProblems, deviceLimitsOf } from '../broker/index.js';
 import { Central } from './central.js';
 import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs, replaySpecs } from './config.js';
 import { openDatabase, type Database, type StorageSettings } from './db/open.js';
@@ -17,7 +17,7 @@ import { waitAtMost } from '../cli/wait.js';
 export async function runCentral(argv: string[]): Promise<void> {
   const c = configure('central', 'The central MQTT broker, the stock processor and the HTTP API, in one process.', centralSpecs, argv);
   if (!c) return;
-  const problems: string[] = [];
+  const problems: string[] = deviceLimitConfigProblems(c);
   const tls = await loadListenerTls(c, problems);
   if (problems.length > 0) return usageError('central', problems);
   const log = createLogger('central', c.logLevel);

@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { createBroker, DeviceRegistry, DISCONNECT_AFTER_BURSTS, isPublishLimited } from '../../broker/index.js';
+import { createBroker, DEFAULT_DEVICE_LIMITS, DeviceRegistry, DISCONNECT_AFTER_BURSTS, isPublishLimited } from '../../broker/index.js';
 import { AttemptWindow, ConnectLimiter, TokenBucket } from '../../broker/limits.js';
 import { deviceLimitSpecs, deviceLimitsOf } from '../../broker/config.js';
 import { Connection, PublishLimiter } from '../../broker/publish-limiter.js';
 import { ConfigError, parseConfig } from '../../cli/options.js';
+import { BIN } from '../helpers/process.js';
 import { pinFastCheck } from '../helpers/seed.js';
 
 pinFastCheck('broker/limits');
@@ -241,16 +243,41 @@ describe('limits configuration', () => {
   });
 
   test('flags and environment variables give the limits; a bad value names its flag', () => {
-    const c = parseConfig(deviceLimitSpecs, ['--device-publish-rate', '5'], { DEVICE_PUBLISH_BURST: '7', ADDRESS_CONNECT_LIMIT: '9' });
-    assert.deepEqual(deviceLimitsOf(c), { publishRate: 5, publishBurst: 7, maxInflight: 100, connectsPerClientId: 30, connectsPerAddress: 9 });
+    const c = parseConfig(deviceLimitSpecs, ['--device-publish-rate', '5', '--session-max-queued-bytes', '512KiB'], { DEVICE_PUBLISH_BURST: '7', ADDRESS_CONNECT_LIMIT: '9', BROKER_MAX_SESSION_BYTES: '2GiB', SESSION_EXPIRY: '60' });
+    assert.deepEqual(deviceLimitsOf(c), {
+      ...DEFAULT_DEVICE_LIMITS,
+      publishRate: 5,
+      publishBurst: 7,
+      connectsPerAddress: 9,
+      queuedBytesPerSession: 512 * 1024,
+      sessionBytes: 2 * 1024 ** 3,
+      sessionExpirySeconds: 60,
+    });
+    assert.throws(
+      () => parseConfig(deviceLimitSpecs, ['--session-max-queued-bytes', '12 apples', '--login-concurrency', '0'], {}),
+      (err: unknown) => err instanceof ConfigError && err.message.includes('--session-max-queued-bytes') && err.message.includes('--login-concurrency'),
+    );
     assert.throws(
       () => parseConfig(deviceLimitSpecs, ['--device-publish-rate', '0', '--device-max-inflight', 'x'], {}),
       (err: unknown) => err instanceof ConfigError && err.message.includes('--device-publish-rate') && err.message.includes('--device-max-inflight'),
     );
   });
 
+  test('edge and central exit 2 when the broker-wide session bytes are below one session\'s bound', async () => {
+    for (const command of [['edge', '--warehouse', 'W1'], ['central']]) {
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        execFile(BIN, [...command, '--devices-file', '/nonexistent', '--broker-max-session-bytes', '2048', '--session-max-queued-bytes', '4KiB'], { timeout: 60_000 }, (err, _stdout, stderr) =>
+          resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? null), stderr }),
+        );
+      });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /--broker-max-session-bytes: must be at least --session-max-queued-bytes \(4096\)/);
+    }
+  });
+
   test('the broker refuses invalid limits at creation, naming each', () => {
     const common = { role: 'central' as const, devices: DeviceRegistry.fromList([]), registry: new Registry(), log: pino({ level: 'silent' }) };
     assert.throws(() => createBroker({ ...common, limits: { publishRate: 0, maxInflight: 1.5 } }), (err: Error) => /limits\.publishRate/.test(err.message) && /limits\.maxInflight/.test(err.message));
+    assert.throws(() => createBroker({ ...common, limits: { sessionBytes: 1024, queuedBytesPerSession: 4096 } }), (err: Error) => /limits\.sessionBytes: must be at least queuedBytesPerSession/.test(err.message));
   });
 });

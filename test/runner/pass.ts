@@ -19,7 +19,7 @@ export interface PassResult {
  */
 export function runPass(pass: Pass, env: NodeJS.ProcessEnv, o: { capture?: boolean; onChild?: (kill: (signal: NodeJS.Signals) => void) => void } = {}): Promise<PassResult> {
   const started = Date.now();
-  const args = ['--import', 'tsx', '--test', `--test-concurrency=${CONCURRENCY}`, `--test-timeout=${FILE_TIMEOUT_MS}`, ...pass.files];
+  const args = ['--import', 'tsx', '--test', `--test-concurrency=${pass.concurrency ?? CONCURRENCY}`, `--test-timeout=${FILE_TIMEOUT_MS}`, ...pass.files];
   // NODE_TEST_CONTEXT (set when this runs inside a test, as the runner's own tests do) would make node report to a parent that is not there.
   const { NODE_TEST_CONTEXT: _parent, ...own } = env;
   const child = spawn(process.execPath, args, {

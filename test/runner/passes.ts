@@ -64,6 +64,7 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/gateway/last-values.test.ts': "the edge's saved last values across restarts",
   'test/gateway/outbox-quota.test.ts': "the edge's outbox quota and dead letters",
   'test/gateway/alerts-mirror.test.ts': "the edge's mirror of central's alerts",
+  'test/security/abuse.test.ts': 'floods against an edge and central (it runs alone: SOLO)',
   'test/gateway/hostile-edge.test.ts': 'the edge under hostile devices',
   'test/processors/hostile-central.test.ts': "central's time rule for forwarded events (its SQL is batch.test's)",
   // These choose their servers themselves and run on both in the first pass (TEST_SERVERS, TIMESCALE_URL).
@@ -75,6 +76,12 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/processors/timescale.test.ts': 'TimescaleDB itself (TIMESCALE_URL), whatever the pass',
   'test/faults/timescale-crash.test.ts': 'a private TimescaleDB cluster of its own, crashed and restarted',
 };
+
+/**
+ * Files whose bounds are about the machine's load (latency and memory under a flood): they run after the first
+ * pass, with nothing beside them, so what they measure is their own processes and not another file's.
+ */
+export const SOLO: readonly string[] = ['test/security/abuse.test.ts'];
 
 /** What marks a test file as one that makes a database of its own (directly or through a fixture). */
 export const MAKES_A_DATABASE = /\b(createTestDatabase|createDatabaseOn|createTimescaleDatabase|scenarioDatabase|startCentralFixture|startCentralWithData|exportedMetrics)\(|\bTEST_SERVERS\b/;
@@ -92,6 +99,8 @@ export function allTestFiles(root = ROOT): string[] {
 
 export interface Pass {
   name: string;
+  /** test files at a time; default CONCURRENCY (pass.ts) */
+  concurrency?: number;
   /** the database server's admin URL, as TEST_DATABASE_URL */
   databaseUrl: string;
   files: string[];
@@ -102,7 +111,10 @@ export interface Pass {
  * (none when `timescaleUrl` is null: the user opted out).
  */
 export function planPasses(files: string[], plainUrl: string, timescaleUrl: string | null): Pass[] {
-  const passes: Pass[] = [{ name: 'PostgreSQL', databaseUrl: plainUrl, files }];
+  const together = files.filter((f) => !SOLO.includes(f));
+  const alone = files.filter((f) => SOLO.includes(f));
+  const passes: Pass[] = together.length > 0 ? [{ name: 'PostgreSQL', databaseUrl: plainUrl, files: together }] : [];
+  if (alone.length > 0) passes.push({ name: 'PostgreSQL, one file at a time', databaseUrl: plainUrl, files: alone, concurrency: 1 });
   const second = files.filter((f) => TIMESCALE_PASS.includes(f));
   if (timescaleUrl !== null && second.length > 0) passes.push({ name: 'TimescaleDB', databaseUrl: timescaleUrl, files: second });
   return passes;

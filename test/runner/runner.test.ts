@@ -93,6 +93,14 @@ describe('what each pass runs on', () => {
     assert.equal(planPasses(['test/a.test.ts'], 'postgres://plain', 'postgres://ts').length, 1);
   });
 
+  it('a SOLO file (bounds about the machine\'s load) runs after the first pass, alone', () => {
+    const files = ['test/a.test.ts', 'test/security/abuse.test.ts'];
+    assert.deepEqual(planPasses(files, 'postgres://plain', null), [
+      { name: 'PostgreSQL', databaseUrl: 'postgres://plain', files: ['test/a.test.ts'] },
+      { name: 'PostgreSQL, one file at a time', databaseUrl: 'postgres://plain', files: ['test/security/abuse.test.ts'], concurrency: 1 },
+    ]);
+  });
+
   it('each pass gets its server as TEST_DATABASE_URL; a failed pass does not stop the next, and fails the run', async () => {
     const passes = [
       { name: 'A', databaseUrl: 'postgres://a@h/a', files: [FIXTURE] },
