@@ -166,8 +166,8 @@ describe('a real Prometheus scraping a running central and edge', () => {
     await until('up{job=~"stockwire-central|stockwire-edge"}', (r) => r.length === 2 && r.every((s) => s.value[1] === '1'));
     await until(`stockwire_edge_link_up{job="stockwire-edge", wh="${wh}"}`, (r) => r[0]?.value[1] === '1');
     // Refusal reasons exist at 0 from the start, so increase() sees the first refusal (StockwireOutboxRefusing).
-    const refused = await until(`stockwire_edge_events_refused_total{wh="${wh}"}`, (r) => r.length === 2);
-    assert.deepEqual(refused.map((r) => `${r.metric.reason}=${r.value[1]}`).sort(), ['outbox_error=0', 'outbox_full=0']);
+    const refused = await until(`stockwire_edge_events_refused_total{wh="${wh}"}`, (r) => r.length === 3);
+    assert.deepEqual(refused.map((r) => `${r.metric.reason}=${r.value[1]}`).sort(), ['device_share=0', 'outbox_error=0', 'outbox_full=0']);
 
     // A scanner at the edge ships more than there is: two events applied, stock below zero.
     const scanner = await connect(`mqtt://127.0.0.1:${edge.ports.mqtt}`, 'scan-prom', 'pw-scanner-prom', { clientId: 'scan-prom' });
