@@ -165,13 +165,14 @@ export class StockwireBroker {
     await hashPassword(randomUUID());
     this.checkMs = Math.round(performance.now() - began);
     await this.aedes.listen();
-    // aedes made its persistence in listen(); bound its sessions before any client can connect.
+    // aedes made its persistence in listen(): its sessions bounded, then what the bounded store hands aedes made
+    // conformant (DUP and RETAIN of resends, retained order), before any client can connect.
     this.sessions.attach(this.aedes);
+    conformAedes(this.aedes); // DUP and RETAIN of resends, retained values after newer live ones (aedes-conformance.ts)
     this.removeStateSource = this.metrics.addStateSource(() => {
       const { sessions, messages, bytes } = this.sessions.state;
       return { persistentSessions: sessions, queuedMessages: messages, sessionBytes: bytes, loginWaiting: this.logins.waiting };
     });
-    conformAedes(this.aedes); // DUP and RETAIN of resends, retained values after newer live ones (aedes-conformance.ts)
     const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
     const accept = (stream: Duplex, req?: IncomingMessage): void => {
       const client = this.aedes.handle(stream, req);

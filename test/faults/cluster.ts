@@ -164,12 +164,15 @@ export async function warehouse(prefix: string, scannerCount = 10): Promise<Ware
 }
 
 /** A sample of a process's /metrics: the first of that name carrying every given label; NaN when absent or unreachable. */
+/** A metric of a running process: the sum of the series `labels` select; NaN when none (or no answer). */
 export async function metric(r: Running, name: string, labels: Record<string, string> = {}): Promise<number> {
   try {
     const text = await (await fetch(`http://127.0.0.1:${r.ports.http}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
     const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-    const line = text.split('\n').find((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && pairs.every((p) => l.includes(p)));
-    return Number(line?.split(' ').at(-1) ?? NaN);
+    // The sum over every series the labels select: known label values start at 0, so a partial selection (a reason,
+    // whatever the kind) matches several series, and the first of them is not the one that moved.
+    const lines = text.split('\n').filter((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && pairs.every((p) => l.includes(p)));
+    return lines.length === 0 ? NaN : lines.reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
   } catch {
     return NaN;
   }
