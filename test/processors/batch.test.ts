@@ -9,6 +9,7 @@ import { applyBatch } from '../../processors/ingest/batch.js';
 import type { Delivery, Parsed } from '../../processors/ingest/types.js';
 import { applyToBook, emptyBook, stockKey } from '../../processors/ledger/ledger.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { pauseJobs } from '../helpers/timescale.js';
 import { pinFastCheck } from '../helpers/seed.js';
 import { arbitraryEvents, numbers, shuffledWithDuplicates } from './arbitraries.js';
 
@@ -29,7 +30,9 @@ describe('SQL batch ledger', () => {
   before(async () => {
     db = await createTestDatabase('batch');
     pool = createPool({ url: db.url, max: 4 });
-    await migrate(pool);
+    // On TimescaleDB the archive job (10 years' retention) would fold these tests' 1970 events into the baseline
+    // and move the horizon under them: later events of 1970 would then apply as of 1970-01-02 (migrations/003).
+    if ((await migrate(pool)).timescale) await pauseJobs(pool);
   });
   after(async () => {
     await pool.end();
