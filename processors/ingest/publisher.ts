@@ -1,4 +1,4 @@
-import { ErrorCode, topics, type Ack, type Alert, type GlobalStock, type WarehouseStock } from '../../protocol/index.js';
+import { ErrorCode, topics, type Ack, type Alert, type GlobalStock, type ShelfReading, type WarehouseStock } from '../../protocol/index.js';
 import type { BatchResult, Parsed } from './types.js';
 
 /** Where the processor publishes: in-process Aedes in `central`, an MQTT client in `processor`. */
@@ -16,9 +16,34 @@ export function stockSends(publisher: Publisher, warehouse: WarehouseStock[], gl
   return sends;
 }
 
+/** Keeps one value per topic: the highest version, or for shelves (no version) the last, which committed last. */
+function once<T>(xs: T[], topic: (x: T) => string, newer: (a: T, b: T) => boolean): T[] {
+  const byTopic = new Map<string, T>();
+  for (const x of xs) {
+    const t = topic(x);
+    const prev = byTopic.get(t);
+    if (!prev || newer(x, prev)) byTopic.set(t, x);
+  }
+  return [...byTopic.values()];
+}
+
+/**
+ * The retained topics of a batch, each once with its final value. One statement returns each row once, but a
+ * batch split around a poison event, or retried after a lost commit, gathers several values of a topic; the
+ * brokers and every edge mirror would store each of them in turn (issue 17).
+ */
+export function retainedOnce(result: Pick<BatchResult, 'warehouseStock' | 'globalStock' | 'shelves'>): { warehouse: WarehouseStock[]; global: GlobalStock[]; shelves: ShelfReading[] } {
+  const byVersion = <T extends { version: number }>(a: T, b: T) => a.version > b.version;
+  return {
+    warehouse: once(result.warehouseStock, (s) => topics.warehouseStock(s.warehouse, s.sku), byVersion),
+    global: once(result.globalStock, (g) => topics.globalStock(g.sku), byVersion),
+    shelves: once(result.shelves, (r) => topics.shelf(r.warehouse, r.location, r.sku), () => true),
+  };
+}
+
 /**
  * Publishes what a committed batch decided: acks first (they release the edges' outboxes),
- * then the retained stock and shelf topics, then alerts.
+ * then the retained stock and shelf topics, each once with its final value, then alerts.
  */
 export async function publishBatch(publisher: Publisher, items: Parsed[], result: BatchResult): Promise<void> {
   const sends: Promise<void>[] = [];
@@ -27,8 +52,9 @@ export async function publishBatch(publisher: Publisher, items: Parsed[], result
     const ack: Ack = d.status === 'rejected' ? { id: d.id, status: d.status, error: { code: d.error.code, message: d.error.message } } : d;
     sends.push(publisher.publish(topics.ack(delivery.wh, delivery.device), JSON.stringify(ack), false));
   });
-  sends.push(...stockSends(publisher, result.warehouseStock, result.globalStock));
-  for (const r of result.shelves) sends.push(publisher.publish(topics.shelf(r.warehouse, r.location, r.sku), JSON.stringify(r), true));
+  const retained = retainedOnce(result);
+  sends.push(...stockSends(publisher, retained.warehouse, retained.global));
+  for (const r of retained.shelves) sends.push(publisher.publish(topics.shelf(r.warehouse, r.location, r.sku), JSON.stringify(r), true));
   for (const n of result.negative) {
     sends.push(publisher.publish(topics.alert(n.wh, 'negative-stock'), JSON.stringify(alert('negative-stock', n.wh, `onHand of ${n.sku} at ${n.wh} is ${n.onHand}`, n.sku)), false));
   }

@@ -1,10 +1,12 @@
 import type { ReservationState, TransferState } from '../../protocol/index.js';
 
 /**
- * The reservation rules of CONTRACT sections 4 and 6 as pure functions. The SQL side
- * (`processors/reservations/`) locks the rows, then asks these functions what to do, so the
- * decision made under the row locks is exactly this one; a property test compares the whole
- * SQL implementation with a model written independently of this module.
+ * The reservation rules of CONTRACT sections 4 and 6 as pure functions. The commands
+ * (`processors/reservations/`) lock the rows, then ask these functions what to do, so the
+ * decision made under the row locks is exactly this one. The event batch decides consumption
+ * (consume, receiveCheck, transferState) inside its one statement, in PL/pgSQL
+ * (stockwire_apply_batch, migrations/005): batch.test compares it with these functions, and a
+ * property test compares the whole SQL implementation with a model written independently of this module.
  */
 
 /** Book stock of one warehouse for one sku, as locked for a decision. */

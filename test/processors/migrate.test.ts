@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
@@ -7,7 +8,7 @@ import Postgrator from 'postgrator';
 import type { StockEvent } from '../../protocol/index.js';
 import { migrate } from '../../processors/db/migrate.js';
 import { createPool } from '../../processors/db/pool.js';
-import { applyBatch } from '../../processors/ingest/batch.js';
+import { applyBatch, contentDigest } from '../../processors/ingest/batch.js';
 import type { Parsed } from '../../processors/ingest/types.js';
 import { rebuild } from '../../processors/rebuild.js';
 import { ADMIN_URL, createDatabaseOn, latestSchemaVersion, type TestDatabase } from '../helpers/db.js';
@@ -44,11 +45,25 @@ const V2_PLAIN = [
 
 /** A database as schema v2 left it. */
 async function migrateToV2(pool: pg.Pool, timescale: boolean): Promise<void> {
+  await migrateSqlTo(pool, '002', timescale ? V2_TIMESCALE : V2_PLAIN);
+}
+
+/** Schema v4's SQL migrations, then what it did on TimescaleDB that the batch's statements meet: hypertables. */
+async function migrateToV4(pool: pg.Pool, timescale: boolean): Promise<void> {
+  const hypertables = [
+    `CREATE EXTENSION IF NOT EXISTS timescaledb`,
+    `SELECT create_hypertable('events', by_range('ts', INTERVAL '1 day'), if_not_exists => TRUE, migrate_data => TRUE)`,
+    `SELECT create_hypertable('shelf_readings', by_range('ts', INTERVAL '1 day'), if_not_exists => TRUE, migrate_data => TRUE)`,
+  ];
+  await migrateSqlTo(pool, '004', timescale ? hypertables : V2_PLAIN);
+}
+
+async function migrateSqlTo(pool: pg.Pool, version: string, then: string[]): Promise<void> {
   const client = await pool.connect();
   try {
     const postgrator = new Postgrator({ migrationPattern: MIGRATIONS, driver: 'pg', schemaTable: 'stockwire_schema_version', execQuery: (sql: string) => client.query(sql) });
-    await postgrator.migrate('002');
-    for (const sql of timescale ? V2_TIMESCALE : V2_PLAIN) await client.query(sql);
+    await postgrator.migrate(version);
+    for (const sql of then) await client.query(sql);
   } finally {
     client.release();
   }
@@ -169,6 +184,36 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       const repeats = await applyBatch(pool, [other(late), other(batch[1] as Parsed)]);
       assert.deepEqual(repeats.decisions.map((d) => d.status), ['duplicate', 'duplicate']);
       assert.deepEqual(repeats.deadLetters.map((d) => d.code), ['id_reused'], 'only the key decided after the upgrade is checked');
+      assert.deepEqual(await migrate(pool), result, 'and migrates again to the same');
+    });
+
+    // migrations/005: the batch is one call of stockwire_apply_batch, which a v4 database does not have.
+    it('upgrades a v4 database: the batch function is installed and a batch applies, dedupes and finds reused ids', async () => {
+      const pool = await fresh('mig_v4');
+      await migrateToV4(pool, timescale);
+      if (timescale) await pauseJobs(pool);
+      const installed = async () => (await pool.query(`SELECT to_regprocedure('stockwire_apply_batch(jsonb)') IS NOT NULL AS ok`)).rows[0].ok;
+      assert.equal(await installed(), false, 'v4 has no batch function');
+      // What a v4 central left: a key with its content digest, its event, its stock row.
+      const now = Date.now();
+      const first = event({ type: 'received', qty: 10, ts: now - 2 * DAY, wh: 'W4' });
+      const e = (first as Parsed & { ok: true }).event;
+      await pool.query(`INSERT INTO inbox (wh, device, id, sku, content) VALUES ($1, $2, $3, $4, $5)`, [e.wh, e.device, e.id, e.sku, contentDigest(e)]);
+      await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES ($1, $2, $3, $4, 'received', $5, 10, 10, '{}', $1)`, [new Date(e.ts), e.wh, e.device, e.id, e.sku]);
+      await pool.query(`INSERT INTO stock (wh, sku, on_hand, version) VALUES ('W4', 'A', 10, 1)`);
+
+      const result = await migrate(pool);
+      assert.equal(result.version, latestSchemaVersion());
+      assert.equal(await installed(), true, 'the upgrade installs it');
+      const count = event({ type: 'counted', qty: 30, ts: now - DAY, wh: 'W4' });
+      const after = event({ type: 'shipped', qty: 4, ts: now - 1000, wh: 'W4' });
+      const reused: Parsed = { ...first, event: { ...e, qty: 11 } } as Parsed;
+      const r = await applyBatch(pool, [count, after, first, reused]);
+      assert.deepEqual(r.decisions.map((d) => d.status), ['applied', 'applied', 'duplicate', 'duplicate']);
+      assert.deepEqual(r.decisions[2], { status: 'duplicate', id: e.id, stock: { onHand: 26, available: 26 } });
+      assert.deepEqual(r.deadLetters.map((d) => d.code), ['id_reused'], "v4's digest is compared");
+      assert.deepEqual(r.warehouseStock.map((s) => [s.warehouse, s.sku, s.onHand, s.version]), [['W4', 'A', 26, 2]]);
+      assert.deepEqual((await rebuild(pool)).drift, []);
       assert.deepEqual(await migrate(pool), result, 'and migrates again to the same');
     });
   });
