@@ -57,6 +57,17 @@ describe('SQL batch ledger', () => {
     assert.equal(rows[0].n, 2);
   });
 
+  it('a new row whose first events add up to nothing is published at 0 (version 1), not left unknown', async () => {
+    const r1 = { wh: 'W8', device: 'd1', sku: 'ZERO', id: 'z1', type: 'received', qty: 5, ts: 2000, receivedAt: 2000, payload: {} } as StockEvent;
+    const s1 = { ...r1, id: 'z2', type: 'shipped', qty: 5 } as StockEvent;
+    const r = await applyBatch(pool, [parsed(r1), parsed(s1)]);
+    assert.deepEqual(r.decisions.map((d) => d.status), ['applied', 'applied']);
+    assert.deepEqual(r.warehouseStock.map((s) => [s.warehouse, s.sku, s.onHand, s.version]), [['W8', 'ZERO', 0, 1]]);
+    assert.deepEqual(r.globalStock.map((g) => [g.sku, g.onHand, g.version]), [['ZERO', 0, 1]]);
+    const again = await applyBatch(pool, [parsed({ ...r1, id: 'z3', type: 'adjusted', qty: 1 } as StockEvent), parsed({ ...r1, id: 'z4', type: 'adjusted', qty: -1 } as StockEvent)]);
+    assert.deepEqual(again.warehouseStock, [], 'a known row whose events add up to nothing changes no version');
+  });
+
   it('property: any split into batches, any order, any duplicates gives the pure model stock', async () => {
     await fc.assert(
       fc.asyncProperty(arbitraryEvents(30), fc.infiniteStream(fc.nat()), async (events, noise) => {

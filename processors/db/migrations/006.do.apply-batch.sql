@@ -355,7 +355,9 @@ BEGIN
       UPDATE stock s SET on_hand = d.on_hand, anchor_ts = d.a_ts, anchor_id = d.a_id, anchor_device = d.a_device, anchor_qty = d.a_qty,
              reserved = s.reserved + d.reserved_delta, version = s.version + 1, updated_at = now()
       FROM decided d
-      WHERE s.wh = d.wh AND s.sku = d.sku AND (d.recount OR d.on_hand <> d.old_on_hand OR d.reserved_delta <> 0)
+      -- version 0: a row this batch created, published even when its events add up to nothing (a display and the
+      -- API know the sku at that warehouse, at 0, rather than not at all).
+      WHERE s.wh = d.wh AND s.sku = d.sku AND (d.recount OR d.on_hand <> d.old_on_hand OR d.reserved_delta <> 0 OR s.version = 0)
       RETURNING s.wh, s.sku, s.on_hand, s.reserved, s.version, s.updated_at, d.old_on_hand
     )
     SELECT COALESCE(jsonb_agg(jsonb_build_object('wh', u.wh, 'sku', u.sku, 'on_hand', u.on_hand, 'reserved', u.reserved, 'version', u.version,
