@@ -9,6 +9,7 @@ import type { SimSummary } from '../../device-sim/report.js';
 import { createPool } from '../../processors/db/pool.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { interrupt, spawnStockwire, startDemo, stockwire, type Demo } from '../helpers/demo.js';
+import { testSeed } from '../helpers/seed.js';
 
 describe('stockwire sim against a running demo', () => {
   let db: TestDatabase;
@@ -51,7 +52,7 @@ describe('stockwire sim against a running demo', () => {
     const prefix = `tamper${randomBytes(2).toString('hex')}-`;
     // Receipts and shipments only: a count would recompute the row from the event log and erase the tampering.
     const run = spawnStockwire([
-      'sim', '--data-dir', demo.dataDir, '--warehouses', 'WH1', '--skus', '1', '--mix', 'received=1,shipped=1',
+      'sim', '--data-dir', demo.dataDir, '--seed', String(testSeed('device-sim/sim')), '--warehouses', 'WH1', '--skus', '1', '--mix', 'received=1,shipped=1',
       '--rate', '40', '--duration', '4', '--sku-prefix', prefix, '--seed', '5', '--verify', '--format', 'json',
     ]);
     // Once central has the row, add 1000 in the database; the sim's next events carry it into the API.
@@ -71,7 +72,7 @@ describe('stockwire sim against a running demo', () => {
     assert.equal((d?.actual ?? 0) - (d?.expected ?? 0), 1000);
 
     // The text summary names it too, and a second run on the same skus is refused before it sends anything.
-    const again = await stockwire(['sim', '--data-dir', demo.dataDir, '--warehouses', 'WH1', '--skus', '1', '--count', '5', '--sku-prefix', prefix, '--verify']);
+    const again = await stockwire(['sim', '--data-dir', demo.dataDir, '--seed', String(testSeed('device-sim/sim again')), '--warehouses', 'WH1', '--skus', '1', '--count', '5', '--sku-prefix', prefix, '--verify']);
     assert.equal(again.code, 2, again.stderr);
     assert.match(again.stderr, new RegExp(`already have stock at central \\(WH1/${prefix}001\\)`));
   });

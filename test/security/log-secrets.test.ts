@@ -11,6 +11,7 @@ import { hasOpenssl, makeCerts, type TestCerts } from '../helpers/certs.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { call } from '../helpers/http.js';
 import { BIN } from '../helpers/process.js';
+import { testSeed } from '../helpers/seed.js';
 
 const WH = 'WL';
 const secret = (what: string) => `${what}-${randomBytes(12).toString('hex')}`;
@@ -145,7 +146,7 @@ describe('no credential in any output', { skip: hasOpenssl() ? false : 'needs th
     assert.equal((await call(http, 'GET', '/v1/stock/SKU-L', { token: s.apiReadToken })).status, 404);
 
     // Devices through the edge, checked at central with the read token (`stockwire sim --verify`).
-    const sim = new Proc('sim', ['sim', '--edges', `${WH}=mqtt://127.0.0.1:${ep.mqtt}`, '--credentials', credentials, '--central-http', http, '--count', '40', '--rate', '40', '--verify', '--verify-timeout', '60', '--format', 'json'], {
+    const sim = new Proc('sim', ['sim', '--edges', `${WH}=mqtt://127.0.0.1:${ep.mqtt}`, '--credentials', credentials, '--central-http', http, '--count', '40', '--rate', '40', '--seed', String(testSeed('security/log-secrets sim')), '--verify', '--verify-timeout', '60', '--format', 'json'], {
       API_TOKEN: s.apiReadToken,
     });
     procs.push(sim);
