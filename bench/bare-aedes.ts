@@ -14,12 +14,24 @@ aedes.subscribe(
     const id = (JSON.parse(packet.payload.toString()) as { id: string }).id;
     // Deferred: answering inside the delivery callback recurses through mqemitter's queue.
     setImmediate(() => {
-      aedes.publish({ cmd: 'publish', topic: `wh/${wh}/dev/${device}/ack`, payload: Buffer.from(JSON.stringify({ id, status: 'applied' })), qos: 1, retain: false, dup: false }, () => {});
+      aedes.publish(
+        {
+          cmd: 'publish',
+          topic: `wh/${wh}/dev/${device}/ack`,
+          payload: Buffer.from(JSON.stringify({ id, status: 'applied' })),
+          qos: 1,
+          retain: false,
+          dup: false,
+        },
+        () => {},
+      );
       cb();
     });
   },
   () => {},
 );
 const server = net.createServer(aedes.handle);
-server.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ ready: true, mqtt: (server.address() as net.AddressInfo).port })}\n`));
+server.listen(0, '127.0.0.1', () =>
+  process.stdout.write(`${JSON.stringify({ ready: true, mqtt: (server.address() as net.AddressInfo).port })}\n`),
+);
 process.on('SIGTERM', () => process.exit(0));

@@ -5,13 +5,21 @@ import { createPool } from '../processors/db/pool.js';
  * `INSERT … SELECT unnest(…)` per 1,000, on one connection, into a copy of `events` (same columns
  * and indexes; a hypertable on TimescaleDB) in a migrated database. Nothing else: no inbox, no stock, no broker.
  */
-export async function ceiling(url: string, rows: number, warehouses = 4): Promise<{ perSecond: number; seconds: number }> {
+export async function ceiling(
+  url: string,
+  rows: number,
+  warehouses = 4,
+): Promise<{ perSecond: number; seconds: number }> {
   const pool = createPool({ url, max: 1 });
   try {
     await pool.query('DROP TABLE IF EXISTS ceiling');
     await pool.query('CREATE TABLE ceiling (LIKE events INCLUDING ALL)');
     // On TimescaleDB the event log is a hypertable (1-day chunks): so is its ceiling.
-    const { rows: ts } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM timescaledb_information.hypertables WHERE hypertable_name = 'events'`).catch(() => ({ rows: [{ n: 0 }] }));
+    const { rows: ts } = await pool
+      .query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM timescaledb_information.hypertables WHERE hypertable_name = 'events'`,
+      )
+      .catch(() => ({ rows: [{ n: 0 }] }));
     if ((ts[0]?.n ?? 0) > 0) await pool.query(`SELECT create_hypertable('ceiling', by_range('ts', INTERVAL '1 day'))`);
     const batch = 1000;
     const base = Date.now();
@@ -30,7 +38,15 @@ export async function ceiling(url: string, rows: number, warehouses = 4): Promis
           idx.map((i) => `SKU-${i % 1000}`),
           idx.map((i) => 1 + (i % 5)),
           idx.map((i) => (i % 4 === 3 ? -1 : 1) * (1 + (i % 5))),
-          idx.map((i) => JSON.stringify({ v: 1, id: `c-${i}`, type: i % 4 === 3 ? 'shipped' : 'received', sku: `SKU-${i % 1000}`, qty: 1 + (i % 5) })),
+          idx.map((i) =>
+            JSON.stringify({
+              v: 1,
+              id: `c-${i}`,
+              type: i % 4 === 3 ? 'shipped' : 'received',
+              sku: `SKU-${i % 1000}`,
+              qty: 1 + (i % 5),
+            }),
+          ),
           idx.map(() => new Date(base).toISOString()),
         ],
       );

@@ -5,7 +5,19 @@ import { createTestDatabase } from '../test/helpers/db.js';
 import { freePort, startStockwire, type Running } from '../test/helpers/process.js';
 import { ceiling } from './ceiling.js';
 import { Fleet, type FleetDevice, type Latency, type RunOptions, type RunResult } from './fleet.js';
-import { benchCommand, cpuPerEvent, metric, onCleanup, progress, record, sleep, startScript, stopProcess, watchdog, writeFleetDevices } from './lib.js';
+import {
+  benchCommand,
+  cpuPerEvent,
+  metric,
+  onCleanup,
+  progress,
+  record,
+  sleep,
+  startScript,
+  stopProcess,
+  watchdog,
+  writeFleetDevices,
+} from './lib.js';
 import { startMosquittoBridge } from './mosquitto-bridge.js';
 import { hotFunctions, profiles } from './profile.js';
 
@@ -31,10 +43,18 @@ const PASSWORD = 'bench-e2e-password';
 // Every device connects from 127.0.0.1 (the default allows 600 attempts a minute per address), and at the
 // default 50 publishes/s per device, 200 devices could never pass 10,000 events/s: the limits are raised so
 // the run measures the pipeline, not the limiter.
-const EDGE_LIMITS = ['--address-connect-limit', '1000000', '--device-publish-rate', '1000000', '--device-publish-burst', '1000000'];
+const EDGE_LIMITS = [
+  '--address-connect-limit',
+  '1000000',
+  '--device-publish-rate',
+  '1000000',
+  '--device-publish-burst',
+  '1000000',
+];
 
 const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en') : '–');
-const ms = (l: Latency | null) => (l && l.count > 0 ? `${l.p50.toFixed(1)} / ${l.p99.toFixed(1)} / ${l.max.toFixed(1)}` : '–');
+const ms = (l: Latency | null) =>
+  l && l.count > 0 ? `${l.p50.toFixed(1)} / ${l.p99.toFixed(1)} / ${l.max.toFixed(1)}` : '–';
 const row = (what: string, r: RunResult, note = '') =>
   `| ${what} | ${int(r.steadyPerSecond)} | ${int(r.perSecond)} | ${ms(r.puback)} | ${ms(r.ack)} | ${ms(r.stock)} | ${int(r.events)} in ${r.seconds.toFixed(1)} s${note} |`;
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
@@ -55,7 +75,12 @@ export async function benchE2e(): Promise<void> {
   const removeDir = onCleanup(() => fs.rm(dir, { recursive: true, force: true }));
   const db = await createTestDatabase('bench_e2e');
   const dropDb = onCleanup(() => db.drop());
-  const scanners = Array.from({ length: DEVICES }, (_, i) => ({ id: `dev-${i}`, warehouse: whs[i % EDGES] as string, kind: 'scanner' as const, password: PASSWORD }));
+  const scanners = Array.from({ length: DEVICES }, (_, i) => ({
+    id: `dev-${i}`,
+    warehouse: whs[i % EDGES] as string,
+    kind: 'scanner' as const,
+    password: PASSWORD,
+  }));
   const file = path.join(dir, 'devices.json');
   await writeFleetDevices(file, [
     ...scanners,
@@ -66,7 +91,28 @@ export async function benchE2e(): Promise<void> {
   const roles = new Map<number, string>(); // pid → what it is, for the profiles
   const centralPort = await freePort();
   const startCentral = async () => {
-    const c = await startStockwire(['central', '--mqtt-port', String(centralPort), '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', file, '--data-dir', dir, '--log-level', 'warn'], { DATABASE_URL: db.url }, 60_000, nodeArgs);
+    const c = await startStockwire(
+      [
+        'central',
+        '--mqtt-port',
+        String(centralPort),
+        '--ws-port',
+        '0',
+        '--http-port',
+        '0',
+        '--host',
+        '127.0.0.1',
+        '--devices-file',
+        file,
+        '--data-dir',
+        dir,
+        '--log-level',
+        'warn',
+      ],
+      { DATABASE_URL: db.url },
+      60_000,
+      nodeArgs,
+    );
     roles.set(c.child.pid as number, 'central');
     return c;
   };
@@ -77,7 +123,13 @@ export async function benchE2e(): Promise<void> {
     await stopProcess(central);
   });
   const rates = { e2e: NaN, bare: NaN, fixedP99: NaN, drain: NaN };
-  const runOptions = (o: Partial<RunOptions> & { prefix: string; events: number }): RunOptions => ({ window: WINDOW, rate: 0, until: 'ack', skus: SKUS, ...o });
+  const runOptions = (o: Partial<RunOptions> & { prefix: string; events: number }): RunOptions => ({
+    window: WINDOW,
+    rate: 0,
+    until: 'ack',
+    skus: SKUS,
+    ...o,
+  });
 
   try {
     // 1. stockwire: edges and central.
@@ -85,7 +137,32 @@ export async function benchE2e(): Promise<void> {
     central = await startCentral();
     for (const wh of whs) {
       const edge = await startStockwire(
-        ['edge', '--warehouse', wh, '--devices-file', file, '--data-dir', path.join(dir, wh), '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--central-url', `mqtt://127.0.0.1:${centralPort}`, '--central-username', `gw-${wh}`, '--central-password', PASSWORD, '--log-level', 'warn', ...EDGE_LIMITS],
+        [
+          'edge',
+          '--warehouse',
+          wh,
+          '--devices-file',
+          file,
+          '--data-dir',
+          path.join(dir, wh),
+          '--mqtt-port',
+          '0',
+          '--ws-port',
+          '0',
+          '--http-port',
+          '0',
+          '--host',
+          '127.0.0.1',
+          '--central-url',
+          `mqtt://127.0.0.1:${centralPort}`,
+          '--central-username',
+          `gw-${wh}`,
+          '--central-password',
+          PASSWORD,
+          '--log-level',
+          'warn',
+          ...EDGE_LIMITS,
+        ],
         {},
         60_000,
         nodeArgs,
@@ -94,13 +171,22 @@ export async function benchE2e(): Promise<void> {
       edges.push(edge);
     }
     await linksUp(edges);
-    const devicesAt = (port: (i: number) => number): FleetDevice[] => scanners.map((s, i) => ({ wh: s.warehouse, id: s.id, host: '127.0.0.1', port: port(i), password: PASSWORD }));
+    const devicesAt = (port: (i: number) => number): FleetDevice[] =>
+      scanners.map((s, i) => ({ wh: s.warehouse, id: s.id, host: '127.0.0.1', port: port(i), password: PASSWORD }));
     const fleet = new Fleet(devicesAt((i) => (edges[i % EDGES] as Running).ports.mqtt as number));
     const closeFleet = onCleanup(() => fleet.close());
     progress(`e2e: connecting ${DEVICES} devices (one scrypt check each)`);
     const connectSeconds = await fleet.connect({ concurrency: 8, subscribeAcks: true });
-    await fleet.connectDisplay({ host: '127.0.0.1', port: centralPort, id: 'display-e2e', password: PASSWORD, filter: 'stock/#' });
-    notes.push(`${DEVICES} devices connected to ${EDGES} edge(s) in ${connectSeconds.toFixed(1)} s; a display subscribed to \`stock/#\` at central. Edges run with \`${EDGE_LIMITS.join(' ')}\` (all devices share one address; the default 50 publishes/s per device would cap ${DEVICES} devices at ${int(DEVICES * 50)} events/s).`);
+    await fleet.connectDisplay({
+      host: '127.0.0.1',
+      port: centralPort,
+      id: 'display-e2e',
+      password: PASSWORD,
+      filter: 'stock/#',
+    });
+    notes.push(
+      `${DEVICES} devices connected to ${EDGES} edge(s) in ${connectSeconds.toFixed(1)} s; a display subscribed to \`stock/#\` at central. Edges run with \`${EDGE_LIMITS.join(' ')}\` (all devices share one address; the default 50 publishes/s per device would cap ${DEVICES} devices at ${int(DEVICES * 50)} events/s).`,
+    );
 
     progress('e2e: warm-up');
     await fleet.run(runOptions({ prefix: 'warm', events: Math.min(EVENTS, 10_000) }));
@@ -109,8 +195,13 @@ export async function benchE2e(): Promise<void> {
     rates.fixedP99 = fixed.ack.p99;
     lines.push(row(`stockwire, fixed ${int(RATE)} events/s`, fixed, stockNote(fixed)));
     progress('e2e: saturation');
-    const pids = Object.fromEntries([['central', central.child.pid as number], ...edges.map((e) => [roles.get(e.child.pid as number) as string, e.child.pid as number])]) as Record<string, number>;
-    const { result: sat, us } = await cpuPerEvent(EVENTS, pids, () => fleet.run(runOptions({ prefix: 'sat', events: EVENTS })));
+    const pids = Object.fromEntries([
+      ['central', central.child.pid as number],
+      ...edges.map((e) => [roles.get(e.child.pid as number) as string, e.child.pid as number]),
+    ]) as Record<string, number>;
+    const { result: sat, us } = await cpuPerEvent(EVENTS, pids, () =>
+      fleet.run(runOptions({ prefix: 'sat', events: EVENTS })),
+    );
     rates.e2e = sat.steadyPerSecond;
     lines.push(row(`stockwire, saturation, ${WINDOW} in flight per device`, sat, stockNote(sat)));
     cpu.push(cpuLine('stockwire, saturation', us));
@@ -120,11 +211,15 @@ export async function benchE2e(): Promise<void> {
     await stopProcess(central);
     central = null;
     const backlog = await fleet.run(runOptions({ prefix: 'outage', events: BACKLOG, until: 'puback', window: 50 }));
-    notes.push(`During the outage the edges accepted ${int(backlog.events)} events at ${int(backlog.perSecond)} events/s (PUBACK p50 / p99 / max ${ms(backlog.puback)} ms).`);
+    notes.push(
+      `During the outage the edges accepted ${int(backlog.events)} events at ${int(backlog.perSecond)} events/s (PUBACK p50 / p99 / max ${ms(backlog.puback)} ms).`,
+    );
     central = await startCentral();
     const drain = await drained(edges);
     rates.drain = drain.perSecond;
-    lines.push(`| backlog drain into central, ${EDGES} edge(s), from the edges' reconnect to empty outboxes | ${int(drain.perSecond)} | – | – | – | – | ${int(drain.events)} in ${drain.seconds.toFixed(1)} s |`);
+    lines.push(
+      `| backlog drain into central, ${EDGES} edge(s), from the edges' reconnect to empty outboxes | ${int(drain.perSecond)} | – | – | – | – | ${int(drain.events)} in ${drain.seconds.toFixed(1)} s |`,
+    );
     await closeFleet();
     await stopAll();
     central = null;
@@ -138,7 +233,9 @@ export async function benchE2e(): Promise<void> {
     const bareFleet = new Fleet(devicesAt(() => bare.ports.mqtt as number));
     const closeBare = onCleanup(() => bareFleet.close());
     await bareFleet.connect({ concurrency: 32, subscribeAcks: true });
-    const { result: a, us: aUs } = await cpuPerEvent(EVENTS, { 'bare Aedes': bare.child.pid as number }, () => bareFleet.run(runOptions({ prefix: 'bare', events: EVENTS })));
+    const { result: a, us: aUs } = await cpuPerEvent(EVENTS, { 'bare Aedes': bare.child.pid as number }, () =>
+      bareFleet.run(runOptions({ prefix: 'bare', events: EVENTS })),
+    );
     rates.bare = a.steadyPerSecond;
     lines.push(row('(a) bare Aedes: QoS-1 event in, QoS-1 ack out, nothing stored', a));
     cpu.push(cpuLine('(a) bare Aedes', aUs));
@@ -152,7 +249,11 @@ export async function benchE2e(): Promise<void> {
     const naiveFleet = new Fleet(devicesAt(() => naive.ports.mqtt as number));
     const closeNaive = onCleanup(() => naiveFleet.close());
     await naiveFleet.connect({ concurrency: 32, subscribeAcks: true });
-    const { result: c, us: cUs } = await cpuPerEvent(NAIVE_EVENTS, { 'naive processor': naive.child.pid as number }, () => naiveFleet.run(runOptions({ prefix: 'naive', events: NAIVE_EVENTS })));
+    const { result: c, us: cUs } = await cpuPerEvent(
+      NAIVE_EVENTS,
+      { 'naive processor': naive.child.pid as number },
+      () => naiveFleet.run(runOptions({ prefix: 'naive', events: NAIVE_EVENTS })),
+    );
     lines.push(row('(c) naive processor: Aedes + one PostgreSQL transaction per message (pool of 10)', c));
     cpu.push(cpuLine('(c) naive processor', cUs));
     await closeNaive();
@@ -171,9 +272,13 @@ export async function benchE2e(): Promise<void> {
       [`fixed ${int(RATE)} events/s`, RATE, RATE * FIXED_SECONDS],
     ] as const) {
       const before = bridge.received();
-      const r = await bridgeFleet.run(runOptions({ prefix: `moz${rate}`, events, rate, until: 'puback', window: WINDOW }));
+      const r = await bridgeFleet.run(
+        runOptions({ prefix: `moz${rate}`, events, rate, until: 'puback', window: WINDOW }),
+      );
       const got = await settle(() => bridge.received() - before, r.events);
-      bridged.push(`| (b) Mosquitto → bridge → Mosquitto, ${label} | ${int(r.events)} PUBACKed at ${int(r.perSecond)}/s | ${int(got)} | ${int(r.events - got)} (${(((r.events - got) / r.events) * 100).toFixed(1)}%) |`);
+      bridged.push(
+        `| (b) Mosquitto → bridge → Mosquitto, ${label} | ${int(r.events)} PUBACKed at ${int(r.perSecond)}/s | ${int(got)} | ${int(r.events - got)} (${(((r.events - got) / r.events) * 100).toFixed(1)}%) |`,
+      );
     }
     await closeBridge();
     await stopBridge();
@@ -181,12 +286,14 @@ export async function benchE2e(): Promise<void> {
     // (d) the database ceiling.
     progress('baseline (d): database ceiling');
     const d = await ceiling(db.url, EVENTS, EDGES);
-    lines.push(`| (d) database ceiling: the same rows, one INSERT … SELECT unnest per 1,000, nothing else | ${int(d.perSecond)} | – | – | – | – | ${int(EVENTS)} in ${d.seconds.toFixed(1)} s |`);
+    lines.push(
+      `| (d) database ceiling: the same rows, one INSERT … SELECT unnest per 1,000, nothing else | ${int(d.perSecond)} | – | – | – | – | ${int(EVENTS)} in ${d.seconds.toFixed(1)} s |`,
+    );
 
     const share = rates.e2e / rates.bare;
     record('End to end (issue 6/7)', benchCommand('e2e'), [
       `${DEVICES} devices (lean MQTT clients in the bench process) over ${EDGES} edge(s), ${SKUS.toLocaleString('en')} skus, \`received\` events of qty 1. All processes on this machine's ${os.cpus().length} cores.`,
-      'Latency from the device\'s publish: to the edge\'s PUBACK (after the outbox fsync), to central\'s ack at the device (after the commit, through the edge\'s mirror), and to the display\'s `stock/{sku}` showing the event. Steady: events/s between the 10th and 90th percentile of completions.',
+      "Latency from the device's publish: to the edge's PUBACK (after the outbox fsync), to central's ack at the device (after the commit, through the edge's mirror), and to the display's `stock/{sku}` showing the event. Steady: events/s between the 10th and 90th percentile of completions.",
       ...notes.map((n) => `- ${n}`),
       '',
       '| path | steady events/s | events/s | PUBACK p50 / p99 / max ms | ack p50 / p99 / max ms | stock p50 / p99 / max ms | run |',
@@ -226,21 +333,30 @@ async function linksUp(edges: Running[], timeoutMs = 30_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (const e of edges) {
     while ((await metric(e.ports.http as number, 'stockwire_edge_link_up')) !== 1) {
-      if (Date.now() > until) throw new Error(`edge not linked to central after ${timeoutMs} ms:\n${e.logs.slice(-10).join('\n')}`);
+      if (Date.now() > until)
+        throw new Error(`edge not linked to central after ${timeoutMs} ms:\n${e.logs.slice(-10).join('\n')}`);
       await sleep(20);
     }
   }
 }
 
 /** Waits for the edges to link up again, then for their outboxes to empty; events/s from the link to empty. */
-async function drained(edges: Running[], timeoutMs = 300_000): Promise<{ events: number; seconds: number; perSecond: number }> {
-  const backlog = async () => (await Promise.all(edges.map((e) => metric(e.ports.http as number, 'stockwire_edge_backlog_events')))).reduce((a, b) => a + b, 0);
+async function drained(
+  edges: Running[],
+  timeoutMs = 300_000,
+): Promise<{ events: number; seconds: number; perSecond: number }> {
+  const backlog = async () =>
+    (await Promise.all(edges.map((e) => metric(e.ports.http as number, 'stockwire_edge_backlog_events')))).reduce(
+      (a, b) => a + b,
+      0,
+    );
   await linksUp(edges);
   const events = await backlog();
   const t0 = performance.now();
   let left = events;
   while (left > 0) {
-    if (performance.now() - t0 > timeoutMs) throw new Error(`backlog drain: ${left} of ${events} events still in the outboxes after ${timeoutMs / 1000} s`);
+    if (performance.now() - t0 > timeoutMs)
+      throw new Error(`backlog drain: ${left} of ${events} events still in the outboxes after ${timeoutMs / 1000} s`);
     await sleep(100);
     left = await backlog();
   }

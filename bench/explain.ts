@@ -2,7 +2,10 @@ import type pg from 'pg';
 
 /** `EXPLAIN (ANALYZE, BUFFERS)` of a query with its parameters, as text lines. */
 export async function explainAnalyze(client: pg.Pool | pg.PoolClient, query: pg.QueryConfig): Promise<string[]> {
-  const { rows } = await client.query<{ 'QUERY PLAN': string }>({ text: `EXPLAIN (ANALYZE, BUFFERS) ${query.text}`, values: query.values ?? [] });
+  const { rows } = await client.query<{ 'QUERY PLAN': string }>({
+    text: `EXPLAIN (ANALYZE, BUFFERS) ${query.text}`,
+    values: query.values ?? [],
+  });
   return rows.map((r) => r['QUERY PLAN']);
 }
 
@@ -13,7 +16,11 @@ interface PlanNode {
 
 const NODE = /^(\s*)->\s/;
 // What differs between the scans of two chunks: numbers and chunk names.
-const signature = (lines: string[]) => lines.join('\n').replace(/\d+(\.\d+)?/g, '#').replace(/_hyper_[#_]+chunk/g, 'CHUNK');
+const signature = (lines: string[]) =>
+  lines
+    .join('\n')
+    .replace(/\d+(\.\d+)?/g, '#')
+    .replace(/_hyper_[#_]+chunk/g, 'CHUNK');
 
 /**
  * A text plan with each run of sibling subtrees that differ only in numbers and chunk names (a hypertable's
@@ -50,7 +57,10 @@ function render(node: PlanNode): string[] {
     let j = i + 1;
     while (j < node.kids.length && signature(render(node.kids[j] as PlanNode)) === signature(first)) j++;
     out.push(...first);
-    if (j - i > 1) out.push(`${' '.repeat((NODE.exec(first[0] ?? '')?.[1] ?? '').length)}   … and ${j - i - 1} more like the one above`);
+    if (j - i > 1)
+      out.push(
+        `${' '.repeat((NODE.exec(first[0] ?? '')?.[1] ?? '').length)}   … and ${j - i - 1} more like the one above`,
+      );
     i = j;
   }
   return out;

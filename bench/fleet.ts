@@ -71,7 +71,12 @@ interface Device {
 
 function summary(values: number[]): Latency {
   values.sort((a, b) => a - b);
-  return { count: values.length, p50: percentile(values, 50), p99: percentile(values, 99), max: values[values.length - 1] ?? NaN };
+  return {
+    count: values.length,
+    p50: percentile(values, 50),
+    p99: percentile(values, 99),
+    max: values[values.length - 1] ?? NaN,
+  };
 }
 
 /** What the display has seen of one (warehouse, sku) row, and the events still waiting to be seen. */
@@ -101,10 +106,26 @@ export class Fleet {
     const worker = async () => {
       while (next < this.list.length) {
         const d = this.list[next++] as FleetDevice;
-        const client = new LeanClient({ host: d.host, port: d.port, clientId: d.id, username: d.id, ...(d.password !== undefined && { password: d.password }), keepalive: 0 });
+        const client = new LeanClient({
+          host: d.host,
+          port: d.port,
+          clientId: d.id,
+          username: d.id,
+          ...(d.password !== undefined && { password: d.password }),
+          keepalive: 0,
+        });
         await client.connect();
         if (o.subscribeAcks) await client.subscribe(`wh/${d.wh}/dev/${d.id}/ack`, 1);
-        this.devices.push({ d, index: this.devices.length, client, sent: 0, closed: 0, quota: 0, open: new Map(), byPacket: new Map() });
+        this.devices.push({
+          d,
+          index: this.devices.length,
+          client,
+          sent: 0,
+          closed: 0,
+          quota: 0,
+          open: new Map(),
+          byPacket: new Map(),
+        });
         o.onProgress?.(this.devices.length);
       }
     };
@@ -114,7 +135,14 @@ export class Fleet {
 
   /** A display subscribed to `filter` (`stock/#`) that feeds the stock latency. */
   async connectDisplay(o: { host: string; port: number; id: string; password: string; filter: string }): Promise<void> {
-    this.display = new LeanClient({ host: o.host, port: o.port, clientId: o.id, username: o.id, password: o.password, keepalive: 0 });
+    this.display = new LeanClient({
+      host: o.host,
+      port: o.port,
+      clientId: o.id,
+      username: o.id,
+      password: o.password,
+      keepalive: 0,
+    });
     await this.display.connect();
     this.display.onMessage = (topic, payload) => this.observe(topic, payload);
     await this.display.subscribe(o.filter, 1);
@@ -186,7 +214,8 @@ export class Fleet {
         if (this.display && o.until === 'ack') {
           const waited = performance.now();
           const missing = () => [...this.rows.values()].reduce((n, r) => n + r.waiting.length, 0);
-          while (missing() > 0 && performance.now() - waited < (o.stockWaitMs ?? 10_000)) await new Promise((r) => setTimeout(r, 50));
+          while (missing() > 0 && performance.now() - waited < (o.stockWaitMs ?? 10_000))
+            await new Promise((r) => setTimeout(r, 50));
           stockMissing = missing();
         }
         for (const dev of this.devices) (dev.client.onMessage = () => {}), (dev.client.onPuback = () => {});
@@ -194,7 +223,8 @@ export class Fleet {
           events: total,
           seconds,
           perSecond: total / seconds,
-          steadyPerSecond: b > a ? (Math.floor(doneAt.length * 0.9) - Math.floor(doneAt.length * 0.1)) / ((b - a) / 1000) : NaN,
+          steadyPerSecond:
+            b > a ? (Math.floor(doneAt.length * 0.9) - Math.floor(doneAt.length * 0.1)) / ((b - a) / 1000) : NaN,
           puback: summary(pubLatency),
           ack: summary(ackLatency),
           stock: this.display && o.until === 'ack' ? summary(this.stockLatency) : null,
@@ -218,7 +248,10 @@ export class Fleet {
           const sku = `${o.prefix}-${(j * 7 + dev.index) % o.skus}`;
           const t = performance.now();
           if (o.until === 'ack') dev.open.set(id, { t, sku });
-          const packet = dev.client.publish(`wh/${dev.d.wh}/dev/${dev.d.id}/event`, `{"v":1,"id":"${id}","type":"received","sku":"${sku}","qty":1,"ts":${Date.now()}}`);
+          const packet = dev.client.publish(
+            `wh/${dev.d.wh}/dev/${dev.d.id}/event`,
+            `{"v":1,"id":"${id}","type":"received","sku":"${sku}","qty":1,"ts":${Date.now()}}`,
+          );
           dev.byPacket.set(packet, t);
         }
       };

@@ -19,7 +19,13 @@ export interface Shape {
 export const HOT_SKUS = 5; // SKU-HOT-1…5
 export const HOT_SHARE = 0.1; // of all events, split evenly over the hot skus
 // The simulator's default mix (SIM_MIX) without `level`, which is not a book event.
-export const MIX: [string, number][] = [['received', 25], ['shipped', 35], ['returned', 4], ['adjusted', 6], ['counted', 5]];
+export const MIX: [string, number][] = [
+  ['received', 25],
+  ['shipped', 35],
+  ['returned', 4],
+  ['adjusted', 6],
+  ['counted', 5],
+];
 const GENERATOR = 1; // bump whenever the generated rows change: a cached database of another version is rebuilt
 
 /**
@@ -31,13 +37,15 @@ export const COMPRESSION_OVERRIDE = {
   orderby: process.env.BENCH_HISTORY_COMPRESS_ORDERBY,
 };
 for (const [k, v] of Object.entries(COMPRESSION_OVERRIDE)) {
-  if (v !== undefined && !/^[a-z_]+( (ASC|DESC))?(, ?[a-z_]+( (ASC|DESC))?)*$|^$/.test(v)) throw new Error(`BENCH_HISTORY_COMPRESS_${k.toUpperCase()}: a list of columns, not ${JSON.stringify(v)}`);
+  if (v !== undefined && !/^[a-z_]+( (ASC|DESC))?(, ?[a-z_]+( (ASC|DESC))?)*$|^$/.test(v))
+    throw new Error(`BENCH_HISTORY_COMPRESS_${k.toUpperCase()}: a list of columns, not ${JSON.stringify(v)}`);
 }
 const DAY_MS = 86_400_000;
 const MIGRATIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../processors/db');
 
 /** The sku of rank `rank` among the ordinary skus (0 is the most frequent). */
-export const skuName = (shape: Shape, rank: number): string => `SKU-${String(rank).padStart(Math.max(5, String(shape.skus - 1).length), '0')}`;
+export const skuName = (shape: Shape, rank: number): string =>
+  `SKU-${String(rank).padStart(Math.max(5, String(shape.skus - 1).length), '0')}`;
 
 export interface HistoryDatabase {
   url: string;
@@ -63,7 +71,9 @@ const u = (k: number) => `((hashint8(i * 8 + ${k}) & 2147483647)::float8 / 21474
 function insertSql(shape: Shape): string {
   const total = MIX.reduce((t, [, w]) => t + w, 0);
   let acc = 0;
-  const type = `CASE ${MIX.slice(0, -1).map(([t, w]) => `WHEN ${u(4)} < ${(acc += w) / total} THEN '${t}'`).join(' ')} ELSE '${MIX[MIX.length - 1]?.[0]}' END`;
+  const type = `CASE ${MIX.slice(0, -1)
+    .map(([t, w]) => `WHEN ${u(4)} < ${(acc += w) / total} THEN '${t}'`)
+    .join(' ')} ELSE '${MIX[MIX.length - 1]?.[0]}' END`;
   const width = Math.max(5, String(shape.skus - 1).length);
   return `INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at, committed_at)
     SELECT ts, wh, device, id, type, sku, qty,
@@ -83,8 +93,17 @@ function insertSql(shape: Shape): string {
 
 /** What a cached database must match: the shape, the generator and the schema it was built with. */
 function cacheKey(shape: Shape): string {
-  const h = createHash('sha256').update(JSON.stringify({ shape, GENERATOR, sql: insertSql(shape), COMPRESSION_OVERRIDE }));
-  for (const f of [...fs.readdirSync(path.join(MIGRATIONS, 'migrations')).sort().map((m) => path.join('migrations', m)), 'migrate.ts']) h.update(fs.readFileSync(path.join(MIGRATIONS, f)));
+  const h = createHash('sha256').update(
+    JSON.stringify({ shape, GENERATOR, sql: insertSql(shape), COMPRESSION_OVERRIDE }),
+  );
+  for (const f of [
+    ...fs
+      .readdirSync(path.join(MIGRATIONS, 'migrations'))
+      .sort()
+      .map((m) => path.join('migrations', m)),
+    'migrate.ts',
+  ])
+    h.update(fs.readFileSync(path.join(MIGRATIONS, f)));
   return h.digest('hex').slice(0, 10);
 }
 
@@ -107,8 +126,12 @@ export async function historyDatabase(target: DbTarget, shape: Shape): Promise<H
   const name = `sw_bench_history_${shape.events}_${key}`;
   const url = new URL(target.adminUrl);
   url.pathname = `/${name}`;
-  const drop = () => admin(target, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined);
-  const exists = await admin(target, async (c) => (await c.query(`SELECT 1 FROM pg_database WHERE datname = $1`, [name])).rowCount === 1);
+  const drop = () =>
+    admin(target, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined);
+  const exists = await admin(
+    target,
+    async (c) => (await c.query(`SELECT 1 FROM pg_database WHERE datname = $1`, [name])).rowCount === 1,
+  );
   if (exists) {
     const found = await cached(url.toString(), key, shape);
     if (found) {
@@ -123,10 +146,16 @@ export async function historyDatabase(target: DbTarget, shape: Shape): Promise<H
   return { url: url.toString(), name, ...built, reused: false, drop };
 }
 
-async function cached(url: string, key: string, shape: Shape): Promise<{ anchor: Date; build: Record<string, number>; builtAt: Date } | null> {
+async function cached(
+  url: string,
+  key: string,
+  shape: Shape,
+): Promise<{ anchor: Date; build: Record<string, number>; builtAt: Date } | null> {
   const pool = createPool({ url, max: 1 });
   try {
-    const { rows } = await pool.query<{ key: string; anchor: Date; build: Record<string, number>; built_at: Date }>('SELECT key, anchor, build, built_at FROM bench_history_shape');
+    const { rows } = await pool.query<{ key: string; anchor: Date; build: Record<string, number>; built_at: Date }>(
+      'SELECT key, anchor, build, built_at FROM bench_history_shape',
+    );
     const r = rows[0];
     if (!r || r.key !== key) return null;
     const { rows: n } = await pool.query<{ n: number }>('SELECT count(*)::bigint AS n FROM events');
@@ -138,7 +167,12 @@ async function cached(url: string, key: string, shape: Shape): Promise<{ anchor:
   }
 }
 
-async function build(target: DbTarget, url: string, key: string, shape: Shape): Promise<{ anchor: Date; build: Record<string, number>; builtAt: Date }> {
+async function build(
+  target: DbTarget,
+  url: string,
+  key: string,
+  shape: Shape,
+): Promise<{ anchor: Date; build: Record<string, number>; builtAt: Date }> {
   const pool = createPool({ url, max: 1 });
   const steps: Record<string, number> = {};
   const step = async (label: string, fn: () => Promise<unknown>) => {
@@ -162,22 +196,39 @@ async function build(target: DbTarget, url: string, key: string, shape: Shape): 
         const lo = Math.ceil((d * shape.events) / shape.days);
         const hi = Math.ceil(((d + 1) * shape.events) / shape.days);
         await pool.query(sql, [lo, hi, start.toISOString(), step_s]);
-        if ((d + 1) % 10 === 0 || d + 1 === shape.days) progress(`history on ${target.name}: ${hi.toLocaleString('en')} events inserted (${Math.round(hi / ((performance.now() - t0) / 1000)).toLocaleString('en')}/s)`);
+        if ((d + 1) % 10 === 0 || d + 1 === shape.days)
+          progress(
+            `history on ${target.name}: ${hi.toLocaleString('en')} events inserted (${Math.round(hi / ((performance.now() - t0) / 1000)).toLocaleString('en')}/s)`,
+          );
       }
     });
     await step('stock rows', async () => {
-      await pool.query(`INSERT INTO stock (wh, sku, on_hand, version, updated_at) SELECT wh, sku, sum(delta), count(*), $1 FROM events GROUP BY wh, sku`, [anchor.toISOString()]);
-      await pool.query(`INSERT INTO sku_versions (sku, version, updated_at) SELECT sku, sum(version), $1 FROM stock GROUP BY sku`, [anchor.toISOString()]);
+      await pool.query(
+        `INSERT INTO stock (wh, sku, on_hand, version, updated_at) SELECT wh, sku, sum(delta), count(*), $1 FROM events GROUP BY wh, sku`,
+        [anchor.toISOString()],
+      );
+      await pool.query(
+        `INSERT INTO sku_versions (sku, version, updated_at) SELECT sku, sum(version), $1 FROM stock GROUP BY sku`,
+        [anchor.toISOString()],
+      );
     });
     if (target.key === 'timescaledb') {
       // Refreshed before compression, as in production: the refresh policy (every 15 min) runs long before 7 days.
       progress(`history on ${target.name}: refreshing movements_hourly`);
-      await step('refresh movements_hourly', () => pool.query(`CALL refresh_continuous_aggregate('movements_hourly', NULL, $1::timestamptz)`, [anchor.toISOString()]));
+      await step('refresh movements_hourly', () =>
+        pool.query(`CALL refresh_continuous_aggregate('movements_hourly', NULL, $1::timestamptz)`, [
+          anchor.toISOString(),
+        ]),
+      );
       const { segmentby, orderby } = COMPRESSION_OVERRIDE;
-      if (segmentby !== undefined) await pool.query(`ALTER TABLE events SET (timescaledb.compress_segmentby = '${segmentby}')`);
-      if (orderby !== undefined) await pool.query(`ALTER TABLE events SET (timescaledb.compress_orderby = '${orderby}')`);
+      if (segmentby !== undefined)
+        await pool.query(`ALTER TABLE events SET (timescaledb.compress_segmentby = '${segmentby}')`);
+      if (orderby !== undefined)
+        await pool.query(`ALTER TABLE events SET (timescaledb.compress_orderby = '${orderby}')`);
       progress(`history on ${target.name}: compressing the chunks older than 7 days`);
-      await step('compress chunks older than 7 days', () => compressEventsBefore(pool, new Date(anchor.getTime() - 7 * DAY_MS)));
+      await step('compress chunks older than 7 days', () =>
+        compressEventsBefore(pool, new Date(anchor.getTime() - 7 * DAY_MS)),
+      );
     }
     // A table in service has been vacuumed (visibility map: index-only scans) and analysed; plain PostgreSQL here runs without autovacuum.
     progress(`history on ${target.name}: VACUUM ANALYZE`);
@@ -185,8 +236,15 @@ async function build(target: DbTarget, url: string, key: string, shape: Shape): 
     const total = Object.values(steps).reduce((a, b) => a + b, 0);
     steps.total = total;
     const builtAt = new Date();
-    await pool.query('CREATE TABLE bench_history_shape (key text NOT NULL, anchor timestamptz NOT NULL, build jsonb NOT NULL, built_at timestamptz NOT NULL)');
-    await pool.query('INSERT INTO bench_history_shape VALUES ($1, $2, $3, $4)', [key, anchor.toISOString(), JSON.stringify(steps), builtAt.toISOString()]);
+    await pool.query(
+      'CREATE TABLE bench_history_shape (key text NOT NULL, anchor timestamptz NOT NULL, build jsonb NOT NULL, built_at timestamptz NOT NULL)',
+    );
+    await pool.query('INSERT INTO bench_history_shape VALUES ($1, $2, $3, $4)', [
+      key,
+      anchor.toISOString(),
+      JSON.stringify(steps),
+      builtAt.toISOString(),
+    ]);
     return { anchor, build: steps, builtAt };
   } finally {
     await pool.end();

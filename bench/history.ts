@@ -6,8 +6,26 @@ import { createPool } from '../processors/db/pool.js';
 import { historyQuery } from '../processors/history.js';
 import { startStockwire, type Running } from '../test/helpers/process.js';
 import { condensePlan, explainAnalyze } from './explain.js';
-import { COMPRESSION_OVERRIDE, HOT_SHARE, HOT_SKUS, historyDatabase, MIX, skuName, type HistoryDatabase, type Shape } from './history-data.js';
-import { benchCommand, onCleanup, percentile, progress, record, stopProcess, watchdog, writeFleetDevices } from './lib.js';
+import {
+  COMPRESSION_OVERRIDE,
+  HOT_SHARE,
+  HOT_SKUS,
+  historyDatabase,
+  MIX,
+  skuName,
+  type HistoryDatabase,
+  type Shape,
+} from './history-data.js';
+import {
+  benchCommand,
+  onCleanup,
+  percentile,
+  progress,
+  record,
+  stopProcess,
+  watchdog,
+  writeFleetDevices,
+} from './lib.js';
 import { benchTargets, describeTargets, eventsSize, mib, ratio, type DbTarget } from './targets.js';
 
 /**
@@ -51,21 +69,35 @@ const MOVEMENTS_DAILY = `SELECT date_bin('1 day', bucket, 'epoch'::timestamptz) 
 function cases(): Case[] {
   const list: Case[] = [];
   for (const sku of [HOT, COLD]) {
-    for (const [days, bucket, ms] of [[1, '1h', HOUR], [7, '1h', HOUR], [90, '1d', DAY], [90, '1h', HOUR]] as const) {
+    for (const [days, bucket, ms] of [
+      [1, '1h', HOUR],
+      [7, '1h', HOUR],
+      [90, '1d', DAY],
+      [90, '1h', HOUR],
+    ] as const) {
       list.push({
         kind: 'history',
         label: `history ${sku}, ${days} d, bucket ${bucket}`,
         query: (anchor) => historyQuery(sku, anchor - days * DAY, anchor, ms),
-        http: (anchor) => `/v1/stock/${sku}/history?from=${new Date(anchor - days * DAY).toISOString()}&to=${new Date(anchor).toISOString()}&bucket=${bucket}`,
+        http: (anchor) =>
+          `/v1/stock/${sku}/history?from=${new Date(anchor - days * DAY).toISOString()}&to=${new Date(anchor).toISOString()}&bucket=${bucket}`,
       });
     }
   }
   for (const sku of [HOT, COLD]) {
-    for (const [days, grain] of [[7, 'hour'], [7, 'day'], [90, 'hour'], [90, 'day']] as const) {
+    for (const [days, grain] of [
+      [7, 'hour'],
+      [7, 'day'],
+      [90, 'hour'],
+      [90, 'day'],
+    ] as const) {
       list.push({
         kind: 'movements',
         label: `movements ${sku} at ${MOVEMENTS_WH}, ${days} d, per ${grain}`,
-        query: (anchor) => ({ text: grain === 'hour' ? MOVEMENTS_HOURLY : MOVEMENTS_DAILY, values: [sku, MOVEMENTS_WH, new Date(anchor - days * DAY).toISOString(), new Date(anchor).toISOString()] }),
+        query: (anchor) => ({
+          text: grain === 'hour' ? MOVEMENTS_HOURLY : MOVEMENTS_DAILY,
+          values: [sku, MOVEMENTS_WH, new Date(anchor - days * DAY).toISOString(), new Date(anchor).toISOString()],
+        }),
       });
     }
   }
@@ -105,16 +137,25 @@ interface TargetRun {
 export async function benchHistory(): Promise<void> {
   const disarm = watchdog(TIMEOUT_MS, 'history');
   const runs = new Map<DbTarget, TargetRun>();
-  const planFile = path.join(os.tmpdir(), `stockwire-history-explain-${new Date().toISOString().replace(/[:.]/g, '-')}.txt`);
+  const planFile = path.join(
+    os.tmpdir(),
+    `stockwire-history-explain-${new Date().toISOString().replace(/[:.]/g, '-')}.txt`,
+  );
   const targets = await benchTargets();
   try {
     for (const target of targets) runs.set(target, await onTarget(target));
   } finally {
     disarm();
   }
-  const full = [...runs].flatMap(([t, r]) => r.plans.map((p) => [`== ${t.name}: ${p.label}`, ...p.plan, ''].join('\n')));
+  const full = [...runs].flatMap(([t, r]) =>
+    r.plans.map((p) => [`== ${t.name}: ${p.label}`, ...p.plan, ''].join('\n')),
+  );
   await fs.writeFile(planFile, full.join('\n'));
-  record('History and movements over a long event log (issue 14/7)', benchCommand('history'), report(runs, targets, planFile));
+  record(
+    'History and movements over a long event log (issue 14/7)',
+    benchCommand('history'),
+    report(runs, targets, planFile),
+  );
 }
 
 async function onTarget(target: DbTarget): Promise<TargetRun> {
@@ -126,11 +167,18 @@ async function onTarget(target: DbTarget): Promise<TargetRun> {
     const anchor = db.anchor.getTime();
     const size = await eventsSize(pool, target);
     const sizes = [`events with indexes ${mib(size.total)}`];
-    if (size.compression) sizes.push(`${size.compression.chunks} compressed chunks: ${mib(size.compression.before)} → ${mib(size.compression.after)} (${(size.compression.before / size.compression.after).toFixed(1)}×${size.compression.after > size.compression.before ? ': larger than before' : ''})`);
+    if (size.compression)
+      sizes.push(
+        `${size.compression.chunks} compressed chunks: ${mib(size.compression.before)} → ${mib(size.compression.after)} (${(size.compression.before / size.compression.after).toFixed(1)}×${size.compression.after > size.compression.before ? ': larger than before' : ''})`,
+      );
     if (target.key === 'timescaledb') {
-      const { rows: settings } = await pool.query<{ segmentby: string | null; orderby: string | null }>(`SELECT segmentby, orderby FROM timescaledb_information.hypertable_compression_settings WHERE hypertable = 'events'::regclass`);
+      const { rows: settings } = await pool.query<{ segmentby: string | null; orderby: string | null }>(
+        `SELECT segmentby, orderby FROM timescaledb_information.hypertable_compression_settings WHERE hypertable = 'events'::regclass`,
+      );
       const overridden = COMPRESSION_OVERRIDE.segmentby !== undefined || COMPRESSION_OVERRIDE.orderby !== undefined;
-      sizes.push(`compression segmentby ${settings[0]?.segmentby ?? '(none)'}, orderby ${settings[0]?.orderby ?? '(none)'}${overridden ? ' (**not the product\'s**: BENCH_HISTORY_COMPRESS_*)' : ' (the product\'s)'}`);
+      sizes.push(
+        `compression segmentby ${settings[0]?.segmentby ?? '(none)'}, orderby ${settings[0]?.orderby ?? '(none)'}${overridden ? " (**not the product's**: BENCH_HISTORY_COMPRESS_*)" : " (the product's)"}`,
+      );
       const { rows } = await pool.query<{ n: number; bytes: number }>(
         `SELECT (SELECT count(*) FROM movements_hourly)::bigint AS n, hypertable_size(format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)::regclass)::bigint AS bytes
          FROM timescaledb_information.continuous_aggregates WHERE view_name = 'movements_hourly'`,
@@ -142,10 +190,13 @@ async function onTarget(target: DbTarget): Promise<TargetRun> {
     for (const c of cases()) {
       progress(`history on ${target.name}: ${c.label}`);
       const q = c.query(anchor);
-      sql.set(c.label, await time(async () => {
-        const { rows } = await pool.query<{ events: number }>(q);
-        return { rows: rows.length, events: rows.reduce((t, r) => t + Number(r.events), 0) };
-      }));
+      sql.set(
+        c.label,
+        await time(async () => {
+          const { rows } = await pool.query<{ events: number }>(q);
+          return { rows: rows.length, events: rows.reduce((t, r) => t + Number(r.events), 0) };
+        }),
+      );
     }
     // The plan of the slowest query of each kind, and of every query over the target.
     for (const kind of ['history', 'movements'] as const) {
@@ -153,7 +204,10 @@ async function onTarget(target: DbTarget): Promise<TargetRun> {
       const slowest = ofKind.reduce((a, b) => ((sql.get(b.label)?.p95 ?? 0) > (sql.get(a.label)?.p95 ?? 0) ? b : a));
       for (const c of ofKind) {
         if (c !== slowest && (sql.get(c.label)?.p95 ?? 0) <= TARGET_MS) continue;
-        plans.push({ label: `${c.label}${c === slowest ? ` (the slowest ${kind} query)` : ''}`, plan: await explainAnalyze(pool, c.query(anchor)) });
+        plans.push({
+          label: `${c.label}${c === slowest ? ` (the slowest ${kind} query)` : ''}`,
+          plan: await explainAnalyze(pool, c.query(anchor)),
+        });
       }
     }
     const http = await overHttp(target, db, anchor, sql);
@@ -165,15 +219,42 @@ async function onTarget(target: DbTarget): Promise<TargetRun> {
 }
 
 /** The history cases through `GET /v1/stock/{sku}/history` of a running `stockwire central` on the same database. */
-async function overHttp(target: DbTarget, db: HistoryDatabase, anchor: number, sql: Map<string, Timing>): Promise<Map<string, Timing>> {
+async function overHttp(
+  target: DbTarget,
+  db: HistoryDatabase,
+  anchor: number,
+  sql: Map<string, Timing>,
+): Promise<Map<string, Timing>> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-history-'));
   const removeDir = onCleanup(() => fs.rm(dir, { recursive: true, force: true }));
   let central: Running | null = null;
   const stopCentral = onCleanup(() => stopProcess(central));
   const http = new Map<string, Timing>();
   try {
-    await writeFleetDevices(path.join(dir, 'devices.json'), [{ id: 'display-history', warehouse: 'WH1', kind: 'display', password: 'bench-history-password' }]);
-    central = await startStockwire(['central', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', path.join(dir, 'devices.json'), '--data-dir', dir, '--log-level', 'warn'], { DATABASE_URL: db.url }, 300_000);
+    await writeFleetDevices(path.join(dir, 'devices.json'), [
+      { id: 'display-history', warehouse: 'WH1', kind: 'display', password: 'bench-history-password' },
+    ]);
+    central = await startStockwire(
+      [
+        'central',
+        '--mqtt-port',
+        '0',
+        '--ws-port',
+        '0',
+        '--http-port',
+        '0',
+        '--host',
+        '127.0.0.1',
+        '--devices-file',
+        path.join(dir, 'devices.json'),
+        '--data-dir',
+        dir,
+        '--log-level',
+        'warn',
+      ],
+      { DATABASE_URL: db.url },
+      300_000,
+    );
     const base = `http://127.0.0.1:${central.ports.http}`;
     for (const c of cases()) {
       if (!c.http) continue;
@@ -186,7 +267,8 @@ async function overHttp(target: DbTarget, db: HistoryDatabase, anchor: number, s
         return { rows: body.movements?.length ?? 0, events: (body.movements ?? []).reduce((a, m) => a + m.events, 0) };
       });
       // The API must answer what the query answers: else the two tables would not measure the same thing.
-      if (t.events !== sql.get(c.label)?.events) throw new Error(`${c.label}: HTTP answered ${t.events} events, the query ${sql.get(c.label)?.events}`);
+      if (t.events !== sql.get(c.label)?.events)
+        throw new Error(`${c.label}: HTTP answered ${t.events} events, the query ${sql.get(c.label)?.events}`);
       http.set(c.label, t);
     }
   } finally {
@@ -204,7 +286,9 @@ function report(runs: Map<DbTarget, TargetRun>, targets: DbTarget[], planFile: s
   const all = [...runs];
   const first = all[0]?.[1];
   const shape = `${SHAPE.events.toLocaleString('en')} events, evenly over ${SHAPE.days} days up to an hour boundary, ${SHAPE.warehouses} warehouses (uniform), ${SHAPE.skus.toLocaleString('en')} skus plus ${HOT_SKUS} hot ones taking ${HOT_SHARE * 100}% of the events; the others skewed (rank ⌊skus · u²⌋). Types ${MIX.map(([t, w]) => `${t} ${w}`).join(', ')} (the simulator's mix). Hot sku ${HOT} has ${(first?.sql.get(`history ${HOT}, 90 d, bucket 1d`)?.events ?? NaN).toLocaleString('en')} events in 90 days, cold ${COLD} ${(first?.sql.get(`history ${COLD}, 90 d, bucket 1d`)?.events ?? NaN).toLocaleString('en')}.`;
-  const steps = [...new Set(all.flatMap(([, r]) => Object.keys(r.db.build)))].sort((a, b) => Number(a === 'total') - Number(b === 'total'));
+  const steps = [...new Set(all.flatMap(([, r]) => Object.keys(r.db.build)))].sort(
+    (a, b) => Number(a === 'total') - Number(b === 'total'),
+  );
   const head = `| | ${all.map(([t]) => t.name).join(' | ')} |`;
   const rule = `| --- | ${all.map(() => '---').join(' | ')} |`;
   const lines = [
@@ -219,7 +303,10 @@ function report(runs: Map<DbTarget, TargetRun>, targets: DbTarget[], planFile: s
     '',
     head,
     rule,
-    ...steps.map((s) => `| ${s} | ${all.map(([, r]) => (r.db.build[s] === undefined ? '–' : r.db.build[s].toFixed(1))).join(' | ')} |`),
+    ...steps.map(
+      (s) =>
+        `| ${s} | ${all.map(([, r]) => (r.db.build[s] === undefined ? '–' : r.db.build[s].toFixed(1))).join(' | ')} |`,
+    ),
     '',
     `| query | rows | events | ${all.map(([t]) => `${t.name} ms`).join(' | ')} | TimescaleDB / PostgreSQL p50 | < ${TARGET_MS} ms on TimescaleDB |`,
     `| --- | --- | --- | ${all.map(() => '---').join(' | ')} | --- | --- |`,
@@ -230,11 +317,17 @@ function report(runs: Map<DbTarget, TargetRun>, targets: DbTarget[], planFile: s
     const any = all.map(([, r]) => pick(r)).find(Boolean);
     return `| ${label}${suffix} | ${any?.rows ?? '–'} | ${any?.events.toLocaleString('en') ?? '–'} | ${all.map(([, r]) => cells(pick(r))).join(' | ')} | ${pg && ts ? ratio(pick(pg)?.p50 ?? NaN, pick(ts)?.p50 ?? NaN) : '–'} | ${ts ? verdict(pick(ts)) : '–'} |`;
   };
-  for (const c of cases()) lines.push(row(c.label, (r) => r.sql.get(c.label), c.kind === 'history' ? ' (the server\'s SQL)' : ''));
+  for (const c of cases())
+    lines.push(row(c.label, (r) => r.sql.get(c.label), c.kind === 'history' ? " (the server's SQL)" : ''));
   for (const c of cases()) if (c.http) lines.push(row(c.label, (r) => r.http.get(c.label), ', over HTTP'));
-  lines.push('', `EXPLAIN (ANALYZE, BUFFERS) of the slowest query of each kind, runs of chunk scans alike folded (all plans taken: ${planFile}):`, '');
+  lines.push(
+    '',
+    `EXPLAIN (ANALYZE, BUFFERS) of the slowest query of each kind, runs of chunk scans alike folded (all plans taken: ${planFile}):`,
+    '',
+  );
   for (const [t, r] of all) {
-    for (const p of r.plans.filter((x) => x.label.includes('slowest'))) lines.push(`${t.name}, ${p.label}:`, '', '```', ...condensePlan(p.plan), '```', '');
+    for (const p of r.plans.filter((x) => x.label.includes('slowest')))
+      lines.push(`${t.name}, ${p.label}:`, '', '```', ...condensePlan(p.plan), '```', '');
   }
   return lines;
 }

@@ -27,7 +27,10 @@ export function machine(): string {
 export function commit(): string {
   try {
     const sha = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim();
-    const dirty = execSync('git status --porcelain -- protocol broker gateway processors bench ":(exclude)bench/RESULTS.md"', { encoding: 'utf8' }).trim() !== '';
+    const dirty =
+      execSync('git status --porcelain -- protocol broker gateway processors bench ":(exclude)bench/RESULTS.md"', {
+        encoding: 'utf8',
+      }).trim() !== '';
     return dirty ? `${sha} (with uncommitted changes)` : sha;
   } catch {
     return 'unknown';
@@ -36,10 +39,27 @@ export function commit(): string {
 
 /** Appends one run's section to bench/RESULTS.md: date, machine, commit, command, then the table. */
 export function record(title: string, command: string, lines: string[]): void {
-  const load = os.loadavg().map((l) => l.toFixed(1)).join(' / ');
-  const section = [`## ${title} — ${new Date().toISOString()}`, '', `- machine: ${machine()}`, `- load average when recorded (1 / 5 / 15 min): ${load}`, `- commit: ${commit()}`, `- command: \`${command}\``, '', ...lines, ''].join('\n');
+  const load = os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' / ');
+  const section = [
+    `## ${title} — ${new Date().toISOString()}`,
+    '',
+    `- machine: ${machine()}`,
+    `- load average when recorded (1 / 5 / 15 min): ${load}`,
+    `- commit: ${commit()}`,
+    `- command: \`${command}\``,
+    '',
+    ...lines,
+    '',
+  ].join('\n');
   const file = process.env.BENCH_RESULTS ?? RESULTS; // BENCH_RESULTS: elsewhere, for smoke runs on a busy machine
-  if (!fs.existsSync(file)) fs.writeFileSync(file, '# Benchmark results\n\nEvery run of `npm run bench` appends its sections here. Newest last.\n\n');
+  if (!fs.existsSync(file))
+    fs.writeFileSync(
+      file,
+      '# Benchmark results\n\nEvery run of `npm run bench` appends its sections here. Newest last.\n\n',
+    );
   fs.appendFileSync(file, `${section}\n`);
   process.stdout.write(`${section}\n`);
 }
@@ -76,7 +96,11 @@ function postgresCpuSince(before: Map<number, number>): number {
 }
 
 /** Measures the CPU that processes and this (load-generating) process spend during `run`, in µs per event. */
-export async function cpuPerEvent<T>(events: number, pids: Record<string, number>, run: () => Promise<T>): Promise<{ result: T; us: Record<string, number> }> {
+export async function cpuPerEvent<T>(
+  events: number,
+  pids: Record<string, number>,
+  run: () => Promise<T>,
+): Promise<{ result: T; us: Record<string, number> }> {
   const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, processCpuMs(pid)]));
   const pg0 = postgresCpuMs();
   const self0 = process.cpuUsage();
@@ -103,10 +127,13 @@ export async function metric(httpPort: number, name: string): Promise<number> {
 /** Several metrics from one scrape (a scrape resets prom-client's event-loop lag histogram). */
 export async function metricsOnce(httpPort: number, names: readonly string[]): Promise<number[]> {
   const lines = (await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text()).split('\n');
-  return names.map((name) => Number(lines.find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))?.split(' ')[1] ?? NaN));
+  return names.map((name) =>
+    Number(lines.find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))?.split(' ')[1] ?? NaN),
+  );
 }
 
-export const progress = (what: string): void => void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${what}\n`);
+export const progress = (what: string): void =>
+  void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${what}\n`);
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -124,7 +151,10 @@ export function onCleanup(fn: () => Promise<unknown> | unknown): () => Promise<v
 }
 
 async function cleanUpAll(): Promise<void> {
-  for (const fn of cleanups.splice(0).reverse()) await Promise.resolve().then(fn).catch((err: Error) => progress(`clean-up failed: ${err.message}`));
+  for (const fn of cleanups.splice(0).reverse())
+    await Promise.resolve()
+      .then(fn)
+      .catch((err: Error) => progress(`clean-up failed: ${err.message}`));
 }
 
 /**
@@ -154,16 +184,32 @@ export function watchdog(ms: number, what: string): () => void {
  * A devices file for many devices at once. `addDevice` hashes every password (scrypt, ~50 ms each) and
  * rewrites the file per device; here one hash is shared by every device with the same password.
  */
-export async function writeFleetDevices(file: string, devices: { id: string; warehouse: string; kind: DeviceKind; password: string }[]): Promise<void> {
+export async function writeFleetDevices(
+  file: string,
+  devices: { id: string; warehouse: string; kind: DeviceKind; password: string }[],
+): Promise<void> {
   const hashes = new Map<string, string>();
   for (const d of devices) if (!hashes.has(d.password)) hashes.set(d.password, await hashPassword(d.password));
-  const list = devices.map((d) => ({ id: d.id, warehouse: d.warehouse, kind: d.kind, passwordHash: hashes.get(d.password) as string }));
+  const list = devices.map((d) => ({
+    id: d.id,
+    warehouse: d.warehouse,
+    kind: d.kind,
+    passwordHash: hashes.get(d.password) as string,
+  }));
   await fs.promises.writeFile(file, `${JSON.stringify({ devices: list })}\n`, { mode: 0o600 });
 }
 
 /** Runs a script of bench/ in its own node process and waits for its `{"ready":true,…}` line on stdout. */
-export async function startScript(script: string, args: string[] = [], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<Running> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(path.dirname(RESULTS), script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+export async function startScript(
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  timeoutMs = 30_000,
+): Promise<Running> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(path.dirname(RESULTS), script), ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   const ports = await new Promise<Record<string, number>>((resolve, reject) => {
     let buf = '';

@@ -42,7 +42,12 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
   await Promise.all(
     o.warehouses.map(async (wh, w) => {
       const creds = o.credentials?.(wh);
-      const client = new LeanClient({ host: target.hostname, port: Number(target.port || 1883), clientId: creds?.clientId ?? `bench-${o.idPrefix}-${w}`, ...(creds && { username: creds.username, password: creds.password }) });
+      const client = new LeanClient({
+        host: target.hostname,
+        port: Number(target.port || 1883),
+        clientId: creds?.clientId ?? `bench-${o.idPrefix}-${w}`,
+        ...(creds && { username: creds.username, password: creds.password }),
+      });
       await client.connect();
       clients.push(client);
       const sentAt = new Map<string, number>();
@@ -57,16 +62,32 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
           if (performance.now() - lastProgress < STALL_MS) return;
           clearInterval(watchdog);
           if (ticker) clearInterval(ticker);
-          reject(new Error(`${wh}: no ack for ${STALL_MS} ms; ${o.eventsPerClient - acked} of ${o.eventsPerClient} events unacknowledged`));
+          reject(
+            new Error(
+              `${wh}: no ack for ${STALL_MS} ms; ${o.eventsPerClient - acked} of ${o.eventsPerClient} events unacknowledged`,
+            ),
+          );
         }, 1_000);
         const pump = () => {
-          const allowed = o.rate > 0 ? Math.min(o.eventsPerClient, Math.floor(((performance.now() - t0) / 1000) * perClientRate)) : o.eventsPerClient;
+          const allowed =
+            o.rate > 0
+              ? Math.min(o.eventsPerClient, Math.floor(((performance.now() - t0) / 1000) * perClientRate))
+              : o.eventsPerClient;
           while (sent - acked < o.window && sent < allowed) {
             const i = sent++;
             const device = `d${i % o.devices}`;
             const id = `${o.idPrefix}-${i}`;
             sentAt.set(`${device}/${id}`, performance.now());
-            client.publish(`wh/${wh}/dev/${device}/event`, JSON.stringify({ v: 1, id, type: i % 4 === 3 ? 'shipped' : 'received', sku: `SKU-${(i * 7 + w) % o.skus}`, qty: 1 + (i % 5) }));
+            client.publish(
+              `wh/${wh}/dev/${device}/event`,
+              JSON.stringify({
+                v: 1,
+                id,
+                type: i % 4 === 3 ? 'shipped' : 'received',
+                sku: `SKU-${(i * 7 + w) % o.skus}`,
+                qty: 1 + (i % 5),
+              }),
+            );
           }
         };
         const ticker = o.rate > 0 ? setInterval(pump, 5) : null; // ms: paces a fixed rate
@@ -98,7 +119,11 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
     events,
     seconds,
     perSecond: events / seconds,
-    latencyMs: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies[latencies.length - 1] ?? NaN },
+    latencyMs: {
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+      max: latencies[latencies.length - 1] ?? NaN,
+    },
     statuses,
   };
 }

@@ -33,13 +33,22 @@ async function listening(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-export async function startMosquittoBridge(binary = process.env.MOSQUITTO_BIN ?? 'mosquitto'): Promise<MosquittoBridge> {
+export async function startMosquittoBridge(
+  binary = process.env.MOSQUITTO_BIN ?? 'mosquitto',
+): Promise<MosquittoBridge> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-mosquitto-'));
   const [edgePort, centralPort] = [await freePort(), await freePort()];
   await fs.writeFile(path.join(dir, 'central.conf'), `listener ${centralPort} 127.0.0.1\nallow_anonymous true\n`);
   await fs.writeFile(
     path.join(dir, 'edge.conf'),
-    [`listener ${edgePort} 127.0.0.1`, 'allow_anonymous true', 'connection bench-bridge', `address 127.0.0.1:${centralPort}`, 'topic wh/# out 1', ''].join('\n'),
+    [
+      `listener ${edgePort} 127.0.0.1`,
+      'allow_anonymous true',
+      'connection bench-bridge',
+      `address 127.0.0.1:${centralPort}`,
+      'topic wh/# out 1',
+      '',
+    ].join('\n'),
   );
   const children: ChildProcess[] = [];
   const start = (conf: string) => {
@@ -49,7 +58,11 @@ export async function startMosquittoBridge(binary = process.env.MOSQUITTO_BIN ??
   };
   const stop = async () => {
     await Promise.all(
-      children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => (c.once('exit', r), c.kill('SIGTERM'))))),
+      children.map((c) =>
+        c.exitCode !== null || c.signalCode !== null
+          ? undefined
+          : new Promise((r) => (c.once('exit', r), c.kill('SIGTERM'))),
+      ),
     );
     await fs.rm(dir, { recursive: true, force: true });
   };

@@ -14,11 +14,19 @@ if (!url) throw new Error('DATABASE_URL is required');
 const pool = createPool({ url, max: 10 });
 await migrate(pool);
 
-async function commit(wh: string, device: string, e: { id: string; type: string; sku: string; qty: number; ts?: number }, raw: string): Promise<{ status: string; onHand?: number }> {
+async function commit(
+  wh: string,
+  device: string,
+  e: { id: string; type: string; sku: string; qty: number; ts?: number },
+  raw: string,
+): Promise<{ status: string; onHand?: number }> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    const fresh = await client.query(`INSERT INTO inbox (wh, device, id, sku) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1`, [wh, device, e.id, e.sku]);
+    const fresh = await client.query(
+      `INSERT INTO inbox (wh, device, id, sku) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1`,
+      [wh, device, e.id, e.sku],
+    );
     if (fresh.rowCount === 0) {
       await client.query('ROLLBACK');
       return { status: 'duplicate' };
@@ -55,8 +63,22 @@ aedes.subscribe(
     const e = JSON.parse(raw) as { id: string; type: string; sku: string; qty: number; ts?: number };
     void commit(wh, device, e, raw).then(
       (r) => {
-        const ack = { id: e.id, status: r.status, ...(r.onHand !== undefined && { stock: { onHand: r.onHand, available: r.onHand } }) };
-        aedes.publish({ cmd: 'publish', topic: `wh/${wh}/dev/${device}/ack`, payload: Buffer.from(JSON.stringify(ack)), qos: 1, retain: false, dup: false }, () => {});
+        const ack = {
+          id: e.id,
+          status: r.status,
+          ...(r.onHand !== undefined && { stock: { onHand: r.onHand, available: r.onHand } }),
+        };
+        aedes.publish(
+          {
+            cmd: 'publish',
+            topic: `wh/${wh}/dev/${device}/ack`,
+            payload: Buffer.from(JSON.stringify(ack)),
+            qos: 1,
+            retain: false,
+            dup: false,
+          },
+          () => {},
+        );
       },
       (err: Error) => process.stderr.write(`naive processor: ${err.message}\n`),
     );
@@ -64,5 +86,7 @@ aedes.subscribe(
   () => {},
 );
 const server = net.createServer(aedes.handle);
-server.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ ready: true, mqtt: (server.address() as net.AddressInfo).port })}\n`));
+server.listen(0, '127.0.0.1', () =>
+  process.stdout.write(`${JSON.stringify({ ready: true, mqtt: (server.address() as net.AddressInfo).port })}\n`),
+);
 process.on('SIGTERM', () => void pool.end().finally(() => process.exit(0)));

@@ -40,25 +40,81 @@ interface CentralRun {
 /** stockwire central (Aedes + in-process processor, PUBACK held until commit) on one database target. */
 async function centralOn(target: DbTarget, whs: string[]): Promise<CentralRun> {
   const db = await createTargetDatabase(target, 'bench_central');
-  const devices = await writeDevices(whs.map((wh) => ({ id: `gw-${wh}`, warehouse: wh, kind: 'gateway' as const, password: `pw-${wh}-bench` })));
+  const devices = await writeDevices(
+    whs.map((wh) => ({ id: `gw-${wh}`, warehouse: wh, kind: 'gateway' as const, password: `pw-${wh}-bench` })),
+  );
   let central: Running | null = null;
   try {
     // Migrate here, not in central, to check the path taken; the TimescaleDB policies stay on, as in production.
     const pool = createPool({ url: db.url, max: 1 });
     expectSchema(target, await migrate(pool));
     await pool.end();
-    central = await startStockwire(['central', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', devices.file, '--data-dir', devices.dir, '--batch-max', '2000', '--log-level', 'warn'], { DATABASE_URL: db.url });
+    central = await startStockwire(
+      [
+        'central',
+        '--mqtt-port',
+        '0',
+        '--ws-port',
+        '0',
+        '--http-port',
+        '0',
+        '--host',
+        '127.0.0.1',
+        '--devices-file',
+        devices.file,
+        '--data-dir',
+        devices.dir,
+        '--batch-max',
+        '2000',
+        '--log-level',
+        'warn',
+      ],
+      { DATABASE_URL: db.url },
+    );
     const url = `mqtt://127.0.0.1:${central.ports.mqtt}`;
     const credentials = (wh: string) => ({ username: `gw-${wh}`, password: `pw-${wh}-bench`, clientId: `gw-${wh}` });
     progress(`central on ${target.name}: warm-up`);
-    await drive({ url, warehouses: whs, credentials, eventsPerClient: 2_000, window: 1000, rate: 0, devices: 50, skus: 1000, idPrefix: 'warm' });
+    await drive({
+      url,
+      warehouses: whs,
+      credentials,
+      eventsPerClient: 2_000,
+      window: 1000,
+      rate: 0,
+      devices: 50,
+      skus: 1000,
+      idPrefix: 'warm',
+    });
     progress(`central on ${target.name}: saturation`);
     const perClient = Math.floor(EVENTS / CLIENTS);
-    const { result: sat, us: cpu } = await cpuPerEvent(perClient * CLIENTS, { central: central.child.pid as number }, () =>
-      drive({ url, warehouses: whs, credentials, eventsPerClient: perClient, window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: 'sat' }),
+    const { result: sat, us: cpu } = await cpuPerEvent(
+      perClient * CLIENTS,
+      { central: central.child.pid as number },
+      () =>
+        drive({
+          url,
+          warehouses: whs,
+          credentials,
+          eventsPerClient: perClient,
+          window: 2000,
+          rate: 0,
+          devices: 50,
+          skus: 1000,
+          idPrefix: 'sat',
+        }),
     );
     progress(`central on ${target.name}: fixed rate`);
-    const fixed = await drive({ url, warehouses: whs, credentials, eventsPerClient: 5_000, window: 2000, rate: 2_000, devices: 50, skus: 1000, idPrefix: 'fixed' });
+    const fixed = await drive({
+      url,
+      warehouses: whs,
+      credentials,
+      eventsPerClient: 5_000,
+      window: 2000,
+      rate: 2_000,
+      devices: 50,
+      skus: 1000,
+      idPrefix: 'fixed',
+    });
     await stopProcess(central);
     progress(`database ceiling on ${target.name}`);
     return { sat, fixed, ceiling: await ceiling(db.url, EVENTS, CLIENTS), cpu };
@@ -100,10 +156,16 @@ export async function benchProcessor(): Promise<void> {
   for (const target of targets) {
     const r = await centralOn(target, whs);
     runs.set(target, r);
-    rows.push(`| central (Aedes + in-process processor) on ${target.name}, saturation, ${CLIENTS} gateway clients | ${fmt(r.sat)} |`);
+    rows.push(
+      `| central (Aedes + in-process processor) on ${target.name}, saturation, ${CLIENTS} gateway clients | ${fmt(r.sat)} |`,
+    );
     rows.push(`| central on ${target.name}, fixed 2,000 events/s | ${fmt(r.fixed)} |`);
-    rows.push(`| bare ${target.name} ceiling: same rows, one INSERT … SELECT unnest per 1,000${target.key === 'timescaledb' ? ', into a hypertable' : ''} | ${Math.round(r.ceiling.perSecond).toLocaleString('en')} | – | – | – | ${EVENTS.toLocaleString('en')} in ${r.ceiling.seconds.toFixed(1)} s |`);
-    cpu.push(`| central on ${target.name}, saturation | ${cpuCells(r.cpu, ['central', 'postgres', 'load generator'])} |`);
+    rows.push(
+      `| bare ${target.name} ceiling: same rows, one INSERT … SELECT unnest per 1,000${target.key === 'timescaledb' ? ', into a hypertable' : ''} | ${Math.round(r.ceiling.perSecond).toLocaleString('en')} | – | – | – | ${EVENTS.toLocaleString('en')} in ${r.ceiling.seconds.toFixed(1)} s |`,
+    );
+    cpu.push(
+      `| central on ${target.name}, saturation | ${cpuCells(r.cpu, ['central', 'postgres', 'load generator'])} |`,
+    );
   }
 
   // The broker alone, for scale: no database.
@@ -111,15 +173,34 @@ export async function benchProcessor(): Promise<void> {
   const bare = await startScript('bare-aedes.ts');
   try {
     const perClient = Math.floor(EVENTS / CLIENTS);
-    const { result: b, us: bareCpu } = await cpuPerEvent(perClient * CLIENTS, { central: bare.child.pid as number }, () =>
-      drive({ url: `mqtt://127.0.0.1:${bare.ports.mqtt}`, warehouses: whs, eventsPerClient: perClient, window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: 'bare' }),
+    const { result: b, us: bareCpu } = await cpuPerEvent(
+      perClient * CLIENTS,
+      { central: bare.child.pid as number },
+      () =>
+        drive({
+          url: `mqtt://127.0.0.1:${bare.ports.mqtt}`,
+          warehouses: whs,
+          eventsPerClient: perClient,
+          window: 2000,
+          rate: 0,
+          devices: 50,
+          skus: 1000,
+          idPrefix: 'bare',
+        }),
     );
-    cpu.push(`| bare Aedes baseline (in the central column) | ${cpuCells(bareCpu, ['central', 'postgres', 'load generator'])} |`);
-    rows.push(`| baseline: bare Aedes in its own process, QoS-1 event in and QoS-1 ack out, nothing validated or stored | ${fmt(b)} |`);
+    cpu.push(
+      `| bare Aedes baseline (in the central column) | ${cpuCells(bareCpu, ['central', 'postgres', 'load generator'])} |`,
+    );
+    rows.push(
+      `| baseline: bare Aedes in its own process, QoS-1 event in and QoS-1 ack out, nothing validated or stored | ${fmt(b)} |`,
+    );
   } finally {
     await stopProcess(bare);
   }
-  const ratios = [...runs].map(([t, r]) => `central / database ceiling on ${t.name}: ${((r.sat.perSecond / r.ceiling.perSecond) * 100).toFixed(0)}%`);
+  const ratios = [...runs].map(
+    ([t, r]) =>
+      `central / database ceiling on ${t.name}: ${((r.sat.perSecond / r.ceiling.perSecond) * 100).toFixed(0)}%`,
+  );
   rows.push('', `Ratio ${ratios.join('; ')}.`);
   const compared = compareTargets(runs);
 
@@ -133,20 +214,50 @@ export async function benchProcessor(): Promise<void> {
     const pool = createPool({ url: db2.url, max: 1 });
     await migrate(pool);
     await pool.end();
-    proc = await startStockwire(['processor', '--central-url', MOSQUITTO, '--warehouses', pwhs.join(','), '--instance', `bench${tag}`, '--http-port', '0', '--host', '127.0.0.1', '--batch-max', '2000', '--log-level', 'warn'], { DATABASE_URL: db2.url });
+    proc = await startStockwire(
+      [
+        'processor',
+        '--central-url',
+        MOSQUITTO,
+        '--warehouses',
+        pwhs.join(','),
+        '--instance',
+        `bench${tag}`,
+        '--http-port',
+        '0',
+        '--host',
+        '127.0.0.1',
+        '--batch-max',
+        '2000',
+        '--log-level',
+        'warn',
+      ],
+      { DATABASE_URL: db2.url },
+    );
     progress('processor behind Mosquitto');
     const n = Math.floor(Math.min(EVENTS, 40_000) / CLIENTS);
     // Mosquitto drops QoS-1 messages beyond max_queued_messages (1000) queued for one client; edges resend them, this load generator does not, so it stays well below.
-    const r = await drive({ url: MOSQUITTO, warehouses: pwhs, eventsPerClient: n, window: 100, rate: 0, devices: 50, skus: 1000, idPrefix: 'moz' });
+    const r = await drive({
+      url: MOSQUITTO,
+      warehouses: pwhs,
+      eventsPerClient: n,
+      window: 100,
+      rate: 0,
+      devices: 50,
+      skus: 1000,
+      idPrefix: 'moz',
+    });
     rows.push('', '| path | events/s | p50 ms | p99 ms | max ms | run |', '| --- | --- | --- | --- | --- | --- |');
-    rows.push(`| stockwire processor behind Mosquitto 2 (default config: 20 in flight, 1,000 queued per client), saturation, window 100 per sender | ${fmt(r)} |`);
+    rows.push(
+      `| stockwire processor behind Mosquitto 2 (default config: 20 in flight, 1,000 queued per client), saturation, window 100 per sender | ${fmt(r)} |`,
+    );
   } finally {
     await stopProcess(proc);
     await db2.drop();
   }
 
   record('Processor throughput (issue 1/7)', benchCommand('processor'), [
-    'Latency is from the publish at the sending client to central\'s commit ack at that client. Target: ≥ 20,000 events/s sustained; on TimescaleDB ≥ 80% of plain PostgreSQL\'s rate (issue 14/7).',
+    "Latency is from the publish at the sending client to central's commit ack at that client. Target: ≥ 20,000 events/s sustained; on TimescaleDB ≥ 80% of plain PostgreSQL's rate (issue 14/7).",
     '',
     ...describeTargets(targets),
     '',

@@ -11,11 +11,46 @@ import { hotFunctions, profiles } from './profile.js';
 const dir = process.env.PROFILE_DIR ?? mkdtempSync(path.join(os.tmpdir(), 'stockwire-prof-'));
 const whs = ['PW0', 'PW1', 'PW2', 'PW3'];
 const db = await createTestDatabase('prof_central');
-const devices = await writeDevices(whs.map((wh) => ({ id: `gw-${wh}`, warehouse: wh, kind: 'gateway' as const, password: `pw-${wh}-bench` })));
-const central = await startStockwire(['central', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', devices.file, '--data-dir', devices.dir, '--batch-max', '2000', '--log-level', 'warn'], { DATABASE_URL: db.url }, 60_000, ['--cpu-prof', '--cpu-prof-dir', dir]);
+const devices = await writeDevices(
+  whs.map((wh) => ({ id: `gw-${wh}`, warehouse: wh, kind: 'gateway' as const, password: `pw-${wh}-bench` })),
+);
+const central = await startStockwire(
+  [
+    'central',
+    '--mqtt-port',
+    '0',
+    '--ws-port',
+    '0',
+    '--http-port',
+    '0',
+    '--host',
+    '127.0.0.1',
+    '--devices-file',
+    devices.file,
+    '--data-dir',
+    devices.dir,
+    '--batch-max',
+    '2000',
+    '--log-level',
+    'warn',
+  ],
+  { DATABASE_URL: db.url },
+  60_000,
+  ['--cpu-prof', '--cpu-prof-dir', dir],
+);
 const url = `mqtt://127.0.0.1:${central.ports.mqtt}`;
 const credentials = (wh: string) => ({ username: `gw-${wh}`, password: `pw-${wh}-bench`, clientId: `gw-${wh}` });
-const r = await drive({ url, warehouses: whs, credentials, eventsPerClient: Number(process.env.N ?? 30_000), window: 2000, rate: 0, devices: 50, skus: 1000, idPrefix: `p${Date.now()}` });
+const r = await drive({
+  url,
+  warehouses: whs,
+  credentials,
+  eventsPerClient: Number(process.env.N ?? 30_000),
+  window: 2000,
+  rate: 0,
+  devices: 50,
+  skus: 1000,
+  idPrefix: `p${Date.now()}`,
+});
 process.stderr.write(`${Math.round(r.perSecond)} events/s\n`);
 central.child.kill('SIGINT');
 await central.exited;

@@ -29,7 +29,9 @@ export function hotFunctions(file: string, top = 30): string[] {
   for (const n of prof.nodes) {
     if (n.callFrame.functionName === '(idle)') continue;
     busy += n.hitCount;
-    const where = n.callFrame.url.replace(/^.*node_modules\//, '~').replace(/^file:\/\/.*?\/(protocol|broker|gateway|processors|cli|bench)\//, '$1/');
+    const where = n.callFrame.url
+      .replace(/^.*node_modules\//, '~')
+      .replace(/^file:\/\/.*?\/(protocol|broker|gateway|processors|cli|bench)\//, '$1/');
     const key = `${n.callFrame.functionName || '(anon)'} ${where}:${n.callFrame.lineNumber + 1}`;
     self.set(key, (self.get(key) ?? 0) + n.hitCount);
   }
@@ -37,5 +39,8 @@ export function hotFunctions(file: string, top = 30): string[] {
     .sort((a, b) => b[1] - a[1])
     .slice(0, top)
     .map(([k, v]) => `${((100 * v) / busy).toFixed(1).padStart(5)}% ${k}`);
-  return [`busy ${((100 * busy) / prof.samples.length).toFixed(0)}% of ${prof.samples.length} samples; self time as a share of busy time:`, ...lines];
+  return [
+    `busy ${((100 * busy) / prof.samples.length).toFixed(0)}% of ${prof.samples.length} samples; self time as a share of busy time:`,
+    ...lines,
+  ];
 }

@@ -9,11 +9,20 @@ import { benchReservations } from './reservations.js';
 import { benchScale } from './scale.js';
 
 /** `npm run bench [-- name…]`: runs the named benchmarks (all by default); each appends to bench/RESULTS.md. */
-const BENCHES: Record<string, () => Promise<void>> = { processor: benchProcessor, edge: benchEdge, reservations: benchReservations, e2e: benchE2e, scale: benchScale, history: benchHistory };
+const BENCHES: Record<string, () => Promise<void>> = {
+  processor: benchProcessor,
+  edge: benchEdge,
+  reservations: benchReservations,
+  e2e: benchE2e,
+  scale: benchScale,
+  history: benchHistory,
+};
 
 // Measure the compiled code users run (bin/stockwire runs dist/ only when it is newer than every source;
 // otherwise the sources run through tsx, which costs ~40 MiB more and starts slower).
-execFileSync('sh', [path.join(path.dirname(fileURLToPath(import.meta.url)), '../bin/build.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
+execFileSync('sh', [path.join(path.dirname(fileURLToPath(import.meta.url)), '../bin/build.sh')], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length > 0 ? wanted : Object.keys(BENCHES)) {

@@ -8,9 +8,30 @@ import { rebuild } from '../processors/rebuild.js';
 import { BIN, freePort, startStockwire, type Running } from '../test/helpers/process.js';
 import { Fleet } from './fleet.js';
 import { LeanClient } from './lean-client.js';
-import { benchCommand, onCleanup, progress, record, rssMiB, sleep, stopProcess, watchdog, writeFleetDevices } from './lib.js';
+import {
+  benchCommand,
+  onCleanup,
+  progress,
+  record,
+  rssMiB,
+  sleep,
+  stopProcess,
+  watchdog,
+  writeFleetDevices,
+} from './lib.js';
 import { hotFunctions, profiles } from './profile.js';
-import { benchTargets, compressEventsBefore, createTargetDatabase, describeTargets, eventsSize, expectSchema, mib, pauseTimescaleJobs, ratio, type DbTarget } from './targets.js';
+import {
+  benchTargets,
+  compressEventsBefore,
+  createTargetDatabase,
+  describeTargets,
+  eventsSize,
+  expectSchema,
+  mib,
+  pauseTimescaleJobs,
+  ratio,
+  type DbTarget,
+} from './targets.js';
 
 /**
  * Issue 6/7, scale: 100,000 skus with retained stock topics and 1,000,000 events in the log (loaded
@@ -55,7 +76,15 @@ export async function benchScale(): Promise<void> {
   } finally {
     disarm();
   }
-  record('Scale (issue 6/7)', benchCommand('scale'), [`All processes on this machine's ${os.cpus().length} cores.`, '', ...header, ...compareTargets(figures), '| measure | result | target | run |', '| --- | --- | --- | --- |', ...rows]);
+  record('Scale (issue 6/7)', benchCommand('scale'), [
+    `All processes on this machine's ${os.cpus().length} cores.`,
+    '',
+    ...header,
+    ...compareTargets(figures),
+    '| measure | result | target | run |',
+    '| --- | --- | --- | --- |',
+    ...rows,
+  ]);
 }
 
 /** The ledger figures of plain PostgreSQL and TimescaleDB side by side. */
@@ -63,13 +92,17 @@ function compareTargets(figures: Map<DbTarget, Figures>): string[] {
   const pg = [...figures].find(([t]) => t.key === 'postgres')?.[1];
   const ts = [...figures].find(([t]) => t.key === 'timescaledb')?.[1];
   if (!pg || !ts) return [];
-  const cell = (v: { value: number; unit: string } | undefined) => (v ? `${v.value.toFixed(v.unit === 's' ? 1 : 0)} ${v.unit}` : '–');
+  const cell = (v: { value: number; unit: string } | undefined) =>
+    v ? `${v.value.toFixed(v.unit === 's' ? 1 : 0)} ${v.unit}` : '–';
   return [
     'The ledger at scale on each database (TimescaleDB: chunks older than 7 days compressed, as its policy would have them).',
     '',
     '| measure | PostgreSQL | TimescaleDB | TimescaleDB / PostgreSQL |',
     '| --- | --- | --- | --- |',
-    ...[...pg.keys()].map((k) => `| ${k} | ${cell(pg.get(k))} | ${cell(ts.get(k))} | ${ratio(pg.get(k)?.value ?? NaN, ts.get(k)?.value ?? NaN)} |`),
+    ...[...pg.keys()].map(
+      (k) =>
+        `| ${k} | ${cell(pg.get(k))} | ${cell(ts.get(k))} | ${ratio(pg.get(k)?.value ?? NaN, ts.get(k)?.value ?? NaN)} |`,
+    ),
     '',
   ];
 }
@@ -100,7 +133,9 @@ async function ledgerAtScale(target: DbTarget, figures: Figures): Promise<string
     );
     const n = counts[0] as { events: string; stock: string; skus: string };
     const skuCount = Number(n.skus);
-    rows.push(`| ${target.name}: data set, loaded with SQL (event log, inbox, stock, versions) | ${int(Number(n.events))} events, ${int(Number(n.stock))} stock rows, ${int(skuCount)} skus | – | ${loadSeconds.toFixed(1)} s |`);
+    rows.push(
+      `| ${target.name}: data set, loaded with SQL (event log, inbox, stock, versions) | ${int(Number(n.events))} events, ${int(Number(n.stock))} stock rows, ${int(skuCount)} skus | – | ${loadSeconds.toFixed(1)} s |`,
+    );
     if (target.key === 'timescaledb') {
       progress(`scale ${on}: compressing the chunks older than 7 days`);
       const c = await compressEventsBefore(pool, new Date(Date.now() - 7 * 86_400_000));
@@ -108,9 +143,13 @@ async function ledgerAtScale(target: DbTarget, figures: Figures): Promise<string
       const size = await eventsSize(pool, target);
       const cmp = size.compression;
       const { rows: all } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM show_chunks('events')`);
-      rows.push(`| ${target.name}: compression of the ${c.chunks} chunks (of ${all[0]?.n}) older than 7 days | ${c.seconds.toFixed(1)} s | – | ${cmp ? `${mib(cmp.before)} → ${mib(cmp.after)} (${(cmp.before / cmp.after).toFixed(1)}×); events now ${mib(size.total)}` : 'nothing compressed'} |`);
+      rows.push(
+        `| ${target.name}: compression of the ${c.chunks} chunks (of ${all[0]?.n}) older than 7 days | ${c.seconds.toFixed(1)} s | – | ${cmp ? `${mib(cmp.before)} → ${mib(cmp.after)} (${(cmp.before / cmp.after).toFixed(1)}×); events now ${mib(size.total)}` : 'nothing compressed'} |`,
+      );
     } else {
-      rows.push(`| ${target.name}: size of events with its indexes | ${mib((await eventsSize(pool, target)).total)} | – | – |`);
+      rows.push(
+        `| ${target.name}: size of events with its indexes | ${mib((await eventsSize(pool, target)).total)} | – | – |`,
+      );
     }
 
     progress(`scale ${on}: stockwire rebuild`);
@@ -122,14 +161,34 @@ async function ledgerAtScale(target: DbTarget, figures: Figures): Promise<string
     const querySeconds = (performance.now() - t2) / 1000;
     figures.set('`stockwire rebuild`, wall time', { value: rebuildSeconds, unit: 's' });
     figures.set('rebuild query alone', { value: querySeconds, unit: 's' });
-    rows.push(`| ${target.name}: \`stockwire rebuild\` over ${int(Number(n.events))} events (exit ${exit.code}: ${exit.stdout.trim() || exit.stderr.trim().split('\n').pop()}) | ${rebuildSeconds.toFixed(1)} s (its query alone ${querySeconds.toFixed(1)} s, ${report.drift.length} drifted) | – | wall time of the command, process start included |`);
+    rows.push(
+      `| ${target.name}: \`stockwire rebuild\` over ${int(Number(n.events))} events (exit ${exit.code}: ${exit.stdout.trim() || exit.stderr.trim().split('\n').pop()}) | ${rebuildSeconds.toFixed(1)} s (its query alone ${querySeconds.toFixed(1)} s, ${report.drift.length} drifted) | – | wall time of the command, process start included |`,
+    );
     await endPool();
 
     progress(`scale ${on}: central start-up with every stock topic republished`);
-    await writeFleetDevices(path.join(dir, 'devices.json'), [{ id: 'display-scale', warehouse: 'S1', kind: 'display', password: PASSWORD }]);
+    await writeFleetDevices(path.join(dir, 'devices.json'), [
+      { id: 'display-scale', warehouse: 'S1', kind: 'display', password: PASSWORD },
+    ]);
     const t3 = performance.now();
     central = await startStockwire(
-      ['central', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', path.join(dir, 'devices.json'), '--data-dir', dir, '--log-level', 'info'],
+      [
+        'central',
+        '--mqtt-port',
+        '0',
+        '--ws-port',
+        '0',
+        '--http-port',
+        '0',
+        '--host',
+        '127.0.0.1',
+        '--devices-file',
+        path.join(dir, 'devices.json'),
+        '--data-dir',
+        dir,
+        '--log-level',
+        'info',
+      ],
       { DATABASE_URL: db.url },
       300_000,
       PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : [],
@@ -144,7 +203,14 @@ async function ledgerAtScale(target: DbTarget, figures: Figures): Promise<string
     );
 
     progress(`scale ${on}: a new display subscribes to stock/#`);
-    const display = new LeanClient({ host: '127.0.0.1', port: central.ports.mqtt as number, clientId: 'display-scale', username: 'display-scale', password: PASSWORD, keepalive: 0 });
+    const display = new LeanClient({
+      host: '127.0.0.1',
+      port: central.ports.mqtt as number,
+      clientId: 'display-scale',
+      username: 'display-scale',
+      password: PASSWORD,
+      keepalive: 0,
+    });
     const closeDisplay = onCleanup(() => display.end());
     await display.connect();
     let received = 0;
@@ -157,10 +223,14 @@ async function ledgerAtScale(target: DbTarget, figures: Figures): Promise<string
     await display.subscribe('stock/#', 1);
     const timedOut = await Promise.race([all.then(() => false), sleep(120_000).then(() => true)]);
     const displaySeconds = (performance.now() - t4) / 1000;
-    rows.push(`| ${target.name}: a new display subscribing \`stock/#\` at central receives every retained topic | ${timedOut ? `only ${int(received)} of ${int(skuCount)} in` : ''} ${displaySeconds.toFixed(1)} s | – | ${int(received)} messages, QoS 1 |`);
+    rows.push(
+      `| ${target.name}: a new display subscribing \`stock/#\` at central receives every retained topic | ${timedOut ? `only ${int(received)} of ${int(skuCount)} in` : ''} ${displaySeconds.toFixed(1)} s | – | ${int(received)} messages, QoS 1 |`,
+    );
     await closeDisplay();
     const rssAfter = await rssMiB(central.child.pid as number);
-    rows.push(`| ${target.name}: central RSS with ${int(skuCount)} skus retained | ${rssReady.toFixed(0)} MiB after the republish, ${rssAfter.toFixed(0)} MiB after the display | – | /proc/PID/status VmRSS |`);
+    rows.push(
+      `| ${target.name}: central RSS with ${int(skuCount)} skus retained | ${rssReady.toFixed(0)} MiB after the republish, ${rssAfter.toFixed(0)} MiB after the display | – | /proc/PID/status VmRSS |`,
+    );
 
     progress(`scale ${on}: history queries`);
     const http = central.ports.http as number;
@@ -175,7 +245,9 @@ async function ledgerAtScale(target: DbTarget, figures: Figures): Promise<string
       let events = 0;
       for (let i = 0; i < 5; i++) {
         const t = performance.now();
-        const res = await fetch(`http://127.0.0.1:${http}/v1/stock/${sku}/history?from=${from.toISOString()}&to=${to.toISOString()}&bucket=${bucket}`);
+        const res = await fetch(
+          `http://127.0.0.1:${http}/v1/stock/${sku}/history?from=${from.toISOString()}&to=${to.toISOString()}&bucket=${bucket}`,
+        );
         const body = (await res.json()) as { movements?: { events: number }[] };
         times.push(performance.now() - t);
         if (!res.ok) throw new Error(`history of ${sku}: HTTP ${res.status} ${JSON.stringify(body)}`);
@@ -183,11 +255,18 @@ async function ledgerAtScale(target: DbTarget, figures: Figures): Promise<string
       }
       const first = times[0] as number;
       times.sort((a, b) => a - b);
-      figures.set(`history of ${sku} over ${DAYS} days, bucket ${bucket}, HTTP median`, { value: times[2] as number, unit: 'ms' });
-      rows.push(`| ${target.name}: history of ${sku} over ${DAYS} days, bucket ${bucket}, over HTTP (${int(events)} events) | first ${first.toFixed(0)} ms, median of 5 ${(times[2] as number).toFixed(0)} ms | – | 5 requests in a row |`);
+      figures.set(`history of ${sku} over ${DAYS} days, bucket ${bucket}, HTTP median`, {
+        value: times[2] as number,
+        unit: 'ms',
+      });
+      rows.push(
+        `| ${target.name}: history of ${sku} over ${DAYS} days, bucket ${bucket}, over HTTP (${int(events)} events) | first ${first.toFixed(0)} ms, median of 5 ${(times[2] as number).toFixed(0)} ms | – | 5 requests in a row |`,
+      );
     }
     await stopCentral();
-    if (PROFILE_DIR) for (const file of profiles(PROFILE_DIR).slice(-1)) progress(`profile of central (start-up republish): ${file}\n${hotFunctions(file, 30).join('\n')}`);
+    if (PROFILE_DIR)
+      for (const file of profiles(PROFILE_DIR).slice(-1))
+        progress(`profile of central (start-up republish): ${file}\n${hotFunctions(file, 30).join('\n')}`);
   } finally {
     await stopCentral();
     await dropDb();
@@ -211,7 +290,9 @@ async function load(pool: ReturnType<typeof createPool>): Promise<void> {
            FROM generate_series(0, $1 - 1) i) e`,
     [EVENTS, WAREHOUSES, SKUS, DAYS],
   );
-  await pool.query(`INSERT INTO inbox (wh, device, id, sku, decided_at) SELECT wh, device, id, sku, committed_at FROM events`);
+  await pool.query(
+    `INSERT INTO inbox (wh, device, id, sku, decided_at) SELECT wh, device, id, sku, committed_at FROM events`,
+  );
   await pool.query(
     `INSERT INTO stock (wh, sku, on_hand, reserved, version, updated_at)
      SELECT w.wh, s.sku, COALESCE(e.on_hand, 0), 0, 1 + COALESCE(e.n, 0), now()
@@ -220,7 +301,9 @@ async function load(pool: ReturnType<typeof createPool>): Promise<void> {
      LEFT JOIN (SELECT wh, sku, sum(delta) AS on_hand, count(*) AS n FROM events GROUP BY wh, sku) e ON e.wh = w.wh AND e.sku = s.sku`,
     [SKUS, WAREHOUSES],
   );
-  await pool.query(`INSERT INTO sku_versions (sku, version, updated_at) SELECT sku, sum(version), now() FROM stock GROUP BY sku`);
+  await pool.query(
+    `INSERT INTO sku_versions (sku, version, updated_at) SELECT sku, sum(version), now() FROM stock GROUP BY sku`,
+  );
   await pool.query('ANALYZE');
 }
 
@@ -232,7 +315,11 @@ function parseLog(line: string): { msg?: string; ms?: number; skus?: number; row
   }
 }
 
-function run(command: string, args: string[], extraEnv: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  command: string,
+  args: string[],
+  extraEnv: Record<string, string>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env: { ...process.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -249,7 +336,9 @@ async function devicesAtScale(): Promise<string[]> {
   const rows: string[] = [];
   const limit = Number((await run('sh', ['-c', 'ulimit -n'], {})).stdout.trim());
   if (Number.isFinite(limit) && limit < DEVICES + 1_000) {
-    throw new Error(`scale: ${DEVICES} connections need more file descriptors than ulimit -n allows (${limit}); raise it (ulimit -n ${DEVICES + 1_000}) or set BENCH_SCALE_DEVICES`);
+    throw new Error(
+      `scale: ${DEVICES} connections need more file descriptors than ulimit -n allows (${limit}); raise it (ulimit -n ${DEVICES + 1_000}) or set BENCH_SCALE_DEVICES`,
+    );
   }
   const wh = 'SCALE';
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-scale-edge-'));
@@ -258,15 +347,44 @@ async function devicesAtScale(): Promise<string[]> {
   const stopEdge = onCleanup(() => stopProcess(edge));
   let fleet: Fleet | null = null;
   const closeFleet = onCleanup(() => fleet?.close());
-  const devices = Array.from({ length: DEVICES }, (_, i) => ({ id: `sc-${i}`, warehouse: wh, kind: 'scanner' as const, password: PASSWORD }));
+  const devices = Array.from({ length: DEVICES }, (_, i) => ({
+    id: `sc-${i}`,
+    warehouse: wh,
+    kind: 'scanner' as const,
+    password: PASSWORD,
+  }));
   try {
     await writeFleetDevices(path.join(dir, 'devices.json'), devices);
     const nowhere = await freePort(); // central is unreachable: the edge only accepts
-    edge = await startStockwire(['edge', '--warehouse', wh, '--devices-file', path.join(dir, 'devices.json'), '--data-dir', path.join(dir, 'edge'), '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--central-url', `mqtt://127.0.0.1:${nowhere}`, '--log-level', 'warn', '--address-connect-limit', '1000000']); // every device connects from 127.0.0.1
+    edge = await startStockwire([
+      'edge',
+      '--warehouse',
+      wh,
+      '--devices-file',
+      path.join(dir, 'devices.json'),
+      '--data-dir',
+      path.join(dir, 'edge'),
+      '--mqtt-port',
+      '0',
+      '--ws-port',
+      '0',
+      '--http-port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--central-url',
+      `mqtt://127.0.0.1:${nowhere}`,
+      '--log-level',
+      'warn',
+      '--address-connect-limit',
+      '1000000',
+    ]); // every device connects from 127.0.0.1
     const port = edge.ports.mqtt as number;
     fleet = new Fleet(devices.map((d) => ({ wh, id: d.id, host: '127.0.0.1', port, password: PASSWORD })));
     const rssIdle = await rssMiB(edge.child.pid as number);
-    progress(`scale: connecting ${int(DEVICES)} devices to one edge, ${CONNECT_CONCURRENCY} at a time (a scrypt check of ~50 ms CPU each)`);
+    progress(
+      `scale: connecting ${int(DEVICES)} devices to one edge, ${CONNECT_CONCURRENCY} at a time (a scrypt check of ~50 ms CPU each)`,
+    );
     let shown = 0;
     const connectSeconds = await fleet.connect({
       concurrency: CONNECT_CONCURRENCY,
@@ -276,13 +394,27 @@ async function devicesAtScale(): Promise<string[]> {
       },
     });
     const rssConnected = await rssMiB(edge.child.pid as number);
-    rows.push(`| ${int(DEVICES)} devices connecting to one edge (scrypt password check each, ${CONNECT_CONCURRENCY} at a time; \`--address-connect-limit\` raised, all come from 127.0.0.1) | ${connectSeconds.toFixed(1)} s, ${int(DEVICES / connectSeconds)} connections/s | – | each device also subscribes to its ack topic |`);
+    rows.push(
+      `| ${int(DEVICES)} devices connecting to one edge (scrypt password check each, ${CONNECT_CONCURRENCY} at a time; \`--address-connect-limit\` raised, all come from 127.0.0.1) | ${connectSeconds.toFixed(1)} s, ${int(DEVICES / connectSeconds)} connections/s | – | each device also subscribes to its ack topic |`,
+    );
     progress(`scale: ${int(DEVICES * DEVICE_EVENTS)} events, ${DEVICE_EVENTS} from each device`);
-    const r = await fleet.run({ events: DEVICES * DEVICE_EVENTS, window: DEVICE_EVENTS, rate: 0, until: 'puback', skus: 1000, prefix: 'scale', stallMs: 60_000 });
+    const r = await fleet.run({
+      events: DEVICES * DEVICE_EVENTS,
+      window: DEVICE_EVENTS,
+      rate: 0,
+      until: 'puback',
+      skus: 1000,
+      prefix: 'scale',
+      stallMs: 60_000,
+    });
     const rssAfter = await rssMiB(edge.child.pid as number);
-    rows.push(`| accept rate with ${int(DEVICES)} devices connected (PUBACK after the outbox fsync) | ${int(r.perSecond)} events/s | – | ${int(r.events)} in ${r.seconds.toFixed(1)} s; PUBACK p50 / p99 / max ${r.puback.p50.toFixed(0)} / ${r.puback.p99.toFixed(0)} / ${r.puback.max.toFixed(0)} ms |`);
+    rows.push(
+      `| accept rate with ${int(DEVICES)} devices connected (PUBACK after the outbox fsync) | ${int(r.perSecond)} events/s | – | ${int(r.events)} in ${r.seconds.toFixed(1)} s; PUBACK p50 / p99 / max ${r.puback.p50.toFixed(0)} / ${r.puback.p99.toFixed(0)} / ${r.puback.max.toFixed(0)} ms |`,
+    );
     const worst = Math.max(rssConnected, rssAfter);
-    rows.push(`| edge RSS with ${int(DEVICES)} devices connected (idle before: ${rssIdle.toFixed(0)} MiB) | ${rssConnected.toFixed(0)} MiB connected, ${rssAfter.toFixed(0)} MiB after their events | < 1 GB (953 MiB): ${verdict(worst < 953.7)} | /proc/PID/status VmRSS |`);
+    rows.push(
+      `| edge RSS with ${int(DEVICES)} devices connected (idle before: ${rssIdle.toFixed(0)} MiB) | ${rssConnected.toFixed(0)} MiB connected, ${rssAfter.toFixed(0)} MiB after their events | < 1 GB (953 MiB): ${verdict(worst < 953.7)} | /proc/PID/status VmRSS |`,
+    );
   } finally {
     await closeFleet();
     await stopEdge();

@@ -25,18 +25,31 @@ export interface DbTarget {
 // The shared script that starts the machine's TimescaleDB (idempotent; prints its admin URL).
 export const TIMESCALE_START = path.resolve(path.dirname(RESULTS), '../../shared/timescaledb/start');
 const START_TIMEOUT_MS = 180_000; // a first start lays out a private server tree and runs initdb
-const SETTINGS = ['shared_buffers', 'work_mem', 'max_wal_size', 'synchronous_commit', 'fsync', 'autovacuum', 'jit', 'max_parallel_workers_per_gather'];
+const SETTINGS = [
+  'shared_buffers',
+  'work_mem',
+  'max_wal_size',
+  'synchronous_commit',
+  'fsync',
+  'autovacuum',
+  'jit',
+  'max_parallel_workers_per_gather',
+];
 
 let cached: Promise<DbTarget[]> | undefined;
 
 /** The targets of this run, each checked: plain PostgreSQL must not offer TimescaleDB, and TimescaleDB must. */
 export function benchTargets(): Promise<DbTarget[]> {
   cached ??= (async () => {
-    const keys = (process.env.BENCH_DB_TARGETS ?? 'postgres,timescaledb').split(',').map((k) => k.trim()).filter(Boolean);
+    const keys = (process.env.BENCH_DB_TARGETS ?? 'postgres,timescaledb')
+      .split(',')
+      .map((k) => k.trim())
+      .filter(Boolean);
     const targets: DbTarget[] = [];
     for (const key of keys) {
       if (key === 'postgres') targets.push(await describe('postgres', ADMIN_URL));
-      else if (key === 'timescaledb') targets.push(await describe('timescaledb', process.env.TIMESCALE_URL ?? (await startTimescale())));
+      else if (key === 'timescaledb')
+        targets.push(await describe('timescaledb', process.env.TIMESCALE_URL ?? (await startTimescale())));
       else throw new Error(`BENCH_DB_TARGETS: unknown target ${key}; known: postgres, timescaledb`);
     }
     if (targets.length === 0) throw new Error('BENCH_DB_TARGETS names no target');
@@ -49,14 +62,17 @@ export function benchTargets(): Promise<DbTarget[]> {
 async function startTimescale(): Promise<string> {
   const help = `set TIMESCALE_URL to a TimescaleDB server, or BENCH_DB_TARGETS=postgres to run on plain PostgreSQL only`;
   if (!fs.existsSync(TIMESCALE_START)) throw new Error(`TimescaleDB: ${TIMESCALE_START} not found; ${help}`);
-  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-    execFile(TIMESCALE_START, [], { timeout: START_TIMEOUT_MS, encoding: 'utf8' }, (err, out, errOut) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout: out, stderr: errOut }),
-    ),
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
+    (resolve) =>
+      execFile(TIMESCALE_START, [], { timeout: START_TIMEOUT_MS, encoding: 'utf8' }, (err, out, errOut) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout: out, stderr: errOut }),
+      ),
   );
   const url = stdout.trim().split('\n').pop() ?? '';
   if (code !== 0 || !url.startsWith('postgres://')) {
-    throw new Error(`TimescaleDB: ${TIMESCALE_START} failed (exit ${code}); its stderr ends:\n${stderr.trim().split('\n').slice(-10).join('\n')}\n${help}`);
+    throw new Error(
+      `TimescaleDB: ${TIMESCALE_START} failed (exit ${code}); its stderr ends:\n${stderr.trim().split('\n').slice(-10).join('\n')}\n${help}`,
+    );
   }
   return url;
 }
@@ -66,7 +82,10 @@ async function describe(key: TargetKey, adminUrl: string): Promise<DbTarget> {
   try {
     await c.connect();
   } catch (err) {
-    const help = key === 'timescaledb' ? `; start it with ${TIMESCALE_START}, or unset TIMESCALE_URL to let the benchmark start it` : '';
+    const help =
+      key === 'timescaledb'
+        ? `; start it with ${TIMESCALE_START}, or unset TIMESCALE_URL to let the benchmark start it`
+        : '';
     throw new Error(`${key}: no server at ${adminUrl} (${(err as Error).message})${help}`);
   }
   try {
@@ -74,16 +93,32 @@ async function describe(key: TargetKey, adminUrl: string): Promise<DbTarget> {
       `SELECT current_setting('server_version') AS version, (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb') AS timescale`,
     );
     const { version, timescale } = rows[0] as { version: string; timescale: string | null };
-    const settings = await c.query<{ name: string; setting: string; unit: string | null }>(`SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1) ORDER BY name`, [SETTINGS]);
-    const described = settings.rows.map((s) => `${s.name}=${s.unit === '8kB' ? `${(Number(s.setting) * 8) / 1024}MB` : `${s.setting}${s.unit ?? ''}`}`).join(', ');
+    const settings = await c.query<{ name: string; setting: string; unit: string | null }>(
+      `SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1) ORDER BY name`,
+      [SETTINGS],
+    );
+    const described = settings.rows
+      .map(
+        (s) => `${s.name}=${s.unit === '8kB' ? `${(Number(s.setting) * 8) / 1024}MB` : `${s.setting}${s.unit ?? ''}`}`,
+      )
+      .join(', ');
     const pgVersion = version.split(' ')[0] as string;
     if (key === 'postgres') {
       // migrate() turns TimescaleDB on wherever it is installable: then "plain" would not be plain.
-      if (timescale !== null) throw new Error(`postgres: ${adminUrl} offers TimescaleDB ${timescale}; the plain target needs a server without it`);
+      if (timescale !== null)
+        throw new Error(
+          `postgres: ${adminUrl} offers TimescaleDB ${timescale}; the plain target needs a server without it`,
+        );
       return { key, name: 'PostgreSQL', label: `PostgreSQL ${pgVersion}`, adminUrl, settings: described };
     }
     if (timescale === null) throw new Error(`timescaledb: ${adminUrl} does not offer the timescaledb extension`);
-    return { key, name: 'TimescaleDB', label: `TimescaleDB ${timescale} (PostgreSQL ${pgVersion})`, adminUrl, settings: described };
+    return {
+      key,
+      name: 'TimescaleDB',
+      label: `TimescaleDB ${timescale} (PostgreSQL ${pgVersion})`,
+      adminUrl,
+      settings: described,
+    };
   } finally {
     await c.end();
   }
@@ -96,7 +131,8 @@ export function createTargetDatabase(target: DbTarget, label: string): Promise<T
 
 /** Throws when migrate() did not take the path the target stands for. */
 export function expectSchema(target: DbTarget, result: MigrateResult): void {
-  if (result.timescale !== (target.key === 'timescaledb')) throw new Error(`${target.name}: migrate() ran the ${result.timescale ? 'TimescaleDB' : 'plain PostgreSQL'} path`);
+  if (result.timescale !== (target.key === 'timescaledb'))
+    throw new Error(`${target.name}: migrate() ran the ${result.timescale ? 'TimescaleDB' : 'plain PostgreSQL'} path`);
 }
 
 /**
@@ -104,14 +140,19 @@ export function expectSchema(target: DbTarget, result: MigrateResult): void {
  * nothing compresses or refreshes behind a measurement; the benchmark does it itself, at a known moment.
  */
 export async function pauseTimescaleJobs(pool: pg.Pool): Promise<number> {
-  const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM timescaledb_information.jobs j, LATERAL alter_job(j.job_id, scheduled => false) WHERE j.job_id >= 1000`);
+  const { rows } = await pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM timescaledb_information.jobs j, LATERAL alter_job(j.job_id, scheduled => false) WHERE j.job_id >= 1000`,
+  );
   return rows[0]?.n ?? 0;
 }
 
 /** Compresses every chunk of `events` that ends before `before`, as the compression policy would have. */
 export async function compressEventsBefore(pool: pg.Pool, before: Date): Promise<{ chunks: number; seconds: number }> {
   const t0 = performance.now();
-  const { rows } = await pool.query<{ n: number }>(`SELECT count(compress_chunk(c, if_not_compressed => true))::int AS n FROM show_chunks('events', older_than => $1::timestamptz) c`, [before.toISOString()]);
+  const { rows } = await pool.query<{ n: number }>(
+    `SELECT count(compress_chunk(c, if_not_compressed => true))::int AS n FROM show_chunks('events', older_than => $1::timestamptz) c`,
+    [before.toISOString()],
+  );
   return { chunks: rows[0]?.n ?? 0, seconds: (performance.now() - t0) / 1000 };
 }
 
@@ -127,17 +168,26 @@ export async function eventsSize(pool: pg.Pool, target: DbTarget): Promise<Event
     const { rows } = await pool.query<{ total: number }>(`SELECT pg_total_relation_size('events')::bigint AS total`);
     return { total: rows[0]?.total ?? NaN };
   }
-  const { rows } = await pool.query<{ total: number; chunks: number | null; before: number | null; after: number | null }>(
+  const { rows } = await pool.query<{
+    total: number;
+    chunks: number | null;
+    before: number | null;
+    after: number | null;
+  }>(
     `SELECT hypertable_size('events')::bigint AS total, s.number_compressed_chunks::bigint AS chunks,
             s.before_compression_total_bytes::bigint AS before, s.after_compression_total_bytes::bigint AS after
      FROM (SELECT) one LEFT JOIN hypertable_compression_stats('events') s ON true`,
   );
   const r = rows[0];
   if (!r) return { total: NaN };
-  return { total: r.total, ...(r.chunks ? { compression: { chunks: r.chunks, before: r.before ?? NaN, after: r.after ?? NaN } } : {}) };
+  return {
+    total: r.total,
+    ...(r.chunks ? { compression: { chunks: r.chunks, before: r.before ?? NaN, after: r.after ?? NaN } } : {}),
+  };
 }
 
-export const mib = (bytes: number): string => `${(bytes / 2 ** 20).toLocaleString('en', { maximumFractionDigits: 0 })} MiB`;
+export const mib = (bytes: number): string =>
+  `${(bytes / 2 ** 20).toLocaleString('en', { maximumFractionDigits: 0 })} MiB`;
 
 /** "93%" — b as a share of a; "–" when either is missing. */
 export function ratio(a: number, b: number): string {
@@ -148,7 +198,9 @@ export function ratio(a: number, b: number): string {
 export function describeTargets(targets: DbTarget[]): string[] {
   const lines = targets.map((t) => `- ${t.name}: ${t.label} at ${new URL(t.adminUrl).host}; ${t.settings}`);
   const sets = targets.map((t) => new Set(t.settings.split(', ')));
-  const differ = [...new Set(targets.flatMap((t) => t.settings.split(', ')))].filter((s) => !sets.every((set) => set.has(s))).map((s) => s.split('=')[0]);
+  const differ = [...new Set(targets.flatMap((t) => t.settings.split(', ')))]
+    .filter((s) => !sets.every((set) => set.has(s)))
+    .map((s) => s.split('=')[0]);
   if (differ.length > 0) lines.push(`- the servers' settings differ in: ${[...new Set(differ)].join(', ')}`);
   return lines;
 }

@@ -67,7 +67,16 @@ export function subscribeGrants(device: Device, role: BrokerRole): string[] {
         : ['wh/+/stock/#', 'wh/+/shelf/#', 'wh/+/status', 'stock/#', 'alerts/#'];
     case 'gateway':
       // alerts/{own wh}/#: the edge mirrors its warehouse's alerts for its displays (a read-only extension of CONTRACT 5)
-      return role === 'central' ? [`wh/${wh}/dev/+/ack`, `wh/${wh}/stock/#`, `wh/${wh}/shelf/#`, 'stock/#', `alerts/${wh}/#`, `${topics.response(device.id)}/#`] : [];
+      return role === 'central'
+        ? [
+            `wh/${wh}/dev/+/ack`,
+            `wh/${wh}/stock/#`,
+            `wh/${wh}/shelf/#`,
+            'stock/#',
+            `alerts/${wh}/#`,
+            `${topics.response(device.id)}/#`,
+          ]
+        : [];
     case 'processor':
       return role === 'central' ? ['#'] : [];
   }

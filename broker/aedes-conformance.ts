@@ -68,7 +68,11 @@ function fixRedelivery(persistence: Persistence): void {
           // A queued packet gets its messageId when aedes first tries to send it (outgoingUpdate): with one, this is
           // a resend [MQTT-3.3.1-1]; without, the first delivery of a message queued while the client was away.
           // Every queued message came through a subscription, so RETAIN=0 [MQTT-3.3.1-9]. A copy: the store keeps its own.
-          next(null, { ...packet, dup: packet.messageId !== undefined && packet.messageId !== null ? true : packet.dup === true, retain: false });
+          next(null, {
+            ...packet,
+            dup: packet.messageId !== undefined && packet.messageId !== null ? true : packet.dup === true,
+            retain: false,
+          });
         },
       }),
       noop, // an error reaches the reader: pipeline destroys the last stream with it
@@ -144,7 +148,12 @@ function orderRetained(aedes: Aedes, persistence: Persistence): void {
     const forwarded = authorizeForward.call(aedes, client, packet);
     // A live message (a resend from the session queue has its messageId already, and is older than any live one).
     const watch = watches.get(client);
-    if (forwarded && watch !== undefined && watch.streams > 0 && (packet as AedesPublishPacket & { messageId?: number }).messageId === undefined) {
+    if (
+      forwarded &&
+      watch !== undefined &&
+      watch.streams > 0 &&
+      (packet as AedesPublishPacket & { messageId?: number }).messageId === undefined
+    ) {
       watch.live.set(packet.topic, { seq: ++seq, payload: packet.payload });
     }
     return forwarded;

@@ -4,13 +4,27 @@ import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'pino';
-import { EVENT_FILTER, MAX_EVENT_BYTES, MAX_TOPIC_LEVELS, isIdent, isRetainedTopic, topicMatches } from '../protocol/index.js';
+import {
+  EVENT_FILTER,
+  MAX_EVENT_BYTES,
+  MAX_TOPIC_LEVELS,
+  isIdent,
+  isRetainedTopic,
+  topicMatches,
+} from '../protocol/index.js';
 import { mayConnect, mayPublish, maySubscribe, type BrokerRole } from './acl.js';
 import { conformAedes } from './aedes-conformance.js';
 import { hashPassword, verifyPassword, type Device, type DeviceKind, type DeviceRegistry } from './devices.js';
 import { guardFrameSize, PUBLISH_PACKET_TYPE } from './frame-guard.js';
 import { ConnectLimiter, DEFAULT_DEVICE_LIMITS, limitProblems, type DeviceLimits } from './limits.js';
-import { listenTcp, listenTls, listenWebSocket, type Listener, type TlsListener, type TlsListenerOptions } from './listeners.js';
+import {
+  listenTcp,
+  listenTls,
+  listenWebSocket,
+  type Listener,
+  type TlsListener,
+  type TlsListenerOptions,
+} from './listeners.js';
 import { LoginQueue } from './login-queue.js';
 import { createBrokerMetrics, type BrokerMetrics, type ConnectionRefusal, type PublishRefusal } from './metrics.js';
 import { Connection, PublishLimiter } from './publish-limiter.js';
@@ -64,7 +78,10 @@ export class StockwireBroker {
   private readonly authed = new WeakMap<Client, Device>();
   private readonly ready = new Set<Client>();
   private readonly decisionsInFlight = new Set<Promise<void>>();
-  private readonly links = new WeakMap<Client, { connection: Connection; address: string | undefined; certificate: string | null }>();
+  private readonly links = new WeakMap<
+    Client,
+    { connection: Connection; address: string | undefined; certificate: string | null }
+  >();
   private readonly connections = new Set<Connection>();
   private readonly attempts: ConnectLimiter;
   private readonly limiter: PublishLimiter;
@@ -80,14 +97,25 @@ export class StockwireBroker {
 
   constructor(options: BrokerOptions) {
     const problems: string[] = [];
-    if (options.role !== 'edge' && options.role !== 'central') problems.push(`role: must be edge or central (got ${String(options.role)})`);
-    if (options.role === 'edge' && !isIdent(options.edgeWarehouse)) problems.push('edgeWarehouse: an edge broker needs the identifier of its warehouse');
+    if (options.role !== 'edge' && options.role !== 'central')
+      problems.push(`role: must be edge or central (got ${String(options.role)})`);
+    if (options.role === 'edge' && !isIdent(options.edgeWarehouse))
+      problems.push('edgeWarehouse: an edge broker needs the identifier of its warehouse');
     const maxPayloadBytes = options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
-    if (!Number.isInteger(maxPayloadBytes) || maxPayloadBytes <= MAX_EVENT_BYTES || maxPayloadBytes > MAX_PAYLOAD_CEILING_BYTES) {
-      problems.push(`maxPayloadBytes: must be an integer above the ${MAX_EVENT_BYTES}-byte event limit and at most ${MAX_PAYLOAD_CEILING_BYTES}`);
+    if (
+      !Number.isInteger(maxPayloadBytes) ||
+      maxPayloadBytes <= MAX_EVENT_BYTES ||
+      maxPayloadBytes > MAX_PAYLOAD_CEILING_BYTES
+    ) {
+      problems.push(
+        `maxPayloadBytes: must be an integer above the ${MAX_EVENT_BYTES}-byte event limit and at most ${MAX_PAYLOAD_CEILING_BYTES}`,
+      );
     }
     // a limit given as undefined takes its default, like one not given
-    const limits: DeviceLimits = { ...DEFAULT_DEVICE_LIMITS, ...Object.fromEntries(Object.entries(options.limits ?? {}).filter(([, v]) => v !== undefined)) };
+    const limits: DeviceLimits = {
+      ...DEFAULT_DEVICE_LIMITS,
+      ...Object.fromEntries(Object.entries(options.limits ?? {}).filter(([, v]) => v !== undefined)),
+    };
     problems.push(...limitProblems(limits));
     if (problems.length > 0) throw new Error(`invalid broker options:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
 
@@ -96,7 +124,11 @@ export class StockwireBroker {
     this.edgeWarehouse = options.role === 'edge' ? options.edgeWarehouse : undefined;
     this.maxPayloadBytes = maxPayloadBytes;
     this.devices = options.devices;
-    this.log = options.log.child({ component: 'broker', role: options.role, ...(this.edgeWarehouse ? { wh: this.edgeWarehouse } : {}) });
+    this.log = options.log.child({
+      component: 'broker',
+      role: options.role,
+      ...(this.edgeWarehouse ? { wh: this.edgeWarehouse } : {}),
+    });
     this.metrics = createBrokerMetrics(options.registry);
     this.limits = limits;
     this.attempts = new ConnectLimiter(limits);
@@ -112,7 +144,9 @@ export class StockwireBroker {
       persistence: options.persistence,
       mq: options.mq,
       authenticate: (client, username, password, done) => {
-        void this.authenticate(client, username, password).then((refusal) => (refusal === null ? done(null, true) : done(refusal, false)));
+        void this.authenticate(client, username, password).then((refusal) =>
+          refusal === null ? done(null, true) : done(refusal, false),
+        );
       },
       authorizePublish: (client, packet, done) => {
         // Tracked until aedes has the decision, so stop() lets the PUBACK of a hook in flight go out.
@@ -138,7 +172,8 @@ export class StockwireBroker {
     this.aedes.on('unsubscribe', (filters, client) => this.sessions.unsubscribed(client, filters));
     this.aedes.on('clientError', (client, err) => {
       // aedes's own bound on one connection's QoS 2 publishes awaiting PUBREL (set to DEVICE_MAX_QOS2_INFLIGHT)
-      if (err.message.startsWith('maxInflightInbound exceeded')) return this.sessions.qos2Refused(client.id ?? '', 'qos2_inflight', this.authed.get(client)?.kind);
+      if (err.message.startsWith('maxInflightInbound exceeded'))
+        return this.sessions.qos2Refused(client.id ?? '', 'qos2_inflight', this.authed.get(client)?.kind);
       this.log.debug({ clientId: client.id, err: err.message }, 'client error');
     });
     this.aedes.on('connectionError', (_client, err) => this.log.debug({ err: err.message }, 'connection error'));
@@ -171,7 +206,12 @@ export class StockwireBroker {
     conformAedes(this.aedes); // DUP and RETAIN of resends, retained values after newer live ones (aedes-conformance.ts)
     this.removeStateSource = this.metrics.addStateSource(() => {
       const { sessions, messages, bytes } = this.sessions.state;
-      return { persistentSessions: sessions, queuedMessages: messages, sessionBytes: bytes, loginWaiting: this.logins.waiting };
+      return {
+        persistentSessions: sessions,
+        queuedMessages: messages,
+        sessionBytes: bytes,
+        loginWaiting: this.logins.waiting,
+      };
     });
     const frameLimit = this.maxPayloadBytes + FRAME_OVERHEAD_BYTES;
     const accept = (stream: Duplex, req?: IncomingMessage): void => {
@@ -184,8 +224,14 @@ export class StockwireBroker {
         this.connections.delete(connection);
         this.sessions.offline(client);
       });
-      this.links.set(client, { connection, address: (stream as { remoteAddress?: string }).remoteAddress ?? req?.socket.remoteAddress, certificate: certificateName(stream) });
-      guardFrameSize(stream, frameLimit, (packetType, lengthBytes) => this.onOversizeFrame(client, packetType, lengthBytes));
+      this.links.set(client, {
+        connection,
+        address: (stream as { remoteAddress?: string }).remoteAddress ?? req?.socket.remoteAddress,
+        certificate: certificateName(stream),
+      });
+      guardFrameSize(stream, frameLimit, (packetType, lengthBytes) =>
+        this.onOversizeFrame(client, packetType, lengthBytes),
+      );
     };
     try {
       const ports: BrokerPorts = { mqtt: 0 };
@@ -201,7 +247,16 @@ export class StockwireBroker {
       if (this.options.tls !== undefined) {
         const tls = await listenTls(this.options.tls, host, accept, (r) => {
           this.metrics.connectionRefusals.inc({ reason: 'tls' });
-          this.log.warn({ remote: r.remote, stage: r.stage, code: r.code, ...(r.subject !== undefined && { subject: clip(r.subject) }), reason: r.message }, 'TLS client refused');
+          this.log.warn(
+            {
+              remote: r.remote,
+              stage: r.stage,
+              code: r.code,
+              ...(r.subject !== undefined && { subject: clip(r.subject) }),
+              reason: r.message,
+            },
+            'TLS client refused',
+          );
         });
         this.listeners.push(tls);
         this.tlsListener = tls;
@@ -243,19 +298,28 @@ export class StockwireBroker {
     await new Promise((resolve) => setImmediate(resolve));
   }
 
-  private refuseConnection(reason: ConnectionRefusal, returnCode: number, fields: Record<string, unknown>): AuthenticateError {
+  private refuseConnection(
+    reason: ConnectionRefusal,
+    returnCode: number,
+    fields: Record<string, unknown>,
+  ): AuthenticateError {
     this.metrics.connectionRefusals.inc({ reason });
     this.log.warn({ ...fields, reason }, 'connection refused');
     return Object.assign(new Error(`connection refused: ${reason}`), { returnCode }) as AuthenticateError;
   }
 
   /** Resolves null when the client may connect, else the refusal to hand to aedes. Never rejects. */
-  private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<AuthenticateError | null> {
+  private async authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+  ): Promise<AuthenticateError | null> {
     const clientId = clip(client.id ?? '');
     try {
       const link = this.links.get(client);
       const address = link?.address;
-      if (username === undefined || username === '') return this.refuseConnection('anonymous', RC_NOT_AUTHORIZED, { clientId });
+      if (username === undefined || username === '')
+        return this.refuseConnection('anonymous', RC_NOT_AUTHORIZED, { clientId });
       const fields = { username: clip(username), clientId };
       const device = this.devices.get(username);
       // No password check can succeed: answer without one, so a flood of made-up usernames costs no scrypt and none
@@ -263,13 +327,23 @@ export class StockwireBroker {
       // known username from an unknown one.
       if (device === undefined || password === undefined) {
         await new Promise((resolve) => setTimeout(resolve, this.checkMs));
-        return this.refuseConnection(device === undefined ? 'unknown_user' : 'bad_password', RC_BAD_CREDENTIALS, fields);
+        return this.refuseConnection(
+          device === undefined ? 'unknown_user' : 'bad_password',
+          RC_BAD_CREDENTIALS,
+          fields,
+        );
       }
       // Before scrypt: a client retrying in a tight loop must not cost the broker 50 ms of CPU each time.
       const attempt = this.attempts.check(client.id ?? '', address, Date.now());
-      if (attempt.refusal !== null) return this.refuseConnection(attempt.refusal, RC_SERVER_UNAVAILABLE, { clientId, address });
+      if (attempt.refusal !== null)
+        return this.refuseConnection(attempt.refusal, RC_SERVER_UNAVAILABLE, { clientId, address });
       const lane = attempt.knownGood ? 'priority' : 'address';
-      const check = this.logins.run(lane, address ?? '', () => verifyPassword(password, device.passwordHash), () => link?.connection.closed === true);
+      const check = this.logins.run(
+        lane,
+        address ?? '',
+        () => verifyPassword(password, device.passwordHash),
+        () => link?.connection.closed === true,
+      );
       // A full queue costs nothing: the attempt is not counted, the device retries.
       if (check === null) return this.refuseConnection('login_busy', RC_SERVER_UNAVAILABLE, { ...fields, address });
       attempt.admit();
@@ -279,7 +353,11 @@ export class StockwireBroker {
       this.metrics.loginChecks.inc({ lane, result: verified ? 'ok' : 'failed' });
       if (!verified) return this.refuseConnection('bad_password', RC_BAD_CREDENTIALS, fields);
       if (!mayConnect(device, this.role, this.edgeWarehouse)) {
-        return this.refuseConnection('kind_not_allowed', RC_NOT_AUTHORIZED, { ...fields, kind: device.kind, warehouse: device.warehouse });
+        return this.refuseConnection('kind_not_allowed', RC_NOT_AUTHORIZED, {
+          ...fields,
+          kind: device.kind,
+          warehouse: device.warehouse,
+        });
       }
       // A client certificate (mutual TLS) names its device: its CN must be the username, so a certificate
       // issued to one device cannot carry another's stolen password.
@@ -292,7 +370,11 @@ export class StockwireBroker {
         return this.refuseConnection('client_id', RC_IDENTIFIER_REJECTED, fields);
       }
       this.attempts.authenticated(client.id ?? '', address);
-      if (!this.sessions.admit(client, device)) return this.refuseConnection('sessions_device', RC_SERVER_UNAVAILABLE, { ...fields, sessions: this.sessions.sessionsOf(device.id) });
+      if (!this.sessions.admit(client, device))
+        return this.refuseConnection('sessions_device', RC_SERVER_UNAVAILABLE, {
+          ...fields,
+          sessions: this.sessions.sessionsOf(device.id),
+        });
       this.authed.set(client, device);
       return null;
     } catch (err) {
@@ -308,13 +390,28 @@ export class StockwireBroker {
     const willClientId = (packet as { clientId?: unknown }).clientId;
     const isWill = client === null || packet === (client as unknown as { will?: unknown }).will;
     const device =
-      client !== null ? this.authed.get(client) : typeof willClientId === 'string' ? this.devices.ownerOfClientId(willClientId) : undefined;
+      client !== null
+        ? this.authed.get(client)
+        : typeof willClientId === 'string'
+          ? this.devices.ownerOfClientId(willClientId)
+          : undefined;
     const clientId = client?.id ?? (typeof willClientId === 'string' ? willClientId : '');
     const kind: DeviceKind | 'unknown' = device?.kind ?? 'unknown';
     const refuse = (reason: PublishRefusal, extra: Record<string, unknown> = {}): PublishRefused => {
       this.metrics.publishRefusals.inc({ reason, kind });
       // One device disconnected for its rate can leave thousands of held publishes behind: those are not warnings.
-      this.log[reason === 'closed' ? 'debug' : 'warn']({ clientId: clip(clientId), device: device?.id, kind, topic: clip(packet.topic), will: isWill, reason, ...extra }, 'publish refused');
+      this.log[reason === 'closed' ? 'debug' : 'warn'](
+        {
+          clientId: clip(clientId),
+          device: device?.id,
+          kind,
+          topic: clip(packet.topic),
+          will: isWill,
+          reason,
+          ...extra,
+        },
+        'publish refused',
+      );
       return new PublishRefused(reason);
     };
 
@@ -336,7 +433,10 @@ export class StockwireBroker {
     }
     if (isWill) {
       // A lost link is worth a line: displays learn of it from this message.
-      this.log.info({ clientId: clip(clientId), device: device.id, kind, topic: clip(packet.topic) }, 'will authorised, publishing');
+      this.log.info(
+        { clientId: clip(clientId), device: device.id, kind, topic: clip(packet.topic) },
+        'will authorised, publishing',
+      );
       return null;
     }
 
@@ -347,7 +447,11 @@ export class StockwireBroker {
     if (isEvent && stopping()) return refuse('stopping');
     // Held here, before the hook: a device over its rate waits (so does its PUBACK), and aedes reads no
     // more of its connection until this publish is decided.
-    const admission = await this.limiter.admit(device, packet.qos, this.links.get(client as Client)?.connection ?? new Connection());
+    const admission = await this.limiter.admit(
+      device,
+      packet.qos,
+      this.links.get(client as Client)?.connection ?? new Connection(),
+    );
     if (!admission.ok) return refuse(admission.reason);
     try {
       if (isEvent && hook !== undefined) {
@@ -376,14 +480,24 @@ export class StockwireBroker {
       return null;
     }
     this.metrics.subscribeRefusals.inc({ kind });
-    this.log.warn({ clientId: clip(client.id ?? ''), device: device?.id, kind, filter: clip(sub.topic) }, 'subscription refused');
+    this.log.warn(
+      { clientId: clip(client.id ?? ''), device: device?.id, kind, filter: clip(sub.topic) },
+      'subscription refused',
+    );
     return null;
   }
 
   private onOversizeFrame(client: Client, packetType: number, lengthBytes: number): void {
     const device = this.authed.get(client);
-    const fields = { clientId: clip(client.id ?? ''), device: device?.id, kind: device?.kind ?? 'unknown', packetType, lengthBytes };
-    if (packetType === PUBLISH_PACKET_TYPE) this.metrics.publishRefusals.inc({ reason: 'too_large', kind: fields.kind });
+    const fields = {
+      clientId: clip(client.id ?? ''),
+      device: device?.id,
+      kind: device?.kind ?? 'unknown',
+      packetType,
+      lengthBytes,
+    };
+    if (packetType === PUBLISH_PACKET_TYPE)
+      this.metrics.publishRefusals.inc({ reason: 'too_large', kind: fields.kind });
     this.log.warn(fields, 'oversized packet, connection closed');
   }
 }

@@ -107,8 +107,10 @@ export function isPasswordHash(hash: unknown): boolean {
 function identityProblems(e: Record<string, unknown>, at: string): string[] {
   const problems: string[] = [];
   if (!isIdent(e.id)) problems.push(`${at}.id: must match ^[A-Za-z0-9._-]{1,64}$ (got ${JSON.stringify(e.id)})`);
-  if (!isIdent(e.warehouse)) problems.push(`${at}.warehouse: must match ^[A-Za-z0-9._-]{1,64}$ (got ${JSON.stringify(e.warehouse)})`);
-  if (!isDeviceKind(e.kind)) problems.push(`${at}.kind: must be one of ${DEVICE_KINDS.join(', ')} (got ${JSON.stringify(e.kind)})`);
+  if (!isIdent(e.warehouse))
+    problems.push(`${at}.warehouse: must match ^[A-Za-z0-9._-]{1,64}$ (got ${JSON.stringify(e.warehouse)})`);
+  if (!isDeviceKind(e.kind))
+    problems.push(`${at}.kind: must be one of ${DEVICE_KINDS.join(', ')} (got ${JSON.stringify(e.kind)})`);
   return problems;
 }
 
@@ -117,7 +119,8 @@ function problemsOfEntry(entry: unknown, at: string): string[] {
   const e = entry as Record<string, unknown>;
   const problems = identityProblems(e, at);
   if (e.passwordHash === undefined) problems.push(`${at}.passwordHash: missing`);
-  else if (!isPasswordHash(e.passwordHash)) problems.push(`${at}.passwordHash: not a scrypt hash (scrypt$N$r$p$salt$key)`);
+  else if (!isPasswordHash(e.passwordHash))
+    problems.push(`${at}.passwordHash: not a scrypt hash (scrypt$N$r$p$salt$key)`);
   return problems;
 }
 
@@ -230,7 +233,8 @@ const MAX_PASSWORD_CHARS = 1024;
 export async function addDevice(path: string, input: NewDevice): Promise<void> {
   const problems = identityProblems({ id: input.id, warehouse: input.warehouse, kind: input.kind }, 'device');
   if (typeof input.password !== 'string' || input.password.length === 0) problems.push('password: must not be empty');
-  else if (input.password.length > MAX_PASSWORD_CHARS) problems.push(`password: at most ${MAX_PASSWORD_CHARS} characters`);
+  else if (input.password.length > MAX_PASSWORD_CHARS)
+    problems.push(`password: at most ${MAX_PASSWORD_CHARS} characters`);
   if (problems.length > 0) throw new DevicesFileError('new device', problems);
 
   let raw: Record<string, unknown> = { devices: [] };
@@ -250,7 +254,10 @@ export async function addDevice(path: string, input: NewDevice): Promise<void> {
 
   const passwordHash = await hashPassword(input.password);
   const entries = Array.isArray(raw.devices) ? (raw.devices as unknown[]) : [];
-  const next = { ...raw, devices: [...entries, { id: input.id, warehouse: input.warehouse, kind: input.kind, passwordHash }] };
+  const next = {
+    ...raw,
+    devices: [...entries, { id: input.id, warehouse: input.warehouse, kind: input.kind, passwordHash }],
+  };
   await writeAtomically(path, `${JSON.stringify(next, null, 2)}\n`, mode);
 }
 

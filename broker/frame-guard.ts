@@ -12,7 +12,11 @@ export const PUBLISH_PACKET_TYPE = 3;
  * listener only observes the chunks aedes reads (it does not switch the stream to flowing mode),
  * and sees each chunk before the parser does.
  */
-export function guardFrameSize(stream: Duplex, limitBytes: number, onOversize: (packetType: number, lengthBytes: number) => void): void {
+export function guardFrameSize(
+  stream: Duplex,
+  limitBytes: number,
+  onOversize: (packetType: number, lengthBytes: number) => void,
+): void {
   let state: 'header' | 'length' | 'body' = 'header';
   let packetType = 0;
   let length = 0;

@@ -1,4 +1,11 @@
-export { createBroker, StockwireBroker, type AuthedClient, type BrokerOptions, type BrokerPorts, type DevicePublish } from './broker.js';
+export {
+  createBroker,
+  StockwireBroker,
+  type AuthedClient,
+  type BrokerOptions,
+  type BrokerPorts,
+  type DevicePublish,
+} from './broker.js';
 export {
   addDevice,
   DEVICE_KINDS,
@@ -13,9 +20,25 @@ export {
   type DeviceKind,
   type NewDevice,
 } from './devices.js';
-export { isTopicFilter, isTopicName, mayConnect, mayPublish, mayRequest, maySubscribe, publishGrants, subscribeGrants, type BrokerRole } from './acl.js';
+export {
+  isTopicFilter,
+  isTopicName,
+  mayConnect,
+  mayPublish,
+  mayRequest,
+  maySubscribe,
+  publishGrants,
+  subscribeGrants,
+  type BrokerRole,
+} from './acl.js';
 export { deviceLimitConfigProblems, deviceLimitSpecs, deviceLimitsOf } from './config.js';
-export { CONNECT_WINDOW_MS, DEFAULT_DEVICE_LIMITS, DISCONNECT_AFTER_BURSTS, isPublishLimited, type DeviceLimits } from './limits.js';
+export {
+  CONNECT_WINDOW_MS,
+  DEFAULT_DEVICE_LIMITS,
+  DISCONNECT_AFTER_BURSTS,
+  isPublishLimited,
+  type DeviceLimits,
+} from './limits.js';
 export type { TlsListenerOptions, TlsRefusal } from './listeners.js';
 export type { ConnectionRefusal, PublishRefusal } from './metrics.js';
 export { coalesceWrites } from './coalesce.js';

@@ -76,10 +76,13 @@ export function isPublishLimited(kind: DeviceKind): boolean {
 export function limitProblems(limits: DeviceLimits): string[] {
   const problems: string[] = [];
   for (const [name, value] of Object.entries(limits)) {
-    if (!Number.isInteger(value) || value < 1) problems.push(`limits.${name}: must be a positive integer (got ${String(value)})`);
+    if (!Number.isInteger(value) || value < 1)
+      problems.push(`limits.${name}: must be a positive integer (got ${String(value)})`);
   }
   if (limits.sessionBytes < limits.queuedBytesPerSession) {
-    problems.push(`limits.sessionBytes: must be at least queuedBytesPerSession (${limits.queuedBytesPerSession}), or no session could queue its bound`);
+    problems.push(
+      `limits.sessionBytes: must be at least queuedBytesPerSession (${limits.queuedBytesPerSession}), or no session could queue its bound`,
+    );
   }
   return problems;
 }
@@ -148,7 +151,9 @@ export class AttemptWindow {
   }
 }
 
-export type ConnectDecision = { refusal: 'attempts_client_id' | 'attempts_address' } | { refusal: null; knownGood: boolean; admit: () => void };
+export type ConnectDecision =
+  | { refusal: 'attempts_client_id' | 'attempts_address' }
+  | { refusal: null; knownGood: boolean; admit: () => void };
 
 /** Addresses remembered per client id as ones it authenticated from lately (a gateway's, a scanner's, after DHCP). */
 const KNOWN_ADDRESSES_PER_CLIENT_ID = 4;
@@ -190,8 +195,11 @@ export class ConnectLimiter {
    */
   check(clientId: string, address: string | undefined, now: number): ConnectDecision {
     const knownGood = address !== undefined && this.known.get(clientId)?.includes(address) === true;
-    if (!knownGood && address !== undefined && !this.byAddress.allows(address, now)) return { refusal: 'attempts_address' };
-    const [window, key] = knownGood ? [this.byClientIdAtKnownAddress, `${clientId}\u0000${address}`] : [this.byClientId, clientId];
+    if (!knownGood && address !== undefined && !this.byAddress.allows(address, now))
+      return { refusal: 'attempts_address' };
+    const [window, key] = knownGood
+      ? [this.byClientIdAtKnownAddress, `${clientId}\u0000${address}`]
+      : [this.byClientId, clientId];
     if (!window.allows(key, now)) return { refusal: 'attempts_client_id' };
     return {
       refusal: null,

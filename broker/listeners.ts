@@ -52,7 +52,7 @@ const VERIFY_REASONS: Record<string, string> = {
   UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'the client certificate was not issued by the trusted client CA',
   DEPTH_ZERO_SELF_SIGNED_CERT: 'the client certificate is self-signed',
   SELF_SIGNED_CERT_IN_CHAIN: 'the client certificate chains to an untrusted self-signed CA',
-  CERT_SIGNATURE_FAILURE: 'the client certificate\'s signature does not verify',
+  CERT_SIGNATURE_FAILURE: "the client certificate's signature does not verify",
 };
 
 /**
@@ -130,15 +130,29 @@ export async function listenTcp(port: number, host: string, accept: Accept): Pro
 }
 
 function requireClientCa(requestCert: boolean, ca: TlsListenerOptions['ca']): void {
-  if (requestCert && ca === undefined) throw new Error('a TLS listener that requires client certificates needs the CA they must chain to');
+  if (requestCert && ca === undefined)
+    throw new Error('a TLS listener that requires client certificates needs the CA they must chain to');
 }
 
-export async function listenTls(options: TlsListenerOptions, host: string, accept: Accept, refused: (r: TlsRefusal) => void = () => {}): Promise<TlsListener> {
+export async function listenTls(
+  options: TlsListenerOptions,
+  host: string,
+  accept: Accept,
+  refused: (r: TlsRefusal) => void = () => {},
+): Promise<TlsListener> {
   const requestCert = options.requestCert ?? false;
   requireClientCa(requestCert, options.ca);
   const server = createTlsServer(
     // rejectUnauthorized false: refusalOf() refuses instead, so the log says why (see there).
-    { cert: options.cert, key: options.key, ca: options.ca, requestCert, rejectUnauthorized: false, minVersion: 'TLSv1.2', noDelay: NO_DELAY },
+    {
+      cert: options.cert,
+      key: options.key,
+      ca: options.ca,
+      requestCert,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+      noDelay: NO_DELAY,
+    },
     (socket) => {
       const refusal = requestCert ? refusalOf(socket) : null;
       if (refusal === null) {
@@ -164,7 +178,12 @@ export async function listenTls(options: TlsListenerOptions, host: string, accep
 const MQTT_SUBPROTOCOLS = ['mqtt', 'mqttv3.1'];
 
 /** MQTT over WebSocket on any path; one WebSocket message may carry any part of the MQTT stream. */
-export async function listenWebSocket(port: number, host: string, maxFrameBytes: number, accept: Accept): Promise<Listener> {
+export async function listenWebSocket(
+  port: number,
+  host: string,
+  maxFrameBytes: number,
+  accept: Accept,
+): Promise<Listener> {
   const http = createHttpServer((_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket only\n');
   });

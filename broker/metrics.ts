@@ -15,15 +15,45 @@ export type ConnectionRefusal =
   | 'gone'
   | 'sessions_device'
   | 'error';
-export type PublishRefusal = 'acl' | 'sys' | 'too_large' | 'hook_failed' | 'unknown_client' | 'stopping' | 'rate_limited' | 'closed' | 'qos2_inflight' | 'session_bytes';
+export type PublishRefusal =
+  | 'acl'
+  | 'sys'
+  | 'too_large'
+  | 'hook_failed'
+  | 'unknown_client'
+  | 'stopping'
+  | 'rate_limited'
+  | 'closed'
+  | 'qos2_inflight'
+  | 'session_bytes';
 
 // Every reason, so each can start at 0; a Record makes the compiler insist on a new reason here.
 const CONNECTION_REFUSALS: Record<ConnectionRefusal, true> = {
-  anonymous: true, unknown_user: true, bad_password: true, kind_not_allowed: true, client_id: true, tls: true,
-  certificate_identity: true, attempts_client_id: true, attempts_address: true, login_busy: true, gone: true, sessions_device: true, error: true,
+  anonymous: true,
+  unknown_user: true,
+  bad_password: true,
+  kind_not_allowed: true,
+  client_id: true,
+  tls: true,
+  certificate_identity: true,
+  attempts_client_id: true,
+  attempts_address: true,
+  login_busy: true,
+  gone: true,
+  sessions_device: true,
+  error: true,
 };
 const PUBLISH_REFUSALS: Record<PublishRefusal, true> = {
-  acl: true, sys: true, too_large: true, hook_failed: true, unknown_client: true, stopping: true, rate_limited: true, closed: true, qos2_inflight: true, session_bytes: true,
+  acl: true,
+  sys: true,
+  too_large: true,
+  hook_failed: true,
+  unknown_client: true,
+  stopping: true,
+  rate_limited: true,
+  closed: true,
+  qos2_inflight: true,
+  session_bytes: true,
 };
 
 /** Broker metrics. Labels are bounded: kinds and reasons only, never device ids or topics. */
@@ -77,18 +107,50 @@ export function createBrokerMetrics(registry: Registry): BrokerMetrics {
     return (registry.getSingleMetric(name) as T | undefined) ?? make();
   }
   const registers = [registry];
-  stateGauge(registry, 'stockwire_broker_persistent_sessions', 'Persistent sessions (clean=false) the broker keeps, online or offline', (s) => s.persistentSessions);
-  stateGauge(registry, 'stockwire_broker_session_queued_messages', 'Messages queued for persistent sessions', (s) => s.queuedMessages);
-  stateGauge(registry, 'stockwire_broker_session_bytes', 'Bytes the sessions keep: queued messages and QoS 2 publishes awaiting PUBREL (bounded by BROKER_MAX_SESSION_BYTES)', (s) => s.sessionBytes);
-  stateGauge(registry, 'stockwire_broker_login_waiting', 'Password checks waiting for their turn', (s) => s.loginWaiting);
+  stateGauge(
+    registry,
+    'stockwire_broker_persistent_sessions',
+    'Persistent sessions (clean=false) the broker keeps, online or offline',
+    (s) => s.persistentSessions,
+  );
+  stateGauge(
+    registry,
+    'stockwire_broker_session_queued_messages',
+    'Messages queued for persistent sessions',
+    (s) => s.queuedMessages,
+  );
+  stateGauge(
+    registry,
+    'stockwire_broker_session_bytes',
+    'Bytes the sessions keep: queued messages and QoS 2 publishes awaiting PUBREL (bounded by BROKER_MAX_SESSION_BYTES)',
+    (s) => s.sessionBytes,
+  );
+  stateGauge(
+    registry,
+    'stockwire_broker_login_waiting',
+    'Password checks waiting for their turn',
+    (s) => s.loginWaiting,
+  );
   const metrics: BrokerMetrics = {
     connectedClients: reuse(
       'stockwire_broker_connected_clients',
-      () => new Gauge({ name: 'stockwire_broker_connected_clients', help: 'Authenticated MQTT clients connected, by device kind', labelNames: ['kind'], registers }),
+      () =>
+        new Gauge({
+          name: 'stockwire_broker_connected_clients',
+          help: 'Authenticated MQTT clients connected, by device kind',
+          labelNames: ['kind'],
+          registers,
+        }),
     ),
     connectionRefusals: reuse(
       'stockwire_broker_connection_refusals_total',
-      () => new Counter({ name: 'stockwire_broker_connection_refusals_total', help: 'MQTT connections refused, by reason', labelNames: ['reason'], registers }),
+      () =>
+        new Counter({
+          name: 'stockwire_broker_connection_refusals_total',
+          help: 'MQTT connections refused, by reason',
+          labelNames: ['reason'],
+          registers,
+        }),
     ),
     publishRefusals: reuse(
       'stockwire_broker_publish_refusals_total',
@@ -102,11 +164,23 @@ export function createBrokerMetrics(registry: Registry): BrokerMetrics {
     ),
     subscribeRefusals: reuse(
       'stockwire_broker_subscribe_refusals_total',
-      () => new Counter({ name: 'stockwire_broker_subscribe_refusals_total', help: 'MQTT subscriptions refused (granted QoS 128), by device kind', labelNames: ['kind'], registers }),
+      () =>
+        new Counter({
+          name: 'stockwire_broker_subscribe_refusals_total',
+          help: 'MQTT subscriptions refused (granted QoS 128), by device kind',
+          labelNames: ['kind'],
+          registers,
+        }),
     ),
     messagesReceived: reuse(
       'stockwire_broker_messages_received_total',
-      () => new Counter({ name: 'stockwire_broker_messages_received_total', help: 'MQTT publishes accepted from clients, by device kind', labelNames: ['kind'], registers }),
+      () =>
+        new Counter({
+          name: 'stockwire_broker_messages_received_total',
+          help: 'MQTT publishes accepted from clients, by device kind',
+          labelNames: ['kind'],
+          registers,
+        }),
     ),
     publishesDelayed: reuse(
       'stockwire_broker_publishes_delayed_total',
@@ -153,7 +227,7 @@ export function createBrokerMetrics(registry: Registry): BrokerMetrics {
       () =>
         new Counter({
           name: 'stockwire_broker_session_dropped_total',
-          help: 'Messages dropped from persistent sessions\' queues, by device kind and the bound that dropped them',
+          help: "Messages dropped from persistent sessions' queues, by device kind and the bound that dropped them",
           labelNames: ['kind', 'reason'],
           registers,
         }),
@@ -178,7 +252,8 @@ export function createBrokerMetrics(registry: Registry): BrokerMetrics {
   // panel would say "No data" on a healthy system.
   const kinds = [...DEVICE_KINDS, 'unknown'];
   for (const reason of Object.keys(CONNECTION_REFUSALS)) metrics.connectionRefusals.inc({ reason }, 0);
-  for (const reason of Object.keys(PUBLISH_REFUSALS)) for (const kind of kinds) metrics.publishRefusals.inc({ reason, kind }, 0);
+  for (const reason of Object.keys(PUBLISH_REFUSALS))
+    for (const kind of kinds) metrics.publishRefusals.inc({ reason, kind }, 0);
   for (const kind of kinds) metrics.subscribeRefusals.inc({ kind }, 0);
   return metrics;
 }

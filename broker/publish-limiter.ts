@@ -30,7 +30,11 @@ interface Waiter {
 }
 
 // Resolves true when `arm` lets the waiter go, false when its connection closes first (then `onCancel` runs).
-function waiter(connection: Connection, arm: (w: Waiter) => void, onCancel: () => void = () => undefined): Promise<boolean> {
+function waiter(
+  connection: Connection,
+  arm: (w: Waiter) => void,
+  onCancel: () => void = () => undefined,
+): Promise<boolean> {
   return new Promise((resolve) => {
     if (connection.closed) return resolve(false);
     const w: Waiter = { done: false, go: () => undefined };
@@ -199,7 +203,11 @@ export class PublishLimiter {
   private gateOf(device: Device): DeviceGate {
     let gate = this.gates.get(device.id);
     if (gate === undefined) {
-      gate = { bucket: new TokenBucket(this.limits.publishRate, this.limits.publishBurst, Date.now()), rate: new RateQueue(), slots: new Slots(this.limits.maxInflight) };
+      gate = {
+        bucket: new TokenBucket(this.limits.publishRate, this.limits.publishBurst, Date.now()),
+        rate: new RateQueue(),
+        slots: new Slots(this.limits.maxInflight),
+      };
       this.gates.set(device.id, gate);
     }
     return gate;

@@ -38,12 +38,19 @@ export class SessionLimits {
     const l = this.limits;
     this.store = new SessionStore(
       holder.persistence,
-      { queuedPerSession: l.queuedPerSession, queuedBytesPerSession: l.queuedBytesPerSession, brokerBytes: l.sessionBytes, qos2PerDevice: l.qos2PerDevice },
+      {
+        queuedPerSession: l.queuedPerSession,
+        queuedBytesPerSession: l.queuedBytesPerSession,
+        brokerBytes: l.sessionBytes,
+        qos2PerDevice: l.qos2PerDevice,
+      },
       {
         ownerOf: (clientId) => this.devices.ownerOfClientId(clientId)?.id,
         isGranted: (client, topic) => this.granted.get(client as Client)?.has(topic) === true,
-        onDrop: (clientId, reason, messages) => this.metrics.queuedDropped.inc({ kind: this.kindOf(clientId), reason }, messages),
-        onQos2Refused: (clientId, reason) => this.qos2Refused(clientId, reason === 'qos2_inflight' ? 'qos2_inflight' : 'session_bytes'),
+        onDrop: (clientId, reason, messages) =>
+          this.metrics.queuedDropped.inc({ kind: this.kindOf(clientId), reason }, messages),
+        onQos2Refused: (clientId, reason) =>
+          this.qos2Refused(clientId, reason === 'qos2_inflight' ? 'qos2_inflight' : 'session_bytes'),
       },
     );
     holder.persistence = this.store;
@@ -90,7 +97,11 @@ export class SessionLimits {
   }
 
   /** A QoS 2 publish refused past a bound: its connection closes without PUBREC. */
-  qos2Refused(clientId: string, reason: Extract<PublishRefusal, 'qos2_inflight' | 'session_bytes'>, kind: DeviceKind | 'unknown' = this.kindOf(clientId)): void {
+  qos2Refused(
+    clientId: string,
+    reason: Extract<PublishRefusal, 'qos2_inflight' | 'session_bytes'>,
+    kind: DeviceKind | 'unknown' = this.kindOf(clientId),
+  ): void {
     this.metrics.publishRefusals.inc({ reason, kind });
     this.log.warn({ clientId: clip(clientId), kind, reason }, 'QoS 2 publish refused, connection closed');
   }
@@ -108,7 +119,16 @@ export class SessionLimits {
     // One line per client: a flood of subscriptions must not become a flood of log lines.
     const level = this.warned.has(client) ? 'debug' : 'warn';
     this.warned.add(client);
-    this.log[level]({ clientId: clip(client.id ?? ''), device: device.id, kind: device.kind, limit: this.limits.subscriptionsPerClient, filter: clip(filter) }, 'subscription refused: too many subscriptions');
+    this.log[level](
+      {
+        clientId: clip(client.id ?? ''),
+        device: device.id,
+        kind: device.kind,
+        limit: this.limits.subscriptionsPerClient,
+        filter: clip(filter),
+      },
+      'subscription refused: too many subscriptions',
+    );
     return false;
   }
 
@@ -122,7 +142,8 @@ export class SessionLimits {
   }
 
   private expire(): void {
-    for (const e of this.registry.expire(Date.now())) void this.end(e.clientId, this.devices.get(e.device)?.kind ?? 'unknown', 'expired');
+    for (const e of this.registry.expire(Date.now()))
+      void this.end(e.clientId, this.devices.get(e.device)?.kind ?? 'unknown', 'expired');
   }
 
   /** Ends a persistent session the broker no longer keeps: its queue, subscriptions and QoS 2 state go. */

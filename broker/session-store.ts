@@ -94,14 +94,16 @@ const PACKET_OVERHEAD_BYTES = 200;
 
 function sizeOf(packet: StoredPacket): number {
   const payload = packet.payload;
-  const payloadBytes = payload === undefined ? 0 : typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+  const payloadBytes =
+    payload === undefined ? 0 : typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
   return payloadBytes + (packet.topic?.length ?? 0) + PACKET_OVERHEAD_BYTES;
 }
 
 /** A copy per subscriber, as aedes-persistence makes it (aedes-packet's fields), so each client's messageId is its own. */
 function copyOf(packet: StoredPacket): StoredPacket {
   const copy: StoredPacket = {};
-  for (const key of ['clientId', 'nl', 'properties', 'messageExpiry']) if (Object.hasOwn(packet, key)) copy[key] = packet[key];
+  for (const key of ['clientId', 'nl', 'properties', 'messageExpiry'])
+    if (Object.hasOwn(packet, key)) copy[key] = packet[key];
   copy.cmd = packet.cmd || 'publish';
   copy.brokerId = packet.brokerId;
   copy.brokerCounter = packet.brokerCounter || 0;
@@ -282,7 +284,11 @@ export class SessionStore implements AedesPersistence {
     const size = sizeOf(packet);
     if (previous === undefined) {
       const refusal: Qos2Refusal | null =
-        this.qos2Pending(device) >= this.bounds.qos2PerDevice ? 'qos2_inflight' : this.bytes + size > this.bounds.brokerBytes ? 'broker_bytes' : null;
+        this.qos2Pending(device) >= this.bounds.qos2PerDevice
+          ? 'qos2_inflight'
+          : this.bytes + size > this.bounds.brokerBytes
+            ? 'broker_bytes'
+            : null;
       if (refusal !== null) {
         this.hooks.onQos2Refused(client.id, refusal);
         throw new Qos2Refused(refusal);

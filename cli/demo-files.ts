@@ -42,7 +42,11 @@ export async function readCredentials(file: string): Promise<DemoCredential[]> {
     raw = JSON.parse(await fs.readFile(file, 'utf8'));
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new Error(e.code === 'ENOENT' ? `${file} does not exist (start \`stockwire demo\` first, or pass --credentials)` : `${file}: ${e.message}`);
+    throw new Error(
+      e.code === 'ENOENT'
+        ? `${file} does not exist (start \`stockwire demo\` first, or pass --credentials)`
+        : `${file}: ${e.message}`,
+    );
   }
   if (!Array.isArray(raw)) throw new Error(`${file}: must be a JSON array of {"id","warehouse","kind","password"}`);
   const problems: string[] = [];
@@ -55,7 +59,13 @@ export async function readCredentials(file: string): Promise<DemoCredential[]> {
     if (!isDeviceKind(o.kind)) bad.push('kind');
     if (typeof o.password !== 'string' || o.password === '') bad.push('password');
     if (bad.length > 0) problems.push(`entry ${i}: bad ${bad.join(', ')}`);
-    else out.push({ id: o.id as string, warehouse: o.warehouse as string, kind: o.kind as DeviceKind, password: o.password as string });
+    else
+      out.push({
+        id: o.id as string,
+        warehouse: o.warehouse as string,
+        kind: o.kind as DeviceKind,
+        password: o.password as string,
+      });
   });
   if (problems.length > 0) throw new Error(`${file}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   return out;
@@ -78,9 +88,14 @@ export async function readEndpoints(dataDir: string): Promise<DemoEndpoints> {
     e = JSON.parse(await fs.readFile(file, 'utf8')) as DemoEndpoints;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(code === 'ENOENT' ? `no demo is running on ${path.resolve(dataDir)} (no ${ENDPOINTS_FILE})` : `${file}: ${(err as Error).message}`);
+    throw new Error(
+      code === 'ENOENT'
+        ? `no demo is running on ${path.resolve(dataDir)} (no ${ENDPOINTS_FILE})`
+        : `${file}: ${(err as Error).message}`,
+    );
   }
-  if (typeof e.pid !== 'number' || typeof e.central?.http !== 'number' || typeof e.edges !== 'object') throw new Error(`${file}: not a demo endpoints file`);
+  if (typeof e.pid !== 'number' || typeof e.central?.http !== 'number' || typeof e.edges !== 'object')
+    throw new Error(`${file}: not a demo endpoints file`);
   if (!alive(e.pid)) throw new Error(`the demo that wrote ${file} (pid ${e.pid}) is not running any more`);
   return e;
 }

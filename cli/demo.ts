@@ -12,7 +12,16 @@ import { centralOnHand } from '../device-sim/verify.js';
 import { Edge } from '../gateway/edge.js';
 import { Central } from '../processors/central.js';
 import { API_TOKEN_FILE, isIdent } from '../protocol/index.js';
-import { CREDENTIALS_FILE, DEVICES_FILE, readCredentials, removeEndpoints, writeEndpoints, type DemoCredential, type DemoEndpoints, type Ports } from './demo-files.js';
+import {
+  CREDENTIALS_FILE,
+  DEVICES_FILE,
+  readCredentials,
+  removeEndpoints,
+  writeEndpoints,
+  type DemoCredential,
+  type DemoEndpoints,
+  type Ports,
+} from './demo-files.js';
 import { createLogger, logLevel, type LogLevel } from './logger.js';
 import { int, list, port, positive, str, url, type OptionSpec } from './options.js';
 import { configure, serve } from './run.js';
@@ -27,21 +36,111 @@ const warehouseList = (raw: string): string[] => {
 };
 
 export const demoSpecs = {
-  dataDir: opt({ flag: 'data-dir', env: 'DATA_DIR', help: 'durable local state: embedded database, edge outboxes, demo credentials', parse: str, default: './data' }),
-  databaseUrl: opt({ flag: 'database-url', env: 'DATABASE_URL', help: 'PostgreSQL; unset: embedded PostgreSQL under DATA_DIR', parse: url('postgres:', 'postgresql:'), secret: true }),
-  redisUrl: opt({ flag: 'redis-url', env: 'REDIS_URL', help: 'Redis for the shared read model; unset: in-process', parse: url('redis:', 'rediss:'), secret: true }),
-  host: opt({ flag: 'host', env: 'HOST', help: 'interface every listener binds to (0.0.0.0 opens the demo to the network)', parse: str, default: '127.0.0.1' }),
-  mqttPort: opt({ flag: 'mqtt-port', env: 'MQTT_PORT', help: 'central MQTT port (a free one if taken)', parse: port, default: 1884 }),
-  wsPort: opt({ flag: 'ws-port', env: 'WS_PORT', help: 'central MQTT over WebSocket port (a free one if taken)', parse: port, default: 8084 }),
-  httpPort: opt({ flag: 'http-port', env: 'HTTP_PORT', help: 'central HTTP port: API and live display (a free one if taken)', parse: port, default: 8080 }),
-  warehouses: opt({ flag: 'warehouses', env: 'DEMO_WAREHOUSES', help: 'one edge per warehouse', parse: warehouseList, default: ['WH1', 'WH2'] }),
-  edgeMqttPort: opt({ flag: 'edge-mqtt-port', env: 'EDGE_MQTT_PORT', help: 'MQTT port of the first edge; the next edges count up (0: free ports)', parse: port, default: 1885 }),
-  edgeWsPort: opt({ flag: 'edge-ws-port', env: 'EDGE_WS_PORT', help: 'WebSocket port of the first edge; the next count up', parse: port, default: 8085 }),
-  edgeHttpPort: opt({ flag: 'edge-http-port', env: 'EDGE_HTTP_PORT', help: 'HTTP port of the first edge; the next count up', parse: port, default: 9101 }),
-  scanners: opt({ flag: 'scanners', env: 'DEMO_SCANNERS', help: 'scanner credentials per warehouse', parse: int(0, 1000), default: 3 }),
-  shelves: opt({ flag: 'shelves', env: 'DEMO_SHELVES', help: 'shelf sensor credentials per warehouse', parse: int(0, 1000), default: 2 }),
-  simRate: opt({ flag: 'sim-rate', env: 'DEMO_SIM_RATE', help: 'events per second of the built-in simulator (0: none)', parse: (raw: string) => (raw.trim() === '0' ? 0 : positive(10_000)(raw)), default: 4 }),
-  logLevel: opt({ flag: 'log-level', env: 'LOG_LEVEL', help: 'pino level', parse: logLevel, default: 'warn' as LogLevel }),
+  dataDir: opt({
+    flag: 'data-dir',
+    env: 'DATA_DIR',
+    help: 'durable local state: embedded database, edge outboxes, demo credentials',
+    parse: str,
+    default: './data',
+  }),
+  databaseUrl: opt({
+    flag: 'database-url',
+    env: 'DATABASE_URL',
+    help: 'PostgreSQL; unset: embedded PostgreSQL under DATA_DIR',
+    parse: url('postgres:', 'postgresql:'),
+    secret: true,
+  }),
+  redisUrl: opt({
+    flag: 'redis-url',
+    env: 'REDIS_URL',
+    help: 'Redis for the shared read model; unset: in-process',
+    parse: url('redis:', 'rediss:'),
+    secret: true,
+  }),
+  host: opt({
+    flag: 'host',
+    env: 'HOST',
+    help: 'interface every listener binds to (0.0.0.0 opens the demo to the network)',
+    parse: str,
+    default: '127.0.0.1',
+  }),
+  mqttPort: opt({
+    flag: 'mqtt-port',
+    env: 'MQTT_PORT',
+    help: 'central MQTT port (a free one if taken)',
+    parse: port,
+    default: 1884,
+  }),
+  wsPort: opt({
+    flag: 'ws-port',
+    env: 'WS_PORT',
+    help: 'central MQTT over WebSocket port (a free one if taken)',
+    parse: port,
+    default: 8084,
+  }),
+  httpPort: opt({
+    flag: 'http-port',
+    env: 'HTTP_PORT',
+    help: 'central HTTP port: API and live display (a free one if taken)',
+    parse: port,
+    default: 8080,
+  }),
+  warehouses: opt({
+    flag: 'warehouses',
+    env: 'DEMO_WAREHOUSES',
+    help: 'one edge per warehouse',
+    parse: warehouseList,
+    default: ['WH1', 'WH2'],
+  }),
+  edgeMqttPort: opt({
+    flag: 'edge-mqtt-port',
+    env: 'EDGE_MQTT_PORT',
+    help: 'MQTT port of the first edge; the next edges count up (0: free ports)',
+    parse: port,
+    default: 1885,
+  }),
+  edgeWsPort: opt({
+    flag: 'edge-ws-port',
+    env: 'EDGE_WS_PORT',
+    help: 'WebSocket port of the first edge; the next count up',
+    parse: port,
+    default: 8085,
+  }),
+  edgeHttpPort: opt({
+    flag: 'edge-http-port',
+    env: 'EDGE_HTTP_PORT',
+    help: 'HTTP port of the first edge; the next count up',
+    parse: port,
+    default: 9101,
+  }),
+  scanners: opt({
+    flag: 'scanners',
+    env: 'DEMO_SCANNERS',
+    help: 'scanner credentials per warehouse',
+    parse: int(0, 1000),
+    default: 3,
+  }),
+  shelves: opt({
+    flag: 'shelves',
+    env: 'DEMO_SHELVES',
+    help: 'shelf sensor credentials per warehouse',
+    parse: int(0, 1000),
+    default: 2,
+  }),
+  simRate: opt({
+    flag: 'sim-rate',
+    env: 'DEMO_SIM_RATE',
+    help: 'events per second of the built-in simulator (0: none)',
+    parse: (raw: string) => (raw.trim() === '0' ? 0 : positive(10_000)(raw)),
+    default: 4,
+  }),
+  logLevel: opt({
+    flag: 'log-level',
+    env: 'LOG_LEVEL',
+    help: 'pino level',
+    parse: logLevel,
+    default: 'warn' as LogLevel,
+  }),
 };
 
 const DEMO_SKUS = 12; // skus per warehouse the built-in simulator moves
@@ -56,11 +155,16 @@ async function portTaken(p: number, host: string): Promise<boolean> {
 }
 
 /** Chooses each wanted port, or 0 (any free one) when it is taken, saying so. */
-async function choosePorts<K extends string>(wanted: Record<K, { port: number; what: string }>, host: string): Promise<Record<K, number>> {
+async function choosePorts<K extends string>(
+  wanted: Record<K, { port: number; what: string }>,
+  host: string,
+): Promise<Record<K, number>> {
   const out = {} as Record<K, number>;
   for (const [k, { port: p, what }] of Object.entries(wanted) as [K, { port: number; what: string }][]) {
     if (await portTaken(p, host)) {
-      process.stderr.write(`port ${p} (${what}) is already in use on this machine; the demo takes a free port instead (printed below)\n`);
+      process.stderr.write(
+        `port ${p} (${what}) is already in use on this machine; the demo takes a free port instead (printed below)\n`,
+      );
       out[k] = 0;
     } else out[k] = p;
   }
@@ -70,15 +174,27 @@ async function choosePorts<K extends string>(wanted: Record<K, { port: number; w
 const lower = (wh: string) => wh.toLowerCase();
 
 /** The credentials the demo needs: gateways, displays, scanners and shelf sensors of every warehouse. */
-function wantedDevices(warehouses: string[], scanners: number, shelves: number): { id: string; warehouse: string; kind: DeviceKind }[] {
+function wantedDevices(
+  warehouses: string[],
+  scanners: number,
+  shelves: number,
+): { id: string; warehouse: string; kind: DeviceKind }[] {
   const first = warehouses[0] as string;
   return [
     { id: 'display', warehouse: first, kind: 'display' }, // central's display (it sees every warehouse there)
     ...warehouses.flatMap((wh) => [
       { id: `gw-${lower(wh)}`, warehouse: wh, kind: 'gateway' as const },
       { id: `display-${lower(wh)}`, warehouse: wh, kind: 'display' as const }, // the edge's display
-      ...Array.from({ length: scanners }, (_, i) => ({ id: `scan-${lower(wh)}-${i + 1}`, warehouse: wh, kind: 'scanner' as const })),
-      ...Array.from({ length: shelves }, (_, i) => ({ id: `shelf-${lower(wh)}-${i + 1}`, warehouse: wh, kind: 'shelf' as const })),
+      ...Array.from({ length: scanners }, (_, i) => ({
+        id: `scan-${lower(wh)}-${i + 1}`,
+        warehouse: wh,
+        kind: 'scanner' as const,
+      })),
+      ...Array.from({ length: shelves }, (_, i) => ({
+        id: `shelf-${lower(wh)}-${i + 1}`,
+        warehouse: wh,
+        kind: 'shelf' as const,
+      })),
     ]),
   ];
 }
@@ -87,7 +203,10 @@ function wantedDevices(warehouses: string[], scanners: number, shelves: number):
  * Credentials made once per DATA_DIR and kept (mode 0600), so a second start finds the same ones;
  * devices a later start asks for (more scanners, another warehouse) are added.
  */
-async function demoCredentials(dataDir: string, wanted: { id: string; warehouse: string; kind: DeviceKind }[]): Promise<{ devicesFile: string; creds: DemoCredential[] }> {
+async function demoCredentials(
+  dataDir: string,
+  wanted: { id: string; warehouse: string; kind: DeviceKind }[],
+): Promise<{ devicesFile: string; creds: DemoCredential[] }> {
   const credsFile = path.join(dataDir, CREDENTIALS_FILE);
   const devicesFile = path.join(dataDir, DEVICES_FILE);
   let creds: DemoCredential[] = [];
@@ -126,16 +245,26 @@ async function stopAll(r: Running, dataDir: string, log: Logger): Promise<void> 
 
 /** `stockwire demo`: central, one edge per warehouse, simulated devices and the live display, in one process. */
 export async function runDemo(argv: string[]): Promise<void> {
-  const c = configure('demo', 'Central, two warehouse edges, simulated scanners and shelf sensors, and the live display, on one machine, no services needed.', demoSpecs, argv);
+  const c = configure(
+    'demo',
+    'Central, two warehouse edges, simulated scanners and shelf sensors, and the live display, on one machine, no services needed.',
+    demoSpecs,
+    argv,
+  );
   if (!c) return;
   const began = Date.now();
   const log = createLogger('demo', c.logLevel);
   await fs.mkdir(c.dataDir, { recursive: true });
   // where this machine's clients connect: loopback for "every interface"; an IPv6 literal goes in brackets in URLs
-  const clientHost = c.host === '0.0.0.0' || c.host === '::' ? '127.0.0.1' : c.host.includes(':') ? `[${c.host}]` : c.host;
+  const clientHost =
+    c.host === '0.0.0.0' || c.host === '::' ? '127.0.0.1' : c.host.includes(':') ? `[${c.host}]` : c.host;
   const count = (base: number, i: number) => (base === 0 ? 0 : base + i);
   const central = await choosePorts(
-    { mqtt: { port: c.mqttPort, what: 'central MQTT' }, ws: { port: c.wsPort, what: 'central WebSocket' }, http: { port: c.httpPort, what: 'central HTTP' } },
+    {
+      mqtt: { port: c.mqttPort, what: 'central MQTT' },
+      ws: { port: c.wsPort, what: 'central WebSocket' },
+      http: { port: c.httpPort, what: 'central HTTP' },
+    },
     c.host,
   );
   const edgePorts: Record<string, Ports> = {};
@@ -170,7 +299,13 @@ export async function runDemo(argv: string[]): Promise<void> {
         batchMax: 1000,
         batchWaitMs: 5,
         log: log.child({ part: 'central' }),
-        httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'central' }, wsPort: ports.ws, warehouses: c.warehouses, credential: asLogin(cred('display')) }),
+        httpRoutes: (app, ports) =>
+          registerDisplay(app, {
+            scope: { role: 'central' },
+            wsPort: ports.ws,
+            warehouses: c.warehouses,
+            credential: asLogin(cred('display')),
+          }),
       });
       const cp = await running.central.start();
       const edges: Record<string, Ports> = {};
@@ -192,26 +327,48 @@ export async function runDemo(argv: string[]): Promise<void> {
           resendAfterMs: 10_000,
           keepalive: 10,
           log: log.child({ part: 'edge', wh }),
-          httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'edge', warehouse: wh }, wsPort: ports.ws, credential: asLogin(cred(`display-${lower(wh)}`)) }),
+          httpRoutes: (app, ports) =>
+            registerDisplay(app, {
+              scope: { role: 'edge', warehouse: wh },
+              wsPort: ports.ws,
+              credential: asLogin(cred(`display-${lower(wh)}`)),
+            }),
         });
         running.edges.push(edge);
         const p = await edge.start();
         edges[wh] = { mqtt: p.mqtt, ws: p.ws, http: p.http };
       }
-      const endpoints: DemoEndpoints = { pid: process.pid, startedAt: new Date().toISOString(), host: clientHost, central: cp, edges };
+      const endpoints: DemoEndpoints = {
+        pid: process.pid,
+        startedAt: new Date().toISOString(),
+        host: clientHost,
+        central: cp,
+        edges,
+      };
       await writeEndpoints(c.dataDir, endpoints);
 
-      const devices = creds.filter((x) => (x.kind === 'scanner' || x.kind === 'shelf') && c.warehouses.includes(x.warehouse));
-      if (c.simRate > 0 && devices.length > 0) running.sim = await startSimulator(c.simRate, c.warehouses, devices, endpoints, log);
+      const devices = creds.filter(
+        (x) => (x.kind === 'scanner' || x.kind === 'shelf') && c.warehouses.includes(x.warehouse),
+      );
+      if (c.simRate > 0 && devices.length > 0)
+        running.sim = await startSimulator(c.simRate, c.warehouses, devices, endpoints, log);
       const api = { token: running.central.apiToken, file: path.join(c.dataDir, API_TOKEN_FILE) };
-      process.stderr.write(banner(c.dataDir, endpoints, creds, api, c.warehouses, running.sim ? c.simRate : 0, Date.now() - began, c.host));
+      process.stderr.write(
+        banner(c.dataDir, endpoints, creds, api, c.warehouses, running.sim ? c.simRate : 0, Date.now() - began, c.host),
+      );
       return { mqtt: cp.mqtt, ws: cp.ws, http: cp.http, edges } as unknown as Record<string, number>;
     },
     () => stopAll(running, c.dataDir, log),
   );
 }
 
-async function startSimulator(rate: number, warehouses: string[], devices: DemoCredential[], e: DemoEndpoints, log: Logger): Promise<Simulator> {
+async function startSimulator(
+  rate: number,
+  warehouses: string[],
+  devices: DemoCredential[],
+  e: DemoEndpoints,
+  log: Logger,
+): Promise<Simulator> {
   const runId = `d${randomBytes(3).toString('hex')}`; // event ids stay unique per device across restarts
   const sim = new Simulator({
     edges: Object.fromEntries(Object.entries(e.edges).map(([wh, p]) => [wh, `mqtt://${e.host}:${p.mqtt}`])),
@@ -239,7 +396,16 @@ async function startSimulator(rate: number, warehouses: string[], devices: DemoC
   return sim;
 }
 
-function banner(dataDir: string, e: DemoEndpoints, creds: DemoCredential[], api: { token: string; file: string }, warehouses: string[], simRate: number, startMs: number, host: string): string {
+function banner(
+  dataDir: string,
+  e: DemoEndpoints,
+  creds: DemoCredential[],
+  api: { token: string; file: string },
+  warehouses: string[],
+  simRate: number,
+  startMs: number,
+  host: string,
+): string {
   const h = e.host;
   const display = creds.find((x) => x.id === 'display') as DemoCredential;
   const firstWh = warehouses[0] as string;
@@ -285,7 +451,10 @@ function banner(dataDir: string, e: DemoEndpoints, creds: DemoCredential[], api:
     '',
   ];
   if (host !== '127.0.0.1' && host !== 'localhost' && host !== '::1') {
-    lines.push(`  Listening on ${host}: pages loaded from other machines get no credential and ask for one (use a display credential above).`, '');
+    lines.push(
+      `  Listening on ${host}: pages loaded from other machines get no credential and ask for one (use a display credential above).`,
+      '',
+    );
   }
   return `${lines.join('\n')}\n`;
 }

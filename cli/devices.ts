@@ -3,11 +3,24 @@ import { configure, EXIT_USAGE } from './run.js';
 import { str } from './options.js';
 
 export const devicesAddSpecs = {
-  file: { flag: 'file', env: 'DEVICES_FILE', help: 'devices file (created if absent)', parse: str, required: true as const },
+  file: {
+    flag: 'file',
+    env: 'DEVICES_FILE',
+    help: 'devices file (created if absent)',
+    parse: str,
+    required: true as const,
+  },
   id: { flag: 'id', help: 'device id, also its MQTT username', parse: str, required: true as const },
   warehouse: { flag: 'warehouse', help: 'warehouse the device belongs to', parse: str, required: true as const },
   kind: { flag: 'kind', help: `one of ${DEVICE_KINDS.join(', ')}`, parse: str, required: true as const },
-  password: { flag: 'password', env: 'DEVICE_PASSWORD', help: 'its password (stored as a scrypt hash)', parse: str, required: true as const, secret: true },
+  password: {
+    flag: 'password',
+    env: 'DEVICE_PASSWORD',
+    help: 'its password (stored as a scrypt hash)',
+    parse: str,
+    required: true as const,
+    secret: true,
+  },
 };
 
 /** `stockwire devices add --file --id --warehouse --kind --password` */
@@ -15,7 +28,9 @@ export async function runDevices(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   if (sub !== 'add') {
     const help = sub === undefined || sub === '--help' || sub === '-h';
-    (help ? process.stdout : process.stderr).write('Usage: stockwire devices add --file F --id ID --warehouse WH --kind KIND --password PW\n');
+    (help ? process.stdout : process.stderr).write(
+      'Usage: stockwire devices add --file F --id ID --warehouse WH --kind KIND --password PW\n',
+    );
     process.exitCode = help ? 0 : EXIT_USAGE;
     return;
   }

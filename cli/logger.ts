@@ -11,11 +11,32 @@ export const logLevel = (raw: string): LogLevel => {
  * Fields never logged, at the top of a log object or one level down (`{ config }`): credentials and every
  * option marked `secret` (test/security checks that each secret option is listed here).
  */
-export const SECRET_FIELDS = ['password', 'passwordHash', 'centralPassword', 'databaseUrl', 'redisUrl', 'apiToken', 'apiReadToken', 'token', 'tlsKey', 'centralKey', 'key', 'authorization'];
-export const REDACT_PATHS = [...SECRET_FIELDS.flatMap((f) => [f, `*.${f}`]), 'headers.authorization', '*.headers.authorization'];
+export const SECRET_FIELDS = [
+  'password',
+  'passwordHash',
+  'centralPassword',
+  'databaseUrl',
+  'redisUrl',
+  'apiToken',
+  'apiReadToken',
+  'token',
+  'tlsKey',
+  'centralKey',
+  'key',
+  'authorization',
+];
+export const REDACT_PATHS = [
+  ...SECRET_FIELDS.flatMap((f) => [f, `*.${f}`]),
+  'headers.authorization',
+  '*.headers.authorization',
+];
 
 /** Logs go to stderr: stdout carries only the machine-readable ready line. Credentials are redacted. */
-export function createLogger(name: string, level: LogLevel, destination: pino.DestinationStream = pino.destination({ fd: 2, sync: false })): Logger {
+export function createLogger(
+  name: string,
+  level: LogLevel,
+  destination: pino.DestinationStream = pino.destination({ fd: 2, sync: false }),
+): Logger {
   return pino({ name, level, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination);
 }
 

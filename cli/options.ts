@@ -15,7 +15,13 @@ export interface OptionSpec<T> {
 }
 
 export type Specs = Record<string, OptionSpec<unknown>>;
-export type Values<S extends Specs> = { readonly [K in keyof S]: S[K] extends OptionSpec<infer T> ? (S[K] extends { required: true } | { default: unknown } ? T : T | undefined) : never };
+export type Values<S extends Specs> = {
+  readonly [K in keyof S]: S[K] extends OptionSpec<infer T>
+    ? S[K] extends { required: true } | { default: unknown }
+      ? T
+      : T | undefined
+    : never;
+};
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -55,7 +61,11 @@ export const url =
     if (!protocols.includes(u.protocol)) throw new Error(`must use ${protocols.join(' or ')}`);
     return raw;
   };
-export const list = (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+export const list = (raw: string): string[] =>
+  raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 export const bool = (raw: string): boolean => {
   const v = raw.trim().toLowerCase();
   if (['true', '1', 'yes', 'on'].includes(v)) return true;
@@ -71,7 +81,8 @@ export const positive =
   (max: number) =>
   (raw: string): number => {
     const n = Number(raw);
-    if (raw.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max) throw new Error(`must be a number above 0, at most ${max}`);
+    if (raw.trim() === '' || !Number.isFinite(n) || n <= 0 || n > max)
+      throw new Error(`must be a number above 0, at most ${max}`);
     return n;
   };
 
@@ -87,7 +98,9 @@ export function parseConfig<S extends Specs>(specs: S, argv: string[], env: Node
   try {
     const parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
     // a switch given on the command line is true; its parser sees the same text an env variable would give
-    values = Object.fromEntries(Object.entries(parsed.values).map(([k, v]) => [k, typeof v === 'boolean' ? String(v) : v])) as Record<string, string | undefined>;
+    values = Object.fromEntries(
+      Object.entries(parsed.values).map(([k, v]) => [k, typeof v === 'boolean' ? String(v) : v]),
+    ) as Record<string, string | undefined>;
   } catch (err) {
     problems.push((err as Error).message);
   }
@@ -103,7 +116,9 @@ export function parseConfig<S extends Specs>(specs: S, argv: string[], env: Node
     try {
       out[key] = spec.parse(raw);
     } catch (err) {
-      problems.push(`${name} ${(err as Error).message}${spec.secret ? '' : ` (got ${JSON.stringify(withoutUserinfo(raw))})`}`);
+      problems.push(
+        `${name} ${(err as Error).message}${spec.secret ? '' : ` (got ${JSON.stringify(withoutUserinfo(raw))})`}`,
+      );
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
@@ -113,7 +128,11 @@ export function parseConfig<S extends Specs>(specs: S, argv: string[], env: Node
 export function helpText(command: string, summary: string, specs: Specs): string {
   const rows = Object.values(specs).map((s) => {
     const left = `  --${s.flag}${s.env ? ` (${s.env})` : ''}`;
-    const def = s.required ? ' [required]' : s.default !== undefined && !s.secret ? ` [default: ${String(s.default)}]` : '';
+    const def = s.required
+      ? ' [required]'
+      : s.default !== undefined && !s.secret
+        ? ` [default: ${String(s.default)}]`
+        : '';
     return `${left.padEnd(44)} ${s.help}${def}`;
   });
   return `Usage: stockwire ${command} [options]\n\n${summary}\n\nOptions (a flag wins over its environment variable):\n${rows.join('\n')}\n  --help${' '.repeat(38)} show this help\n`;

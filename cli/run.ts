@@ -5,7 +5,12 @@ export const EXIT_USAGE = 2;
 const FORCE_AFTER_MS = 2_000; // a signal this long after the first one forces the exit
 
 /** Parses config (exit 2 listing every problem), or prints help (exit 0). Returns null when the process should exit. */
-export function configure<S extends Specs>(command: string, summary: string, specs: S, argv: string[]): Values<S> | null {
+export function configure<S extends Specs>(
+  command: string,
+  summary: string,
+  specs: S,
+  argv: string[],
+): Values<S> | null {
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(helpText(command, summary, specs));
     process.exitCode = 0;
@@ -30,7 +35,11 @@ export function usageError(command: string, problems: string[]): void {
  * Runs a long-lived service: prints the ready line once it serves, stops cleanly on SIGTERM/SIGINT
  * (exit 0), and exits at once on a second signal.
  */
-export async function serve(log: Logger, start: () => Promise<Record<string, number>>, stop: () => Promise<void>): Promise<void> {
+export async function serve(
+  log: Logger,
+  start: () => Promise<Record<string, number>>,
+  stop: () => Promise<void>,
+): Promise<void> {
   let stoppingSince = 0;
   const onSignal = (signal: string) => {
     if (stoppingSince > 0) {

@@ -9,17 +9,54 @@ const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
 
 /** An MQTT-over-TLS listener (edge: for devices; central: for edges, processors, displays). */
 export const tlsListenerSpecs = {
-  tlsPort: opt({ flag: 'tls-port', env: 'TLS_PORT', help: 'MQTT over TLS listener (needs --tls-cert and --tls-key); 0 picks a free port', parse: port }),
-  tlsCert: opt({ flag: 'tls-cert', env: 'TLS_CERT', help: 'PEM certificate file (chain) of the TLS listener', parse: str }),
-  tlsKey: opt({ flag: 'tls-key', env: 'TLS_KEY', help: 'PEM private key file of the TLS listener', parse: str, secret: true }),
-  tlsClientCa: opt({ flag: 'tls-client-ca', env: 'TLS_CLIENT_CA', help: 'PEM CA file: the TLS listener then requires client certificates issued by it (mutual TLS), with username/password on top', parse: str }),
+  tlsPort: opt({
+    flag: 'tls-port',
+    env: 'TLS_PORT',
+    help: 'MQTT over TLS listener (needs --tls-cert and --tls-key); 0 picks a free port',
+    parse: port,
+  }),
+  tlsCert: opt({
+    flag: 'tls-cert',
+    env: 'TLS_CERT',
+    help: 'PEM certificate file (chain) of the TLS listener',
+    parse: str,
+  }),
+  tlsKey: opt({
+    flag: 'tls-key',
+    env: 'TLS_KEY',
+    help: 'PEM private key file of the TLS listener',
+    parse: str,
+    secret: true,
+  }),
+  tlsClientCa: opt({
+    flag: 'tls-client-ca',
+    env: 'TLS_CLIENT_CA',
+    help: 'PEM CA file: the TLS listener then requires client certificates issued by it (mutual TLS), with username/password on top',
+    parse: str,
+  }),
 };
 
 /** How an edge or processor reaches central over `mqtts://` or `wss://`. */
 export const centralTlsSpecs = {
-  centralCa: opt({ flag: 'central-ca', env: 'CENTRAL_CA', help: "PEM CA file that central's certificate must chain to (mqtts); unset: the system CAs", parse: str }),
-  centralCert: opt({ flag: 'central-cert', env: 'CENTRAL_CERT', help: 'PEM client certificate file presented to central (mutual TLS; needs --central-key)', parse: str }),
-  centralKey: opt({ flag: 'central-key', env: 'CENTRAL_KEY', help: 'PEM private key file of --central-cert', parse: str, secret: true }),
+  centralCa: opt({
+    flag: 'central-ca',
+    env: 'CENTRAL_CA',
+    help: "PEM CA file that central's certificate must chain to (mqtts); unset: the system CAs",
+    parse: str,
+  }),
+  centralCert: opt({
+    flag: 'central-cert',
+    env: 'CENTRAL_CERT',
+    help: 'PEM client certificate file presented to central (mutual TLS; needs --central-key)',
+    parse: str,
+  }),
+  centralKey: opt({
+    flag: 'central-key',
+    env: 'CENTRAL_KEY',
+    help: 'PEM private key file of --central-cert',
+    parse: str,
+    secret: true,
+  }),
 };
 
 export interface TlsListenerFiles {
@@ -51,7 +88,10 @@ export interface ClientTls {
  * Makes an MQTT.js client's next (re)connection present these TLS credentials; the connection that is up
  * keeps its own. MQTT.js builds each new connection from `client.options`.
  */
-export function reconnectWithTls(client: { options: { ca?: unknown; cert?: unknown; key?: unknown } }, tls: ClientTls): void {
+export function reconnectWithTls(
+  client: { options: { ca?: unknown; cert?: unknown; key?: unknown } },
+  tls: ClientTls,
+): void {
   Object.assign(client.options, { ca: undefined, cert: undefined, key: undefined }, tls);
 }
 
@@ -59,7 +99,11 @@ export function reconnectWithTls(client: { options: { ca?: unknown; cert?: unkno
  * On SIGHUP, reads the TLS files again and hands them to `apply` (a certificate rotation without a restart).
  * Files that do not load, or that `apply` refuses, leave the ones in use, and the log says why.
  */
-export function reloadTlsOnSighup<T>(log: Logger, load: (problems: string[]) => Promise<T>, apply: (loaded: T) => void): void {
+export function reloadTlsOnSighup<T>(
+  log: Logger,
+  load: (problems: string[]) => Promise<T>,
+  apply: (loaded: T) => void,
+): void {
   process.on('SIGHUP', () => {
     void (async () => {
       const problems: string[] = [];
@@ -83,7 +127,9 @@ async function read(file: string, flag: string, problems: string[]): Promise<Buf
   try {
     return await fs.readFile(file);
   } catch (err) {
-    problems.push(`--${flag} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    problems.push(
+      `--${flag} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+    );
     return undefined;
   }
 }
@@ -110,11 +156,15 @@ function checkCa(problems: string[], flag: string, ca: Buffer): void {
 /** The TLS listener's files, read and checked; every problem is listed. */
 export async function loadListenerTls(c: TlsListenerFiles, problems: string[]): Promise<ListenerTls | undefined> {
   const { tlsPort, tlsCert, tlsKey, tlsClientCa } = c;
-  if ((tlsPort !== undefined) !== (tlsCert !== undefined && tlsKey !== undefined) || (tlsCert === undefined) !== (tlsKey === undefined)) {
+  if (
+    (tlsPort !== undefined) !== (tlsCert !== undefined && tlsKey !== undefined) ||
+    (tlsCert === undefined) !== (tlsKey === undefined)
+  ) {
     problems.push('--tls-port, --tls-cert and --tls-key go together');
     return undefined;
   }
-  if (tlsClientCa !== undefined && tlsPort === undefined) problems.push('--tls-client-ca needs the TLS listener (--tls-port, --tls-cert, --tls-key)');
+  if (tlsClientCa !== undefined && tlsPort === undefined)
+    problems.push('--tls-client-ca needs the TLS listener (--tls-port, --tls-cert, --tls-key)');
   if (tlsPort === undefined || tlsCert === undefined || tlsKey === undefined) return undefined;
   const cert = await read(tlsCert, 'tls-cert', problems);
   const key = await read(tlsKey, 'tls-key', problems);

@@ -68,7 +68,13 @@ export class SimDevice {
     });
     const filters = [topics.ack(o.ref.wh, o.ref.id), ...(o.watchStatus ? [topics.status(o.ref.wh)] : [])];
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => fail(new Error(`no connection within ${CONNECT_TIMEOUT_MS} ms${this.lastError ? `: ${this.lastError}` : ''}`)), CONNECT_TIMEOUT_MS);
+      const timer = setTimeout(
+        () =>
+          fail(
+            new Error(`no connection within ${CONNECT_TIMEOUT_MS} ms${this.lastError ? `: ${this.lastError}` : ''}`),
+          ),
+        CONNECT_TIMEOUT_MS,
+      );
       const fail = (err: Error) => {
         clearTimeout(timer);
         client.end(true);
@@ -137,7 +143,8 @@ export class SimDevice {
   async stop(): Promise<void> {
     const client = this.client;
     this.client = null;
-    for (const settle of [...this.waiting]) settle(new Error(`${this.o.ref.id} stopped before the edge acknowledged the event`));
+    for (const settle of [...this.waiting])
+      settle(new Error(`${this.o.ref.id} stopped before the edge acknowledged the event`));
     if (client) await client.endAsync(true);
   }
 }

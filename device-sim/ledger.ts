@@ -22,7 +22,10 @@ export interface BookedEvent {
 export const rowKey = (wh: string, sku: string): string => `${wh}\u0000${sku}`;
 
 /** Order of events: (ts, id), then device (ids are unique per device only). Byte order, as PostgreSQL's COLLATE "C". */
-export function compareOrder(a: { ts: number; id: string; device: string }, b: { ts: number; id: string; device: string }): number {
+export function compareOrder(
+  a: { ts: number; id: string; device: string },
+  b: { ts: number; id: string; device: string },
+): number {
   if (a.ts !== b.ts) return a.ts < b.ts ? -1 : 1;
   if (a.id !== b.id) return a.id < b.id ? -1 : 1;
   if (a.device !== b.device) return a.device < b.device ? -1 : 1;
@@ -182,8 +185,17 @@ export class SentLedger {
       for (const e of row.entries) {
         if (typeof e.ts === 'number' || e.ts.hi === null) continue;
         const { lo, hi } = e.ts;
-        const clash = row.entries.find((c) => c.type === 'counted' && typeof c.ts === 'number' && c.ts >= lo - this.toleranceMs && c.ts <= hi + this.toleranceMs);
-        if (clash) throw new Error(`ledger cannot order ${e.device}/${e.id} against count ${clash.device}/${clash.id} in ${row.wh}/${row.sku}`);
+        const clash = row.entries.find(
+          (c) =>
+            c.type === 'counted' &&
+            typeof c.ts === 'number' &&
+            c.ts >= lo - this.toleranceMs &&
+            c.ts <= hi + this.toleranceMs,
+        );
+        if (clash)
+          throw new Error(
+            `ledger cannot order ${e.device}/${e.id} against count ${clash.device}/${clash.id} in ${row.wh}/${row.sku}`,
+          );
       }
       out.push({ wh: row.wh, sku: row.sku, onHand: onHandOf(events) });
     }

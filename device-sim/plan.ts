@@ -14,10 +14,15 @@ export const DEFAULT_MIX: Mix = { received: 25, shipped: 35, returned: 4, adjust
 /** Parses `received=30,shipped=40,…`; types left out get weight 0. */
 export function parseMix(raw: string): Mix {
   const mix: Mix = { received: 0, shipped: 0, returned: 0, adjusted: 0, counted: 0, level: 0 };
-  for (const part of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const m = /^([a-z]+)=(\d+(?:\.\d+)?)$/.exec(part);
     if (!m || !(EVENT_TYPES as readonly string[]).includes(m[1] as string)) {
-      throw new Error(`must be a list like received=30,shipped=40 with types ${EVENT_TYPES.join(', ')} (got ${JSON.stringify(part)})`);
+      throw new Error(
+        `must be a list like received=30,shipped=40 with types ${EVENT_TYPES.join(', ')} (got ${JSON.stringify(part)})`,
+      );
     }
     mix[m[1] as EventType] = Number(m[2]);
   }
@@ -103,12 +108,18 @@ export class Planner {
 
   constructor(private readonly o: PlannerOptions) {
     this.dice = new Dice(rng(o.seed));
-    this.byKind = { scanner: o.devices.filter((d) => d.kind === 'scanner'), shelf: o.devices.filter((d) => d.kind === 'shelf') };
+    this.byKind = {
+      scanner: o.devices.filter((d) => d.kind === 'scanner'),
+      shelf: o.devices.filter((d) => d.kind === 'shelf'),
+    };
     // a type whose kind of device is absent is never chosen
     this.mix = { ...o.mix };
     if (this.byKind.scanner.length === 0) for (const t of EVENT_TYPES) if (t !== 'level') this.mix[t] = 0;
     if (this.byKind.shelf.length === 0) this.mix.level = 0;
-    if (Object.values(this.mix).every((w) => w === 0)) throw new Error('the mix has no event type that these devices can send (scanners send book events, shelf sensors level readings)');
+    if (Object.values(this.mix).every((w) => w === 0))
+      throw new Error(
+        'the mix has no event type that these devices can send (scanners send book events, shelf sensors level readings)',
+      );
   }
 
   sku(n: number): string {
@@ -156,10 +167,16 @@ export class Planner {
         break;
     }
 
-    let skew: Skew | null = dice.chance(o.faults.skew) ? dice.pick<Skew>(['behind', 'ahead', 'far-ahead', 'absent']) : null;
+    let skew: Skew | null = dice.chance(o.faults.skew)
+      ? dice.pick<Skew>(['behind', 'ahead', 'far-ahead', 'absent'])
+      : null;
     // The edge decides the time of a far-ahead or absent one; only where no count could end up on either side of it.
     // (A level reading is not book stock: any time will do.)
-    if ((skew === 'far-ahead' || skew === 'absent') && (t === 'counted' || (t !== 'level' && !o.ledger.canLeaveTimeToEdge(device.wh, sku, now)))) skew = 'behind';
+    if (
+      (skew === 'far-ahead' || skew === 'absent') &&
+      (t === 'counted' || (t !== 'level' && !o.ledger.canLeaveTimeToEdge(device.wh, sku, now)))
+    )
+      skew = 'behind';
     let ts: number | null;
     switch (skew) {
       case null:

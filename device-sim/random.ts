@@ -39,7 +39,8 @@ export class Dice {
       r -= w;
     }
     // only floating-point rounding gets here: the last key with weight
-    for (let i = entries.length - 1; i >= 0; i--) if ((entries[i] as [K, number])[1] > 0) return (entries[i] as [K, number])[0];
+    for (let i = entries.length - 1; i >= 0; i--)
+      if ((entries[i] as [K, number])[1] > 0) return (entries[i] as [K, number])[0];
     throw new Error('every weight is 0');
   }
 }

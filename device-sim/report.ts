@@ -82,11 +82,18 @@ export function summaryText(s: SimSummary): string {
   if (v) {
     lines.push(
       `verify: ${v.events} events in ${v.rows} stock rows; central ${v.committed ? 'committed every one' : `had not committed ${v.outstanding} in time`}` +
-        (v.committed && v.outstanding > 0 ? ` (${v.outstanding} commit acks missed during drops; the edges' outboxes drained)` : ''),
+        (v.committed && v.outstanding > 0
+          ? ` (${v.outstanding} commit acks missed during drops; the edges' outboxes drained)`
+          : ''),
     );
     for (const r of v.unexpectedRejections) lines.push(`  REJECTED ${r.wh} ${r.device}/${r.id}: ${r.error}`);
-    for (const d of v.differences) lines.push(`  DIFFERENCE ${d.wh} ${d.sku}: expected onHand ${d.expected}, central ${d.actual ?? 'has no stock row'}`);
-    lines.push(`verify: ${v.differences.length} differences${v.unexpectedRejections.length ? `, ${v.unexpectedRejections.length} valid events rejected` : ''}`);
+    for (const d of v.differences)
+      lines.push(
+        `  DIFFERENCE ${d.wh} ${d.sku}: expected onHand ${d.expected}, central ${d.actual ?? 'has no stock row'}`,
+      );
+    lines.push(
+      `verify: ${v.differences.length} differences${v.unexpectedRejections.length ? `, ${v.unexpectedRejections.length} valid events rejected` : ''}`,
+    );
   }
   if (s.error) lines.push(`error: ${s.error}`);
   return `${lines.join('\n')}\n`;

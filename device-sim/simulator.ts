@@ -6,7 +6,8 @@ import { Planner, type Planned, type PlannerOptions, type SimDeviceRef, type Ske
 import { Dice, rng } from './random.js';
 
 /** The planner's choices (seed, run id, skus, mix, faults) plus how to reach the edges and when to stop. */
-export interface SimulatorOptions extends Pick<PlannerOptions, 'seed' | 'runId' | 'skuPrefix' | 'skus' | 'mix' | 'faults'> {
+export interface SimulatorOptions
+  extends Pick<PlannerOptions, 'seed' | 'runId' | 'skuPrefix' | 'skus' | 'mix' | 'faults'> {
   /** warehouse → the MQTT URL of its edge */
   edges: Record<string, string>;
   /** scanner and shelf credentials to simulate (each in a warehouse of `edges`) */
@@ -64,7 +65,23 @@ const TERMINAL_BACKLOG_STATUSES = 2; // empty-outbox statuses after the last PUB
  */
 export class Simulator {
   readonly ledger: SentLedger;
-  readonly stats: SimStats = { planned: 0, events: 0, publishes: 0, duplicates: 0, malformed: 0, reordered: 0, skewed: 0, skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 }, acked: 0, committed: 0, malformedWithId: 0, rejectedAsExpected: 0, drops: 0, reconnects: 0, republished: 0 };
+  readonly stats: SimStats = {
+    planned: 0,
+    events: 0,
+    publishes: 0,
+    duplicates: 0,
+    malformed: 0,
+    reordered: 0,
+    skewed: 0,
+    skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 },
+    acked: 0,
+    committed: 0,
+    malformedWithId: 0,
+    rejectedAsExpected: 0,
+    drops: 0,
+    reconnects: 0,
+    republished: 0,
+  };
   readonly unexpectedRejections: UnexpectedRejection[] = [];
   readonly finished: Promise<void>;
   private finish: () => void = () => {};
@@ -90,7 +107,8 @@ export class Simulator {
     const refs: SimDeviceRef[] = [];
     const perKind = new Map<string, number>();
     for (const c of o.devices) {
-      if (c.kind !== 'scanner' && c.kind !== 'shelf') throw new Error(`${c.id} is a ${c.kind}: the simulator plays scanners and shelf sensors only`);
+      if (c.kind !== 'scanner' && c.kind !== 'shelf')
+        throw new Error(`${c.id} is a ${c.kind}: the simulator plays scanners and shelf sensors only`);
       const url = o.edges[c.warehouse];
       if (url === undefined) throw new Error(`${c.id} belongs to ${c.warehouse}, which has no edge`);
       const k = `${c.warehouse}/${c.kind}`;
@@ -110,7 +128,16 @@ export class Simulator {
       this.byId.set(c.id, device);
     }
     if (refs.length === 0) throw new Error('no scanner or shelf sensor to simulate');
-    this.planner = new Planner({ seed: o.seed, runId: o.runId, skuPrefix: o.skuPrefix, skus: o.skus, mix: o.mix, faults: o.faults, ledger: this.ledger, devices: refs });
+    this.planner = new Planner({
+      seed: o.seed,
+      runId: o.runId,
+      skuPrefix: o.skuPrefix,
+      skus: o.skus,
+      mix: o.mix,
+      faults: o.faults,
+      ledger: this.ledger,
+      devices: refs,
+    });
     this.finished = new Promise((resolve) => (this.finish = resolve));
   }
 
@@ -133,7 +160,11 @@ export class Simulator {
     const failed = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
     if (failed.length > 0) {
       await Promise.all(this.devices.map((d) => d.stop()));
-      throw new Error(failed.length === 1 ? (failed[0] as string) : `${failed.length} devices could not connect:\n${failed.map((f) => `  - ${f}`).join('\n')}`);
+      throw new Error(
+        failed.length === 1
+          ? (failed[0] as string)
+          : `${failed.length} devices could not connect:\n${failed.map((f) => `  - ${f}`).join('\n')}`,
+      );
     }
     this.startedAt = Date.now();
     if (!this.ended) this.tickTimer = setInterval(() => this.tick(), TICK_MS);
@@ -169,7 +200,10 @@ export class Simulator {
     if (this.stopped) return;
     const now = Date.now();
     const elapsed = now - this.startedAt;
-    if ((this.o.durationMs !== undefined && elapsed >= this.o.durationMs) || (this.o.count !== undefined && this.stats.planned >= this.o.count)) {
+    if (
+      (this.o.durationMs !== undefined && elapsed >= this.o.durationMs) ||
+      (this.o.count !== undefined && this.stats.planned >= this.o.count)
+    ) {
       this.stopGenerating();
       return;
     }
@@ -263,7 +297,12 @@ export class Simulator {
     if (msg.status === 'rejected') {
       const error = msg.error as { code?: string; message?: string } | undefined;
       if (!this.unexpectedRejections.some((r) => r.id === id && r.device === device.ref.id)) {
-        this.unexpectedRejections.push({ wh: device.ref.wh, device: device.ref.id, id, error: `${error?.code ?? '?'}: ${error?.message ?? ''}` });
+        this.unexpectedRejections.push({
+          wh: device.ref.wh,
+          device: device.ref.id,
+          id,
+          error: `${error?.code ?? '?'}: ${error?.message ?? ''}`,
+        });
       }
       this.uncommitted.delete(key);
     } else if (this.uncommitted.delete(key)) {
@@ -293,8 +332,12 @@ export class Simulator {
     const deadline = Date.now() + timeoutMs;
     while (this.publishing.size > 0) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${this.pending} publishes still without a PUBACK from the edge after ${timeoutMs} ms`);
-      await Promise.race([Promise.allSettled([...this.publishing]), new Promise((r) => setTimeout(r, Math.min(left, 1_000)))]);
+      if (left <= 0)
+        throw new Error(`${this.pending} publishes still without a PUBACK from the edge after ${timeoutMs} ms`);
+      await Promise.race([
+        Promise.allSettled([...this.publishing]),
+        new Promise((r) => setTimeout(r, Math.min(left, 1_000))),
+      ]);
     }
   }
 
@@ -308,7 +351,9 @@ export class Simulator {
     const done = () => {
       if (this.uncommitted.size === 0) return true;
       const open = new Set([...this.uncommitted].map((k) => this.byId.get(k.slice(0, k.indexOf('/')))?.ref.wh));
-      return [...open].every((wh) => wh !== undefined && (this.emptyStatuses.get(wh) ?? 0) >= TERMINAL_BACKLOG_STATUSES);
+      return [...open].every(
+        (wh) => wh !== undefined && (this.emptyStatuses.get(wh) ?? 0) >= TERMINAL_BACKLOG_STATUSES,
+      );
     };
     if (done()) return true;
     return new Promise<boolean>((resolve) => {
@@ -349,6 +394,12 @@ export class Simulator {
   /** Current counters (drops and reconnects summed over devices). */
   snapshot(): SimStats {
     const sum = (f: (d: SimDevice) => number) => this.devices.reduce((s, d) => s + f(d), 0);
-    return { ...this.stats, skews: { ...this.stats.skews }, drops: sum((d) => d.drops), reconnects: sum((d) => d.reconnects), republished: sum((d) => d.republished) };
+    return {
+      ...this.stats,
+      skews: { ...this.stats.skews },
+      drops: sum((d) => d.drops),
+      reconnects: sum((d) => d.reconnects),
+      republished: sum((d) => d.republished),
+    };
   }
 }

@@ -12,11 +12,19 @@ const PARALLEL = 8; // requests in flight to central's API
 const POLL_MS = 250;
 
 /** Central's onHand of one (warehouse, sku) over HTTP (CONTRACT 6); null for 404. `token`: for a central that sets API_READ_TOKEN. */
-export async function centralOnHand(centralHttp: string, wh: string, sku: string, token?: string): Promise<number | null> {
+export async function centralOnHand(
+  centralHttp: string,
+  wh: string,
+  sku: string,
+  token?: string,
+): Promise<number | null> {
   const url = new URL(`/v1/warehouses/${encodeURIComponent(wh)}/stock/${encodeURIComponent(sku)}`, centralHttp);
   let res: Response;
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(10_000), ...(token !== undefined && { headers: { authorization: `Bearer ${token}` } }) });
+    res = await fetch(url, {
+      signal: AbortSignal.timeout(10_000),
+      ...(token !== undefined && { headers: { authorization: `Bearer ${token}` } }),
+    });
   } catch (err) {
     throw new Error(`central's API at ${centralHttp} did not answer: ${(err as Error).message}`);
   }
@@ -29,13 +37,21 @@ export async function centralOnHand(centralHttp: string, wh: string, sku: string
 
 async function inBatches<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = [];
-  for (let i = 0; i < items.length; i += PARALLEL) out.push(...(await Promise.all(items.slice(i, i + PARALLEL).map(fn))));
+  for (let i = 0; i < items.length; i += PARALLEL)
+    out.push(...(await Promise.all(items.slice(i, i + PARALLEL).map(fn))));
   return out;
 }
 
 /** The rows that already have stock at central: a verifying run must write rows nobody else writes. */
-export async function existingRows(centralHttp: string, rows: readonly { wh: string; sku: string }[], token?: string): Promise<{ wh: string; sku: string; onHand: number }[]> {
-  const found = await inBatches(rows, async (r) => ({ ...r, onHand: await centralOnHand(centralHttp, r.wh, r.sku, token) }));
+export async function existingRows(
+  centralHttp: string,
+  rows: readonly { wh: string; sku: string }[],
+  token?: string,
+): Promise<{ wh: string; sku: string; onHand: number }[]> {
+  const found = await inBatches(rows, async (r) => ({
+    ...r,
+    onHand: await centralOnHand(centralHttp, r.wh, r.sku, token),
+  }));
   return found.filter((r): r is { wh: string; sku: string; onHand: number } => r.onHand !== null);
 }
 
@@ -44,13 +60,20 @@ export async function existingRows(centralHttp: string, rows: readonly { wh: str
  * its read model shows them, so differences are read again until none is left or `settleMs` passes;
  * whatever remains is reported.
  */
-export async function compare(centralHttp: string, expected: readonly Expectation[], settleMs: number, token?: string): Promise<Difference[]> {
+export async function compare(
+  centralHttp: string,
+  expected: readonly Expectation[],
+  settleMs: number,
+  token?: string,
+): Promise<Difference[]> {
   const deadline = Date.now() + settleMs;
   let open: readonly Expectation[] = expected;
   let differences: Difference[] = [];
   for (;;) {
     const actual = await inBatches(open, (e) => centralOnHand(centralHttp, e.wh, e.sku, token));
-    differences = open.flatMap((e, i) => (actual[i] === e.onHand ? [] : [{ wh: e.wh, sku: e.sku, expected: e.onHand, actual: actual[i] ?? null }]));
+    differences = open.flatMap((e, i) =>
+      actual[i] === e.onHand ? [] : [{ wh: e.wh, sku: e.sku, expected: e.onHand, actual: actual[i] ?? null }],
+    );
     if (differences.length === 0 || Date.now() >= deadline) return differences;
     open = open.filter((_e, i) => actual[i] !== open[i]?.onHand);
     await new Promise((r) => setTimeout(r, POLL_MS));

@@ -33,9 +33,14 @@ const deviceShare = (raw: string): DeviceShare => {
   const text = raw.trim();
   const percent = /^(\d+(?:\.\d+)?)\s*%$/.exec(text);
   // A plain number up to 1 is a fraction ("1": the whole outbox); anything else a byte count.
-  const fraction = percent ? Number(percent[1]) / 100 : /^(?:0|1)?(?:\.\d+)?$/.test(text) && text !== '' && Number(text) <= 1 ? Number(text) : null;
+  const fraction = percent
+    ? Number(percent[1]) / 100
+    : /^(?:0|1)?(?:\.\d+)?$/.test(text) && text !== '' && Number(text) <= 1
+      ? Number(text)
+      : null;
   if (fraction !== null) {
-    if (!(fraction > 0 && fraction <= 1)) throw new Error('must be a fraction above 0 and at most 1 (0.25, 25%), or a byte count (64MiB)');
+    if (!(fraction > 0 && fraction <= 1))
+      throw new Error('must be a fraction above 0 and at most 1 (0.25, 25%), or a byte count (64MiB)');
     return { fraction };
   }
   const n = byteCount(text);
@@ -45,28 +50,101 @@ const deviceShare = (raw: string): DeviceShare => {
 };
 
 /** The share of one device in bytes, and what is wrong with it for this bound (null: nothing). */
-export function deviceShareBytes(share: DeviceShare, outboxMaxBytes: number): { bytes: number; problem: string | null } {
+export function deviceShareBytes(
+  share: DeviceShare,
+  outboxMaxBytes: number,
+): { bytes: number; problem: string | null } {
   const bytes = 'fraction' in share ? Math.floor(share.fraction * outboxMaxBytes) : share.bytes;
-  const named = 'fraction' in share ? `${share.fraction} of OUTBOX_MAX_BYTES (${outboxMaxBytes} bytes) is ${bytes} bytes` : `${bytes} bytes`;
-  if (bytes < MIN_DEVICE_SHARE_BYTES) return { bytes, problem: `--outbox-device-share (OUTBOX_DEVICE_SHARE): ${named}, less than one device needs (${MIN_DEVICE_SHARE_BYTES / 1024} KiB)` };
-  if (bytes > outboxMaxBytes) return { bytes, problem: `--outbox-device-share (OUTBOX_DEVICE_SHARE): ${named}, more than OUTBOX_MAX_BYTES (${outboxMaxBytes} bytes)` };
+  const named =
+    'fraction' in share
+      ? `${share.fraction} of OUTBOX_MAX_BYTES (${outboxMaxBytes} bytes) is ${bytes} bytes`
+      : `${bytes} bytes`;
+  if (bytes < MIN_DEVICE_SHARE_BYTES)
+    return {
+      bytes,
+      problem: `--outbox-device-share (OUTBOX_DEVICE_SHARE): ${named}, less than one device needs (${MIN_DEVICE_SHARE_BYTES / 1024} KiB)`,
+    };
+  if (bytes > outboxMaxBytes)
+    return {
+      bytes,
+      problem: `--outbox-device-share (OUTBOX_DEVICE_SHARE): ${named}, more than OUTBOX_MAX_BYTES (${outboxMaxBytes} bytes)`,
+    };
   return { bytes, problem: null };
 }
 
 export const edgeSpecs = {
-  wh: opt({ flag: 'warehouse', env: 'WAREHOUSE_ID', help: 'the warehouse this edge serves', parse: ident, required: true as const }),
-  devicesFile: opt({ flag: 'devices-file', env: 'DEVICES_FILE', help: 'credentials and roles (JSON)', parse: str, required: true as const }),
-  dataDir: opt({ flag: 'data-dir', env: 'DATA_DIR', help: 'durable local state (the outbox)', parse: str, default: './data' }),
+  wh: opt({
+    flag: 'warehouse',
+    env: 'WAREHOUSE_ID',
+    help: 'the warehouse this edge serves',
+    parse: ident,
+    required: true as const,
+  }),
+  devicesFile: opt({
+    flag: 'devices-file',
+    env: 'DEVICES_FILE',
+    help: 'credentials and roles (JSON)',
+    parse: str,
+    required: true as const,
+  }),
+  dataDir: opt({
+    flag: 'data-dir',
+    env: 'DATA_DIR',
+    help: 'durable local state (the outbox)',
+    parse: str,
+    default: './data',
+  }),
   host: opt({ flag: 'host', env: 'HOST', help: 'interface to listen on', parse: str, default: '0.0.0.0' }),
-  mqttPort: opt({ flag: 'mqtt-port', env: 'MQTT_PORT', help: 'device MQTT (TCP) listener; 0 picks a free port', parse: port, default: 1883 }),
-  wsPort: opt({ flag: 'ws-port', env: 'WS_PORT', help: 'device MQTT over WebSocket listener; 0 picks a free port', parse: port, default: 8083 }),
-  httpPort: opt({ flag: 'http-port', env: 'HTTP_PORT', help: 'health and metrics; 0 picks a free port', parse: port, default: 9101 }),
+  mqttPort: opt({
+    flag: 'mqtt-port',
+    env: 'MQTT_PORT',
+    help: 'device MQTT (TCP) listener; 0 picks a free port',
+    parse: port,
+    default: 1883,
+  }),
+  wsPort: opt({
+    flag: 'ws-port',
+    env: 'WS_PORT',
+    help: 'device MQTT over WebSocket listener; 0 picks a free port',
+    parse: port,
+    default: 8083,
+  }),
+  httpPort: opt({
+    flag: 'http-port',
+    env: 'HTTP_PORT',
+    help: 'health and metrics; 0 picks a free port',
+    parse: port,
+    default: 9101,
+  }),
   ...tlsListenerSpecs,
-  centralUrl: opt({ flag: 'central-url', env: 'CENTRAL_URL', help: 'the central broker', parse: url('mqtt:', 'mqtts:', 'ws:', 'wss:'), default: 'mqtt://127.0.0.1:1884' }),
-  centralUsername: opt({ flag: 'central-username', env: 'CENTRAL_USERNAME', help: 'gateway credential presented to central', parse: str }),
-  centralPassword: opt({ flag: 'central-password', env: 'CENTRAL_PASSWORD', help: 'its password', parse: str, secret: true }),
+  centralUrl: opt({
+    flag: 'central-url',
+    env: 'CENTRAL_URL',
+    help: 'the central broker',
+    parse: url('mqtt:', 'mqtts:', 'ws:', 'wss:'),
+    default: 'mqtt://127.0.0.1:1884',
+  }),
+  centralUsername: opt({
+    flag: 'central-username',
+    env: 'CENTRAL_USERNAME',
+    help: 'gateway credential presented to central',
+    parse: str,
+  }),
+  centralPassword: opt({
+    flag: 'central-password',
+    env: 'CENTRAL_PASSWORD',
+    help: 'its password',
+    parse: str,
+    secret: true,
+  }),
   ...centralTlsSpecs,
-  outboxMaxBytes: opt({ flag: 'outbox-max-bytes', env: 'OUTBOX_MAX_BYTES', help: 'outbox bound; when full, new events are refused', parse: bytes, default: 1024 ** 3 }),
+  outboxMaxBytes: opt({
+    flag: 'outbox-max-bytes',
+    env: 'OUTBOX_MAX_BYTES',
+    help: 'outbox bound; when full, new events are refused',
+    parse: bytes,
+    default: 1024 ** 3,
+  }),
   outboxDeviceShare: opt({
     flag: 'outbox-device-share',
     env: 'OUTBOX_DEVICE_SHARE',
@@ -74,9 +152,33 @@ export const edgeSpecs = {
     help: 'what one device may hold of the outbox: a fraction of OUTBOX_MAX_BYTES (0.25, 25%) or bytes (64MiB); beyond, its events are refused [default: 0.25]',
     parse: deviceShare,
   }),
-  forwardWindow: opt({ flag: 'forward-window', env: 'FORWARD_WINDOW', help: 'events in flight to central at most', parse: int(1, 60_000), default: 10_000 }),
-  resendAfterMs: opt({ flag: 'resend-after-ms', env: 'RESEND_AFTER_MS', help: 'ms without a commit ack before an event is sent again', parse: int(100, 3_600_000), default: 10_000 }),
-  keepalive: opt({ flag: 'keepalive', env: 'CENTRAL_KEEPALIVE', help: 's between pings to central (dead link noticed after 1.5×)', parse: int(1, 3600), default: 10 }),
+  forwardWindow: opt({
+    flag: 'forward-window',
+    env: 'FORWARD_WINDOW',
+    help: 'events in flight to central at most',
+    parse: int(1, 60_000),
+    default: 10_000,
+  }),
+  resendAfterMs: opt({
+    flag: 'resend-after-ms',
+    env: 'RESEND_AFTER_MS',
+    help: 'ms without a commit ack before an event is sent again',
+    parse: int(100, 3_600_000),
+    default: 10_000,
+  }),
+  keepalive: opt({
+    flag: 'keepalive',
+    env: 'CENTRAL_KEEPALIVE',
+    help: 's between pings to central (dead link noticed after 1.5×)',
+    parse: int(1, 3600),
+    default: 10,
+  }),
   ...deviceLimitSpecs,
-  logLevel: opt({ flag: 'log-level', env: 'LOG_LEVEL', help: 'pino level', parse: logLevel, default: 'info' as LogLevel }),
+  logLevel: opt({
+    flag: 'log-level',
+    env: 'LOG_LEVEL',
+    help: 'pino level',
+    parse: logLevel,
+    default: 'info' as LogLevel,
+  }),
 };

@@ -3,8 +3,26 @@ import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { createBroker, loadDevices, type AuthedClient, type DeviceLimits, type DevicePublish, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
-import { ErrorCode, forwardedPayload, parseEvent, parseEventTopic, topics, type Ack, type Alert, type LinkStatus, type ValidationError } from '../protocol/index.js';
+import {
+  createBroker,
+  loadDevices,
+  type AuthedClient,
+  type DeviceLimits,
+  type DevicePublish,
+  type StockwireBroker,
+  type TlsListenerOptions,
+} from '../broker/index.js';
+import {
+  ErrorCode,
+  forwardedPayload,
+  parseEvent,
+  parseEventTopic,
+  topics,
+  type Ack,
+  type Alert,
+  type LinkStatus,
+  type ValidationError,
+} from '../protocol/index.js';
 import type { ClientTls } from '../cli/tls.js';
 import { DEFAULT_DEVICE_SHARE, deviceShareBytes, type DeviceShare } from './config.js';
 import { Forwarder } from './forwarder.js';
@@ -41,7 +59,12 @@ export interface EdgeOptions {
   httpRoutes?: (app: FastifyInstance, ports: { mqtt: number; ws: number }) => void;
 }
 
-const alertOf = (kind: string, wh: string, message: string): Alert => ({ kind, wh, message, at: new Date().toISOString() });
+const alertOf = (kind: string, wh: string, message: string): Alert => ({
+  kind,
+  wh,
+  message,
+  at: new Date().toISOString(),
+});
 
 const STATUS_EVERY_MS = 5_000; // the local status topic carries the backlog; refreshed this often
 const ALERT_EVERY_MS = 60_000; // an outbox-full (or device-share) alert at most this often
@@ -92,7 +115,11 @@ export class Edge {
     this.metrics.outboxMaxBytes.set(o.outboxMaxBytes);
     this.metrics.deviceMaxBytes.set(this.deviceMaxBytes);
     const backlog = this.outbox.stats();
-    if (backlog.events > 0) log.info({ events: backlog.events, bytes: backlog.bytes }, 'outbox holds unconfirmed events; they are sent first');
+    if (backlog.events > 0)
+      log.info(
+        { events: backlog.events, bytes: backlog.bytes },
+        'outbox holds unconfirmed events; they are sent first',
+      );
 
     this.broker = createBroker({
       role: 'edge',
@@ -110,7 +137,10 @@ export class Edge {
     const aedes = this.broker.aedes;
     const mirror = new DownlinkMirror({
       store: this.outbox,
-      publish: (topic, payload, retain) => new Promise<void>((resolve) => aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false }, () => resolve())),
+      publish: (topic, payload, retain) =>
+        new Promise<void>((resolve) =>
+          aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false }, () => resolve()),
+        ),
       metrics: this.metrics,
       log,
     });
@@ -143,7 +173,11 @@ export class Edge {
 
     this.http = Fastify({ logger: false });
     this.http.get('/healthz', async () => ({ status: 'ok' }));
-    this.http.get('/readyz', async (_req, reply) => (this.ready ? { status: 'ready', central: this.forwarder?.linkUp ? 'online' : 'offline' } : reply.status(503).send({ status: 'not ready' })));
+    this.http.get('/readyz', async (_req, reply) =>
+      this.ready
+        ? { status: 'ready', central: this.forwarder?.linkUp ? 'online' : 'offline' }
+        : reply.status(503).send({ status: 'not ready' }),
+    );
     this.http.get('/metrics', async (_req, reply) => {
       this.refreshBacklog();
       return reply.type(this.registry.contentType).send(await this.registry.metrics());
@@ -152,7 +186,12 @@ export class Edge {
     await this.http.listen({ host: o.host, port: o.httpPort });
     const address = this.http.server.address();
     this.ready = true;
-    return { mqtt: ports.mqtt, ws: ports.ws ?? 0, http: typeof address === 'object' && address ? address.port : o.httpPort, ...(ports.mqtts !== undefined && { mqtts: ports.mqtts }) };
+    return {
+      mqtt: ports.mqtt,
+      ws: ports.ws ?? 0,
+      http: typeof address === 'object' && address ? address.port : o.httpPort,
+      ...(ports.mqtts !== undefined && { mqtts: ports.mqtts }),
+    };
   }
 
   /** The broker hook: validate, stamp, append durably; the PUBACK follows when this resolves. */
@@ -164,20 +203,37 @@ export class Edge {
     const parsed = parseEvent(packet.payload, { wh: where.wh, device: where.device, receivedAt });
     // Over 8 KiB no payload can ever become valid: kept as a dead letter (its first 8 KiB) and answered here, instead
     // of taking up to 64 KiB of the outbox for central to refuse hours later, after an outage it helped fill.
-    if (!parsed.ok && parsed.error.code === ErrorCode.payloadTooLarge) return this.refuseForGood(client, where.device, packet, parsed.error, receivedAt);
+    if (!parsed.ok && parsed.error.code === ErrorCode.payloadTooLarge)
+      return this.refuseForGood(client, where.device, packet, parsed.error, receivedAt);
     // No trustworthy event time (none, or too far ahead): the edge's receipt time is the event time (CONTRACT 3),
     // fixed now so a replay hours later still carries it. Central trusts the time an edge forwards.
     const payload = forwardedPayload(packet.payload, parsed);
     let stored: OutboxEntry;
     try {
-      stored = await outbox.append({ device: where.device, eventId: parsed.ok ? parsed.event.id : parsed.id, topic: packet.topic, payload, receivedAt });
+      stored = await outbox.append({
+        device: where.device,
+        eventId: parsed.ok ? parsed.event.id : parsed.id,
+        topic: packet.topic,
+        payload,
+        receivedAt,
+      });
     } catch (err) {
       if (err instanceof OutboxFullError) {
         this.metrics.refused.inc({ reason: 'outbox_full' });
-        this.alert('outbox-full', `${err.message}; devices keep their events until there is room`, { maxBytes: this.o.outboxMaxBytes }, 'outbox full: refusing new events');
+        this.alert(
+          'outbox-full',
+          `${err.message}; devices keep their events until there is room`,
+          { maxBytes: this.o.outboxMaxBytes },
+          'outbox full: refusing new events',
+        );
       } else if (err instanceof OutboxDeviceShareError) {
         this.metrics.refused.inc({ reason: 'device_share' });
-        this.alert('device-share', `${err.message}; it keeps its events until central confirms some, other devices go on`, { device: err.device, maxDeviceBytes: err.maxDeviceBytes }, 'a device holds its share of the outbox: refusing its new events');
+        this.alert(
+          'device-share',
+          `${err.message}; it keeps its events until central confirms some, other devices go on`,
+          { device: err.device, maxDeviceBytes: err.maxDeviceBytes },
+          'a device holds its share of the outbox: refusing its new events',
+        );
       } else this.metrics.refused.inc({ reason: 'outbox_error' });
       throw err; // no PUBACK: the device keeps the event and sends it again
     }
@@ -192,9 +248,23 @@ export class Edge {
    * that follows never answers a payload the edge could forget), then the one `rejected` ack it gets, since central
    * never sees it. The id is not read: nothing beyond 8 KiB is parsed, as at central.
    */
-  private async refuseForGood(client: AuthedClient, device: string, packet: DevicePublish, error: ValidationError, receivedAt: number): Promise<void> {
+  private async refuseForGood(
+    client: AuthedClient,
+    device: string,
+    packet: DevicePublish,
+    error: ValidationError,
+    receivedAt: number,
+  ): Promise<void> {
     try {
-      await (this.outbox as Outbox).deadLetter({ device, topic: packet.topic, payload: packet.payload, code: error.code, reason: error.message, source: client.device.id, receivedAt });
+      await (this.outbox as Outbox).deadLetter({
+        device,
+        topic: packet.topic,
+        payload: packet.payload,
+        code: error.code,
+        reason: error.message,
+        source: client.device.id,
+        receivedAt,
+      });
     } catch (err) {
       this.metrics.refused.inc({ reason: 'outbox_error' });
       throw err; // no PUBACK: the device sends it again, and it is refused again once the outbox works
@@ -202,12 +272,20 @@ export class Edge {
     this.metrics.deadLetters.inc({ code: error.code });
     const ack: Ack = { id: null, status: 'rejected', error: { code: error.code, message: error.message } };
     this.publishLocal(topics.ack(this.o.wh, device), JSON.stringify(ack));
-    this.publishLocal(topics.alert(this.o.wh, 'dead-letter'), JSON.stringify(alertOf('dead-letter', this.o.wh, `event from ${device} rejected: ${error.code}: ${error.message}`)));
+    this.publishLocal(
+      topics.alert(this.o.wh, 'dead-letter'),
+      JSON.stringify(
+        alertOf('dead-letter', this.o.wh, `event from ${device} rejected: ${error.code}: ${error.message}`),
+      ),
+    );
   }
 
   /** A plain (not retained) publish on the edge broker. */
   private publishLocal(topic: string, payload: string): void {
-    this.broker?.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false }, () => {});
+    this.broker?.aedes.publish(
+      { cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false },
+      () => {},
+    );
   }
 
   /** An alert of this kind, at most once per ALERT_EVERY_MS, logged as an error. */
@@ -232,8 +310,22 @@ export class Edge {
 
   private publishStatus(): void {
     this.refreshBacklog();
-    const status: LinkStatus = { central: this.forwarder?.linkUp ? 'online' : 'offline', since: this.linkSince, backlog: this.outbox?.stats().events ?? 0 };
-    this.broker?.aedes.publish({ cmd: 'publish', topic: topics.status(this.o.wh), payload: Buffer.from(JSON.stringify(status)), qos: 1, retain: true, dup: false }, () => {});
+    const status: LinkStatus = {
+      central: this.forwarder?.linkUp ? 'online' : 'offline',
+      since: this.linkSince,
+      backlog: this.outbox?.stats().events ?? 0,
+    };
+    this.broker?.aedes.publish(
+      {
+        cmd: 'publish',
+        topic: topics.status(this.o.wh),
+        payload: Buffer.from(JSON.stringify(status)),
+        qos: 1,
+        retain: true,
+        dup: false,
+      },
+      () => {},
+    );
   }
 
   /**

@@ -75,7 +75,12 @@ export class Forwarder {
 
   start(): void {
     const { o } = this;
-    const status = (central: 'online' | 'offline'): string => JSON.stringify({ central, since: new Date().toISOString(), backlog: o.outbox.stats().events } satisfies LinkStatus);
+    const status = (central: 'online' | 'offline'): string =>
+      JSON.stringify({
+        central,
+        since: new Date().toISOString(),
+        backlog: o.outbox.stats().events,
+      } satisfies LinkStatus);
     const client = mqtt.connect(o.centralUrl, {
       clientId: o.username ?? `edge-${o.wh}`,
       ...(o.username !== undefined && { username: o.username, password: o.password }),
@@ -137,7 +142,13 @@ export class Forwarder {
    * Otherwise the pump reads the outbox from the cursor, oldest first, as after an outage.
    */
   offer(entry: OutboxEntry): void {
-    if (!this.pumping && this.connected && !this.stopped && entry.seq === this.cursor + 1 && this.inflight.size < this.o.window) {
+    if (
+      !this.pumping &&
+      this.connected &&
+      !this.stopped &&
+      entry.seq === this.cursor + 1 &&
+      this.inflight.size < this.o.window
+    ) {
       this.send(entry, 0);
       this.cursor = entry.seq;
       return;
@@ -237,7 +248,10 @@ export class Forwarder {
       this.o.metrics.confirmed.inc(seqs.length);
     } catch (err) {
       // Not deleted: they are sent again after a restart and central answers `duplicate`.
-      this.o.log.error({ err: (err as Error).message, events: seqs.length }, 'removing confirmed events from the outbox failed');
+      this.o.log.error(
+        { err: (err as Error).message, events: seqs.length },
+        'removing confirmed events from the outbox failed',
+      );
     }
   }
 
@@ -255,8 +269,14 @@ export class Forwarder {
     if (this.resendTimer) clearInterval(this.resendTimer);
     // A clean DISCONNECT suppresses the will: say `offline` ourselves first.
     if (this.connected && this.client) {
-      const offline: LinkStatus = { central: 'offline', since: new Date().toISOString(), backlog: this.o.outbox.stats().events };
-      const sent = this.client.publishAsync(topics.status(this.o.wh), JSON.stringify(offline), { qos: 1, retain: true }).catch(() => {});
+      const offline: LinkStatus = {
+        central: 'offline',
+        since: new Date().toISOString(),
+        backlog: this.o.outbox.stats().events,
+      };
+      const sent = this.client
+        .publishAsync(topics.status(this.o.wh), JSON.stringify(offline), { qos: 1, retain: true })
+        .catch(() => {});
       await waitAtMost(sent, STOP_STATUS_WAIT_MS); // a dead link never answers
     }
     await this.client?.endAsync(true).catch(() => {});

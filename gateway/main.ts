@@ -7,7 +7,12 @@ import { DEFAULT_DEVICE_SHARE, deviceShareBytes, edgeSpecs } from './config.js';
 import { Edge } from './edge.js';
 
 export async function runEdge(argv: string[]): Promise<void> {
-  const c = configure('edge', 'One warehouse: its Aedes broker for devices, the durable outbox and the bridge to central.', edgeSpecs, argv);
+  const c = configure(
+    'edge',
+    'One warehouse: its Aedes broker for devices, the durable outbox and the bridge to central.',
+    edgeSpecs,
+    argv,
+  );
   if (!c) return;
   const problems: string[] = deviceLimitConfigProblems(c);
   const share = deviceShareBytes(c.outboxDeviceShare ?? DEFAULT_DEVICE_SHARE, c.outboxMaxBytes).problem;
@@ -33,8 +38,16 @@ export async function runEdge(argv: string[]): Promise<void> {
     reloadTlsOnSighup(
       log,
       async (p) => ({ listener: await loadListenerTls(c, p), central: await loadCentralTls(c, p) }),
-      (fresh) => edge.reloadTls({ ...(fresh.listener && { listener: fresh.listener }), ...(fresh.central && { central: fresh.central }) }),
+      (fresh) =>
+        edge.reloadTls({
+          ...(fresh.listener && { listener: fresh.listener }),
+          ...(fresh.central && { central: fresh.central }),
+        }),
     );
   }
-  await serve(log, () => edge.start() as unknown as Promise<Record<string, number>>, () => edge.stop());
+  await serve(
+    log,
+    () => edge.start() as unknown as Promise<Record<string, number>>,
+    () => edge.stop(),
+  );
 }

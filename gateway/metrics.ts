@@ -3,24 +3,103 @@ import client, { type Registry } from 'prom-client';
 /** Edge metrics; names are the contract with dashboards and alert rules (dashboards/). */
 export function createEdgeMetrics(registry: Registry) {
   const metrics = {
-    accepted: new client.Counter({ name: 'stockwire_edge_events_accepted_total', help: 'Device events written to the outbox (PUBACK sent after the fsync)', labelNames: ['valid'], registers: [registry] }),
-    refused: new client.Counter({ name: 'stockwire_edge_events_refused_total', help: 'Device events refused (the device keeps them), by reason', labelNames: ['reason'], registers: [registry] }),
-    backlogEvents: new client.Gauge({ name: 'stockwire_edge_backlog_events', help: 'Events in the outbox not yet confirmed by central', registers: [registry] }),
-    backlogBytes: new client.Gauge({ name: 'stockwire_edge_backlog_bytes', help: 'Bytes in the outbox not yet confirmed by central', registers: [registry] }),
-    outboxMaxBytes: new client.Gauge({ name: 'stockwire_edge_outbox_max_bytes', help: 'The outbox bound (OUTBOX_MAX_BYTES)', registers: [registry] }),
-    deviceMaxBytes: new client.Gauge({ name: 'stockwire_edge_outbox_device_max_bytes', help: 'What one device may hold of the outbox (OUTBOX_DEVICE_SHARE), bytes', registers: [registry] }),
-    largestDeviceBytes: new client.Gauge({ name: 'stockwire_edge_backlog_largest_device_bytes', help: 'Bytes in the outbox of the device that holds the most', registers: [registry] }),
-    deadLetters: new client.Counter({ name: 'stockwire_edge_dead_letters_total', help: 'Payloads the edge refused for good (over 8 KiB), kept as dead letters in its outbox file and answered rejected, by error code', labelNames: ['code'], registers: [registry] }),
-    oldestAge: new client.Gauge({ name: 'stockwire_edge_oldest_unconfirmed_seconds', help: 'Age of the oldest event central has not confirmed', registers: [registry] }),
-    confirmed: new client.Counter({ name: 'stockwire_edge_events_confirmed_total', help: 'Events confirmed by central\'s commit ack and removed from the outbox (drain rate: rate() of this)', registers: [registry] }),
-    sent: new client.Counter({ name: 'stockwire_edge_events_sent_total', help: 'Event publishes to central, first sends and resends', labelNames: ['attempt'], registers: [registry] }),
-    link: new client.Gauge({ name: 'stockwire_edge_link_up', help: '1 while connected to central', registers: [registry] }),
-    linkChanges: new client.Counter({ name: 'stockwire_edge_link_changes_total', help: 'Connections to central made and lost', labelNames: ['state'], registers: [registry] }),
-    mirrored: new client.Counter({ name: 'stockwire_edge_mirrored_total', help: 'Messages from central republished on the edge broker', labelNames: ['kind'], registers: [registry] }),
-    mirrorOlder: new client.Counter({ name: 'stockwire_edge_mirror_older_dropped_total', help: 'Retained messages from central older (lower version, earlier reading) than the value the edge serves, not republished', registers: [registry] }),
-    mirrorUnsaved: new client.Gauge({ name: 'stockwire_edge_mirror_unsaved_topics', help: 'Mirrored topics changed since their last write to the outbox file (written every second)', registers: [registry] }),
-    mirrorRestored: new client.Gauge({ name: 'stockwire_edge_mirror_restored_topics', help: 'Retained topics served from the outbox file at start: the last known values, until central sends newer ones', registers: [registry] }),
-    mirrorErrors: new client.Counter({ name: 'stockwire_edge_mirror_errors_total', help: 'Failed writes (save) or reads (restore) of the mirrored topics in the outbox file', labelNames: ['op'], registers: [registry] }),
+    accepted: new client.Counter({
+      name: 'stockwire_edge_events_accepted_total',
+      help: 'Device events written to the outbox (PUBACK sent after the fsync)',
+      labelNames: ['valid'],
+      registers: [registry],
+    }),
+    refused: new client.Counter({
+      name: 'stockwire_edge_events_refused_total',
+      help: 'Device events refused (the device keeps them), by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    backlogEvents: new client.Gauge({
+      name: 'stockwire_edge_backlog_events',
+      help: 'Events in the outbox not yet confirmed by central',
+      registers: [registry],
+    }),
+    backlogBytes: new client.Gauge({
+      name: 'stockwire_edge_backlog_bytes',
+      help: 'Bytes in the outbox not yet confirmed by central',
+      registers: [registry],
+    }),
+    outboxMaxBytes: new client.Gauge({
+      name: 'stockwire_edge_outbox_max_bytes',
+      help: 'The outbox bound (OUTBOX_MAX_BYTES)',
+      registers: [registry],
+    }),
+    deviceMaxBytes: new client.Gauge({
+      name: 'stockwire_edge_outbox_device_max_bytes',
+      help: 'What one device may hold of the outbox (OUTBOX_DEVICE_SHARE), bytes',
+      registers: [registry],
+    }),
+    largestDeviceBytes: new client.Gauge({
+      name: 'stockwire_edge_backlog_largest_device_bytes',
+      help: 'Bytes in the outbox of the device that holds the most',
+      registers: [registry],
+    }),
+    deadLetters: new client.Counter({
+      name: 'stockwire_edge_dead_letters_total',
+      help: 'Payloads the edge refused for good (over 8 KiB), kept as dead letters in its outbox file and answered rejected, by error code',
+      labelNames: ['code'],
+      registers: [registry],
+    }),
+    oldestAge: new client.Gauge({
+      name: 'stockwire_edge_oldest_unconfirmed_seconds',
+      help: 'Age of the oldest event central has not confirmed',
+      registers: [registry],
+    }),
+    confirmed: new client.Counter({
+      name: 'stockwire_edge_events_confirmed_total',
+      help: "Events confirmed by central's commit ack and removed from the outbox (drain rate: rate() of this)",
+      registers: [registry],
+    }),
+    sent: new client.Counter({
+      name: 'stockwire_edge_events_sent_total',
+      help: 'Event publishes to central, first sends and resends',
+      labelNames: ['attempt'],
+      registers: [registry],
+    }),
+    link: new client.Gauge({
+      name: 'stockwire_edge_link_up',
+      help: '1 while connected to central',
+      registers: [registry],
+    }),
+    linkChanges: new client.Counter({
+      name: 'stockwire_edge_link_changes_total',
+      help: 'Connections to central made and lost',
+      labelNames: ['state'],
+      registers: [registry],
+    }),
+    mirrored: new client.Counter({
+      name: 'stockwire_edge_mirrored_total',
+      help: 'Messages from central republished on the edge broker',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+    mirrorOlder: new client.Counter({
+      name: 'stockwire_edge_mirror_older_dropped_total',
+      help: 'Retained messages from central older (lower version, earlier reading) than the value the edge serves, not republished',
+      registers: [registry],
+    }),
+    mirrorUnsaved: new client.Gauge({
+      name: 'stockwire_edge_mirror_unsaved_topics',
+      help: 'Mirrored topics changed since their last write to the outbox file (written every second)',
+      registers: [registry],
+    }),
+    mirrorRestored: new client.Gauge({
+      name: 'stockwire_edge_mirror_restored_topics',
+      help: 'Retained topics served from the outbox file at start: the last known values, until central sends newer ones',
+      registers: [registry],
+    }),
+    mirrorErrors: new client.Counter({
+      name: 'stockwire_edge_mirror_errors_total',
+      help: 'Failed writes (save) or reads (restore) of the mirrored topics in the outbox file',
+      labelNames: ['op'],
+      registers: [registry],
+    }),
   };
   // Known reasons start at 0: a series born at 1 shows no increase() to Prometheus, so the first refusal would go unseen.
   for (const reason of ['outbox_full', 'device_share', 'outbox_error']) metrics.refused.labels({ reason }).inc(0);

@@ -87,10 +87,14 @@ export class DownlinkMirror {
       }
     } catch (err) {
       this.o.metrics.mirrorErrors.inc({ op: 'restore' });
-      this.o.log.error({ err: (err as Error).message, restored }, 'the last known values could not all be read back: displays get what central sends when it is back');
+      this.o.log.error(
+        { err: (err as Error).message, restored },
+        'the last known values could not all be read back: displays get what central sends when it is back',
+      );
     }
     this.o.metrics.mirrorRestored.set(restored);
-    if (restored > 0) this.o.log.info({ topics: restored }, 'serving the last known values of central\'s topics until central is back');
+    if (restored > 0)
+      this.o.log.info({ topics: restored }, "serving the last known values of central's topics until central is back");
     return restored;
   }
 
@@ -145,7 +149,10 @@ export class DownlinkMirror {
         // Kept for the next write, unless a newer value of the topic came meanwhile (it is there already).
         for (const r of rows.slice(i)) if (!this.#unsaved.has(r.topic)) this.#unsaved.set(r.topic, r);
         this.o.metrics.mirrorErrors.inc({ op: 'save' });
-        this.o.log.error({ err: (err as Error).message, topics: rows.length - i }, 'writing the mirrored topics failed; retrying');
+        this.o.log.error(
+          { err: (err as Error).message, topics: rows.length - i },
+          'writing the mirrored topics failed; retrying',
+        );
         break;
       }
     }

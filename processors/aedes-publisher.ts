@@ -37,13 +37,16 @@ export function aedesPublisher(aedes: Aedes): Publisher {
       if (head === queue.length) (queue = []), (head = 0);
       inAedes++;
       if (m.retain) retainedInAedes++;
-      aedes.publish({ cmd: 'publish', topic: m.topic, payload: Buffer.from(m.payload), qos: 1, retain: m.retain, dup: false }, (err) => {
-        inAedes--;
-        if (m.retain) retainedInAedes--;
-        m.done(err ?? undefined);
-        // Continue on a fresh stack, never from inside aedes' callback.
-        if (head < queue.length && !scheduled) (scheduled = true), setImmediate(drain);
-      });
+      aedes.publish(
+        { cmd: 'publish', topic: m.topic, payload: Buffer.from(m.payload), qos: 1, retain: m.retain, dup: false },
+        (err) => {
+          inAedes--;
+          if (m.retain) retainedInAedes--;
+          m.done(err ?? undefined);
+          // Continue on a fresh stack, never from inside aedes' callback.
+          if (head < queue.length && !scheduled) (scheduled = true), setImmediate(drain);
+        },
+      );
     }
   };
   return {

@@ -45,7 +45,12 @@ export function registerApiAuth(app: FastifyInstance, tokens: ApiTokens): void {
     const reading = req.method === 'GET' || req.method === 'HEAD';
     if (reading && read === undefined) return;
     const header = req.headers.authorization;
-    if (header === undefined || header === '') return refuse(reply, `send Authorization: Bearer <token>; ${reading ? 'reads' : 'writes'} need the API token`, false);
+    if (header === undefined || header === '')
+      return refuse(
+        reply,
+        `send Authorization: Bearer <token>; ${reading ? 'reads' : 'writes'} need the API token`,
+        false,
+      );
     const m = BEARER.exec(header);
     if (!m) return refuse(reply, 'the Authorization header must be "Bearer <token>"', true);
     const given = digest(m[1] as string);
@@ -53,6 +58,10 @@ export function registerApiAuth(app: FastifyInstance, tokens: ApiTokens): void {
     const isWrite = sameToken(given, write);
     const isRead = sameToken(given, read);
     if (isWrite || (reading && isRead)) return;
-    return refuse(reply, reading || !isRead ? 'the API token is not valid' : 'this token may only read; writes need the write token', true);
+    return refuse(
+      reply,
+      reading || !isRead ? 'the API token is not valid' : 'this token may only read; writes need the write token',
+      true,
+    );
   });
 }

@@ -24,7 +24,8 @@ export async function resolveApiToken(configured: string | undefined, dataDir: s
   const kept = await readToken(file);
   if (kept !== null) {
     const mode = (await fs.stat(file)).mode & 0o777;
-    if ((mode & 0o077) !== 0) log.warn({ file, mode: mode.toString(8) }, 'the API token file is readable by other users; chmod 600 it');
+    if ((mode & 0o077) !== 0)
+      log.warn({ file, mode: mode.toString(8) }, 'the API token file is readable by other users; chmod 600 it');
     else log.info({ file }, 'API write token read from file (API_TOKEN is not set)');
     return kept;
   }
@@ -42,7 +43,10 @@ export async function resolveApiToken(configured: string | undefined, dataDir: s
   } finally {
     await fs.rm(temp, { force: true });
   }
-  log.warn({ file }, 'API_TOKEN is not set: generated an API write token and saved it; HTTP writes need "Authorization: Bearer <the file\'s content>"');
+  log.warn(
+    { file },
+    'API_TOKEN is not set: generated an API write token and saved it; HTTP writes need "Authorization: Bearer <the file\'s content>"',
+  );
   return token;
 }
 

@@ -1,7 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { createBroker, loadDevices, type DeviceLimits, type DeviceRegistry, type StockwireBroker, type TlsListenerOptions } from '../broker/index.js';
+import {
+  createBroker,
+  loadDevices,
+  type DeviceLimits,
+  type DeviceRegistry,
+  type StockwireBroker,
+  type TlsListenerOptions,
+} from '../broker/index.js';
 import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
 import { aedesPublisher } from './aedes-publisher.js';
 import { openDatabase, type Database, type StorageSettings } from './db/open.js';
@@ -19,7 +26,11 @@ import { CommandRequests } from './reservations/mqtt.js';
 import { commandConfig, ReservationService, type CommandSettings } from './reservations/service.js';
 
 /** The warehouses whose events central may receive: those of its gateways, scanners and shelf sensors. */
-const warehousesOf = (devices: DeviceRegistry): string[] => devices.all().filter((d) => d.kind === 'gateway' || d.kind === 'scanner' || d.kind === 'shelf').map((d) => d.warehouse);
+const warehousesOf = (devices: DeviceRegistry): string[] =>
+  devices
+    .all()
+    .filter((d) => d.kind === 'gateway' || d.kind === 'scanner' || d.kind === 'shelf')
+    .map((d) => d.warehouse);
 
 export interface CentralOptions extends CommandSettings, StorageSettings {
   databaseUrl?: string;
@@ -89,7 +100,12 @@ export class Central {
     const devices = await loadDevices(o.devicesFile);
     const token = await resolveApiToken(o.apiToken, o.dataDir, log);
     this.token = token;
-    this.db = await openDatabase({ ...o, log, applicationName: 'stockwire-central', readTimeoutMs: o.apiReadTimeoutMs });
+    this.db = await openDatabase({
+      ...o,
+      log,
+      applicationName: 'stockwire-central',
+      readTimeoutMs: o.apiReadTimeoutMs,
+    });
     const pool = this.db.pool;
     const metrics = createIngestMetrics(this.registry, warehousesOf(devices));
     this.readModel = await createReadModel(o, this.db, metrics, log);
@@ -114,12 +130,31 @@ export class Central {
         if (!where || !this.ingest) throw new Error('not an event topic');
         await this.republished; // no stock change may overtake the start-up republish
         const viaEdge = client.device.kind === 'gateway';
-        await this.ingest.submit({ topic: packet.topic, payload: packet.payload, wh: where.wh, device: where.device, source: client.device.id, receivedAt: Date.now(), viaEdge });
+        await this.ingest.submit({
+          topic: packet.topic,
+          payload: packet.payload,
+          wh: where.wh,
+          device: where.device,
+          source: client.device.id,
+          receivedAt: Date.now(),
+          viaEdge,
+        });
       },
     });
     const publisher = monotonic(aedesPublisher(this.broker.aedes));
-    this.ingest = new Ingest({ pool, publisher, readModel, metrics, log, maxBatch: o.batchMax, maxWaitMs: o.batchWaitMs });
-    this.commands = new ReservationService({ pool, publisher, readModel, log, metrics: createReservationMetrics(this.registry) }, commandConfig(o));
+    this.ingest = new Ingest({
+      pool,
+      publisher,
+      readModel,
+      metrics,
+      log,
+      maxBatch: o.batchMax,
+      maxWaitMs: o.batchWaitMs,
+    });
+    this.commands = new ReservationService(
+      { pool, publisher, readModel, log, metrics: createReservationMetrics(this.registry) },
+      commandConfig(o),
+    );
     const requests = new CommandRequests(this.commands, publisher, devices, log);
     this.requests = requests;
     // Commands over MQTT: the ACL lets a client publish only to requests/{its own id}.
@@ -129,7 +164,10 @@ export class Central {
     this.broker.aedes.on('publish', (packet, client) => {
       if (client === null || parseRequestTopic(packet.topic) === null) return;
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      void this.republished.then(() => requests.handle(packet.topic, payload), () => {});
+      void this.republished.then(
+        () => requests.handle(packet.topic, payload),
+        () => {},
+      );
     });
     const ports = await this.broker.start();
     // Aedes's types do not declare its persistence; every persistence (memory, Redis) has this stream.
@@ -155,13 +193,24 @@ export class Central {
       log,
       links: async () => links.snapshot(),
       tokens: { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) },
-      ready: async () => this.ready && (this.ingest?.databaseHealthy ?? false) && (await readPool.query('SELECT 1').then(() => true, () => false)),
+      ready: async () =>
+        this.ready &&
+        (this.ingest?.databaseHealthy ?? false) &&
+        (await readPool.query('SELECT 1').then(
+          () => true,
+          () => false,
+        )),
     });
     o.httpRoutes?.(this.api, { mqtt: ports.mqtt, ws: ports.ws ?? 0 });
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     this.ready = true;
-    return { mqtt: ports.mqtt, ws: ports.ws ?? 0, http: typeof address === 'object' && address ? address.port : o.httpPort, ...(ports.mqtts !== undefined && { mqtts: ports.mqtts }) };
+    return {
+      mqtt: ports.mqtt,
+      ws: ports.ws ?? 0,
+      http: typeof address === 'object' && address ? address.port : o.httpPort,
+      ...(ports.mqtts !== undefined && { mqtts: ports.mqtts }),
+    };
   }
 
   /** A certificate rotation (SIGHUP): new connections get these; open ones keep theirs. Throws, changing nothing, on refused files. */
@@ -182,4 +231,3 @@ export class Central {
     await this.db?.close();
   }
 }
-

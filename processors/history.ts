@@ -17,7 +17,12 @@ export interface HistoryRow {
  * The history endpoint's query: movements of `sku` per bucket of `bucketMs` and warehouse, over [fromMs, toMs).
  * Its own module so bench/history.ts times exactly the SQL the server runs.
  */
-export function historyQuery(sku: string, fromMs: number, toMs: number, bucketMs: number): QueryConfig<[string, string, string, number]> {
+export function historyQuery(
+  sku: string,
+  fromMs: number,
+  toMs: number,
+  bucketMs: number,
+): QueryConfig<[string, string, string, number]> {
   return {
     text: `SELECT date_bin(make_interval(secs => $4::double precision / 1000), ts, 'epoch'::timestamptz) AS bucket, wh,
               sum(qty) FILTER (WHERE type = 'received')::bigint AS received,

@@ -46,7 +46,12 @@ const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: DA
 function bucket(value: string | undefined): number {
   const m = /^([1-9]\d{0,5})([smhd])$/.exec(value ?? '1h');
   const unit = m && UNITS[m[2] as string];
-  if (!m || !unit) throw new ValidationError(ErrorCode.badRequest, 'bucket must be 1 to 999999 s, m, h or d, such as 15m, 1h or 1d', 'bucket');
+  if (!m || !unit)
+    throw new ValidationError(
+      ErrorCode.badRequest,
+      'bucket must be 1 to 999999 s, m, h or d, such as 15m, 1h or 1d',
+      'bucket',
+    );
   return Number(m[1]) * unit;
 }
 
@@ -70,22 +75,33 @@ export function createApi(o: ApiOptions): FastifyInstance {
   registerApiAuth(app, o.tokens);
 
   app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => ((await o.ready()) ? { status: 'ready', ...(o.storage && { storage: o.storage }) } : reply.status(503).send({ status: 'not ready', ...(o.storage && { storage: o.storage }) })));
+  app.get('/readyz', async (_req, reply) =>
+    (await o.ready())
+      ? { status: 'ready', ...(o.storage && { storage: o.storage }) }
+      : reply.status(503).send({ status: 'not ready', ...(o.storage && { storage: o.storage }) }),
+  );
   registerApiDocs(app);
   app.get('/metrics', async (_req, reply) => reply.type(o.registry.contentType).send(await o.registry.metrics()));
 
   app.get<{ Params: { sku: string } }>('/v1/stock/:sku', async (req, reply) => {
     const sku = ident(req.params.sku, 'sku');
     const g = await o.readModel.global(sku);
-    return g ?? reply.status(404).send({ error: { code: ErrorCode.notFound, message: `unknown sku ${sku}`, field: 'sku' } });
+    return (
+      g ?? reply.status(404).send({ error: { code: ErrorCode.notFound, message: `unknown sku ${sku}`, field: 'sku' } })
+    );
   });
 
-  app.get<{ Params: { warehouse: string; sku: string } }>('/v1/warehouses/:warehouse/stock/:sku', async (req, reply) => {
-    const wh = ident(req.params.warehouse, 'warehouse');
-    const sku = ident(req.params.sku, 'sku');
-    const s = await o.readModel.warehouse(wh, sku);
-    return s ?? reply.status(404).send({ error: { code: ErrorCode.notFound, message: `no stock of ${sku} at ${wh}` } });
-  });
+  app.get<{ Params: { warehouse: string; sku: string } }>(
+    '/v1/warehouses/:warehouse/stock/:sku',
+    async (req, reply) => {
+      const wh = ident(req.params.warehouse, 'warehouse');
+      const sku = ident(req.params.sku, 'sku');
+      const s = await o.readModel.warehouse(wh, sku);
+      return (
+        s ?? reply.status(404).send({ error: { code: ErrorCode.notFound, message: `no stock of ${sku} at ${wh}` } })
+      );
+    },
+  );
 
   app.get<{ Params: { sku: string }; Querystring: Query }>('/v1/stock/:sku/history', async (req) => {
     const sku = ident(req.params.sku, 'sku');
@@ -94,7 +110,8 @@ export function createApi(o: ApiOptions): FastifyInstance {
     const from = time(single(req.query, 'from'), 'from', to - DAY);
     const size = bucket(single(req.query, 'bucket'));
     if (from >= to) throw new ValidationError(ErrorCode.badRequest, 'from must be before to', 'from');
-    if ((to - from) / size > MAX_BUCKETS) throw new ValidationError(ErrorCode.badRequest, `more than ${MAX_BUCKETS} buckets; widen bucket`, 'bucket');
+    if ((to - from) / size > MAX_BUCKETS)
+      throw new ValidationError(ErrorCode.badRequest, `more than ${MAX_BUCKETS} buckets; widen bucket`, 'bucket');
     const { rows } = await o.pool.query<HistoryRow>(historyQuery(sku, from, to, size));
     return {
       sku,

@@ -1,6 +1,16 @@
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
-import { ErrorCode, ValidationError, type LinkStatus, type ReservationPage, type StockPage, type TransferPage, type Warehouse, type WarehousePage, type WarehouseStockPage } from '../protocol/index.js';
+import {
+  ErrorCode,
+  ValidationError,
+  type LinkStatus,
+  type ReservationPage,
+  type StockPage,
+  type TransferPage,
+  type Warehouse,
+  type WarehousePage,
+  type WarehouseStockPage,
+} from '../protocol/index.js';
 import { globalStock } from './ingest/batch.js';
 import { pageOf, pageRequest, type Key, type PageRequest } from './paging.js';
 import { ident, onlyKnown, single, type Query } from './query-params.js';
@@ -29,11 +39,21 @@ export const TRANSFER_STATES = ['reserved', 'in_transit', 'completed', 'compensa
  * SQL of a keyset: the rows after (`value`, `tieValue`) in the order of `column` (descending for a `-` sort) and
  * `tie`, ascending unless `reverse` (then the exact reverse of the ascending order).
  */
-function keyset(sort: string, column: string, tie: string, value: string, tieValue: string, reverse = false): { where: string; order: string } {
+function keyset(
+  sort: string,
+  column: string,
+  tie: string,
+  value: string,
+  tieValue: string,
+  reverse = false,
+): { where: string; order: string } {
   const desc = sort.startsWith('-');
   if (!desc) return { where: `(${column}, ${tie}) > (${value}, ${tieValue})`, order: `${column} ASC, ${tie} ASC` };
   if (reverse) return { where: `(${column}, ${tie}) < (${value}, ${tieValue})`, order: `${column} DESC, ${tie} DESC` };
-  return { where: `(${column} < ${value} OR (${column} = ${value} AND ${tie} > ${tieValue}))`, order: `${column} DESC, ${tie} ASC` };
+  return {
+    where: `(${column} < ${value} OR (${column} = ${value} AND ${tie} > ${tieValue}))`,
+    order: `${column} DESC, ${tie} ASC`,
+  };
 }
 
 /** The stock rows of one warehouse, in sku order or by available; the same objects as `GET /v1/warehouses/{wh}/stock/{sku}`. */
@@ -54,7 +74,15 @@ async function warehouseStock(pool: pg.Pool, wh: string, p: PageRequest<StockSor
     values,
   );
   const keyOf = (r: Row): Key => (p.sort === 'sku' ? [r.sku] : [r.available, r.sku]);
-  return pageOf(rows, p.limit, p.sort, keyOf, (r) => ({ sku: r.sku, warehouse: wh, onHand: r.on_hand, reserved: r.reserved, available: r.available, version: r.version, asOf: r.updated_at.toISOString() }));
+  return pageOf(rows, p.limit, p.sort, keyOf, (r) => ({
+    sku: r.sku,
+    warehouse: wh,
+    onHand: r.on_hand,
+    reserved: r.reserved,
+    available: r.available,
+    version: r.version,
+    asOf: r.updated_at.toISOString(),
+  }));
 }
 
 /**
@@ -70,7 +98,10 @@ async function allStock(pool: pg.Pool, p: PageRequest<StockSort>): Promise<Stock
     let rows: Row[];
     if (p.sort === 'sku') {
       const after = p.after ? 'WHERE sku > $2' : '';
-      ({ rows } = await client.query<Row>(`SELECT sku, 0 AS available FROM sku_versions ${after} ORDER BY sku LIMIT $1`, [p.limit + 1, ...(p.after ?? [])]));
+      ({ rows } = await client.query<Row>(
+        `SELECT sku, 0 AS available FROM sku_versions ${after} ORDER BY sku LIMIT $1`,
+        [p.limit + 1, ...(p.after ?? [])],
+      ));
     } else {
       const k = keyset(p.sort, 'available', 'sku', '$2', '$3');
       ({ rows } = await client.query<Row>(
@@ -81,7 +112,15 @@ async function allStock(pool: pg.Pool, p: PageRequest<StockSort>): Promise<Stock
         [p.limit + 1, ...(p.after ?? [])],
       ));
     }
-    const objects = new Map((await globalStock(client, rows.slice(0, p.limit).map((r) => r.sku), false)).map((g) => [g.sku, g]));
+    const objects = new Map(
+      (
+        await globalStock(
+          client,
+          rows.slice(0, p.limit).map((r) => r.sku),
+          false,
+        )
+      ).map((g) => [g.sku, g]),
+    );
     await client.query('COMMIT');
     const keyOf = (r: Row): Key => (p.sort === 'sku' ? [r.sku] : [r.available, r.sku]);
     return pageOf(rows, p.limit, p.sort, keyOf, (r) => objects.get(r.sku) as StockPage['items'][number]);
@@ -94,7 +133,11 @@ async function allStock(pool: pg.Pool, p: PageRequest<StockSort>): Promise<Stock
 }
 
 /** Warehouses with a stock row, and those only an edge's link status names, by id. */
-async function warehouses(pool: pg.Pool, links: Map<string, LinkStatus>, p: PageRequest<'warehouse'>): Promise<WarehousePage> {
+async function warehouses(
+  pool: pg.Pool,
+  links: Map<string, LinkStatus>,
+  p: PageRequest<'warehouse'>,
+): Promise<WarehousePage> {
   type Row = { wh: string; skus: number; on_hand: number; reserved: number };
   const after = p.after?.[0] as string | undefined;
   const { rows } = await pool.query<Row>(
@@ -104,12 +147,29 @@ async function warehouses(pool: pg.Pool, links: Map<string, LinkStatus>, p: Page
   );
   // Both lists are in id order: the first limit + 1 of their union are among these.
   const byId = new Map<string, Warehouse>();
-  for (const r of rows) byId.set(r.wh, { warehouse: r.wh, skus: r.skus, onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved, link: links.get(r.wh) ?? null });
+  for (const r of rows)
+    byId.set(r.wh, {
+      warehouse: r.wh,
+      skus: r.skus,
+      onHand: r.on_hand,
+      reserved: r.reserved,
+      available: r.on_hand - r.reserved,
+      link: links.get(r.wh) ?? null,
+    });
   for (const [wh, link] of links) {
-    if ((after === undefined || wh > after) && !byId.has(wh)) byId.set(wh, { warehouse: wh, skus: 0, onHand: 0, reserved: 0, available: 0, link });
+    if ((after === undefined || wh > after) && !byId.has(wh))
+      byId.set(wh, { warehouse: wh, skus: 0, onHand: 0, reserved: 0, available: 0, link });
   }
-  const merged = [...byId.values()].sort((a, b) => (a.warehouse < b.warehouse ? -1 : a.warehouse > b.warehouse ? 1 : 0)).slice(0, p.limit + 1);
-  return pageOf(merged, p.limit, p.sort, (w) => [w.warehouse], (w) => w);
+  const merged = [...byId.values()]
+    .sort((a, b) => (a.warehouse < b.warehouse ? -1 : a.warehouse > b.warehouse ? 1 : 0))
+    .slice(0, p.limit + 1);
+  return pageOf(
+    merged,
+    p.limit,
+    p.sort,
+    (w) => [w.warehouse],
+    (w) => w,
+  );
 }
 
 /** Filters of the reservation and transfer lists: column = value for each one given. */
@@ -119,13 +179,25 @@ function filtered(filters: [string, string | undefined][], first: number): { whe
 }
 
 /** Rows of `table` by (created_at, id), filtered; the key's time is in µs, as the database keeps it. */
-async function byCreation<R extends { id: string }>(pool: pg.Pool, table: 'reservations' | 'transfers', filters: [string, string | undefined][], p: PageRequest<CreatedSort>) {
+async function byCreation<R extends { id: string }>(
+  pool: pg.Pool,
+  table: 'reservations' | 'transfers',
+  filters: [string, string | undefined][],
+  p: PageRequest<CreatedSort>,
+) {
   type Row = R & { created_us: number };
   const given = filters.filter((f): f is [string, string] => f[1] !== undefined);
   const where = given.map(([column], i) => `${column} = $${2 + i}`);
   const n = 2 + given.length; // the key's parameters follow the filters'
   // 'epoch' + µs is exact, where to_timestamp(double) could round the last microsecond away.
-  const k = keyset(p.sort, 'created_at', 'id', `('epoch'::timestamptz + $${n}::bigint * interval '1 microsecond')`, `$${n + 1}`, true);
+  const k = keyset(
+    p.sort,
+    'created_at',
+    'id',
+    `('epoch'::timestamptz + $${n}::bigint * interval '1 microsecond')`,
+    `$${n + 1}`,
+    true,
+  );
   if (p.after) where.push(k.where);
   const { rows } = await pool.query<Row>(
     `SELECT *, (extract(epoch FROM created_at) * 1000000)::bigint AS created_us FROM ${table}
@@ -137,7 +209,8 @@ async function byCreation<R extends { id: string }>(pool: pg.Pool, table: 'reser
 
 function oneOf<T extends string>(q: Query, field: string, values: readonly T[]): T | undefined {
   const v = single(q, field);
-  if (v !== undefined && !values.includes(v as T)) throw new ValidationError(ErrorCode.badRequest, `${field} must be one of ${values.join(', ')}`, field);
+  if (v !== undefined && !values.includes(v as T))
+    throw new ValidationError(ErrorCode.badRequest, `${field} must be one of ${values.join(', ')}`, field);
   return v as T | undefined;
 }
 
@@ -158,21 +231,33 @@ export function registerListRoutes(app: FastifyInstance, pool: pg.Pool, links: L
     return warehouses(pool, await links(), pageRequest(req.query, { warehouse: ['string'] }, 'warehouse'));
   });
 
-  app.get<{ Params: { warehouse: string }; Querystring: Query }>('/v1/warehouses/:warehouse/stock', async (req, reply) => {
-    const wh = ident(req.params.warehouse, 'warehouse');
-    onlyKnown(req.query, LIST_PARAMS.stock);
-    const page = await warehouseStock(pool, wh, pageRequest(req.query, STOCK_SORTS, 'sku'));
-    if (page.items.length === 0 && single(req.query, 'cursor') === undefined) {
-      // An empty first page: a warehouse nothing names is a 404, as for one stock row of it.
-      const known = (await pool.query(`SELECT 1 FROM stock WHERE wh = $1 AND version > 0 LIMIT 1`, [wh])).rows.length > 0 || (await links()).has(wh);
-      if (!known) return reply.status(404).send({ error: { code: ErrorCode.notFound, message: `unknown warehouse ${wh}`, field: 'warehouse' } });
-    }
-    return page;
-  });
+  app.get<{ Params: { warehouse: string }; Querystring: Query }>(
+    '/v1/warehouses/:warehouse/stock',
+    async (req, reply) => {
+      const wh = ident(req.params.warehouse, 'warehouse');
+      onlyKnown(req.query, LIST_PARAMS.stock);
+      const page = await warehouseStock(pool, wh, pageRequest(req.query, STOCK_SORTS, 'sku'));
+      if (page.items.length === 0 && single(req.query, 'cursor') === undefined) {
+        // An empty first page: a warehouse nothing names is a 404, as for one stock row of it.
+        const known =
+          (await pool.query(`SELECT 1 FROM stock WHERE wh = $1 AND version > 0 LIMIT 1`, [wh])).rows.length > 0 ||
+          (await links()).has(wh);
+        if (!known)
+          return reply
+            .status(404)
+            .send({ error: { code: ErrorCode.notFound, message: `unknown warehouse ${wh}`, field: 'warehouse' } });
+      }
+      return page;
+    },
+  );
 
   app.get<{ Querystring: Query }>('/v1/reservations', async (req): Promise<ReservationPage> => {
     onlyKnown(req.query, LIST_PARAMS.reservations);
-    const filters: [string, string | undefined][] = [['sku', identParam(req.query, 'sku')], ['wh', identParam(req.query, 'warehouse')], ['state', oneOf(req.query, 'state', RESERVATION_STATES)]];
+    const filters: [string, string | undefined][] = [
+      ['sku', identParam(req.query, 'sku')],
+      ['wh', identParam(req.query, 'warehouse')],
+      ['state', oneOf(req.query, 'state', RESERVATION_STATES)],
+    ];
     const p = pageRequest(req.query, CREATED_SORTS, 'createdAt');
     const { rows, keyOf } = await byCreation<HoldRow>(pool, 'reservations', filters, p);
     return pageOf(rows, p.limit, p.sort, keyOf, reservationView);
@@ -180,7 +265,12 @@ export function registerListRoutes(app: FastifyInstance, pool: pg.Pool, links: L
 
   app.get<{ Querystring: Query }>('/v1/transfers', async (req): Promise<TransferPage> => {
     onlyKnown(req.query, LIST_PARAMS.transfers);
-    const filters: [string, string | undefined][] = [['sku', identParam(req.query, 'sku')], ['from_wh', identParam(req.query, 'from')], ['to_wh', identParam(req.query, 'to')], ['state', oneOf(req.query, 'state', TRANSFER_STATES)]];
+    const filters: [string, string | undefined][] = [
+      ['sku', identParam(req.query, 'sku')],
+      ['from_wh', identParam(req.query, 'from')],
+      ['to_wh', identParam(req.query, 'to')],
+      ['state', oneOf(req.query, 'state', TRANSFER_STATES)],
+    ];
     const p = pageRequest(req.query, CREATED_SORTS, 'createdAt');
     const { rows, keyOf } = await byCreation<TransferRow>(pool, 'transfers', filters, p);
     return pageOf(rows, p.limit, p.sort, keyOf, transferView);

@@ -15,35 +15,79 @@ import { replay } from './replay.js';
 import { waitAtMost } from '../cli/wait.js';
 
 export async function runCentral(argv: string[]): Promise<void> {
-  const c = configure('central', 'The central MQTT broker, the stock processor and the HTTP API, in one process.', centralSpecs, argv);
+  const c = configure(
+    'central',
+    'The central MQTT broker, the stock processor and the HTTP API, in one process.',
+    centralSpecs,
+    argv,
+  );
   if (!c) return;
   const problems: string[] = deviceLimitConfigProblems(c);
   const tls = await loadListenerTls(c, problems);
   if (problems.length > 0) return usageError('central', problems);
   const log = createLogger('central', c.logLevel);
-  const central = new Central({ ...c, tls, limits: deviceLimitsOf(c), log, httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'central' }, wsPort: ports.ws }) });
+  const central = new Central({
+    ...c,
+    tls,
+    limits: deviceLimitsOf(c),
+    log,
+    httpRoutes: (app, ports) => registerDisplay(app, { scope: { role: 'central' }, wsPort: ports.ws }),
+  });
   // Rotated certificate files are taken on SIGHUP, without a restart.
-  if (tls !== undefined) reloadTlsOnSighup(log, (p) => loadListenerTls(c, p), (fresh) => fresh !== undefined && central.reloadTls(fresh));
-  await serve(log, () => central.start() as unknown as Promise<Record<string, number>>, () => central.stop());
+  if (tls !== undefined)
+    reloadTlsOnSighup(
+      log,
+      (p) => loadListenerTls(c, p),
+      (fresh) => fresh !== undefined && central.reloadTls(fresh),
+    );
+  await serve(
+    log,
+    () => central.start() as unknown as Promise<Record<string, number>>,
+    () => central.stop(),
+  );
 }
 
 export async function runProcessor(argv: string[]): Promise<void> {
-  const c = configure('processor', 'The stock processor alone, as an MQTT client of any central broker (scale-out).', processorSpecs, argv);
+  const c = configure(
+    'processor',
+    'The stock processor alone, as an MQTT client of any central broker (scale-out).',
+    processorSpecs,
+    argv,
+  );
   if (!c) return;
   const problems: string[] = [];
   const centralTls = await loadCentralTls(c, problems);
   if (problems.length > 0) return usageError('processor', problems);
   const log = createLogger('processor', c.logLevel);
-  const processor = new StandaloneProcessor({ ...c, username: c.centralUsername, password: c.centralPassword, centralTls, log });
-  if (centralTls !== undefined) reloadTlsOnSighup(log, (p) => loadCentralTls(c, p), (fresh) => fresh !== undefined && processor.reloadTls(fresh));
-  await serve(log, () => processor.start(), () => processor.stop());
+  const processor = new StandaloneProcessor({
+    ...c,
+    username: c.centralUsername,
+    password: c.centralPassword,
+    centralTls,
+    log,
+  });
+  if (centralTls !== undefined)
+    reloadTlsOnSighup(
+      log,
+      (p) => loadCentralTls(c, p),
+      (fresh) => fresh !== undefined && processor.reloadTls(fresh),
+    );
+  await serve(
+    log,
+    () => processor.start(),
+    () => processor.stop(),
+  );
 }
 
 /**
  * A one-shot command on the database. SIGINT or SIGTERM closes it, stopping the embedded server this process
  * started (it runs detached, so it would outlive the command), and exits 130 or 143 as an interrupted command does.
  */
-async function onDatabase(c: StorageSettings & { databaseUrl?: string; dataDir: string }, log: Logger, work: (db: Database) => Promise<void>): Promise<void> {
+async function onDatabase(
+  c: StorageSettings & { databaseUrl?: string; dataDir: string },
+  log: Logger,
+  work: (db: Database) => Promise<void>,
+): Promise<void> {
   let db: Database | undefined;
   let signalled: NodeJS.Signals | undefined;
   const exit = (signal: NodeJS.Signals) => process.exit(signal === 'SIGINT' ? 130 : 143);
@@ -76,12 +120,19 @@ export async function runMigrate(argv: string[]): Promise<void> {
   if (!c) return;
   const log = createLogger('migrate', c.logLevel);
   await onDatabase(c, log, async (db) => {
-    process.stdout.write(`${JSON.stringify({ migrated: true, version: db.schema.version, timescale: db.schema.timescale, storage: db.schema.storage.kind })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ migrated: true, version: db.schema.version, timescale: db.schema.timescale, storage: db.schema.storage.kind })}\n`,
+    );
   });
 }
 
 export async function runRebuild(argv: string[]): Promise<void> {
-  const c = configure('rebuild', 'Recompute stock from the event log, check reserved against the reservations; report drift; exit 1 on drift.', rebuildSpecs, argv);
+  const c = configure(
+    'rebuild',
+    'Recompute stock from the event log, check reserved against the reservations; report drift; exit 1 on drift.',
+    rebuildSpecs,
+    argv,
+  );
   if (!c) return;
   const log = createLogger('rebuild', c.logLevel);
   await onDatabase(c, log, async (db) => {
@@ -90,15 +141,22 @@ export async function runRebuild(argv: string[]): Promise<void> {
     else {
       const bad = report.drift.length + report.reservedDrift.length;
       process.stdout.write(`checked ${report.rows} stock rows: ${bad === 0 ? 'no drift' : `${bad} drifted`}\n`);
-      for (const d of report.drift) process.stdout.write(`  ${d.wh} ${d.sku}: stored ${d.stored ?? 'none'}, recomputed ${d.recomputed}\n`);
-      for (const d of report.reservedDrift) process.stdout.write(`  ${d.wh} ${d.sku}: reserved ${d.stored}, active reservations hold ${d.held}\n`);
+      for (const d of report.drift)
+        process.stdout.write(`  ${d.wh} ${d.sku}: stored ${d.stored ?? 'none'}, recomputed ${d.recomputed}\n`);
+      for (const d of report.reservedDrift)
+        process.stdout.write(`  ${d.wh} ${d.sku}: reserved ${d.stored}, active reservations hold ${d.held}\n`);
     }
     process.exitCode = report.drift.length === 0 && report.reservedDrift.length === 0 ? 0 : 1;
   });
 }
 
 export async function runReplay(argv: string[]): Promise<void> {
-  const c = configure('replay', 'Republish the events of a time range of the event log to a broker, in ledger order, for downstream consumers; then exit.', replaySpecs, argv);
+  const c = configure(
+    'replay',
+    'Republish the events of a time range of the event log to a broker, in ledger order, for downstream consumers; then exit.',
+    replaySpecs,
+    argv,
+  );
   if (!c) return;
   if (c.to <= c.from) {
     process.stderr.write('stockwire replay: invalid configuration\n  - --to must be after --from\n');
@@ -122,7 +180,18 @@ export async function runReplay(argv: string[]): Promise<void> {
       reconnectPeriod: 0, // a batch job: a lost connection fails the run instead of retrying behind its back
       connectTimeout: 10_000, // ms
     });
-    const report = await replay({ pool: db.pool, client, log, from: c.from, to: c.to, topic: c.topic, warehouses: c.warehouses, qos: c.qos, rate: c.rate, signal: stop.signal });
+    const report = await replay({
+      pool: db.pool,
+      client,
+      log,
+      from: c.from,
+      to: c.to,
+      topic: c.topic,
+      warehouses: c.warehouses,
+      qos: c.qos,
+      rate: c.rate,
+      signal: stop.signal,
+    });
     process.stdout.write(`${JSON.stringify(report)}\n`);
     process.exitCode = 0;
   } finally {

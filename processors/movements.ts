@@ -33,7 +33,8 @@ export function movementQuery(q: Query, now: number): MovementQuery {
   const skuParam = single(q, 'sku');
   const sku = skuParam === undefined ? undefined : ident(skuParam, 'sku');
   const bucketParam = single(q, 'bucket') ?? 'hour';
-  if (bucketParam !== 'hour' && bucketParam !== 'day') throw new ValidationError(ErrorCode.badRequest, 'bucket must be hour or day', 'bucket');
+  if (bucketParam !== 'hour' && bucketParam !== 'day')
+    throw new ValidationError(ErrorCode.badRequest, 'bucket must be hour or day', 'bucket');
   const size = BUCKETS[bucketParam];
   const to = time(single(q, 'to'), 'to', now);
   const from = time(single(q, 'from'), 'from', to - DEFAULT_SPAN[bucketParam]);
@@ -42,7 +43,11 @@ export function movementQuery(q: Query, now: number): MovementQuery {
   const start = Math.floor(from / size) * size;
   const end = Math.ceil(to / size) * size;
   if ((end - start) / size > MAX_MOVEMENT_BUCKETS) {
-    throw new ValidationError(ErrorCode.badRequest, `more than ${MAX_MOVEMENT_BUCKETS} ${bucketParam} buckets between from and to; narrow the range${bucketParam === 'hour' ? ' or use bucket=day' : ''}`, 'from');
+    throw new ValidationError(
+      ErrorCode.badRequest,
+      `more than ${MAX_MOVEMENT_BUCKETS} ${bucketParam} buckets between from and to; narrow the range${bucketParam === 'hour' ? ' or use bucket=day' : ''}`,
+      'from',
+    );
   }
   return { warehouse, sku, bucket: bucketParam, from: start, to: end };
 }
@@ -80,7 +85,13 @@ const CORRECTION_JOINS = `
 
 /** Movements of a warehouse per bucket: sums from movements_hourly, counts and their corrections from the event log. */
 export async function readMovements(pool: pg.Pool, m: MovementQuery): Promise<Movements> {
-  const params = [m.bucket, m.warehouse, new Date(m.from).toISOString(), new Date(m.to).toISOString(), ...(m.sku === undefined ? [] : [m.sku])];
+  const params = [
+    m.bucket,
+    m.warehouse,
+    new Date(m.from).toISOString(),
+    new Date(m.to).toISOString(),
+    ...(m.sku === undefined ? [] : [m.sku]),
+  ];
   const skuOf = (alias: string) => (m.sku === undefined ? '' : `AND ${alias}sku = $5`);
   const [sums, counts] = await Promise.all([
     pool.query<MovementRow>(
@@ -105,12 +116,38 @@ export async function readMovements(pool: pg.Pool, m: MovementQuery): Promise<Mo
     ),
   ]);
   const rows = new Map<number, Movements['movements'][number]>();
-  const empty = (bucket: Date) => ({ bucket: bucket.toISOString(), received: 0, shipped: 0, returned: 0, adjusted: 0, counts: 0, countCorrection: 0, net: 0, change: 0, events: 0 });
-  for (const r of sums.rows) rows.set(r.bucket.getTime(), { ...empty(r.bucket), received: r.received, shipped: r.shipped, returned: r.returned, adjusted: r.adjusted, net: r.net, change: r.net, events: r.events });
+  const empty = (bucket: Date) => ({
+    bucket: bucket.toISOString(),
+    received: 0,
+    shipped: 0,
+    returned: 0,
+    adjusted: 0,
+    counts: 0,
+    countCorrection: 0,
+    net: 0,
+    change: 0,
+    events: 0,
+  });
+  for (const r of sums.rows)
+    rows.set(r.bucket.getTime(), {
+      ...empty(r.bucket),
+      received: r.received,
+      shipped: r.shipped,
+      returned: r.returned,
+      adjusted: r.adjusted,
+      net: r.net,
+      change: r.net,
+      events: r.events,
+    });
   for (const r of counts.rows) {
     // A bucket the aggregate has not materialised yet can still hold counts: it is answered, with no sums.
     const row = rows.get(r.bucket.getTime()) ?? empty(r.bucket);
-    rows.set(r.bucket.getTime(), { ...row, counts: r.counts, countCorrection: r.correction, change: row.net + r.correction });
+    rows.set(r.bucket.getTime(), {
+      ...row,
+      counts: r.counts,
+      countCorrection: r.correction,
+      change: row.net + r.correction,
+    });
   }
   return {
     warehouse: m.warehouse,
@@ -124,5 +161,7 @@ export async function readMovements(pool: pg.Pool, m: MovementQuery): Promise<Mo
 
 /** `GET /v1/movements?warehouse&sku&bucket=hour|day&from&to`, on the read pool (its statement timeout answers 503). */
 export function registerMovementRoutes(app: FastifyInstance, pool: pg.Pool): void {
-  app.get<{ Querystring: Query }>('/v1/movements', async (req) => readMovements(pool, movementQuery(req.query, Date.now())));
+  app.get<{ Querystring: Query }>('/v1/movements', async (req) =>
+    readMovements(pool, movementQuery(req.query, Date.now())),
+  );
 }

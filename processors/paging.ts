@@ -24,7 +24,8 @@ export function pageRequest<S extends string>(q: Query, sorts: Record<S, KeyShap
   const sort = sortParam as S;
   const limitParam = single(q, 'limit');
   const limit = limitParam === undefined ? DEFAULT_PAGE_LIMIT : /^\d{1,7}$/.test(limitParam) ? Number(limitParam) : NaN;
-  if (!(limit >= 1 && limit <= MAX_PAGE_LIMIT)) throw refuse('limit', `limit must be an integer from 1 to ${MAX_PAGE_LIMIT}`);
+  if (!(limit >= 1 && limit <= MAX_PAGE_LIMIT))
+    throw refuse('limit', `limit must be an integer from 1 to ${MAX_PAGE_LIMIT}`);
   const cursor = single(q, 'cursor');
   return { sort, limit, after: cursor === undefined ? null : decodeCursor(cursor, sort, sorts[sort]) };
 }
@@ -44,16 +45,28 @@ function decodeCursor(cursor: string, sort: string, shape: KeyShape): Key {
     throw bad();
   }
   if (!Array.isArray(parts) || typeof parts[0] !== 'string') throw bad();
-  if (parts[0] !== sort) throw refuse('cursor', `cursor belongs to sort=${parts[0].slice(0, 20)}; send the same sort with it`);
+  if (parts[0] !== sort)
+    throw refuse('cursor', `cursor belongs to sort=${parts[0].slice(0, 20)}; send the same sort with it`);
   if (parts.length !== shape.length + 1) throw bad();
   const key = parts.slice(1);
-  const fits = key.every((v, i) => (shape[i] === 'integer' ? Number.isSafeInteger(v) : typeof v === 'string' && v.length <= 64));
+  const fits = key.every((v, i) =>
+    shape[i] === 'integer' ? Number.isSafeInteger(v) : typeof v === 'string' && v.length <= 64,
+  );
   if (!fits) throw bad();
   return key as Key;
 }
 
 /** One page from rows read with `limit + 1`: the extra row only says that a next page exists. */
-export function pageOf<R, T>(rows: R[], limit: number, sort: string, keyOf: (row: R) => Key, item: (row: R) => T): { items: T[]; nextCursor: string | null } {
+export function pageOf<R, T>(
+  rows: R[],
+  limit: number,
+  sort: string,
+  keyOf: (row: R) => Key,
+  item: (row: R) => T,
+): { items: T[]; nextCursor: string | null } {
   const last = rows.length > limit ? rows[limit - 1] : undefined;
-  return { items: rows.slice(0, limit).map(item), nextCursor: last === undefined ? null : encodeCursor(sort, keyOf(last)) };
+  return {
+    items: rows.slice(0, limit).map(item),
+    nextCursor: last === undefined ? null : encodeCursor(sort, keyOf(last)),
+  };
 }

@@ -91,7 +91,12 @@ export class StandaloneProcessor {
     const log = o.log;
     const token = await resolveApiToken(o.apiToken, o.dataDir, log);
     this.token = token;
-    this.db = await openDatabase({ ...o, log, applicationName: 'stockwire-processor', readTimeoutMs: o.apiReadTimeoutMs });
+    this.db = await openDatabase({
+      ...o,
+      log,
+      applicationName: 'stockwire-processor',
+      readTimeoutMs: o.apiReadTimeoutMs,
+    });
     const pool = this.db.pool;
     const metrics = createIngestMetrics(this.registry, o.warehouses);
     this.readModel = await createReadModel(o, this.db, metrics, log);
@@ -115,9 +120,18 @@ export class StandaloneProcessor {
     const client = mqtt.connect(o.centralUrl, { ...options, manualConnect: true });
     this.client = client;
     const publisher: Publisher = monotonic({
-      publish: (topic, payload, retain) => client.publishAsync(topic, payload, { qos: 1, retain }).then(() => undefined),
+      publish: (topic, payload, retain) =>
+        client.publishAsync(topic, payload, { qos: 1, retain }).then(() => undefined),
     });
-    this.ingest = new Ingest({ pool, publisher, readModel: this.readModel, metrics, log, maxBatch: o.batchMax, maxWaitMs: o.batchWaitMs });
+    this.ingest = new Ingest({
+      pool,
+      publisher,
+      readModel: this.readModel,
+      metrics,
+      log,
+      maxBatch: o.batchMax,
+      maxWaitMs: o.batchWaitMs,
+    });
     this.holdPubacks(client);
 
     const ingest = this.ingest;
@@ -128,8 +142,18 @@ export class StandaloneProcessor {
       const where = packet.cmd === 'publish' ? parseEventTopic(packet.topic) : null;
       if (packet.cmd !== 'publish' || !where) return callback();
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-      const decided = ingest.submit({ topic: packet.topic, payload, wh: where.wh, device: where.device, source: clientId, receivedAt: Date.now() });
-      const committed = decided.then(() => true, () => false);
+      const decided = ingest.submit({
+        topic: packet.topic,
+        payload,
+        wh: where.wh,
+        device: where.device,
+        source: clientId,
+        receivedAt: Date.now(),
+      });
+      const committed = decided.then(
+        () => true,
+        () => false,
+      );
       if (packet.qos > 0 && packet.messageId !== undefined) this.commits.set(packet.messageId, committed);
       if (ingest.pending < highWater) callback();
       else void committed.then(() => callback()); // backpressure: stop reading until the queue drains
@@ -137,7 +161,9 @@ export class StandaloneProcessor {
     // Ready only once subscribed: the first time, a broker drops what is published before a subscription exists.
     let subscribed: () => void = () => {};
     let refusedAtStart: (err: Error) => void = () => {};
-    const firstSubscription = new Promise<void>((resolve, reject) => ((subscribed = resolve), (refusedAtStart = reject)));
+    const firstSubscription = new Promise<void>(
+      (resolve, reject) => ((subscribed = resolve), (refusedAtStart = reject)),
+    );
     client.on('connect', () => {
       // No Nagle (MQTT.js leaves it on): a PUBACK held until the commit would then wait for the broker's delayed ACK.
       (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
@@ -166,10 +192,22 @@ export class StandaloneProcessor {
     await firstSubscription;
 
     // Reservations and transfers over HTTP here too: every instance decides in the one database.
-    this.commands = new ReservationService({ pool, publisher, readModel: this.readModel, log, metrics: createReservationMetrics(this.registry) }, commandConfig(o));
+    this.commands = new ReservationService(
+      { pool, publisher, readModel: this.readModel, log, metrics: createReservationMetrics(this.registry) },
+      commandConfig(o),
+    );
     this.commands.start();
     const tokens = { write: token, ...(o.apiReadToken !== undefined && { read: o.apiReadToken }) };
-    this.api = createApi({ pool: this.db.readPool, readModel: this.readModel, commands: this.commands, registry: this.registry, tokens, storage: this.db.schema.storage, log, ready: async () => this.connected && ingest.databaseHealthy });
+    this.api = createApi({
+      pool: this.db.readPool,
+      readModel: this.readModel,
+      commands: this.commands,
+      registry: this.registry,
+      tokens,
+      storage: this.db.schema.storage,
+      log,
+      ready: async () => this.connected && ingest.databaseHealthy,
+    });
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     return { http: typeof address === 'object' && address ? address.port : o.httpPort };

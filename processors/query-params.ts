@@ -23,8 +23,15 @@ export function single(q: Query, field: string): string | undefined {
 
 /** Refuses a parameter the operation does not take, so a misspelt filter never widens an answer. */
 export function onlyKnown(q: Query, fields: readonly string[]): void {
-  const unknown = Object.keys(q).filter((k) => !fields.includes(k)).sort()[0];
-  if (unknown !== undefined) throw new ValidationError(ErrorCode.badRequest, `unknown parameter ${unknown}; this operation takes ${fields.join(', ')}`, unknown);
+  const unknown = Object.keys(q)
+    .filter((k) => !fields.includes(k))
+    .sort()[0];
+  if (unknown !== undefined)
+    throw new ValidationError(
+      ErrorCode.badRequest,
+      `unknown parameter ${unknown}; this operation takes ${fields.join(', ')}`,
+      unknown,
+    );
 }
 
 /** The shape of an RFC 3339 full-date: a time parameter may name a day, meaning its start in UTC. */
@@ -36,7 +43,17 @@ export function time(value: string | undefined, field: string, fallback: number)
   if (value === undefined || value === '') return fallback;
   // RFC 3339 only: Date.parse alone would also take "Jan 5", "2026-1-5" or "2026-02-30" (rolled over to March).
   const ms = /^\d+$/.test(value) ? Number(value) : rfc3339Ms(DATE.test(value) ? `${value}T00:00:00Z` : value);
-  if (ms === null || !Number.isFinite(ms)) throw new ValidationError(ErrorCode.badRequest, `${field} must be an RFC 3339 date-time (2026-01-01T08:00:00Z) or date (2026-01-01, 00:00 UTC) or epoch milliseconds`, field);
-  if (ms < EARLIEST_MS || ms > LATEST_MS) throw new ValidationError(ErrorCode.badRequest, `${field} must lie between 1970-01-01T00:00:00Z and 9999-12-31T00:00:00Z`, field);
+  if (ms === null || !Number.isFinite(ms))
+    throw new ValidationError(
+      ErrorCode.badRequest,
+      `${field} must be an RFC 3339 date-time (2026-01-01T08:00:00Z) or date (2026-01-01, 00:00 UTC) or epoch milliseconds`,
+      field,
+    );
+  if (ms < EARLIEST_MS || ms > LATEST_MS)
+    throw new ValidationError(
+      ErrorCode.badRequest,
+      `${field} must lie between 1970-01-01T00:00:00Z and 9999-12-31T00:00:00Z`,
+      field,
+    );
   return ms;
 }

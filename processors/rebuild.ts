@@ -53,7 +53,9 @@ export async function rebuild(pool: pg.Pool): Promise<RebuildReport> {
     SELECT COALESCE(r.wh, s.wh) AS wh, COALESCE(r.sku, s.sku) AS sku, s.on_hand AS stored, COALESCE(r.on_hand, 0)::bigint AS recomputed
     FROM recomputed r FULL OUTER JOIN stock s ON s.wh = r.wh AND s.sku = r.sku
     ORDER BY 1, 2`);
-  const drift = rows.filter((r) => (r.stored ?? 0) !== r.recomputed).map((r) => ({ wh: r.wh, sku: r.sku, stored: r.stored, recomputed: r.recomputed }));
+  const drift = rows
+    .filter((r) => (r.stored ?? 0) !== r.recomputed)
+    .map((r) => ({ wh: r.wh, sku: r.sku, stored: r.stored, recomputed: r.recomputed }));
   // reserved is command state, not derived from events: it must equal what the row's active holds still hold.
   const { rows: reservedDrift } = await pool.query<ReservedDrift>(`
     SELECT s.wh, s.sku, s.reserved AS stored, COALESCE(h.held, 0)::bigint AS held

@@ -8,7 +8,15 @@ export const REPLAY_PLACEHOLDERS = ['wh', 'device', 'sku', 'type', 'id'] as cons
 type Placeholder = (typeof REPLAY_PLACEHOLDERS)[number];
 
 /** The topics of CONTRACT section 2: a replay must never publish where live consumers (or the processor) listen. */
-const LIVE_TOPICS = ['wh/+/dev/+/event', 'wh/+/dev/+/ack', 'wh/+/stock/+', 'stock/+', 'wh/+/shelf/+/+', 'wh/+/status', 'alerts/+/+'];
+const LIVE_TOPICS = [
+  'wh/+/dev/+/event',
+  'wh/+/dev/+/ack',
+  'wh/+/stock/+',
+  'stock/+',
+  'wh/+/shelf/+/+',
+  'wh/+/status',
+  'alerts/+/+',
+];
 
 /**
  * Parses a topic template such as `wh/{wh}/replay/{sku}`; throws an Error naming the problem.
@@ -18,8 +26,13 @@ const LIVE_TOPICS = ['wh/+/dev/+/event', 'wh/+/dev/+/ack', 'wh/+/stock/+', 'stoc
 export function parseTopicTemplate(raw: string): string {
   if (raw.startsWith('$')) throw new Error('must not start with $ (broker topics)');
   if (/[+#\u0000]/.test(raw)) throw new Error('must be a topic name, without + or #');
-  const unknown = [...raw.matchAll(/\{([^}]*)\}/g)].map((m) => m[1] as string).filter((p) => !(REPLAY_PLACEHOLDERS as readonly string[]).includes(p));
-  if (unknown.length > 0) throw new Error(`has unknown placeholders ${unknown.map((p) => `{${p}}`).join(', ')}; use ${REPLAY_PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`);
+  const unknown = [...raw.matchAll(/\{([^}]*)\}/g)]
+    .map((m) => m[1] as string)
+    .filter((p) => !(REPLAY_PLACEHOLDERS as readonly string[]).includes(p));
+  if (unknown.length > 0)
+    throw new Error(
+      `has unknown placeholders ${unknown.map((p) => `{${p}}`).join(', ')}; use ${REPLAY_PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`,
+    );
   if (/[{}]/.test(raw.replace(/\{[a-z]+\}/g, ''))) throw new Error('has an unbalanced { or }');
   const asFilter = raw.split('/').map((level) => (level.includes('{') ? '+' : level));
   if (asFilter.some((l) => l === '')) throw new Error('must not have empty levels');
@@ -107,14 +120,21 @@ function toMessage(r: Row): ReplayedEvent {
  * once and memory stays at one page however long the range.
  */
 export async function replay(o: ReplayOptions): Promise<ReplayReport> {
-  const report: ReplayReport = { replayed: 0, from: new Date(o.from).toISOString(), to: new Date(o.to).toISOString(), complete: false };
+  const report: ReplayReport = {
+    replayed: 0,
+    from: new Date(o.from).toISOString(),
+    to: new Date(o.to).toISOString(),
+    complete: false,
+  };
   // A refused publish makes a broker close the connection, and MQTT.js then never settles pending QoS 1 publishes.
   let lost = false;
   let onClose: () => void = () => {};
   const closed = new Promise<never>((_resolve, reject) => {
     onClose = () => {
       lost = true;
-      reject(new Error('the broker closed the connection during the replay (may this credential publish to the topic?)'));
+      reject(
+        new Error('the broker closed the connection during the replay (may this credential publish to the topic?)'),
+      );
     };
   });
   closed.catch(() => {});

@@ -9,14 +9,22 @@ const PAGE = 5_000; // skus per query while republishing
  * Republishes every retained stock topic from the database (DESIGN "Versions and republishing"):
  * the broker's retained store is a cache, the database is the truth. Pages by sku to bound memory.
  */
-export async function republishAll(pool: pg.Pool, publisher: Publisher, readModel: ReadModel): Promise<{ skus: number; rows: number; shelves: number }> {
+export async function republishAll(
+  pool: pg.Pool,
+  publisher: Publisher,
+  readModel: ReadModel,
+): Promise<{ skus: number; rows: number; shelves: number }> {
   const stock = await republishStock(pool, publisher, readModel);
   const shelves = await republishShelves(pool, publisher);
   return { ...stock, shelves };
 }
 
 /** The stock part of `republishAll`: every warehouse and global stock topic, and the read model. */
-export async function republishStock(pool: pg.Pool, publisher: Publisher, readModel: ReadModel): Promise<{ skus: number; rows: number }> {
+export async function republishStock(
+  pool: pg.Pool,
+  publisher: Publisher,
+  readModel: ReadModel,
+): Promise<{ skus: number; rows: number }> {
   let after = '';
   let skus = 0;
   let rowsTotal = 0;
@@ -27,7 +35,14 @@ export async function republishStock(pool: pg.Pool, publisher: Publisher, readMo
     );
     if (versions.length === 0) break;
     const last = (versions[versions.length - 1] as { sku: string }).sku;
-    const { rows } = await pool.query<{ wh: string; sku: string; on_hand: number; reserved: number; version: number; updated_at: Date }>(
+    const { rows } = await pool.query<{
+      wh: string;
+      sku: string;
+      on_hand: number;
+      reserved: number;
+      version: number;
+      updated_at: Date;
+    }>(
       `SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock WHERE sku > $1 AND sku <= $2 ORDER BY sku, wh`,
       [after, last],
     );
@@ -39,12 +54,30 @@ export async function republishStock(pool: pg.Pool, publisher: Publisher, readMo
     const inTransit = new Map(transit.map((t) => [t.sku, t.qty]));
     const global = new Map<string, GlobalStock>();
     for (const v of versions) {
-      global.set(v.sku, { sku: v.sku, onHand: 0, reserved: 0, available: 0, inTransit: inTransit.get(v.sku) ?? 0, warehouses: {}, version: v.version, asOf: v.updated_at.toISOString() });
+      global.set(v.sku, {
+        sku: v.sku,
+        onHand: 0,
+        reserved: 0,
+        available: 0,
+        inTransit: inTransit.get(v.sku) ?? 0,
+        warehouses: {},
+        version: v.version,
+        asOf: v.updated_at.toISOString(),
+      });
     }
     const warehouse: WarehouseStock[] = [];
     for (const r of rows) {
       const available = r.on_hand - r.reserved;
-      if (r.version > 0) warehouse.push({ sku: r.sku, warehouse: r.wh, onHand: r.on_hand, reserved: r.reserved, available, version: r.version, asOf: r.updated_at.toISOString() });
+      if (r.version > 0)
+        warehouse.push({
+          sku: r.sku,
+          warehouse: r.wh,
+          onHand: r.on_hand,
+          reserved: r.reserved,
+          available,
+          version: r.version,
+          asOf: r.updated_at.toISOString(),
+        });
       const g = global.get(r.sku);
       if (!g) continue;
       g.onHand += r.on_hand;
@@ -53,7 +86,8 @@ export async function republishStock(pool: pg.Pool, publisher: Publisher, readMo
       g.warehouses[r.wh] = { onHand: r.on_hand, reserved: r.reserved, available };
     }
     const sends: Promise<void>[] = [];
-    for (const s of warehouse) sends.push(publisher.publish(topics.warehouseStock(s.warehouse, s.sku), JSON.stringify(s), true));
+    for (const s of warehouse)
+      sends.push(publisher.publish(topics.warehouseStock(s.warehouse, s.sku), JSON.stringify(s), true));
     for (const g of global.values()) sends.push(publisher.publish(topics.globalStock(g.sku), JSON.stringify(g), true));
     await Promise.all(sends);
     await readModel.write(warehouse, [...global.values()]);
@@ -69,14 +103,28 @@ async function republishShelves(pool: pg.Pool, publisher: Publisher): Promise<nu
   let after = ['', '', ''];
   let count = 0;
   for (;;) {
-    const { rows } = await pool.query<{ wh: string; location: string; sku: string; qty: number; ts: Date; device: string }>(
+    const { rows } = await pool.query<{
+      wh: string;
+      location: string;
+      sku: string;
+      qty: number;
+      ts: Date;
+      device: string;
+    }>(
       `SELECT wh, location, sku, qty, ts, device FROM shelf_latest WHERE (wh, location, sku) > ($1, $2, $3) ORDER BY wh, location, sku LIMIT $4`,
       [...after, PAGE],
     );
     if (rows.length === 0) return count;
     await Promise.all(
       rows.map((r) => {
-        const reading: ShelfReading = { sku: r.sku, warehouse: r.wh, location: r.location, qty: r.qty, ts: r.ts.toISOString(), device: r.device };
+        const reading: ShelfReading = {
+          sku: r.sku,
+          warehouse: r.wh,
+          location: r.location,
+          qty: r.qty,
+          ts: r.ts.toISOString(),
+          device: r.device,
+        };
         return publisher.publish(topics.shelf(r.wh, r.location, r.sku), JSON.stringify(reading), true);
       }),
     );

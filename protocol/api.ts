@@ -56,7 +56,9 @@ export type StockHistory = Static<typeof StockHistory>;
 export const Movements = Type.Object(
   {
     warehouse: Ident,
-    sku: Type.Optional(Type.String({ pattern: IDENT_PATTERN, description: 'absent: every sku of the warehouse, summed' })),
+    sku: Type.Optional(
+      Type.String({ pattern: IDENT_PATTERN, description: 'absent: every sku of the warehouse, summed' }),
+    ),
     bucket: Type.Union([Type.Literal('hour'), Type.Literal('day')]),
     from: Type.String({ format: 'date-time', description: 'the range asked for, widened to whole buckets (UTC)' }),
     to: Type.String({ format: 'date-time' }),
@@ -68,8 +70,15 @@ export const Movements = Type.Object(
           shipped: Type.Integer({ minimum: 0, description: 'units shipped' }),
           returned: Type.Integer({ minimum: 0, description: 'units returned' }),
           adjusted: Type.Integer({ description: 'sum of the signed adjustments' }),
-          counts: Type.Integer({ minimum: 0, description: 'counted events (cycle counts); counts and countCorrection are read from the event log, the rest from movements_hourly' }),
-          countCorrection: Type.Integer({ description: 'sum over those counts of (counted qty − book onHand just before the count, in ledger order); negative: shrinkage found' }),
+          counts: Type.Integer({
+            minimum: 0,
+            description:
+              'counted events (cycle counts); counts and countCorrection are read from the event log, the rest from movements_hourly',
+          }),
+          countCorrection: Type.Integer({
+            description:
+              'sum over those counts of (counted qty − book onHand just before the count, in ledger order); negative: shrinkage found',
+          }),
           net: Type.Integer({ description: 'received − shipped + returned + adjusted: the sum of the signed deltas' }),
           change: Type.Integer({ description: 'net + countCorrection: how much book onHand changed over the bucket' }),
           events: Type.Integer({ minimum: 0, description: 'events of every type in the bucket' }),
@@ -113,7 +122,9 @@ const page = <T extends TSchema>(item: T, description: string) =>
   Type.Object(
     {
       items: Type.Array(item, { maxItems: MAX_PAGE_LIMIT, description }),
-      nextCursor: Type.Union([Type.String({ pattern: CURSOR_PATTERN }), Type.Null()], { description: 'send as `cursor` for the next page; null: this page is the last' }),
+      nextCursor: Type.Union([Type.String({ pattern: CURSOR_PATTERN }), Type.Null()], {
+        description: 'send as `cursor` for the next page; null: this page is the last',
+      }),
     },
     { additionalProperties: false },
   );
@@ -172,12 +183,20 @@ export const DisplayConfig = Type.Object(
   {
     role: Type.Union([Type.Literal('central'), Type.Literal('edge')]),
     warehouse: Type.Optional(Ident),
-    wsPort: Type.Integer({ minimum: 0, maximum: 65535, description: 'MQTT over WebSocket, on the host the page came from' }),
+    wsPort: Type.Integer({
+      minimum: 0,
+      maximum: 65535,
+      description: 'MQTT over WebSocket, on the host the page came from',
+    }),
     warehouses: Type.Array(Ident, { description: 'shown before their first message' }),
     credential: Type.Optional(
       Type.Object(
         { username: Type.String(), password: Type.String() },
-        { additionalProperties: false, description: 'demo only, and only to a page loaded from this machine by a loopback name (peer address and Host header)' },
+        {
+          additionalProperties: false,
+          description:
+            'demo only, and only to a page loaded from this machine by a loopback name (peer address and Host header)',
+        },
       ),
     ),
   },

@@ -73,6 +73,8 @@ export class ValidationError extends Error {
   }
 
   toBody(): ErrorBody {
-    return this.field === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, field: this.field };
+    return this.field === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, field: this.field };
   }
 }

@@ -72,7 +72,7 @@ export const STAMPED_EVENT_MAX_BYTES = MAX_EVENT_BYTES + TS_STAMP_BYTES;
 
 export type ParseResult =
   | { ok: true; event: StockEvent }
-  | { ok: false; error: ValidationError; /** the event id, when the payload had a readable one */ id: string | null };
+  | { ok: false; error: ValidationError /** the event id, when the payload had a readable one */; id: string | null };
 
 const QTY_RANGE: Record<StockEvent['type'], [number, number]> = {
   received: [1, 1_000_000],
@@ -94,12 +94,21 @@ export const RFC3339_PATTERN = RFC3339.source;
  * A leap second (:60) is refused too: Date.parse has no way to represent it.
  */
 function realTime(m: RegExpExecArray): boolean {
-  const [year, month, day, hour, minute, second, offHour = 0, offMinute = 0] = [1, 2, 3, 4, 5, 6, 8, 9].map((i) => (m[i] === undefined ? undefined : Number(m[i])));
+  const [year, month, day, hour, minute, second, offHour = 0, offMinute = 0] = [1, 2, 3, 4, 5, 6, 8, 9].map((i) =>
+    m[i] === undefined ? undefined : Number(m[i]),
+  );
   if (month === undefined || month < 1 || month > 12 || day === undefined || day < 1) return false;
   const y = year ?? 0;
   const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
   const daysInMonth = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
-  return day <= daysInMonth && (hour ?? 24) <= 23 && (minute ?? 60) <= 59 && (second ?? 60) <= 59 && offHour <= 23 && offMinute <= 59;
+  return (
+    day <= daysInMonth &&
+    (hour ?? 24) <= 23 &&
+    (minute ?? 60) <= 59 &&
+    (second ?? 60) <= 59 &&
+    offHour <= 23 &&
+    offMinute <= 59
+  );
 }
 
 function fieldOf(err: ErrorObject): string | undefined {
@@ -118,12 +127,14 @@ export function rfc3339Ms(value: string): number | null {
 
 function parseTs(ts: unknown): number | ValidationError {
   if (typeof ts === 'number') {
-    if (!Number.isSafeInteger(ts) || ts > 8.64e15) return new ValidationError(ErrorCode.schemaViolation, 'ts is out of range', 'ts');
+    if (!Number.isSafeInteger(ts) || ts > 8.64e15)
+      return new ValidationError(ErrorCode.schemaViolation, 'ts is out of range', 'ts');
     return ts;
   }
   const m = typeof ts === 'string' ? RFC3339.exec(ts) : null;
   if (m !== null) {
-    if (!realTime(m)) return new ValidationError(ErrorCode.schemaViolation, `ts ${m[0]} names no real date and time`, 'ts');
+    if (!realTime(m))
+      return new ValidationError(ErrorCode.schemaViolation, `ts ${m[0]} names no real date and time`, 'ts');
     const ms = Date.parse(m[0]);
     if (Number.isFinite(ms)) return ms;
   }
@@ -165,13 +176,21 @@ function readableId(value: unknown): string | null {
 export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
   const maxBytes = source.maxBytes ?? MAX_EVENT_BYTES;
   if (raw.byteLength > maxBytes) {
-    return { ok: false, id: null, error: new ValidationError(ErrorCode.payloadTooLarge, `payload is ${raw.byteLength} bytes, limit ${maxBytes}`) };
+    return {
+      ok: false,
+      id: null,
+      error: new ValidationError(ErrorCode.payloadTooLarge, `payload is ${raw.byteLength} bytes, limit ${maxBytes}`),
+    };
   }
   let value: unknown;
   try {
     value = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
   } catch (err) {
-    return { ok: false, id: null, error: new ValidationError(ErrorCode.invalidJson, `payload is not JSON: ${(err as Error).message}`) };
+    return {
+      ok: false,
+      id: null,
+      error: new ValidationError(ErrorCode.invalidJson, `payload is not JSON: ${(err as Error).message}`),
+    };
   }
   const id = readableId(value);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -180,12 +199,24 @@ export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
   // PostgreSQL text and jsonb cannot store these: refuse them here, with a reason, rather than fail a batch.
   const unstorable = unstorableText(value);
   if (unstorable !== null) {
-    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, `payload contains ${unstorable} in a string`) };
+    return {
+      ok: false,
+      id,
+      error: new ValidationError(ErrorCode.schemaViolation, `payload contains ${unstorable} in a string`),
+    };
   }
   const v = (value as { v?: unknown }).v;
   if (v !== 1) {
     const code = v === undefined ? ErrorCode.schemaViolation : ErrorCode.unsupportedVersion;
-    return { ok: false, id, error: new ValidationError(code, v === undefined ? 'v is required' : `unsupported version ${JSON.stringify(v)}`, 'v') };
+    return {
+      ok: false,
+      id,
+      error: new ValidationError(
+        code,
+        v === undefined ? 'v is required' : `unsupported version ${JSON.stringify(v)}`,
+        'v',
+      ),
+    };
   }
   if (!validatePayload(value)) {
     const first = validatePayload.errors?.[0];
@@ -197,13 +228,29 @@ export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
   const range = QTY_RANGE[p.type];
   if (p.qty < range[0] || p.qty > range[1] || (p.type === 'adjusted' && p.qty === 0)) {
     const rule = p.type === 'adjusted' ? `non-zero, ${range[0]}…${range[1]}` : `${range[0]}…${range[1]}`;
-    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, `qty of a ${p.type} event must be ${rule}`, 'qty') };
+    return {
+      ok: false,
+      id,
+      error: new ValidationError(ErrorCode.schemaViolation, `qty of a ${p.type} event must be ${rule}`, 'qty'),
+    };
   }
   if (p.type === 'level' && p.location === undefined) {
-    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, 'location is required for a level event', 'location') };
+    return {
+      ok: false,
+      id,
+      error: new ValidationError(ErrorCode.schemaViolation, 'location is required for a level event', 'location'),
+    };
   }
   if (p.reservation !== undefined && p.type !== 'shipped') {
-    return { ok: false, id, error: new ValidationError(ErrorCode.schemaViolation, 'reservation is allowed only on a shipped event', 'reservation') };
+    return {
+      ok: false,
+      id,
+      error: new ValidationError(
+        ErrorCode.schemaViolation,
+        'reservation is allowed only on a shipped event',
+        'reservation',
+      ),
+    };
   }
   let ts = source.receivedAt;
   if (p.ts !== undefined) {
@@ -228,7 +275,10 @@ export function parseEvent(raw: Uint8Array, source: EventSource): ParseResult {
   };
   if (p.type === 'level') return { ok: true, event: { ...base, type: 'level', location: p.location as string } };
   if (p.type === 'counted') return { ok: true, event: { ...base, type: 'counted' } };
-  return { ok: true, event: { ...base, type: p.type, ...(p.reservation !== undefined && { reservation: p.reservation }) } };
+  return {
+    ok: true,
+    event: { ...base, type: p.type, ...(p.reservation !== undefined && { reservation: p.reservation }) },
+  };
 }
 
 /** Signed effect of a delta event on `onHand`. */

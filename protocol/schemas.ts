@@ -126,7 +126,10 @@ export const ReplayedEvent = Type.Object(
     wh: Ident,
     device: Ident,
     id: Type.String({ pattern: EVENT_ID_PATTERN }),
-    type: Type.Union([...DELTA_TYPES, 'counted' as const].map((t) => Type.Literal(t)), { description: 'book events only: level readings are not in the event log' }),
+    type: Type.Union(
+      [...DELTA_TYPES, 'counted' as const].map((t) => Type.Literal(t)),
+      { description: 'book events only: level readings are not in the event log' },
+    ),
     sku: Ident,
     qty: Type.Integer(),
     delta: Type.Integer({ description: 'signed effect on onHand; 0 for counted' }),
@@ -184,18 +187,30 @@ const Time = Type.String({ format: 'date-time' });
 /** The 201 answer to a reservation; `parts` only when `split` was asked for (`warehouse` is null when there are several). */
 export const ReservationGranted = Type.Object(
   {
-    id: Type.String({ pattern: IDENT_PATTERN, description: 'name it in the `reservation` field of the shipped event that fulfils it' }),
+    id: Type.String({
+      pattern: IDENT_PATTERN,
+      description: 'name it in the `reservation` field of the shipped event that fulfils it',
+    }),
     sku: Ident,
     qty: Qty,
     warehouse: Type.Union([Ident, Type.Null()]),
     expiresAt: Time,
-    parts: Type.Optional(Type.Array(Type.Object({ id: Id, warehouse: Ident, qty: Qty }, { additionalProperties: false }), { description: 'with `split`: one hold per warehouse' })),
+    parts: Type.Optional(
+      Type.Array(Type.Object({ id: Id, warehouse: Ident, qty: Qty }, { additionalProperties: false }), {
+        description: 'with `split`: one hold per warehouse',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
 export type ReservationGranted = Static<typeof ReservationGranted>;
 
-export const ReservationState = Type.Union([Type.Literal('active'), Type.Literal('consumed'), Type.Literal('released'), Type.Literal('expired')]);
+export const ReservationState = Type.Union([
+  Type.Literal('active'),
+  Type.Literal('consumed'),
+  Type.Literal('released'),
+  Type.Literal('expired'),
+]);
 export type ReservationState = Static<typeof ReservationState>;
 
 /** `GET /v1/reservations/{id}` of one hold. */
@@ -218,7 +233,13 @@ export const ReservationView = Type.Object(
 );
 export type ReservationView = Static<typeof ReservationView>;
 
-export const TransferState = Type.Union([Type.Literal('reserved'), Type.Literal('in_transit'), Type.Literal('completed'), Type.Literal('compensated'), Type.Literal('cancelled')]);
+export const TransferState = Type.Union([
+  Type.Literal('reserved'),
+  Type.Literal('in_transit'),
+  Type.Literal('completed'),
+  Type.Literal('compensated'),
+  Type.Literal('cancelled'),
+]);
 export type TransferState = Static<typeof TransferState>;
 
 /** A transfer as answered by `POST` and `GET /v1/transfers/{id}`; `reservation` is the hold at the source (same id). */
@@ -242,7 +263,14 @@ export const TransferView = Type.Object(
 );
 export type TransferView = Static<typeof TransferView>;
 
-export const REQUEST_ACTIONS = ['reservations.create', 'reservations.get', 'reservations.release', 'transfers.create', 'transfers.get', 'transfers.cancel'] as const;
+export const REQUEST_ACTIONS = [
+  'reservations.create',
+  'reservations.get',
+  'reservations.release',
+  'transfers.create',
+  'transfers.get',
+  'transfers.cancel',
+] as const;
 export type RequestAction = (typeof REQUEST_ACTIONS)[number];
 
 /** A command over MQTT, published to `requests/{own id}`. `data` is the HTTP body (create) or `{"id"}`. */
@@ -262,12 +290,22 @@ export type CommandRequest = Static<typeof CommandRequest>;
 
 /** The answer on the response topic (zigbee2mqtt style): the caller's `requestId` echoed (null when it could not be read). */
 export const CommandResponse = Type.Union([
-  Type.Object({ requestId: Type.Union([Type.String(), Type.Null()]), status: Type.Literal('ok'), data: Type.Unknown({ description: 'the HTTP body of the same command; absent for a release or cancel' }) }, { additionalProperties: false }),
+  Type.Object(
+    {
+      requestId: Type.Union([Type.String(), Type.Null()]),
+      status: Type.Literal('ok'),
+      data: Type.Unknown({ description: 'the HTTP body of the same command; absent for a release or cancel' }),
+    },
+    { additionalProperties: false },
+  ),
   Type.Object(
     {
       requestId: Type.Union([Type.String(), Type.Null()]),
       status: Type.Literal('error'),
-      error: Type.Object({ code: Type.String(), message: Type.String(), field: Type.Optional(Type.String()) }, { additionalProperties: false }),
+      error: Type.Object(
+        { code: Type.String(), message: Type.String(), field: Type.Optional(Type.String()) },
+        { additionalProperties: false },
+      ),
     },
     { additionalProperties: false },
   ),

@@ -38,7 +38,8 @@ function topLevelMembers(raw: Buffer): { open: number; close: number; members: M
     else if (b === CLOSE_OBJECT || b === CLOSE_ARRAY) {
       if (--depth === 0) {
         close = i;
-        if (start !== -1) members.push({ start, end: i, key: JSON.parse(raw.subarray(start, keyEnd).toString('utf8')) as string });
+        if (start !== -1)
+          members.push({ start, end: i, key: JSON.parse(raw.subarray(start, keyEnd).toString('utf8')) as string });
         break;
       }
     } else if (b === COMMA && depth === 1) {
@@ -81,6 +82,7 @@ export function forwardedPayload(raw: Buffer, parsed: ParseResult): Buffer {
   const e = parsed.event;
   if (e.payload.ts !== undefined && e.ts !== e.receivedAt) return raw;
   const stamped = stampReceiptTime(raw, e.payload, e.receivedAt);
-  if (stamped.length > STAMPED_EVENT_MAX_BYTES) throw new Error(`a stamped event is ${stamped.length} bytes, over ${STAMPED_EVENT_MAX_BYTES}`); // cannot happen: see stampReceiptTime
+  if (stamped.length > STAMPED_EVENT_MAX_BYTES)
+    throw new Error(`a stamped event is ${stamped.length} bytes, over ${STAMPED_EVENT_MAX_BYTES}`); // cannot happen: see stampReceiptTime
   return stamped;
 }

@@ -14,7 +14,10 @@ import { BIN } from './helpers/process.js';
 
 const exec = promisify(execFile);
 
-async function stockwire(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+async function stockwire(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const clean = { ...process.env, DATABASE_URL: undefined, DEVICES_FILE: undefined, ...env } as NodeJS.ProcessEnv;
   for (const k of Object.keys(clean)) if (clean[k] === undefined) delete clean[k];
   try {
@@ -38,7 +41,17 @@ describe('stockwire command line', () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  for (const command of [[], ['central'], ['processor'], ['edge'], ['migrate'], ['rebuild'], ['devices'], ['sim'], ['demo']]) {
+  for (const command of [
+    [],
+    ['central'],
+    ['processor'],
+    ['edge'],
+    ['migrate'],
+    ['rebuild'],
+    ['devices'],
+    ['sim'],
+    ['demo'],
+  ]) {
     it(`stockwire ${command.join(' ')} --help exits 0 with usage`, async () => {
       const r = await stockwire([...command, '--help']);
       assert.equal(r.code, 0);
@@ -47,29 +60,94 @@ describe('stockwire command line', () => {
   }
 
   it('bad flags and config exit 2 with every problem listed', async () => {
-    const r = await stockwire(['central', '--mqtt-port', 'x', '--batch-max', '0', '--database-url', 'http://nope'], { LOG_LEVEL: 'loud' });
+    const r = await stockwire(['central', '--mqtt-port', 'x', '--batch-max', '0', '--database-url', 'http://nope'], {
+      LOG_LEVEL: 'loud',
+    });
     assert.equal(r.code, 2);
-    for (const problem of ['--mqtt-port', '--batch-max', '--database-url', '--devices-file (DEVICES_FILE) is required', '--log-level']) assert.ok(r.stderr.includes(problem), `names ${problem}: ${r.stderr}`);
+    for (const problem of [
+      '--mqtt-port',
+      '--batch-max',
+      '--database-url',
+      '--devices-file (DEVICES_FILE) is required',
+      '--log-level',
+    ])
+      assert.ok(r.stderr.includes(problem), `names ${problem}: ${r.stderr}`);
     assert.equal((await stockwire(['central', '--no-such-flag', '1', '--devices-file', 'x'])).code, 2);
     assert.equal((await stockwire(['frobnicate'])).code, 2);
   });
 
   it('demo: bad flags exit 2 naming each, before anything starts', async () => {
-    const r = await stockwire(['demo', '--data-dir', path.join(dir, 'bad-demo'), '--warehouses', 'WH1,WH1', '--sim-rate=-1', '--edge-mqtt-port', '70000', '--scanners', 'x']);
+    const r = await stockwire([
+      'demo',
+      '--data-dir',
+      path.join(dir, 'bad-demo'),
+      '--warehouses',
+      'WH1,WH1',
+      '--sim-rate=-1',
+      '--edge-mqtt-port',
+      '70000',
+      '--scanners',
+      'x',
+    ]);
     assert.equal(r.code, 2);
-    for (const flag of ['--warehouses', '--sim-rate', '--edge-mqtt-port', '--scanners']) assert.ok(r.stderr.includes(flag), `names ${flag}: ${r.stderr}`);
+    for (const flag of ['--warehouses', '--sim-rate', '--edge-mqtt-port', '--scanners'])
+      assert.ok(r.stderr.includes(flag), `names ${flag}: ${r.stderr}`);
   });
 
   it('devices add creates the file, hashes the password, refuses a duplicate and a bad kind (exit 2)', async () => {
     const file = path.join(dir, 'devices.json');
-    const ok = await stockwire(['devices', 'add', '--file', file, '--id', 'scan-1', '--warehouse', 'W1', '--kind', 'scanner', '--password', 'hunter2-long']);
+    const ok = await stockwire([
+      'devices',
+      'add',
+      '--file',
+      file,
+      '--id',
+      'scan-1',
+      '--warehouse',
+      'W1',
+      '--kind',
+      'scanner',
+      '--password',
+      'hunter2-long',
+    ]);
     assert.equal(ok.code, 0, ok.stderr);
     const saved = JSON.parse(await fs.readFile(file, 'utf8')) as { devices: { id: string; passwordHash: string }[] };
     assert.equal(saved.devices[0]?.id, 'scan-1');
     assert.match(saved.devices[0]?.passwordHash ?? '', /^scrypt\$/);
     assert.ok(!JSON.stringify(saved).includes('hunter2-long'), 'no clear-text password on disk');
-    assert.equal((await stockwire(['devices', 'add', '--file', file, '--id', 'scan-1', '--warehouse', 'W1', '--kind', 'scanner', '--password', 'x12345678'])).code, 2);
-    const bad = await stockwire(['devices', 'add', '--file', file, '--id', 'x', '--warehouse', 'W1', '--kind', 'toaster', '--password', 'x12345678']);
+    assert.equal(
+      (
+        await stockwire([
+          'devices',
+          'add',
+          '--file',
+          file,
+          '--id',
+          'scan-1',
+          '--warehouse',
+          'W1',
+          '--kind',
+          'scanner',
+          '--password',
+          'x12345678',
+        ])
+      ).code,
+      2,
+    );
+    const bad = await stockwire([
+      'devices',
+      'add',
+      '--file',
+      file,
+      '--id',
+      'x',
+      '--warehouse',
+      'W1',
+      '--kind',
+      'toaster',
+      '--password',
+      'x12345678',
+    ]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /kind/);
   });
@@ -80,7 +158,12 @@ describe('stockwire command line', () => {
     assert.equal(first.code, 0, first.stderr);
     // npm test runs this file on plain PostgreSQL, then on TimescaleDB
     const timescale = await offersTimescale(db.url);
-    assert.deepEqual(JSON.parse(first.stdout), { migrated: true, version: latestSchemaVersion(), timescale, storage: timescale ? 'timescaledb' : 'postgresql' });
+    assert.deepEqual(JSON.parse(first.stdout), {
+      migrated: true,
+      version: latestSchemaVersion(),
+      timescale,
+      storage: timescale ? 'timescaledb' : 'postgresql',
+    });
     assert.equal((await stockwire(['migrate'], env)).code, 0);
     const pool = testPool(db.url, 1);
     await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES
@@ -95,7 +178,9 @@ describe('stockwire command line', () => {
     assert.deepEqual(JSON.parse(drift.stdout).drift, [{ wh: 'W1', sku: 'S', stored: 4, recomputed: 3 }]);
     // reserved must be what the active reservations hold: a hold the row does not count is drift too.
     await pool.query(`UPDATE stock SET on_hand = 3 WHERE sku = 'S'`);
-    await pool.query(`INSERT INTO reservations (id, wh, sku, qty, remaining, state, expires_at) VALUES ('r-1', 'W1', 'S', 2, 2, 'active', now() + interval '1 hour')`);
+    await pool.query(
+      `INSERT INTO reservations (id, wh, sku, qty, remaining, state, expires_at) VALUES ('r-1', 'W1', 'S', 2, 2, 'active', now() + interval '1 hour')`,
+    );
     const held = await stockwire(['rebuild'], env);
     assert.equal(held.code, 1);
     assert.match(held.stdout, /W1 S: reserved 0, active reservations hold 2/);
@@ -119,9 +204,15 @@ describe('stockwire command line', () => {
     const server = await startEmbeddedPostgres(dataDir, pino({ level: 'silent' }));
     try {
       const port = new URL(server.url).port;
-      const guess = new pg.Client({ connectionString: `postgres://postgres:stockwire-local@127.0.0.1:${port}/postgres` });
+      const guess = new pg.Client({
+        connectionString: `postgres://postgres:stockwire-local@127.0.0.1:${port}/postgres`,
+      });
       guess.on('error', () => {});
-      await assert.rejects(guess.connect(), /password authentication failed/, 'the old fixed password does not let anyone in');
+      await assert.rejects(
+        guess.connect(),
+        /password authentication failed/,
+        'the old fixed password does not let anyone in',
+      );
       await guess.end().catch(() => {});
       const owner = new pg.Client({ connectionString: server.url });
       await owner.connect();
@@ -136,14 +227,19 @@ describe('stockwire command line', () => {
     }
   });
 
-  it('SIGTERM or Ctrl-C during rebuild closes the database and exits 143 or 130 (an embedded server it started would stop with it)', { timeout: 60_000 }, async () => {
+  it('SIGTERM or Ctrl-C during rebuild closes the database and exits 143 or 130 (an embedded server it started would stop with it)', {
+    timeout: 60_000,
+  }, async () => {
     assert.equal((await stockwire(['migrate', '--database-url', db.url])).code, 0);
     const locker = new pg.Client(db.url);
     locker.on('error', () => {});
     await locker.connect();
     const watch = testPool(db.url, 1);
     try {
-      for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+      for (const [signal, code] of [
+        ['SIGTERM', 143],
+        ['SIGINT', 130],
+      ] as const) {
         await locker.query('BEGIN');
         await locker.query('LOCK TABLE stock IN ACCESS EXCLUSIVE MODE'); // rebuild waits for it: an interruptible moment
         const child = spawn(BIN, ['rebuild', '--database-url', db.url], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -152,7 +248,10 @@ describe('stockwire command line', () => {
         const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
         // rebuild is waiting once its connection waits on the lock
         for (let i = 0; i < 200; i++) {
-          const { rows } = await watch.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, [db.name]);
+          const { rows } = await watch.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`,
+            [db.name],
+          );
           if ((rows[0]?.n ?? 0) > 0) break;
           await new Promise((r) => setTimeout(r, 50));
         }
@@ -168,7 +267,19 @@ describe('stockwire command line', () => {
   });
 
   it('a central whose devices file is missing fails to start with a clear message (exit 1)', async () => {
-    const r = await stockwire(['central', '--devices-file', path.join(dir, 'absent.json'), '--database-url', db.url, '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0']);
+    const r = await stockwire([
+      'central',
+      '--devices-file',
+      path.join(dir, 'absent.json'),
+      '--database-url',
+      db.url,
+      '--mqtt-port',
+      '0',
+      '--ws-port',
+      '0',
+      '--http-port',
+      '0',
+    ]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /absent\.json/);
   });

@@ -30,7 +30,8 @@ const hostOf = (url: string) => {
   const u = new URL(url);
   return `${u.host}${u.pathname}`;
 };
-const describeServer = (f: ServerFacts) => `PostgreSQL ${f.version}, ${f.timescale ? `timescaledb ${f.timescale}` : 'no timescaledb'}`;
+const describeServer = (f: ServerFacts) =>
+  `PostgreSQL ${f.version}, ${f.timescale ? `timescaledb ${f.timescale}` : 'no timescaledb'}`;
 
 async function main(argv: string[]): Promise<number> {
   const env = process.env;
@@ -46,7 +47,9 @@ async function main(argv: string[]): Promise<number> {
   const choice = await chooseTimescale(env);
   const timescaleUrl = 'url' in choice ? choice.url : null;
   const plain = await serverFacts(plainUrl, false).catch((err: Error) => {
-    throw new RunnerError(`${err.message}\nStart the machine's PostgreSQL with \`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\`, or set TEST_DATABASE_URL.`);
+    throw new RunnerError(
+      `${err.message}\nStart the machine's PostgreSQL with \`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\`, or set TEST_DATABASE_URL.`,
+    );
   });
   if (plain.timescale && timescaleUrl !== null) {
     const why = `the first pass's server ${hostOf(plainUrl)} (TEST_DATABASE_URL) offers timescaledb: the plain-PostgreSQL path would go untested`;
@@ -55,13 +58,18 @@ async function main(argv: string[]): Promise<number> {
   }
   say(`pass 1 database: ${hostOf(plainUrl)}: ${describeServer(plain)}`);
   if (timescaleUrl === null) {
-    loud(['STOCKWIRE_TEST_TIMESCALE=0: the TimescaleDB pass is SKIPPED, and so are the suites that need TimescaleDB.', 'The database suites run on plain PostgreSQL only. CI never skips it.']);
+    loud([
+      'STOCKWIRE_TEST_TIMESCALE=0: the TimescaleDB pass is SKIPPED, and so are the suites that need TimescaleDB.',
+      'The database suites run on plain PostgreSQL only. CI never skips it.',
+    ]);
   } else {
     const ts = await serverFacts(timescaleUrl, true).catch((err: Error) => {
       throw err instanceof RunnerError ? err : new RunnerError(`TimescaleDB at ${timescaleUrl}: ${err.message}`);
     });
     if (!ts.timescale) throw new RunnerError(`${timescaleUrl} has no timescaledb extension after CREATE EXTENSION`);
-    say(`pass 2 database: ${hostOf(timescaleUrl)} (from ${'source' in choice ? choice.source : '?'}): ${describeServer(ts)} (select extversion from pg_extension where extname='timescaledb' in a fresh database)`);
+    say(
+      `pass 2 database: ${hostOf(timescaleUrl)} (from ${'source' in choice ? choice.source : '?'}): ${describeServer(ts)} (select extversion from pg_extension where extname='timescaledb' in a fresh database)`,
+    );
   }
 
   // Pass 1 gets TIMESCALE_URL too: the suites that need TimescaleDB itself (timescaleAdminUrl()) run in it.
@@ -76,16 +84,22 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const passes = planPasses(files, plainUrl, timescaleUrl);
-  if (timescaleUrl !== null && passes.length === 1) say('pass 2: none of these files is on the TimescaleDB list (test/runner/passes.ts)');
+  if (timescaleUrl !== null && passes.length === 1)
+    say('pass 2: none of these files is on the TimescaleDB list (test/runner/passes.ts)');
   const { results, ok } = await runPasses(passes, passEnv, {
-    starting: (pass, i) => say(`pass ${i + 1} of ${passes.length}: ${pass.files.length} files on ${pass.name} at ${hostOf(pass.databaseUrl)}`),
+    starting: (pass, i) =>
+      say(
+        `pass ${i + 1} of ${passes.length}: ${pass.files.length} files on ${pass.name} at ${hostOf(pass.databaseUrl)}`,
+      ),
     stopped: () => interrupted !== null,
     onChild: (k) => (kill = k),
   });
 
   for (const [i, r] of results.entries()) {
     const verdict = r.code === 0 ? 'passed' : `FAILED (exit ${r.code})`;
-    say(`pass ${i + 1} (${r.pass.name} at ${hostOf(r.pass.databaseUrl)}, ${r.pass.files.length} files): ${verdict} in ${duration(r.ms)}`);
+    say(
+      `pass ${i + 1} (${r.pass.name} at ${hostOf(r.pass.databaseUrl)}, ${r.pass.files.length} files): ${verdict} in ${duration(r.ms)}`,
+    );
   }
   if (timescaleUrl === null) loud(['the TimescaleDB pass was SKIPPED (STOCKWIRE_TEST_TIMESCALE=0)']);
   if (interrupted) return interrupted === 'SIGINT' ? 130 : 143;

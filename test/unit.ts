@@ -13,5 +13,9 @@ const env = {
   TEST_REDIS_URL: `redis://${CLOSED}`,
   MOSQUITTO_URL: `mqtt://${CLOSED}`,
 };
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...UNIT], { cwd: ROOT, env, stdio: 'inherit' });
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...UNIT], {
+  cwd: ROOT,
+  env,
+  stdio: 'inherit',
+});
 process.exitCode = r.status ?? 1;

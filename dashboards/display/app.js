@@ -76,9 +76,12 @@
         let note = '';
         if (!state.connected) note = 'display disconnected: last known values';
         // at central `offline` means the edge is gone; on an edge, that the edge lost central
-        else if (link === 'offline') note = `stale: ${state.config.role === 'edge' ? 'no link to central' : 'edge offline'} since ${fmtTime(w.status.since)}; last known values`;
+        else if (link === 'offline')
+          note = `stale: ${state.config.role === 'edge' ? 'no link to central' : 'edge offline'} since ${fmtTime(w.status.since)}; last known values`;
         else if (w.status && w.status.backlog > 0) note = `backlog ${w.status.backlog} events`;
-        const skus = [...w.skus.keys()].filter((s) => s.toLowerCase().includes(state.filter)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+        const skus = [...w.skus.keys()]
+          .filter((s) => s.toLowerCase().includes(state.filter))
+          .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
         const rows = skus.slice(0, MAX_ROWS).map((sku) => {
           const s = w.skus.get(sku);
           const shelf = w.shelf.get(sku);
@@ -86,7 +89,14 @@
           const age = now - s.changedAt;
           const changed = age < CHANGED_MS;
           const onHand = el('td', { class: `onhand${s.onHand < 0 ? ' neg' : ''}` }, String(s.onHand));
-          if (changed && s.delta) onHand.append(el('span', { class: `delta ${s.delta > 0 ? 'up' : 'down'}` }, `${s.delta > 0 ? '+' : '−'}${Math.abs(s.delta)}`));
+          if (changed && s.delta)
+            onHand.append(
+              el(
+                'span',
+                { class: `delta ${s.delta > 0 ? 'up' : 'down'}` },
+                `${s.delta > 0 ? '+' : '−'}${Math.abs(s.delta)}`,
+              ),
+            );
           const row = el(
             'tr',
             { 'data-sku': sku, class: changed ? 'changed' : '' },
@@ -103,14 +113,34 @@
         const table = el(
           'table',
           {},
-          el('thead', {}, el('tr', {}, el('th', {}, 'sku'), el('th', {}, 'on hand'), el('th', {}, 'reserved'), el('th', {}, 'available'), el('th', { title: 'latest shelf sensor readings, summed over locations' }, 'on shelf'))),
+          el(
+            'thead',
+            {},
+            el(
+              'tr',
+              {},
+              el('th', {}, 'sku'),
+              el('th', {}, 'on hand'),
+              el('th', {}, 'reserved'),
+              el('th', {}, 'available'),
+              el('th', { title: 'latest shelf sensor readings, summed over locations' }, 'on shelf'),
+            ),
+          ),
           el('tbody', {}, ...rows),
         );
-        const more = skus.length > MAX_ROWS ? el('div', { class: 'more' }, `${skus.length - MAX_ROWS} more — type in the filter to find them`) : '';
+        const more =
+          skus.length > MAX_ROWS
+            ? el('div', { class: 'more' }, `${skus.length - MAX_ROWS} more — type in the filter to find them`)
+            : '';
         return el(
           'article',
           { class: 'card', 'data-wh': wh, 'data-link': link, 'data-stale': String(stale) },
-          el('header', {}, el('h2', {}, wh), el('span', { class: 'link' }, link === 'unknown' ? 'no status yet' : `link ${link}`)),
+          el(
+            'header',
+            {},
+            el('h2', {}, wh),
+            el('span', { class: 'link' }, link === 'unknown' ? 'no status yet' : `link ${link}`),
+          ),
           el('p', { class: 'note' }, note),
           w.skus.size === 0 ? el('p', { class: 'more' }, 'no stock yet') : table,
           more,
@@ -123,7 +153,9 @@
     const list = $('alerts');
     if (state.alerts.length === 0) return;
     list.replaceChildren(
-      ...state.alerts.map((a) => el('li', { 'data-kind': a.kind }, el('time', {}, fmtTime(a.at)), el('b', {}, `${a.wh} ${a.kind}`), a.message)),
+      ...state.alerts.map((a) =>
+        el('li', { 'data-kind': a.kind }, el('time', {}, fmtTime(a.at)), el('b', {}, `${a.wh} ${a.kind}`), a.message),
+      ),
     );
   }
 
@@ -196,7 +228,13 @@
   // ---- MQTT ------------------------------------------------------------------------------------
   function filters() {
     const c = state.config;
-    if (c.role === 'edge') return [`wh/${c.warehouse}/stock/#`, `wh/${c.warehouse}/shelf/#`, `wh/${c.warehouse}/status`, `alerts/${c.warehouse}/#`];
+    if (c.role === 'edge')
+      return [
+        `wh/${c.warehouse}/stock/#`,
+        `wh/${c.warehouse}/shelf/#`,
+        `wh/${c.warehouse}/status`,
+        `alerts/${c.warehouse}/#`,
+      ];
     return ['wh/+/stock/#', 'wh/+/shelf/#', 'wh/+/status', 'alerts/#'];
   }
 
@@ -213,7 +251,14 @@
       const prev = w.skus.get(parts[3]);
       if (prev && prev.version >= msg.version) return; // an older retained copy
       const delta = prev ? msg.onHand - prev.onHand : 0;
-      w.skus.set(parts[3], { onHand: msg.onHand, reserved: msg.reserved, available: msg.available, version: msg.version, changedAt: packet.retain ? 0 : Date.now(), delta });
+      w.skus.set(parts[3], {
+        onHand: msg.onHand,
+        reserved: msg.reserved,
+        available: msg.available,
+        version: msg.version,
+        changedAt: packet.retain ? 0 : Date.now(),
+        delta,
+      });
       if (!packet.retain) {
         shiftRates();
         w.rate[RATE_SECONDS - 1]++;
@@ -226,7 +271,12 @@
     } else if (parts[0] === 'wh' && parts[2] === 'status' && parts.length === 3) {
       warehouse(parts[1]).status = msg;
     } else if (parts[0] === 'alerts') {
-      state.alerts.unshift({ kind: msg.kind || parts[2], wh: msg.wh || parts[1], message: msg.message || '', at: msg.at || new Date().toISOString() });
+      state.alerts.unshift({
+        kind: msg.kind || parts[2],
+        wh: msg.wh || parts[1],
+        message: msg.message || '',
+        at: msg.at || new Date().toISOString(),
+      });
       state.alerts.length = Math.min(state.alerts.length, MAX_ALERTS);
     }
     render();
@@ -302,7 +352,8 @@
     }
     state.config = config;
     for (const wh of config.warehouses || []) warehouse(wh);
-    $('scope').textContent = config.role === 'edge' ? `warehouse ${config.warehouse} (edge)` : 'all warehouses (central)';
+    $('scope').textContent =
+      config.role === 'edge' ? `warehouse ${config.warehouse} (edge)` : 'all warehouses (central)';
     document.title = config.role === 'edge' ? `stockwire live — ${config.warehouse}` : 'stockwire live';
     $('filter').addEventListener('input', (e) => {
       state.filter = e.target.value.trim().toLowerCase();

@@ -58,7 +58,10 @@ const CSP =
   "default-src 'none'; script-src 'self'; worker-src blob:; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 function secure(reply: FastifyReply): FastifyReply {
-  return reply.header('content-security-policy', CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
+  return reply
+    .header('content-security-policy', CSP)
+    .header('x-content-type-options', 'nosniff')
+    .header('referrer-policy', 'no-referrer');
 }
 
 const LOOPBACK_ADDRESS = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
@@ -84,10 +87,14 @@ export function registerDisplay(app: FastifyInstance, o: DisplayOptions): void {
   app.get('/', async (_req, reply) => reply.redirect('/display/'));
   app.get('/display', async (_req, reply) => reply.redirect('/display/'));
   if (files instanceof Error) {
-    app.get('/display/*', async (_req, reply) => reply.status(503).send({ error: { code: 'unavailable', message: files.message } }));
+    app.get('/display/*', async (_req, reply) =>
+      reply.status(503).send({ error: { code: 'unavailable', message: files.message } }),
+    );
   } else {
     for (const [route, asset] of Object.entries(files)) {
-      app.get(route, async (_req, reply) => secure(reply).type(asset.type).header('cache-control', 'no-cache').send(asset.body));
+      app.get(route, async (_req, reply) =>
+        secure(reply).type(asset.type).header('cache-control', 'no-cache').send(asset.body),
+      );
     }
   }
   app.get('/display/config.json', async (req, reply) => {

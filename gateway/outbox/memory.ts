@@ -47,8 +47,17 @@ export class MemoryOutbox implements Outbox {
     if (invalid !== null) throw new TypeError(invalid);
     const bytes = entryBytes(entry);
     if (this.#bytes + bytes > this.maxBytes) throw new OutboxFullError(this.maxBytes, bytes);
-    if ((this.#deviceBytes.get(entry.device) ?? 0) + bytes > this.maxDeviceBytes) throw new OutboxDeviceShareError(entry.device, this.maxDeviceBytes, bytes);
-    const stored: OutboxEntry = { device: entry.device, eventId: entry.eventId, topic: entry.topic, payload: Buffer.from(entry.payload), receivedAt: entry.receivedAt, seq: ++this.#lastSeq, bytes };
+    if ((this.#deviceBytes.get(entry.device) ?? 0) + bytes > this.maxDeviceBytes)
+      throw new OutboxDeviceShareError(entry.device, this.maxDeviceBytes, bytes);
+    const stored: OutboxEntry = {
+      device: entry.device,
+      eventId: entry.eventId,
+      topic: entry.topic,
+      payload: Buffer.from(entry.payload),
+      receivedAt: entry.receivedAt,
+      seq: ++this.#lastSeq,
+      bytes,
+    };
     this.#entries.set(stored.seq, stored);
     this.#bytes += bytes;
     addDeviceBytes(this.#deviceBytes, entry.device, bytes);
@@ -67,7 +76,10 @@ export class MemoryOutbox implements Outbox {
   deadLetters(limit: number): StoredDeadLetter[] {
     if (this.#closed) throw new OutboxClosedError();
     const n = Math.min(Math.max(0, limit), this.#deadLetters.length);
-    return this.#deadLetters.slice(this.#deadLetters.length - n).reverse().map((d) => ({ ...d, payload: Buffer.from(d.payload) }));
+    return this.#deadLetters
+      .slice(this.#deadLetters.length - n)
+      .reverse()
+      .map((d) => ({ ...d, payload: Buffer.from(d.payload) }));
   }
 
   read(afterSeq: number, limit: number): OutboxEntry[] {
@@ -93,7 +105,11 @@ export class MemoryOutbox implements Outbox {
 
   stats(): OutboxStats {
     const oldest = this.#entries.values().next();
-    return { events: this.#entries.size, bytes: this.#bytes, oldestReceivedAt: oldest.done === true ? null : oldest.value.receivedAt };
+    return {
+      events: this.#entries.size,
+      bytes: this.#bytes,
+      oldestReceivedAt: oldest.done === true ? null : oldest.value.receivedAt,
+    };
   }
 
   largestDevice(): { device: string; bytes: number } | null {

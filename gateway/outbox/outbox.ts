@@ -138,8 +138,10 @@ export class OutboxDeviceShareError extends Error {
 /** What is wrong with the bounds of an outbox (none: empty): both positive integers, the device's share within the whole. */
 export function boundProblems(maxBytes: number, maxDeviceBytes: number): string[] {
   const problems: string[] = [];
-  if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) problems.push(`maxBytes must be a positive integer (bytes), got ${maxBytes}`);
-  if (!Number.isSafeInteger(maxDeviceBytes) || maxDeviceBytes <= 0 || maxDeviceBytes > maxBytes) problems.push(`maxDeviceBytes must be a positive integer (bytes) no larger than maxBytes, got ${maxDeviceBytes}`);
+  if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0)
+    problems.push(`maxBytes must be a positive integer (bytes), got ${maxBytes}`);
+  if (!Number.isSafeInteger(maxDeviceBytes) || maxDeviceBytes <= 0 || maxDeviceBytes > maxBytes)
+    problems.push(`maxDeviceBytes must be a positive integer (bytes) no larger than maxBytes, got ${maxDeviceBytes}`);
   return problems;
 }
 
@@ -161,7 +163,8 @@ export function largestOf(map: ReadonlyMap<string, number>): { device: string; b
 export function invalidDeadLetter(letter: DeadLetter): string | null {
   if (!Number.isFinite(letter.receivedAt)) return `receivedAt must be a finite epoch ms, got ${letter.receivedAt}`;
   if (!Buffer.isBuffer(letter.payload)) return 'payload must be a Buffer';
-  for (const k of ['device', 'topic', 'code', 'reason', 'source'] as const) if (typeof letter[k] !== 'string') return `${k} must be a string`;
+  for (const k of ['device', 'topic', 'code', 'reason', 'source'] as const)
+    if (typeof letter[k] !== 'string') return `${k} must be a string`;
   return null;
 }
 

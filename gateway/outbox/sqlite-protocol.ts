@@ -45,10 +45,22 @@ export type WorkerReply =
   | { ok: false; message: string; code?: string | undefined }
   | { ok: true; op: 'open' }
   | { ok: true; op: 'close' }
-  | { ok: true; op: 'totals'; events: number; bytes: number; oldestReceivedAt: number | null; devices: { device: string; bytes: number }[] }
+  | {
+      ok: true;
+      op: 'totals';
+      events: number;
+      bytes: number;
+      oldestReceivedAt: number | null;
+      devices: { device: string; bytes: number }[];
+    }
   | { ok: true; op: 'insert'; seqs: number[] }
   /** oldestReceivedAt: the new head when something was deleted, undefined when nothing was */
-  | { ok: true; op: 'confirm'; deleted: { device: string; bytes: number }[]; oldestReceivedAt: number | null | undefined }
+  | {
+      ok: true;
+      op: 'confirm';
+      deleted: { device: string; bytes: number }[];
+      oldestReceivedAt: number | null | undefined;
+    }
   | { ok: true; op: 'read'; rows: (WorkerRow & { seq: number })[] }
   | { ok: true; op: 'deadLetters'; rows: (WorkerDeadLetter & { id: number })[] }
   | { ok: true; op: 'saveRetained'; written: number }

@@ -84,7 +84,8 @@ function openDatabase(): Database.Database {
     db.pragma('synchronous = FULL');
     db.pragma('fullfsync = ON'); // macOS: plain fsync does not flush the drive's cache; no-op elsewhere
     const version = db.pragma('user_version', { simple: true });
-    if (!KNOWN_VERSIONS.includes(Number(version))) throw new Error(`outbox ${path}: schema version ${String(version)}, this build knows ${SCHEMA_VERSION}`);
+    if (!KNOWN_VERSIONS.includes(Number(version)))
+      throw new Error(`outbox ${path}: schema version ${String(version)}, this build knows ${SCHEMA_VERSION}`);
     db.exec('BEGIN EXCLUSIVE'); // takes the exclusive file lock now, held for the connection's life
     db.exec(SCHEMA);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
@@ -92,7 +93,8 @@ function openDatabase(): Database.Database {
     return db;
   } catch (err) {
     db.close();
-    if (err instanceof Database.SqliteError && err.code === 'SQLITE_BUSY') throw new Error(`outbox ${path} is open in another process`, { cause: err });
+    if (err instanceof Database.SqliteError && err.code === 'SQLITE_BUSY')
+      throw new Error(`outbox ${path} is open in another process`, { cause: err });
     throw err;
   }
 }
@@ -106,7 +108,9 @@ let db: Database.Database | undefined;
 let handle: ((req: WorkerRequest) => WorkerReply) | undefined;
 
 function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
-  const insert = d.prepare<[number, number, string, string | null, string, Buffer]>('INSERT INTO outbox (received_at, bytes, device, event_id, topic, payload) VALUES (?, ?, ?, ?, ?, ?)');
+  const insert = d.prepare<[number, number, string, string | null, string, Buffer]>(
+    'INSERT INTO outbox (received_at, bytes, device, event_id, topic, payload) VALUES (?, ?, ?, ?, ?, ?)',
+  );
   const insertDead = d.prepare<[number, number, string, string, string, string, string, Buffer]>(
     'INSERT INTO dead_letters (received_at, bytes, device, topic, code, reason, source, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
   );
@@ -114,14 +118,32 @@ function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
   // One transaction per group, rows inserted in their order: seq order is append order. Its dead letters share
   // the transaction and its fsync, so a device sending junk costs the disk no flush of its own.
   const insertGroup = d.transaction((rows: readonly WorkerRow[], dead: readonly WorkerDeadLetter[]) => {
-    const seqs = rows.map((r) => Number(insert.run(r.receivedAt, r.bytes, r.device, r.eventId, r.topic, buffer(r.payload)).lastInsertRowid));
-    for (const l of dead) insertDead.run(l.receivedAt, l.bytes, l.device, l.topic, l.code, l.reason, l.source, buffer(l.raw));
+    const seqs = rows.map((r) =>
+      Number(insert.run(r.receivedAt, r.bytes, r.device, r.eventId, r.topic, buffer(r.payload)).lastInsertRowid),
+    );
+    for (const l of dead)
+      insertDead.run(l.receivedAt, l.bytes, l.device, l.topic, l.code, l.reason, l.source, buffer(l.raw));
     if (dead.length > 0) pruneDead.run(deadLettersKept);
     return seqs;
   });
-  const del = d.prepare<[string], { device: string; bytes: number }>('DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING device, bytes');
+  const del = d.prepare<[string], { device: string; bytes: number }>(
+    'DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) RETURNING device, bytes',
+  );
   const deleteTx = d.transaction((seqsJson: string) => del.all(seqsJson));
-  const selectDead = d.prepare<[number], { id: number; received_at: number; bytes: number; device: string; topic: string; code: string; reason: string; source: string; raw: Buffer }>(
+  const selectDead = d.prepare<
+    [number],
+    {
+      id: number;
+      received_at: number;
+      bytes: number;
+      device: string;
+      topic: string;
+      code: string;
+      reason: string;
+      source: string;
+      raw: Buffer;
+    }
+  >(
     'SELECT id, received_at, bytes, device, topic, code, reason, source, raw FROM dead_letters ORDER BY id DESC LIMIT ?',
   );
   // The mirror's last known values. An older order never replaces a newer one; a row without one (a payload that
@@ -134,19 +156,37 @@ function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
   const deleteRetained = d.prepare<[string]>('DELETE FROM retained WHERE topic = ?');
   const saveRetained = d.transaction((rows: readonly WorkerRetained[]) => {
     let written = 0;
-    for (const r of rows) written += (r.payload.byteLength === 0 ? deleteRetained.run(r.topic) : upsertRetained.run(r.topic, r.order, buffer(r.payload))).changes;
+    for (const r of rows)
+      written += (
+        r.payload.byteLength === 0
+          ? deleteRetained.run(r.topic)
+          : upsertRetained.run(r.topic, r.order, buffer(r.payload))
+      ).changes;
     return written;
   });
-  const selectRetained = d.prepare<[string, number], { topic: string; ord: number | null; payload: Buffer }>('SELECT topic, ord, payload FROM retained WHERE topic > ? ORDER BY topic LIMIT ?');
-  const selectDevices = d.prepare<[], { device: string; bytes: number }>('SELECT device, sum(bytes) AS bytes FROM outbox GROUP BY device');
+  const selectRetained = d.prepare<[string, number], { topic: string; ord: number | null; payload: Buffer }>(
+    'SELECT topic, ord, payload FROM retained WHERE topic > ? ORDER BY topic LIMIT ?',
+  );
+  const selectDevices = d.prepare<[], { device: string; bytes: number }>(
+    'SELECT device, sum(bytes) AS bytes FROM outbox GROUP BY device',
+  );
   // A confirmation commits without its own fsync: if a power cut takes it back, those events are sent
   // again and central answers `duplicate` (DESIGN, end-to-end ack). The next append's fsync makes it
   // durable anyway (a WAL fsync covers every frame before it).
   const relaxed = d.prepare('PRAGMA synchronous = NORMAL');
   const strict = d.prepare('PRAGMA synchronous = FULL');
-  const selectAfter = d.prepare<[number, number], { seq: number; received_at: number; bytes: number; device: string; event_id: string | null; topic: string; payload: Buffer }>(
-    'SELECT seq, received_at, bytes, device, event_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?',
-  );
+  const selectAfter = d.prepare<
+    [number, number],
+    {
+      seq: number;
+      received_at: number;
+      bytes: number;
+      device: string;
+      event_id: string | null;
+      topic: string;
+      payload: Buffer;
+    }
+  >('SELECT seq, received_at, bytes, device, event_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?');
   const selectHead = d.prepare<[], { received_at: number }>('SELECT received_at FROM outbox ORDER BY seq LIMIT 1');
   const head = () => selectHead.get()?.received_at ?? null;
 
@@ -154,8 +194,19 @@ function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
     switch (req.op) {
       case 'totals': {
         // The only full scan: once per open (reads the small leading columns of every row).
-        const t = d.prepare<[], { events: number; bytes: number }>('SELECT count(*) AS events, coalesce(sum(bytes), 0) AS bytes FROM outbox').get();
-        return { ok: true, op: 'totals', events: t?.events ?? 0, bytes: t?.bytes ?? 0, oldestReceivedAt: head(), devices: selectDevices.all() };
+        const t = d
+          .prepare<[], { events: number; bytes: number }>(
+            'SELECT count(*) AS events, coalesce(sum(bytes), 0) AS bytes FROM outbox',
+          )
+          .get();
+        return {
+          ok: true,
+          op: 'totals',
+          events: t?.events ?? 0,
+          bytes: t?.bytes ?? 0,
+          oldestReceivedAt: head(),
+          devices: selectDevices.all(),
+        };
       }
       case 'insert':
         return { ok: true, op: 'insert', seqs: insertGroup(req.rows, req.dead) };
@@ -173,13 +224,35 @@ function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
         return {
           ok: true,
           op: 'read',
-          rows: selectAfter.all(req.afterSeq, req.limit).map((r) => ({ seq: r.seq, receivedAt: r.received_at, bytes: r.bytes, device: r.device, eventId: r.event_id, topic: r.topic, payload: r.payload })),
+          rows: selectAfter
+            .all(req.afterSeq, req.limit)
+            .map((r) => ({
+              seq: r.seq,
+              receivedAt: r.received_at,
+              bytes: r.bytes,
+              device: r.device,
+              eventId: r.event_id,
+              topic: r.topic,
+              payload: r.payload,
+            })),
         };
       case 'deadLetters':
         return {
           ok: true,
           op: 'deadLetters',
-          rows: selectDead.all(req.limit).map((r) => ({ id: r.id, receivedAt: r.received_at, bytes: r.bytes, device: r.device, topic: r.topic, code: r.code, reason: r.reason, source: r.source, raw: r.raw })),
+          rows: selectDead
+            .all(req.limit)
+            .map((r) => ({
+              id: r.id,
+              receivedAt: r.received_at,
+              bytes: r.bytes,
+              device: r.device,
+              topic: r.topic,
+              code: r.code,
+              reason: r.reason,
+              source: r.source,
+              raw: r.raw,
+            })),
         };
       case 'saveRetained': {
         // A cache of central's values, not an acknowledged event: no fsync of its own (as a confirmation).
@@ -191,7 +264,13 @@ function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
         }
       }
       case 'loadRetained':
-        return { ok: true, op: 'loadRetained', rows: selectRetained.all(req.afterTopic, req.limit).map((r) => ({ topic: r.topic, order: r.ord, payload: r.payload })) };
+        return {
+          ok: true,
+          op: 'loadRetained',
+          rows: selectRetained
+            .all(req.afterTopic, req.limit)
+            .map((r) => ({ topic: r.topic, order: r.ord, payload: r.payload })),
+        };
       case 'pragmas':
         return {
           ok: true,
@@ -225,7 +304,11 @@ port.on('message', (req: WorkerRequest) => {
     }
   } catch (err) {
     const e = err instanceof Error ? err : new Error(String(err));
-    reply = { ok: false, message: e.message, code: (e as { code?: unknown }).code === undefined ? undefined : String((e as { code?: unknown }).code) };
+    reply = {
+      ok: false,
+      message: e.message,
+      code: (e as { code?: unknown }).code === undefined ? undefined : String((e as { code?: unknown }).code),
+    };
   }
   port.postMessage(reply);
   if (req.op === 'close') port.close(); // nothing keeps the thread alive after this

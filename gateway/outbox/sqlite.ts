@@ -42,7 +42,13 @@ export interface SqliteOutboxOptions {
 const DEFAULT_GROUP_WINDOW_MS = 2; // ms: adds at most 2 ms to a PUBACK, shares one fsync among all appends of the window
 const DEFAULT_GROUP_MAX = 1000; // entries: caps the memory and the transaction size of one group
 type Pending =
-  | { kind: 'event'; entry: NewEntry; bytes: number; resolve: (stored: OutboxEntry) => void; reject: (err: unknown) => void }
+  | {
+      kind: 'event';
+      entry: NewEntry;
+      bytes: number;
+      resolve: (stored: OutboxEntry) => void;
+      reject: (err: unknown) => void;
+    }
   /** `letter.payload` already cut to DEAD_LETTER_RAW_BYTES; `sentBytes` its size as sent */
   | { kind: 'dead'; letter: DeadLetter; sentBytes: number; resolve: () => void; reject: (err: unknown) => void };
 
@@ -51,7 +57,11 @@ function startWorker(path: string): Worker {
   // The thread holds one group (at most groupMax payloads) or one read (the forwarder's 500 rows) at a
   // time: a small heap is enough, and V8's defaults would size its young generation for a main thread.
   // execArgv []: the thread needs none of the process's flags (and some, like --input-type, make it fail to start).
-  const options = { workerData: { path, deadLettersKept: DEAD_LETTERS_KEPT }, execArgv: [], resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 64 } };
+  const options = {
+    workerData: { path, deadLettersKept: DEAD_LETTERS_KEPT },
+    execArgv: [],
+    resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 64 },
+  };
   if (import.meta.url.endsWith('.js')) return new Worker(new URL('./sqlite-worker.js', import.meta.url), options);
   // Running from source: a worker thread does not inherit tsx's loader, so it registers it first.
   const tsx = import.meta.resolve('tsx/esm/api');
@@ -122,12 +132,21 @@ export class SqliteOutbox implements Outbox, RetainedStore {
   #closing: Promise<void> | undefined;
 
   constructor(options: SqliteOutboxOptions) {
-    const { path, maxBytes, maxDeviceBytes = maxBytes, groupWindowMs = DEFAULT_GROUP_WINDOW_MS, groupMax = DEFAULT_GROUP_MAX, onFailure } = options;
+    const {
+      path,
+      maxBytes,
+      maxDeviceBytes = maxBytes,
+      groupWindowMs = DEFAULT_GROUP_WINDOW_MS,
+      groupMax = DEFAULT_GROUP_MAX,
+      onFailure,
+    } = options;
     const problems: string[] = [];
     if (path === '' || path === ':memory:') problems.push('path must name a file');
     problems.push(...boundProblems(maxBytes, maxDeviceBytes));
-    if (!Number.isFinite(groupWindowMs) || groupWindowMs < 0) problems.push(`groupWindowMs must be >= 0 (ms), got ${groupWindowMs}`);
-    if (!Number.isSafeInteger(groupMax) || groupMax < 1) problems.push(`groupMax must be an integer >= 1, got ${groupMax}`);
+    if (!Number.isFinite(groupWindowMs) || groupWindowMs < 0)
+      problems.push(`groupWindowMs must be >= 0 (ms), got ${groupWindowMs}`);
+    if (!Number.isSafeInteger(groupMax) || groupMax < 1)
+      problems.push(`groupMax must be an integer >= 1, got ${groupMax}`);
     if (problems.length > 0) throw new RangeError(`invalid outbox options: ${problems.join('; ')}`);
     this.path = path;
     this.maxBytes = maxBytes;
@@ -160,7 +179,9 @@ export class SqliteOutbox implements Outbox, RetainedStore {
     });
     const died = (err: Error) => {
       if (this.#broken !== undefined) return;
-      this.#broken = new Error(`outbox ${this.path}: its thread died (${err.message}); restart to reopen it`, { cause: err });
+      this.#broken = new Error(`outbox ${this.path}: its thread died (${err.message}); restart to reopen it`, {
+        cause: err,
+      });
       for (const w of this.#waiting.splice(0)) w.reject(this.#broken);
       this.#flush(); // appends still collecting fail now, not when their timer fires
       // Only a thread lost while open is a failure: during open(), open() itself rejects with the cause.
@@ -191,11 +212,19 @@ export class SqliteOutbox implements Outbox, RetainedStore {
     if (invalid !== null) return Promise.reject(new TypeError(invalid));
     const bytes = entryBytes(entry);
     // Pending bytes count too: the bound holds even if every append not yet committed commits.
-    if (this.#bytes + this.#pendingBytes + bytes > this.maxBytes) return Promise.reject(new OutboxFullError(this.maxBytes, bytes));
+    if (this.#bytes + this.#pendingBytes + bytes > this.maxBytes)
+      return Promise.reject(new OutboxFullError(this.maxBytes, bytes));
     const held = (this.#deviceBytes.get(entry.device) ?? 0) + (this.#pendingDeviceBytes.get(entry.device) ?? 0);
-    if (held + bytes > this.maxDeviceBytes) return Promise.reject(new OutboxDeviceShareError(entry.device, this.maxDeviceBytes, bytes));
+    if (held + bytes > this.maxDeviceBytes)
+      return Promise.reject(new OutboxDeviceShareError(entry.device, this.maxDeviceBytes, bytes));
     return new Promise<OutboxEntry>((resolve, reject) => {
-      this.#pending.push({ kind: 'event', entry: { ...entry, payload: ownCopy(entry.payload) }, bytes, resolve, reject });
+      this.#pending.push({
+        kind: 'event',
+        entry: { ...entry, payload: ownCopy(entry.payload) },
+        bytes,
+        resolve,
+        reject,
+      });
       this.#pendingBytes += bytes;
       addDeviceBytes(this.#pendingDeviceBytes, entry.device, bytes);
       this.#collected();
@@ -209,7 +238,13 @@ export class SqliteOutbox implements Outbox, RetainedStore {
     if (invalid !== null) return Promise.reject(new TypeError(invalid));
     return new Promise<void>((resolve, reject) => {
       const payload = ownCopy(letter.payload.subarray(0, DEAD_LETTER_RAW_BYTES));
-      this.#pending.push({ kind: 'dead', letter: { ...letter, payload }, sentBytes: letter.payload.length, resolve, reject });
+      this.#pending.push({
+        kind: 'dead',
+        letter: { ...letter, payload },
+        sentBytes: letter.payload.length,
+        resolve,
+        reject,
+      });
       this.#collected();
     });
   }
@@ -231,7 +266,10 @@ export class SqliteOutbox implements Outbox, RetainedStore {
   async saveRetained(rows: readonly RetainedRow[]): Promise<number> {
     if (this.#closed) throw new OutboxClosedError();
     if (rows.length === 0) return 0;
-    const { written } = await this.#request({ op: 'saveRetained', rows: rows.map((r) => ({ topic: r.topic, order: r.order, payload: r.payload })) });
+    const { written } = await this.#request({
+      op: 'saveRetained',
+      rows: rows.map((r) => ({ topic: r.topic, order: r.order, payload: r.payload })),
+    });
     return written;
   }
 
@@ -239,14 +277,26 @@ export class SqliteOutbox implements Outbox, RetainedStore {
     if (this.#closed) throw new OutboxClosedError();
     if (limit <= 0) return [];
     const { rows } = await this.#request({ op: 'loadRetained', afterTopic, limit });
-    return rows.map((r) => ({ topic: r.topic, order: r.order, payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength) }));
+    return rows.map((r) => ({
+      topic: r.topic,
+      order: r.order,
+      payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
+    }));
   }
 
   async read(afterSeq: number, limit: number): Promise<OutboxEntry[]> {
     if (this.#closed) throw new OutboxClosedError();
     if (limit <= 0) return [];
     const { rows } = await this.#request({ op: 'read', afterSeq, limit });
-    return rows.map((r) => ({ seq: r.seq, device: r.device, eventId: r.eventId, topic: r.topic, payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength), receivedAt: r.receivedAt, bytes: r.bytes }));
+    return rows.map((r) => ({
+      seq: r.seq,
+      device: r.device,
+      eventId: r.eventId,
+      topic: r.topic,
+      payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
+      receivedAt: r.receivedAt,
+      bytes: r.bytes,
+    }));
   }
 
   async confirm(seqs: readonly number[]): Promise<void> {
@@ -254,7 +304,10 @@ export class SqliteOutbox implements Outbox, RetainedStore {
     if (seqs.length === 0) return;
     // One statement, one transaction for the whole batch; RETURNING tells us what really went, so
     // unknown or repeated seqs leave the counters alone.
-    const { deleted, oldestReceivedAt } = await this.#request({ op: 'confirm', seqsJson: JSON.stringify(seqs.filter(Number.isSafeInteger)) });
+    const { deleted, oldestReceivedAt } = await this.#request({
+      op: 'confirm',
+      seqsJson: JSON.stringify(seqs.filter(Number.isSafeInteger)),
+    });
     if (deleted.length === 0) return;
     this.#events -= deleted.length;
     for (const { device, bytes } of deleted) {
@@ -315,7 +368,8 @@ export class SqliteOutbox implements Outbox, RetainedStore {
     return new Promise<ReplyTo<Op>>((resolve, reject) => {
       worker.postMessage(req); // throws (nothing queued) if the request cannot be cloned
       this.#waiting.push({
-        resolve: (reply) => (reply.ok ? resolve(reply as ReplyTo<Op>) : reject(new OutboxStoreError(reply.message, reply.code))),
+        resolve: (reply) =>
+          reply.ok ? resolve(reply as ReplyTo<Op>) : reject(new OutboxStoreError(reply.message, reply.code)),
         reject,
       });
       worker.ref();
@@ -331,8 +385,24 @@ export class SqliteOutbox implements Outbox, RetainedStore {
     const dead = group.filter((p) => p.kind === 'dead');
     let groupBytes = 0;
     for (const p of events) groupBytes += p.bytes;
-    const rows = events.map(({ entry: e, bytes }) => ({ receivedAt: e.receivedAt, bytes, device: e.device, eventId: e.eventId, topic: e.topic, payload: e.payload }));
-    const letters = dead.map(({ letter: l, sentBytes }) => ({ receivedAt: l.receivedAt, bytes: sentBytes, device: l.device, topic: l.topic, code: l.code, reason: l.reason, source: l.source, raw: l.payload }));
+    const rows = events.map(({ entry: e, bytes }) => ({
+      receivedAt: e.receivedAt,
+      bytes,
+      device: e.device,
+      eventId: e.eventId,
+      topic: e.topic,
+      payload: e.payload,
+    }));
+    const letters = dead.map(({ letter: l, sentBytes }) => ({
+      receivedAt: l.receivedAt,
+      bytes: sentBytes,
+      device: l.device,
+      topic: l.topic,
+      code: l.code,
+      reason: l.reason,
+      source: l.source,
+      raw: l.payload,
+    }));
     const unpend = () => {
       this.#pendingBytes -= groupBytes;
       for (const p of events) addDeviceBytes(this.#pendingDeviceBytes, p.entry.device, -p.bytes);
@@ -349,7 +419,15 @@ export class SqliteOutbox implements Outbox, RetainedStore {
         events.forEach((p, i) => {
           const e = p.entry;
           addDeviceBytes(this.#deviceBytes, e.device, p.bytes);
-          p.resolve({ seq: seqs[i] as number, device: e.device, eventId: e.eventId, topic: e.topic, payload: e.payload, receivedAt: e.receivedAt, bytes: p.bytes });
+          p.resolve({
+            seq: seqs[i] as number,
+            device: e.device,
+            eventId: e.eventId,
+            topic: e.topic,
+            payload: e.payload,
+            receivedAt: e.receivedAt,
+            bytes: p.bytes,
+          });
         });
         for (const p of dead) p.resolve();
         this.#wrote();

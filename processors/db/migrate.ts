@@ -62,7 +62,12 @@ export async function probeTimescale(db: pg.Pool | pg.PoolClient): Promise<Times
             current_setting('server_version') AS postgres`,
   );
   const r = rows[0] as (typeof rows)[number];
-  return { installed: r.installed, available: r.available, preloaded: preloads(r.preload, 'timescaledb'), postgres: r.postgres };
+  return {
+    installed: r.installed,
+    available: r.available,
+    preloaded: preloads(r.preload, 'timescaledb'),
+    postgres: r.postgres,
+  };
 }
 
 /** shared_preload_libraries is a comma list of names or paths, optionally quoted: `'timescaledb', "$libdir/timescaledb"`. */
@@ -82,7 +87,9 @@ const HOW_TO_PRELOAD =
  */
 export function chooseStorage(mode: TimescaleMode, p: TimescaleProbe): { timescale: boolean; warning?: string } {
   if (p.installed !== null && !p.preloaded) {
-    throw new StorageError(`this database uses TimescaleDB ${p.installed}, but the server does not preload it: ${HOW_TO_PRELOAD}`);
+    throw new StorageError(
+      `this database uses TimescaleDB ${p.installed}, but the server does not preload it: ${HOW_TO_PRELOAD}`,
+    );
   }
   if (mode === 'off') {
     if (p.installed !== null) {
@@ -98,7 +105,10 @@ export function chooseStorage(mode: TimescaleMode, p: TimescaleProbe): { timesca
     : 'TimescaleDB is not installed on this PostgreSQL server; to use it, install the TimescaleDB package for PostgreSQL ' +
       `${p.postgres.split('.')[0] ?? ''} and ${HOW_TO_PRELOAD}`;
   if (mode === 'on') throw new StorageError(`TIMESCALEDB=on: ${why}`);
-  return { timescale: false, warning: `running on plain PostgreSQL (no hypertables, compression, retention or continuous aggregates): ${why}; TIMESCALEDB=off silences this, TIMESCALEDB=on makes it an error` };
+  return {
+    timescale: false,
+    warning: `running on plain PostgreSQL (no hypertables, compression, retention or continuous aggregates): ${why}; TIMESCALEDB=off silences this, TIMESCALEDB=on makes it an error`,
+  };
 }
 
 /** Creates or upgrades the schema; idempotent, safe to run from several processes at once. */
@@ -116,11 +126,14 @@ export async function migrate(pool: pg.Pool, options: MigrateOptions = {}): Prom
       execQuery: (sql: string) => client.query(sql),
     });
     const applied = await postgrator.migrate();
-    const version = applied.length > 0 ? Number(applied[applied.length - 1]?.version) : Number(await postgrator.getDatabaseVersion());
+    const version =
+      applied.length > 0 ? Number(applied[applied.length - 1]?.version) : Number(await postgrator.getDatabaseVersion());
     if (choice.timescale) await applyTimescale(client, options);
     else await applyPlainViews(client);
     const installed = choice.timescale ? (await probeTimescale(client)).installed : null;
-    const storage: Storage = installed ? { kind: 'timescaledb', postgres: probe.postgres, timescaledb: installed } : { kind: 'postgresql', postgres: probe.postgres };
+    const storage: Storage = installed
+      ? { kind: 'timescaledb', postgres: probe.postgres, timescaledb: installed }
+      : { kind: 'postgresql', postgres: probe.postgres };
     return { version, timescale: choice.timescale, storage };
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
@@ -183,7 +196,10 @@ async function scheduleArchive(client: pg.PoolClient, retentionDays: number): Pr
   if (!first) {
     // First run a day from now, not at once: a database just created (a test's, or one loaded with old history
     // by an import) is not archived under the feet of whatever writes it first.
-    await client.query(`SELECT add_job('stockwire_archive_job', INTERVAL '1 day', config => $1::jsonb, initial_start => now() + INTERVAL '1 day')`, [config]);
+    await client.query(
+      `SELECT add_job('stockwire_archive_job', INTERVAL '1 day', config => $1::jsonb, initial_start => now() + INTERVAL '1 day')`,
+      [config],
+    );
   } else if (first.config?.retention_days !== retentionDays) {
     await client.query('SELECT alter_job($1, config => $2::jsonb)', [first.job_id, config]);
   }
@@ -194,7 +210,9 @@ async function scheduleArchive(client: pg.PoolClient, retentionDays: number): Pr
  * date_trunc without a zone would use the session's TimeZone and, in a zone such as Asia/Kolkata, cut at :30.
  */
 async function applyPlainViews(client: pg.PoolClient): Promise<void> {
-  const { rows } = await client.query<{ kind: string }>(`SELECT relkind AS kind FROM pg_class WHERE relname = 'movements_hourly' AND relnamespace = current_schema()::regnamespace`);
+  const { rows } = await client.query<{ kind: string }>(
+    `SELECT relkind AS kind FROM pg_class WHERE relname = 'movements_hourly' AND relnamespace = current_schema()::regnamespace`,
+  );
   if (rows[0] && rows[0].kind !== 'v') return; // a continuous aggregate is already there
   await client.query(`CREATE OR REPLACE VIEW movements_hourly AS
     SELECT date_trunc('hour', ts, 'UTC') AS bucket, wh, sku, type,

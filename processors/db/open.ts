@@ -36,7 +36,14 @@ export interface StorageSettings {
 
 /** Connects to DATABASE_URL, or starts the embedded PostgreSQL under DATA_DIR when it is unset; then migrates. */
 export async function openDatabase(
-  o: StorageSettings & { databaseUrl?: string; dataDir: string; log: Logger; poolSize?: number; applicationName?: string; readTimeoutMs?: number },
+  o: StorageSettings & {
+    databaseUrl?: string;
+    dataDir: string;
+    log: Logger;
+    poolSize?: number;
+    applicationName?: string;
+    readTimeoutMs?: number;
+  },
 ): Promise<Database> {
   let embedded: EmbeddedDatabase | null = null;
   let url = o.databaseUrl;
@@ -46,7 +53,12 @@ export async function openDatabase(
   }
   const pool = createPool({ url, max: o.poolSize ?? 6, applicationName: o.applicationName ?? 'stockwire' });
   // Lazy: a command that serves no API never connects it.
-  const readPool = createPool({ url, max: READ_POOL_SIZE, applicationName: `${o.applicationName ?? 'stockwire'}-api`, statementTimeoutMs: o.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS });
+  const readPool = createPool({
+    url,
+    max: READ_POOL_SIZE,
+    applicationName: `${o.applicationName ?? 'stockwire'}-api`,
+    statementTimeoutMs: o.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS,
+  });
   try {
     const schema = await migrate(pool, {
       ...(o.timescaledb !== undefined && { timescale: o.timescaledb }),
@@ -55,7 +67,15 @@ export async function openDatabase(
       warn: (message) => o.log.warn(message),
     });
     const { storage } = schema;
-    o.log.info({ schemaVersion: schema.version, storage: storage.kind, postgres: storage.postgres, ...(storage.timescaledb && { timescaledb: storage.timescaledb }) }, `database ready on ${describeStorage(storage)}`);
+    o.log.info(
+      {
+        schemaVersion: schema.version,
+        storage: storage.kind,
+        postgres: storage.postgres,
+        ...(storage.timescaledb && { timescaledb: storage.timescaledb }),
+      },
+      `database ready on ${describeStorage(storage)}`,
+    );
     return {
       pool,
       readPool,

@@ -50,7 +50,9 @@ export function isUnavailable(err: unknown): boolean {
   if (code === '57014' || code === '53300') return true; // query_canceled (statement timeout), too_many_connections
   if (typeof code === 'string') return isConnectionLost(err); // class 08, 57P01–03, or a socket error (ECONNREFUSED…)
   // node-postgres's own errors carry no code, only these messages (client query_timeout, pool connect timeout, lost socket).
-  return /^(Query read timeout|timeout exceeded when trying to connect|Connection terminated)/.test((err as Error).message ?? '');
+  return /^(Query read timeout|timeout exceeded when trying to connect|Connection terminated)/.test(
+    (err as Error).message ?? '',
+  );
 }
 
 /** SQLSTATEs after which the whole transaction may simply be tried again. */

@@ -1,6 +1,16 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { deltaOf, ErrorCode, isEventId, MAX_EVENT_BYTES, ValidationError, type GlobalStock, type StockEvent, type TransferState, type WarehouseStock } from '../../protocol/index.js';
+import {
+  deltaOf,
+  ErrorCode,
+  isEventId,
+  MAX_EVENT_BYTES,
+  ValidationError,
+  type GlobalStock,
+  type StockEvent,
+  type TransferState,
+  type WarehouseStock,
+} from '../../protocol/index.js';
 import { compareKeys, eventKey, stockKey, type BookEvent } from '../ledger/ledger.js';
 import { isConnectionLost, isDataError, isRetryable } from '../db/pool.js';
 import type { Notice } from '../reservations/consume.js';
@@ -54,7 +64,10 @@ export async function applyBatch(pool: pg.Pool, items: Parsed[]): Promise<BatchR
     if (!isDataError(err)) throw err;
     if (items.length === 1) {
       const only = items[0] as Parsed;
-      const error = new ValidationError(ErrorCode.schemaViolation, `database refused the event: ${(err as Error).message}`);
+      const error = new ValidationError(
+        ErrorCode.schemaViolation,
+        `database refused the event: ${(err as Error).message}`,
+      );
       const poisoned: Parsed = { delivery: only.delivery, ok: false, id: only.ok ? only.event.id : only.id, error };
       return withRetry(pool, [poisoned]);
     }
@@ -73,7 +86,9 @@ async function withRetry(pool: pg.Pool, items: Parsed[]): Promise<BatchResult> {
     let lost: Error | undefined; // a dead connection goes back to the pool only to be discarded
     try {
       // Autocommit: the one statement is its own transaction, so BEGIN and COMMIT cost no round trips of their own.
-      const { rows } = await client.query<{ answer: Answer }>('SELECT stockwire_apply_batch($1::jsonb) AS answer', [batch]);
+      const { rows } = await client.query<{ answer: Answer }>('SELECT stockwire_apply_batch($1::jsonb) AS answer', [
+        batch,
+      ]);
       return toResult(items, (rows[0] as { answer: Answer }).answer);
     } catch (err) {
       if (isConnectionLost(err)) lost = err as Error;
@@ -84,7 +99,17 @@ async function withRetry(pool: pg.Pool, items: Parsed[]): Promise<BatchResult> {
   }
 }
 
-const emptyResult = (): BatchResult => ({ decisions: [], warehouseStock: [], globalStock: [], shelves: [], negative: [], deadLetters: [], applied: [], notices: [], transitions: [] });
+const emptyResult = (): BatchResult => ({
+  decisions: [],
+  warehouseStock: [],
+  globalStock: [],
+  shelves: [],
+  negative: [],
+  deadLetters: [],
+  applied: [],
+  notices: [],
+  transitions: [],
+});
 
 /** The batch as stockwire_apply_batch takes it: its valid events, and its bad input to keep as dead letters. */
 function batchDocument(items: Parsed[]): string {
@@ -93,7 +118,16 @@ function batchDocument(items: Parsed[]): string {
   items.forEach((item, i) => {
     const d = item.delivery;
     if (!item.ok) {
-      dead.push({ wh: d.wh, device: d.device, event_id: item.id, topic: clean(d.topic), code: item.error.code, reason: clean(item.error.message), raw: hex(d.payload.subarray(0, MAX_EVENT_BYTES)), source: clean(d.source) });
+      dead.push({
+        wh: d.wh,
+        device: d.device,
+        event_id: item.id,
+        topic: clean(d.topic),
+        code: item.error.code,
+        reason: clean(item.error.message),
+        raw: hex(d.payload.subarray(0, MAX_EVENT_BYTES)),
+        source: clean(d.source),
+      });
       return;
     }
     const e = item.event;
@@ -133,7 +167,9 @@ function toResult(items: Parsed[], a: Answer): BatchResult {
   const result = emptyResult();
   const decisions: Decision[] = new Array(items.length);
   const firstSaid = new Map(a.repeats); // first copy's index → the sku its key first named
-  const level = new Map(a.levels.map(([wh, sku, onHand, reserved]) => [stockKey(wh, sku), { onHand, available: onHand - reserved }]));
+  const level = new Map(
+    a.levels.map(([wh, sku, onHand, reserved]) => [stockKey(wh, sku), { onHand, available: onHand - reserved }]),
+  );
   const firstOf = new Map<string, number>(); // key → its first copy's index
   const now = Date.now();
   const invalidTransfers: BookEvent[] = [];
@@ -164,13 +200,35 @@ function toResult(items: Parsed[], a: Answer): BatchResult {
     result.deadLetters.push({ wh: e.wh, device: e.device, code: ErrorCode.idReused, reason, sku: e.sku });
   }
   // A malformed transfer link needs no database to be refused: the receipt is applied, the link ignored.
-  result.notices = invalidTransfers.sort(compareKeys).map((e) => ({ wh: e.wh, kind: 'transfer-mismatch', sku: e.sku, message: `received ${e.id} from ${e.device}: transfer must be a transfer id; the link is ignored, the receipt applied` }));
+  result.notices = invalidTransfers
+    .sort(compareKeys)
+    .map((e) => ({
+      wh: e.wh,
+      kind: 'transfer-mismatch',
+      sku: e.sku,
+      message: `received ${e.id} from ${e.device}: transfer must be a transfer id; the link is ignored, the receipt applied`,
+    }));
   result.notices.push(...a.notices);
   result.transitions = a.transitions;
-  result.warehouseStock = a.stock.map((r) => ({ sku: r.sku, warehouse: r.wh, onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved, version: r.version, asOf: iso(r.as_of) }));
+  result.warehouseStock = a.stock.map((r) => ({
+    sku: r.sku,
+    warehouse: r.wh,
+    onHand: r.on_hand,
+    reserved: r.reserved,
+    available: r.on_hand - r.reserved,
+    version: r.version,
+    asOf: iso(r.as_of),
+  }));
   result.globalStock = globalObjects(a.versions, a.global);
   result.negative = a.negative.map((r) => ({ wh: r.wh, sku: r.sku, onHand: r.on_hand }));
-  result.shelves = a.shelves.map((r) => ({ warehouse: r.wh, location: r.location, sku: r.sku, qty: r.qty, ts: iso(r.ts), device: r.device }));
+  result.shelves = a.shelves.map((r) => ({
+    warehouse: r.wh,
+    location: r.location,
+    sku: r.sku,
+    qty: r.qty,
+    ts: iso(r.ts),
+    device: r.device,
+  }));
   return result;
 }
 
@@ -181,7 +239,14 @@ function toResult(items: Parsed[], a: Answer): BatchResult {
  */
 export function contentDigest(e: StockEvent): Buffer {
   const transfer = e.type === 'received' ? (e.payload.transfer ?? null) : null;
-  const said = [e.type, e.sku, e.qty, e.location ?? null, 'reservation' in e ? (e.reservation ?? null) : null, transfer];
+  const said = [
+    e.type,
+    e.sku,
+    e.qty,
+    e.location ?? null,
+    'reservation' in e ? (e.reservation ?? null) : null,
+    transfer,
+  ];
   return createHash('sha256').update(JSON.stringify(said)).digest().subarray(0, 16);
 }
 
@@ -189,7 +254,16 @@ export function contentDigest(e: StockEvent): Buffer {
 function globalObjects(versions: VersionRow[], rows: GlobalRow[]): GlobalStock[] {
   const bySku = new Map<string, GlobalStock>();
   for (const v of versions) {
-    bySku.set(v.sku, { sku: v.sku, onHand: 0, reserved: 0, available: 0, inTransit: 0, warehouses: {}, version: v.version, asOf: iso(v.as_of) });
+    bySku.set(v.sku, {
+      sku: v.sku,
+      onHand: 0,
+      reserved: 0,
+      available: 0,
+      inTransit: 0,
+      warehouses: {},
+      version: v.version,
+      asOf: iso(v.as_of),
+    });
   }
   for (const r of rows) {
     const g = bySku.get(r.sku);
@@ -207,7 +281,11 @@ function globalObjects(versions: VersionRow[], rows: GlobalRow[]): GlobalStock[]
 }
 
 /** Builds `stock/{sku}` objects; with `bump`, increments each sku's topic version first. */
-export async function globalStock(client: pg.PoolClient | pg.Pool, skus: string[], bump: boolean): Promise<GlobalStock[]> {
+export async function globalStock(
+  client: pg.PoolClient | pg.Pool,
+  skus: string[],
+  bump: boolean,
+): Promise<GlobalStock[]> {
   const asOf = `floor(extract(epoch FROM updated_at) * 1000)::bigint AS as_of`;
   const versions = bump
     ? await client.query<VersionRow>(
@@ -216,7 +294,9 @@ export async function globalStock(client: pg.PoolClient | pg.Pool, skus: string[
          RETURNING sku, version, ${asOf}`,
         [skus],
       )
-    : await client.query<VersionRow>(`SELECT sku, version, ${asOf} FROM sku_versions WHERE sku = ANY($1::text[])`, [skus]);
+    : await client.query<VersionRow>(`SELECT sku, version, ${asOf} FROM sku_versions WHERE sku = ANY($1::text[])`, [
+        skus,
+      ]);
   // Rows of wh NULL carry the quantity in transit between warehouses (transfers shipped, not yet received).
   const { rows } = await client.query<GlobalRow>(
     `SELECT wh, sku, on_hand, reserved FROM stock WHERE sku = ANY($1::text[])
@@ -230,13 +310,31 @@ export async function globalStock(client: pg.PoolClient | pg.Pool, skus: string[
 }
 
 /** The stored stock of some rows and of their skus, at their current versions (no version bump). */
-export async function currentStock(pool: pg.Pool, keys: { wh: string; sku: string }[]): Promise<{ warehouse: WarehouseStock[]; global: GlobalStock[] }> {
-  const { rows } = await pool.query<{ wh: string; sku: string; on_hand: number; reserved: number; version: number; updated_at: Date }>(
+export async function currentStock(
+  pool: pg.Pool,
+  keys: { wh: string; sku: string }[],
+): Promise<{ warehouse: WarehouseStock[]; global: GlobalStock[] }> {
+  const { rows } = await pool.query<{
+    wh: string;
+    sku: string;
+    on_hand: number;
+    reserved: number;
+    version: number;
+    updated_at: Date;
+  }>(
     `SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock
      WHERE (wh, sku) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND version > 0`,
     [keys.map((k) => k.wh), keys.map((k) => k.sku)],
   );
-  const warehouse = rows.map((r) => ({ sku: r.sku, warehouse: r.wh, onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved, version: r.version, asOf: r.updated_at.toISOString() }));
+  const warehouse = rows.map((r) => ({
+    sku: r.sku,
+    warehouse: r.wh,
+    onHand: r.on_hand,
+    reserved: r.reserved,
+    available: r.on_hand - r.reserved,
+    version: r.version,
+    asOf: r.updated_at.toISOString(),
+  }));
   const global = await globalStock(pool, [...new Set(keys.map((k) => k.sku))], false);
   return { warehouse, global };
 }

@@ -58,8 +58,16 @@ export class Ingest {
   submit(delivery: Delivery): Promise<Decision> {
     if (this.closing) return Promise.reject(new Error('ingest is stopping'));
     // Behind an edge: an event of 8 KiB may carry the edge's receipt time on top (the edge checked the 8 KiB).
-    const r = parseEvent(delivery.payload, { wh: delivery.wh, device: delivery.device, receivedAt: delivery.receivedAt, maxBytes: STAMPED_EVENT_MAX_BYTES, tsDecidedByEdge: delivery.viaEdge === true });
-    const parsed: Parsed = r.ok ? { delivery, ok: true, event: r.event } : { delivery, ok: false, error: r.error, id: r.id };
+    const r = parseEvent(delivery.payload, {
+      wh: delivery.wh,
+      device: delivery.device,
+      receivedAt: delivery.receivedAt,
+      maxBytes: STAMPED_EVENT_MAX_BYTES,
+      tsDecidedByEdge: delivery.viaEdge === true,
+    });
+    const parsed: Parsed = r.ok
+      ? { delivery, ok: true, event: r.event }
+      : { delivery, ok: false, error: r.error, id: r.id };
     return new Promise<Decision>((resolve, reject) => {
       this.queue.push({ parsed, resolve, reject });
       this.o.metrics.pending.set(this.queue.length);
@@ -124,10 +132,16 @@ export class Ingest {
         // stop must not wait for it: this batch and the queue are handed back, their senders resend them.
         if (this.closing) this.stopping = true;
         if (this.stopping) {
-          this.o.log.warn({ err: (err as Error).message, events: items.length }, 'batch failed while stopping; handed back to its senders');
+          this.o.log.warn(
+            { err: (err as Error).message, events: items.length },
+            'batch failed while stopping; handed back to its senders',
+          );
           return null;
         }
-        this.o.log.error({ err: (err as Error).message, code: (err as { code?: string }).code, events: items.length, retryInMs: wait }, 'batch failed; retrying');
+        this.o.log.error(
+          { err: (err as Error).message, code: (err as { code?: string }).code, events: items.length, retryInMs: wait },
+          'batch failed; retrying',
+        );
         await new Promise<void>((resolve) => {
           const wake = () => (clearTimeout(t), this.backoffWakes.delete(wake), resolve());
           const t = setTimeout(wake, wait);
@@ -149,7 +163,9 @@ export class Ingest {
   private async addCurrentStock(items: Parsed[], result: BatchResult): Promise<void> {
     await this.addCurrentShelves(items, result);
     const keys = new Map<string, { wh: string; sku: string }>();
-    for (const item of items) if (item.ok && item.event.type !== 'level') keys.set(`${item.event.wh}/${item.event.sku}`, { wh: item.event.wh, sku: item.event.sku });
+    for (const item of items)
+      if (item.ok && item.event.type !== 'level')
+        keys.set(`${item.event.wh}/${item.event.sku}`, { wh: item.event.wh, sku: item.event.sku });
     if (keys.size === 0) return;
     const current = await currentStock(this.o.pool, [...keys.values()]);
     const have = new Set(result.warehouseStock.map((s) => `${s.warehouse}/${s.sku}`));
@@ -169,12 +185,27 @@ export class Ingest {
     }
     if (keys.size === 0) return;
     const cols = [0, 1, 2].map((i) => [...keys.values()].map((k) => k[i]));
-    const { rows } = await this.o.pool.query<{ wh: string; location: string; sku: string; qty: number; ts: Date; device: string }>(
+    const { rows } = await this.o.pool.query<{
+      wh: string;
+      location: string;
+      sku: string;
+      qty: number;
+      ts: Date;
+      device: string;
+    }>(
       `SELECT s.wh, s.location, s.sku, s.qty, s.ts, s.device FROM shelf_latest s
        JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(wh, location, sku) USING (wh, location, sku)`,
       cols,
     );
-    for (const r of rows) result.shelves.push({ warehouse: r.wh, location: r.location, sku: r.sku, qty: r.qty, ts: r.ts.toISOString(), device: r.device });
+    for (const r of rows)
+      result.shelves.push({
+        warehouse: r.wh,
+        location: r.location,
+        sku: r.sku,
+        qty: r.qty,
+        ts: r.ts.toISOString(),
+        device: r.device,
+      });
   }
 
   private record(items: Parsed[], result: BatchResult): void {

@@ -1,4 +1,12 @@
-import type { ErrorBody, GlobalStock, ShelfReading, StockEvent, TransferState, ValidationError, WarehouseStock } from '../../protocol/index.js';
+import type {
+  ErrorBody,
+  GlobalStock,
+  ShelfReading,
+  StockEvent,
+  TransferState,
+  ValidationError,
+  WarehouseStock,
+} from '../../protocol/index.js';
 import type { Notice } from '../reservations/consume.js';
 
 /** One message as it reached the processor. */
@@ -20,7 +28,10 @@ export interface Delivery {
   viaEdge?: boolean;
 }
 
-export type Parsed = { delivery: Delivery } & ({ ok: true; event: StockEvent } | { ok: false; error: ValidationError; id: string | null });
+export type Parsed = { delivery: Delivery } & (
+  | { ok: true; event: StockEvent }
+  | { ok: false; error: ValidationError; id: string | null }
+);
 
 export type Decision =
   | { status: 'applied' | 'duplicate'; id: string; stock?: { onHand: number; available: number } }

@@ -67,12 +67,19 @@ export function decide(state: SkuStock, event: BookEvent): Effect {
 export function evolve(state: SkuStock, event: BookEvent): SkuStock {
   const effect = decide(state, event);
   const movements =
-    event.type === 'counted' ? state.movements : [...state.movements, { ts: event.ts, id: event.id, device: event.device, delta: deltaOf(event) }];
+    event.type === 'counted'
+      ? state.movements
+      : [...state.movements, { ts: event.ts, id: event.id, device: event.device, delta: deltaOf(event) }];
   switch (effect.kind) {
     case 'add':
       return { ...state, movements, onHand: state.onHand + effect.amount };
     case 'anchor':
-      return { ...state, movements, onHand: effect.onHand, anchor: { ts: event.ts, id: event.id, device: event.device, qty: event.qty } };
+      return {
+        ...state,
+        movements,
+        onHand: effect.onHand,
+        anchor: { ts: event.ts, id: event.id, device: event.device, qty: event.qty },
+      };
     case 'none':
       return { ...state, movements };
   }

@@ -31,7 +31,8 @@ export interface AllocationPolicy {
 
 export const defaultPolicy: AllocationPolicy = { strategy: 'most-available', priority: [], channels: {} };
 
-const mostAvailableFirst = (a: Level, b: Level): number => availableOf(b) - availableOf(a) || (a.wh < b.wh ? -1 : a.wh > b.wh ? 1 : 0);
+const mostAvailableFirst = (a: Level, b: Level): number =>
+  availableOf(b) - availableOf(a) || (a.wh < b.wh ? -1 : a.wh > b.wh ? 1 : 0);
 
 /** The warehouses in the order the policy tries them. */
 export function candidateOrder(levels: readonly Level[], policy: AllocationPolicy, channel?: string): Level[] {
@@ -140,7 +141,11 @@ export function consume(h: Hold | undefined, e: { wh: string; sku: string; qty: 
   if (h.state !== 'active') return { kind: 'mismatch', reason: h.state === 'consumed' ? 'consumed' : h.state };
   const taken = Math.min(h.remaining, e.qty);
   const remaining = h.remaining - taken;
-  return { kind: 'consumed', taken, hold: { ...h, remaining, consumed: h.consumed + taken, state: remaining === 0 ? 'consumed' : 'active' } };
+  return {
+    kind: 'consumed',
+    taken,
+    hold: { ...h, remaining, consumed: h.consumed + taken, state: remaining === 0 ? 'consumed' : 'active' },
+  };
 }
 
 /** A transfer's progress: what the saga knows from the events that named it. */
@@ -173,7 +178,10 @@ export function inTransitOf(t: { state: TransferState; shipped: number; received
 export type ReceiveMismatch = 'unknown' | 'other-warehouse' | 'other-sku' | 'closed';
 
 /** A destination `received` naming a transfer: counts toward the transfer only while it is open and matches. */
-export function receiveCheck(t: { sku: string; to: string; state: TransferState } | undefined, e: { wh: string; sku: string }): ReceiveMismatch | null {
+export function receiveCheck(
+  t: { sku: string; to: string; state: TransferState } | undefined,
+  e: { wh: string; sku: string },
+): ReceiveMismatch | null {
   if (!t) return 'unknown';
   if (t.to !== e.wh) return 'other-warehouse';
   if (t.sku !== e.sku) return 'other-sku';

@@ -59,10 +59,18 @@ function withHead(paths: Json): Json {
       const responses = Object.fromEntries(
         Object.entries(get.responses as Record<string, Json>).map(([status, r]) => {
           const shared = typeof r.$ref === 'string' ? (RESPONSES[r.$ref.split('/').at(-1) as string] as Json) : r;
-          return [status, { description: shared.description, ...(shared.headers !== undefined && { headers: shared.headers }) }];
+          return [
+            status,
+            { description: shared.description, ...(shared.headers !== undefined && { headers: shared.headers }) },
+          ];
         }),
       );
-      const head = { ...get, operationId: `${String(get.operationId)}Head`, summary: `headers of GET ${path} (no body)`, responses };
+      const head = {
+        ...get,
+        operationId: `${String(get.operationId)}Head`,
+        summary: `headers of GET ${path} (no body)`,
+        responses,
+      };
       delete (head as Json).description;
       return [path, { ...(item as Json), head }];
     }),
@@ -89,7 +97,10 @@ export function openapiDocument(version: string): Json {
     tags: [
       { name: 'health', description: 'liveness, readiness and Prometheus metrics; open' },
       { name: 'stock', description: 'stock of one SKU or lists of them, warehouses, history and movements' },
-      { name: 'commands', description: 'reservations and transfers: decided in the database, atomically, idempotent by key' },
+      {
+        name: 'commands',
+        description: 'reservations and transfers: decided in the database, atomically, idempotent by key',
+      },
       { name: 'display', description: 'the live display page (MQTT over WebSocket in the browser); open' },
       { name: 'docs', description: 'this document; open' },
     ],
@@ -99,7 +110,8 @@ export function openapiDocument(version: string): Json {
         apiToken: {
           type: 'http',
           scheme: 'bearer',
-          description: 'API_TOKEN of central (and of each processor); unset, a random one is generated into DATA_DIR/api-token. Writes (POST, DELETE) always need it; GET /v1/… only when API_READ_TOKEN is set (which the write token also satisfies). Health, metrics, the display and this document are open.',
+          description:
+            'API_TOKEN of central (and of each processor); unset, a random one is generated into DATA_DIR/api-token. Writes (POST, DELETE) always need it; GET /v1/… only when API_READ_TOKEN is set (which the write token also satisfies). Health, metrics, the display and this document are open.',
         },
       },
       schemas: components(),

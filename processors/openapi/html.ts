@@ -12,7 +12,12 @@ const METHODS = ['get', 'head', 'post', 'put', 'patch', 'delete'] as const;
 const escape = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 /** Escaped text with `code` spans and paragraphs, the only markdown the document uses. */
 const prose = (text: unknown) =>
-  typeof text !== 'string' ? '' : text.split('\n\n').map((para) => `<p>${escape(para).replace(/`([^`]+)`/g, '<code>$1</code>')}</p>`).join('');
+  typeof text !== 'string'
+    ? ''
+    : text
+        .split('\n\n')
+        .map((para) => `<p>${escape(para).replace(/`([^`]+)`/g, '<code>$1</code>')}</p>`)
+        .join('');
 const refName = (ref: string) => ref.split('/').at(-1) as string;
 
 /** A one-line account of a schema: its $ref as a link, else its type and constraints. */
@@ -20,36 +25,58 @@ function schemaText(schema: unknown): string {
   if (schema === null || typeof schema !== 'object') return '';
   const s = schema as Json;
   if (typeof s.$ref === 'string') return `<a href="#schema-${escape(refName(s.$ref))}">${escape(refName(s.$ref))}</a>`;
-  for (const k of ['anyOf', 'oneOf'] as const) if (Array.isArray(s[k])) return (s[k] as unknown[]).map(schemaText).join(' or ');
-  const facets = ['pattern', 'format', 'minimum', 'maximum', 'default', 'const'].filter((k) => s[k] !== undefined).map((k) => `${k} <code>${escape(String(s[k]))}</code>`);
-  if (Array.isArray(s.enum)) facets.unshift(`one of ${(s.enum as unknown[]).map((v) => `<code>${escape(String(v))}</code>`).join(', ')}`);
+  for (const k of ['anyOf', 'oneOf'] as const)
+    if (Array.isArray(s[k])) return (s[k] as unknown[]).map(schemaText).join(' or ');
+  const facets = ['pattern', 'format', 'minimum', 'maximum', 'default', 'const']
+    .filter((k) => s[k] !== undefined)
+    .map((k) => `${k} <code>${escape(String(s[k]))}</code>`);
+  if (Array.isArray(s.enum))
+    facets.unshift(`one of ${(s.enum as unknown[]).map((v) => `<code>${escape(String(v))}</code>`).join(', ')}`);
   return [escape(String(s.type ?? 'any')), ...facets].join(', ');
 }
 
 /** A parameter or response itself, where the operation names one of components/parameters or components/responses. */
-const resolver = (doc: Json) => (node: Json): Json => {
-  if (typeof node.$ref !== 'string') return node;
-  const [, , kind, name] = node.$ref.split('/');
-  return ((doc.components as Record<string, Record<string, Json>>)[kind as string]?.[name as string] ?? node) as Json;
-};
+const resolver =
+  (doc: Json) =>
+  (node: Json): Json => {
+    if (typeof node.$ref !== 'string') return node;
+    const [, , kind, name] = node.$ref.split('/');
+    return ((doc.components as Record<string, Record<string, Json>>)[kind as string]?.[name as string] ?? node) as Json;
+  };
 
 function operation(path: string, method: string, op: Json, resolve: (node: Json) => Json): string {
   const id = escape(String(op.operationId));
   const params = ((op.parameters as Json[] | undefined) ?? []).map(resolve);
-  const rows = params.map((p) => `<tr><td><code>${escape(String(p.name))}</code></td><td>${escape(String(p.in))}${p.required ? ', required' : ''}</td><td>${schemaText(p.schema)}</td><td>${prose(p.description)}</td></tr>`);
+  const rows = params.map(
+    (p) =>
+      `<tr><td><code>${escape(String(p.name))}</code></td><td>${escape(String(p.in))}${p.required ? ', required' : ''}</td><td>${schemaText(p.schema)}</td><td>${prose(p.description)}</td></tr>`,
+  );
   const body = op.requestBody as { content?: Record<string, { schema: unknown }> } | undefined;
   const responses = Object.entries((op.responses as Record<string, Json>) ?? {}).map(([status, shared]) => {
     const r = resolve(shared);
-    const content = Object.entries((r.content as Record<string, { schema: unknown }>) ?? {}).map(([type, c]) => `${escape(type)}: ${schemaText(c.schema)}`);
+    const content = Object.entries((r.content as Record<string, { schema: unknown }>) ?? {}).map(
+      ([type, c]) => `${escape(type)}: ${schemaText(c.schema)}`,
+    );
     return `<tr><td>${escape(status)}</td><td>${prose(r.description)}</td><td>${content.join('<br>')}</td></tr>`;
   });
   const security = (op.security as object[] | undefined) ?? [];
-  const auth = security.length === 0 ? 'open' : security.some((s) => Object.keys(s).length === 0) ? 'open, or the API token when API_READ_TOKEN is set' : 'API token (Bearer)';
+  const auth =
+    security.length === 0
+      ? 'open'
+      : security.some((s) => Object.keys(s).length === 0)
+        ? 'open, or the API token when API_READ_TOKEN is set'
+        : 'API token (Bearer)';
   return `<section class="op" id="op-${id}">
 <h3><span class="method ${escape(method)}">${escape(method.toUpperCase())}</span> <code>${escape(path)}</code></h3>
 <p class="summary">${escape(String(op.summary ?? ''))} <span class="meta">${id} · ${auth}</span></p>${prose(op.description)}
 ${rows.length > 0 ? `<table><tr><th>parameter</th><th>in</th><th>schema</th><th></th></tr>${rows.join('')}</table>` : ''}
-${body?.content ? `<p>Body: ${Object.entries(body.content).map(([type, c]) => `${escape(type)} ${schemaText(c.schema)}`).join(', ')}</p>` : ''}
+${
+  body?.content
+    ? `<p>Body: ${Object.entries(body.content)
+        .map(([type, c]) => `${escape(type)} ${schemaText(c.schema)}`)
+        .join(', ')}</p>`
+    : ''
+}
 <table><tr><th>status</th><th>answer</th><th>body</th></tr>${responses.join('')}</table>
 </section>`;
 }
@@ -67,10 +94,17 @@ export function renderDocsPage(doc: Json): { html: string; csp: string } {
   const tags = (doc.tags as { name: string; description?: string }[]) ?? [];
   const resolve = resolver(doc);
   const sections = tags.map((tag) => {
-    const ops = Object.entries(paths).flatMap(([path, item]) => METHODS.filter((m) => item[m] && ((item[m]?.tags as string[]) ?? []).includes(tag.name)).map((m) => operation(path, m, item[m] as Json, resolve)));
+    const ops = Object.entries(paths).flatMap(([path, item]) =>
+      METHODS.filter((m) => item[m] && ((item[m]?.tags as string[]) ?? []).includes(tag.name)).map((m) =>
+        operation(path, m, item[m] as Json, resolve),
+      ),
+    );
     return `<h2 id="tag-${escape(tag.name)}">${escape(tag.name)}</h2>${prose(tag.description)}${ops.join('\n')}`;
   });
-  const schemas = Object.entries(((doc.components as Json).schemas as Json) ?? {}).map(([name, s]) => `<h3 id="schema-${escape(name)}">${escape(name)}</h3><pre>${escape(JSON.stringify(s, null, 2))}</pre>`);
+  const schemas = Object.entries(((doc.components as Json).schemas as Json) ?? {}).map(
+    ([name, s]) =>
+      `<h3 id="schema-${escape(name)}">${escape(name)}</h3><pre>${escape(JSON.stringify(s, null, 2))}</pre>`,
+  );
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${escape(String(info.title))} ${escape(String(info.version))}</title><style>${STYLE}</style></head>
@@ -82,5 +116,8 @@ ${sections.join('\n')}
 </body></html>
 `;
   const hash = createHash('sha256').update(STYLE).digest('base64');
-  return { html, csp: `default-src 'none'; style-src 'sha256-${hash}'; img-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'` };
+  return {
+    html,
+    csp: `default-src 'none'; style-src 'sha256-${hash}'; img-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'`,
+  };
 }

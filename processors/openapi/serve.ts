@@ -24,6 +24,11 @@ export function registerApiDocs(app: FastifyInstance): void {
   const page = renderDocsPage(doc);
   app.get('/openapi.json', async (_req, reply) => reply.type('application/json; charset=utf-8').send(json));
   app.get('/docs', async (_req, reply) =>
-    reply.type('text/html; charset=utf-8').header('content-security-policy', page.csp).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer').send(page.html),
+    reply
+      .type('text/html; charset=utf-8')
+      .header('content-security-policy', page.csp)
+      .header('x-content-type-options', 'nosniff')
+      .header('referrer-policy', 'no-referrer')
+      .send(page.html),
   );
 }

@@ -20,7 +20,17 @@ export class DatabaseStock {
       [wh, sku],
     );
     const r = rows[0];
-    return r ? { sku, warehouse: wh, onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved, version: r.version, asOf: r.updated_at.toISOString() } : null;
+    return r
+      ? {
+          sku,
+          warehouse: wh,
+          onHand: r.on_hand,
+          reserved: r.reserved,
+          available: r.on_hand - r.reserved,
+          version: r.version,
+          asOf: r.updated_at.toISOString(),
+        }
+      : null;
   }
 
   async global(sku: string): Promise<GlobalStock | null> {
@@ -35,7 +45,10 @@ export class MemoryReadModel implements ReadModel {
   private readonly all = new Map<string, GlobalStock>();
   private readonly db: DatabaseStock;
   // Bounded: a cache, not a copy of the database (entries beyond it are read from PostgreSQL).
-  constructor(pool: pg.Pool, private readonly maxEntries = 200_000) {
+  constructor(
+    pool: pg.Pool,
+    private readonly maxEntries = 200_000,
+  ) {
     this.db = new DatabaseStock(pool);
   }
 

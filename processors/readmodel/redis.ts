@@ -30,7 +30,9 @@ const SILENT: Publisher = { publish: async () => {} }; // a resync writes the re
 /** Rejects when `p` takes longer than `ms`; `p` itself may still settle later (its outcome is then ignored). */
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
   let t: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_r, reject) => (t = setTimeout(() => reject(new Error(`redis did not answer within ${ms} ms`)), ms)));
+  const timeout = new Promise<never>(
+    (_r, reject) => (t = setTimeout(() => reject(new Error(`redis did not answer within ${ms} ms`)), ms)),
+  );
   return Promise.race([p, timeout]).finally(() => clearTimeout(t));
 }
 
@@ -113,10 +115,16 @@ export class RedisReadModel implements ReadModel {
         this.missed.clear(); // the full rewrite covers them; writes failing meanwhile are noted again
         const count = await republishStock(this.pool, SILENT, this);
         await this.answered(this.client.set(this.marker, instance));
-        const why = marked === null ? 'Redis held none of our keys' : 'Redis restarted since it was last written: it may lack later writes';
+        const why =
+          marked === null
+            ? 'Redis held none of our keys'
+            : 'Redis restarted since it was last written: it may lack later writes';
         this.log.info({ ...count, ms: Date.now() - started }, `read model rewritten from the database (${why})`);
       } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'rewriting the read model failed; retried on the next reconnect');
+        this.log.warn(
+          { err: (err as Error).message },
+          'rewriting the read model failed; retried on the next reconnect',
+        );
       } finally {
         this.resyncing = false;
       }
@@ -138,7 +146,10 @@ export class RedisReadModel implements ReadModel {
         else if (s) global.push(s as GlobalStock);
       }
       await this.write(warehouse, global); // a failure puts them back into `missed`
-      this.log.info({ rows: warehouse.length, skus: global.length, pending: this.missed.size }, 'read model caught up after a Redis outage');
+      this.log.info(
+        { rows: warehouse.length, skus: global.length, pending: this.missed.size },
+        'read model caught up after a Redis outage',
+      );
     })()
       .catch((err: Error) => {
         for (const m of todo) this.missed.set('wh' in m ? this.whKey(m.wh, m.sku) : this.skuKey(m.sku), m);
@@ -147,14 +158,17 @@ export class RedisReadModel implements ReadModel {
       .finally(() => {
         this.catchingUp = null;
         // Writes that failed while this catch-up ran (it had already taken its list) wait for the next one.
-        if (this.missed.size > 0 && this.client.isReady && !this.hung) setTimeout(() => void this.catchUp(), CATCH_UP_AGAIN_MS).unref();
+        if (this.missed.size > 0 && this.client.isReady && !this.hung)
+          setTimeout(() => void this.catchUp(), CATCH_UP_AGAIN_MS).unref();
       });
     return this.catchingUp;
   }
 
   async start(): Promise<void> {
     // A Redis that is down at start is tolerated: the client keeps reconnecting and reads use PostgreSQL.
-    await this.client.connect().catch((err: Error) => this.log.warn({ err: err.message }, 'redis not reachable at start'));
+    await this.client
+      .connect()
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'redis not reachable at start'));
   }
 
   private whKey = (wh: string, sku: string) => `${this.prefix}wh:${wh}:stock:${sku}`;
@@ -164,7 +178,8 @@ export class RedisReadModel implements ReadModel {
     if (warehouse.length + global.length === 0) return;
     const keys: string[] = [];
     const args: string[] = [];
-    for (const s of warehouse) keys.push(this.whKey(s.warehouse, s.sku)), args.push(String(s.version), JSON.stringify(s));
+    for (const s of warehouse)
+      keys.push(this.whKey(s.warehouse, s.sku)), args.push(String(s.version), JSON.stringify(s));
     for (const g of global) keys.push(this.skuKey(g.sku)), args.push(String(g.version), JSON.stringify(g));
     try {
       if (!this.client.isReady) throw new Error('redis not connected');
@@ -190,13 +205,16 @@ export class RedisReadModel implements ReadModel {
         this.log.warn({ ms: ANSWER_WITHIN_MS }, 'redis not answering; the read model skips it until it does');
         this.probe = setInterval(() => {
           if (!this.client.isReady) return;
-          void within(this.client.ping(), ANSWER_WITHIN_MS).then(() => {
-            if (!this.hung) return;
-            this.hung = false;
-            if (this.probe) clearInterval(this.probe), (this.probe = null);
-            this.log.info('redis answers again');
-            void this.onReady(); // it may also have restarted meanwhile
-          }, () => {});
+          void within(this.client.ping(), ANSWER_WITHIN_MS).then(
+            () => {
+              if (!this.hung) return;
+              this.hung = false;
+              if (this.probe) clearInterval(this.probe), (this.probe = null);
+              this.log.info('redis answers again');
+              void this.onReady(); // it may also have restarted meanwhile
+            },
+            () => {},
+          );
         }, PROBE_EVERY_MS);
         this.probe.unref();
       }
@@ -237,7 +255,12 @@ export class RedisReadModel implements ReadModel {
  * REDIS_URL set: the shared Redis model; unset: the in-process model backed by the database. Reads that
  * fall through to the database use `db.readPool` (time-limited); a resync of Redis reads every row on `db.pool`.
  */
-export async function createReadModel(o: { redisUrl?: string; redisPrefix: string }, db: { pool: pg.Pool; readPool: pg.Pool }, metrics: IngestMetrics, log: Logger): Promise<ReadModel> {
+export async function createReadModel(
+  o: { redisUrl?: string; redisPrefix: string },
+  db: { pool: pg.Pool; readPool: pg.Pool },
+  metrics: IngestMetrics,
+  log: Logger,
+): Promise<ReadModel> {
   if (!o.redisUrl) return new MemoryReadModel(db.readPool);
   const redis = new RedisReadModel(o.redisUrl, db.pool, o.redisPrefix, metrics, log, db.readPool);
   await redis.start();

@@ -30,7 +30,10 @@ export class ReservationBatcher {
   ) {}
 
   submit(r: ReserveRequest): Promise<Answer> {
-    if (this.pending >= this.maxPending) return Promise.reject(new ValidationError(ErrorCode.unavailable, 'too many reservations in flight; try again shortly'));
+    if (this.pending >= this.maxPending)
+      return Promise.reject(
+        new ValidationError(ErrorCode.unavailable, 'too many reservations in flight; try again shortly'),
+      );
     return new Promise<Answer>((resolve, reject) => {
       this.pending++;
       const sku = r.req.sku;
@@ -48,7 +51,9 @@ export class ReservationBatcher {
     while (queue.length > 0) {
       const batch = queue.splice(0, MAX_BATCH);
       try {
-        const { answers } = await this.runner.transaction((client, now) => reserveBatch(client, now, sku, batch, this.policy));
+        const { answers } = await this.runner.transaction((client, now) =>
+          reserveBatch(client, now, sku, batch, this.policy),
+        );
         batch.forEach((w, i) => {
           const a = answers[i] as Answer | ValidationError;
           if (a instanceof ValidationError) w.reject(a);

@@ -1,10 +1,28 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { ErrorCode, ValidationError, type ReservationGranted, type ReservationRequest, type ReservationView } from '../../protocol/index.js';
+import {
+  ErrorCode,
+  ValidationError,
+  type ReservationGranted,
+  type ReservationRequest,
+  type ReservationView,
+} from '../../protocol/index.js';
 import { allocate, availableOf, type AllocationPolicy, type Level } from '../ledger/reservations.js';
 import { claimKeys, storeAnswers, type Answer, type ClaimResult } from './idempotency.js';
 import type { Outcome } from './runner.js';
-import { applyReserved, expireLapsed, lockSku, noChange, NOW, param, skuKnown, warehouseKnown, type Client, type LockedLevel, type StockChange } from './sql.js';
+import {
+  applyReserved,
+  expireLapsed,
+  lockSku,
+  noChange,
+  NOW,
+  param,
+  skuKnown,
+  warehouseKnown,
+  type Client,
+  type LockedLevel,
+  type StockChange,
+} from './sql.js';
 
 export const newId = (prefix: 'r' | 't') => `${prefix}-${randomUUID()}`;
 
@@ -12,13 +30,23 @@ export const notFound = (noun: string, value: string, field: string) =>
   new ValidationError(ErrorCode.notFound, `unknown ${noun} ${value}${noun === field ? '' : ` (${field})`}`, field);
 
 /** Why there is no stock row to lock: an unknown sku or warehouse is 404; a known pair without a row has 0 available. */
-export async function explainMissing(client: Client, sku: string, wh: string | undefined, whField = 'warehouse'): Promise<void> {
+export async function explainMissing(
+  client: Client,
+  sku: string,
+  wh: string | undefined,
+  whField = 'warehouse',
+): Promise<void> {
   if (!(await skuKnown(client, sku))) throw notFound('sku', sku, 'sku');
   if (wh !== undefined && !(await warehouseKnown(client, wh))) throw notFound('warehouse', wh, whField);
 }
 
 /** Ends the lapsed holds of locked rows (expiry is exact at decision time, whatever the sweeper's pace). */
-export async function freeLapsed(client: Client, sku: string, levels: LockedLevel[], now: Date | null): Promise<{ deltas: Map<string, number>; expired: number }> {
+export async function freeLapsed(
+  client: Client,
+  sku: string,
+  levels: LockedLevel[],
+  now: Date | null,
+): Promise<{ deltas: Map<string, number>; expired: number }> {
   const deltas = new Map<string, number>();
   const lapsed = levels.filter((l) => l.lapsed > 0).map((l) => l.wh);
   if (lapsed.length === 0) return { deltas, expired: 0 };
@@ -54,21 +82,42 @@ export interface ReserveRequest {
  * arrival order with the pure rules — so a batch grants exactly what the same requests one at a time
  * would — and commit once. Per request: its answer, or the refusal to throw (404, 422), which stores nothing.
  */
-export async function reserveBatch(client: Client, now: Date | null, sku: string, batch: ReserveRequest[], policy: AllocationPolicy): Promise<{ answers: (Answer | ValidationError)[]; change: StockChange }> {
-  const named = batch.every((b) => b.req.warehouse !== undefined) ? [...new Set(batch.map((b) => b.req.warehouse as string))].sort() : null;
+export async function reserveBatch(
+  client: Client,
+  now: Date | null,
+  sku: string,
+  batch: ReserveRequest[],
+  policy: AllocationPolicy,
+): Promise<{ answers: (Answer | ValidationError)[]; change: StockChange }> {
+  const named = batch.every((b) => b.req.warehouse !== undefined)
+    ? [...new Set(batch.map((b) => b.req.warehouse as string))].sort()
+    : null;
   const levels = await lockSku(client, sku, named, now);
   const answers: (Answer | ValidationError | undefined)[] = new Array(batch.length);
-  if (levels.length === 0 && !(await skuKnown(client, sku))) return { answers: batch.map(() => notFound('sku', sku, 'sku')), change: noChange() };
+  if (levels.length === 0 && !(await skuKnown(client, sku)))
+    return { answers: batch.map(() => notFound('sku', sku, 'sku')), change: noChange() };
   const { deltas } = await freeLapsed(client, sku, levels, now);
   const unknownWh = new Set<string>();
   for (const wh of new Set(batch.map((b) => b.req.warehouse))) {
     if (wh !== undefined && !levels.some((l) => l.wh === wh) && !(await warehouseKnown(client, wh))) unknownWh.add(wh);
   }
   const eligible: number[] = [];
-  batch.forEach((b, i) => (b.req.warehouse !== undefined && unknownWh.has(b.req.warehouse) ? (answers[i] = notFound('warehouse', b.req.warehouse, 'warehouse')) : eligible.push(i)));
-  const claims = await claimKeys(client, eligible.map((i) => ({ key: (batch[i] as ReserveRequest).key, action: 'reservations.create', hash: (batch[i] as ReserveRequest).hash })));
+  batch.forEach((b, i) =>
+    b.req.warehouse !== undefined && unknownWh.has(b.req.warehouse)
+      ? (answers[i] = notFound('warehouse', b.req.warehouse, 'warehouse'))
+      : eligible.push(i),
+  );
+  const claims = await claimKeys(
+    client,
+    eligible.map((i) => ({
+      key: (batch[i] as ReserveRequest).key,
+      action: 'reservations.create',
+      hash: (batch[i] as ReserveRequest).hash,
+    })),
+  );
 
-  const holds: { id: string; group: string | null; wh: string; qty: number; ttl: number; channel: string | null }[] = [];
+  const holds: { id: string; group: string | null; wh: string; qty: number; ttl: number; channel: string | null }[] =
+    [];
   const granted: { i: number; ids: string[]; group: string | null; parts: { wh: string; qty: number }[] }[] = [];
   eligible.forEach((i, n) => {
     const claim = claims[n] as ClaimResult;
@@ -95,7 +144,16 @@ export async function reserveBatch(client: Client, now: Date | null, sku: string
        SELECT u.id, u.grp, u.wh, $1, u.qty, u.qty, 'active', u.channel, ${NOW(2)} + make_interval(secs => u.ttl)
        FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::int[]) AS u(id, grp, wh, qty, channel, ttl)
        RETURNING id, expires_at`,
-      [sku, param(now), holds.map((h) => h.id), holds.map((h) => h.group), holds.map((h) => h.wh), holds.map((h) => h.qty), holds.map((h) => h.channel), holds.map((h) => h.ttl)],
+      [
+        sku,
+        param(now),
+        holds.map((h) => h.id),
+        holds.map((h) => h.group),
+        holds.map((h) => h.wh),
+        holds.map((h) => h.qty),
+        holds.map((h) => h.channel),
+        holds.map((h) => h.ttl),
+      ],
     );
     const expiry = new Map(rows.map((r) => [r.id, r.expires_at.toISOString()]));
     for (const g of granted) {
@@ -119,8 +177,16 @@ export async function reserveBatch(client: Client, now: Date | null, sku: string
     const first = answers[eligible[claim.of] as number] as Answer | ValidationError;
     answers[i] = first instanceof ValidationError ? first : { ...first, replayed: true };
   });
-  await storeAnswers(client, eligible.filter((_, n) => (claims[n] as ClaimResult).kind === 'ours').map((i) => ({ key: (batch[i] as ReserveRequest).key, answer: answers[i] as Answer })));
-  const change = await applyReserved(client, [...deltas].map(([wh, delta]) => ({ wh, sku, delta })));
+  await storeAnswers(
+    client,
+    eligible
+      .filter((_, n) => (claims[n] as ClaimResult).kind === 'ours')
+      .map((i) => ({ key: (batch[i] as ReserveRequest).key, answer: answers[i] as Answer })),
+  );
+  const change = await applyReserved(
+    client,
+    [...deltas].map(([wh, delta]) => ({ wh, sku, delta })),
+  );
   return { answers: answers as (Answer | ValidationError)[], change };
 }
 
@@ -158,13 +224,25 @@ export const reservationView = (r: HoldRow): ReservationView => ({
 
 /** GET /v1/reservations/{id}: one hold, or the parts of a split answer by its id. */
 export async function getReservation(pool: pg.Pool, id: string): Promise<Outcome['answer']> {
-  const { rows } = await pool.query<HoldRow>(`SELECT * FROM reservations WHERE id = $1 OR group_id = $1 ORDER BY wh`, [id]);
+  const { rows } = await pool.query<HoldRow>(`SELECT * FROM reservations WHERE id = $1 OR group_id = $1 ORDER BY wh`, [
+    id,
+  ]);
   const exact = rows.find((r) => r.id === id);
   if (exact) return { status: 200, body: reservationView(exact) };
   const first = rows[0];
   if (!first) throw notFound('reservation', id, 'id');
   const parts = rows.map(reservationView);
-  return { status: 200, body: { id, sku: first.sku, qty: parts.reduce((n, p) => n + p.qty, 0), warehouse: null, expiresAt: parts[0]?.expiresAt, parts } };
+  return {
+    status: 200,
+    body: {
+      id,
+      sku: first.sku,
+      qty: parts.reduce((n, p) => n + p.qty, 0),
+      warehouse: null,
+      expiresAt: parts[0]?.expiresAt,
+      parts,
+    },
+  };
 }
 
 /** DELETE /v1/reservations/{id}: gives back what the hold (or every part of a split answer) still holds. 204 also when nothing is left. */
@@ -175,7 +253,12 @@ export async function release(client: Client, now: Date | null, id: string): Pro
   );
   const first = rows[0];
   if (!first) throw notFound('reservation', id, 'id');
-  if (first.transfer !== null) throw new ValidationError(ErrorCode.invalidState, `reservation ${id} holds stock for transfer ${first.transfer}: cancel the transfer instead`, 'id');
+  if (first.transfer !== null)
+    throw new ValidationError(
+      ErrorCode.invalidState,
+      `reservation ${id} holds stock for transfer ${first.transfer}: cancel the transfer instead`,
+      'id',
+    );
   const whs = [...new Set(rows.map((r) => r.wh))].sort();
   await lockSku(client, first.sku, whs, now); // lock order: the stock rows before the holds
   const { rows: freed } = await client.query<{ wh: string; freed: number }>(
@@ -185,6 +268,9 @@ export async function release(client: Client, now: Date | null, id: string): Pro
      RETURNING r.wh, held.remaining AS freed`,
     [rows.map((r) => r.id), param(now)],
   );
-  const change = await applyReserved(client, freed.map((f) => ({ wh: f.wh, sku: first.sku, delta: -f.freed })));
+  const change = await applyReserved(
+    client,
+    freed.map((f) => ({ wh: f.wh, sku: first.sku, delta: -f.freed })),
+  );
   return { answer: { status: 204, body: null }, change };
 }

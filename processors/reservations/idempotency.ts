@@ -15,8 +15,14 @@ export const KEY_FIELD = 'Idempotency-Key';
 const KEY_PATTERN = /^[\x21-\x7E]{1,255}$/; // visible ASCII, as HTTP header values allow
 
 export function checkKey(key: unknown): string {
-  if (key === undefined || key === '') throw new ValidationError(ErrorCode.badRequest, `the ${KEY_FIELD} header is required`, KEY_FIELD);
-  if (typeof key !== 'string' || !KEY_PATTERN.test(key)) throw new ValidationError(ErrorCode.badRequest, `${KEY_FIELD} must be 1 to 255 visible ASCII characters`, KEY_FIELD);
+  if (key === undefined || key === '')
+    throw new ValidationError(ErrorCode.badRequest, `the ${KEY_FIELD} header is required`, KEY_FIELD);
+  if (typeof key !== 'string' || !KEY_PATTERN.test(key))
+    throw new ValidationError(
+      ErrorCode.badRequest,
+      `${KEY_FIELD} must be 1 to 255 visible ASCII characters`,
+      KEY_FIELD,
+    );
   return key;
 }
 
@@ -47,9 +53,18 @@ export function requestHash(action: string, request: unknown): string {
 }
 
 /** What a key already has: its first answer, or a refusal when it was used for another request. */
-const reused = () => new ValidationError(ErrorCode.idempotencyKeyReused, `this ${KEY_FIELD} was already used for a different request; use a new key`, KEY_FIELD);
+const reused = () =>
+  new ValidationError(
+    ErrorCode.idempotencyKeyReused,
+    `this ${KEY_FIELD} was already used for a different request; use a new key`,
+    KEY_FIELD,
+  );
 
-function storedAnswer(stored: { action: string; request_hash: string; status: number; body: unknown }, action: string, hash: string): Answer | ValidationError {
+function storedAnswer(
+  stored: { action: string; request_hash: string; status: number; body: unknown },
+  action: string,
+  hash: string,
+): Answer | ValidationError {
   if (stored.action !== action || stored.request_hash !== hash) return reused();
   return { status: stored.status, body: stored.body, replayed: true };
 }
@@ -73,7 +88,11 @@ export interface Claim {
 }
 
 /** What claiming a key found: ours to decide, a stored answer, a refusal, or an earlier claim of the same call with the same request. */
-export type ClaimResult = { kind: 'ours' } | { kind: 'stored'; answer: Answer } | { kind: 'refused'; error: ValidationError } | { kind: 'repeat'; of: number };
+export type ClaimResult =
+  | { kind: 'ours' }
+  | { kind: 'stored'; answer: Answer }
+  | { kind: 'refused'; error: ValidationError }
+  | { kind: 'repeat'; of: number };
 
 /**
  * Claims keys inside the deciding transaction, after its stock rows are locked (lock order: stock rows,
@@ -96,12 +115,16 @@ export async function claimKeys(client: pg.PoolClient, claims: Claim[]): Promise
   const taken = fresh.filter((c) => !ours.has(c.key)).map((c) => c.key);
   const stored = new Map<string, { action: string; request_hash: string; status: number; body: unknown }>();
   if (taken.length > 0) {
-    const { rows: found } = await client.query<{ key: string; action: string; request_hash: string; status: number; body: unknown }>(
-      `SELECT key, action, request_hash, status, body FROM idempotency_keys WHERE key = ANY($1::text[])`,
-      [taken],
-    );
+    const { rows: found } = await client.query<{
+      key: string;
+      action: string;
+      request_hash: string;
+      status: number;
+      body: unknown;
+    }>(`SELECT key, action, request_hash, status, body FROM idempotency_keys WHERE key = ANY($1::text[])`, [taken]);
     // Purged between the two statements: try the whole transaction again (a serialization failure is retried).
-    if (found.length < taken.length) throw Object.assign(new Error('idempotency key vanished while read'), { code: '40001' });
+    if (found.length < taken.length)
+      throw Object.assign(new Error('idempotency key vanished while read'), { code: '40001' });
     for (const f of found) stored.set(f.key, f);
   }
   return claims.map((c, i): ClaimResult => {

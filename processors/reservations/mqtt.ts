@@ -29,7 +29,8 @@ class Refusal extends Error {
   }
 }
 
-const refuse = (code: ErrorCode, message: string, field?: string) => new Refusal(field === undefined ? { code, message } : { code, message, field });
+const refuse = (code: ErrorCode, message: string, field?: string) =>
+  new Refusal(field === undefined ? { code, message } : { code, message, field });
 
 function readableRequestId(value: unknown): string | null {
   const id = typeof value === 'object' && value !== null ? (value as { requestId?: unknown }).requestId : undefined;
@@ -55,7 +56,9 @@ export class CommandRequests {
 
   /** Handles one publish; never throws. Resolves once the response is published. */
   handle(topic: string, payload: Buffer): Promise<void> {
-    const done = this.answer(topic, payload).catch((err: Error) => this.log.error({ err: err.message, topic }, 'answering a request failed'));
+    const done = this.answer(topic, payload).catch((err: Error) =>
+      this.log.error({ err: err.message, topic }, 'answering a request failed'),
+    );
     this.inFlight.add(done);
     void done.finally(() => this.inFlight.delete(done));
     return done;
@@ -74,7 +77,8 @@ export class CommandRequests {
     let responseTopic = topics.response(device.id);
     let response: CommandResponse;
     try {
-      if (payload.byteLength > MAX_REQUEST_BYTES) throw refuse(ErrorCode.payloadTooLarge, `a request is at most ${MAX_REQUEST_BYTES} bytes`);
+      if (payload.byteLength > MAX_REQUEST_BYTES)
+        throw refuse(ErrorCode.payloadTooLarge, `a request is at most ${MAX_REQUEST_BYTES} bytes`);
       let value: unknown;
       try {
         value = JSON.parse(payload.toString('utf8'));
@@ -86,11 +90,18 @@ export class CommandRequests {
       if (typeof wanted === 'string' && isOwnResponseTopic(wanted, device.id)) responseTopic = wanted;
       // Refused before anything runs, and answered where the requester surely listens: its default topic.
       else if (wanted !== undefined) {
-        throw refuse(ErrorCode.badRequest, `responseTopic must be ${topics.response(device.id)} or a topic below it, without wildcards, of at most ${MAX_TOPIC_LEVELS} levels and ${MAX_RESPONSE_TOPIC_CHARS} characters`, 'responseTopic');
+        throw refuse(
+          ErrorCode.badRequest,
+          `responseTopic must be ${topics.response(device.id)} or a topic below it, without wildcards, of at most ${MAX_TOPIC_LEVELS} levels and ${MAX_RESPONSE_TOPIC_CHARS} characters`,
+          'responseTopic',
+        );
       }
       if (!validateRequest(value)) throw schemaError(validateRequest.errors, 'request');
       const data = await this.dispatch(device, value);
-      response = data.status >= 400 ? { requestId, status: 'error', error: (data.body as { error: ErrorBody }).error } : { requestId, status: 'ok', data: data.body };
+      response =
+        data.status >= 400
+          ? { requestId, status: 'error', error: (data.body as { error: ErrorBody }).error }
+          : { requestId, status: 'ok', data: data.body };
     } catch (err) {
       response = { requestId, status: 'error', error: this.errorBody(err) };
     }
@@ -101,7 +112,15 @@ export class CommandRequests {
     if (err instanceof Refusal) return err.body;
     if (err instanceof ValidationError) {
       const body = err.toBody();
-      return body.field === KEY_FIELD ? { ...body, message: body.message.replace(`the ${KEY_FIELD} header`, 'idempotencyKey').replace(KEY_FIELD, 'idempotencyKey'), field: 'idempotencyKey' } : body;
+      return body.field === KEY_FIELD
+        ? {
+            ...body,
+            message: body.message
+              .replace(`the ${KEY_FIELD} header`, 'idempotencyKey')
+              .replace(KEY_FIELD, 'idempotencyKey'),
+            field: 'idempotencyKey',
+          }
+        : body;
     }
     this.log.error({ err: (err as Error).message }, 'request failed');
     return { code: ErrorCode.internal, message: 'internal error' };
@@ -114,12 +133,17 @@ export class CommandRequests {
     // Each MQTT caller's idempotency keys are its own: another caller using the same key makes a new request.
     const principal = `mqtt:${device.id}`;
     const allow = (warehouses: string[]) => {
-      if (!mayRequest(device, req.action, warehouses)) throw refuse(ErrorCode.notAuthorized, `${device.kind} ${device.id} may not ${req.action} on ${warehouses.join(', ') || 'every warehouse'}`);
+      if (!mayRequest(device, req.action, warehouses))
+        throw refuse(
+          ErrorCode.notAuthorized,
+          `${device.kind} ${device.id} may not ${req.action} on ${warehouses.join(', ') || 'every warehouse'}`,
+        );
     };
     switch (req.action as RequestAction) {
       case 'reservations.create': {
         // A gateway reserves at its own warehouse unless it names one (which must then be its own).
-        const body = device.kind === 'gateway' && data.warehouse === undefined ? { ...data, warehouse: device.warehouse } : data;
+        const body =
+          device.kind === 'gateway' && data.warehouse === undefined ? { ...data, warehouse: device.warehouse } : data;
         allow(typeof body.warehouse === 'string' ? [body.warehouse] : []);
         return run(() => s.reserve(req.idempotencyKey, body, principal));
       }

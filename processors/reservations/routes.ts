@@ -14,11 +14,23 @@ export function registerCommandRoutes(app: FastifyInstance, service: Reservation
   const via = (action: RequestAction, fn: () => Promise<Answer>) => service.run(action, 'http', fn);
   type Id = { Params: { id: string } };
 
-  app.post('/v1/reservations', async (req, reply) => send(reply, await via('reservations.create', () => service.reserve(req.headers['idempotency-key'], req.body))));
-  app.get<Id>('/v1/reservations/:id', async (req, reply) => send(reply, await via('reservations.get', () => service.getReservation(req.params.id))));
-  app.delete<Id>('/v1/reservations/:id', async (req, reply) => send(reply, await via('reservations.release', () => service.release(req.params.id))));
+  app.post('/v1/reservations', async (req, reply) =>
+    send(reply, await via('reservations.create', () => service.reserve(req.headers['idempotency-key'], req.body))),
+  );
+  app.get<Id>('/v1/reservations/:id', async (req, reply) =>
+    send(reply, await via('reservations.get', () => service.getReservation(req.params.id))),
+  );
+  app.delete<Id>('/v1/reservations/:id', async (req, reply) =>
+    send(reply, await via('reservations.release', () => service.release(req.params.id))),
+  );
 
-  app.post('/v1/transfers', async (req, reply) => send(reply, await via('transfers.create', () => service.createTransfer(req.headers['idempotency-key'], req.body))));
-  app.get<Id>('/v1/transfers/:id', async (req, reply) => send(reply, await via('transfers.get', () => service.getTransfer(req.params.id))));
-  app.delete<Id>('/v1/transfers/:id', async (req, reply) => send(reply, await via('transfers.cancel', () => service.cancelTransfer(req.params.id))));
+  app.post('/v1/transfers', async (req, reply) =>
+    send(reply, await via('transfers.create', () => service.createTransfer(req.headers['idempotency-key'], req.body))),
+  );
+  app.get<Id>('/v1/transfers/:id', async (req, reply) =>
+    send(reply, await via('transfers.get', () => service.getTransfer(req.params.id))),
+  );
+  app.delete<Id>('/v1/transfers/:id', async (req, reply) =>
+    send(reply, await via('transfers.cancel', () => service.cancelTransfer(req.params.id))),
+  );
 }

@@ -58,13 +58,15 @@ export class Runner {
       this.active++;
       return;
     }
-    if (this.waiting.length >= this.o.maxQueue) throw new ValidationError(ErrorCode.unavailable, 'too many commands in flight; try again shortly');
+    if (this.waiting.length >= this.o.maxQueue)
+      throw new ValidationError(ErrorCode.unavailable, 'too many commands in flight; try again shortly');
     await new Promise<void>((resolve) => this.waiting.push(resolve));
   }
 
   private releaseSlot(): void {
     const next = this.waiting.shift();
-    if (next) next(); // the slot passes straight to the next in line
+    if (next)
+      next(); // the slot passes straight to the next in line
     else this.active--;
   }
 
@@ -115,7 +117,8 @@ export class Runner {
       } catch (err) {
         if (isConnectionLost(err)) lost = err as Error;
         else await client.query('ROLLBACK').catch(() => {});
-        if ((err as { code?: string }).code === '55P03') throw new ValidationError(ErrorCode.unavailable, 'stock is locked by other work; try again shortly');
+        if ((err as { code?: string }).code === '55P03')
+          throw new ValidationError(ErrorCode.unavailable, 'stock is locked by other work; try again shortly');
         if (!isRetryable(err) || attempt >= MAX_RETRIES) throw err;
         this.o.metrics.retries.inc();
       } finally {
@@ -132,15 +135,35 @@ export class Runner {
     const change = outcome.change ?? noChange();
     await this.o.readModel.write(change.warehouseStock, change.globalStock);
     const sends = stockSends(this.o.publisher, change.warehouseStock, change.globalStock);
-    for (const n of outcome.notices ?? []) sends.push(this.o.publisher.publish(topics.alert(n.wh, n.kind), JSON.stringify(alert(n.kind, n.wh, n.message, n.sku)), false));
+    for (const n of outcome.notices ?? [])
+      sends.push(
+        this.o.publisher.publish(
+          topics.alert(n.wh, n.kind),
+          JSON.stringify(alert(n.kind, n.wh, n.message, n.sku)),
+          false,
+        ),
+      );
     if (sends.length === 0) return;
     let settled = 0;
     let failed = 0;
-    await waitAtMost(Promise.all(sends.map((p) => p.then(() => void settled++, () => void (settled++, failed++)))), PUBLISH_WAIT_MS);
+    await waitAtMost(
+      Promise.all(
+        sends.map((p) =>
+          p.then(
+            () => void settled++,
+            () => void (settled++, failed++),
+          ),
+        ),
+      ),
+      PUBLISH_WAIT_MS,
+    );
     const late = sends.length - settled; // still waiting for the broker: go on without them
     if (failed + late > 0) {
       this.o.metrics.publishErrors.inc(failed + late);
-      this.o.log.warn({ failed, late }, 'publishing after a command failed or waits for the broker; the next change of the sku republishes it');
+      this.o.log.warn(
+        { failed, late },
+        'publishing after a command failed or waits for the broker; the next change of the sku republishes it',
+      );
     }
   }
 }

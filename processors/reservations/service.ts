@@ -56,7 +56,11 @@ export function commandConfig(s: CommandSettings): CommandConfig {
   return {
     reservationTtl: s.reservationTtl ?? d.reservationTtl,
     transferTimeout: s.transferTimeout ?? d.transferTimeout,
-    policy: { strategy: s.allocation ?? d.policy.strategy, priority: s.allocationPriority ?? [], channels: s.allocationChannels ?? {} },
+    policy: {
+      strategy: s.allocation ?? d.policy.strategy,
+      priority: s.allocationPriority ?? [],
+      channels: s.allocationChannels ?? {},
+    },
     sweepIntervalMs: s.sweepIntervalMs ?? d.sweepIntervalMs,
     idempotencyRetentionHours: s.idempotencyRetentionHours ?? d.idempotencyRetentionHours,
   };
@@ -67,7 +71,8 @@ const validateTransfer = ajv.compile<TransferRequest>(TransferRequest);
 
 function fieldOf(err: ErrorObject): string | undefined {
   if (err.keyword === 'required') return String((err.params as { missingProperty: string }).missingProperty);
-  if (err.keyword === 'additionalProperties') return String((err.params as { additionalProperty: string }).additionalProperty);
+  if (err.keyword === 'additionalProperties')
+    return String((err.params as { additionalProperty: string }).additionalProperty);
   const path = err.instancePath.replace(/^\//, '').split('/')[0];
   return path === '' ? undefined : path;
 }
@@ -76,19 +81,25 @@ function fieldOf(err: ErrorObject): string | undefined {
 export function schemaError(errors: ErrorObject[] | null | undefined, what = 'body'): ValidationError {
   const first = errors?.[0];
   const field = first ? fieldOf(first) : undefined;
-  const message = !first ? `the ${what} is invalid` : first.keyword === 'additionalProperties' ? `unknown field ${field}` : `${field ?? what} ${first.message ?? 'is invalid'}`;
+  const message = !first
+    ? `the ${what} is invalid`
+    : first.keyword === 'additionalProperties'
+      ? `unknown field ${field}`
+      : `${field ?? what} ${first.message ?? 'is invalid'}`;
   return new ValidationError(ErrorCode.badRequest, message, field);
 }
 
 /** Validates a command body; the error names the first field at fault. */
 function parse<T>(validate: ValidateFunction<T>, body: unknown): T {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ValidationError(ErrorCode.badRequest, 'the body must be a JSON object');
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw new ValidationError(ErrorCode.badRequest, 'the body must be a JSON object');
   if (validate(body)) return body;
   throw schemaError(validate.errors);
 }
 
 function ident(id: unknown, field = 'id'): string {
-  if (!isIdent(id)) throw new ValidationError(ErrorCode.badRequest, `${field} must match ^[A-Za-z0-9._-]{1,64}$`, field);
+  if (!isIdent(id))
+    throw new ValidationError(ErrorCode.badRequest, `${field} must match ^[A-Za-z0-9._-]{1,64}$`, field);
   return id;
 }
 
@@ -107,7 +118,12 @@ export class ReservationService {
   ) {
     this.runner = new Runner({ concurrency: 3, maxQueue: 5_000, ...o });
     this.batcher = new ReservationBatcher(this.runner, config.policy, this.runner.o.maxQueue);
-    this.sweeper = new Sweeper(this.runner, { intervalMs: config.sweepIntervalMs, idempotencyRetentionHours: config.idempotencyRetentionHours, metrics: o.metrics, log: o.log });
+    this.sweeper = new Sweeper(this.runner, {
+      intervalMs: config.sweepIntervalMs,
+      idempotencyRetentionHours: config.idempotencyRetentionHours,
+      metrics: o.metrics,
+      log: o.log,
+    });
   }
 
   get metrics(): ReservationMetrics {
@@ -131,11 +147,20 @@ export class ReservationService {
     const end = this.metrics.commandSeconds.startTimer({ action });
     try {
       const answer = await fn();
-      this.metrics.commands.inc({ action, status: String(answer.status), replayed: String(answer.replayed === true), via });
+      this.metrics.commands.inc({
+        action,
+        status: String(answer.status),
+        replayed: String(answer.replayed === true),
+        via,
+      });
       return answer;
     } catch (err) {
       const status = String(err instanceof ValidationError ? httpStatusOf(err.code) : 500);
-      if (!(err instanceof ValidationError)) this.log.error({ action, err: (err as Error).message, code: (err as { code?: string }).code }, 'command failed');
+      if (!(err instanceof ValidationError))
+        this.log.error(
+          { action, err: (err as Error).message, code: (err as { code?: string }).code },
+          'command failed',
+        );
       this.metrics.commands.inc({ action, status, replayed: 'false', via });
       throw err;
     } finally {

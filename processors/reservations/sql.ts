@@ -19,7 +19,12 @@ export interface LockedLevel extends Level {
 }
 
 /** Locks the stock rows of one sku (every warehouse, or only `whs`), in warehouse order. */
-export async function lockSku(client: Client, sku: string, whs: string[] | null, now: Date | null): Promise<LockedLevel[]> {
+export async function lockSku(
+  client: Client,
+  sku: string,
+  whs: string[] | null,
+  now: Date | null,
+): Promise<LockedLevel[]> {
   const { rows } = await client.query<{ wh: string; on_hand: number; reserved: number; lapsed: number }>(
     `SELECT s.wh, s.on_hand, s.reserved,
             (SELECT count(*) FROM reservations r WHERE r.wh = s.wh AND r.sku = s.sku AND r.state = 'active'
@@ -32,7 +37,12 @@ export async function lockSku(client: Client, sku: string, whs: string[] | null,
 }
 
 /** Ends the lapsed holds of locked rows as `expired`; returns what each warehouse got back. */
-export async function expireLapsed(client: Client, sku: string, whs: string[], now: Date | null): Promise<{ freed: Map<string, number>; ids: string[] }> {
+export async function expireLapsed(
+  client: Client,
+  sku: string,
+  whs: string[],
+  now: Date | null,
+): Promise<{ freed: Map<string, number>; ids: string[] }> {
   const { rows } = await client.query<{ id: string; wh: string; freed: number }>(
     `WITH lapsed AS (
        SELECT id, remaining FROM reservations
@@ -60,18 +70,39 @@ export const noChange = (): StockChange => ({ warehouseStock: [], globalStock: [
  * Adds `delta` to `reserved` of locked rows, bumping each row's version, then the sku's global
  * version (the same rule as an event commit), and returns the new topics' contents.
  */
-export async function applyReserved(client: Client, deltas: { wh: string; sku: string; delta: number }[], extraSkus: string[] = []): Promise<StockChange> {
-  const changed = deltas.filter((d) => d.delta !== 0).sort((a, b) => (a.wh === b.wh ? (a.sku < b.sku ? -1 : 1) : a.wh < b.wh ? -1 : 1));
+export async function applyReserved(
+  client: Client,
+  deltas: { wh: string; sku: string; delta: number }[],
+  extraSkus: string[] = [],
+): Promise<StockChange> {
+  const changed = deltas
+    .filter((d) => d.delta !== 0)
+    .sort((a, b) => (a.wh === b.wh ? (a.sku < b.sku ? -1 : 1) : a.wh < b.wh ? -1 : 1));
   const out = noChange();
   if (changed.length > 0) {
-    const { rows } = await client.query<{ wh: string; sku: string; on_hand: number; reserved: number; version: number; updated_at: Date }>(
+    const { rows } = await client.query<{
+      wh: string;
+      sku: string;
+      on_hand: number;
+      reserved: number;
+      version: number;
+      updated_at: Date;
+    }>(
       `UPDATE stock s SET reserved = s.reserved + u.delta, version = s.version + 1, updated_at = now()
        FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(wh, sku, delta)
        WHERE s.wh = u.wh AND s.sku = u.sku
        RETURNING s.wh, s.sku, s.on_hand, s.reserved, s.version, s.updated_at`,
       [changed.map((d) => d.wh), changed.map((d) => d.sku), changed.map((d) => d.delta)],
     );
-    out.warehouseStock = rows.map((r) => ({ sku: r.sku, warehouse: r.wh, onHand: r.on_hand, reserved: r.reserved, available: r.on_hand - r.reserved, version: r.version, asOf: r.updated_at.toISOString() }));
+    out.warehouseStock = rows.map((r) => ({
+      sku: r.sku,
+      warehouse: r.wh,
+      onHand: r.on_hand,
+      reserved: r.reserved,
+      available: r.on_hand - r.reserved,
+      version: r.version,
+      asOf: r.updated_at.toISOString(),
+    }));
   }
   const skus = [...new Set([...changed.map((d) => d.sku), ...extraSkus])].sort();
   if (skus.length > 0) out.globalStock = await globalStock(client, skus, true);

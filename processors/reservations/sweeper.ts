@@ -27,7 +27,12 @@ export class Sweeper {
 
   constructor(
     private readonly runner: Runner,
-    private readonly o: { intervalMs: number; idempotencyRetentionHours: number; metrics: ReservationMetrics; log: Logger },
+    private readonly o: {
+      intervalMs: number;
+      idempotencyRetentionHours: number;
+      metrics: ReservationMetrics;
+      log: Logger;
+    },
   ) {}
 
   start(): void {
@@ -35,7 +40,12 @@ export class Sweeper {
     this.timer = setInterval(() => {
       if (this.running) return; // never two ticks at once in one process
       this.running = this.tick()
-        .catch((err: Error) => this.o.log.warn({ err: err.message, code: (err as { code?: string }).code }, 'reservation sweep failed; next tick retries'))
+        .catch((err: Error) =>
+          this.o.log.warn(
+            { err: err.message, code: (err as { code?: string }).code },
+            'reservation sweep failed; next tick retries',
+          ),
+        )
         .finally(() => (this.running = null));
     }, this.o.intervalMs);
     this.timer.unref();
@@ -74,7 +84,13 @@ export class Sweeper {
         const levels = await lockSku(client, sku, whs.sort(), now);
         const { deltas, expired } = await freeLapsed(client, sku, levels, now);
         freedNow = expired;
-        return { answer: { status: 200, body: null }, change: await applyReserved(client, [...deltas].map(([wh, delta]) => ({ wh, sku, delta }))) };
+        return {
+          answer: { status: 200, body: null },
+          change: await applyReserved(
+            client,
+            [...deltas].map(([wh, delta]) => ({ wh, sku, delta })),
+          ),
+        };
       });
       count += freedNow;
     }

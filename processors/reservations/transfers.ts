@@ -44,7 +44,15 @@ export const transferView = (t: TransferRow): TransferView => ({
  * transfer's id, so the source ships with `reservation: <id>` and the destination receives with
  * `transfer: <id>`.
  */
-export async function createTransfer(client: Client, now: Date | null, req: TransferRequest, timeoutSeconds: number, policy: AllocationPolicy, key: string, hash: string): Promise<Outcome> {
+export async function createTransfer(
+  client: Client,
+  now: Date | null,
+  req: TransferRequest,
+  timeoutSeconds: number,
+  policy: AllocationPolicy,
+  key: string,
+  hash: string,
+): Promise<Outcome> {
   const levels = await lockSku(client, req.sku, [req.from], now);
   if (levels.length === 0) await explainMissing(client, req.sku, req.from, 'from');
   if (!(await warehouseKnown(client, req.to))) throw notFound('warehouse', req.to, 'to');
@@ -82,21 +90,44 @@ export async function getTransfer(pool: pg.Pool, id: string): Promise<Outcome['a
 }
 
 /** Locks a transfer's source row, then its hold, then the transfer (the global lock order). */
-async function lockTransfer(client: Client, now: Date | null, id: string): Promise<{ t: TransferRow; held: number } | null> {
-  const { rows: found } = await client.query<{ from_wh: string; sku: string }>(`SELECT from_wh, sku FROM transfers WHERE id = $1`, [id]);
+async function lockTransfer(
+  client: Client,
+  now: Date | null,
+  id: string,
+): Promise<{ t: TransferRow; held: number } | null> {
+  const { rows: found } = await client.query<{ from_wh: string; sku: string }>(
+    `SELECT from_wh, sku FROM transfers WHERE id = $1`,
+    [id],
+  );
   const f = found[0];
   if (!f) return null;
   await lockSku(client, f.sku, [f.from_wh], now);
-  const { rows: hold } = await client.query<{ remaining: number; state: string }>(`SELECT remaining, state FROM reservations WHERE id = $1 FOR UPDATE`, [id]);
+  const { rows: hold } = await client.query<{ remaining: number; state: string }>(
+    `SELECT remaining, state FROM reservations WHERE id = $1 FOR UPDATE`,
+    [id],
+  );
   const { rows } = await client.query<TransferRow>(`SELECT * FROM transfers WHERE id = $1 FOR UPDATE`, [id]);
   const h = hold[0];
   return { t: rows[0] as TransferRow, held: h && h.state === 'active' ? h.remaining : 0 };
 }
 
 /** Ends a transfer: its hold gives back what it still holds; the new state goes into the row. */
-async function close(client: Client, now: Date | null, t: TransferRow, held: number, state: 'cancelled' | 'compensated'): Promise<Outcome['change']> {
-  await client.query(`UPDATE reservations SET state = 'released', remaining = 0, ended_at = ${NOW(2)} WHERE id = $1 AND state = 'active'`, [t.id, param(now)]);
-  await client.query(`UPDATE transfers SET state = $2, updated_at = now(), ended_at = ${NOW(3)} WHERE id = $1`, [t.id, state, param(now)]);
+async function close(
+  client: Client,
+  now: Date | null,
+  t: TransferRow,
+  held: number,
+  state: 'cancelled' | 'compensated',
+): Promise<Outcome['change']> {
+  await client.query(
+    `UPDATE reservations SET state = 'released', remaining = 0, ended_at = ${NOW(2)} WHERE id = $1 AND state = 'active'`,
+    [t.id, param(now)],
+  );
+  await client.query(`UPDATE transfers SET state = $2, updated_at = now(), ended_at = ${NOW(3)} WHERE id = $1`, [
+    t.id,
+    state,
+    param(now),
+  ]);
   return applyReserved(client, [{ wh: t.from_wh, sku: t.sku, delta: -held }], [t.sku]);
 }
 
@@ -107,7 +138,11 @@ export async function cancelTransfer(client: Client, now: Date | null, id: strin
   const { t, held } = locked;
   if (t.state === 'cancelled') return { answer: { status: 204, body: null } };
   if (t.state !== 'reserved' || t.shipped > 0 || t.received > 0) {
-    throw new ValidationError(ErrorCode.invalidState, `transfer ${id} is ${t.state} (shipped ${t.shipped}, received ${t.received}): only a transfer nothing was shipped or received for can be cancelled`, 'id');
+    throw new ValidationError(
+      ErrorCode.invalidState,
+      `transfer ${id} is ${t.state} (shipped ${t.shipped}, received ${t.received}): only a transfer nothing was shipped or received for can be cancelled`,
+      'id',
+    );
   }
   return { answer: { status: 204, body: null }, change: await close(client, now, t, held, 'cancelled') };
 }

@@ -2,7 +2,16 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import type { BrokerRole, DeviceKind } from '../../broker/index.js';
-import { closeOf, connackRefusal, connectAs, deviceRegistry, passwordOf, startBroker, until, type TestBroker } from '../helpers/broker.js';
+import {
+  closeOf,
+  connackRefusal,
+  connectAs,
+  deviceRegistry,
+  passwordOf,
+  startBroker,
+  until,
+  type TestBroker,
+} from '../helpers/broker.js';
 
 /**
  * The ACL matrix end to end: every device kind × every topic of CONTRACT section 5 (plus the command
@@ -12,7 +21,13 @@ import { closeOf, connackRefusal, connectAs, deviceRegistry, passwordOf, startBr
  *
  * Each kind's device is `{me}` of warehouse W1; `sc2` is another device of W1; W2 another warehouse.
  */
-const ME: Record<DeviceKind, string> = { scanner: 'sc1', shelf: 'sh1', display: 'di1', gateway: 'gw1', processor: 'pr1' };
+const ME: Record<DeviceKind, string> = {
+  scanner: 'sc1',
+  shelf: 'sh1',
+  display: 'di1',
+  gateway: 'gw1',
+  processor: 'pr1',
+};
 
 const PUBLISH = [
   'wh/W1/dev/{me}/event',
@@ -71,20 +86,51 @@ type Sub = (typeof SUBSCRIBE)[number];
 type Rights = { publish: Pub[]; subscribe: Sub[] } | 'connection refused';
 
 // A scanner's or shelf sensor's reads at its edge (CONTRACT 5).
-const DEVICE_READS: Sub[] = ['wh/W1/dev/{me}/ack', 'wh/W1/stock/#', 'wh/W1/stock/sku1', 'stock/#', 'stock/sku1', 'wh/W1/shelf/#', 'wh/W1/status'];
+const DEVICE_READS: Sub[] = [
+  'wh/W1/dev/{me}/ack',
+  'wh/W1/stock/#',
+  'wh/W1/stock/sku1',
+  'stock/#',
+  'stock/sku1',
+  'wh/W1/shelf/#',
+  'wh/W1/status',
+];
 
 const EXPECTED: Record<DeviceKind, Record<BrokerRole, Rights>> = {
   scanner: { edge: { publish: ['wh/W1/dev/{me}/event'], subscribe: DEVICE_READS }, central: 'connection refused' },
   shelf: { edge: { publish: ['wh/W1/dev/{me}/event'], subscribe: DEVICE_READS }, central: 'connection refused' },
   display: {
     // stock, shelf and status of its own warehouse on an edge; all on central; alerts too (README "Live display")
-    edge: { publish: [], subscribe: ['wh/W1/stock/#', 'wh/W1/stock/sku1', 'stock/#', 'stock/sku1', 'wh/W1/shelf/#', 'wh/W1/status', 'alerts/W1/#'] },
+    edge: {
+      publish: [],
+      subscribe: [
+        'wh/W1/stock/#',
+        'wh/W1/stock/sku1',
+        'stock/#',
+        'stock/sku1',
+        'wh/W1/shelf/#',
+        'wh/W1/status',
+        'alerts/W1/#',
+      ],
+    },
     central: {
       publish: [],
       subscribe: [
-        'wh/W1/stock/#', 'wh/W1/stock/sku1', 'wh/W2/stock/#', 'wh/+/stock/#', 'stock/#', 'stock/sku1',
-        'wh/W1/shelf/#', 'wh/W2/shelf/#', 'wh/+/shelf/#', 'wh/W1/status', 'wh/W2/status', 'wh/+/status',
-        'alerts/#', 'alerts/W1/#', 'alerts/W2/#',
+        'wh/W1/stock/#',
+        'wh/W1/stock/sku1',
+        'wh/W2/stock/#',
+        'wh/+/stock/#',
+        'stock/#',
+        'stock/sku1',
+        'wh/W1/shelf/#',
+        'wh/W2/shelf/#',
+        'wh/+/shelf/#',
+        'wh/W1/status',
+        'wh/W2/status',
+        'wh/+/status',
+        'alerts/#',
+        'alerts/W1/#',
+        'alerts/W2/#',
       ],
     },
   },
@@ -93,7 +139,18 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, Rights>> = {
     central: {
       publish: ['wh/W1/dev/{me}/event', 'wh/W1/dev/sc2/event', 'wh/W1/status', 'requests/{me}'],
       // alerts of its own warehouse: the edge mirrors them for its displays
-      subscribe: ['wh/W1/dev/{me}/ack', 'wh/W1/dev/sc2/ack', 'wh/W1/dev/+/ack', 'wh/W1/stock/#', 'wh/W1/stock/sku1', 'stock/#', 'stock/sku1', 'wh/W1/shelf/#', 'alerts/W1/#', 'responses/{me}/#'],
+      subscribe: [
+        'wh/W1/dev/{me}/ack',
+        'wh/W1/dev/sc2/ack',
+        'wh/W1/dev/+/ack',
+        'wh/W1/stock/#',
+        'wh/W1/stock/sku1',
+        'stock/#',
+        'stock/sku1',
+        'wh/W1/shelf/#',
+        'alerts/W1/#',
+        'responses/{me}/#',
+      ],
     },
   },
   processor: {
@@ -127,7 +184,9 @@ before(async () => {
   observer.on('message', (_topic, payload) => seen.add(payload.toString()));
   await observer.subscribeAsync('#', { qos: 1 });
   // Nobody may read everything on an edge: the broker's own subscription watches it there.
-  await new Promise<void>((resolve) => brokers.edge.broker.aedes.subscribe('#', (packet, cb) => (seen.add(packet.payload.toString()), cb()), resolve));
+  await new Promise<void>((resolve) =>
+    brokers.edge.broker.aedes.subscribe('#', (packet, cb) => (seen.add(packet.payload.toString()), cb()), resolve),
+  );
 });
 after(async () => {
   await observer?.endAsync(true);
@@ -152,8 +211,14 @@ for (const role of ['edge', 'central'] as const) {
         test(`${kind}: connection refused (CONNACK 5), counted`, async () => {
           const b = brokers[role];
           const before = await b.metric('stockwire_broker_connection_refusals_total', { reason: 'kind_not_allowed' });
-          assert.equal(await connackRefusal(b.url, { username: ME[kind], password: passwordOf(ME[kind]), clientId: ME[kind] }), 5);
-          assert.equal(await b.metric('stockwire_broker_connection_refusals_total', { reason: 'kind_not_allowed' }), before + 1);
+          assert.equal(
+            await connackRefusal(b.url, { username: ME[kind], password: passwordOf(ME[kind]), clientId: ME[kind] }),
+            5,
+          );
+          assert.equal(
+            await b.metric('stockwire_broker_connection_refusals_total', { reason: 'kind_not_allowed' }),
+            before + 1,
+          );
         });
         continue;
       }
@@ -173,9 +238,19 @@ for (const role of ['edge', 'central'] as const) {
         }
         await client.endAsync(true);
         const allowed = PUBLISH.filter((p) => outcomes[p] === 'acked');
-        assert.deepEqual(allowed, PUBLISH.filter((p) => rights.publish.includes(p)));
-        assert.deepEqual(refusedMarkers.filter((m) => seen.has(m)), [], 'no refused publish was delivered');
-        assert.equal(await b.metric('stockwire_broker_publish_refusals_total', { reason: 'acl', kind }), before + PUBLISH.length - allowed.length);
+        assert.deepEqual(
+          allowed,
+          PUBLISH.filter((p) => rights.publish.includes(p)),
+        );
+        assert.deepEqual(
+          refusedMarkers.filter((m) => seen.has(m)),
+          [],
+          'no refused publish was delivered',
+        );
+        assert.equal(
+          await b.metric('stockwire_broker_publish_refusals_total', { reason: 'acl', kind }),
+          before + PUBLISH.length - allowed.length,
+        );
       });
 
       test(`${kind}: subscribe granted exactly where the contract allows; refusals get SUBACK 0x80 and are counted`, async () => {
@@ -192,9 +267,15 @@ for (const role of ['edge', 'central'] as const) {
           SUBSCRIBE.filter((_, i) => granted[i] === 1),
           SUBSCRIBE.filter((f) => rights.subscribe.includes(f)),
         );
-        assert.ok(granted.every((g) => g === 1 || g === 0x80), `only grants and 0x80: ${granted.join(',')}`);
+        assert.ok(
+          granted.every((g) => g === 1 || g === 0x80),
+          `only grants and 0x80: ${granted.join(',')}`,
+        );
         assert.ok(client.connected, 'a refused subscription does not disconnect');
-        assert.equal(await b.metric('stockwire_broker_subscribe_refusals_total', { kind }), before + granted.filter((g) => g === 0x80).length);
+        assert.equal(
+          await b.metric('stockwire_broker_subscribe_refusals_total', { kind }),
+          before + granted.filter((g) => g === 0x80).length,
+        );
         await client.endAsync(true);
       });
     }

@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { DEVICE_KINDS, mayConnect, mayPublish, mayRequest, maySubscribe, type BrokerRole, type Device, type DeviceKind } from '../../broker/index.js';
+import {
+  DEVICE_KINDS,
+  mayConnect,
+  mayPublish,
+  mayRequest,
+  maySubscribe,
+  type BrokerRole,
+  type Device,
+  type DeviceKind,
+} from '../../broker/index.js';
 import { REQUEST_ACTIONS } from '../../protocol/index.js';
 
 // Every device under test is `d1` of warehouse `W1`; `d2` is another device, `W2` another warehouse.
@@ -113,13 +122,24 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, { publish: Pub[]; subscrib
     edge: { publish: [], subscribe: [] },
     central: {
       publish: ['wh/W1/dev/d1/event', 'wh/W1/dev/d2/event', 'wh/W1/status', 'requests/d1'],
-      subscribe: ['wh/W1/dev/d1/ack', 'wh/W1/dev/d2/ack', 'wh/W1/dev/+/ack', ...OWN_WH_READS, 'alerts/W1/+', 'responses/d1/#', 'responses/d1', 'responses/d1/orders'],
+      subscribe: [
+        'wh/W1/dev/d1/ack',
+        'wh/W1/dev/d2/ack',
+        'wh/W1/dev/+/ack',
+        ...OWN_WH_READS,
+        'alerts/W1/+',
+        'responses/d1/#',
+        'responses/d1',
+        'responses/d1/orders',
+      ],
     },
   },
   processor: {
     edge: { publish: [], subscribe: [] },
     central: {
-      publish: PUBLISH_TOPICS.filter((t) => t.startsWith('wh/') || t.startsWith('stock/') || t.startsWith('alerts/') || t === 'requests/d1'),
+      publish: PUBLISH_TOPICS.filter(
+        (t) => t.startsWith('wh/') || t.startsWith('stock/') || t.startsWith('alerts/') || t === 'requests/d1',
+      ),
       subscribe: [...SUBSCRIBE_FILTERS],
     },
   },
@@ -130,11 +150,17 @@ describe('ACL matrix (CONTRACT section 5)', () => {
     for (const role of ['edge', 'central'] as const) {
       test(`${kind} on ${role}: publish`, () => {
         const allowed = PUBLISH_TOPICS.filter((t) => mayPublish(device(kind), t, role));
-        assert.deepEqual(allowed, PUBLISH_TOPICS.filter((t) => EXPECTED[kind][role].publish.includes(t)));
+        assert.deepEqual(
+          allowed,
+          PUBLISH_TOPICS.filter((t) => EXPECTED[kind][role].publish.includes(t)),
+        );
       });
       test(`${kind} on ${role}: subscribe`, () => {
         const allowed = SUBSCRIBE_FILTERS.filter((f) => maySubscribe(device(kind), f, role));
-        assert.deepEqual(allowed, SUBSCRIBE_FILTERS.filter((f) => EXPECTED[kind][role].subscribe.includes(f)));
+        assert.deepEqual(
+          allowed,
+          SUBSCRIBE_FILTERS.filter((f) => EXPECTED[kind][role].subscribe.includes(f)),
+        );
       });
     }
   }
@@ -211,6 +237,8 @@ describe('mayRequest: commands over MQTT per kind (reservations, transfers)', ()
     assert.equal(mayRequest(gw, 'transfers.get', ['W2', 'W3']), false, 'reading a transfer between two others');
   });
   test('devices make no requests', () => {
-    for (const kind of ['scanner', 'shelf', 'display'] as const) for (const action of REQUEST_ACTIONS) assert.equal(mayRequest(device(kind), action, ['W1']), false, `${kind} ${action}`);
+    for (const kind of ['scanner', 'shelf', 'display'] as const)
+      for (const action of REQUEST_ACTIONS)
+        assert.equal(mayRequest(device(kind), action, ['W1']), false, `${kind} ${action}`);
   });
 });

@@ -43,7 +43,12 @@ async function connect(url: string, opts: IClientOptions): Promise<MqttClient> {
   return client;
 }
 async function connectAs(url: string, id: string, opts: IClientOptions = {}): Promise<MqttClient> {
-  return connect(url, { username: id, password: passwordOf(id), clientId: `${id}-${Math.random().toString(16).slice(2, 8)}`, ...opts });
+  return connect(url, {
+    username: id,
+    password: passwordOf(id),
+    clientId: `${id}-${Math.random().toString(16).slice(2, 8)}`,
+    ...opts,
+  });
 }
 async function refusal(url: string, opts: IClientOptions): Promise<number | undefined> {
   let client: MqttClient;
@@ -115,7 +120,15 @@ before(async () => {
   edgeUrl = `mqtt://127.0.0.1:${edgePorts.mqtt}`;
 
   centralMetrics = new Registry();
-  central = createBroker({ role: 'central', devices, host: '127.0.0.1', mqttPort: 0, wsPort: null, registry: centralMetrics, log });
+  central = createBroker({
+    role: 'central',
+    devices,
+    host: '127.0.0.1',
+    mqttPort: 0,
+    wsPort: null,
+    registry: centralMetrics,
+    log,
+  });
   centralPorts = await central.start();
   centralUrl = `mqtt://127.0.0.1:${centralPorts.mqtt}`;
 });
@@ -145,16 +158,39 @@ describe('authentication', () => {
     ['wrong password', { clientId: 's1', username: 's1', password: 'wrong' }, 4, 'bad_password'],
     ['no password', { clientId: 's1', username: 's1' }, 4, 'bad_password'],
     ['client id of another device', { clientId: 's2', username: 's1', password: passwordOf('s1') }, 2, 'client_id'],
-    ['client id of a device whose id extends ours', { clientId: 's1-x', username: 's1', password: passwordOf('s1') }, 2, 'client_id'],
-    ['client id not starting with the device id', { clientId: 'mqttjs_1234', username: 's1', password: passwordOf('s1') }, 2, 'client_id'],
-    ['scanner of another warehouse', { clientId: 's9', username: 's9', password: passwordOf('s9') }, 5, 'kind_not_allowed'],
-    ['gateway on an edge', { clientId: 'gw-W1', username: 'gw-W1', password: passwordOf('gw-W1') }, 5, 'kind_not_allowed'],
+    [
+      'client id of a device whose id extends ours',
+      { clientId: 's1-x', username: 's1', password: passwordOf('s1') },
+      2,
+      'client_id',
+    ],
+    [
+      'client id not starting with the device id',
+      { clientId: 'mqttjs_1234', username: 's1', password: passwordOf('s1') },
+      2,
+      'client_id',
+    ],
+    [
+      'scanner of another warehouse',
+      { clientId: 's9', username: 's9', password: passwordOf('s9') },
+      5,
+      'kind_not_allowed',
+    ],
+    [
+      'gateway on an edge',
+      { clientId: 'gw-W1', username: 'gw-W1', password: passwordOf('gw-W1') },
+      5,
+      'kind_not_allowed',
+    ],
   ];
   for (const [name, opts, code, reason] of cases) {
     test(`${name}: refused with CONNACK ${code}, counted as ${reason}`, async () => {
       const before = await metricValue(edgeMetrics, 'stockwire_broker_connection_refusals_total', { reason });
       assert.equal(await refusal(edgeUrl, opts), code);
-      assert.equal(await metricValue(edgeMetrics, 'stockwire_broker_connection_refusals_total', { reason }), before + 1);
+      assert.equal(
+        await metricValue(edgeMetrics, 'stockwire_broker_connection_refusals_total', { reason }),
+        before + 1,
+      );
     });
   }
 
@@ -179,13 +215,23 @@ describe('publish', () => {
   test('a scanner publishing to another device or warehouse is disconnected and counted', async () => {
     for (const topic of ['wh/W1/dev/s2/event', 'wh/W2/dev/s1/event', 'stock/sku-1', '$SYS/x/y']) {
       const reason = topic.startsWith('$SYS') ? 'sys' : 'acl';
-      const before = await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', { reason, kind: 'scanner' });
+      const before = await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', {
+        reason,
+        kind: 'scanner',
+      });
       const client = await connectAs(edgeUrl, 's1');
       client.publishAsync(topic, '{}', { qos: 1 }).catch(() => undefined);
       await closedByBroker(client);
-      assert.equal(await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', { reason, kind: 'scanner' }), before + 1, topic);
+      assert.equal(
+        await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', { reason, kind: 'scanner' }),
+        before + 1,
+        topic,
+      );
     }
-    assert.ok(!hookCalls.some((c) => c.packet.topic !== `wh/W1/dev/${c.client.device.id}/event`), 'the hook only saw authorised events');
+    assert.ok(
+      !hookCalls.some((c) => c.packet.topic !== `wh/W1/dev/${c.client.device.id}/event`),
+      'the hook only saw authorised events',
+    );
   });
 
   test('the hook runs before the PUBACK, with the authenticated device', async () => {
@@ -199,7 +245,12 @@ describe('publish', () => {
       assert.equal(call?.client.device.id, 's1');
       assert.equal(call?.client.device.warehouse, 'W1');
       assert.match(call?.client.clientId ?? '', /^s1-/);
-      assert.deepEqual(call?.packet, { topic: 'wh/W1/dev/s1/event', payload: Buffer.from('{"v":1,"id":"e1"}'), qos: 1, retain: false });
+      assert.deepEqual(call?.packet, {
+        topic: 'wh/W1/dev/s1/event',
+        payload: Buffer.from('{"v":1,"id":"e1"}'),
+        qos: 1,
+        retain: false,
+      });
       await client.endAsync();
     } finally {
       hook = async () => undefined;
@@ -209,7 +260,10 @@ describe('publish', () => {
   test('a rejecting hook means no PUBACK: the client is disconnected, the refusal counted', async () => {
     hook = () => Promise.reject(new Error('disk full'));
     try {
-      const before = await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'hook_failed', kind: 'scanner' });
+      const before = await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', {
+        reason: 'hook_failed',
+        kind: 'scanner',
+      });
       const client = await connectAs(edgeUrl, 's1');
       let acked = false;
       client.publishAsync('wh/W1/dev/s1/event', '{"v":1,"id":"e2"}', { qos: 1 }).then(
@@ -219,7 +273,13 @@ describe('publish', () => {
       await closedByBroker(client);
       await sleep(50);
       assert.equal(acked, false);
-      assert.equal(await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'hook_failed', kind: 'scanner' }), before + 1);
+      assert.equal(
+        await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', {
+          reason: 'hook_failed',
+          kind: 'scanner',
+        }),
+        before + 1,
+      );
     } finally {
       hook = async () => undefined;
     }
@@ -241,7 +301,9 @@ describe('publish', () => {
     const stock = nextMessage(display);
     await processor.publishAsync('wh/W1/stock/sku-1', '{"onHand":3}', { qos: 1, retain: true });
     assert.equal((await stock)[0], 'wh/W1/stock/sku-1');
-    assert.ok((await metricValue(centralMetrics, 'stockwire_broker_messages_received_total', { kind: 'gateway' })) >= 1);
+    assert.ok(
+      (await metricValue(centralMetrics, 'stockwire_broker_messages_received_total', { kind: 'gateway' })) >= 1,
+    );
     await Promise.all([processor.endAsync(), display.endAsync(), gateway.endAsync()]);
   });
 
@@ -251,12 +313,22 @@ describe('publish', () => {
     await ok.endAsync();
 
     for (const size of [MAX_PAYLOAD + 1, 1024 * 1024]) {
-      const before = await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'too_large', kind: 'scanner' });
+      const before = await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', {
+        reason: 'too_large',
+        kind: 'scanner',
+      });
       const calls = hookCalls.length;
       const client = await connectAs(edgeUrl, 's1');
       client.publishAsync('wh/W1/dev/s1/event', Buffer.alloc(size, 'a'), { qos: 1 }).catch(() => undefined);
       await closedByBroker(client);
-      assert.equal(await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'too_large', kind: 'scanner' }), before + 1, `${size} bytes`);
+      assert.equal(
+        await metricValue(edgeMetrics, 'stockwire_broker_publish_refusals_total', {
+          reason: 'too_large',
+          kind: 'scanner',
+        }),
+        before + 1,
+        `${size} bytes`,
+      );
       assert.equal(hookCalls.length, calls, 'the hook never sees an oversized publish');
     }
   });
@@ -267,14 +339,19 @@ describe('subscribe', () => {
     const client = await connectAs(edgeUrl, 's1');
     const before = await metricValue(edgeMetrics, 'stockwire_broker_subscribe_refusals_total', { kind: 'scanner' });
     // MQTT.js 5 rejects subscribeAsync when any grant is a failure; the SUBACK rides on the error.
-    const err = await client.subscribeAsync(['wh/W2/stock/#', 'stock/+', 'wh/W1/dev/s1/ack', 'wh/W1/dev/s2/ack', '#'], { qos: 1 }).then(
-      () => assert.fail('expected a SUBACK with failures'),
-      (e: unknown) => e as { packet?: { granted?: number[] } },
-    );
+    const err = await client
+      .subscribeAsync(['wh/W2/stock/#', 'stock/+', 'wh/W1/dev/s1/ack', 'wh/W1/dev/s2/ack', '#'], { qos: 1 })
+      .then(
+        () => assert.fail('expected a SUBACK with failures'),
+        (e: unknown) => e as { packet?: { granted?: number[] } },
+      );
     assert.deepEqual(err.packet?.granted, [128, 1, 1, 128, 128]);
     const granted = await client.subscribeAsync('wh/W1/status', { qos: 1 });
     assert.deepEqual(granted, [{ topic: 'wh/W1/status', qos: 1 }]);
-    assert.equal(await metricValue(edgeMetrics, 'stockwire_broker_subscribe_refusals_total', { kind: 'scanner' }), before + 3);
+    assert.equal(
+      await metricValue(edgeMetrics, 'stockwire_broker_subscribe_refusals_total', { kind: 'scanner' }),
+      before + 3,
+    );
     assert.ok(client.connected);
     await client.endAsync();
   });
@@ -287,15 +364,23 @@ describe('wills', () => {
     const received: string[] = [];
     processor.on('message', (topic) => received.push(topic));
 
-    const before = await metricValue(centralMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'acl', kind: 'gateway' });
+    const before = await metricValue(centralMetrics, 'stockwire_broker_publish_refusals_total', {
+      reason: 'acl',
+      kind: 'gateway',
+    });
     for (const wh of ['W1', 'W2']) {
-      const gateway = await connectAs(centralUrl, 'gw-W1', { will: { topic: `wh/${wh}/status`, payload: Buffer.from('{"central":"offline"}'), qos: 1, retain: true } });
+      const gateway = await connectAs(centralUrl, 'gw-W1', {
+        will: { topic: `wh/${wh}/status`, payload: Buffer.from('{"central":"offline"}'), qos: 1, retain: true },
+      });
       gateway.stream.destroy(); // no DISCONNECT: the broker publishes the will
       await closeOf(gateway);
     }
     await sleep(200);
     assert.deepEqual(received, ['wh/W1/status']);
-    assert.equal(await metricValue(centralMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'acl', kind: 'gateway' }), before + 1);
+    assert.equal(
+      await metricValue(centralMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'acl', kind: 'gateway' }),
+      before + 1,
+    );
     await processor.endAsync();
   });
 });

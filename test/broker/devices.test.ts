@@ -3,7 +3,14 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { addDevice, DeviceRegistry, DevicesFileError, hashPassword, loadDevices, verifyPassword } from '../../broker/index.js';
+import {
+  addDevice,
+  DeviceRegistry,
+  DevicesFileError,
+  hashPassword,
+  loadDevices,
+  verifyPassword,
+} from '../../broker/index.js';
 
 let dir: string;
 before(async () => {
@@ -49,7 +56,10 @@ describe('loadDevices', () => {
   test('loads a valid file', async () => {
     const path = join(dir, 'valid.json');
     const passwordHash = await hashPassword('pw');
-    await writeFile(path, JSON.stringify({ devices: [{ id: 'scanner-1', warehouse: 'W1', kind: 'scanner', passwordHash }] }));
+    await writeFile(
+      path,
+      JSON.stringify({ devices: [{ id: 'scanner-1', warehouse: 'W1', kind: 'scanner', passwordHash }] }),
+    );
     const registry = await loadDevices(path);
     assert.deepEqual(registry.get('scanner-1'), { id: 'scanner-1', warehouse: 'W1', kind: 'scanner', passwordHash });
     assert.equal(registry.get('nobody'), undefined);
@@ -95,7 +105,10 @@ describe('loadDevices', () => {
   test('bad JSON, a missing file and a wrong shape are reported with the path', async () => {
     const badJson = join(dir, 'bad-json.json');
     await writeFile(badJson, '{"devices": [');
-    await assert.rejects(loadDevices(badJson), (e: unknown) => e instanceof DevicesFileError && /bad JSON/.test(e.message) && e.message.includes(badJson));
+    await assert.rejects(
+      loadDevices(badJson),
+      (e: unknown) => e instanceof DevicesFileError && /bad JSON/.test(e.message) && e.message.includes(badJson),
+    );
     await assert.rejects(loadDevices(join(dir, 'absent.json')), /cannot read/);
     const shape = join(dir, 'shape.json');
     await writeFile(shape, '{"device": []}');
@@ -103,7 +116,10 @@ describe('loadDevices', () => {
   });
 
   test('DeviceRegistry.fromList validates like the file loader', () => {
-    assert.throws(() => DeviceRegistry.fromList([{ id: 'x', warehouse: 'W1', kind: 'scanner', passwordHash: 'nope' }]), DevicesFileError);
+    assert.throws(
+      () => DeviceRegistry.fromList([{ id: 'x', warehouse: 'W1', kind: 'scanner', passwordHash: 'nope' }]),
+      DevicesFileError,
+    );
   });
 
   test('ownerOfClientId: exact id, then the longest id followed by "-"', () => {
@@ -142,7 +158,10 @@ describe('addDevice', () => {
     assert.ok(!(await readFile(path, 'utf8')).includes('pw1'), 'the password itself is never written');
 
     const before = await readFile(path, 'utf8');
-    await assert.rejects(addDevice(path, { id: 'scanner-1', warehouse: 'W2', kind: 'shelf', password: 'x' }), /already exists/);
+    await assert.rejects(
+      addDevice(path, { id: 'scanner-1', warehouse: 'W2', kind: 'shelf', password: 'x' }),
+      /already exists/,
+    );
     assert.equal(await readFile(path, 'utf8'), before, 'a refused add leaves the file as it was');
     assert.deepEqual(await readdir(join(dir, 'added')), ['devices.json'], 'no temporary files left behind');
   });
@@ -169,6 +188,9 @@ describe('addDevice', () => {
   test('refuses to add to an invalid file', async () => {
     const path = join(dir, 'invalid.json');
     await writeFile(path, '{"devices":[{"id":"x"}]}');
-    await assert.rejects(addDevice(path, { id: 'y', warehouse: 'W1', kind: 'scanner', password: 'pw' }), DevicesFileError);
+    await assert.rejects(
+      addDevice(path, { id: 'y', warehouse: 'W1', kind: 'scanner', password: 'pw' }),
+      DevicesFileError,
+    );
   });
 });

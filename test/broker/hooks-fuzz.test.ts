@@ -4,7 +4,15 @@ import type { Client, PublishPacket } from 'aedes';
 import fc from 'fast-check';
 import type { MqttClient } from 'mqtt';
 import { parseEventTopic } from '../../protocol/index.js';
-import { closeOf, connectAs, deviceRegistry, RawWriter, startBroker, until, type TestBroker } from '../helpers/broker.js';
+import {
+  closeOf,
+  connectAs,
+  deviceRegistry,
+  RawWriter,
+  startBroker,
+  until,
+  type TestBroker,
+} from '../helpers/broker.js';
 import { pinFastCheck } from '../helpers/seed.js';
 
 pinFastCheck('broker/hooks-fuzz');
@@ -16,12 +24,70 @@ pinFastCheck('broker/hooks-fuzz');
  * written out here from CONTRACT section 5 for a scanner (sc1 of W1, on its edge) and a gateway
  * (gw1 of W1, on central).
  */
-const LEVEL = fc.constantFrom('wh', 'W1', 'W2', 'dev', 'sc1', 'gw1', 'event', 'ack', 'stock', 'shelf', 'status', 'requests', 'responses', 'alerts', '+', '#', '', '$SYS', 'a\u0000', '\u0000', 'é', '\ud800', 'x'.repeat(65));
+const LEVEL = fc.constantFrom(
+  'wh',
+  'W1',
+  'W2',
+  'dev',
+  'sc1',
+  'gw1',
+  'event',
+  'ack',
+  'stock',
+  'shelf',
+  'status',
+  'requests',
+  'responses',
+  'alerts',
+  '+',
+  '#',
+  '',
+  '$SYS',
+  'a\u0000',
+  '\u0000',
+  'é',
+  '\ud800',
+  'x'.repeat(65),
+);
 // The contract's topic shapes with every slot random (own and other ids, wildcards, injections), so most runs land near a rule.
-const SLOT = fc.constantFrom('W1', 'W2', 'sc1', 'sc2', 'gw1', '+', '#', '', 'a\u0000', '\ud800', 'x'.repeat(65), 'sku-1', 'é', 'a/b');
-const SHAPES = ['wh/{}/dev/{}/event', 'wh/{}/dev/{}/ack', 'wh/{}/stock/{}', 'wh/{}/shelf/{}/{}', 'wh/{}/status', 'stock/{}', 'alerts/{}/{}', 'requests/{}', 'responses/{}/{}', 'wh/{}/{}', '{}/{}/stock/{}', 'wh/{}/stock', 'stock', '{}'];
+const SLOT = fc.constantFrom(
+  'W1',
+  'W2',
+  'sc1',
+  'sc2',
+  'gw1',
+  '+',
+  '#',
+  '',
+  'a\u0000',
+  '\ud800',
+  'x'.repeat(65),
+  'sku-1',
+  'é',
+  'a/b',
+);
+const SHAPES = [
+  'wh/{}/dev/{}/event',
+  'wh/{}/dev/{}/ack',
+  'wh/{}/stock/{}',
+  'wh/{}/shelf/{}/{}',
+  'wh/{}/status',
+  'stock/{}',
+  'alerts/{}/{}',
+  'requests/{}',
+  'responses/{}/{}',
+  'wh/{}/{}',
+  '{}/{}/stock/{}',
+  'wh/{}/stock',
+  'stock',
+  '{}',
+];
 const STRUCTURED = fc
-  .tuple(fc.constantFrom(...SHAPES), fc.array(SLOT, { minLength: 3, maxLength: 3 }), fc.constantFrom('', '', '/#', '/+', '/x', '/'))
+  .tuple(
+    fc.constantFrom(...SHAPES),
+    fc.array(SLOT, { minLength: 3, maxLength: 3 }),
+    fc.constantFrom('', '', '/#', '/+', '/x', '/'),
+  )
   .map(([shape, slots, tail]) => {
     let i = 0;
     return shape.replace(/\{\}/g, () => slots[i++] as string) + tail;
@@ -30,19 +96,41 @@ const TOPIC = fc.oneof(
   { arbitrary: STRUCTURED, weight: 4 },
   fc.array(LEVEL, { minLength: 1, maxLength: 7 }).map((l) => l.join('/')),
   fc.string({ unit: 'binary', maxLength: 60 }),
-  fc.constantFrom('wh/W1/dev/sc1/event', 'wh/W1/dev/gw1/event', 'wh/W1/status', 'requests/gw1', 'wh/W1/dev/sc1/ack', 'stock/x', 'responses/gw1/a'),
+  fc.constantFrom(
+    'wh/W1/dev/sc1/event',
+    'wh/W1/dev/gw1/event',
+    'wh/W1/status',
+    'requests/gw1',
+    'wh/W1/dev/sc1/ack',
+    'stock/x',
+    'responses/gw1/a',
+  ),
 );
 const ident = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** May the scanner publish `t` on its edge? Only its own event topic. */
 const scannerPublishes = (t: string): boolean => t === 'wh/W1/dev/sc1/event';
 /** May the gateway publish `t` on central? Events of its warehouse's devices (valid ids: the hook parses them), its status, its requests. */
-const gatewayPublishes = (t: string): boolean => t === 'wh/W1/status' || t === 'requests/gw1' || (/^wh\/W1\/dev\/[^/]*\/event$/.test(t) && ident.test(t.split('/')[3] as string));
+const gatewayPublishes = (t: string): boolean =>
+  t === 'wh/W1/status' ||
+  t === 'requests/gw1' ||
+  (/^wh\/W1\/dev\/[^/]*\/event$/.test(t) && ident.test(t.split('/')[3] as string));
 
 const under = (t: string, base: string): boolean => t === base || t.startsWith(`${base}/`);
 /** Topic names each may read. */
-const scannerReads = (t: string): boolean => t === 'wh/W1/dev/sc1/ack' || t === 'wh/W1/status' || under(t, 'wh/W1/stock') || under(t, 'wh/W1/shelf') || under(t, 'stock');
-const gatewayReads = (t: string): boolean => /^wh\/W1\/dev\/[^/]*\/ack$/.test(t) || under(t, 'wh/W1/stock') || under(t, 'wh/W1/shelf') || under(t, 'stock') || under(t, 'alerts/W1') || under(t, 'responses/gw1');
+const scannerReads = (t: string): boolean =>
+  t === 'wh/W1/dev/sc1/ack' ||
+  t === 'wh/W1/status' ||
+  under(t, 'wh/W1/stock') ||
+  under(t, 'wh/W1/shelf') ||
+  under(t, 'stock');
+const gatewayReads = (t: string): boolean =>
+  /^wh\/W1\/dev\/[^/]*\/ack$/.test(t) ||
+  under(t, 'wh/W1/stock') ||
+  under(t, 'wh/W1/shelf') ||
+  under(t, 'stock') ||
+  under(t, 'alerts/W1') ||
+  under(t, 'responses/gw1');
 
 /** Topic names a filter matches, made by filling its wildcards with the given levels. */
 function instances(filter: string, fills: string[]): string[] {
@@ -59,10 +147,22 @@ function instances(filter: string, fills: string[]): string[] {
 /** A granted filter must be well formed and let through only readable topics; a concrete one is granted exactly when readable. */
 function assertSubscribeRule(filter: string, granted: boolean, reads: (t: string) => boolean, fills: string[]): void {
   const wildcard = /[+#]/.test(filter);
-  if (!wildcard) assert.equal(granted, reads(filter) && !filter.startsWith('$') && filter.length > 0, `concrete filter ${JSON.stringify(filter)}`);
+  if (!wildcard)
+    assert.equal(
+      granted,
+      reads(filter) && !filter.startsWith('$') && filter.length > 0,
+      `concrete filter ${JSON.stringify(filter)}`,
+    );
   if (!granted) return;
-  assert.ok(filter.split('/').every((l, i, all) => (l.includes('#') ? l === '#' && i === all.length - 1 : !l.includes('+') || l === '+')), `malformed ${JSON.stringify(filter)} granted`);
-  for (const t of instances(filter, fills)) if (!/[+#]/.test(t)) assert.ok(reads(t), `${JSON.stringify(filter)} granted, but it lets ${JSON.stringify(t)} through`);
+  assert.ok(
+    filter
+      .split('/')
+      .every((l, i, all) => (l.includes('#') ? l === '#' && i === all.length - 1 : !l.includes('+') || l === '+')),
+    `malformed ${JSON.stringify(filter)} granted`,
+  );
+  for (const t of instances(filter, fills))
+    if (!/[+#]/.test(t))
+      assert.ok(reads(t), `${JSON.stringify(filter)} granted, but it lets ${JSON.stringify(t)} through`);
 }
 
 let edge: TestBroker;
@@ -79,8 +179,14 @@ before(async () => {
     { id: 'obs', warehouse: 'W1', kind: 'processor' },
   ]);
   // As central does: an event topic whose ids are not identifiers is refused by the hook.
-  const hook = async (_c: unknown, p: { topic: string }) => void (parseEventTopic(p.topic) ?? assert.fail('not an event topic'));
-  const limits = { publishRate: 1_000_000, publishBurst: 1_000_000, connectsPerClientId: 10_000, connectsPerAddress: 10_000 };
+  const hook = async (_c: unknown, p: { topic: string }) =>
+    void (parseEventTopic(p.topic) ?? assert.fail('not an event topic'));
+  const limits = {
+    publishRate: 1_000_000,
+    publishBurst: 1_000_000,
+    connectsPerClientId: 10_000,
+    connectsPerAddress: 10_000,
+  };
   edge = await startBroker({ role: 'edge', edgeWarehouse: 'W1', devices, limits, onDevicePublish: hook });
   central = await startBroker({ role: 'central', devices, limits, onDevicePublish: hook });
   scanner = await connectAs(edge.url, 'sc1');
@@ -95,15 +201,31 @@ after(async () => {
 });
 
 function aedesClient(b: TestBroker, client: MqttClient): Client {
-  const c = (b.broker.aedes as unknown as { clients: Record<string, Client> }).clients[client.options.clientId as string];
+  const c = (b.broker.aedes as unknown as { clients: Record<string, Client> }).clients[
+    client.options.clientId as string
+  ];
   return c ?? assert.fail('client not connected');
 }
 function authorizePublish(b: TestBroker, client: MqttClient, topic: string): Promise<boolean> {
-  const packet = { cmd: 'publish', topic, payload: Buffer.from('{}'), qos: 1, retain: false, dup: false, messageId: 1 } as PublishPacket;
-  return new Promise((resolve) => b.broker.aedes.authorizePublish(aedesClient(b, client), packet, (err) => resolve(!err)));
+  const packet = {
+    cmd: 'publish',
+    topic,
+    payload: Buffer.from('{}'),
+    qos: 1,
+    retain: false,
+    dup: false,
+    messageId: 1,
+  } as PublishPacket;
+  return new Promise((resolve) =>
+    b.broker.aedes.authorizePublish(aedesClient(b, client), packet, (err) => resolve(!err)),
+  );
 }
 function authorizeSubscribe(b: TestBroker, client: MqttClient, filter: string): Promise<boolean> {
-  return new Promise((resolve) => b.broker.aedes.authorizeSubscribe(aedesClient(b, client), { topic: filter, qos: 1 }, (err, sub) => resolve(!err && sub !== null && sub !== undefined)));
+  return new Promise((resolve) =>
+    b.broker.aedes.authorizeSubscribe(aedesClient(b, client), { topic: filter, qos: 1 }, (err, sub) =>
+      resolve(!err && sub !== null && sub !== undefined),
+    ),
+  );
 }
 
 describe('broker hooks called directly, with real authenticated clients', () => {
@@ -119,10 +241,17 @@ describe('broker hooks called directly, with real authenticated clients', () => 
 
   test('authorizeSubscribe: a granted filter lets through only what the contract lets the device read', async () => {
     await fc.assert(
-      fc.asyncProperty(TOPIC, fc.array(fc.array(LEVEL, { minLength: 1, maxLength: 3 }).map((l) => l.join('/')), { minLength: 4, maxLength: 8 }), async (f, fills) => {
-        assertSubscribeRule(f, await authorizeSubscribe(edge, scanner, f), scannerReads, fills);
-        assertSubscribeRule(f, await authorizeSubscribe(central, gateway, f), gatewayReads, fills);
-      }),
+      fc.asyncProperty(
+        TOPIC,
+        fc.array(
+          fc.array(LEVEL, { minLength: 1, maxLength: 3 }).map((l) => l.join('/')),
+          { minLength: 4, maxLength: 8 },
+        ),
+        async (f, fills) => {
+          assertSubscribeRule(f, await authorizeSubscribe(edge, scanner, f), scannerReads, fills);
+          assertSubscribeRule(f, await authorizeSubscribe(central, gateway, f), gatewayReads, fills);
+        },
+      ),
       { numRuns: 1_000 },
     );
   });
@@ -147,17 +276,26 @@ describe('broker hooks reached from real clients writing raw frames', () => {
   let sub: RawConnection | null = null;
   test('publish: a PUBACK and delivery exactly where allowed, else the connection closed; the broker keeps serving', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.oneof(TOPIC.map((t) => Buffer.from(t)), fc.uint8Array({ minLength: 1, maxLength: 40 }).map((b) => Buffer.from(b))), async (topic) => {
-        if (pub === null || pub.closed) pub = await rawConnection(central.url, 'gw1');
-        const { raw } = pub;
-        const marker = `raw-${++n}`;
-        const [id] = raw.publish(topic, [marker], 1);
-        await until(() => raw.pubacks.has(id as number) || (pub as RawConnection).closed, `an answer to ${JSON.stringify(topic.toString())}`);
-        // The broker reads the topic as UTF-8 (bad bytes become U+FFFD).
-        const allowed = gatewayPublishes(topic.toString('utf8'));
-        assert.equal(raw.pubacks.has(id as number), allowed, `PUBACK for ${JSON.stringify(topic.toString())}`);
-        if (allowed) await until(() => seen.has(marker), 'delivery to the processor');
-      }),
+      fc.asyncProperty(
+        fc.oneof(
+          TOPIC.map((t) => Buffer.from(t)),
+          fc.uint8Array({ minLength: 1, maxLength: 40 }).map((b) => Buffer.from(b)),
+        ),
+        async (topic) => {
+          if (pub === null || pub.closed) pub = await rawConnection(central.url, 'gw1');
+          const { raw } = pub;
+          const marker = `raw-${++n}`;
+          const [id] = raw.publish(topic, [marker], 1);
+          await until(
+            () => raw.pubacks.has(id as number) || (pub as RawConnection).closed,
+            `an answer to ${JSON.stringify(topic.toString())}`,
+          );
+          // The broker reads the topic as UTF-8 (bad bytes become U+FFFD).
+          const allowed = gatewayPublishes(topic.toString('utf8'));
+          assert.equal(raw.pubacks.has(id as number), allowed, `PUBACK for ${JSON.stringify(topic.toString())}`);
+          if (allowed) await until(() => seen.has(marker), 'delivery to the processor');
+        },
+      ),
       { numRuns: 80 },
     );
     await pub?.client.endAsync(true);
@@ -165,23 +303,33 @@ describe('broker hooks reached from real clients writing raw frames', () => {
     await until(() => seen.has('still-serving'), 'the broker still serves');
   });
 
-  test('subscribe: SUBACK 1 only for filters within the device\'s reads, else 0x80 or a closed connection', async () => {
+  test("subscribe: SUBACK 1 only for filters within the device's reads, else 0x80 or a closed connection", async () => {
     await fc.assert(
-      fc.asyncProperty(TOPIC, fc.array(fc.array(LEVEL, { minLength: 1, maxLength: 3 }).map((l) => l.join('/')), { minLength: 4, maxLength: 8 }), async (f, fills) => {
-        if (sub === null || sub.closed) sub = await rawConnection(edge.url, 'sc1');
-        const { raw } = sub;
-        const id = raw.subscribe(Buffer.from(f), 1);
-        await until(() => raw.subacks.has(id) || (sub as RawConnection).closed, `an answer to ${JSON.stringify(f)}`);
-        const granted = raw.subacks.get(id)?.[0];
-        const filter = Buffer.from(f).toString('utf8');
-        if (granted === undefined) {
-          // closing on a malformed SUBSCRIBE is fine; on a clean, readable topic it would be a refusal of a right
-          assert.ok(/[\u0000\ufffd+#]/.test(filter) || filter === '' || !scannerReads(filter), `closed on ${JSON.stringify(filter)}`);
-          return;
-        }
-        assert.ok(granted === 1 || granted === 0x80, `granted ${granted}`);
-        assertSubscribeRule(filter, granted === 1, scannerReads, fills);
-      }),
+      fc.asyncProperty(
+        TOPIC,
+        fc.array(
+          fc.array(LEVEL, { minLength: 1, maxLength: 3 }).map((l) => l.join('/')),
+          { minLength: 4, maxLength: 8 },
+        ),
+        async (f, fills) => {
+          if (sub === null || sub.closed) sub = await rawConnection(edge.url, 'sc1');
+          const { raw } = sub;
+          const id = raw.subscribe(Buffer.from(f), 1);
+          await until(() => raw.subacks.has(id) || (sub as RawConnection).closed, `an answer to ${JSON.stringify(f)}`);
+          const granted = raw.subacks.get(id)?.[0];
+          const filter = Buffer.from(f).toString('utf8');
+          if (granted === undefined) {
+            // closing on a malformed SUBSCRIBE is fine; on a clean, readable topic it would be a refusal of a right
+            assert.ok(
+              /[\u0000\ufffd+#]/.test(filter) || filter === '' || !scannerReads(filter),
+              `closed on ${JSON.stringify(filter)}`,
+            );
+            return;
+          }
+          assert.ok(granted === 1 || granted === 0x80, `granted ${granted}`);
+          assertSubscribeRule(filter, granted === 1, scannerReads, fills);
+        },
+      ),
       { numRuns: 80 },
     );
     await sub?.client.endAsync(true);

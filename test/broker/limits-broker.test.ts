@@ -2,7 +2,17 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import type { DeviceLimits, DeviceRegistry } from '../../broker/index.js';
-import { closedByBroker, connackRefusal, connectAs, deviceRegistry, passwordOf, RawWriter, startBroker, until, type TestBroker } from '../helpers/broker.js';
+import {
+  closedByBroker,
+  connackRefusal,
+  connectAs,
+  deviceRegistry,
+  passwordOf,
+  RawWriter,
+  startBroker,
+  until,
+  type TestBroker,
+} from '../helpers/broker.js';
 
 // Limits applied end to end: real aedes brokers on port 0, real MQTT.js clients, the refusals and delays counted.
 const REFUSALS = 'stockwire_broker_publish_refusals_total';
@@ -51,7 +61,12 @@ async function device(b: TestBroker, id: string): Promise<MqttClient> {
   return c;
 }
 // Publishes written in one go, so the broker reads them in one chunk; PUBACKs are recorded by message id.
-function burst(c: MqttClient, topic: string, payloads: string[], qos: 0 | 1): { raw: RawWriter; ids: number[]; acked: () => number } {
+function burst(
+  c: MqttClient,
+  topic: string,
+  payloads: string[],
+  qos: 0 | 1,
+): { raw: RawWriter; ids: number[]; acked: () => number } {
   const raw = new RawWriter(c);
   const ids = raw.publish(topic, payloads, qos);
   return { raw, ids, acked: () => raw.acked(ids) };
@@ -111,33 +126,62 @@ describe('publish rate', () => {
     // Its burst first, acknowledged; then a flood: 10 held back, the 11th cuts it off.
     const first = burst(flooder, 'wh/W1/dev/s3/event', ['flood-0'], 1);
     await until(() => first.acked() === 1, 'the PUBACK within its burst');
-    const sent = burst(flooder, 'wh/W1/dev/s3/event', Array.from({ length: 39 }, (_, i) => `flood-${i + 1}`), 1);
+    const sent = burst(
+      flooder,
+      'wh/W1/dev/s3/event',
+      Array.from({ length: 39 }, (_, i) => `flood-${i + 1}`),
+      1,
+    );
     await closedByBroker(flooder);
     assert.equal(sent.acked(), 0, 'nothing beyond its burst was acknowledged');
     assert.deepEqual(hookCalls.slice(from), ['flood-0']);
     assert.equal(await b.metric(REFUSALS, { reason: 'rate_limited', kind: 'scanner' }), 1);
-    assert.ok((await b.metric(REFUSALS, { reason: 'closed', kind: 'scanner' })) >= 10, 'the held publishes were refused when the connection closed');
+    assert.ok(
+      (await b.metric(REFUSALS, { reason: 'closed', kind: 'scanner' })) >= 10,
+      'the held publishes were refused when the connection closed',
+    );
     await other.publishAsync('wh/W1/dev/sh1/event', 'other-1', { qos: 1 });
   });
 
-  test('the bucket is the device\'s, not its connection\'s: a second connection gets no fresh burst', async () => {
+  test("the bucket is the device's, not its connection's: a second connection gets no fresh burst", async () => {
     const b = await edge({ publishRate: 1, publishBurst: 1 });
     const [one, two] = [await device(b, 's1'), await device(b, 's1')];
     const first = burst(one, 'wh/W1/dev/s1/event', ['bucket-0'], 1);
     await until(() => first.acked() === 1, 'the PUBACK within its burst');
     burst(two, 'wh/W1/dev/s1/event', ['bucket-1'], 1);
-    await until(async () => (await b.metric(DELAYED, { kind: 'scanner', limit: 'rate' })) === 1, 'the second connection held back');
+    await until(
+      async () => (await b.metric(DELAYED, { kind: 'scanner', limit: 'rate' })) === 1,
+      'the second connection held back',
+    );
     await two.endAsync(true);
-    await until(async () => (await b.metric(REFUSALS, { reason: 'closed', kind: 'scanner' })) === 1, 'its held publish refused when it closed');
+    await until(
+      async () => (await b.metric(REFUSALS, { reason: 'closed', kind: 'scanner' })) === 1,
+      'its held publish refused when it closed',
+    );
   });
 
   test('gateways and processors carry whole warehouses: no rate or in-flight limit', async () => {
-    const b = await startBroker({ role: 'central', devices, limits: { publishRate: 1, publishBurst: 1, maxInflight: 1 }, onDevicePublish: async () => undefined });
+    const b = await startBroker({
+      role: 'central',
+      devices,
+      limits: { publishRate: 1, publishBurst: 1, maxInflight: 1 },
+      onDevicePublish: async () => undefined,
+    });
     brokers.push(b);
     const gw = await device(b, 'gw1');
     const pr = await device(b, 'pr1');
-    const a = burst(gw, 'wh/W1/dev/s1/event', Array.from({ length: 50 }, (_, i) => `gw-${i}`), 1);
-    const z = burst(pr, 'stock/sku-1', Array.from({ length: 50 }, (_, i) => `pr-${i}`), 1);
+    const a = burst(
+      gw,
+      'wh/W1/dev/s1/event',
+      Array.from({ length: 50 }, (_, i) => `gw-${i}`),
+      1,
+    );
+    const z = burst(
+      pr,
+      'stock/sku-1',
+      Array.from({ length: 50 }, (_, i) => `pr-${i}`),
+      1,
+    );
     await until(() => a.acked() === 50 && z.acked() === 50, 'every PUBACK');
     assert.equal(await b.metric(DELAYED), 0);
     assert.equal(await b.metric(REFUSALS), 0);
@@ -153,7 +197,10 @@ describe('in flight', () => {
     const from = hookCalls.length;
     const payloads = Array.from({ length: 5 }, (_, i) => `inflight-${i}`);
     const sent = burst(c, 'wh/W1/dev/s4/event', payloads, 1);
-    await until(async () => (await b.metric(DELAYED, { kind: 'scanner', limit: 'inflight' })) === 3, 'three publishes waiting for a slot');
+    await until(
+      async () => (await b.metric(DELAYED, { kind: 'scanner', limit: 'inflight' })) === 3,
+      'three publishes waiting for a slot',
+    );
     assert.equal(hookCalls.length - from, 2, 'two in the hook while it is blocked');
     open();
     hookGate = Promise.resolve();

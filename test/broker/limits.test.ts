@@ -4,7 +4,13 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { createBroker, DEFAULT_DEVICE_LIMITS, DeviceRegistry, DISCONNECT_AFTER_BURSTS, isPublishLimited } from '../../broker/index.js';
+import {
+  createBroker,
+  DEFAULT_DEVICE_LIMITS,
+  DeviceRegistry,
+  DISCONNECT_AFTER_BURSTS,
+  isPublishLimited,
+} from '../../broker/index.js';
 import { AttemptWindow, ConnectLimiter, TokenBucket } from '../../broker/limits.js';
 import { deviceLimitSpecs, deviceLimitsOf } from '../../broker/config.js';
 import { Connection, PublishLimiter } from '../../broker/publish-limiter.js';
@@ -17,7 +23,10 @@ pinFastCheck('broker/limits');
 describe('AttemptWindow: connection attempts in a sliding window', () => {
   test('given a limit of 3 a minute, when a 4th attempt comes within the minute, then it is refused', () => {
     const w = new AttemptWindow(3, 60_000);
-    assert.deepEqual([0, 10, 20, 30].map((t) => w.record('c1', t)), [true, true, true, false]);
+    assert.deepEqual(
+      [0, 10, 20, 30].map((t) => w.record('c1', t)),
+      [true, true, true, false],
+    );
   });
 
   test('refused attempts do not count: a client that keeps retrying is admitted again as soon as its window has room, at most the limit per window', () => {
@@ -27,7 +36,10 @@ describe('AttemptWindow: connection attempts in a sliding window', () => {
     // Retrying every 100 ms (a device refused while a full outbox closed its connections): never locked out for good.
     assert.deepEqual(admitted, [0, 100, 1_000, 1_100, 2_000, 2_100, 3_000, 3_100, 4_000, 4_100]);
     for (let start = 0; start < 5_000; start += 100) {
-      assert.ok(admitted.filter((t) => t > start - 1_000 && t <= start).length <= 2, `at most 2 admitted in the window ending at ${start}`);
+      assert.ok(
+        admitted.filter((t) => t > start - 1_000 && t <= start).length <= 2,
+        `at most 2 admitted in the window ending at ${start}`,
+      );
     }
   });
 
@@ -69,10 +81,13 @@ describe('ConnectLimiter: per client id and per remote address', () => {
 
   test('one client id from many addresses is refused once the client id is over its limit', () => {
     const l = new ConnectLimiter({ connectsPerClientId: 2, connectsPerAddress: 100 });
-    assert.deepEqual(['a1', 'a2', 'a3'].map((addr) => l.record('scanner-1', addr, 0)), [null, null, 'attempts_client_id']);
+    assert.deepEqual(
+      ['a1', 'a2', 'a3'].map((addr) => l.record('scanner-1', addr, 0)),
+      [null, null, 'attempts_client_id'],
+    );
   });
 
-  test('an attempt refused by one key counts against neither: a locked-out address does not use up its devices\' own allowance', () => {
+  test("an attempt refused by one key counts against neither: a locked-out address does not use up its devices' own allowance", () => {
     const l = new ConnectLimiter({ connectsPerClientId: 2, connectsPerAddress: 2 });
     assert.equal(l.record('a', '10.0.0.1', 0), null);
     assert.equal(l.record('b', '10.0.0.1', 0), null);
@@ -82,16 +97,22 @@ describe('ConnectLimiter: per client id and per remote address', () => {
     assert.equal(l.record('c', '10.0.0.4', 10), 'attempts_client_id');
   });
 
-  test("wrong-password attempts from elsewhere cannot lock a device out: the address it authenticated from has its own window for its client id", () => {
+  test('wrong-password attempts from elsewhere cannot lock a device out: the address it authenticated from has its own window for its client id', () => {
     const l = new ConnectLimiter({ connectsPerClientId: 2, connectsPerAddress: 100 });
     assert.equal(l.record('gw-WH1', '10.0.0.1', 0), null);
     l.authenticated('gw-WH1', '10.0.0.1'); // the edge's link
     // Someone else, with any password, spends the client id's window (the broker counts before the scrypt check).
     // (The edge's first attempt, before the client id knew its address, counts in that shared window too.)
-    assert.deepEqual([1, 2, 3].map((t) => l.record('gw-WH1', '10.6.6.6', t)), [null, 'attempts_client_id', 'attempts_client_id']);
+    assert.deepEqual(
+      [1, 2, 3].map((t) => l.record('gw-WH1', '10.6.6.6', t)),
+      [null, 'attempts_client_id', 'attempts_client_id'],
+    );
     assert.equal(l.record('gw-WH1', '10.7.7.7', 4), 'attempts_client_id', 'any other address shares that window');
     // The edge reconnects from its own address: admitted, and its own reconnect loop is still bounded.
-    assert.deepEqual([5, 6, 7].map((t) => l.record('gw-WH1', '10.0.0.1', t)), [null, null, 'attempts_client_id']);
+    assert.deepEqual(
+      [5, 6, 7].map((t) => l.record('gw-WH1', '10.0.0.1', t)),
+      [null, null, 'attempts_client_id'],
+    );
     assert.equal(l.record('gw-WH1', '10.0.0.1', 60_010), null, 'a minute later');
   });
 
@@ -158,21 +179,26 @@ describe('TokenBucket: publish rate of one device', () => {
 
   test('property: release times (now + wait) never go backwards, so held publishes go in arrival order', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: 50 }), fc.array(fc.integer({ min: 0, max: 500 }), { maxLength: 300 }), (rate, burst, gaps) => {
-        const b = new TokenBucket(rate, burst, 0);
-        let now = 0;
-        let last = -Infinity;
-        for (const gap of gaps) {
-          now += gap;
-          const wait = b.take(now);
-          if (wait === null) continue;
-          assert.ok(wait >= 0);
-          if (wait > 0) {
-            assert.ok(now + wait >= last, `release ${now + wait} before ${last}`);
-            last = now + wait;
+      fc.property(
+        fc.integer({ min: 1, max: 1000 }),
+        fc.integer({ min: 1, max: 50 }),
+        fc.array(fc.integer({ min: 0, max: 500 }), { maxLength: 300 }),
+        (rate, burst, gaps) => {
+          const b = new TokenBucket(rate, burst, 0);
+          let now = 0;
+          let last = -Infinity;
+          for (const gap of gaps) {
+            now += gap;
+            const wait = b.take(now);
+            if (wait === null) continue;
+            assert.ok(wait >= 0);
+            if (wait > 0) {
+              assert.ok(now + wait >= last, `release ${now + wait} before ${last}`);
+              last = now + wait;
+            }
           }
-        }
-      }),
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -195,7 +221,10 @@ describe('PublishLimiter: one device across its connections', () => {
     const order: string[] = [];
     const onB = limiter.admit(scanner, 1, b).then((r) => (order.push('b'), r));
     a.close();
-    assert.deepEqual((await Promise.all(heldOnA)).map((r) => r.ok || r.reason), ['closed', 'closed', 'closed', 'closed', 'closed']);
+    assert.deepEqual(
+      (await Promise.all(heldOnA)).map((r) => r.ok || r.reason),
+      ['closed', 'closed', 'closed', 'closed', 'closed'],
+    );
     const onC = limiter.admit(scanner, 1, c).then((r) => (order.push('c'), r));
     assert.ok((await onB).ok && (await onC).ok);
     assert.deepEqual(order, ['c', 'b'], 'c owes less than b was scheduled for, once a paid back');
@@ -215,11 +244,17 @@ describe('PublishLimiter: one device across its connections', () => {
     const next = await waitingOnA;
     assert.ok(next.ok, 'the slot passed over the closed waiter');
     next.release();
-    assert.deepEqual(await limiter.admit(scanner, 0, b), { ok: false, reason: 'closed' }, 'a closed connection is refused at once');
+    assert.deepEqual(
+      await limiter.admit(scanner, 0, b),
+      { ok: false, reason: 'closed' },
+      'a closed connection is refused at once',
+    );
   });
   test('a publish refused because its connection closed while it waited for an in-flight slot gives its token back', async () => {
     const delayed: string[] = [];
-    const limiter = new PublishLimiter({ ...limits, publishBurst: 2, maxInflight: 1 }, (kind, limit) => delayed.push(`${kind}/${limit}`));
+    const limiter = new PublishLimiter({ ...limits, publishBurst: 2, maxInflight: 1 }, (kind, limit) =>
+      delayed.push(`${kind}/${limit}`),
+    );
     const [a, b, c] = [new Connection(), new Connection(), new Connection()];
     const first = await limiter.admit(scanner, 1, a); // the first token of the burst of 2
     assert.ok(first.ok);
@@ -230,7 +265,11 @@ describe('PublishLimiter: one device across its connections', () => {
     const next = await limiter.admit(scanner, 1, c);
     assert.ok(next.ok);
     next.release();
-    assert.deepEqual(delayed, ['scanner/inflight'], 'c took the token b gave back: no wait for the rate (10/s: 100 ms)');
+    assert.deepEqual(
+      delayed,
+      ['scanner/inflight'],
+      'c took the token b gave back: no wait for the rate (10/s: 100 ms)',
+    );
   });
 });
 
@@ -243,7 +282,12 @@ describe('limits configuration', () => {
   });
 
   test('flags and environment variables give the limits; a bad value names its flag', () => {
-    const c = parseConfig(deviceLimitSpecs, ['--device-publish-rate', '5', '--session-max-queued-bytes', '512KiB'], { DEVICE_PUBLISH_BURST: '7', ADDRESS_CONNECT_LIMIT: '9', BROKER_MAX_SESSION_BYTES: '2GiB', SESSION_EXPIRY: '60' });
+    const c = parseConfig(deviceLimitSpecs, ['--device-publish-rate', '5', '--session-max-queued-bytes', '512KiB'], {
+      DEVICE_PUBLISH_BURST: '7',
+      ADDRESS_CONNECT_LIMIT: '9',
+      BROKER_MAX_SESSION_BYTES: '2GiB',
+      SESSION_EXPIRY: '60',
+    });
     assert.deepEqual(deviceLimitsOf(c), {
       ...DEFAULT_DEVICE_LIMITS,
       publishRate: 5,
@@ -255,19 +299,37 @@ describe('limits configuration', () => {
     });
     assert.throws(
       () => parseConfig(deviceLimitSpecs, ['--session-max-queued-bytes', '12 apples', '--login-concurrency', '0'], {}),
-      (err: unknown) => err instanceof ConfigError && err.message.includes('--session-max-queued-bytes') && err.message.includes('--login-concurrency'),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message.includes('--session-max-queued-bytes') &&
+        err.message.includes('--login-concurrency'),
     );
     assert.throws(
       () => parseConfig(deviceLimitSpecs, ['--device-publish-rate', '0', '--device-max-inflight', 'x'], {}),
-      (err: unknown) => err instanceof ConfigError && err.message.includes('--device-publish-rate') && err.message.includes('--device-max-inflight'),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message.includes('--device-publish-rate') &&
+        err.message.includes('--device-max-inflight'),
     );
   });
 
-  test('edge and central exit 2 when the broker-wide session bytes are below one session\'s bound', async () => {
+  test("edge and central exit 2 when the broker-wide session bytes are below one session's bound", async () => {
     for (const command of [['edge', '--warehouse', 'W1'], ['central']]) {
       const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        execFile(BIN, [...command, '--devices-file', '/nonexistent', '--broker-max-session-bytes', '2048', '--session-max-queued-bytes', '4KiB'], { timeout: 60_000 }, (err, _stdout, stderr) =>
-          resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? null), stderr }),
+        execFile(
+          BIN,
+          [
+            ...command,
+            '--devices-file',
+            '/nonexistent',
+            '--broker-max-session-bytes',
+            '2048',
+            '--session-max-queued-bytes',
+            '4KiB',
+          ],
+          { timeout: 60_000 },
+          (err, _stdout, stderr) =>
+            resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? null), stderr }),
         );
       });
       assert.equal(r.code, 2, r.stderr);
@@ -276,8 +338,19 @@ describe('limits configuration', () => {
   });
 
   test('the broker refuses invalid limits at creation, naming each', () => {
-    const common = { role: 'central' as const, devices: DeviceRegistry.fromList([]), registry: new Registry(), log: pino({ level: 'silent' }) };
-    assert.throws(() => createBroker({ ...common, limits: { publishRate: 0, maxInflight: 1.5 } }), (err: Error) => /limits\.publishRate/.test(err.message) && /limits\.maxInflight/.test(err.message));
-    assert.throws(() => createBroker({ ...common, limits: { sessionBytes: 1024, queuedBytesPerSession: 4096 } }), (err: Error) => /limits\.sessionBytes: must be at least queuedBytesPerSession/.test(err.message));
+    const common = {
+      role: 'central' as const,
+      devices: DeviceRegistry.fromList([]),
+      registry: new Registry(),
+      log: pino({ level: 'silent' }),
+    };
+    assert.throws(
+      () => createBroker({ ...common, limits: { publishRate: 0, maxInflight: 1.5 } }),
+      (err: Error) => /limits\.publishRate/.test(err.message) && /limits\.maxInflight/.test(err.message),
+    );
+    assert.throws(
+      () => createBroker({ ...common, limits: { sessionBytes: 1024, queuedBytesPerSession: 4096 } }),
+      (err: Error) => /limits\.sessionBytes: must be at least queuedBytesPerSession/.test(err.message),
+    );
   });
 });

@@ -29,7 +29,13 @@ async function edge(limits: Partial<DeviceLimits> = {}): Promise<{ b: TestBroker
   brokers.push(b);
   return { b, port: Number(new URL(b.url).port) };
 }
-const device = (port: number, id: string, localAddress: string, password = passwordOf(id)): Login => ({ port, localAddress, clientId: id, username: id, password });
+const device = (port: number, id: string, localAddress: string, password = passwordOf(id)): Login => ({
+  port,
+  localAddress,
+  clientId: id,
+  username: id,
+  password,
+});
 
 describe('unknown usernames', () => {
   // Before: 600 CONNECTs with unknown usernames used up the address's 600 attempts a minute, and a device at that
@@ -38,15 +44,21 @@ describe('unknown usernames', () => {
     const { b, port } = await edge();
     const nat = '127.0.1.1';
     assert.equal((await login(device(port, 's0', nat))).rc, 0, 's0 logged in from the NAT before');
-    const f = flood(port, [nat], 700, 50, (_a, i) => ({ clientId: `x${i}`, username: `nobody-${i}`, password: 'guess' }));
+    const f = flood(port, [nat], 700, 50, (_a, i) => ({
+      clientId: `x${i}`,
+      username: `nobody-${i}`,
+      password: 'guess',
+    }));
     await f.done;
     const known = await login(device(port, 's0', nat));
     const first = await login(device(port, 's1', nat));
-    process.stdout.write(`# after 700 unknown usernames from the NAT: s0 logged in in ${known.ms.toFixed(0)} ms (CONNACK ${known.rc}), s1 (first time) in ${first.ms.toFixed(0)} ms (CONNACK ${first.rc})\n`);
+    process.stdout.write(
+      `# after 700 unknown usernames from the NAT: s0 logged in in ${known.ms.toFixed(0)} ms (CONNACK ${known.rc}), s1 (first time) in ${first.ms.toFixed(0)} ms (CONNACK ${first.rc})\n`,
+    );
     assert.equal(known.rc, 0);
     assert.equal(first.rc, 0, 'a device never seen at that address is not locked out either');
     assert.equal(f.answers.get(4), 700, 'each refused: bad user name or password');
-    assert.equal(await b.metric(CHECKS), 3, 'only the devices\' logins ran scrypt');
+    assert.equal(await b.metric(CHECKS), 3, "only the devices' logins ran scrypt");
   });
 
   test('a known username without a password is refused without a check', async () => {
@@ -66,7 +78,11 @@ describe('bogus logins of known usernames from other addresses', () => {
     assert.equal((await login(device(port, 's3', home))).rc, 0);
     const attackers = ['127.0.3.1', '127.0.3.2', '127.0.3.3', '127.0.3.4'];
     // wrong passwords for known usernames: each one costs a scrypt check
-    const f = flood(port, attackers, 590, 64, (a, i) => ({ clientId: `s${i % 8}-${a}-${i}`, username: `s${i % 8}`, password: 'wrong' }));
+    const f = flood(port, attackers, 590, 64, (a, i) => ({
+      clientId: `s${i % 8}-${a}-${i}`,
+      username: `s${i % 8}`,
+      password: 'wrong',
+    }));
     await until(() => f.sent >= 4 * 64, 'the flood to be under way');
     const again: number[] = [];
     for (let i = 0; i < 10; i++) {
@@ -84,13 +100,20 @@ describe('bogus logins of known usernames from other addresses', () => {
     assert.ok(percentile(again, 99) < LOGIN_BOUND_MS, `a known device logs in within ${LOGIN_BOUND_MS} ms`);
     assert.ok(answered < 4 * 590 - 64, 'the flood was still under way when the devices had logged in');
     assert.equal(first.rc, 0);
-    assert.ok(first.ms < LOGIN_BOUND_MS, `a device new at its address logs in within ${LOGIN_BOUND_MS} ms (took ${first.ms.toFixed(0)})`);
+    assert.ok(
+      first.ms < LOGIN_BOUND_MS,
+      `a device new at its address logs in within ${LOGIN_BOUND_MS} ms (took ${first.ms.toFixed(0)})`,
+    );
     await f.done;
   });
 
   test('one address gets at most LOGIN_QUEUE_PER_ADDRESS checks waiting: one more is refused at once (CONNACK 3), and nothing is spent on it', async () => {
     const { b, port } = await edge({ loginConcurrency: 1, loginQueuePerAddress: 3 });
-    const f = flood(port, ['127.0.4.1'], 20, 20, (a, i) => ({ clientId: `s5-${i}`, username: 's5', password: 'wrong' }));
+    const f = flood(port, ['127.0.4.1'], 20, 20, (a, i) => ({
+      clientId: `s5-${i}`,
+      username: 's5',
+      password: 'wrong',
+    }));
     await f.done;
     const busy = await b.metric(REFUSALS, { reason: 'login_busy' });
     assert.ok(busy > 0, 'some were refused as busy');
@@ -101,8 +124,15 @@ describe('bogus logins of known usernames from other addresses', () => {
 
   test('a login whose client left while it waited is skipped', async () => {
     const { b, port } = await edge({ loginConcurrency: 1 });
-    await Promise.all(Array.from({ length: 12 }, (_, i) => loginAndLeave({ ...device(port, 's6', '127.0.5.1', 'wrong'), clientId: `s6-${i}` })));
-    await until(async () => (await b.metric(CHECKS)) + (await b.metric(REFUSALS, { reason: 'gone' })) === 12, 'every login to be decided');
+    await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        loginAndLeave({ ...device(port, 's6', '127.0.5.1', 'wrong'), clientId: `s6-${i}` }),
+      ),
+    );
+    await until(
+      async () => (await b.metric(CHECKS)) + (await b.metric(REFUSALS, { reason: 'gone' })) === 12,
+      'every login to be decided',
+    );
     assert.ok((await b.metric(REFUSALS, { reason: 'gone' })) > 0);
   });
 });

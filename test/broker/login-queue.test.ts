@@ -42,8 +42,16 @@ describe('LoginQueue: whose password is checked next', () => {
     const q = new LoginQueue(2, 2);
     const runs = ['x1', 'x2', 'x3', 'x4'].map((n) => q.run('address', 'X', g.check(n), () => false));
     assert.deepEqual(started, ['x1', 'x2']);
-    assert.equal(q.run('address', 'X', g.check('x5'), () => false), null, 'x3 and x4 wait: X is full');
-    assert.notEqual(q.run('address', 'Y', g.check('y1'), () => false), null, 'another address is not');
+    assert.equal(
+      q.run('address', 'X', g.check('x5'), () => false),
+      null,
+      'x3 and x4 wait: X is full',
+    );
+    assert.notEqual(
+      q.run('address', 'Y', g.check('y1'), () => false),
+      null,
+      'another address is not',
+    );
     await g.finish('x1');
     assert.deepEqual(started, ['x1', 'x2', 'x3']);
     for (const n of ['x2', 'x3', 'y1', 'x4']) await g.finish(n);
@@ -64,15 +72,25 @@ describe('LoginQueue: whose password is checked next', () => {
 
   test('a check that fails lets the next one run', async () => {
     const q = new LoginQueue(1, 10);
-    const failing = q.run('address', 'A', () => Promise.reject(new Error('scrypt broke')), () => false);
-    const next = q.run('address', 'A', () => Promise.resolve(true), () => false);
+    const failing = q.run(
+      'address',
+      'A',
+      () => Promise.reject(new Error('scrypt broke')),
+      () => false,
+    );
+    const next = q.run(
+      'address',
+      'A',
+      () => Promise.resolve(true),
+      () => false,
+    );
     await assert.rejects(failing as Promise<unknown>, /scrypt broke/);
     assert.equal(await next, true);
   });
 });
 
 describe('ConnectLimiter: a device at its own address', () => {
-  test('is not refused by that address\'s window: a flood from its NAT address does not lock it out', () => {
+  test("is not refused by that address's window: a flood from its NAT address does not lock it out", () => {
     const l = new ConnectLimiter({ connectsPerClientId: 5, connectsPerAddress: 2 });
     assert.equal(l.record('s1', '10.0.0.1', 0), null);
     l.authenticated('s1', '10.0.0.1');
@@ -81,7 +99,11 @@ describe('ConnectLimiter: a device at its own address', () => {
     const s1 = l.check('s1', '10.0.0.1', 3);
     assert.equal(s1.refusal, null);
     assert.equal(s1.refusal === null && s1.knownGood, true);
-    assert.equal(l.check('s2', '10.0.0.1', 3).refusal, 'attempts_address', 'a device new at that address is still limited');
+    assert.equal(
+      l.check('s2', '10.0.0.1', 3).refusal,
+      'attempts_address',
+      'a device new at that address is still limited',
+    );
   });
 });
 
@@ -108,7 +130,10 @@ describe('SessionRegistry: persistent sessions per device', () => {
     assert.deepEqual(r.expire(5_000), [], 'still online through the newer connection');
     r.offline('d-1', newer, 1_000);
     assert.deepEqual(r.expire(2_000), []);
-    assert.deepEqual(r.expire(2_001).map((e) => e.clientId), ['d-1']);
+    assert.deepEqual(
+      r.expire(2_001).map((e) => e.clientId),
+      ['d-1'],
+    );
     assert.equal(r.size, 0);
   });
 });

@@ -5,7 +5,17 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { createBroker, type DeviceLimits, type DeviceRegistry } from '../../broker/index.js';
-import { closedByBroker, connackRefusal, connectAs, deviceRegistry, passwordOf, publishFrame, startBroker, until, type TestBroker } from '../helpers/broker.js';
+import {
+  closedByBroker,
+  connackRefusal,
+  connectAs,
+  deviceRegistry,
+  passwordOf,
+  publishFrame,
+  startBroker,
+  until,
+  type TestBroker,
+} from '../helpers/broker.js';
 
 // Issue 15, item 2: broker state a credential can make the broker keep, bounded per device, per client and per
 // broker. Real aedes brokers on port 0, real MQTT.js clients; what a client sees, and the metrics.
@@ -30,7 +40,13 @@ after(async () => {
 });
 
 async function edge(limits: Partial<DeviceLimits>): Promise<TestBroker> {
-  const b = await startBroker({ role: 'edge', edgeWarehouse: 'W1', devices, limits, onDevicePublish: async () => undefined });
+  const b = await startBroker({
+    role: 'edge',
+    edgeWarehouse: 'W1',
+    devices,
+    limits,
+    onDevicePublish: async () => undefined,
+  });
   brokers.push(b);
   return b;
 }
@@ -43,15 +59,36 @@ async function connect(b: TestBroker, id: string, clientId: string, clean: boole
 async function publishStock(b: TestBroker, skus: string[]): Promise<void> {
   for (const sku of skus) {
     await new Promise<void>((resolve, reject) =>
-      b.broker.aedes.publish({ cmd: 'publish', topic: `stock/${sku}`, payload: Buffer.from(JSON.stringify({ sku })), qos: 1, retain: false, dup: false }, (err) => (err ? reject(err) : resolve())),
+      b.broker.aedes.publish(
+        {
+          cmd: 'publish',
+          topic: `stock/${sku}`,
+          payload: Buffer.from(JSON.stringify({ sku })),
+          qos: 1,
+          retain: false,
+          dup: false,
+        },
+        (err) => (err ? reject(err) : resolve()),
+      ),
     );
   }
 }
 /** Connects a persistent session and collects what it receives until `count` arrived (or `ms` passed). */
-async function resume(b: TestBroker, clientId: string): Promise<{ client: MqttClient; sessionPresent: boolean; received: string[] }> {
+async function resume(
+  b: TestBroker,
+  clientId: string,
+): Promise<{ client: MqttClient; sessionPresent: boolean; received: string[] }> {
   const received: string[] = [];
   // the message handler is in place before CONNACK: the queued messages follow it at once
-  const client = mqtt.connect(b.url, { username: 'disp', password: passwordOf('disp'), clientId, clean: false, reconnectPeriod: 0, connectTimeout: 10_000, manualConnect: true });
+  const client = mqtt.connect(b.url, {
+    username: 'disp',
+    password: passwordOf('disp'),
+    clientId,
+    clean: false,
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+    manualConnect: true,
+  });
   clients.push(client);
   client.on('message', (topic) => received.push(topic));
   const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
@@ -78,7 +115,11 @@ describe('persistent sessions per device', () => {
     // disp-1 (a new session again) took disp-2's place; disp-3 is the only one offline: disp-5 takes it
     const fifth = await resume(b, 'disp-5');
     assert.equal(fifth.sessionPresent, false);
-    assert.equal(await connackRefusal(b.url, { username: 'disp', password: passwordOf('disp'), clientId: 'disp-6', clean: false }), 3, 'all 3 sessions are online');
+    assert.equal(
+      await connackRefusal(b.url, { username: 'disp', password: passwordOf('disp'), clientId: 'disp-6', clean: false }),
+      3,
+      'all 3 sessions are online',
+    );
     assert.equal(await b.metric('stockwire_broker_connection_refusals_total', { reason: 'sessions_device' }), 1);
     await (await connect(b, 'disp', 'disp-7', true)).endAsync(); // a clean connection keeps no session: not limited
   });
@@ -90,7 +131,10 @@ describe('queued messages per persistent session', () => {
     const c = await connect(b, 'disp', 'disp-q', false);
     await c.subscribeAsync('stock/#', { qos: 1 });
     await c.endAsync();
-    await publishStock(b, Array.from({ length: 50 }, (_, i) => `SKU-${i}`));
+    await publishStock(
+      b,
+      Array.from({ length: 50 }, (_, i) => `SKU-${i}`),
+    );
     assert.equal(await b.metric(DROPPED, { reason: 'session_messages', kind: 'display' }), 40);
     assert.equal(await b.metric('stockwire_broker_session_queued_messages'), 10);
     const back = await resume(b, 'disp-q');
@@ -107,7 +151,10 @@ describe('queued messages per persistent session', () => {
       await c.subscribeAsync('stock/#', { qos: 1 });
       await c.endAsync();
     }
-    await publishStock(b, Array.from({ length: 40 }, (_, i) => `SKU-${i}`));
+    await publishStock(
+      b,
+      Array.from({ length: 40 }, (_, i) => `SKU-${i}`),
+    );
     assert.ok((await b.metric('stockwire_broker_session_bytes')) <= 8 * 1024);
     assert.ok((await b.metric(DROPPED, { reason: 'broker_bytes' })) > 0);
   });
@@ -121,7 +168,10 @@ describe('session expiry', () => {
     await c.endAsync();
     await publishStock(b, ['SKU-1', 'SKU-2']);
     assert.equal(await b.metric('stockwire_broker_persistent_sessions'), 1);
-    await until(async () => (await b.metric(ENDED, { reason: 'expired', kind: 'display' })) === 1, 'the session to expire');
+    await until(
+      async () => (await b.metric(ENDED, { reason: 'expired', kind: 'display' })) === 1,
+      'the session to expire',
+    );
     assert.equal(await b.metric(DROPPED, { reason: 'session_ended' }), 2);
     assert.equal(await b.metric('stockwire_broker_persistent_sessions'), 0);
     const back = await resume(b, 'disp-x');
@@ -150,7 +200,10 @@ let nextSubscribeId = 40_000;
 async function subscribeMany(client: MqttClient, filters: string[], qos: 0 | 1): Promise<number[]> {
   const id = nextSubscribeId++;
   const u16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
-  const body = Buffer.concat([u16(id), ...filters.flatMap((f) => [u16(Buffer.byteLength(f)), Buffer.from(f), Buffer.from([qos])])]);
+  const body = Buffer.concat([
+    u16(id),
+    ...filters.flatMap((f) => [u16(Buffer.byteLength(f)), Buffer.from(f), Buffer.from([qos])]),
+  ]);
   const length: number[] = [];
   for (let n = body.length; ; ) {
     let byte = n % 128;
@@ -188,10 +241,34 @@ describe('subscriptions per client', () => {
     const c = await connect(b, 's1', 's1-p', false);
     assert.deepEqual(await subscribeMany(c, ['wh/W1/stock/#', '#', 'wh/W1/dev/s2/ack'], 1), [1, 128, 128]);
     await c.endAsync();
-    await new Promise<void>((resolve) => b.broker.aedes.publish({ cmd: 'publish', topic: 'wh/W1/dev/s2/ack', payload: Buffer.from('{"id":"x"}'), qos: 1, retain: false, dup: false }, () => resolve()));
-    await new Promise<void>((resolve) => b.broker.aedes.publish({ cmd: 'publish', topic: 'wh/W1/stock/SKU-1', payload: Buffer.from('{}'), qos: 1, retain: false, dup: false }, () => resolve()));
+    await new Promise<void>((resolve) =>
+      b.broker.aedes.publish(
+        {
+          cmd: 'publish',
+          topic: 'wh/W1/dev/s2/ack',
+          payload: Buffer.from('{"id":"x"}'),
+          qos: 1,
+          retain: false,
+          dup: false,
+        },
+        () => resolve(),
+      ),
+    );
+    await new Promise<void>((resolve) =>
+      b.broker.aedes.publish(
+        { cmd: 'publish', topic: 'wh/W1/stock/SKU-1', payload: Buffer.from('{}'), qos: 1, retain: false, dup: false },
+        () => resolve(),
+      ),
+    );
     const received: string[] = [];
-    const back = mqtt.connect(b.url, { username: 's1', password: passwordOf('s1'), clientId: 's1-p', clean: false, reconnectPeriod: 0, manualConnect: true });
+    const back = mqtt.connect(b.url, {
+      username: 's1',
+      password: passwordOf('s1'),
+      clientId: 's1-p',
+      clean: false,
+      reconnectPeriod: 0,
+      manualConnect: true,
+    });
     clients.push(back);
     back.on('message', (topic) => received.push(topic));
     back.connect();
@@ -221,7 +298,7 @@ describe('QoS 2 publishes awaiting PUBREL', () => {
     const recs = pubrecs(c);
     c.stream.write(Buffer.concat([1, 2, 3, 4, 5].map((id) => qos2Frame(topic, payload, id))));
     await until(() => recs.size === 5, '5 PUBRECs');
-    assert.equal(await b.metric('stockwire_broker_session_bytes') >= 5 * 30_000, true);
+    assert.equal((await b.metric('stockwire_broker_session_bytes')) >= 5 * 30_000, true);
     c.stream.write(qos2Frame(topic, payload, 6));
     await closedByBroker(c);
     assert.equal(await b.metric(REFUSALS, { reason: 'qos2_inflight', kind: 'scanner' }), 1);
@@ -247,10 +324,15 @@ describe('QoS 2 publishes awaiting PUBREL', () => {
   test('publishes written in one go are bounded on their connection too (aedes checks them before they are stored)', async () => {
     const b = await edge({ qos2PerDevice: 5 });
     const c = await connect(b, 's2', 's2-burst', true);
-    c.stream.write(Buffer.concat([1, 2, 3, 4, 5, 6, 7, 8].map((id) => qos2Frame('wh/W1/dev/s2/event', Buffer.from('{}'), id))));
+    c.stream.write(
+      Buffer.concat([1, 2, 3, 4, 5, 6, 7, 8].map((id) => qos2Frame('wh/W1/dev/s2/event', Buffer.from('{}'), id))),
+    );
     await closedByBroker(c);
     const refused = await b.metric(REFUSALS, { reason: 'qos2_inflight', kind: 'scanner' });
-    assert.ok(refused >= 1 && refused <= 3, `publishes 6 to 8 refused (${refused} counted before the connection closed)`);
+    assert.ok(
+      refused >= 1 && refused <= 3,
+      `publishes 6 to 8 refused (${refused} counted before the connection closed)`,
+    );
   });
 
   test('QoS 2 publishes count in BROKER_MAX_SESSION_BYTES: past it one is refused (session_bytes) and its client disconnected', async () => {
@@ -269,7 +351,9 @@ describe('QoS 2 publishes awaiting PUBREL', () => {
 describe('a failure while ending a session', () => {
   test('is logged and counted; the broker goes on', async () => {
     const require = createRequire(import.meta.url);
-    const AsyncMemory = require('aedes-persistence/asyncPersistence.js') as new () => { cleanSubscriptions(client: { id: string }): Promise<unknown> };
+    const AsyncMemory = require('aedes-persistence/asyncPersistence.js') as new () => {
+      cleanSubscriptions(client: { id: string }): Promise<unknown>;
+    };
     const persistence = new AsyncMemory();
     const cleanSubscriptions = persistence.cleanSubscriptions.bind(persistence);
     persistence.cleanSubscriptions = async (client) => {
@@ -277,9 +361,23 @@ describe('a failure while ending a session', () => {
       return cleanSubscriptions(client);
     };
     const lines: Array<Record<string, unknown>> = [];
-    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const log = pino(
+      { level: 'info' },
+      { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
+    );
     const registry = new Registry();
-    const broker = createBroker({ role: 'edge', edgeWarehouse: 'W1', devices, persistence, host: '127.0.0.1', mqttPort: 0, wsPort: null, registry, log, limits: { sessionsPerDevice: 1 } });
+    const broker = createBroker({
+      role: 'edge',
+      edgeWarehouse: 'W1',
+      devices,
+      persistence,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: null,
+      registry,
+      log,
+      limits: { sessionsPerDevice: 1 },
+    });
     const url = `mqtt://127.0.0.1:${(await broker.start()).mqtt}`;
     brokers.push({ broker, registry, url, metric: async () => NaN });
     const first = await connectAs(url, 'disp', { clientId: 'disp-f1', clean: false });

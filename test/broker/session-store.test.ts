@@ -1,27 +1,45 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
-import { SessionStore, type AedesPersistence, type SessionBounds, type StoredPacket } from '../../broker/session-store.js';
+import {
+  SessionStore,
+  type AedesPersistence,
+  type SessionBounds,
+  type StoredPacket,
+} from '../../broker/session-store.js';
 import { DEFAULT_DEVICE_LIMITS } from '../../broker/index.js';
 
 // aedes-persistence (aedes's own dependency) is the store the session store wraps, and its contract suite is the
 // one every aedes persistence passes: run it against the wrapper, as MQTT.js runs its store suite on every store.
 const require = createRequire(import.meta.url);
 const AsyncMemory = require('aedes-persistence/asyncPersistence.js') as new () => AedesPersistence;
-const abstractPersistence = require('aedes-persistence/abstract.js') as (opts: { test: typeof test; persistence: () => AedesPersistence; testAsync: boolean }) => void;
+const abstractPersistence = require('aedes-persistence/abstract.js') as (opts: {
+  test: typeof test;
+  persistence: () => AedesPersistence;
+  testAsync: boolean;
+}) => void;
 
 const d = DEFAULT_DEVICE_LIMITS;
-const DEFAULT_BOUNDS: SessionBounds = { queuedPerSession: d.queuedPerSession, queuedBytesPerSession: d.queuedBytesPerSession, brokerBytes: d.sessionBytes, qos2PerDevice: d.qos2PerDevice };
+const DEFAULT_BOUNDS: SessionBounds = {
+  queuedPerSession: d.queuedPerSession,
+  queuedBytesPerSession: d.queuedBytesPerSession,
+  brokerBytes: d.sessionBytes,
+  qos2PerDevice: d.qos2PerDevice,
+};
 
 function storeWith(bounds: Partial<SessionBounds> = {}, granted: (topic: string) => boolean = () => true) {
   const drops: Array<{ clientId: string; reason: string; messages: number }> = [];
   const refusals: string[] = [];
-  const store = new SessionStore(new AsyncMemory(), { ...DEFAULT_BOUNDS, ...bounds }, {
-    ownerOf: (clientId) => clientId.split('-')[0],
-    isGranted: (_client, topic) => granted(topic),
-    onDrop: (clientId, reason, messages) => drops.push({ clientId, reason, messages }),
-    onQos2Refused: (_clientId, reason) => refusals.push(reason),
-  });
+  const store = new SessionStore(
+    new AsyncMemory(),
+    { ...DEFAULT_BOUNDS, ...bounds },
+    {
+      ownerOf: (clientId) => clientId.split('-')[0],
+      isGranted: (_client, topic) => granted(topic),
+      onDrop: (clientId, reason, messages) => drops.push({ clientId, reason, messages }),
+      onQos2Refused: (_clientId, reason) => refusals.push(reason),
+    },
+  );
   return { store, drops, refusals };
 }
 
@@ -30,7 +48,16 @@ describe('session store: the aedes-persistence contract', () => {
 });
 
 let counter = 0;
-const message = (payload: string, topic = 'stock/SKU-1'): StoredPacket => ({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false, brokerId: 'b1', brokerCounter: ++counter });
+const message = (payload: string, topic = 'stock/SKU-1'): StoredPacket => ({
+  cmd: 'publish',
+  topic,
+  payload: Buffer.from(payload),
+  qos: 1,
+  retain: false,
+  dup: false,
+  brokerId: 'b1',
+  brokerCounter: ++counter,
+});
 async function queued(store: SessionStore, clientId: string): Promise<string[]> {
   const out: string[] = [];
   for await (const p of store.outgoingStream({ id: clientId })) out.push(String((p as StoredPacket).payload));
@@ -40,10 +67,14 @@ async function queued(store: SessionStore, clientId: string): Promise<string[]> 
 describe('session store: bounded queues', () => {
   test('given a session at its message bound, when more arrive, then the oldest are dropped and counted', async () => {
     const { store, drops } = storeWith({ queuedPerSession: 3 });
-    for (const p of ['m1', 'm2', 'm3', 'm4', 'm5']) await store.outgoingEnqueueCombi([{ clientId: 'disp-a' }, { clientId: 'disp-b' }], message(p));
+    for (const p of ['m1', 'm2', 'm3', 'm4', 'm5'])
+      await store.outgoingEnqueueCombi([{ clientId: 'disp-a' }, { clientId: 'disp-b' }], message(p));
     assert.deepEqual(await queued(store, 'disp-a'), ['m3', 'm4', 'm5']);
     assert.deepEqual(await queued(store, 'disp-b'), ['m3', 'm4', 'm5']);
-    assert.equal(drops.filter((x) => x.reason === 'session_messages').reduce((n, x) => n + x.messages, 0), 4);
+    assert.equal(
+      drops.filter((x) => x.reason === 'session_messages').reduce((n, x) => n + x.messages, 0),
+      4,
+    );
     assert.equal(store.messages, 6);
   });
 
@@ -63,10 +94,16 @@ describe('session store: bounded queues', () => {
     const { store, drops } = storeWith({ brokerBytes: 4 * size, queuedBytesPerSession: 10 * size });
     for (let i = 0; i < 4; i++) await store.outgoingEnqueue({ clientId: 'disp-a' }, message(`a${i}`.padEnd(10, '.')));
     await store.outgoingEnqueue({ clientId: 'disp-a' }, message('a4'.padEnd(10, '.')));
-    assert.deepEqual((await queued(store, 'disp-a')).map((p) => p.slice(0, 2)), ['a1', 'a2', 'a3', 'a4']);
+    assert.deepEqual(
+      (await queued(store, 'disp-a')).map((p) => p.slice(0, 2)),
+      ['a1', 'a2', 'a3', 'a4'],
+    );
     await store.outgoingEnqueue({ clientId: 'disp-b' }, message('b0'.padEnd(10, '.')));
     assert.deepEqual(await queued(store, 'disp-b'), []);
-    assert.deepEqual(drops.slice(-2).map((x) => x.reason), ['broker_bytes', 'broker_bytes']);
+    assert.deepEqual(
+      drops.slice(-2).map((x) => x.reason),
+      ['broker_bytes', 'broker_bytes'],
+    );
     assert.ok(store.bytes <= 4 * size);
   });
 
@@ -100,8 +137,14 @@ describe('session store: bounded queues', () => {
 describe('session store: subscriptions and QoS 2', () => {
   test('only filters granted to the client are stored: a refused filter in the same SUBSCRIBE never matches', async () => {
     const { store } = storeWith({}, (topic) => topic !== '#');
-    await store.addSubscriptions({ id: 'scan-1' }, [{ topic: 'stock/#', qos: 1 }, { topic: '#', qos: 1 }]);
-    assert.deepEqual((await store.subscriptionsByClient({ id: 'scan-1' })).map((s) => s.topic), ['stock/#']);
+    await store.addSubscriptions({ id: 'scan-1' }, [
+      { topic: 'stock/#', qos: 1 },
+      { topic: '#', qos: 1 },
+    ]);
+    assert.deepEqual(
+      (await store.subscriptionsByClient({ id: 'scan-1' })).map((s) => s.topic),
+      ['stock/#'],
+    );
     assert.deepEqual(await store.subscriptionsByTopic('wh/W1/dev/x/event'), []);
   });
 
@@ -113,7 +156,10 @@ describe('session store: subscriptions and QoS 2', () => {
     await store.incomingStorePacket({ id: 'scan-b' }, p(1)); // the same message again: not a second one
     await store.incomingStorePacket({ id: 'scan' }, p(2));
     assert.equal(store.qos2Pending('scan'), 3);
-    await assert.rejects(store.incomingStorePacket({ id: 'scan-c' }, p(9)), { name: 'Qos2Refused', reason: 'qos2_inflight' });
+    await assert.rejects(store.incomingStorePacket({ id: 'scan-c' }, p(9)), {
+      name: 'Qos2Refused',
+      reason: 'qos2_inflight',
+    });
     assert.equal(store.qos2Pending('other'), 0);
     await store.incomingStorePacket({ id: 'other' }, p(9));
     await store.incomingDelPacket({ id: 'scan-a' }, p(1));

@@ -18,16 +18,40 @@ function hasOpenssl(): boolean {
   }
 }
 
-test('mqtts listener: a gateway connects over TLS and publishes', { skip: hasOpenssl() ? false : 'needs the openssl CLI to make a test certificate' }, async () => {
+test('mqtts listener: a gateway connects over TLS and publishes', {
+  skip: hasOpenssl() ? false : 'needs the openssl CLI to make a test certificate',
+}, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'stockwire-tls-'));
   try {
     const key = join(dir, 'key.pem');
     const cert = join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], {
-      stdio: 'ignore',
-    });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      {
+        stdio: 'ignore',
+      },
+    );
     const certPem = await readFile(cert);
-    const devices = DeviceRegistry.fromList([{ id: 'gw-W1', warehouse: 'W1', kind: 'gateway', passwordHash: await hashPassword('pw') }]);
+    const devices = DeviceRegistry.fromList([
+      { id: 'gw-W1', warehouse: 'W1', kind: 'gateway', passwordHash: await hashPassword('pw') },
+    ]);
     const received: string[] = [];
     const broker = createBroker({
       role: 'central',

@@ -8,7 +8,13 @@ import YAML from 'yaml';
 import { migrate } from '../../processors/db/migrate.js';
 import { createPool } from '../../processors/db/pool.js';
 import type { TestDatabase } from '../helpers/db.js';
-import { expandGrafanaSql, goFloat, intervalSeconds, rfc3339Nano, type GrafanaSqlContext } from '../helpers/grafana-sql.js';
+import {
+  expandGrafanaSql,
+  goFloat,
+  intervalSeconds,
+  rfc3339Nano,
+  type GrafanaSqlContext,
+} from '../helpers/grafana-sql.js';
 import { insertEvents, refreshMovements, SEED_EVENTS, type SeedEvent } from '../helpers/ledger-seed.js';
 import { TEST_SERVERS } from '../helpers/timescale.js';
 
@@ -85,7 +91,9 @@ function normalise(rows: Record<string, unknown>[]): Row[] {
 describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasource', () => {
   let dashboard: Dashboard;
   before(async () => {
-    dashboard = JSON.parse(await fs.readFile(path.join(GRAFANA, 'dashboards/stockwire-ledger.json'), 'utf8')) as Dashboard;
+    dashboard = JSON.parse(
+      await fs.readFile(path.join(GRAFANA, 'dashboards/stockwire-ledger.json'), 'utf8'),
+    ) as Dashboard;
   });
   const panels = () => dashboard.panels.filter((p) => p.type !== 'row');
 
@@ -107,28 +115,47 @@ describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasou
         assert.equal(t.rawQuery, true, `${p.title}: raw SQL`);
       }
     }
-    for (const v of dashboard.templating.list.filter((x) => x.type === 'query')) assert.deepEqual(v.datasource, reference, `variable ${v.name}`);
-    assert.ok(!JSON.stringify(dashboard).includes('stockwire-postgres'), 'no provisioned uid hard-wired: an import picks the datasource');
+    for (const v of dashboard.templating.list.filter((x) => x.type === 'query'))
+      assert.deepEqual(v.datasource, reference, `variable ${v.name}`);
+    assert.ok(
+      !JSON.stringify(dashboard).includes('stockwire-postgres'),
+      'no provisioned uid hard-wired: an import picks the datasource',
+    );
   });
 
   it('reads movements from movements_hourly and shows movements, top movers, count corrections, negative stock and dead letters', () => {
-    const sql = (title: string) => panels().find((p) => p.title === title)?.targets?.[0]?.rawSql ?? assert.fail(`a panel ${title}`);
+    const sql = (title: string) =>
+      panels().find((p) => p.title === title)?.targets?.[0]?.rawSql ?? assert.fail(`a panel ${title}`);
     assert.match(sql('Stock movements per warehouse'), /FROM movements_hourly/);
     assert.match(sql('Top movers'), /FROM movements_hourly/);
     assert.match(sql('Count corrections (largest shrinkage first)'), /type = 'counted'/);
     assert.match(sql('Stock went negative'), /on_hand < 0 AND before >= 0/);
     assert.match(sql('Dead letters'), /FROM dead_letters/);
-    for (const p of panels()) for (const t of p.targets ?? []) if (/\$__timeGroup/.test(t.rawSql)) assert.equal(t.format, 'time_series', p.title);
+    for (const p of panels())
+      for (const t of p.targets ?? [])
+        if (/\$__timeGroup/.test(t.rawSql)) assert.equal(t.format, 'time_series', p.title);
   });
 
   it('the provisioned datasource is the compose database, with every value Grafana expands set on the grafana service', async () => {
-    const ds = YAML.parse(await fs.readFile(path.join(GRAFANA, 'provisioning/datasources/postgres.yml'), 'utf8')) as { datasources: { uid: string; type: string; url: string; user: string; jsonData: { database: string }; secureJsonData: { password: string } }[] };
+    const ds = YAML.parse(await fs.readFile(path.join(GRAFANA, 'provisioning/datasources/postgres.yml'), 'utf8')) as {
+      datasources: {
+        uid: string;
+        type: string;
+        url: string;
+        user: string;
+        jsonData: { database: string };
+        secureJsonData: { password: string };
+      }[];
+    };
     assert.equal(ds.datasources.length, 1);
     const pg = ds.datasources[0] as (typeof ds.datasources)[number];
     assert.deepEqual([pg.uid, pg.type], ['stockwire-postgres', DS_TYPE]);
-    const compose = YAML.parse(await fs.readFile(path.join(ROOT, 'deploy/docker-compose.yml'), 'utf8')) as { services: Record<string, { environment?: Record<string, string>; depends_on?: string[] }> };
+    const compose = YAML.parse(await fs.readFile(path.join(ROOT, 'deploy/docker-compose.yml'), 'utf8')) as {
+      services: Record<string, { environment?: Record<string, string>; depends_on?: string[] }>;
+    };
     const env = compose.services.grafana?.environment ?? {};
-    const expand = (v: string) => v.replace(/\$\{(\w+)\}/g, (_m, name: string) => env[name] ?? assert.fail(`grafana's environment has no ${name}`));
+    const expand = (v: string) =>
+      v.replace(/\$\{(\w+)\}/g, (_m, name: string) => env[name] ?? assert.fail(`grafana's environment has no ${name}`));
     const [host, port] = expand(pg.url).split(':');
     assert.ok(host && host in compose.services, `${host} is a compose service`);
     assert.equal(port, '5432');
@@ -136,23 +163,51 @@ describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasou
     assert.equal(expand(pg.jsonData.database), db.POSTGRES_DB);
     assert.equal(expand(pg.user), db.POSTGRES_USER);
     // The same compose variable (.env) on both sides; compose fills it in.
-    const composeVariable = (v: string | undefined) => /^\$\{(\w+)/.exec(v ?? '')?.[1] ?? assert.fail(`${v} is not a compose variable`);
+    const composeVariable = (v: string | undefined) =>
+      /^\$\{(\w+)/.exec(v ?? '')?.[1] ?? assert.fail(`${v} is not a compose variable`);
     assert.equal(composeVariable(expand(pg.secureJsonData.password)), composeVariable(db.POSTGRES_PASSWORD));
     assert.ok(compose.services.grafana?.depends_on?.includes(host), 'grafana starts after the database');
   });
 
   it('the macro expander says what Grafana says (its macros_test.go) and refuses what it does not know', () => {
-    const ctx: GrafanaSqlContext = { from: new Date('2018-04-12T18:00:00Z'), to: new Date('2018-04-12T18:05:00Z'), interval: '5m', timescaledb: false, variables: { wh: { values: ["W'1", 'W2'], multi: true }, one: { values: ["it's"], multi: false } } };
-    assert.equal(expandGrafanaSql('WHERE $__timeFilter(time_column)', ctx), "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'");
+    const ctx: GrafanaSqlContext = {
+      from: new Date('2018-04-12T18:00:00Z'),
+      to: new Date('2018-04-12T18:05:00Z'),
+      interval: '5m',
+      timescaledb: false,
+      variables: { wh: { values: ["W'1", 'W2'], multi: true }, one: { values: ["it's"], multi: false } },
+    };
+    assert.equal(
+      expandGrafanaSql('WHERE $__timeFilter(time_column)', ctx),
+      "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'",
+    );
     assert.equal(expandGrafanaSql('select $__timeFrom()', ctx), "select '2018-04-12T18:00:00Z'");
-    assert.equal(expandGrafanaSql("SELECT $__timeGroup(time_column,'5m')", ctx), 'SELECT floor(extract(epoch from time_column)/300)*300');
-    assert.equal(expandGrafanaSql("SELECT $__timeGroup(time_column,'5m'), value", ctx), 'SELECT floor(extract(epoch from time_column)/300)*300 AS "time", value');
-    assert.equal(expandGrafanaSql('$__timeGroupAlias(time_column , $__interval)', ctx), 'floor(extract(epoch from time_column)/300)*300 AS "time"');
-    assert.equal(expandGrafanaSql("GROUP BY $__timeGroup(time_column , '12d')", { ...ctx, timescaledb: true }), "GROUP BY time_bucket('1036800.000s',time_column)");
-    assert.equal(expandGrafanaSql("GROUP BY $__timeGroup(time_column , '20ms')", { ...ctx, timescaledb: true }), "GROUP BY time_bucket('0.020s',time_column)");
-    assert.equal(expandGrafanaSql('wh IN ($wh) AND x = \'${one}\'', ctx), "wh IN ('W''1','W2') AND x = 'it''s'");
+    assert.equal(
+      expandGrafanaSql("SELECT $__timeGroup(time_column,'5m')", ctx),
+      'SELECT floor(extract(epoch from time_column)/300)*300',
+    );
+    assert.equal(
+      expandGrafanaSql("SELECT $__timeGroup(time_column,'5m'), value", ctx),
+      'SELECT floor(extract(epoch from time_column)/300)*300 AS "time", value',
+    );
+    assert.equal(
+      expandGrafanaSql('$__timeGroupAlias(time_column , $__interval)', ctx),
+      'floor(extract(epoch from time_column)/300)*300 AS "time"',
+    );
+    assert.equal(
+      expandGrafanaSql("GROUP BY $__timeGroup(time_column , '12d')", { ...ctx, timescaledb: true }),
+      "GROUP BY time_bucket('1036800.000s',time_column)",
+    );
+    assert.equal(
+      expandGrafanaSql("GROUP BY $__timeGroup(time_column , '20ms')", { ...ctx, timescaledb: true }),
+      "GROUP BY time_bucket('0.020s',time_column)",
+    );
+    assert.equal(expandGrafanaSql("wh IN ($wh) AND x = '${one}'", ctx), "wh IN ('W''1','W2') AND x = 'it''s'");
     assert.equal(rfc3339Nano(new Date('1980-02-03T08:00:00.500Z')), '1980-02-03T08:00:00.5Z');
-    assert.deepEqual([goFloat(3600), goFloat(86400), goFloat(1036800), goFloat(0.02)], ['3600', '86400', '1.0368e+06', '0.02']);
+    assert.deepEqual(
+      [goFloat(3600), goFloat(86400), goFloat(1036800), goFloat(0.02)],
+      ['3600', '86400', '1.0368e+06', '0.02'],
+    );
     assert.equal(intervalSeconds("'1d'"), 86400);
     assert.throws(() => expandGrafanaSql('WHERE $__unixEpochFilter(t)', ctx), /not one this expander knows/);
     assert.throws(() => expandGrafanaSql('WHERE wh = $warehouse', ctx), /unknown template variable/);
@@ -169,11 +224,20 @@ describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasou
       before(async () => {
         db = await server.createDatabase('ledger_dashboard');
         pool = createPool({ url: db.url, max: 2 });
-        assert.equal((await migrate(pool)).timescale, server.timescale, `${server.name}: migrate ${server.timescale ? 'finds' : 'does not find'} TimescaleDB`);
+        assert.equal(
+          (await migrate(pool)).timescale,
+          server.timescale,
+          `${server.name}: migrate ${server.timescale ? 'finds' : 'does not find'} TimescaleDB`,
+        );
         await insertEvents(pool, [...SEED_EVENTS, ...EXTRA]);
-        await pool.query(`INSERT INTO stock (wh, sku, on_hand, version) VALUES ('WA', 'S1', 7, 1), ('WA', 'S2', 6, 1), ('WB', 'S1', -6, 1)`);
+        await pool.query(
+          `INSERT INTO stock (wh, sku, on_hand, version) VALUES ('WA', 'S1', 7, 1), ('WA', 'S2', 6, 1), ('WB', 'S1', -6, 1)`,
+        );
         for (const d of DEAD_LETTERS) {
-          await pool.query(`INSERT INTO dead_letters (received_at, wh, device, topic, code, reason, raw, source) VALUES ($1, $2, 'scan-1', 'wh/x/dev/scan-1/event', $3, 'seeded', '\\x00', 'gw')`, [d.at, d.wh, d.code]);
+          await pool.query(
+            `INSERT INTO dead_letters (received_at, wh, device, topic, code, reason, raw, source) VALUES ($1, $2, 'scan-1', 'wh/x/dev/scan-1/event', $3, 'seeded', '\\x00', 'gw')`,
+            [d.at, d.wh, d.code],
+          );
         }
         await refreshMovements(pool, server.timescale);
         const variable = dashboard.templating.list.find((v) => v.name === 'wh') as Variable;
@@ -184,7 +248,10 @@ describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasou
         await db?.drop();
       });
 
-      const run = async (title: string, o: { from?: string; to?: string; interval?: string; wh?: string[]; timescaledb?: boolean } = {}) => {
+      const run = async (
+        title: string,
+        o: { from?: string; to?: string; interval?: string; wh?: string[]; timescaledb?: boolean } = {},
+      ) => {
         const panel = dashboard.panels.find((p) => p.title === title) ?? assert.fail(`no panel ${title}`);
         const target = panel.targets?.[0] ?? assert.fail(`${title} has no query`);
         const sql = expandGrafanaSql(target.rawSql, {
@@ -201,26 +268,50 @@ describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasou
         assert.deepEqual(warehouses, ['WA', 'WB']);
       });
 
-      it('every query runs with either setting of the datasource\'s TimescaleDB option that the server allows, to the same answer', async () => {
+      it("every query runs with either setting of the datasource's TimescaleDB option that the server allows, to the same answer", async () => {
         for (const p of panels()) {
           const plain = await run(p.title, { timescaledb: false, interval: '1d' });
           if (!server.timescale) continue;
-          assert.deepEqual(await run(p.title, { timescaledb: true, interval: '1d' }), plain, `${p.title}: time_bucket and floor(epoch) group alike`);
+          assert.deepEqual(
+            await run(p.title, { timescaledb: true, interval: '1d' }),
+            plain,
+            `${p.title}: time_bucket and floor(epoch) group alike`,
+          );
         }
       });
 
       it('stock movements per warehouse: hourly rows, rolled up by the interval, filtered by warehouse', async () => {
         const zero = { received: 0, shipped: 0, returned: 0, adjusted: 0 };
         assert.deepEqual(await run('Stock movements per warehouse', { interval: '1d' }), [
-          { time: '2026-11-02T00:00:00.000Z', metric: 'WA', received: 110, shipped: 113, returned: 5, adjusted: -1, net: 1 },
+          {
+            time: '2026-11-02T00:00:00.000Z',
+            metric: 'WA',
+            received: 110,
+            shipped: 113,
+            returned: 5,
+            adjusted: -1,
+            net: 1,
+          },
           { time: '2026-11-02T00:00:00.000Z', metric: 'WB', ...zero, received: 50, net: 50 },
           { time: '2026-11-03T00:00:00.000Z', metric: 'WA', ...zero, received: 20, shipped: 9, net: 11 },
           { time: '2026-11-03T00:00:00.000Z', metric: 'WB', ...zero, shipped: 51, net: -51 },
         ]);
-        const hourly = await run('Stock movements per warehouse', { wh: ['WA'], from: '2026-11-02T09:00:00Z', to: '2026-11-02T10:00:00Z' });
+        const hourly = await run('Stock movements per warehouse', {
+          wh: ['WA'],
+          from: '2026-11-02T09:00:00Z',
+          to: '2026-11-02T10:00:00Z',
+        });
         // $__timeFilter is inclusive at both ends: the 10:00 bucket starts at `to`
         assert.deepEqual(hourly, [
-          { time: '2026-11-02T09:00:00.000Z', metric: 'WA', received: 10, shipped: 3, returned: 5, adjusted: -1, net: 11 },
+          {
+            time: '2026-11-02T09:00:00.000Z',
+            metric: 'WA',
+            received: 10,
+            shipped: 3,
+            returned: 5,
+            adjusted: -1,
+            net: 11,
+          },
           { time: '2026-11-02T10:00:00.000Z', metric: 'WA', ...zero, shipped: 80, net: -80 },
         ]);
       });
@@ -239,10 +330,34 @@ describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasou
 
       it('count corrections: counted − book onHand just before the count, in ledger order', async () => {
         assert.deepEqual(await run('Count corrections (largest shrinkage first)'), [
-          { time: '2026-11-02T10:30:00.000Z', warehouse: 'WB', sku: 'S1', device: 'scan-1', counted: 45, book: 50, correction: -5 },
+          {
+            time: '2026-11-02T10:30:00.000Z',
+            warehouse: 'WB',
+            sku: 'S1',
+            device: 'scan-1',
+            counted: 45,
+            book: 50,
+            correction: -5,
+          },
           // 100 − 30 + 5 − 2 + 1 (a0, ordered before k1 at the same instant); s2 at that instant is ordered after it
-          { time: '2026-11-02T09:45:00.000Z', warehouse: 'WA', sku: 'S1', device: 'scan-1', counted: 70, book: 74, correction: -4 },
-          { time: '2026-11-03T07:30:00.000Z', warehouse: 'WA', sku: 'S1', device: 'scan-1', counted: 12, book: 7, correction: 5 },
+          {
+            time: '2026-11-02T09:45:00.000Z',
+            warehouse: 'WA',
+            sku: 'S1',
+            device: 'scan-1',
+            counted: 70,
+            book: 74,
+            correction: -4,
+          },
+          {
+            time: '2026-11-03T07:30:00.000Z',
+            warehouse: 'WA',
+            sku: 'S1',
+            device: 'scan-1',
+            counted: 12,
+            book: 7,
+            correction: 5,
+          },
         ]);
         assert.deepEqual(await run('Net count correction per warehouse'), [
           { time: '2026-11-02T09:00:00.000Z', metric: 'WA', correction: -4 },
@@ -261,8 +376,13 @@ describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasou
           { time: '2026-11-03T09:00:00.000Z', metric: 'WB', went_negative: 1 },
         ]);
         // From after WA/S1's count of 12: shipping 5 leaves 7, not −5; WB/S1 starts from its count of 45.
-        assert.deepEqual(await run('Stock went negative', { from: '2026-11-03T07:45:00Z' }), [{ time: '2026-11-03T09:00:00.000Z', metric: 'WB', went_negative: 1 }]);
-        assert.deepEqual(await run('Stock went negative', { wh: ['WA'], from: '2026-11-02T09:50:00Z', to: '2026-11-02T11:00:00Z' }), [{ time: '2026-11-02T10:00:00.000Z', metric: 'WA', went_negative: 1 }]);
+        assert.deepEqual(await run('Stock went negative', { from: '2026-11-03T07:45:00Z' }), [
+          { time: '2026-11-03T09:00:00.000Z', metric: 'WB', went_negative: 1 },
+        ]);
+        assert.deepEqual(
+          await run('Stock went negative', { wh: ['WA'], from: '2026-11-02T09:50:00Z', to: '2026-11-02T11:00:00Z' }),
+          [{ time: '2026-11-02T10:00:00.000Z', metric: 'WA', went_negative: 1 }],
+        );
         assert.deepEqual(await run('Rows below zero now'), [{ below_zero: 1 }]);
         assert.deepEqual(await run('Rows below zero now', { wh: ['WA'] }), [{ below_zero: 0 }]);
       });

@@ -15,7 +15,13 @@ const PACKAGE = path.join(ROOT, PACKAGE_DIR);
 const NAME = 'node-red-contrib-stockwire';
 const exec = promisify(execFile);
 // npm must not reach for the network: packing needs none.
-const NPM_ENV = { ...process.env, npm_config_offline: 'true', npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' };
+const NPM_ENV = {
+  ...process.env,
+  npm_config_offline: 'true',
+  npm_config_audit: 'false',
+  npm_config_fund: 'false',
+  npm_config_update_notifier: 'false',
+};
 
 interface PackageJson {
   version: string;
@@ -70,16 +76,25 @@ describe('node-red-contrib-stockwire as a package: npm pack, the tarball, Node-R
       'examples/stockwire-flow.json', // Node-RED lists a package's examples/ under Import → Examples
     ].map((f) => `package/${f}`);
     assert.deepEqual(entries, expected.sort());
-    for (const file of Object.values(pkg['node-red'].nodes)) assert.ok(entries.includes(`package/${file}`), `node-red.nodes ${file} is packed`);
+    for (const file of Object.values(pkg['node-red'].nodes))
+      assert.ok(entries.includes(`package/${file}`), `node-red.nodes ${file} is packed`);
     assert.deepEqual(pkg.files.sort(), ['README.md', 'dist', 'examples']);
     assert.deepEqual(Object.keys(pkg.dependencies), ['mqtt'], 'installing it brings only mqtt');
     await assert.rejects(fs.access(path.join(copy, 'package-lock.json')), 'packing wrote no package-lock.json');
   });
 
   it('building leaves nothing for git to see: dist/, the tarball, node_modules/ and a package-lock.json are ignored, and npm install here writes no lock', async () => {
-    const leftovers = ['dist/stockwire.js', `${NAME}-${pkg.version}.tgz`, 'node_modules/mqtt/package.json', 'package-lock.json'].map((f) => `${PACKAGE_DIR}/${f}`);
+    const leftovers = [
+      'dist/stockwire.js',
+      `${NAME}-${pkg.version}.tgz`,
+      'node_modules/mqtt/package.json',
+      'package-lock.json',
+    ].map((f) => `${PACKAGE_DIR}/${f}`);
     for (const f of leftovers) {
-      const ignored = await exec('git', ['check-ignore', '-q', f], { cwd: ROOT }).then(() => true, () => false);
+      const ignored = await exec('git', ['check-ignore', '-q', f], { cwd: ROOT }).then(
+        () => true,
+        () => false,
+      );
       assert.ok(ignored, `git ignores ${f}`);
     }
     const { stdout } = await exec('npm', ['config', 'get', 'package-lock'], { cwd: PACKAGE, env: NPM_ENV });
@@ -96,17 +111,39 @@ describe('node-red-contrib-stockwire as a package: npm pack, the tarball, Node-R
       const into = path.join(userDir, 'node_modules', NAME);
       await fs.mkdir(into, { recursive: true });
       await exec('tar', ['-xzf', tarball, '-C', into, '--strip-components=1']);
-      await fs.writeFile(path.join(userDir, 'package.json'), JSON.stringify({ name: 'node-red-project', private: true, dependencies: { [NAME]: pkg.version } }));
+      await fs.writeFile(
+        path.join(userDir, 'package.json'),
+        JSON.stringify({ name: 'node-red-project', private: true, dependencies: { [NAME]: pkg.version } }),
+      );
       const port = await freePort();
       const settings = path.join(userDir, 'settings.js');
-      await fs.writeFile(settings, `module.exports = ${JSON.stringify({ uiHost: '127.0.0.1', uiPort: port, flowFile: 'flows.json', credentialSecret: false, logging: { console: { level: 'warn' } } })};\n`);
-      nodeRed = spawn(process.execPath, [path.join(path.dirname(require.resolve('node-red/package.json')), 'red.js'), '--userDir', userDir, '--settings', settings], { stdio: ['ignore', 'pipe', 'pipe'] });
+      await fs.writeFile(
+        settings,
+        `module.exports = ${JSON.stringify({ uiHost: '127.0.0.1', uiPort: port, flowFile: 'flows.json', credentialSecret: false, logging: { console: { level: 'warn' } } })};\n`,
+      );
+      nodeRed = spawn(
+        process.execPath,
+        [
+          path.join(path.dirname(require.resolve('node-red/package.json')), 'red.js'),
+          '--userDir',
+          userDir,
+          '--settings',
+          settings,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
       nodeRed.stdout?.on('data', (b: Buffer) => (logs += b.toString()));
       nodeRed.stderr?.on('data', (b: Buffer) => (logs += b.toString()));
       url = `http://127.0.0.1:${port}`;
       const deadline = Date.now() + 60_000;
-      while (!(await fetch(`${url}/nodes`, { headers: { accept: 'application/json' } }).then((r) => r.ok, () => false))) {
-        if (Date.now() > deadline || nodeRed.exitCode !== null) throw new Error(`Node-RED did not start:\n${logs.slice(-3000)}`);
+      while (
+        !(await fetch(`${url}/nodes`, { headers: { accept: 'application/json' } }).then(
+          (r) => r.ok,
+          () => false,
+        ))
+      ) {
+        if (Date.now() > deadline || nodeRed.exitCode !== null)
+          throw new Error(`Node-RED did not start:\n${logs.slice(-3000)}`);
         await new Promise((r) => setTimeout(r, 250));
       }
     });
@@ -121,10 +158,24 @@ describe('node-red-contrib-stockwire as a package: npm pack, the tarball, Node-R
 
     it('loads every node of the package, enabled and without an error', async () => {
       type NodeSet = { module: string; types: string[]; enabled: boolean; err?: string; version?: string };
-      const sets = ((await (await fetch(`${url}/nodes`, { headers: { accept: 'application/json' } })).json()) as NodeSet[]).filter((s) => s.module === NAME);
-      assert.equal(sets.length, Object.keys(pkg['node-red'].nodes).length, `Node-RED found the package: ${logs.slice(-2000)}`);
+      const sets = (
+        (await (await fetch(`${url}/nodes`, { headers: { accept: 'application/json' } })).json()) as NodeSet[]
+      ).filter((s) => s.module === NAME);
+      assert.equal(
+        sets.length,
+        Object.keys(pkg['node-red'].nodes).length,
+        `Node-RED found the package: ${logs.slice(-2000)}`,
+      );
       for (const s of sets) assert.deepEqual([s.enabled, s.err, s.version], [true, undefined, pkg.version]);
-      assert.deepEqual(sets.flatMap((s) => s.types).sort(), ['stockwire-movements', 'stockwire-reserve', 'stockwire-server', 'stockwire-stock-in', 'stockwire-stock-level', 'stockwire-submit', 'stockwire-transfer']);
+      assert.deepEqual(sets.flatMap((s) => s.types).sort(), [
+        'stockwire-movements',
+        'stockwire-reserve',
+        'stockwire-server',
+        'stockwire-stock-in',
+        'stockwire-stock-level',
+        'stockwire-submit',
+        'stockwire-transfer',
+      ]);
     });
 
     it('offers the example flow under Import → Examples, as packed', async () => {

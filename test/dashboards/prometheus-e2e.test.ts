@@ -49,7 +49,10 @@ async function localConfig(dir: string, targets: Record<string, string[]>, alert
     .filter((c) => targets[c.job_name])
     .map(({ dns_sd_configs: _sd, ...c }) => ({ ...c, static_configs: [{ targets: targets[c.job_name] as string[] }] }));
   assert.equal(config.alerting?.alertmanagers.length, 1, 'prometheus.yml sends alerts to one Alertmanager');
-  if (alertmanager) config.alerting = { alertmanagers: [{ ...config.alerting?.alertmanagers[0], static_configs: [{ targets: [alertmanager] }] }] };
+  if (alertmanager)
+    config.alerting = {
+      alertmanagers: [{ ...config.alerting?.alertmanagers[0], static_configs: [{ targets: [alertmanager] }] }],
+    };
   else delete config.alerting;
   const file = path.join(dir, 'prometheus.yml');
   await fs.writeFile(file, YAML.stringify(config));
@@ -67,7 +70,13 @@ async function startServer(binary: string, pkg: string, args: (port: number) => 
     child.stderr?.on('data', (b: Buffer) => logs.push(b.toString()));
     const url = `http://127.0.0.1:${port}`;
     const exited = new Promise<string>((resolve) => {
-      child.once('error', (err) => resolve((err as NodeJS.ErrnoException).code === 'ENOENT' ? `${binary} is missing: install the Debian package \`${pkg}\` (apt-get install ${pkg}; .ci/run does it)` : err.message));
+      child.once('error', (err) =>
+        resolve(
+          (err as NodeJS.ErrnoException).code === 'ENOENT'
+            ? `${binary} is missing: install the Debian package \`${pkg}\` (apt-get install ${pkg}; .ci/run does it)`
+            : err.message,
+        ),
+      );
       child.once('exit', (code) => resolve(`${binary} exited with ${code}: ${logs.join('').slice(-2000)}`));
     });
     const deadline = Date.now() + 30_000;
@@ -75,18 +84,27 @@ async function startServer(binary: string, pkg: string, args: (port: number) => 
     let failure: string | null = null;
     void exited.then((why) => (failure = why));
     while (!ready && failure === null && Date.now() < deadline) {
-      ready = await fetch(`${url}/-/ready`).then((r) => r.ok, () => false);
+      ready = await fetch(`${url}/-/ready`).then(
+        (r) => r.ok,
+        () => false,
+      );
       if (!ready) await new Promise((r) => setTimeout(r, 200));
     }
     if (ready) return { child, url, port, logs };
     child.kill('SIGKILL');
     // Another process may have taken the free port between the check and the bind: try another.
-    if (attempt >= 3 || !/address already in use/.test(failure ?? '')) throw new Error(failure ?? `${binary} not ready after 30 s: ${logs.join('').slice(-2000)}`);
+    if (attempt >= 3 || !/address already in use/.test(failure ?? ''))
+      throw new Error(failure ?? `${binary} not ready after 30 s: ${logs.join('').slice(-2000)}`);
   }
 }
 
 const startPrometheus = (dir: string, configFile: string): Promise<Server> =>
-  startServer('prometheus', 'prometheus', (port) => [`--config.file=${configFile}`, `--storage.tsdb.path=${path.join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn']);
+  startServer('prometheus', 'prometheus', (port) => [
+    `--config.file=${configFile}`,
+    `--storage.tsdb.path=${path.join(dir, 'tsdb')}`,
+    `--web.listen-address=127.0.0.1:${port}`,
+    '--log.level=warn',
+  ]);
 
 /** Debian's Alertmanager (package prometheus-alertmanager) with the committed config; no cluster. */
 const startAlertmanager = (dir: string): Promise<Server> =>
@@ -147,9 +165,31 @@ describe('a real Prometheus scraping a running central and edge', () => {
     const env = { DATABASE_URL: db.url, LOG_LEVEL: 'warn' };
     const common = ['--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', devices.file];
     central = await startStockwire(['central', '--mqtt-port', '0', '--data-dir', dir, ...common], env);
-    edge = await startStockwire(['edge', '--warehouse', wh, '--mqtt-port', '0', '--data-dir', path.join(dir, 'edge'), '--central-url', `mqtt://127.0.0.1:${central.ports.mqtt}`, '--central-username', `gw-${wh}`, '--central-password', 'pw-gateway-prom', ...common], env);
+    edge = await startStockwire(
+      [
+        'edge',
+        '--warehouse',
+        wh,
+        '--mqtt-port',
+        '0',
+        '--data-dir',
+        path.join(dir, 'edge'),
+        '--central-url',
+        `mqtt://127.0.0.1:${central.ports.mqtt}`,
+        '--central-username',
+        `gw-${wh}`,
+        '--central-password',
+        'pw-gateway-prom',
+        ...common,
+      ],
+      env,
+    );
     alertmanager = await startAlertmanager(dir);
-    const config = await localConfig(dir, { 'stockwire-central': [`127.0.0.1:${central.ports.http}`], 'stockwire-edge': [`127.0.0.1:${edge.ports.http}`] }, `127.0.0.1:${alertmanager.port}`);
+    const config = await localConfig(
+      dir,
+      { 'stockwire-central': [`127.0.0.1:${central.ports.http}`], 'stockwire-edge': [`127.0.0.1:${edge.ports.http}`] },
+      `127.0.0.1:${alertmanager.port}`,
+    );
     prometheus = await startPrometheus(dir, config);
   });
 
@@ -163,19 +203,39 @@ describe('a real Prometheus scraping a running central and edge', () => {
   });
 
   it('scrapes both targets and answers queries on the metrics an event moves', { timeout: 90_000 }, async () => {
-    await until('up{job=~"stockwire-central|stockwire-edge"}', (r) => r.length === 2 && r.every((s) => s.value[1] === '1'));
+    await until(
+      'up{job=~"stockwire-central|stockwire-edge"}',
+      (r) => r.length === 2 && r.every((s) => s.value[1] === '1'),
+    );
     await until(`stockwire_edge_link_up{job="stockwire-edge", wh="${wh}"}`, (r) => r[0]?.value[1] === '1');
     // Refusal reasons exist at 0 from the start, so increase() sees the first refusal (StockwireOutboxRefusing).
     const refused = await until(`stockwire_edge_events_refused_total{wh="${wh}"}`, (r) => r.length === 3);
-    assert.deepEqual(refused.map((r) => `${r.metric.reason}=${r.value[1]}`).sort(), ['device_share=0', 'outbox_error=0', 'outbox_full=0']);
+    assert.deepEqual(refused.map((r) => `${r.metric.reason}=${r.value[1]}`).sort(), [
+      'device_share=0',
+      'outbox_error=0',
+      'outbox_full=0',
+    ]);
 
     // A scanner at the edge ships more than there is: two events applied, stock below zero.
-    const scanner = await connect(`mqtt://127.0.0.1:${edge.ports.mqtt}`, 'scan-prom', 'pw-scanner-prom', { clientId: 'scan-prom' });
-    await scanner.publishAsync(`wh/${wh}/dev/scan-prom/event`, JSON.stringify({ v: 1, id: 'p-1', type: 'received', sku: 'SKU-P', qty: 2 }), { qos: 1 });
-    await scanner.publishAsync(`wh/${wh}/dev/scan-prom/event`, JSON.stringify({ v: 1, id: 'p-2', type: 'shipped', sku: 'SKU-P', qty: 5 }), { qos: 1 });
+    const scanner = await connect(`mqtt://127.0.0.1:${edge.ports.mqtt}`, 'scan-prom', 'pw-scanner-prom', {
+      clientId: 'scan-prom',
+    });
+    await scanner.publishAsync(
+      `wh/${wh}/dev/scan-prom/event`,
+      JSON.stringify({ v: 1, id: 'p-1', type: 'received', sku: 'SKU-P', qty: 2 }),
+      { qos: 1 },
+    );
+    await scanner.publishAsync(
+      `wh/${wh}/dev/scan-prom/event`,
+      JSON.stringify({ v: 1, id: 'p-2', type: 'shipped', sku: 'SKU-P', qty: 5 }),
+      { qos: 1 },
+    );
     await scanner.endAsync();
 
-    const applied = await until(`sum by (wh) (stockwire_events_total{job="stockwire-central", wh="${wh}", outcome="applied"})`, (r) => r[0]?.value[1] === '2');
+    const applied = await until(
+      `sum by (wh) (stockwire_events_total{job="stockwire-central", wh="${wh}", outcome="applied"})`,
+      (r) => r[0]?.value[1] === '2',
+    );
     assert.equal(applied[0]?.metric.wh, wh);
     await until(`stockwire_edge_events_confirmed_total{wh="${wh}"}`, (r) => r[0]?.value[1] === '2');
     await until(`stockwire_edge_backlog_events{wh="${wh}"}`, (r) => r[0]?.value[1] === '0');
@@ -183,28 +243,39 @@ describe('a real Prometheus scraping a running central and edge', () => {
     await until(`stockwire_negative_stock_total{wh="${wh}"}`, (r) => r[0]?.value[1] === '1');
   });
 
-  it('evaluates every alert rule on the real series without error, and the negative-stock alert fires for the warehouse', { timeout: 60_000 }, async () => {
+  it('evaluates every alert rule on the real series without error, and the negative-stock alert fires for the warehouse', {
+    timeout: 60_000,
+  }, async () => {
     const alert = await until(`ALERTS{alertname="StockwireNegativeStock", alertstate="firing"}`, (r) => r.length > 0);
     assert.equal(alert[0]?.metric.wh, wh);
     assert.equal(alert[0]?.metric.severity, 'warning');
     type Rules = { data: { groups: { rules: { name: string; health: string; lastError?: string }[] }[] } };
-    const rulesNow = async () => ((await (await fetch(`${prometheus.url}/api/v1/rules`)).json()) as Rules).data.groups.flatMap((g) => g.rules);
+    const rulesNow = async () =>
+      ((await (await fetch(`${prometheus.url}/api/v1/rules`)).json()) as Rules).data.groups.flatMap((g) => g.rules);
     let rules = await rulesNow();
-    for (let i = 0; i < 40 && rules.some((r) => r.health === 'unknown'); i++) await new Promise((r) => setTimeout(r, 250)), (rules = await rulesNow());
+    for (let i = 0; i < 40 && rules.some((r) => r.health === 'unknown'); i++)
+      await new Promise((r) => setTimeout(r, 250)), (rules = await rulesNow());
     assert.ok(rules.length >= 10, `${rules.length} rules loaded`);
     const unhealthy = rules.filter((r) => r.health !== 'ok').map((r) => `${r.name}: ${r.health} ${r.lastError ?? ''}`);
     assert.deepEqual(unhealthy, []);
     // Nothing else is wrong on a healthy pair: no other alert fires.
     const others = await query('ALERTS{alertstate="firing", alertname!="StockwireNegativeStock"}');
-    assert.deepEqual(others.map((s) => s.metric.alertname), []);
+    assert.deepEqual(
+      others.map((s) => s.metric.alertname),
+      [],
+    );
   });
 
-  it('Prometheus sends the firing alert to the Alertmanager of the committed config, with its labels and runbook_url', { timeout: 60_000 }, async () => {
+  it('Prometheus sends the firing alert to the Alertmanager of the committed config, with its labels and runbook_url', {
+    timeout: 60_000,
+  }, async () => {
     type Alert = { labels: Record<string, string>; annotations: Record<string, string>; status: { state: string } };
     const deadline = Date.now() + 45_000;
     let received: Alert[] = [];
     while (Date.now() < deadline) {
-      received = ((await (await fetch(`${alertmanager.url}/api/v2/alerts`)).json()) as Alert[]).filter((a) => a.labels.alertname === 'StockwireNegativeStock');
+      received = ((await (await fetch(`${alertmanager.url}/api/v2/alerts`)).json()) as Alert[]).filter(
+        (a) => a.labels.alertname === 'StockwireNegativeStock',
+      );
       if (received.length > 0) break;
       await new Promise((r) => setTimeout(r, 500));
     }
@@ -226,7 +297,10 @@ interface Dashboard {
 
 /** Grafana's interpolation of the variables the dashboards use; a variable left over fails the test. */
 function interpolate(expr: string, values: Record<string, string>): string {
-  const out = expr.replace(/\$(__rate_interval|[A-Za-z_][A-Za-z0-9_]*)/g, (whole, name: string) => values[name] ?? whole);
+  const out = expr.replace(
+    /\$(__rate_interval|[A-Za-z_][A-Za-z0-9_]*)/g,
+    (whole, name: string) => values[name] ?? whole,
+  );
   assert.doesNotMatch(out, /\$/, `a variable the test does not set: ${out}`);
   return out;
 }
@@ -244,7 +318,10 @@ describe('every panel of every Prometheus dashboard has data on a running demo (
     demo = await startDemo([], { DATABASE_URL: db.url, LOG_LEVEL: 'warn' });
     dir = demo.dataDir;
     const edges = Object.values(demo.edges).map((p) => `127.0.0.1:${p.http}`);
-    const config = await localConfig(dir, { 'stockwire-central': [`127.0.0.1:${demo.central.http}`], 'stockwire-edge': edges });
+    const config = await localConfig(dir, {
+      'stockwire-central': [`127.0.0.1:${demo.central.http}`],
+      'stockwire-edge': edges,
+    });
     prometheus = await startPrometheus(dir, config);
   });
 
@@ -256,8 +333,15 @@ describe('every panel of every Prometheus dashboard has data on a running demo (
     if (dir) await fs.rm(dir, { recursive: true, force: true });
   });
 
-  it('the job and warehouse variables list the demo\'s jobs and warehouses; every panel expression, with every warehouse, returns a result', { timeout: 150_000 }, async () => {
-    const dashboards = await Promise.all(PROMQL_DASHBOARDS.map(async (file) => ({ file, d: JSON.parse(await fs.readFile(path.join(GRAFANA_DASHBOARDS, file), 'utf8')) as Dashboard })));
+  it("the job and warehouse variables list the demo's jobs and warehouses; every panel expression, with every warehouse, returns a result", {
+    timeout: 150_000,
+  }, async () => {
+    const dashboards = await Promise.all(
+      PROMQL_DASHBOARDS.map(async (file) => ({
+        file,
+        d: JSON.parse(await fs.readFile(path.join(GRAFANA_DASHBOARDS, file), 'utf8')) as Dashboard,
+      })),
+    );
     const variable = (d: Dashboard, name: string) => {
       const q = d.templating.list.find((v) => v.name === name)?.query?.query ?? '';
       const m = /^label_values\((.+),\s*(\w+)\)$/.exec(q);
@@ -269,7 +353,11 @@ describe('every panel of every Prometheus dashboard has data on a running demo (
     await until('up', (r) => r.length === targets && r.every((s) => s.value[1] === '1'), 60_000);
     const jobOf = variable(dashboards[0]?.d as Dashboard, 'job');
     const jobs = await labelValues(jobOf.selector, jobOf.label);
-    assert.deepEqual(jobs, ['stockwire-central', 'stockwire-edge'], 'the job variable lists the jobs that export stockwire series');
+    assert.deepEqual(
+      jobs,
+      ['stockwire-central', 'stockwire-edge'],
+      'the job variable lists the jobs that export stockwire series',
+    );
     // "All" of a multi-value variable: Grafana joins the values into one regex.
     const values: Record<string, string> = { job: `(${jobs.join('|')})`, __rate_interval: '15s' };
 
@@ -279,11 +367,19 @@ describe('every panel of every Prometheus dashboard has data on a running demo (
       let warehouses: (string | null)[] = [null];
       if (whVar) {
         warehouses = await labelValues(interpolate(whVar.selector, values), whVar.label);
-        assert.deepEqual(warehouses, Object.keys(demo.edges).sort(), `${file}: the warehouse variable lists the demo's warehouses`);
+        assert.deepEqual(
+          warehouses,
+          Object.keys(demo.edges).sort(),
+          `${file}: the warehouse variable lists the demo's warehouses`,
+        );
       }
       for (const wh of warehouses)
         for (const p of d.panels)
-          for (const t of p.targets ?? []) cases.push({ where: `${file}${wh ? ` (wh=${wh})` : ''} "${p.title}" ${t.refId}`, expr: interpolate(t.expr, { ...values, ...(wh && { wh }) }) });
+          for (const t of p.targets ?? [])
+            cases.push({
+              where: `${file}${wh ? ` (wh=${wh})` : ''} "${p.title}" ${t.refId}`,
+              expr: interpolate(t.expr, { ...values, ...(wh && { wh }) }),
+            });
     }
     assert.ok(cases.length > 60, `${cases.length} panel expressions`);
 
@@ -294,6 +390,10 @@ describe('every panel of every Prometheus dashboard has data on a running demo (
       empty = answers.filter((a) => a.n === 0).map((a) => a.c);
       if (empty.length > 0) await new Promise((r) => setTimeout(r, 1_000));
     }
-    assert.deepEqual(empty.map((c) => `${c.where}: ${c.expr}`), [], 'every panel expression has data');
+    assert.deepEqual(
+      empty.map((c) => `${c.where}: ${c.expr}`),
+      [],
+      'every panel expression has data',
+    );
   });
 });

@@ -33,8 +33,17 @@ describe('simulated device keeps an event until the edge acknowledges it', () =>
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
-  it('a publish MQTT.js drops on a closed connection is sent again, and both events arrive', { timeout: 30_000 }, async () => {
-    const device = new SimDevice({ ref: { id: 'scan-1', wh: 'W1', kind: 'scanner', index: 0 }, password: 'x', url, clientId: 'scan-1-t', watchStatus: false, onMessage: () => {} });
+  it('a publish MQTT.js drops on a closed connection is sent again, and both events arrive', {
+    timeout: 30_000,
+  }, async () => {
+    const device = new SimDevice({
+      ref: { id: 'scan-1', wh: 'W1', kind: 'scanner', index: 0 },
+      password: 'x',
+      url,
+      clientId: 'scan-1-t',
+      watchStatus: false,
+      onMessage: () => {},
+    });
     await device.start();
     const connected = (n: number) =>
       new Promise<void>((resolve) => {
@@ -56,14 +65,24 @@ describe('simulated device keeps an event until the edge acknowledges it', () =>
     for (const take of held.splice(0)) take();
     await Promise.all([a, b]);
     await connected(1);
-    assert.ok(device.republished >= 1, `MQTT.js dropped nothing (republished ${device.republished}): the test did not reach the case it is for`);
+    assert.ok(
+      device.republished >= 1,
+      `MQTT.js dropped nothing (republished ${device.republished}): the test did not reach the case it is for`,
+    );
     assert.ok(received.includes('A') && received.includes('B'), `received ${received.join(',')}`);
     assert.equal(device.pending, 0);
     await device.stop();
   });
 
   it('publishing before start is refused, and a publish still waiting for its PUBACK is rejected by stop', async () => {
-    const device = new SimDevice({ ref: { id: 'scan-2', wh: 'W1', kind: 'scanner', index: 0 }, password: 'x', url, clientId: 'scan-2-t', watchStatus: false, onMessage: () => {} });
+    const device = new SimDevice({
+      ref: { id: 'scan-2', wh: 'W1', kind: 'scanner', index: 0 },
+      password: 'x',
+      url,
+      clientId: 'scan-2-t',
+      watchStatus: false,
+      onMessage: () => {},
+    });
     await assert.rejects(device.publish('early'), /not started/);
     await device.start();
     holding = true;

@@ -20,7 +20,7 @@ const DEVICES: SimDeviceRef[] = [
 ];
 
 describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
-  it('property: expectedStock agrees with the processor\'s decide/evolve model on any event set', () => {
+  it("property: expectedStock agrees with the processor's decide/evolve model on any event set", () => {
     fc.assert(
       fc.property(arbitraryEvents(60), (events) => {
         const book = events.reduce((b, e) => applyToBook(b, e).book, emptyBook);
@@ -48,21 +48,29 @@ describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
     const l = new SentLedger(2_000);
     const base = { wh: 'W1', sku: 'S', device: 'd' };
     l.record({ ...base, id: 'c1', type: 'counted', qty: 50, ts: T0 }, T0);
-    assert.equal(l.canLeaveTimeToEdge('W1', 'S', T0 + 1_000), false, 'a count within the tolerance could fall on either side');
+    assert.equal(
+      l.canLeaveTimeToEdge('W1', 'S', T0 + 1_000),
+      false,
+      'a count within the tolerance could fall on either side',
+    );
     assert.equal(l.canLeaveTimeToEdge('W1', 'S', T0 + 10_000), true);
     l.record({ ...base, id: 'x', type: 'received', qty: 4, ts: null }, T0 + 10_000);
     assert.throws(() => l.expected(), /never acknowledged/);
     // a count made now would land inside the open window: it is moved before it
     assert.equal(l.countTime('W1', 'S', T0 + 11_000), T0 + 10_000 - 2_000 - 1);
     l.settle('d', 'x', T0 + 10_050);
-    assert.equal(l.countTime('W1', 'S', T0 + 11_000), T0 + 10_000 - 2_000 - 1, 'still within the tolerance after the PUBACK');
+    assert.equal(
+      l.countTime('W1', 'S', T0 + 11_000),
+      T0 + 10_000 - 2_000 - 1,
+      'still within the tolerance after the PUBACK',
+    );
     assert.equal(l.countTime('W1', 'S', T0 + 20_000), T0 + 20_000, 'well after the PUBACK: unambiguous');
     assert.deepEqual(l.expected(), [{ wh: 'W1', sku: 'S', onHand: 54 }]);
     l.record({ ...base, id: 'c2', type: 'counted', qty: 9, ts: T0 + 10_020 }, T0); // placed inside the window by hand
     assert.throws(() => l.expected(), /cannot order/);
   });
 
-  it('property: for any seed, what the edge makes of the planned events gives exactly the ledger\'s expectations', () => {
+  it("property: for any seed, what the edge makes of the planned events gives exactly the ledger's expectations", () => {
     // The edge's rule (CONTRACT 3) applied for real by parseEvent, with receipt and PUBACK times anywhere
     // in their windows: the ledger must predict central's stock without knowing those times.
     fc.assert(
@@ -71,7 +79,16 @@ describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
         const next = () => jitter.next().value as number;
         const ledger = new SentLedger(2_000);
         const faults = { ...ALL_FAULTS, skew: 0.5, reorder: 0.3, duplicate: 0.2, malformed: 0.1 };
-        const planner = new Planner({ seed, runId: 'r1', skuPrefix: 'P-', skus: 3, mix: DEFAULT_MIX, faults, ledger, devices: DEVICES });
+        const planner = new Planner({
+          seed,
+          runId: 'r1',
+          skuPrefix: 'P-',
+          skus: 3,
+          mix: DEFAULT_MIX,
+          faults,
+          ledger,
+          devices: DEVICES,
+        });
         const accepted: StockEvent[] = [];
         const settles: { at: number; device: string; id: string }[] = [];
         let now = T0;
@@ -89,7 +106,8 @@ describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
           }
           assert.ok(parsed.ok, `planned event must be valid: ${p.payload} ${parsed.ok ? '' : parsed.error.message}`);
           if (!parsed.ok) continue;
-          if (p.skew === 'far-ahead') assert.ok(Date.parse(String(parsed.event.payload.ts)) > receivedAt + MAX_CLOCK_AHEAD_MS);
+          if (p.skew === 'far-ahead')
+            assert.ok(Date.parse(String(parsed.event.payload.ts)) > receivedAt + MAX_CLOCK_AHEAD_MS);
           accepted.push(parsed.event);
           if (p.duplicateAfterMs !== null) accepted.push(parsed.event); // central dedupes it
           settles.push({ at: receivedAt + (next() % 100), device: p.device.id, id: p.id }); // PUBACK after the fsync
@@ -97,7 +115,8 @@ describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
         for (const s of settles) ledger.settle(s.device, s.id, s.at);
         const central = accepted.reduce((b, e) => applyToBook(b, e).book, emptyBook);
         const expected = ledger.expected();
-        for (const e of expected) assert.equal(central.stock.get(rowKey(e.wh, e.sku))?.onHand, e.onHand, `${e.wh}/${e.sku} (seed ${seed})`);
+        for (const e of expected)
+          assert.equal(central.stock.get(rowKey(e.wh, e.sku))?.onHand, e.onHand, `${e.wh}/${e.sku} (seed ${seed})`);
         assert.equal(expected.length, central.stock.size);
       }),
       { numRuns: 150 },
@@ -106,7 +125,16 @@ describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
 
   it('the same seed plans the same events', () => {
     const plan = (seed: number) => {
-      const planner = new Planner({ seed, runId: 'r', skuPrefix: 'P-', skus: 5, mix: DEFAULT_MIX, faults: ALL_FAULTS, ledger: new SentLedger(2_000), devices: DEVICES });
+      const planner = new Planner({
+        seed,
+        runId: 'r',
+        skuPrefix: 'P-',
+        skus: 5,
+        mix: DEFAULT_MIX,
+        faults: ALL_FAULTS,
+        ledger: new SentLedger(2_000),
+        devices: DEVICES,
+      });
       return Array.from({ length: 50 }, (_, i) => planner.next(T0 + i * 100)).map((p) => p.payload);
     };
     assert.deepEqual(plan(7), plan(7));
@@ -116,22 +144,66 @@ describe('device-sim ledger: the oracle of CONTRACT section 4', () => {
   it('a mix of shelf readings only needs shelf sensors; one no device can send is refused', () => {
     const scanners = DEVICES.filter((d) => d.kind === 'scanner');
     const o = { seed: 1, runId: 'r', skuPrefix: 'P-', skus: 2, faults: ALL_FAULTS, ledger: new SentLedger(0) };
-    assert.throws(() => new Planner({ ...o, mix: parseMix('level=1'), devices: scanners }), /no event type that these devices can send/);
+    assert.throws(
+      () => new Planner({ ...o, mix: parseMix('level=1'), devices: scanners }),
+      /no event type that these devices can send/,
+    );
     const p = new Planner({ ...o, mix: parseMix('level=1'), devices: DEVICES }).next(T0);
     assert.equal(p.device.kind, 'shelf');
   });
 
   it('parseMix reads weights and names what is wrong', () => {
-    assert.deepEqual(parseMix('received=2,shipped=1.5'), { received: 2, shipped: 1.5, returned: 0, adjusted: 0, counted: 0, level: 0 });
+    assert.deepEqual(parseMix('received=2,shipped=1.5'), {
+      received: 2,
+      shipped: 1.5,
+      returned: 0,
+      adjusted: 0,
+      counted: 0,
+      level: 0,
+    });
     assert.throws(() => parseMix('stolen=3'), /"stolen=3"/);
     assert.throws(() => parseMix('received=0'), /at least one type/);
   });
 
   it('the text summary names every difference and every valid event central rejected', () => {
-    const stats = { planned: 3, events: 3, publishes: 3, duplicates: 0, malformed: 0, reordered: 0, skewed: 0, skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 }, acked: 3, committed: 3, malformedWithId: 0, rejectedAsExpected: 0, drops: 0, reconnects: 0, republished: 0 };
+    const stats = {
+      planned: 3,
+      events: 3,
+      publishes: 3,
+      duplicates: 0,
+      malformed: 0,
+      reordered: 0,
+      skewed: 0,
+      skews: { behind: 0, ahead: 0, 'far-ahead': 0, absent: 0 },
+      acked: 3,
+      committed: 3,
+      malformedWithId: 0,
+      rejectedAsExpected: 0,
+      drops: 0,
+      reconnects: 0,
+      republished: 0,
+    };
     const summary: SimSummary = {
-      runId: 'abc123', seed: 1, skuPrefix: 'p-', warehouses: ['WH1'], devices: 1, faults: ALL_FAULTS, elapsedMs: 1000, stats, error: null,
-      verify: { rows: 2, events: 3, committed: true, outstanding: 0, differences: [{ wh: 'WH1', sku: 'p-001', expected: 5, actual: 1005 }, { wh: 'WH1', sku: 'p-002', expected: 2, actual: null }], unexpectedRejections: [{ wh: 'WH1', device: 'd', id: 'abc123-1', error: 'schema_violation: qty' }] },
+      runId: 'abc123',
+      seed: 1,
+      skuPrefix: 'p-',
+      warehouses: ['WH1'],
+      devices: 1,
+      faults: ALL_FAULTS,
+      elapsedMs: 1000,
+      stats,
+      error: null,
+      verify: {
+        rows: 2,
+        events: 3,
+        committed: true,
+        outstanding: 0,
+        differences: [
+          { wh: 'WH1', sku: 'p-001', expected: 5, actual: 1005 },
+          { wh: 'WH1', sku: 'p-002', expected: 2, actual: null },
+        ],
+        unexpectedRejections: [{ wh: 'WH1', device: 'd', id: 'abc123-1', error: 'schema_violation: qty' }],
+      },
     };
     const text = summaryText(summary);
     assert.match(text, /DIFFERENCE WH1 p-001: expected onHand 5, central 1005/);

@@ -34,7 +34,10 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
   let context: BrowserContext;
   const running: Running[] = [];
   before(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (.ci/run does), or set CHROMIUM_PATH`);
+    if (!existsSync(CHROMIUM))
+      throw new Error(
+        `no browser at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (.ci/run does), or set CHROMIUM_PATH`,
+      );
     db = await createTestDatabase('display');
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-display-'));
     await fs.mkdir(ARTIFACTS, { recursive: true });
@@ -42,7 +45,16 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
     context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
       viewport: { width: 1280, height: 800 },
     });
   });
@@ -54,7 +66,9 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  it('logs in, shows a scan at an edge as a changing number, and turns a warehouse stale when its edge stops', { timeout: 180_000 }, async (t) => {
+  it('logs in, shows a scan at an edge as a changing number, and turns a warehouse stale when its edge stops', {
+    timeout: 180_000,
+  }, async (t) => {
     const devices: TestDevice[] = [
       { id: 'wall', warehouse: 'WH1', kind: 'display', password: 'pw-display-wall' },
       { id: 'wall-wh1', warehouse: 'WH1', kind: 'display', password: 'pw-display-wh1' },
@@ -64,11 +78,40 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
     ];
     const files = await writeDevices(devices);
     const env = { DATABASE_URL: db.url };
-    const common = ['--devices-file', files.file, '--host', '127.0.0.1', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0'];
+    const common = [
+      '--devices-file',
+      files.file,
+      '--host',
+      '127.0.0.1',
+      '--mqtt-port',
+      '0',
+      '--ws-port',
+      '0',
+      '--http-port',
+      '0',
+    ];
     const central = await startStockwire(['central', ...common, '--data-dir', files.dir], env);
     running.push(central);
     const edge = async (wh: string) => {
-      const r = await startStockwire(['edge', ...common, '--warehouse', wh, '--data-dir', path.join(files.dir, wh), '--central-url', `mqtt://127.0.0.1:${central.ports.mqtt}`, '--central-username', `gw-${wh.toLowerCase()}`, '--central-password', `pw-gateway-${wh.toLowerCase()}`, '--keepalive', '2'], env);
+      const r = await startStockwire(
+        [
+          'edge',
+          ...common,
+          '--warehouse',
+          wh,
+          '--data-dir',
+          path.join(files.dir, wh),
+          '--central-url',
+          `mqtt://127.0.0.1:${central.ports.mqtt}`,
+          '--central-username',
+          `gw-${wh.toLowerCase()}`,
+          '--central-password',
+          `pw-gateway-${wh.toLowerCase()}`,
+          '--keepalive',
+          '2',
+        ],
+        env,
+      );
       running.push(r);
       return r;
     };
@@ -86,16 +129,22 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
     await page.fill('input[name=username]', 'wall');
     await page.fill('input[name=password]', 'wrong-password');
     await page.click('#login button[type=submit]');
-    await page.waitForFunction(() => /refused/.test(document.getElementById('login-error')?.textContent ?? ''), undefined, { timeout: WAIT_MS });
+    await page.waitForFunction(
+      () => /refused/.test(document.getElementById('login-error')?.textContent ?? ''),
+      undefined,
+      { timeout: WAIT_MS },
+    );
     await page.fill('input[name=password]', 'pw-display-wall');
     await page.click('#login button[type=submit]');
     await page.waitForSelector('#conn[data-state="live"]', { timeout: WAIT_MS });
-    for (const wh of ['WH1', 'WH2']) await page.waitForSelector(`[data-wh="${wh}"][data-link="online"][data-stale="false"]`, { timeout: WAIT_MS });
+    for (const wh of ['WH1', 'WH2'])
+      await page.waitForSelector(`[data-wh="${wh}"][data-link="online"][data-stale="false"]`, { timeout: WAIT_MS });
 
     // A scanner publishes through the WH1 edge; the number appears, then changes.
     const sku = `SHOW-${randomBytes(2).toString('hex')}`;
     const scanner = await connect(`mqtt://127.0.0.1:${wh1.ports.mqtt}`, 'scan-1', 'pw-scanner-1');
-    const scan = (id: string, type: string, qty: number) => scanner.publishAsync('wh/WH1/dev/scan-1/event', JSON.stringify({ v: 1, id, type, sku, qty }), { qos: 1 });
+    const scan = (id: string, type: string, qty: number) =>
+      scanner.publishAsync('wh/WH1/dev/scan-1/event', JSON.stringify({ v: 1, id, type, sku, qty }), { qos: 1 });
     await scan('s1', 'received', 7);
     await waitOnHand(page, 'WH1', sku, 7);
     const before = Date.now();
@@ -110,7 +159,9 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
     await edgePage.fill('input[name=password]', 'pw-display-wh1');
     await edgePage.click('#login button[type=submit]');
     await waitOnHand(edgePage, 'WH1', sku, 5);
-    assert.deepEqual(await edgePage.$$eval('[data-wh]', (cards) => cards.map((c) => c.getAttribute('data-wh'))), ['WH1']);
+    assert.deepEqual(await edgePage.$$eval('[data-wh]', (cards) => cards.map((c) => c.getAttribute('data-wh'))), [
+      'WH1',
+    ]);
     await edgePage.close();
     await scanner.endAsync();
 
@@ -120,7 +171,11 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
     await page.waitForSelector('[data-wh="WH1"][data-link="offline"][data-stale="true"]', { timeout: WAIT_MS });
     assert.equal(await page.getAttribute('[data-wh="WH2"]', 'data-stale'), 'false');
     assert.match((await page.textContent('[data-wh="WH1"] .note')) ?? '', /stale: edge offline since/);
-    assert.equal(await page.$eval(onHandCell('WH1', sku), (td) => td.firstChild?.textContent), '5', 'the last known value stays');
+    assert.equal(
+      await page.$eval(onHandCell('WH1', sku), (td) => td.firstChild?.textContent),
+      '5',
+      'the last known value stays',
+    );
     await page.screenshot({ path: path.join(ARTIFACTS, 'display-stale.png'), fullPage: true });
     assert.deepEqual(problems, [], 'no script errors in the page');
     await page.close();
@@ -133,7 +188,8 @@ describe('live display in a real browser (Debian chromium, playwright-core)', ()
       await page.goto(`http://127.0.0.1:${demo.central.http}/display/`);
       await page.waitForSelector('#conn[data-state="live"]', { timeout: WAIT_MS });
       assert.equal(await page.isVisible('#login'), false);
-      for (const wh of ['WH1', 'WH2']) await page.waitForSelector(`[data-wh="${wh}"][data-link="online"] tr[data-sku^="SKU-"]`, { timeout: WAIT_MS });
+      for (const wh of ['WH1', 'WH2'])
+        await page.waitForSelector(`[data-wh="${wh}"][data-link="online"] tr[data-sku^="SKU-"]`, { timeout: WAIT_MS });
       // a few seconds of simulated traffic for the rate chart, then a picture for a person to look at
       await page.waitForTimeout(2_500);
       await page.screenshot({ path: path.join(ARTIFACTS, 'display-demo.png'), fullPage: true });

@@ -9,7 +9,14 @@ import fc from 'fast-check';
 import YAML from 'yaml';
 import { OPENAPI_FILE } from '../../docs/generate.js';
 import { startCentralWithData, type ApiData } from '../helpers/api-data.js';
-import { bodyMutation, invalidText, valid, type Known, type Resolve, type Schema } from '../helpers/openapi-arbitraries.js';
+import {
+  bodyMutation,
+  invalidText,
+  valid,
+  type Known,
+  type Resolve,
+  type Schema,
+} from '../helpers/openapi-arbitraries.js';
 import { lint } from '../helpers/openapi-lint.js';
 import { pinFastCheck } from '../helpers/seed.js';
 
@@ -67,10 +74,28 @@ const EXEMPT = {
     'GET /display': 'a redirect to /display/: 302 is its only answer',
     'HEAD /display': 'a redirect to /display/: 302 is its only answer',
   },
-  'no-path-trailing-slash': { '/display/': 'the live display is a directory: its page loads app.js and style.css relative to /display/' },
+  'no-path-trailing-slash': {
+    '/display/': 'the live display is a directory: its page loads app.js and style.css relative to /display/',
+  },
   'operation-4xx-response': Object.fromEntries(
-    ['/', '/healthz', '/readyz', '/metrics', '/openapi.json', '/docs', '/display', '/display/', '/display/app.js', '/display/style.css', '/display/mqtt.min.js', '/display/config.json'].flatMap((p) =>
-      ['GET', 'HEAD'].map((m) => [`${m} ${p}`, 'no parameters, no body, open: nothing a client sends can be refused (other methods are 405s, which no operation lists)']),
+    [
+      '/',
+      '/healthz',
+      '/readyz',
+      '/metrics',
+      '/openapi.json',
+      '/docs',
+      '/display',
+      '/display/',
+      '/display/app.js',
+      '/display/style.css',
+      '/display/mqtt.min.js',
+      '/display/config.json',
+    ].flatMap((p) =>
+      ['GET', 'HEAD'].map((m) => [
+        `${m} ${p}`,
+        'no parameters, no body, open: nothing a client sends can be refused (other methods are 405s, which no operation lists)',
+      ]),
     ),
   ),
 };
@@ -90,11 +115,16 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
   };
   const resolve: Resolve = (schema) => {
     let s = schema;
-    while (typeof s.$ref === 'string') s = s.$ref.slice(2).split('/').reduce<Json>((n, k) => n[k] as Json, doc) as Schema;
+    while (typeof s.$ref === 'string')
+      s = s.$ref
+        .slice(2)
+        .split('/')
+        .reduce<Json>((n, k) => n[k] as Json, doc) as Schema;
     return s;
   };
   /** Whether parameter text fits its schema: as a string, or read as an integer where it looks like one. */
-  const conforms = (schema: unknown, raw: string) => [raw, ...(/^-?\d+$/.test(raw) ? [Number(raw)] : [])].some((v) => validator(schema)(v));
+  const conforms = (schema: unknown, raw: string) =>
+    [raw, ...(/^-?\d+$/.test(raw) ? [Number(raw)] : [])].some((v) => validator(schema)(v));
 
   before(async () => {
     d = await startCentralWithData('conform');
@@ -108,8 +138,17 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
   const operations = (): Operation[] =>
     Object.entries(doc.paths as Record<string, Record<string, Json>>).flatMap(([path, item]) =>
       Object.entries(item).map(([method, op]) => {
-        const content = ((op.requestBody as Json | undefined)?.content as Record<string, { schema: Schema }> | undefined)?.['application/json'];
-        return { method: method.toUpperCase(), path, op, params: ((op.parameters as Json[]) ?? []).map((p) => resolve(p)), body: content?.schema, head: method === 'head' };
+        const content = (
+          (op.requestBody as Json | undefined)?.content as Record<string, { schema: Schema }> | undefined
+        )?.['application/json'];
+        return {
+          method: method.toUpperCase(),
+          path,
+          op,
+          params: ((op.parameters as Json[]) ?? []).map((p) => resolve(p)),
+          body: content?.schema,
+          head: method === 'head',
+        };
       }),
     );
 
@@ -125,10 +164,11 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
     assert.doesNotMatch(csp, /script-src|unsafe/, 'no script may run');
     const html = await page.text();
     assert.doesNotMatch(html, /<script|https?:\/\/|src=/i, 'nothing is loaded from anywhere');
-    for (const o of operations()) assert.ok(html.includes(`id="op-${String(o.op.operationId)}"`), `the page shows ${String(o.op.operationId)}`);
+    for (const o of operations())
+      assert.ok(html.includes(`id="op-${String(o.op.operationId)}"`), `the page shows ${String(o.op.operationId)}`);
   });
 
-  it('the document passes the rules of Redocly\'s recommended set (test/helpers/openapi-lint.ts)', () => {
+  it("the document passes the rules of Redocly's recommended set (test/helpers/openapi-lint.ts)", () => {
     assert.deepEqual(lint(doc, EXEMPT), []);
     // The checks themselves: a document breaking each rule is caught.
     const broken = structuredClone(doc) as { paths: Record<string, Record<string, Json>> };
@@ -138,7 +178,8 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
     get.responses = { 200: (get.responses as Json)['200'] };
     get.parameters = [];
     const found = lint(broken as Json, EXEMPT).map((p) => p.split(':')[0]);
-    for (const rule of ['security-defined', 'operation-summary', 'operation-4xx-response', 'path-parameters-defined']) assert.ok(found.includes(rule), `${rule} is checked: ${found.join(', ')}`);
+    for (const rule of ['security-defined', 'operation-summary', 'operation-4xx-response', 'path-parameters-defined'])
+      assert.ok(found.includes(rule), `${rule} is checked: ${found.join(', ')}`);
   });
 
   it("Redocly's own linter (@redocly/openapi-core, ruleset `recommended`) finds nothing but the exemptions above", async () => {
@@ -153,7 +194,10 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
       .map((x) => ({ rule: x.ruleId, at: where(x.location[0]?.pointer ?? ''), message: x.message }))
       .filter((x) => !((EXEMPT as Record<string, Record<string, string>>)[x.rule]?.[x.at] !== undefined));
     assert.deepEqual(unexpected, []);
-    assert.ok(problems.length > 0 && problems.every((x) => x.ruleId in EXEMPT), 'the exemptions are what Redocly reports, so the table is not stale');
+    assert.ok(
+      problems.length > 0 && problems.every((x) => x.ruleId in EXEMPT),
+      'the exemptions are what Redocly reports, so the table is not stale',
+    );
   });
 
   it('a method a documented path does not list is a 405 whose Allow names exactly the ones it does', async () => {
@@ -161,7 +205,9 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
     for (const [path, item] of Object.entries(paths)) {
       const url = path.replaceAll(/\{[^}]+\}/g, 'SKU-1');
       const listed = Object.keys(item).map((m) => m.toUpperCase());
-      for (const method of ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].filter((m) => !listed.includes(m))) {
+      for (const method of ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].filter(
+        (m) => !listed.includes(m),
+      )) {
         const res = await fetch(`${d.base}${url}`, { method, headers: { authorization: `Bearer ${d.token}` } });
         assert.equal(res.status, 405, `${method} ${url}`);
         assert.deepEqual((res.headers.get('allow') ?? '').split(', ').sort(), [...listed].sort(), `${method} ${url}`);
@@ -177,7 +223,9 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
     warehouse: d.warehouses,
     // from and to are warehouses of a transfer, times elsewhere
     ...(path.startsWith('/v1/transfers') && { from: d.warehouses, to: d.warehouses }),
-    id: path.startsWith('/v1/transfers') ? Object.values(d.transfers) : [...Object.values(d.reservations), ...Object.values(d.transfers)],
+    id: path.startsWith('/v1/transfers')
+      ? Object.values(d.transfers)
+      : [...Object.values(d.reservations), ...Object.values(d.transfers)],
   });
 
   /** Requests for one operation: valid ones, and ones with exactly one thing the document refuses. */
@@ -189,94 +237,222 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
     const header = o.params.find((p) => p.in === 'header');
     // '.' and '..' are identifiers, but a URL resolves them away before it is sent.
     const sendable = (v: unknown) => v !== '.' && v !== '..';
-    const validPath = fc.record(Object.fromEntries(pathParams.map((p) => [p.name as string, valid(p.schema as Schema, resolve, known, p.name as string).filter(sendable)])));
-    const validQuery = fc.record(Object.fromEntries(queryParams.map((p) => [p.name as string, p.required ? valid(p.schema as Schema, resolve, known, p.name as string) : fc.option(valid(p.schema as Schema, resolve, known, p.name as string), { nil: undefined })])));
-    const validKey = header ? fc.stringMatching(new RegExp((header.schema as Json).pattern as string)) : fc.constant(undefined);
-    const validBody = o.body ? valid(o.body, resolve, known).map((b) => b as Record<string, unknown>) : fc.constant(undefined);
-    const write = (o.op.security as Json[]).some((s) => 'apiToken' in s) && !(o.op.security as Json[]).some((s) => Object.keys(s).length === 0);
+    const validPath = fc.record(
+      Object.fromEntries(
+        pathParams.map((p) => [
+          p.name as string,
+          valid(p.schema as Schema, resolve, known, p.name as string).filter(sendable),
+        ]),
+      ),
+    );
+    const validQuery = fc.record(
+      Object.fromEntries(
+        queryParams.map((p) => [
+          p.name as string,
+          p.required
+            ? valid(p.schema as Schema, resolve, known, p.name as string)
+            : fc.option(valid(p.schema as Schema, resolve, known, p.name as string), { nil: undefined }),
+        ]),
+      ),
+    );
+    const validKey = header
+      ? fc.stringMatching(new RegExp((header.schema as Json).pattern as string))
+      : fc.constant(undefined);
+    const validBody = o.body
+      ? valid(o.body, resolve, known).map((b) => b as Record<string, unknown>)
+      : fc.constant(undefined);
+    const write =
+      (o.op.security as Json[]).some((s) => 'apiToken' in s) &&
+      !(o.op.security as Json[]).some((s) => Object.keys(s).length === 0);
 
-    type Parts = { path: Record<string, unknown>; query: [string, string][]; key: string | undefined; body: string | undefined; type: string; token: boolean };
-    const build = (parts: Parts, what: string, refused?: number[], field?: string | null): Request => {
-      const path = o.path.replaceAll(/\{([^}]+)\}/g, (_m, name: string) => encodeURIComponent(String(parts.path[name])));
-      const query = new URLSearchParams(parts.query).toString();
-      const headers: Record<string, string> = { ...(parts.token && { authorization: `Bearer ${d.token}` }), ...(parts.key !== undefined && { 'idempotency-key': parts.key }), ...(parts.body !== undefined && { 'content-type': parts.type }) };
-      return { what, method: o.method, url: `${path}${query ? `?${query}` : ''}`, headers, ...(parts.body !== undefined && { body: parts.body }), ...(refused && { refused }), ...(field !== undefined && { field }) };
+    type Parts = {
+      path: Record<string, unknown>;
+      query: [string, string][];
+      key: string | undefined;
+      body: string | undefined;
+      type: string;
+      token: boolean;
     };
-    const base = fc.record({ path: validPath, query: validQuery, key: validKey, body: validBody }).map(({ path, query, key, body }) => ({
-      path,
-      query: Object.entries(query).filter((e): e is [string, unknown] => e[1] !== undefined).map(([k, v]) => [k, String(v)] as [string, string]),
-      key,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      rawBody: body,
-      type: 'application/json',
-      token: true,
-    }));
+    const build = (parts: Parts, what: string, refused?: number[], field?: string | null): Request => {
+      const path = o.path.replaceAll(/\{([^}]+)\}/g, (_m, name: string) =>
+        encodeURIComponent(String(parts.path[name])),
+      );
+      const query = new URLSearchParams(parts.query).toString();
+      const headers: Record<string, string> = {
+        ...(parts.token && { authorization: `Bearer ${d.token}` }),
+        ...(parts.key !== undefined && { 'idempotency-key': parts.key }),
+        ...(parts.body !== undefined && { 'content-type': parts.type }),
+      };
+      return {
+        what,
+        method: o.method,
+        url: `${path}${query ? `?${query}` : ''}`,
+        headers,
+        ...(parts.body !== undefined && { body: parts.body }),
+        ...(refused && { refused }),
+        ...(field !== undefined && { field }),
+      };
+    };
+    const base = fc
+      .record({ path: validPath, query: validQuery, key: validKey, body: validBody })
+      .map(({ path, query, key, body }) => ({
+        path,
+        query: Object.entries(query)
+          .filter((e): e is [string, unknown] => e[1] !== undefined)
+          .map(([k, v]) => [k, String(v)] as [string, string]),
+        key,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        rawBody: body,
+        type: 'application/json',
+        token: true,
+      }));
 
     const options: fc.Arbitrary<Request>[] = [];
-    const fitsText = (schema: Schema) => (raw: string) => !conforms(schema, raw) && raw !== '' && !raw.includes('\u0000');
+    const fitsText = (schema: Schema) => (raw: string) =>
+      !conforms(schema, raw) && raw !== '' && !raw.includes('\u0000');
     for (const p of pathParams) {
       const name = p.name as string;
-      const bad = invalidText(p.schema as Schema, resolve).filter(fitsText(p.schema as Schema)).filter(sendable).filter((s) => {
-        try {
-          return encodeURIComponent(s) !== '';
-        } catch {
-          return false; // a lone surrogate: no URL can carry it
-        }
-      });
-      options.push(fc.tuple(base, bad).map(([b, v]) => build({ ...b, path: { ...b.path, [name]: v } }, `path ${name}=${JSON.stringify(v)}`, [400], name)));
+      const bad = invalidText(p.schema as Schema, resolve)
+        .filter(fitsText(p.schema as Schema))
+        .filter(sendable)
+        .filter((s) => {
+          try {
+            return encodeURIComponent(s) !== '';
+          } catch {
+            return false; // a lone surrogate: no URL can carry it
+          }
+        });
+      options.push(
+        fc
+          .tuple(base, bad)
+          .map(([b, v]) =>
+            build({ ...b, path: { ...b.path, [name]: v } }, `path ${name}=${JSON.stringify(v)}`, [400], name),
+          ),
+      );
     }
     for (const p of [...queryParams, ...(cursor ? [cursor] : [])]) {
       const name = p.name as string;
       // A cursor the server did not give out is refused even when it fits the pattern (nextCursor is followed below).
-      const bad = name === 'cursor' ? fc.oneof(invalidText(p.schema as Schema, resolve), fc.stringMatching(new RegExp((p.schema as Json).pattern as string))) : invalidText(p.schema as Schema, resolve).filter(fitsText(p.schema as Schema));
+      const bad =
+        name === 'cursor'
+          ? fc.oneof(
+              invalidText(p.schema as Schema, resolve),
+              fc.stringMatching(new RegExp((p.schema as Json).pattern as string)),
+            )
+          : invalidText(p.schema as Schema, resolve).filter(fitsText(p.schema as Schema));
       const drop = (q: [string, string][]) => q.filter(([k]) => k !== name);
-      options.push(fc.tuple(base, bad).map(([b, v]) => build({ ...b, query: [...drop(b.query), [name, v]] }, `query ${name}=${JSON.stringify(v)}`, [400], name)));
+      options.push(
+        fc
+          .tuple(base, bad)
+          .map(([b, v]) =>
+            build({ ...b, query: [...drop(b.query), [name, v]] }, `query ${name}=${JSON.stringify(v)}`, [400], name),
+          ),
+      );
       if (name !== 'cursor') {
-        const twice = fc.tuple(valid(p.schema as Schema, resolve, known, name), valid(p.schema as Schema, resolve, known, name));
-        options.push(fc.tuple(base, twice).map(([b, [x, y]]) => build({ ...b, query: [...drop(b.query), [name, String(x)], [name, String(y)]] }, `query ${name} twice`, [400], name)));
+        const twice = fc.tuple(
+          valid(p.schema as Schema, resolve, known, name),
+          valid(p.schema as Schema, resolve, known, name),
+        );
+        options.push(
+          fc
+            .tuple(base, twice)
+            .map(([b, [x, y]]) =>
+              build(
+                { ...b, query: [...drop(b.query), [name, String(x)], [name, String(y)]] },
+                `query ${name} twice`,
+                [400],
+                name,
+              ),
+            ),
+        );
       }
-      if (p.required) options.push(base.map((b) => build({ ...b, query: drop(b.query) }, `without ${name}`, [400], name)));
+      if (p.required)
+        options.push(base.map((b) => build({ ...b, query: drop(b.query) }, `without ${name}`, [400], name)));
     }
     if (queryParams.length > 0) {
-      const unknown = fc.constantFrom('q', 'skus', 'Sort', 'limit ', 'warehouse_id', 'page').filter((n) => !o.params.some((p) => p.name === n));
-      options.push(fc.tuple(base, unknown).map(([b, n]) => build({ ...b, query: [...b.query, [n, '1']] }, `unknown parameter ${JSON.stringify(n)}`, [400], n)));
+      const unknown = fc
+        .constantFrom('q', 'skus', 'Sort', 'limit ', 'warehouse_id', 'page')
+        .filter((n) => !o.params.some((p) => p.name === n));
+      options.push(
+        fc
+          .tuple(base, unknown)
+          .map(([b, n]) =>
+            build({ ...b, query: [...b.query, [n, '1']] }, `unknown parameter ${JSON.stringify(n)}`, [400], n),
+          ),
+      );
     }
     if (header) {
       const name = header.name as string;
       const bad = fc.constantFrom(undefined, '', 'a b', 'x'.repeat(256), 'é', 'key\t1');
-      options.push(fc.tuple(base, bad).map(([b, v]) => build({ ...b, key: v }, `${name}: ${JSON.stringify(v)}`, [400], name)));
+      options.push(
+        fc.tuple(base, bad).map(([b, v]) => build({ ...b, key: v }, `${name}: ${JSON.stringify(v)}`, [400], name)),
+      );
     }
     if (o.body) {
       const schema = o.body;
       options.push(
-        fc.tuple(base, bodyMutation(schema, resolve))
+        fc
+          .tuple(base, bodyMutation(schema, resolve))
           .map(([b, m]) => ({ b, m, mutated: m.apply(b.rawBody as Record<string, unknown>) }))
           .filter(({ mutated }) => !validator(schema)(mutated))
-          .map(({ b, m, mutated }) => build({ ...b, body: JSON.stringify(mutated) }, `body ${m.what}`, [400], m.field ?? null)),
+          .map(({ b, m, mutated }) =>
+            build({ ...b, body: JSON.stringify(mutated) }, `body ${m.what}`, [400], m.field ?? null),
+          ),
       );
-      options.push(fc.tuple(base, fc.constantFrom('{"sku":', '', '{sku: 1}', '{"a":1}{', '\u0000')).map(([b, raw]) => build({ ...b, body: raw }, `body ${JSON.stringify(raw)}`, [400], null)));
+      options.push(
+        fc
+          .tuple(base, fc.constantFrom('{"sku":', '', '{sku: 1}', '{"a":1}{', '\u0000'))
+          .map(([b, raw]) => build({ ...b, body: raw }, `body ${JSON.stringify(raw)}`, [400], null)),
+      );
     }
     if (o.body || o.method === 'DELETE') {
-      const xml = fc.constantFrom('text/xml', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x');
-      options.push(fc.tuple(base, xml).map(([b, type]) => build({ ...b, body: 'sku=SKU-1', type }, `a ${type} body`, [415], null)));
-      options.push(base.map((b) => build({ ...b, body: JSON.stringify({ sku: 'S'.repeat(70_000) }) }, 'a 70 kB body', [413], null)));
+      const xml = fc.constantFrom(
+        'text/xml',
+        'text/plain',
+        'application/x-www-form-urlencoded',
+        'multipart/form-data; boundary=x',
+      );
+      options.push(
+        fc.tuple(base, xml).map(([b, type]) => build({ ...b, body: 'sku=SKU-1', type }, `a ${type} body`, [415], null)),
+      );
+      options.push(
+        base.map((b) =>
+          build({ ...b, body: JSON.stringify({ sku: 'S'.repeat(70_000) }) }, 'a 70 kB body', [413], null),
+        ),
+      );
     }
     if (write) options.push(base.map((b) => build({ ...b, token: false }, 'no API token', [401], null)));
     // As many valid requests as refused ones, whatever the number of ways to refuse one.
-    return fc.oneof({ arbitrary: base.map((p) => build(p, 'valid')), weight: Math.max(1, options.length) }, ...options.map((arbitrary) => ({ arbitrary, weight: 1 })));
+    return fc.oneof(
+      { arbitrary: base.map((p) => build(p, 'valid')), weight: Math.max(1, options.length) },
+      ...options.map((arbitrary) => ({ arbitrary, weight: 1 })),
+    );
   }
 
   /** Sends a request and checks the answer against the operation's responses; returns the parsed body, if any. */
   async function check(o: Operation, r: Request): Promise<unknown> {
-    const res = await fetch(`${d.base}${r.url}`, { method: r.method, headers: r.headers, ...(r.body !== undefined && { body: r.body }), redirect: 'manual' });
+    const res = await fetch(`${d.base}${r.url}`, {
+      method: r.method,
+      headers: r.headers,
+      ...(r.body !== undefined && { body: r.body }),
+      redirect: 'manual',
+    });
     const text = await res.text();
     const where = `${r.method} ${r.url} (${r.what}) → ${res.status} ${text.slice(0, 300)}`;
     const responses = o.op.responses as Record<string, Json>;
     const documented = responses[String(res.status)];
-    assert.ok(documented, `${where}: ${res.status} is not an answer of ${String(o.op.operationId)} (${Object.keys(responses).join(', ')})`);
+    assert.ok(
+      documented,
+      `${where}: ${res.status} is not an answer of ${String(o.op.operationId)} (${Object.keys(responses).join(', ')})`,
+    );
     const response = resolve(documented);
-    for (const [name, h] of Object.entries((response.headers as Record<string, Json>) ?? {})) if (h.required === true) assert.ok(res.headers.has(name), `${where}: no ${name} header`);
-    if (r.refused) assert.ok(r.refused.includes(res.status), `${where}: a request the document refuses must get ${r.refused.join(' or ')}`);
+    for (const [name, h] of Object.entries((response.headers as Record<string, Json>) ?? {}))
+      if (h.required === true) assert.ok(res.headers.has(name), `${where}: no ${name} header`);
+    if (r.refused)
+      assert.ok(
+        r.refused.includes(res.status),
+        `${where}: a request the document refuses must get ${r.refused.join(' or ')}`,
+      );
     if (o.head) {
       assert.equal(text, '', `${where}: HEAD has no body`);
       return undefined;
@@ -296,13 +472,20 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
     const validate = validator(content[type]?.schema);
     assert.ok(validate(body), `${where}: does not fit its schema: ${ajv.errorsText(validate.errors)}`);
     if (res.status === 400) {
-      if (r.refused && r.field !== undefined && r.field !== null) assert.equal(body.error?.field, r.field, `${where}: the 400 must name ${r.field}`);
-      if (!r.refused) assert.ok((CROSS_FIELD[String(o.op.operationId)] ?? []).includes(body.error?.field ?? ''), `${where}: a valid request was refused`);
+      if (r.refused && r.field !== undefined && r.field !== null)
+        assert.equal(body.error?.field, r.field, `${where}: the 400 must name ${r.field}`);
+      if (!r.refused)
+        assert.ok(
+          (CROSS_FIELD[String(o.op.operationId)] ?? []).includes(body.error?.field ?? ''),
+          `${where}: a valid request was refused`,
+        );
     }
     return body;
   }
 
-  it('requests generated from the document get answers the document lists, with bodies that fit its schemas', { timeout: 600_000 }, async (t) => {
+  it('requests generated from the document get answers the document lists, with bodies that fit its schemas', {
+    timeout: 600_000,
+  }, async (t) => {
     t.diagnostic(`seed ${SEED}`);
     console.log(`api conformance: seed ${SEED}`);
     const counts = new Map<string, number>();
@@ -310,7 +493,10 @@ describe('HTTP API conformance: central against docs/openapi.yaml', () => {
       await fc.assert(
         fc.asyncProperty(requests(o), async (r) => {
           const body = (await check(o, r)) as { nextCursor?: string | null } | undefined;
-          counts.set(`${r.refused ? 'refused' : 'valid'} ${o.method}`, (counts.get(`${r.refused ? 'refused' : 'valid'} ${o.method}`) ?? 0) + 1);
+          counts.set(
+            `${r.refused ? 'refused' : 'valid'} ${o.method}`,
+            (counts.get(`${r.refused ? 'refused' : 'valid'} ${o.method}`) ?? 0) + 1,
+          );
           // A page's cursor is valid input only the server can make: follow it, with the same query.
           if (body && typeof body.nextCursor === 'string' && !r.refused) {
             const next = `${r.url}${r.url.includes('?') ? '&' : '?'}cursor=${body.nextCursor}`;

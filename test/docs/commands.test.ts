@@ -18,20 +18,31 @@ import { extractCommands, type DocCommand } from './doc-commands.js';
 // demo, so a documented command can never be refused again. A command that is not run is listed below with
 // the reason; one that is neither fails the first test.
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const COMMANDS = ['README.md', 'docs/operating.md'].flatMap((f) => extractCommands(f, readFileSync(path.join(ROOT, f), 'utf8')));
+const COMMANDS = ['README.md', 'docs/operating.md'].flatMap((f) =>
+  extractCommands(f, readFileSync(path.join(ROOT, f), 'utf8')),
+);
 
 /** Commands that do not target the demo, by their exact text (a changed command is classified again), and why they are not run here. */
 const NOT_RUN: Record<string, string> = {
-  'npm ci && npm start': 'installs the packages and starts the demo on its default ports; this file starts the same `stockwire demo` itself (on free ports, since other tests may hold the defaults)',
+  'npm ci && npm start':
+    'installs the packages and starts the demo on its default ports; this file starts the same `stockwire demo` itself (on free ports, since other tests may hold the defaults)',
   'npm test': 'the whole test suite, this file included',
-  "stockwire devices add --file devices.json --id gw-wh1 --warehouse WH1 --kind gateway --password 'gateway-secret'": 'builds its own central and edge ("Run an edge against central"), not the demo; `devices add` is tested in test/cli.test.ts',
-  "stockwire devices add --file devices.json --id scanner-1 --warehouse WH1 --kind scanner --password 'scanner-secret'": 'as above',
-  'stockwire central --devices-file devices.json &': 'a central of its own on the default ports, which the demo or another test may hold; central is tested in test/cli.test.ts and end to end',
-  "stockwire edge --warehouse WH1 --devices-file devices.json --central-username gw-wh1 --central-password 'gateway-secret'": 'an edge on port 1883, where the machine\'s Mosquitto listens; edges are tested in test/gateway/',
-  'mosquitto_pub -p 1883 -u scanner-1 -P \'scanner-secret\' -i scanner-1 -q 1 -t \'wh/WH1/dev/scanner-1/event\' -m \'{"v":1,"id":"scan-1","type":"received","sku":"SKU-1","qty":5}\'': 'publishes to the edge of the commands above (port 1883), not to the demo',
-  'stockwire central --devices-file devices.json --tls-port 8883 --tls-cert central.pem --tls-key central.key --tls-client-ca clients-ca.pem &': 'a TLS example: its certificate files exist only where an operator made them; mutual TLS is tested in test/security/tls.test.ts',
-  "stockwire edge --warehouse WH1 --devices-file devices.json --central-url mqtts://central.example:8883 --central-ca ca.pem --central-cert gw-wh1.pem --central-key gw-wh1.key --central-username gw-wh1 --central-password 'gateway-secret'": 'a TLS example against central.example, a placeholder host; tested in test/security/tls.test.ts',
-  'cp deploy/.env.example deploy/.env': 'deployment with Docker, which this machine does not run; the compose file is checked by test/deploy/deploy.test.ts',
+  "stockwire devices add --file devices.json --id gw-wh1 --warehouse WH1 --kind gateway --password 'gateway-secret'":
+    'builds its own central and edge ("Run an edge against central"), not the demo; `devices add` is tested in test/cli.test.ts',
+  "stockwire devices add --file devices.json --id scanner-1 --warehouse WH1 --kind scanner --password 'scanner-secret'":
+    'as above',
+  'stockwire central --devices-file devices.json &':
+    'a central of its own on the default ports, which the demo or another test may hold; central is tested in test/cli.test.ts and end to end',
+  "stockwire edge --warehouse WH1 --devices-file devices.json --central-username gw-wh1 --central-password 'gateway-secret'":
+    "an edge on port 1883, where the machine's Mosquitto listens; edges are tested in test/gateway/",
+  'mosquitto_pub -p 1883 -u scanner-1 -P \'scanner-secret\' -i scanner-1 -q 1 -t \'wh/WH1/dev/scanner-1/event\' -m \'{"v":1,"id":"scan-1","type":"received","sku":"SKU-1","qty":5}\'':
+    'publishes to the edge of the commands above (port 1883), not to the demo',
+  'stockwire central --devices-file devices.json --tls-port 8883 --tls-cert central.pem --tls-key central.key --tls-client-ca clients-ca.pem &':
+    'a TLS example: its certificate files exist only where an operator made them; mutual TLS is tested in test/security/tls.test.ts',
+  "stockwire edge --warehouse WH1 --devices-file devices.json --central-url mqtts://central.example:8883 --central-ca ca.pem --central-cert gw-wh1.pem --central-key gw-wh1.key --central-username gw-wh1 --central-password 'gateway-secret'":
+    'a TLS example against central.example, a placeholder host; tested in test/security/tls.test.ts',
+  'cp deploy/.env.example deploy/.env':
+    'deployment with Docker, which this machine does not run; the compose file is checked by test/deploy/deploy.test.ts',
   'docker compose -f deploy/docker-compose.yml up -d --build': 'as above',
   'open http://localhost:3000': 'opens Grafana of the compose deployment in a browser',
 };
@@ -67,9 +78,14 @@ const urlPort = (w: string): number | undefined => {
 function demoKind(c: DocCommand): Kind | null {
   const [program, sub] = c.words;
   if ((program === 'bin/stockwire' || program === 'stockwire') && sub === 'sim') return 'sim';
-  if ((program === 'mosquitto_pub' || program === 'mosquitto_sub') && DEMO_PORTS[Number(flag(c.words, '-p') ?? 1883)]) return program;
+  if ((program === 'mosquitto_pub' || program === 'mosquitto_sub') && DEMO_PORTS[Number(flag(c.words, '-p') ?? 1883)])
+    return program;
   if (program === 'curl' && c.words.some((w) => DEMO_PORTS[urlPort(w) ?? -1])) return 'curl';
-  if (/(?<![\d.:])(1884|1885|1886|8080|8084|8085|8086|9101|9102)(?!\d)|:(1884|1885|1886|8080|8084|8085|8086|9101|9102)\b/.test(c.text)) {
+  if (
+    /(?<![\d.:])(1884|1885|1886|8080|8084|8085|8086|9101|9102)(?!\d)|:(1884|1885|1886|8080|8084|8085|8086|9101|9102)\b/.test(
+      c.text,
+    )
+  ) {
     throw new Error(`${c.file}:${c.line} names a demo port but this test has no way to run it: ${c.text}`);
   }
   return null;
@@ -100,12 +116,21 @@ function forDemo(demo: Demo, c: DocCommand): string[] {
   return words;
 }
 
-function run(argv: string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  argv: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(argv[0] as string, argv.slice(1), { cwd: ROOT, env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (err as { code?: unknown }).code : 0;
-      resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
-    });
+    execFile(
+      argv[0] as string,
+      argv.slice(1),
+      { cwd: ROOT, env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? (err as { code?: unknown }).code : 0;
+        resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -118,7 +143,8 @@ function retainedAfter(pubs: DocCommand[]): Record<string, Set<string>> {
     assert.ok(m, `${c.file}:${c.line}: this test knows what an event publish leaves retained, nothing else`);
     const wh = m[1] as string;
     const e = JSON.parse(flag(c.words, '-m') as string) as { type: string; sku: string; location?: string };
-    const own = e.type === 'level' ? [`wh/${wh}/shelf/${e.location}/${e.sku}`] : [`wh/${wh}/stock/${e.sku}`, `stock/${e.sku}`];
+    const own =
+      e.type === 'level' ? [`wh/${wh}/shelf/${e.location}/${e.sku}`] : [`wh/${wh}/stock/${e.sku}`, `stock/${e.sku}`];
     for (const t of own) at.central?.add(t);
     for (const edge of WAREHOUSES) for (const t of own) if (t.startsWith('stock/') || edge === wh) at[edge]?.add(t);
   }
@@ -130,10 +156,22 @@ const displayAt = (at: string) => (at === 'central' ? 'display' : `display-${at.
 
 describe('the shell commands of README.md and docs/operating.md', () => {
   it('are read as sh reads them: a quoted # is no comment, \\ continues a line, and only ```sh fences hold commands', () => {
-    const md = ['```sh', "# a comment line", "mosquitto_sub -t 'stock/#' \\", '  -v    # prints "topic payload"', '```', '```json', '{"v":1}', '```'].join('\n');
+    const md = [
+      '```sh',
+      '# a comment line',
+      "mosquitto_sub -t 'stock/#' \\",
+      '  -v    # prints "topic payload"',
+      '```',
+      '```json',
+      '{"v":1}',
+      '```',
+    ].join('\n');
     const [c, ...rest] = extractCommands('x.md', md);
     assert.deepEqual(rest, []);
-    assert.deepEqual([c?.line, c?.text, c?.words, c?.comment], [3, "mosquitto_sub -t 'stock/#' -v", ['mosquitto_sub', '-t', 'stock/#', '-v'], 'prints "topic payload"']);
+    assert.deepEqual(
+      [c?.line, c?.text, c?.words, c?.comment],
+      [3, "mosquitto_sub -t 'stock/#' -v", ['mosquitto_sub', '-t', 'stock/#', '-v'], 'prints "topic payload"'],
+    );
     assert.throws(() => extractCommands('x.md', '```bash\nnpm test\n```'), /fence commands as ```sh/);
   });
 
@@ -147,11 +185,16 @@ describe('the shell commands of README.md and docs/operating.md', () => {
         problems.push((err as Error).message);
         continue;
       }
-      if (kind && NOT_RUN[c.text]) problems.push(`${c.file}:${c.line} targets the demo, so it must be run, not excused: ${c.text}`);
-      if (kind && c.shellSyntax) problems.push(`${c.file}:${c.line} targets the demo with shell syntax this test does not run: ${c.text}`);
-      if (!kind && !NOT_RUN[c.text]) problems.push(`${c.file}:${c.line} is neither a demo command nor listed in NOT_RUN with a reason: ${c.text}`);
+      if (kind && NOT_RUN[c.text])
+        problems.push(`${c.file}:${c.line} targets the demo, so it must be run, not excused: ${c.text}`);
+      if (kind && c.shellSyntax)
+        problems.push(`${c.file}:${c.line} targets the demo with shell syntax this test does not run: ${c.text}`);
+      if (!kind && !NOT_RUN[c.text])
+        problems.push(`${c.file}:${c.line} is neither a demo command nor listed in NOT_RUN with a reason: ${c.text}`);
     }
-    for (const text of Object.keys(NOT_RUN)) if (!COMMANDS.some((c) => c.text === text)) problems.push(`NOT_RUN lists a command the docs no longer show: ${text}`);
+    for (const text of Object.keys(NOT_RUN))
+      if (!COMMANDS.some((c) => c.text === text))
+        problems.push(`NOT_RUN lists a command the docs no longer show: ${text}`);
     assert.deepEqual(problems, []);
   });
 });
@@ -183,7 +226,10 @@ describe('the demo commands of README.md and docs/operating.md, against a runnin
     for (const o of observers) o.end(true);
     try {
       if (demo) {
-        const code = await Promise.race([interrupt(demo.run), new Promise<'hung'>((resolve) => setTimeout(resolve, 30_000, 'hung').unref())]);
+        const code = await Promise.race([
+          interrupt(demo.run),
+          new Promise<'hung'>((resolve) => setTimeout(resolve, 30_000, 'hung').unref()),
+        ]);
         if (code === 'hung') demo.run.child.kill('SIGKILL');
         assert.equal(code, 0, `Ctrl-C stops the demo: ${demo.run.logs.slice(-20).join('\n')}`);
       }
@@ -198,9 +244,17 @@ describe('the demo commands of README.md and docs/operating.md, against a runnin
     for (const c of COMMANDS.filter((x) => x.source === 'banner')) {
       const real = c.text
         .replace(/-p (\d+)/g, (_, p: string) => `-p ${mapped(demo, Number(p)).port}`)
-        .replace(/(127\.0\.0\.1|localhost):(\d+)\//g, (_, h: string, p: string) => `${h}:${mapped(demo, Number(p)).port}/`)
-        .replace(/-P '([^']*)'/, (m, w: string) => (PLACEHOLDER.test(w) ? `-P '${demo.cred(flag(c.words, '-u') as string).password}'` : m));
-      assert.ok(banner.includes(`    ${real}`), `${c.file}:${c.line}: the demo's banner has no line\n    ${real}\n${banner.slice(-3000)}`);
+        .replace(
+          /(127\.0\.0\.1|localhost):(\d+)\//g,
+          (_, h: string, p: string) => `${h}:${mapped(demo, Number(p)).port}/`,
+        )
+        .replace(/-P '([^']*)'/, (m, w: string) =>
+          PLACEHOLDER.test(w) ? `-P '${demo.cred(flag(c.words, '-u') as string).password}'` : m,
+        );
+      assert.ok(
+        banner.includes(`    ${real}`),
+        `${c.file}:${c.line}: the demo's banner has no line\n    ${real}\n${banner.slice(-3000)}`,
+      );
     }
   });
 
@@ -212,14 +266,20 @@ describe('the demo commands of README.md and docs/operating.md, against a runnin
   }
 
   const retained = retainedAfter(of('mosquitto_pub'));
-  it('(wait) the scans published above are committed at central and mirrored to the edges', { timeout: 60_000 }, async () => {
+  it('(wait) the scans published above are committed at central and mirrored to the edges', {
+    timeout: 60_000,
+  }, async () => {
     for (const [at, wanted] of Object.entries(retained)) {
       const ports = at === 'central' ? demo.central : (demo.edges[at] as Demo['central']);
       const client = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, displayAt(at), demo.cred(displayAt(at)).password);
       observers.push(client);
       const seen = new Collector(client, [...wanted]);
       await client.subscribeAsync([...wanted], { qos: 1 });
-      await seen.waitFor(() => [...wanted].every((t) => seen.messages.some((m) => m.topic === t)), 45_000, `${[...wanted].join(', ')} at ${at}`);
+      await seen.waitFor(
+        () => [...wanted].every((t) => seen.messages.some((m) => m.topic === t)),
+        45_000,
+        `${[...wanted].join(', ')} at ${at}`,
+      );
     }
   });
 
@@ -231,7 +291,8 @@ describe('the demo commands of README.md and docs/operating.md, against a runnin
         const r = await run(['curl', '-fsS', ...argv.slice(1)]);
         assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
         const url = argv.find((w) => urlPort(w) !== undefined) as string;
-        if (new URL(url).pathname === '/metrics') return assert.match(r.stdout, /^stockwire_\w+/m, 'Prometheus text with stockwire series');
+        if (new URL(url).pathname === '/metrics')
+          return assert.match(r.stdout, /^stockwire_\w+/m, 'Prometheus text with stockwire series');
         const body = JSON.parse(r.stdout) as Record<string, unknown>; // every other answer of central and the edges is JSON
         const sku = new URL(url).pathname.match(/^\/v1\/stock\/([^/]+)$/)?.[1];
         if (sku) assert.equal(body.sku, decodeURIComponent(sku), r.stdout);
@@ -248,26 +309,53 @@ describe('the demo commands of README.md and docs/operating.md, against a runnin
       const out = `exit ${r.code}\n${r.stdout}${r.stderr}`;
       assert.doesNotMatch(out, /denied/i, out);
       assert.equal(r.code, 0, out);
-      const granted = r.stdout.match(/^Subscribed \(mid: \d+\): (.*)$/m)?.[1]?.split(', ').map(Number) ?? [];
+      const granted =
+        r.stdout
+          .match(/^Subscribed \(mid: \d+\): (.*)$/m)?.[1]
+          ?.split(', ')
+          .map(Number) ?? [];
       assert.equal(granted.length, filters.length, `one SUBACK code per filter: ${out}`);
-      assert.ok(granted.every((q) => q < 0x80), `every subscription granted (0x80: refused): ${granted.join(', ')}`);
-      const lines = r.stdout.split('\n').filter((l) => l !== '' && !l.startsWith('Client ') && !l.startsWith('Subscribed ('));
-      const got = lines.map((l) => ({ topic: l.slice(0, l.indexOf(' ')), payload: JSON.parse(l.slice(l.indexOf(' ') + 1)) as Record<string, unknown> }));
+      assert.ok(
+        granted.every((q) => q < 0x80),
+        `every subscription granted (0x80: refused): ${granted.join(', ')}`,
+      );
+      const lines = r.stdout
+        .split('\n')
+        .filter((l) => l !== '' && !l.startsWith('Client ') && !l.startsWith('Subscribed ('));
+      const got = lines.map((l) => ({
+        topic: l.slice(0, l.indexOf(' ')),
+        payload: JSON.parse(l.slice(l.indexOf(' ') + 1)) as Record<string, unknown>,
+      }));
       assert.equal(got.length, count, out);
-      for (const m of got) assert.ok(filters.some((f) => topicMatches(f, m.topic)), `${m.topic} matches a filter of the command`);
-      for (const t of expected) assert.ok(got.some((m) => m.topic === t), `${t} at ${at}: ${out}`);
+      for (const m of got)
+        assert.ok(
+          filters.some((f) => topicMatches(f, m.topic)),
+          `${m.topic} matches a filter of the command`,
+        );
+      for (const t of expected)
+        assert.ok(
+          got.some((m) => m.topic === t),
+          `${t} at ${at}: ${out}`,
+        );
       const stock = got.filter((m) => /^(stock\/|wh\/[^/]+\/stock\/)/.test(m.topic));
       assert.ok(stock.length > 0, `a stock topic, what a display is for: ${out}`);
-      for (const m of stock) assert.ok(typeof m.payload.sku === 'string' && typeof m.payload.onHand === 'number', JSON.stringify(m));
+      for (const m of stock)
+        assert.ok(typeof m.payload.sku === 'string' && typeof m.payload.onHand === 'number', JSON.stringify(m));
     });
   }
 
   for (const c of of('sim')) {
     it(`${c.file}:${c.line} ${c.text}`, { timeout: 120_000 }, async () => {
-      const argv = forDemo(demo, c).map((w, i, all) => (all[i - 1] === '--duration' && Number(w) > SIM_SECONDS ? String(SIM_SECONDS) : w));
+      const argv = forDemo(demo, c).map((w, i, all) =>
+        all[i - 1] === '--duration' && Number(w) > SIM_SECONDS ? String(SIM_SECONDS) : w,
+      );
       // The docs run it in a checkout whose ./data is the demo's DATA_DIR; the test's demo has a DATA_DIR of its
       // own. SIM_SEED (the environment form of --seed) fixes its random choices in CI and prints them for a replay.
-      const r = await run([BIN, ...argv.slice(1)], { DATA_DIR: demo.dataDir, SIM_SEED: String(testSeed('docs/commands')) }, 110_000);
+      const r = await run(
+        [BIN, ...argv.slice(1)],
+        { DATA_DIR: demo.dataDir, SIM_SEED: String(testSeed('docs/commands')) },
+        110_000,
+      );
       assert.equal(r.code, 0, `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-3000)}`);
       if (c.words.includes('--verify')) assert.match(r.stdout, /^verify: 0 differences$/m, r.stdout);
     });

@@ -21,7 +21,12 @@ export interface DocCommand {
 const BANNER_START = 'stockwire demo is running';
 
 /** Splits one logical command line into words, as POSIX sh quoting does; what sh would expand is flagged, never expanded. */
-export function shellWords(line: string): { words: string[]; shellSyntax: boolean; comment: string; commentAt: number } {
+export function shellWords(line: string): {
+  words: string[];
+  shellSyntax: boolean;
+  comment: string;
+  commentAt: number;
+} {
   const words: string[] = [];
   let word: string | null = null;
   let shellSyntax = false;
@@ -109,17 +114,22 @@ export function extractCommands(file: string, markdown: string): DocCommand[] {
     const info = open[1] as string;
     const body: { n: number; s: string }[] = [];
     let j = i + 1;
-    for (; j < lines.length && !/^```\s*$/.test(lines[j] as string); j++) body.push({ n: j + 1, s: lines[j] as string });
+    for (; j < lines.length && !/^```\s*$/.test(lines[j] as string); j++)
+      body.push({ n: j + 1, s: lines[j] as string });
     if (j >= lines.length) throw new Error(`${file}:${i + 1}: a fence that never closes`);
-    if (['bash', 'shell', 'console', 'shell-session', 'zsh'].includes(info)) throw new Error(`${file}:${i + 1}: fence commands as \`\`\`sh (the docs test reads those), not \`\`\`${info}`);
+    if (['bash', 'shell', 'console', 'shell-session', 'zsh'].includes(info))
+      throw new Error(`${file}:${i + 1}: fence commands as \`\`\`sh (the docs test reads those), not \`\`\`${info}`);
     if (info === 'sh') {
-      for (const { n, s } of logicalLines(body.filter((l) => l.s.trim() !== '' && !l.s.trim().startsWith('#')))) out.push(command(file, 'sh', n, s));
+      for (const { n, s } of logicalLines(body.filter((l) => l.s.trim() !== '' && !l.s.trim().startsWith('#'))))
+        out.push(command(file, 'sh', n, s));
     } else if (info === '' && body[0]?.s.startsWith(BANNER_START)) {
       // After "Try:" every indented line is a command, except "…", which stands for lines left out.
       const tryAt = body.findIndex((l) => l.s.trim() === 'Try:');
       if (tryAt < 0) throw new Error(`${file}:${i + 1}: the demo banner example has no "Try:" section`);
       const shown = body.slice(tryAt + 1).filter((l) => l.s.trim() !== '' && l.s.trim() !== '…');
-      for (const l of shown) if (!/^ {4}\S/.test(l.s) && !/^ {6}/.test(l.s)) throw new Error(`${file}:${l.n}: not a command line of the banner's "Try:" section: ${l.s}`);
+      for (const l of shown)
+        if (!/^ {4}\S/.test(l.s) && !/^ {6}/.test(l.s))
+          throw new Error(`${file}:${l.n}: not a command line of the banner's "Try:" section: ${l.s}`);
       for (const { n, s } of logicalLines(shown)) out.push(command(file, 'banner', n, s));
     }
     i = j;

@@ -54,7 +54,9 @@ export function scenarioDatabase(name: string): ScenarioDatabase {
     get pool() {
       return ready(pool);
     },
-    inbox: async (wh) => (await ready(pool).query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh])).rows[0]?.n ?? 0,
+    inbox: async (wh) =>
+      (await ready(pool).query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh])).rows[0]?.n ??
+      0,
   };
 }
 
@@ -66,7 +68,11 @@ export class Proc {
   /** what the last killed instance logged */
   private killedLogs: string[] = [];
 
-  constructor(readonly name: string, private readonly args: () => string[], private readonly env: Record<string, string | undefined>) {}
+  constructor(
+    readonly name: string,
+    private readonly args: () => string[],
+    private readonly env: Record<string, string | undefined>,
+  ) {}
 
   get current(): Running {
     if (!this.running) throw new Error(`${this.name} is not running`);
@@ -86,12 +92,16 @@ export class Proc {
     const r = await startStockwire(this.args(), this.env);
     live.add(r);
     void r.exited.then(() => live.delete(r));
-    for (const handle of [r.child, r.child.stdout, r.child.stderr]) (handle as { unref?: () => void } | null)?.unref?.();
+    for (const handle of [r.child, r.child.stdout, r.child.stderr])
+      (handle as { unref?: () => void } | null)?.unref?.();
     this.running = r;
     this.starts++;
     // A crash is reported when it happens, with what the process said last: the scenario fails later, elsewhere.
     void r.exited.then((code) => {
-      if (this.running === r) process.stderr.write(`${this.name} exited by itself with ${code} at ${new Date().toISOString()}:\n${r.logs.slice(-25).join('\n')}\n`);
+      if (this.running === r)
+        process.stderr.write(
+          `${this.name} exited by itself with ${code} at ${new Date().toISOString()}:\n${r.logs.slice(-25).join('\n')}\n`,
+        );
     });
     return r;
   }
@@ -113,14 +123,19 @@ export class Proc {
     const t = setTimeout(() => r.child.kill('SIGKILL'), STOP_WAIT_MS);
     const code = await r.exited;
     clearTimeout(t);
-    if (code !== 0) process.stderr.write(`${this.name} exited with ${code} on SIGTERM; its last lines:\n${r.logs.slice(-25).join('\n')}\n`);
+    if (code !== 0)
+      process.stderr.write(
+        `${this.name} exited with ${code} on SIGTERM; its last lines:\n${r.logs.slice(-25).join('\n')}\n`,
+      );
     return code;
   }
 
   /** The last lines it logged, for a failure message. */
   logTail(n = 15): string {
     if (this.running) return this.running.logs.slice(-n).join('\n');
-    return this.killedLogs.length > 0 ? `(not running; the instance killed last said:)\n${this.killedLogs.slice(-n).join('\n')}` : '(not running)';
+    return this.killedLogs.length > 0
+      ? `(not running; the instance killed last said:)\n${this.killedLogs.slice(-n).join('\n')}`
+      : '(not running)';
   }
 }
 
@@ -140,8 +155,17 @@ export interface Warehouse {
 
 export async function warehouse(prefix: string, scannerCount = 10): Promise<Warehouse> {
   const wh = `${prefix}${randomBytes(3).toString('hex')}`;
-  const scanners: TestDevice[] = Array.from({ length: scannerCount }, (_, i) => ({ id: `dev-${i}`, warehouse: wh, kind: 'scanner' as const, password: `pw-dev-${i}-x` }));
-  const files = await writeDevices([...scanners, { id: `gw-${wh}`, warehouse: wh, kind: 'gateway', password: GATEWAY_PASSWORD }, { id: `disp-${wh}`, warehouse: wh, kind: 'display', password: 'pw-display-x' }]);
+  const scanners: TestDevice[] = Array.from({ length: scannerCount }, (_, i) => ({
+    id: `dev-${i}`,
+    warehouse: wh,
+    kind: 'scanner' as const,
+    password: `pw-dev-${i}-x`,
+  }));
+  const files = await writeDevices([
+    ...scanners,
+    { id: `gw-${wh}`, warehouse: wh, kind: 'gateway', password: GATEWAY_PASSWORD },
+    { id: `disp-${wh}`, warehouse: wh, kind: 'display', password: 'pw-display-x' },
+  ]);
   const centralPort = await freePort();
   const edgePort = await freePort();
   return {
@@ -151,15 +175,67 @@ export async function warehouse(prefix: string, scannerCount = 10): Promise<Ware
     devicesFile: files.file,
     centralPort,
     edgePort,
-    centralArgs: (extra = []) => ['central', '--mqtt-port', String(centralPort), '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', files.file, '--data-dir', files.dir, ...extra],
+    centralArgs: (extra = []) => [
+      'central',
+      '--mqtt-port',
+      String(centralPort),
+      '--ws-port',
+      '0',
+      '--http-port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--devices-file',
+      files.file,
+      '--data-dir',
+      files.dir,
+      ...extra,
+    ],
     edgeArgs: (centralUrl, o = {}) => [
-      'edge', '--warehouse', wh, '--devices-file', files.file, '--data-dir', path.join(files.dir, 'edge'), '--mqtt-port', String(edgePort), '--ws-port', '0', '--http-port', '0',
-      '--host', '127.0.0.1', '--central-url', centralUrl, '--resend-after-ms', '3000', '--keepalive', '3',
+      'edge',
+      '--warehouse',
+      wh,
+      '--devices-file',
+      files.file,
+      '--data-dir',
+      path.join(files.dir, 'edge'),
+      '--mqtt-port',
+      String(edgePort),
+      '--ws-port',
+      '0',
+      '--http-port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--central-url',
+      centralUrl,
+      '--resend-after-ms',
+      '3000',
+      '--keepalive',
+      '3',
       ...(o.auth === false ? [] : ['--central-username', `gw-${wh}`, '--central-password', GATEWAY_PASSWORD]),
       ...(o.extra ?? []),
     ],
-    processorArgs: (centralUrl) => ['processor', '--central-url', centralUrl, '--warehouses', wh, '--instance', wh, '--http-port', '0', '--host', '127.0.0.1'],
-    devices: (o) => new PubackDevices(`mqtt://127.0.0.1:${edgePort}`, wh, scanners.map((s) => ({ id: s.id, password: s.password })), o),
+    processorArgs: (centralUrl) => [
+      'processor',
+      '--central-url',
+      centralUrl,
+      '--warehouses',
+      wh,
+      '--instance',
+      wh,
+      '--http-port',
+      '0',
+      '--host',
+      '127.0.0.1',
+    ],
+    devices: (o) =>
+      new PubackDevices(
+        `mqtt://127.0.0.1:${edgePort}`,
+        wh,
+        scanners.map((s) => ({ id: s.id, password: s.password })),
+        o,
+      ),
   };
 }
 
@@ -167,11 +243,15 @@ export async function warehouse(prefix: string, scannerCount = 10): Promise<Ware
 /** A metric of a running process: the sum of the series `labels` select; NaN when none (or no answer). */
 export async function metric(r: Running, name: string, labels: Record<string, string> = {}): Promise<number> {
   try {
-    const text = await (await fetch(`http://127.0.0.1:${r.ports.http}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+    const text = await (
+      await fetch(`http://127.0.0.1:${r.ports.http}/metrics`, { signal: AbortSignal.timeout(5_000) })
+    ).text();
     const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
     // The sum over every series the labels select: known label values start at 0, so a partial selection (a reason,
     // whatever the kind) matches several series, and the first of them is not the one that moved.
-    const lines = text.split('\n').filter((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && pairs.every((p) => l.includes(p)));
+    const lines = text
+      .split('\n')
+      .filter((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && pairs.every((p) => l.includes(p)));
     return lines.length === 0 ? NaN : lines.reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
   } catch {
     return NaN;
@@ -183,7 +263,11 @@ export async function metric(r: Running, name: string, labels: Record<string, st
  * scenario's load runs. `stop()` ends the watch and waits for an action in progress; `failed` rejects
  * when an action fails (the watch stops there).
  */
-export function atProgress(progress: () => number | Promise<number>, thresholds: number[], action: (i: number) => Promise<void>) {
+export function atProgress(
+  progress: () => number | Promise<number>,
+  thresholds: number[],
+  action: (i: number) => Promise<void>,
+) {
   const todo = [...thresholds].sort((a, b) => a - b);
   let done = 0;
   let busy: Promise<void> | null = null;
@@ -238,7 +322,12 @@ export async function until(pred: () => boolean | Promise<boolean>, ms: number, 
 }
 
 /** Rejects after `ms` with a message naming what did not finish: a hang fails the scenario instead of blocking. */
-export async function within<T>(ms: number, what: string, p: Promise<T>, detail?: () => string | Promise<string>): Promise<T> {
+export async function within<T>(
+  ms: number,
+  what: string,
+  p: Promise<T>,
+  detail?: () => string | Promise<string>,
+): Promise<T> {
   let t: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
@@ -269,7 +358,13 @@ export function stuckDetail(devices: PubackDevices, ...procs: Proc[]): () => Pro
       const text = await fetch(`http://127.0.0.1:${p.ports.http}/metrics`, { signal: AbortSignal.timeout(5_000) })
         .then((r) => r.text())
         .catch((err: Error) => `(metrics unreachable: ${err.message})`);
-      const refusals = text.split('\n').filter((l) => /^stockwire_broker_(connection|publish)_refusals_total\{/.test(l) || l.startsWith('stockwire_outbox_backlog'));
+      const refusals = text
+        .split('\n')
+        .filter(
+          (l) =>
+            /^stockwire_broker_(connection|publish)_refusals_total\{/.test(l) ||
+            l.startsWith('stockwire_outbox_backlog'),
+        );
       parts.push(`${p.name} (started ${p.starts}×): ${refusals.join('; ') || 'no refusals'}\n${p.logTail(20)}`);
     }
     return parts.join('\n');

@@ -38,7 +38,9 @@ export interface Outcome {
 
 /** Runs `stockwire rebuild` as a user would, against the scenario's database. */
 export async function runRebuild(databaseUrl: string): Promise<{ code: number | null; output: string }> {
-  const child = spawn(BIN, ['rebuild', '--database-url', databaseUrl, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(BIN, ['rebuild', '--database-url', databaseUrl, '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout.on('data', (b: Buffer) => (output += b.toString()));
   child.stderr.on('data', (b: Buffer) => (output += b.toString()));
@@ -53,10 +55,23 @@ export async function runRebuild(databaseUrl: string): Promise<{ code: number | 
  * central's API against the ledger oracle. `centralHttp` null: the database's stock table instead
  * (a standalone processor without a read model to ask).
  */
-export async function measure(
-  o: { pool: pg.Pool; databaseUrl: string; wh: string; expected: Expected; sent: number; deliveries: number; centralHttp: string | null; scenario: string; faults: string; injected: number; startedAt: number },
-): Promise<Outcome> {
-  const { rows } = await o.pool.query<{ n: number; keys: number }>('SELECT count(*)::int AS n, count(DISTINCT (device, id))::int AS keys FROM events WHERE wh = $1', [o.wh]);
+export async function measure(o: {
+  pool: pg.Pool;
+  databaseUrl: string;
+  wh: string;
+  expected: Expected;
+  sent: number;
+  deliveries: number;
+  centralHttp: string | null;
+  scenario: string;
+  faults: string;
+  injected: number;
+  startedAt: number;
+}): Promise<Outcome> {
+  const { rows } = await o.pool.query<{ n: number; keys: number }>(
+    'SELECT count(*)::int AS n, count(DISTINCT (device, id))::int AS keys FROM events WHERE wh = $1',
+    [o.wh],
+  );
   const n = rows[0]?.n ?? 0;
   const keys = rows[0]?.keys ?? 0;
   const expectations = [...o.expected.stock].map(([k, s]) => {
@@ -66,9 +81,16 @@ export async function measure(
   let stockDifferences: Difference[];
   if (o.centralHttp) stockDifferences = await compare(o.centralHttp, expectations, 10_000);
   else {
-    const stored = await o.pool.query<{ sku: string; on_hand: number }>('SELECT sku, on_hand FROM stock WHERE wh = $1', [o.wh]);
+    const stored = await o.pool.query<{ sku: string; on_hand: number }>(
+      'SELECT sku, on_hand FROM stock WHERE wh = $1',
+      [o.wh],
+    );
     const actual = new Map(stored.rows.map((r) => [r.sku, r.on_hand]));
-    stockDifferences = expectations.flatMap((e) => (actual.get(e.sku) === e.onHand ? [] : [{ wh: e.wh, sku: e.sku, expected: e.onHand, actual: actual.get(e.sku) ?? null }]));
+    stockDifferences = expectations.flatMap((e) =>
+      actual.get(e.sku) === e.onHand
+        ? []
+        : [{ wh: e.wh, sku: e.sku, expected: e.onHand, actual: actual.get(e.sku) ?? null }],
+    );
   }
   const rebuild = await runRebuild(o.databaseUrl);
   // npm test runs some scenarios a second time on TimescaleDB: their rows in RELIABILITY.md say so.
@@ -93,14 +115,22 @@ export async function measure(
 }
 
 async function eventsIsHypertable(pool: pg.Pool): Promise<boolean> {
-  const { rows } = await pool.query<{ ts: boolean }>(`SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL AS ts`);
+  const { rows } = await pool.query<{ ts: boolean }>(
+    `SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL AS ts`,
+  );
   if (!rows[0]?.ts) return false;
-  return ((await pool.query(`SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'events'`)).rowCount ?? 0) > 0;
+  return (
+    ((await pool.query(`SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'events'`))
+      .rowCount ?? 0) > 0
+  );
 }
 
 async function record(o: Outcome): Promise<void> {
   await fs.mkdir(REPORT_DIR, { recursive: true });
-  const slug = o.scenario.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+  const slug = o.scenario
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '');
   await fs.writeFile(path.join(REPORT_DIR, `${slug}.json`), `${JSON.stringify(o, null, 2)}\n`);
 }
 

@@ -3,7 +3,19 @@ import { describe, it } from 'node:test';
 import { waitApplied } from '../helpers/exactly-once.js';
 import { testSeed } from '../helpers/seed.js';
 import { rng, workload } from '../helpers/workload.js';
-import { atProgress, metric, MOSQUITTO, Proc, randomThresholds, scenarioDatabase, sleep, stuckDetail, until, warehouse, within } from './cluster.js';
+import {
+  atProgress,
+  metric,
+  MOSQUITTO,
+  Proc,
+  randomThresholds,
+  scenarioDatabase,
+  sleep,
+  stuckDetail,
+  until,
+  warehouse,
+  within,
+} from './cluster.js';
 import { assertOutcome, measure } from './outcome.js';
 
 const TOTAL = 5_000;
@@ -28,28 +40,47 @@ describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
   };
 
   for (const kind of ['central', 'processor'] as const) {
-    it(`${kind}: every connection terminated ${TERMINATIONS} times while ${TOTAL} events stream; ingest resumes by itself`, { timeout: 180_000 }, async () => {
+    it(`${kind}: every connection terminated ${TERMINATIONS} times while ${TOTAL} events stream; ingest resumes by itself`, {
+      timeout: 180_000,
+    }, async () => {
       const startedAt = Date.now();
       const w = await warehouse(kind === 'central' ? 'PC' : 'PP');
       const random = rng(SEED + (kind === 'central' ? 0 : 1));
       const { events, expected } = workload(w.wh, TOTAL, SEED, { devices: w.scanners.length });
       const env = { DATABASE_URL: s.db.url };
-      const target = kind === 'central' ? new Proc('central', () => w.centralArgs(), env) : new Proc('processor', () => w.processorArgs(MOSQUITTO), env);
+      const target =
+        kind === 'central'
+          ? new Proc('central', () => w.centralArgs(), env)
+          : new Proc('processor', () => w.processorArgs(MOSQUITTO), env);
       await target.start();
-      const edge = new Proc('edge', () => (kind === 'central' ? w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`) : w.edgeArgs(MOSQUITTO, { auth: false })), env);
+      const edge = new Proc(
+        'edge',
+        () =>
+          kind === 'central' ? w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`) : w.edgeArgs(MOSQUITTO, { auth: false }),
+        env,
+      );
       await edge.start();
       const devices = w.devices();
       let terminated = 0;
       let stopCode: number | null = null;
-      const chaos = atProgress(() => s.inbox(w.wh), randomThresholds(random, TERMINATIONS, TOTAL * 0.1, TOTAL * 0.8), async () => {
-        // A burst, so that some termination lands inside a batch's transaction, not only on idle connections.
-        for (let i = 0; i < 10; i++) {
-          terminated += await terminate(`stockwire-${kind}`);
-          await sleep(30);
-        }
-      });
+      const chaos = atProgress(
+        () => s.inbox(w.wh),
+        randomThresholds(random, TERMINATIONS, TOTAL * 0.1, TOTAL * 0.8),
+        async () => {
+          // A burst, so that some termination lands inside a batch's transaction, not only on idle connections.
+          for (let i = 0; i < 10; i++) {
+            terminated += await terminate(`stockwire-${kind}`);
+            await sleep(30);
+          }
+        },
+      );
       try {
-        await within(120_000, 'devices publishing to the edge', Promise.race([devices.run(events), chaos.failed]), stuckDetail(devices, edge));
+        await within(
+          120_000,
+          'devices publishing to the edge',
+          Promise.race([devices.run(events), chaos.failed]),
+          stuckDetail(devices, edge),
+        );
         await until(() => chaos.done >= TERMINATIONS, 60_000, 'the terminations');
         await chaos.stop();
         assert.ok(terminated >= TERMINATIONS, `connections terminated: ${terminated}`);
@@ -57,13 +88,25 @@ describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
           throw new Error(`${err.message}\n${kind} log:\n${target.logTail()}`);
         });
         const o = await measure({
-          pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: TOTAL, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${target.ports.http}`,
-          scenario: `pg_terminate_backend (${kind})`, faults: `all of ${kind}'s PostgreSQL connections terminated in ${TERMINATIONS} bursts mid-stream (${terminated} connections)`, injected: TERMINATIONS, startedAt,
+          pool: s.pool,
+          databaseUrl: s.db.url,
+          wh: w.wh,
+          expected,
+          sent: TOTAL,
+          deliveries: devices.publishes,
+          centralHttp: `http://127.0.0.1:${target.ports.http}`,
+          scenario: `pg_terminate_backend (${kind})`,
+          faults: `all of ${kind}'s PostgreSQL connections terminated in ${TERMINATIONS} bursts mid-stream (${terminated} connections)`,
+          injected: TERMINATIONS,
+          startedAt,
         });
         assertOutcome(o);
         assert.ok(target.alive, `${kind} still runs`);
         const failedBatches = await metric(target.current, 'stockwire_db_errors_total');
-        assert.ok(failedBatches > 0, `some batch lost its connection mid-transaction and was retried (${failedBatches})`);
+        assert.ok(
+          failedBatches > 0,
+          `some batch lost its connection mid-transaction and was retried (${failedBatches})`,
+        );
       } finally {
         await chaos.stop().catch(() => {});
         await devices.close();

@@ -19,7 +19,8 @@ export function table(outcomes: Outcome[]): string {
   const rows = outcomes
     .sort((a, b) => a.scenario.localeCompare(b.scenario))
     .map((o) => {
-      const verdict = o.lost === 0 && o.duplicated === 0 && o.stockDifferences.length === 0 && o.rebuildExit === 0 ? 'pass' : 'FAIL';
+      const verdict =
+        o.lost === 0 && o.duplicated === 0 && o.stockDifferences.length === 0 && o.rebuildExit === 0 ? 'pass' : 'FAIL';
       const stock = o.stockDifferences.length === 0 ? 'equal' : `${o.stockDifferences.length} rows differ`;
       const rebuild = o.rebuildExit === 0 ? 'no drift' : `exit ${o.rebuildExit}`;
       return `| ${cell(o.scenario)} | ${cell(o.faults)} | ${o.sent} | ${o.deliveries} | ${o.applied} | ${o.lost} | ${o.duplicated} | ${stock} | ${rebuild} | ${o.seconds} | ${verdict} |`;
@@ -39,7 +40,9 @@ export function table(outcomes: Outcome[]): string {
 async function main(): Promise<void> {
   const names = (await fs.readdir(REPORT_DIR).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
   if (names.length === 0) throw new Error(`no results in ${REPORT_DIR}: run the fault suite first`);
-  const outcomes = await Promise.all(names.map(async (n) => JSON.parse(await fs.readFile(path.join(REPORT_DIR, n), 'utf8')) as Outcome));
+  const outcomes = await Promise.all(
+    names.map(async (n) => JSON.parse(await fs.readFile(path.join(REPORT_DIR, n), 'utf8')) as Outcome),
+  );
   const doc = await fs.readFile(FILE, 'utf8');
   const start = doc.indexOf(BEGIN);
   const end = doc.indexOf(END);

@@ -28,11 +28,17 @@ function storm(events: OutgoingEvent[], random: () => number, spread: number): O
 describe(`duplicate storms and reordering by hours (seed ${SEED})`, () => {
   const s = scenarioDatabase('faults_storm');
 
-  it(`${UNIQUE} events, each delivered 3–10 times across reconnects, event times spread over 5 hours`, { timeout: 180_000 }, async () => {
+  it(`${UNIQUE} events, each delivered 3–10 times across reconnects, event times spread over 5 hours`, {
+    timeout: 180_000,
+  }, async () => {
     const startedAt = Date.now();
     const w = await warehouse('DS');
     const random = rng(SEED);
-    const { events, expected } = workload(w.wh, UNIQUE, SEED, { devices: w.scanners.length, tsAgoMs: 8 * HOUR, tsSpanMs: 5 * HOUR });
+    const { events, expected } = workload(w.wh, UNIQUE, SEED, {
+      devices: w.scanners.length,
+      tsAgoMs: 8 * HOUR,
+      tsSpanMs: 5 * HOUR,
+    });
     const deliveries = storm(events, random, 400);
     const env = { DATABASE_URL: s.db.url };
     const central = new Proc('central', () => w.centralArgs(), env);
@@ -46,8 +52,17 @@ describe(`duplicate storms and reordering by hours (seed ${SEED})`, () => {
       await waitApplied(s.pool, w.wh, UNIQUE, 60_000);
       assert.ok(devices.drops > 0, 'devices dropped connections mid-storm');
       const o = await measure({
-        pool: s.pool, databaseUrl: s.db.url, wh: w.wh, expected, sent: UNIQUE, deliveries: devices.publishes, centralHttp: `http://127.0.0.1:${central.ports.http}`,
-        scenario: 'duplicate storm, reordered by hours', faults: `each event published 3–10 times (${deliveries.length} copies), ts spread over 5 h, ${devices.drops} device disconnects`, injected: deliveries.length - UNIQUE + devices.drops, startedAt,
+        pool: s.pool,
+        databaseUrl: s.db.url,
+        wh: w.wh,
+        expected,
+        sent: UNIQUE,
+        deliveries: devices.publishes,
+        centralHttp: `http://127.0.0.1:${central.ports.http}`,
+        scenario: 'duplicate storm, reordered by hours',
+        faults: `each event published 3–10 times (${deliveries.length} copies), ts spread over 5 h, ${devices.drops} device disconnects`,
+        injected: deliveries.length - UNIQUE + devices.drops,
+        startedAt,
       });
       assertOutcome(o);
       const { rows } = await s.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [w.wh]);

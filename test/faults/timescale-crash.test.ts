@@ -44,16 +44,28 @@ describe(`TimescaleDB server crashed mid-stream and started again (seed ${SEED})
   ];
 
   for (const kind of ['central', 'processor'] as const) {
-    it(`${kind}: the server crashed by ${crashes.map((c) => c.how).join(', then ')} while ${TOTAL} events stream; ingest resumes by itself`, { timeout: 300_000 }, async () => {
+    it(`${kind}: the server crashed by ${crashes.map((c) => c.how).join(', then ')} while ${TOTAL} events stream; ingest resumes by itself`, {
+      timeout: 300_000,
+    }, async () => {
       const s = server as PrivateTimescale;
       const startedAt = Date.now();
       const w = await warehouse(kind === 'central' ? 'TC' : 'TP');
       const random = rng(SEED + (kind === 'central' ? 0 : 1));
-      const { events, expected } = workload(w.wh, TOTAL, SEED + (kind === 'central' ? 0 : 1), { devices: w.scanners.length });
+      const { events, expected } = workload(w.wh, TOTAL, SEED + (kind === 'central' ? 0 : 1), {
+        devices: w.scanners.length,
+      });
       const env = { DATABASE_URL: db.url };
-      const target = kind === 'central' ? new Proc('central', () => w.centralArgs(), env) : new Proc('processor', () => w.processorArgs(MOSQUITTO), env);
+      const target =
+        kind === 'central'
+          ? new Proc('central', () => w.centralArgs(), env)
+          : new Proc('processor', () => w.processorArgs(MOSQUITTO), env);
       await target.start();
-      const edge = new Proc('edge', () => (kind === 'central' ? w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`) : w.edgeArgs(MOSQUITTO, { auth: false })), env);
+      const edge = new Proc(
+        'edge',
+        () =>
+          kind === 'central' ? w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`) : w.edgeArgs(MOSQUITTO, { auth: false }),
+        env,
+      );
       await edge.start();
       const dbErrors = async () => {
         const n = await metric(target.current, 'stockwire_db_errors_total');
@@ -85,7 +97,11 @@ describe(`TimescaleDB server crashed mid-stream and started again (seed ${SEED})
           await c.crash(s);
           await send(parts[i + 1] as typeof events);
           // The server stays down until the process has met the outage: a batch failed on it and waits to be retried.
-          await until(async () => (await dbErrors()) > before, NOTICE_MS, `${kind} meeting the crashed database (${c.how})`);
+          await until(
+            async () => (await dbErrors()) > before,
+            NOTICE_MS,
+            `${kind} meeting the crashed database (${c.how})`,
+          );
           met.push((await dbErrors()) - before);
           await s.start();
         }
@@ -93,16 +109,25 @@ describe(`TimescaleDB server crashed mid-stream and started again (seed ${SEED})
           throw new Error(`${err.message}\n${kind} log:\n${target.logTail()}`);
         });
         const o = await measure({
-          pool, databaseUrl: db.url, wh: w.wh, expected, sent: TOTAL, deliveries: publishes, centralHttp: `http://127.0.0.1:${target.ports.http}`,
+          pool,
+          databaseUrl: db.url,
+          wh: w.wh,
+          expected,
+          sent: TOTAL,
+          deliveries: publishes,
+          centralHttp: `http://127.0.0.1:${target.ports.http}`,
           scenario: `TimescaleDB crash (${kind})`,
           faults: `private TimescaleDB crashed by ${crashes.map((c) => c.how).join(', then ')} mid-stream, started again (crash recovery) once ${kind} had failed a batch on it (${met.join(' and ')} failed attempts)`,
-          injected: met.length, startedAt,
+          injected: met.length,
+          startedAt,
         });
         assertOutcome(o);
         assert.equal(met.length, crashes.length, 'both crashes met');
         assert.ok(target.alive, `${kind} still runs`);
         // It really was TimescaleDB, through both recoveries: the event log is a hypertable with chunks.
-        const { rows } = await pool.query<{ chunks: number }>(`SELECT count(*)::int AS chunks FROM timescaledb_information.chunks WHERE hypertable_name = 'events'`);
+        const { rows } = await pool.query<{ chunks: number }>(
+          `SELECT count(*)::int AS chunks FROM timescaledb_information.chunks WHERE hypertable_name = 'events'`,
+        );
         assert.ok((rows[0]?.chunks ?? 0) > 0, 'events is a hypertable with chunks');
       } finally {
         await devices.close();
@@ -126,11 +151,17 @@ describe('the private TimescaleDB of a crash test, when it cannot be had', () =>
 
   it('an absent start script: the test fails saying where it looked and how to get it', async () => {
     const absent = path.join(dir, 'no-start');
-    await assert.rejects(new PrivateTimescale(1, absent).start(), (err: Error) => err.message.includes(`${absent} is absent`) && /\.\.\/shared/.test(err.message));
+    await assert.rejects(
+      new PrivateTimescale(1, absent).start(),
+      (err: Error) => err.message.includes(`${absent} is absent`) && /\.\.\/shared/.test(err.message),
+    );
   });
 
   it('a start that fails, or prints another URL: the test fails with what it said; crashing a server never started fails too', async () => {
-    const failing = new PrivateTimescale(1, script('fails', 'echo "[timescaledb] start failed; the log ends: FATAL boom" >&2; exit 1'));
+    const failing = new PrivateTimescale(
+      1,
+      script('fails', 'echo "[timescaledb] start failed; the log ends: FATAL boom" >&2; exit 1'),
+    );
     await assert.rejects(failing.start(), (err: Error) => /exit 1/.test(err.message) && /FATAL boom/.test(err.message));
     await failing.remove();
     const elsewhere = new PrivateTimescale(1, script('elsewhere', 'echo postgres://postgres@127.0.0.1:5433/postgres'));

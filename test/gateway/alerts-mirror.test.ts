@@ -29,9 +29,37 @@ describe("an edge mirrors its warehouse's alerts from central", () => {
       { id: 'disp-am', warehouse: WH, kind: 'display', password: 'pw-display-am' },
     ]);
     const dataDir = path.join(d.dir, 'data');
-    central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir, devicesFile: d.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 500, batchWaitMs: 5, log: silent });
+    central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir,
+      devicesFile: d.file,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 500,
+      batchWaitMs: 5,
+      log: silent,
+    });
     const cp = await central.start();
-    edge = new Edge({ wh: WH, devicesFile: d.file, dataDir, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, centralUrl: `mqtt://127.0.0.1:${cp.mqtt}`, centralUsername: 'gw-am', centralPassword: 'pw-gateway-am', outboxMaxBytes: 64 * 1024 * 1024, forwardWindow: 500, resendAfterMs: 2_000, keepalive: 5, log: silent });
+    edge = new Edge({
+      wh: WH,
+      devicesFile: d.file,
+      dataDir,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      centralUrl: `mqtt://127.0.0.1:${cp.mqtt}`,
+      centralUsername: 'gw-am',
+      centralPassword: 'pw-gateway-am',
+      outboxMaxBytes: 64 * 1024 * 1024,
+      forwardWindow: 500,
+      resendAfterMs: 2_000,
+      keepalive: 5,
+      log: silent,
+    });
     const ep = await edge.start();
     const display = await connect(`mqtt://127.0.0.1:${ep.mqtt}`, 'disp-am', 'pw-display-am');
     const scanner = await connect(`mqtt://127.0.0.1:${ep.mqtt}`, 'scan-am', 'pw-scanner-am');
@@ -52,14 +80,33 @@ describe("an edge mirrors its warehouse's alerts from central", () => {
     const acks = new Collector<Ack>(scanner, `wh/${WH}/dev/scan-am/ack`);
     await scanner.subscribeAsync(`wh/${WH}/dev/scan-am/ack`, { qos: 1 });
     // The edge's link is up once its status says so at central; then an event of AM2 that oversells too, sent by AM2's gateway.
-    await other.publishAsync('wh/AM2/dev/s2/event', JSON.stringify({ v: 1, id: 'o-1', type: 'shipped', sku: 'SKU-N', qty: 4 }), { qos: 1 });
-    await scanner.publishAsync(`wh/${WH}/dev/scan-am/event`, JSON.stringify({ v: 1, id: 'n-1', type: 'shipped', sku: 'SKU-N', qty: 3 }), { qos: 1 });
+    await other.publishAsync(
+      'wh/AM2/dev/s2/event',
+      JSON.stringify({ v: 1, id: 'o-1', type: 'shipped', sku: 'SKU-N', qty: 4 }),
+      { qos: 1 },
+    );
+    await scanner.publishAsync(
+      `wh/${WH}/dev/scan-am/event`,
+      JSON.stringify({ v: 1, id: 'n-1', type: 'shipped', sku: 'SKU-N', qty: 3 }),
+      { qos: 1 },
+    );
     await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'n-1'), 30_000, 'the ack of the shipment');
-    await alerts.waitFor(() => alerts.messages.some((m) => m.topic === `alerts/${WH}/negative-stock`), 30_000, 'negative-stock at the edge');
+    await alerts.waitFor(
+      () => alerts.messages.some((m) => m.topic === `alerts/${WH}/negative-stock`),
+      30_000,
+      'negative-stock at the edge',
+    );
     const alert = alerts.last(`alerts/${WH}/negative-stock`);
     assert.equal(alert?.wh, WH);
     assert.equal(alert?.sku, 'SKU-N');
-    assert.equal(alerts.messages.find((m) => m.topic === `alerts/${WH}/negative-stock`)?.retain, false, 'not retained, as at central');
-    assert.ok(alerts.messages.every((m) => m.topic.startsWith(`alerts/${WH}/`)), 'only its own warehouse');
+    assert.equal(
+      alerts.messages.find((m) => m.topic === `alerts/${WH}/negative-stock`)?.retain,
+      false,
+      'not retained, as at central',
+    );
+    assert.ok(
+      alerts.messages.every((m) => m.topic.startsWith(`alerts/${WH}/`)),
+      'only its own warehouse',
+    );
   });
 });

@@ -45,7 +45,12 @@ describe('a flooding device at an edge', () => {
   before(async () => {
     db = await createTestDatabase('edge_flood');
     const devices: TestDevice[] = [
-      ...Array.from({ length: NORMAL }, (_, i) => ({ id: `n-${i}`, warehouse: wh, kind: 'scanner' as const, password: password(`n-${i}`) })),
+      ...Array.from({ length: NORMAL }, (_, i) => ({
+        id: `n-${i}`,
+        warehouse: wh,
+        kind: 'scanner' as const,
+        password: password(`n-${i}`),
+      })),
       { id: 'flood-q1', warehouse: wh, kind: 'scanner', password: password('flood-q1') },
       { id: 'flood-q0', warehouse: wh, kind: 'shelf', password: password('flood-q0') },
       { id: 'late', warehouse: wh, kind: 'scanner', password: password('late') },
@@ -53,11 +58,42 @@ describe('a flooding device at an edge', () => {
     ];
     const files = await writeDevices(devices);
     dir = files.dir;
-    const common = ['--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', files.file, '--log-level', 'warn'];
-    central = await startStockwire(['central', '--mqtt-port', '0', '--data-dir', files.dir, ...common], { DATABASE_URL: db.url });
+    const common = [
+      '--ws-port',
+      '0',
+      '--http-port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--devices-file',
+      files.file,
+      '--log-level',
+      'warn',
+    ];
+    central = await startStockwire(['central', '--mqtt-port', '0', '--data-dir', files.dir, ...common], {
+      DATABASE_URL: db.url,
+    });
     edge = await startStockwire(
-      ['edge', '--warehouse', wh, '--mqtt-port', '0', '--data-dir', path.join(files.dir, 'edge'), '--central-url', `mqtt://127.0.0.1:${central.ports.mqtt}`,
-        '--central-username', 'gw', '--central-password', password('gw'), '--device-publish-rate', String(RATE), '--device-publish-burst', String(BURST), ...common],
+      [
+        'edge',
+        '--warehouse',
+        wh,
+        '--mqtt-port',
+        '0',
+        '--data-dir',
+        path.join(files.dir, 'edge'),
+        '--central-url',
+        `mqtt://127.0.0.1:${central.ports.mqtt}`,
+        '--central-username',
+        'gw',
+        '--central-password',
+        password('gw'),
+        '--device-publish-rate',
+        String(RATE),
+        '--device-publish-burst',
+        String(BURST),
+        ...common,
+      ],
       { DATABASE_URL: db.url },
     );
   });
@@ -105,7 +141,13 @@ describe('a flooding device at an edge', () => {
     const c = await device('flood-q1');
     let acked = 0;
     const closed = new Promise<void>((resolve) => c.once('close', () => resolve()));
-    for (let i = 0; i < 20_000; i++) c.publish(`wh/${wh}/dev/flood-q1/event`, event(`f1-${i}`, 'SKU-FLOOD'), { qos: 1 }, (err) => void (err ? undefined : acked++));
+    for (let i = 0; i < 20_000; i++)
+      c.publish(
+        `wh/${wh}/dev/flood-q1/event`,
+        event(`f1-${i}`, 'SKU-FLOOD'),
+        { qos: 1 },
+        (err) => void (err ? undefined : acked++),
+      );
     await closed;
     return acked;
   }
@@ -119,39 +161,64 @@ describe('a flooding device at an edge', () => {
     // the flooder off, depends on how much each read takes in (measured: after 1 to 111 batches of 500).
     const deadline = Date.now() + FLOOD_LIMIT_MS;
     for (let batch = 0; open && Date.now() < deadline; batch++) {
-        for (let i = 0; i < 499; i++) c.publish(`wh/${wh}/dev/flood-q0/event`, event(`f0-${batch}-${i}`, 'SKU-FLOOD0'), { qos: 0 });
+      for (let i = 0; i < 499; i++)
+        c.publish(`wh/${wh}/dev/flood-q0/event`, event(`f0-${batch}-${i}`, 'SKU-FLOOD0'), { qos: 0 });
       // MQTT.js calls back once the socket drains: the next batch waits for the edge to read this one
-      const written = new Promise<void>((resolve) => c.publish(`wh/${wh}/dev/flood-q0/event`, event(`f0-${batch}-499`, 'SKU-FLOOD0'), { qos: 0 }, () => resolve()));
+      const written = new Promise<void>((resolve) =>
+        c.publish(`wh/${wh}/dev/flood-q0/event`, event(`f0-${batch}-499`, 'SKU-FLOOD0'), { qos: 0 }, () => resolve()),
+      );
       await Promise.race([written, closed]);
     }
     assert.equal(open, false, 'the QoS 0 flooder was disconnected');
   }
 
-  it('the others are served and applied; the flooders are throttled, disconnected and counted; the edge stays healthy', { timeout: 180_000 }, async (t) => {
-    const [flooded, , ...normals] = await Promise.all([floodQos1(), floodQos0(), ...Array.from({ length: NORMAL }, (_, i) => normal(`n-${i}`))]);
+  it('the others are served and applied; the flooders are throttled, disconnected and counted; the edge stays healthy', {
+    timeout: 180_000,
+  }, async (t) => {
+    const [flooded, , ...normals] = await Promise.all([
+      floodQos1(),
+      floodQos0(),
+      ...Array.from({ length: NORMAL }, (_, i) => normal(`n-${i}`)),
+    ]);
 
     for (const acks of normals) assert.deepEqual(new Set(acks.map((a) => a.status)), new Set(['applied']));
     await untilStock('SKU-NORMAL', NORMAL * EACH);
     // Everything the flooder was given a PUBACK for is on the edge's disk, hence applied: nothing acknowledged is lost.
     // (More may be applied: the cut can overtake the PUBACKs of its burst; the device would send those again.)
     for (let i = 0; i < 300 && (await stockAtCentral('SKU-FLOOD')) < Math.max(flooded, 1); i++) await sleep(100);
-    assert.ok((await stockAtCentral('SKU-FLOOD')) >= Math.max(flooded, 1), `stock ${await stockAtCentral('SKU-FLOOD')} covers the ${flooded} acknowledged`);
+    assert.ok(
+      (await stockAtCentral('SKU-FLOOD')) >= Math.max(flooded, 1),
+      `stock ${await stockAtCentral('SKU-FLOOD')} covers the ${flooded} acknowledged`,
+    );
     assert.ok((await stockAtCentral('SKU-FLOOD')) <= BURST + 10 * BURST, 'no more than it was let through');
 
-    assert.equal(await metricSum(edge, 'stockwire_broker_publish_refusals_total', 'reason="rate_limited"'), 2, 'both flooders cut off once');
-    assert.ok((await metricSum(edge, 'stockwire_broker_publishes_delayed_total', 'limit="rate"')) >= 2 * 10 * BURST, 'their publishes were held back first');
+    assert.equal(
+      await metricSum(edge, 'stockwire_broker_publish_refusals_total', 'reason="rate_limited"'),
+      2,
+      'both flooders cut off once',
+    );
+    assert.ok(
+      (await metricSum(edge, 'stockwire_broker_publishes_delayed_total', 'limit="rate"')) >= 2 * 10 * BURST,
+      'their publishes were held back first',
+    );
 
     t.diagnostic(
       `flooder QoS 1: ${flooded} PUBACKs, ${await stockAtCentral('SKU-FLOOD')} applied; QoS 0 flooder: ${await stockAtCentral('SKU-FLOOD0')} applied; ` +
         `held back: ${await metricSum(edge, 'stockwire_broker_publishes_delayed_total', 'limit="rate"')}, refused as closed: ${await metricSum(edge, 'stockwire_broker_publish_refusals_total', 'reason="closed"')}`,
     );
     assert.equal(edge.child.exitCode, null, 'the edge process is running');
-    for (const p of ['/healthz', '/readyz']) assert.equal((await fetch(`http://127.0.0.1:${edge.ports.http}${p}`)).status, 200, p);
+    for (const p of ['/healthz', '/readyz'])
+      assert.equal((await fetch(`http://127.0.0.1:${edge.ports.http}${p}`)).status, 200, p);
     const late = await device('late');
     await late.publishAsync(`wh/${wh}/dev/late/event`, event('late-1', 'SKU-LATE'), { qos: 1 });
     await untilStock('SKU-LATE', 1);
     // Throttled and cut off, not banned: a flooder may connect again.
-    const again = await mqtt.connectAsync(edgeUrl(), { username: 'flood-q1', password: password('flood-q1'), clientId: 'flood-q1', reconnectPeriod: 0 });
+    const again = await mqtt.connectAsync(edgeUrl(), {
+      username: 'flood-q1',
+      password: password('flood-q1'),
+      clientId: 'flood-q1',
+      reconnectPeriod: 0,
+    });
     clients.push(again);
     assert.ok(again.connected);
   });

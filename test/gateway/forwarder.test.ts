@@ -10,7 +10,9 @@ import { createEdgeMetrics } from '../../gateway/metrics.js';
 import { MemoryOutbox, type Outbox } from '../../gateway/outbox/index.js';
 
 /** A bare Aedes standing in for central, on a free port. */
-async function fakeCentral(options: Parameters<typeof Aedes.createBroker>[0] = {}): Promise<{ aedes: Aedes; port: number; close: () => Promise<void> }> {
+async function fakeCentral(
+  options: Parameters<typeof Aedes.createBroker>[0] = {},
+): Promise<{ aedes: Aedes; port: number; close: () => Promise<void> }> {
   const aedes = await Aedes.createBroker(options);
   const server = net.createServer(aedes.handle);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -26,20 +28,43 @@ async function fakeCentral(options: Parameters<typeof Aedes.createBroker>[0] = {
 }
 
 describe('forwarder', () => {
-  it('an outbox that fails to read is logged and retried, never an unhandled rejection that kills the edge', { timeout: 30_000 }, async () => {
+  it('an outbox that fails to read is logged and retried, never an unhandled rejection that kills the edge', {
+    timeout: 30_000,
+  }, async () => {
     const { aedes, port, close } = await fakeCentral();
     const lines: string[] = [];
-    const log = pino({ level: 'error' }, new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }));
+    const log = pino(
+      { level: 'error' },
+      new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }),
+    );
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     const outbox = new MemoryOutbox(1_000_000);
-    await outbox.append({ device: 'd1', eventId: 'e1', topic: 'wh/W/dev/d1/event', payload: Buffer.from('{}'), receivedAt: Date.now() });
+    await outbox.append({
+      device: 'd1',
+      eventId: 'e1',
+      topic: 'wh/W/dev/d1/event',
+      payload: Buffer.from('{}'),
+      receivedAt: Date.now(),
+    });
     await outbox.close(); // every read now fails
-    const forwarder = new Forwarder({ outbox, wh: 'W', centralUrl: `mqtt://127.0.0.1:${port}`, window: 10, resendAfterMs: 1_000, keepalive: 5, metrics: createEdgeMetrics(new Registry()), log, onMessage: () => {}, onLink: () => {} });
+    const forwarder = new Forwarder({
+      outbox,
+      wh: 'W',
+      centralUrl: `mqtt://127.0.0.1:${port}`,
+      window: 10,
+      resendAfterMs: 1_000,
+      keepalive: 5,
+      metrics: createEdgeMetrics(new Registry()),
+      log,
+      onMessage: () => {},
+      onLink: () => {},
+    });
     try {
       forwarder.start();
-      for (let i = 0; i < 100 && lines.filter((l) => l.includes('reading the outbox failed')).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 100 && lines.filter((l) => l.includes('reading the outbox failed')).length < 2; i++)
+        await new Promise((r) => setTimeout(r, 50));
       assert.ok(lines.filter((l) => l.includes('reading the outbox failed')).length >= 2, 'logged, then retried');
       assert.deepEqual(unhandled, []);
     } finally {
@@ -49,19 +74,46 @@ describe('forwarder', () => {
     }
   });
 
-  it('a link on which central delivers QoS 1 messages stays up while central holds the PUBACK of an event longer than the keep-alive', { timeout: 30_000 }, async () => {
+  it('a link on which central delivers QoS 1 messages stays up while central holds the PUBACK of an event longer than the keep-alive', {
+    timeout: 30_000,
+  }, async () => {
     // Central holds an event's PUBACK until its commit; aedes reads nothing more of that connection meanwhile,
     // so a PINGREQ waits behind it. A slow commit must not cost the link while acks and stock flow the other way.
     const HOLD_MS = 6_000;
     const { aedes, port, close } = await fakeCentral({
-      authorizePublish: (_client, packet, cb) => (packet.topic.endsWith('/event') ? setTimeout(() => cb(null), HOLD_MS) : cb(null)),
+      authorizePublish: (_client, packet, cb) =>
+        packet.topic.endsWith('/event') ? setTimeout(() => cb(null), HOLD_MS) : cb(null),
     });
     const links: boolean[] = [];
     const outbox = new MemoryOutbox(1_000_000);
-    await outbox.append({ device: 'd1', eventId: 'e1', topic: 'wh/W/dev/d1/event', payload: Buffer.from('{}'), receivedAt: Date.now() });
+    await outbox.append({
+      device: 'd1',
+      eventId: 'e1',
+      topic: 'wh/W/dev/d1/event',
+      payload: Buffer.from('{}'),
+      receivedAt: Date.now(),
+    });
     const log = pino({ level: 'silent' });
-    const forwarder = new Forwarder({ outbox, wh: 'W', centralUrl: `mqtt://127.0.0.1:${port}`, window: 10, resendAfterMs: 60_000, keepalive: 1, metrics: createEdgeMetrics(new Registry()), log, onMessage: () => {}, onLink: (up) => links.push(up) });
-    const stock = setInterval(() => aedes.publish({ cmd: 'publish', topic: 'stock/S1', payload: Buffer.from('{}'), qos: 1, retain: false, dup: false }, () => {}), 200);
+    const forwarder = new Forwarder({
+      outbox,
+      wh: 'W',
+      centralUrl: `mqtt://127.0.0.1:${port}`,
+      window: 10,
+      resendAfterMs: 60_000,
+      keepalive: 1,
+      metrics: createEdgeMetrics(new Registry()),
+      log,
+      onMessage: () => {},
+      onLink: (up) => links.push(up),
+    });
+    const stock = setInterval(
+      () =>
+        aedes.publish(
+          { cmd: 'publish', topic: 'stock/S1', payload: Buffer.from('{}'), qos: 1, retain: false, dup: false },
+          () => {},
+        ),
+      200,
+    );
     try {
       forwarder.start();
       for (let i = 0; i < 100 && !links.includes(true); i++) await new Promise((r) => setTimeout(r, 50));
@@ -75,17 +127,39 @@ describe('forwarder', () => {
     }
   });
 
-  it('an event offered when it is next in line goes out without a read of the outbox; one offered behind a backlog goes out in seq order after the backlog', { timeout: 30_000 }, async () => {
+  it('an event offered when it is next in line goes out without a read of the outbox; one offered behind a backlog goes out in seq order after the backlog', {
+    timeout: 30_000,
+  }, async () => {
     const { aedes, port, close } = await fakeCentral();
     const received: string[] = [];
-    await new Promise<void>((r) => aedes.subscribe('wh/W/dev/+/event', (packet, cb) => (received.push(String(packet.payload)), cb()), r));
+    await new Promise<void>((r) =>
+      aedes.subscribe('wh/W/dev/+/event', (packet, cb) => (received.push(String(packet.payload)), cb()), r),
+    );
     const outbox = new MemoryOutbox(1_000_000);
     let reads = 0;
     const read = outbox.read.bind(outbox);
     outbox.read = (after, limit) => (reads++, read(after, limit));
     const links: boolean[] = [];
-    const forwarder = new Forwarder({ outbox, wh: 'W', centralUrl: `mqtt://127.0.0.1:${port}`, window: 100, resendAfterMs: 60_000, keepalive: 5, metrics: createEdgeMetrics(new Registry()), log: pino({ level: 'silent' }), onMessage: () => {}, onLink: (up) => links.push(up) });
-    const append = (id: string) => outbox.append({ device: 'd1', eventId: id, topic: 'wh/W/dev/d1/event', payload: Buffer.from(id), receivedAt: Date.now() });
+    const forwarder = new Forwarder({
+      outbox,
+      wh: 'W',
+      centralUrl: `mqtt://127.0.0.1:${port}`,
+      window: 100,
+      resendAfterMs: 60_000,
+      keepalive: 5,
+      metrics: createEdgeMetrics(new Registry()),
+      log: pino({ level: 'silent' }),
+      onMessage: () => {},
+      onLink: (up) => links.push(up),
+    });
+    const append = (id: string) =>
+      outbox.append({
+        device: 'd1',
+        eventId: id,
+        topic: 'wh/W/dev/d1/event',
+        payload: Buffer.from(id),
+        receivedAt: Date.now(),
+      });
     const until = async (pred: () => boolean, what: string) => {
       for (let i = 0; i < 200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
       assert.ok(pred(), what);
@@ -104,14 +178,20 @@ describe('forwarder', () => {
       await append('e5');
       forwarder.offer(await append('e6'));
       await until(() => received.length === 6, 'six events at central');
-      assert.deepEqual(received, ['e1', 'e2', 'e3', 'e4', 'e5', 'e6'], 'the backlog first, in seq order, nothing twice');
+      assert.deepEqual(
+        received,
+        ['e1', 'e2', 'e3', 'e4', 'e5', 'e6'],
+        'the backlog first, in seq order, nothing twice',
+      );
       assert.ok(reads > readsBefore, 'the backlog was read from the outbox');
     } finally {
       await forwarder.stop().catch(() => {});
       await close();
     }
   });
-  it('a reconnect while an outbox read is pending sends again from the oldest unconfirmed event, not from where that read ends', { timeout: 30_000 }, async () => {
+  it('a reconnect while an outbox read is pending sends again from the oldest unconfirmed event, not from where that read ends', {
+    timeout: 30_000,
+  }, async () => {
     // The read is slow (the outbox thread behind slow fsyncs); meanwhile the link drops and comes back. The rows it
     // returns belong to the pass of the old connection: sending them and moving the cursor past them would leave
     // the older unconfirmed events, sent only on the old connection, unsent until the next reconnect.
@@ -126,7 +206,14 @@ describe('forwarder', () => {
       if (c && p.topic.endsWith('/event')) received.at(-1)?.push(p.payload.toString());
     });
     const outbox = new MemoryOutbox(1_000_000);
-    const add = (i: number) => outbox.append({ device: 'd1', eventId: `e${i}`, topic: 'wh/W/dev/d1/event', payload: Buffer.from(String(i)), receivedAt: Date.now() });
+    const add = (i: number) =>
+      outbox.append({
+        device: 'd1',
+        eventId: `e${i}`,
+        topic: 'wh/W/dev/d1/event',
+        payload: Buffer.from(String(i)),
+        receivedAt: Date.now(),
+      });
     for (let i = 1; i <= 5; i++) await add(i);
     let reads = 0;
     let releaseRead: () => void = () => {};
@@ -137,7 +224,18 @@ describe('forwarder', () => {
       return read(after, limit);
     };
     const links: boolean[] = [];
-    const forwarder = new Forwarder({ outbox, wh: 'W', centralUrl: `mqtt://127.0.0.1:${central.port}`, window: 100, resendAfterMs: 60_000, keepalive: 30, metrics: createEdgeMetrics(new Registry()), log: pino({ level: 'silent' }), onMessage: () => {}, onLink: (up) => links.push(up) });
+    const forwarder = new Forwarder({
+      outbox,
+      wh: 'W',
+      centralUrl: `mqtt://127.0.0.1:${central.port}`,
+      window: 100,
+      resendAfterMs: 60_000,
+      keepalive: 30,
+      metrics: createEdgeMetrics(new Registry()),
+      log: pino({ level: 'silent' }),
+      onMessage: () => {},
+      onLink: (up) => links.push(up),
+    });
     const waitFor = async (pred: () => boolean) => {
       for (let i = 0; i < 200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
     };
@@ -154,21 +252,30 @@ describe('forwarder', () => {
       await until('the link is back', () => links.filter((up) => up).length === 2);
       releaseRead();
       await waitFor(() => (received[1]?.length ?? 0) >= 6);
-      assert.deepEqual(received[1], ['1', '2', '3', '4', '5', '6'], 'every unconfirmed event on the second connection, oldest first');
+      assert.deepEqual(
+        received[1],
+        ['1', '2', '3', '4', '5', '6'],
+        'every unconfirmed event on the second connection, oldest first',
+      );
     } finally {
       releaseRead();
       await forwarder.stop().catch(() => {});
       await central.close();
     }
   });
-  it('stop() confirms in the outbox every ack that arrived before the link closed, including while the offline status went out', { timeout: 30_000 }, async () => {
+  it('stop() confirms in the outbox every ack that arrived before the link closed, including while the offline status went out', {
+    timeout: 30_000,
+  }, async () => {
     // Central answers the edge's `offline` status with the ack of the event in flight: that ack arrives during stop().
     let aedes: Aedes | undefined;
     const central = await fakeCentral({
       authorizePublish: (_client, packet, cb) => {
         if (packet.topic === 'wh/W/status' && packet.payload.toString().includes('"offline"')) {
           const ack = JSON.stringify({ v: 1, id: 'e1', status: 'applied' });
-          aedes?.publish({ cmd: 'publish', topic: 'wh/W/dev/d1/ack', payload: Buffer.from(ack), qos: 1, retain: false, dup: false }, () => cb(null)); // the PUBACK right behind the ack
+          aedes?.publish(
+            { cmd: 'publish', topic: 'wh/W/dev/d1/ack', payload: Buffer.from(ack), qos: 1, retain: false, dup: false },
+            () => cb(null),
+          ); // the PUBACK right behind the ack
           return;
         }
         cb(null);
@@ -178,9 +285,26 @@ describe('forwarder', () => {
     const sent: string[] = [];
     central.aedes.on('publish', (p, c) => void (c && p.topic.endsWith('/event') && sent.push(p.payload.toString())));
     const outbox = new MemoryOutbox(1_000_000);
-    await outbox.append({ device: 'd1', eventId: 'e1', topic: 'wh/W/dev/d1/event', payload: Buffer.from('1'), receivedAt: Date.now() });
+    await outbox.append({
+      device: 'd1',
+      eventId: 'e1',
+      topic: 'wh/W/dev/d1/event',
+      payload: Buffer.from('1'),
+      receivedAt: Date.now(),
+    });
     const links: boolean[] = [];
-    const forwarder = new Forwarder({ outbox, wh: 'W', centralUrl: `mqtt://127.0.0.1:${central.port}`, window: 10, resendAfterMs: 60_000, keepalive: 30, metrics: createEdgeMetrics(new Registry()), log: pino({ level: 'silent' }), onMessage: () => {}, onLink: (up) => links.push(up) });
+    const forwarder = new Forwarder({
+      outbox,
+      wh: 'W',
+      centralUrl: `mqtt://127.0.0.1:${central.port}`,
+      window: 10,
+      resendAfterMs: 60_000,
+      keepalive: 30,
+      metrics: createEdgeMetrics(new Registry()),
+      log: pino({ level: 'silent' }),
+      onMessage: () => {},
+      onLink: (up) => links.push(up),
+    });
     try {
       forwarder.start();
       for (let i = 0; i < 200 && sent.length === 0; i++) await new Promise((r) => setTimeout(r, 25));

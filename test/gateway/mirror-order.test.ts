@@ -32,9 +32,37 @@ describe('the edge mirror, for a device subscribed to its acks and to stock', ()
     ]);
     const dataDir = path.join(d.dir, 'data');
     const port = await freePort();
-    central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir, devicesFile: d.file, host: '127.0.0.1', mqttPort: port, wsPort: 0, httpPort: 0, batchMax: 500, batchWaitMs: 2, log: silent });
+    central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir,
+      devicesFile: d.file,
+      host: '127.0.0.1',
+      mqttPort: port,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 500,
+      batchWaitMs: 2,
+      log: silent,
+    });
     await central.start();
-    edge = new Edge({ wh: WH, devicesFile: d.file, dataDir, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, centralUrl: `mqtt://127.0.0.1:${port}`, centralUsername: 'gw-o', centralPassword: 'pw-gateway-o', outboxMaxBytes: 64 * 1024 * 1024, forwardWindow: 500, resendAfterMs: 2_000, keepalive: 5, log: silent });
+    edge = new Edge({
+      wh: WH,
+      devicesFile: d.file,
+      dataDir,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      centralUrl: `mqtt://127.0.0.1:${port}`,
+      centralUsername: 'gw-o',
+      centralPassword: 'pw-gateway-o',
+      outboxMaxBytes: 64 * 1024 * 1024,
+      forwardWindow: 500,
+      resendAfterMs: 2_000,
+      keepalive: 5,
+      log: silent,
+    });
     const ports = await edge.start();
     scanner = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'scan-o', 'pw-scanner-o');
   });
@@ -50,7 +78,15 @@ describe('the edge mirror, for a device subscribed to its acks and to stock', ()
     const stock = new Collector<WarehouseStock>(scanner, `wh/${WH}/stock/#`);
     await scanner.subscribeAsync([`wh/${WH}/dev/scan-o/ack`, `wh/${WH}/stock/#`], { qos: 1 });
     const N = 300;
-    await Promise.all(Array.from({ length: N }, (_, i) => scanner.publishAsync(`wh/${WH}/dev/scan-o/event`, JSON.stringify({ v: 1, id: `o-${i}`, type: 'received', sku: `SKU-${i}`, qty: 1 }), { qos: 1 })));
+    await Promise.all(
+      Array.from({ length: N }, (_, i) =>
+        scanner.publishAsync(
+          `wh/${WH}/dev/scan-o/event`,
+          JSON.stringify({ v: 1, id: `o-${i}`, type: 'received', sku: `SKU-${i}`, qty: 1 }),
+          { qos: 1 },
+        ),
+      ),
+    );
     await acks.waitFor(() => acks.messages.length >= N, 30_000, 'every ack');
     await new Promise((r) => setTimeout(r, 1_000));
     const seen = new Set(stock.messages.map((m) => m.payload.sku));

@@ -10,8 +10,20 @@ import { DownlinkMirror, orderOf } from '../../gateway/mirror.js';
 import { SqliteOutbox, type RetainedRow, type RetainedStore } from '../../gateway/outbox/index.js';
 
 const silent = pino({ level: 'silent' });
-const stock = (sku: string, version: number, onHand = version) => Buffer.from(JSON.stringify({ sku, warehouse: 'W1', onHand, reserved: 0, available: onHand, version, asOf: '2026-11-26T08:00:00.000Z' }));
-const shelf = (ts: string, qty: number) => Buffer.from(JSON.stringify({ sku: 'A', warehouse: 'W1', location: 'L1', qty, ts, device: 'shelf-1' }));
+const stock = (sku: string, version: number, onHand = version) =>
+  Buffer.from(
+    JSON.stringify({
+      sku,
+      warehouse: 'W1',
+      onHand,
+      reserved: 0,
+      available: onHand,
+      version,
+      asOf: '2026-11-26T08:00:00.000Z',
+    }),
+  );
+const shelf = (ts: string, qty: number) =>
+  Buffer.from(JSON.stringify({ sku: 'A', warehouse: 'W1', location: 'L1', qty, ts, device: 'shelf-1' }));
 
 interface Published {
   topic: string;
@@ -24,8 +36,17 @@ function mirrorOn(store: RetainedStore, saveEveryMs = 60_000) {
   const registry = new Registry();
   const metrics = createEdgeMetrics(registry);
   const published: Published[] = [];
-  const mirror = new DownlinkMirror({ store, metrics, log: silent, saveEveryMs, publish: async (topic, payload, retain) => void published.push({ topic, payload: payload.toString(), retain }) });
-  const value = async (m: keyof EdgeMetrics, labels: Record<string, string> = {}) => (await metrics[m].get()).values.find((v) => Object.entries(labels).every(([k, l]) => (v.labels as Record<string, string | number | undefined>)[k] === l))?.value ?? 0;
+  const mirror = new DownlinkMirror({
+    store,
+    metrics,
+    log: silent,
+    saveEveryMs,
+    publish: async (topic, payload, retain) => void published.push({ topic, payload: payload.toString(), retain }),
+  });
+  const value = async (m: keyof EdgeMetrics, labels: Record<string, string> = {}) =>
+    (await metrics[m].get()).values.find((v) =>
+      Object.entries(labels).every(([k, l]) => (v.labels as Record<string, string | number | undefined>)[k] === l),
+    )?.value ?? 0;
   return { mirror, published, value };
 }
 
@@ -39,7 +60,10 @@ describe('orderOf', () => {
   test('a stock topic is ordered by its version, a shelf reading by its time; anything else has no order', () => {
     assert.equal(orderOf('wh/W1/stock/A', stock('A', 7)), 7);
     assert.equal(orderOf('stock/A', Buffer.from('{"sku":"A","version":12}')), 12);
-    assert.equal(orderOf('wh/W1/shelf/L1/A', shelf('2026-11-26T08:00:00.000Z', 3)), Date.parse('2026-11-26T08:00:00.000Z'));
+    assert.equal(
+      orderOf('wh/W1/shelf/L1/A', shelf('2026-11-26T08:00:00.000Z', 3)),
+      Date.parse('2026-11-26T08:00:00.000Z'),
+    );
     assert.equal(orderOf('wh/W1/stock/A', Buffer.from('not json')), null);
     assert.equal(orderOf('wh/W1/stock/A', Buffer.from('{"version":"7"}')), null);
     assert.equal(orderOf('wh/W1/stock/A', Buffer.from('null')), null);
@@ -60,18 +84,36 @@ describe('DownlinkMirror', () => {
     mirror.offer('wh/W1/shelf/L1/A', shelf('2026-11-26T07:00:00.000Z', 9));
     mirror.offer('wh/W1/dev/scan-1/ack', Buffer.from('{"id":"e1","status":"applied"}'));
     mirror.offer('wh/W1/stock/ack', stock('ack', 1)); // a sku named ack is a stock topic
-    assert.deepEqual(published.map((p) => [p.topic, JSON.parse(p.payload).version ?? JSON.parse(p.payload).qty ?? JSON.parse(p.payload).id, p.retain]), [
-      ['wh/W1/stock/A', 5, true],
-      ['wh/W1/stock/A', 6, true],
-      ['wh/W1/shelf/L1/A', 3, true],
-      ['wh/W1/dev/scan-1/ack', 'e1', false],
-      ['wh/W1/stock/ack', 1, true],
-    ]);
+    assert.deepEqual(
+      published.map((p) => [
+        p.topic,
+        JSON.parse(p.payload).version ?? JSON.parse(p.payload).qty ?? JSON.parse(p.payload).id,
+        p.retain,
+      ]),
+      [
+        ['wh/W1/stock/A', 5, true],
+        ['wh/W1/stock/A', 6, true],
+        ['wh/W1/shelf/L1/A', 3, true],
+        ['wh/W1/dev/scan-1/ack', 'e1', false],
+        ['wh/W1/stock/ack', 1, true],
+      ],
+    );
     assert.equal(await value('mirrorOlder'), 2);
-    assert.equal(await value('mirrorUnsaved'), 3, 'stock A, stock ack and shelf A wait for their write; the ack is not kept');
+    assert.equal(
+      await value('mirrorUnsaved'),
+      3,
+      'stock A, stock ack and shelf A wait for their write; the ack is not kept',
+    );
     await mirror.stop();
     assert.equal(await value('mirrorUnsaved'), 0);
-    assert.deepEqual((await store.loadRetained('', 10)).map((r) => [r.topic, r.order]), [['wh/W1/shelf/L1/A', Date.parse('2026-11-26T08:00:00.000Z')], ['wh/W1/stock/A', 6], ['wh/W1/stock/ack', 1]]);
+    assert.deepEqual(
+      (await store.loadRetained('', 10)).map((r) => [r.topic, r.order]),
+      [
+        ['wh/W1/shelf/L1/A', Date.parse('2026-11-26T08:00:00.000Z')],
+        ['wh/W1/stock/A', 6],
+        ['wh/W1/stock/ack', 1],
+      ],
+    );
     await store.close();
   });
 
@@ -86,14 +128,31 @@ describe('DownlinkMirror', () => {
     const second = mirrorOn(store);
     assert.equal(await second.mirror.restore(), 3);
     assert.equal(await second.value('mirrorRestored'), 3);
-    assert.deepEqual(second.published.map((p) => [p.topic, p.retain]), [['stock/A', true], ['wh/W1/stock/B', true], ['wh/W1/stock/C', true]]);
+    assert.deepEqual(
+      second.published.map((p) => [p.topic, p.retain]),
+      [
+        ['stock/A', true],
+        ['wh/W1/stock/B', true],
+        ['wh/W1/stock/C', true],
+      ],
+    );
     second.mirror.offer('stock/A', stock('A', 7)); // a stale copy in central's broker
     second.mirror.offer('wh/W1/stock/B', stock('B', 4));
     second.mirror.offer('wh/W1/stock/C', Buffer.from('{"unversioned":"again"}')); // no order: replaces
-    assert.deepEqual(second.published.slice(3).map((p) => p.topic), ['wh/W1/stock/B', 'wh/W1/stock/C']);
+    assert.deepEqual(
+      second.published.slice(3).map((p) => p.topic),
+      ['wh/W1/stock/B', 'wh/W1/stock/C'],
+    );
     assert.equal(await second.value('mirrorOlder'), 1);
     await second.mirror.stop();
-    assert.deepEqual((await store.loadRetained('', 10)).map((r) => [r.topic, r.order]), [['stock/A', 8], ['wh/W1/stock/B', 4], ['wh/W1/stock/C', null]]);
+    assert.deepEqual(
+      (await store.loadRetained('', 10)).map((r) => [r.topic, r.order]),
+      [
+        ['stock/A', 8],
+        ['wh/W1/stock/B', 4],
+        ['wh/W1/stock/C', null],
+      ],
+    );
     await store.close();
   });
 
@@ -104,7 +163,13 @@ describe('DownlinkMirror', () => {
     await mirror.save();
     mirror.offer('wh/W1/stock/A', Buffer.alloc(0));
     await mirror.stop();
-    assert.deepEqual(published.map((p) => [p.topic, p.payload.length, p.retain]), [['wh/W1/stock/A', stock('A', 2).length, true], ['wh/W1/stock/A', 0, true]]);
+    assert.deepEqual(
+      published.map((p) => [p.topic, p.payload.length, p.retain]),
+      [
+        ['wh/W1/stock/A', stock('A', 2).length, true],
+        ['wh/W1/stock/A', 0, true],
+      ],
+    );
     assert.deepEqual(await store.loadRetained('', 10), []);
     await store.close();
   });
@@ -145,7 +210,15 @@ describe('DownlinkMirror', () => {
     assert.equal(await value('mirrorErrors', { op: 'save' }), 1);
     assert.equal(await value('mirrorUnsaved'), 2);
     await mirror.stop();
-    assert.deepEqual(saved.map((rows) => rows.map((r) => [r.topic, r.order])), [[['wh/W1/stock/A', 2], ['wh/W1/stock/B', 1]]]);
+    assert.deepEqual(
+      saved.map((rows) => rows.map((r) => [r.topic, r.order])),
+      [
+        [
+          ['wh/W1/stock/A', 2],
+          ['wh/W1/stock/B', 1],
+        ],
+      ],
+    );
     assert.equal(await value('mirrorUnsaved'), 0);
   });
 
@@ -154,7 +227,11 @@ describe('DownlinkMirror', () => {
       saveRetained: async (rows) => rows.length,
       loadRetained: async (after) => {
         if (after !== '') throw new Error('database disk image is malformed');
-        return Array.from({ length: 2_000 }, (_, i) => ({ topic: `stock/S${String(i).padStart(5, '0')}`, order: 1, payload: stock(`S${i}`, 1) }));
+        return Array.from({ length: 2_000 }, (_, i) => ({
+          topic: `stock/S${String(i).padStart(5, '0')}`,
+          order: 1,
+          payload: stock(`S${i}`, 1),
+        }));
       },
     };
     const { mirror, published, value } = mirrorOn(store);

@@ -35,10 +35,15 @@ async function holdingBroker() {
   };
 }
 
-describe('NoReplayStore (the forwarder\'s MQTT.js store)', () => {
+describe("NoReplayStore (the forwarder's MQTT.js store)", () => {
   it('a reconnect with 200 unacknowledged publishes emits connect at once and replays none of them', async () => {
     const broker = await holdingBroker();
-    const client = mqtt.connect(broker.url, { clientId: 'nr-1', clean: true, reconnectPeriod: 100, outgoingStore: new NoReplayStore() });
+    const client = mqtt.connect(broker.url, {
+      clientId: 'nr-1',
+      clean: true,
+      reconnectPeriod: 100,
+      outgoingStore: new NoReplayStore(),
+    });
     try {
       await new Promise<void>((r) => client.once('connect', () => r()));
       for (let i = 0; i < 200; i++) client.publish('hold/x', `m${i}`, { qos: 1 });
@@ -47,7 +52,12 @@ describe('NoReplayStore (the forwarder\'s MQTT.js store)', () => {
       assert.ok(before > 0, 'the publishes reached the broker');
       const reconnected = new Promise<void>((r) => client.once('connect', () => r()));
       client.stream.destroy(); // the link dies with 200 publishes unacknowledged
-      await Promise.race([reconnected, new Promise((_r, reject) => setTimeout(() => reject(new Error('no connect within 3 s after the reconnect')), 3_000))]);
+      await Promise.race([
+        reconnected,
+        new Promise((_r, reject) =>
+          setTimeout(() => reject(new Error('no connect within 3 s after the reconnect')), 3_000),
+        ),
+      ]);
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(broker.publishes, before, 'nothing replayed: the forwarder resends from the outbox itself');
     } finally {

@@ -15,18 +15,28 @@ function pump(): void {
   while (inFlight < IN_FLIGHT) {
     inFlight += 1;
     n += 1;
-    const payload = Buffer.from(JSON.stringify({ v: 1, id: `ev-${n}`, type: 'moved', qty: n % 7, pad: 'x'.repeat(n % 200) }));
-    outbox.append({ device: `scan-${n % 5}`, eventId: `ev-${n}`, topic: `wh/w1/dev/scan-${n % 5}/event`, payload, receivedAt: Date.now() }).then(
-      (e) => {
-        process.stdout.write(`${e.seq}\n`);
-        inFlight -= 1;
-        pump();
-      },
-      (err: unknown) => {
-        process.stderr.write(`append failed: ${String(err)}\n`);
-        process.exit(1);
-      },
+    const payload = Buffer.from(
+      JSON.stringify({ v: 1, id: `ev-${n}`, type: 'moved', qty: n % 7, pad: 'x'.repeat(n % 200) }),
     );
+    outbox
+      .append({
+        device: `scan-${n % 5}`,
+        eventId: `ev-${n}`,
+        topic: `wh/w1/dev/scan-${n % 5}/event`,
+        payload,
+        receivedAt: Date.now(),
+      })
+      .then(
+        (e) => {
+          process.stdout.write(`${e.seq}\n`);
+          inFlight -= 1;
+          pump();
+        },
+        (err: unknown) => {
+          process.stderr.write(`append failed: ${String(err)}\n`);
+          process.exit(1);
+        },
+      );
   }
 }
 pump();

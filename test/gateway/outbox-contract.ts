@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
-import { DEAD_LETTER_RAW_BYTES, DEAD_LETTERS_KEPT, OutboxClosedError, OutboxDeviceShareError, OutboxFullError, type DeadLetter, type NewEntry, type Outbox, type OutboxEntry } from '../../gateway/outbox/index.js';
+import {
+  DEAD_LETTER_RAW_BYTES,
+  DEAD_LETTERS_KEPT,
+  OutboxClosedError,
+  OutboxDeviceShareError,
+  OutboxFullError,
+  type DeadLetter,
+  type NewEntry,
+  type Outbox,
+  type OutboxEntry,
+} from '../../gateway/outbox/index.js';
 
 /** Makes a fresh, empty outbox with the given bound and share of one device (bytes; default the bound); the suite closes it. */
 export type OutboxFactory = (maxBytes: number, maxDeviceBytes?: number) => Promise<Outbox>;
@@ -12,12 +22,27 @@ let n = 0;
 export function newEntry(payloadBytes = 10, receivedAt = 1_700_000_000_000 + n): NewEntry {
   n += 1;
   const id = String(n).padStart(6, '0');
-  return { device: 'scan-01', eventId: `ev-${id}`, topic: `t/${id}/e`, payload: Buffer.alloc(payloadBytes, n % 251), receivedAt };
+  return {
+    device: 'scan-01',
+    eventId: `ev-${id}`,
+    topic: `t/${id}/e`,
+    payload: Buffer.alloc(payloadBytes, n % 251),
+    receivedAt,
+  };
 }
 
 /** A dead letter of scan-01, fields overridable. */
 export function deadLetter(fields: Partial<DeadLetter> = {}): DeadLetter {
-  return { device: 'scan-01', topic: 'wh/W1/dev/scan-01/event', payload: Buffer.from('{}'), code: 'payload_too_large', reason: 'too large', source: 'scan-01', receivedAt: 1_700_000_000_000, ...fields };
+  return {
+    device: 'scan-01',
+    topic: 'wh/W1/dev/scan-01/event',
+    payload: Buffer.from('{}'),
+    code: 'payload_too_large',
+    reason: 'too large',
+    source: 'scan-01',
+    receivedAt: 1_700_000_000_000,
+    ...fields,
+  };
 }
 
 async function readAll(outbox: Outbox, afterSeq = 0): Promise<OutboxEntry[]> {
@@ -43,11 +68,20 @@ export function outboxContract(name: string, factory: OutboxFactory): void {
       const input = [newEntry(3), { ...newEntry(0), eventId: null }, { ...newEntry(5), topic: 'wh/é/ev' }];
       const appended: OutboxEntry[] = [];
       for (const e of input) appended.push(await o.append(e));
-      assert.ok(appended.every((e, i) => i === 0 || e.seq > (appended[i - 1]?.seq ?? Infinity)), 'seqs grow');
+      assert.ok(
+        appended.every((e, i) => i === 0 || e.seq > (appended[i - 1]?.seq ?? Infinity)),
+        'seqs grow',
+      );
       const read = await readAll(o);
       assert.deepEqual(read, appended);
       assert.deepEqual(
-        read.map(({ device, eventId, topic, payload, receivedAt }) => ({ device, eventId, topic, payload, receivedAt })),
+        read.map(({ device, eventId, topic, payload, receivedAt }) => ({
+          device,
+          eventId,
+          topic,
+          payload,
+          receivedAt,
+        })),
         input,
       );
       assert.equal(read[1]?.payload.length, 0, 'an empty payload stays an empty payload');
@@ -64,9 +98,18 @@ export function outboxContract(name: string, factory: OutboxFactory): void {
       const o = await make();
       const seqs: number[] = [];
       for (let i = 0; i < 10; i++) seqs.push((await o.append(newEntry())).seq);
-      assert.deepEqual((await o.read(0, 3)).map((e) => e.seq), seqs.slice(0, 3));
-      assert.deepEqual((await o.read(seqs[2] ?? 0, 4)).map((e) => e.seq), seqs.slice(3, 7));
-      assert.deepEqual((await o.read(seqs[8] ?? 0, 100)).map((e) => e.seq), seqs.slice(9));
+      assert.deepEqual(
+        (await o.read(0, 3)).map((e) => e.seq),
+        seqs.slice(0, 3),
+      );
+      assert.deepEqual(
+        (await o.read(seqs[2] ?? 0, 4)).map((e) => e.seq),
+        seqs.slice(3, 7),
+      );
+      assert.deepEqual(
+        (await o.read(seqs[8] ?? 0, 100)).map((e) => e.seq),
+        seqs.slice(9),
+      );
       assert.deepEqual(await o.read(seqs[9] ?? 0, 100), []);
       assert.deepEqual(await o.read(0, 0), []);
       const paged: number[] = [];
@@ -91,14 +134,20 @@ export function outboxContract(name: string, factory: OutboxFactory): void {
       for (let i = 0; i < 6; i++) all.push(await o.append(newEntry(10)));
       const [a, b, c, d, e, f] = all.map((x) => x.seq) as [number, number, number, number, number, number];
       await o.confirm([d, b, 999_999, -1]); // out of order, with seqs that never existed
-      assert.deepEqual((await readAll(o)).map((x) => x.seq), [a, c, e, f]);
+      assert.deepEqual(
+        (await readAll(o)).map((x) => x.seq),
+        [a, c, e, f],
+      );
       assert.deepEqual(o.stats(), { events: 4, bytes: 80, oldestReceivedAt: all[0]?.receivedAt ?? null });
       await o.confirm([d, b]); // again: nothing changes
       await o.confirm([]);
       assert.equal(o.stats().events, 4);
       assert.equal(o.stats().bytes, 80);
       await o.confirm([a, a, c]); // duplicates in one call count once
-      assert.deepEqual((await readAll(o)).map((x) => x.seq), [e, f]);
+      assert.deepEqual(
+        (await readAll(o)).map((x) => x.seq),
+        [e, f],
+      );
       assert.deepEqual(o.stats(), { events: 2, bytes: 40, oldestReceivedAt: all[4]?.receivedAt ?? null });
     });
 
@@ -131,7 +180,11 @@ export function outboxContract(name: string, factory: OutboxFactory): void {
       assert.equal(refused.code, 'outbox_full');
       assert.equal(refused.maxBytes, 100);
       assert.equal(refused.bytes, 10);
-      assert.deepEqual({ events: o.stats().events, bytes: o.stats().bytes }, { events: 2, bytes: 100 }, 'a refused entry is not stored');
+      assert.deepEqual(
+        { events: o.stats().events, bytes: o.stats().bytes },
+        { events: 2, bytes: 100 },
+        'a refused entry is not stored',
+      );
       assert.equal((await readAll(o)).length, 2);
       await o.confirm([a.seq]);
       const fits = await o.append(newEntry(40));
@@ -146,15 +199,25 @@ export function outboxContract(name: string, factory: OutboxFactory): void {
       const refused = results.filter((r) => r.status === 'rejected');
       assert.equal(stored.length, 10);
       assert.ok(refused.every((r) => r.reason instanceof OutboxFullError));
-      assert.ok(results.slice(0, 10).every((r) => r.status === 'fulfilled'), 'the first ten calls are the ones stored');
+      assert.ok(
+        results.slice(0, 10).every((r) => r.status === 'fulfilled'),
+        'the first ten calls are the ones stored',
+      );
       assert.deepEqual({ events: o.stats().events, bytes: o.stats().bytes }, { events: 10, bytes: 1000 });
       assert.equal((await readAll(o)).length, 10);
     });
 
     test('a malformed entry is refused alone: the appends made with it are stored', async () => {
       const o = await make();
-      const results = await Promise.allSettled([o.append(newEntry()), o.append({ ...newEntry(), receivedAt: Number.NaN }), o.append(newEntry())]);
-      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+      const results = await Promise.allSettled([
+        o.append(newEntry()),
+        o.append({ ...newEntry(), receivedAt: Number.NaN }),
+        o.append(newEntry()),
+      ]);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'rejected', 'fulfilled'],
+      );
       assert.ok(results[1]?.status === 'rejected' && results[1].reason instanceof TypeError);
       assert.equal((await readAll(o)).length, 2);
       assert.equal(o.stats().events, 2);
@@ -164,10 +227,17 @@ export function outboxContract(name: string, factory: OutboxFactory): void {
       const o = await make();
       const inputs = Array.from({ length: 500 }, (_, i) => newEntry(i % 50));
       const stored = await Promise.all(inputs.map((e) => o.append(e)));
-      for (let i = 1; i < stored.length; i++) assert.ok((stored[i]?.seq ?? 0) > (stored[i - 1]?.seq ?? Infinity), `seq ${i} grows`);
+      for (let i = 1; i < stored.length; i++)
+        assert.ok((stored[i]?.seq ?? 0) > (stored[i - 1]?.seq ?? Infinity), `seq ${i} grows`);
       const read = await readAll(o);
-      assert.deepEqual(read.map((e) => e.eventId), inputs.map((e) => e.eventId));
-      assert.deepEqual(read.map((e) => e.seq), stored.map((e) => e.seq));
+      assert.deepEqual(
+        read.map((e) => e.eventId),
+        inputs.map((e) => e.eventId),
+      );
+      assert.deepEqual(
+        read.map((e) => e.seq),
+        stored.map((e) => e.seq),
+      );
       assert.equal(o.stats().events, 500);
     });
 
@@ -224,34 +294,66 @@ export function outboxContract(name: string, factory: OutboxFactory): void {
 
     test('the share holds for appends made at once, and the whole bound is refused as full first', async () => {
       const o = await make(500, 300);
-      const results = await Promise.allSettled(Array.from({ length: 5 }, () => o.append({ ...newEntry(90), device: 'noisy' })));
-      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'rejected']);
+      const results = await Promise.allSettled(
+        Array.from({ length: 5 }, () => o.append({ ...newEntry(90), device: 'noisy' })),
+      );
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'rejected'],
+      );
       assert.ok(results.slice(3).every((r) => r.status === 'rejected' && r.reason instanceof OutboxDeviceShareError));
       await o.append({ ...newEntry(90), device: 'calm' });
       await o.append({ ...newEntry(90), device: 'calm' }); // the outbox is at its bound now
       await assert.rejects(o.append({ ...newEntry(0), device: 'third' }), OutboxFullError);
-      await assert.rejects(o.append({ ...newEntry(0), device: 'noisy' }), OutboxFullError, 'full is reported before a share');
+      await assert.rejects(
+        o.append({ ...newEntry(0), device: 'noisy' }),
+        OutboxFullError,
+        'full is reported before a share',
+      );
     });
 
     test('dead letters: kept newest first with reason, sender and the size sent, raw cut to 8 KiB, outside the bound', async () => {
       const o = await make(100);
-      await o.deadLetter(deadLetter({ payload: Buffer.alloc(60_000, 0x61), code: 'payload_too_large', reason: 'payload is 60000 bytes, limit 8192' }));
-      await o.deadLetter(deadLetter({ payload: Buffer.from('{"small"'), code: 'invalid_json', device: 'scan-02', source: 'scan-02' }));
+      await o.deadLetter(
+        deadLetter({
+          payload: Buffer.alloc(60_000, 0x61),
+          code: 'payload_too_large',
+          reason: 'payload is 60000 bytes, limit 8192',
+        }),
+      );
+      await o.deadLetter(
+        deadLetter({ payload: Buffer.from('{"small"'), code: 'invalid_json', device: 'scan-02', source: 'scan-02' }),
+      );
       const kept = await o.deadLetters(10);
-      assert.deepEqual(kept.map((d) => [d.code, d.device, d.bytes, d.payload.length]), [['invalid_json', 'scan-02', 8, 8], ['payload_too_large', 'scan-01', 60_000, DEAD_LETTER_RAW_BYTES]]);
+      assert.deepEqual(
+        kept.map((d) => [d.code, d.device, d.bytes, d.payload.length]),
+        [
+          ['invalid_json', 'scan-02', 8, 8],
+          ['payload_too_large', 'scan-01', 60_000, DEAD_LETTER_RAW_BYTES],
+        ],
+      );
       assert.ok((kept[0]?.id ?? 0) > (kept[1]?.id ?? Infinity), 'ids grow');
       assert.deepEqual(kept[1]?.payload, Buffer.alloc(DEAD_LETTER_RAW_BYTES, 0x61), 'the first 8 KiB as sent');
       assert.equal(kept[1]?.reason, 'payload is 60000 bytes, limit 8192');
       assert.equal(kept[1]?.topic, 'wh/W1/dev/scan-01/event');
       assert.equal(kept[1]?.receivedAt, 1_700_000_000_000);
-      assert.deepEqual((await o.deadLetters(1)).map((d) => d.code), ['invalid_json']);
-      assert.deepEqual(o.stats(), { events: 0, bytes: 0, oldestReceivedAt: null }, 'not events, not counted against the bound');
+      assert.deepEqual(
+        (await o.deadLetters(1)).map((d) => d.code),
+        ['invalid_json'],
+      );
+      assert.deepEqual(
+        o.stats(),
+        { events: 0, bytes: 0, oldestReceivedAt: null },
+        'not events, not counted against the bound',
+      );
       await o.append(newEntry(90)); // the whole bound is still free
     });
 
     test(`dead letters: only the newest ${DEAD_LETTERS_KEPT} are kept`, async () => {
       const o = await make();
-      await Promise.all(Array.from({ length: DEAD_LETTERS_KEPT + 5 }, (_, i) => o.deadLetter(deadLetter({ reason: `junk ${i}` }))));
+      await Promise.all(
+        Array.from({ length: DEAD_LETTERS_KEPT + 5 }, (_, i) => o.deadLetter(deadLetter({ reason: `junk ${i}` }))),
+      );
       const kept = await o.deadLetters(DEAD_LETTERS_KEPT + 100);
       assert.equal(kept.length, DEAD_LETTERS_KEPT);
       assert.equal(kept[0]?.reason, `junk ${DEAD_LETTERS_KEPT + 4}`);

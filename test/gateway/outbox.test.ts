@@ -25,7 +25,9 @@ after(async () => {
 });
 
 outboxContract('MemoryOutbox', async (maxBytes, maxDeviceBytes) => new MemoryOutbox(maxBytes, maxDeviceBytes));
-outboxContract('SqliteOutbox', async (maxBytes, maxDeviceBytes) => SqliteOutbox.open({ path: freshPath(), maxBytes, ...(maxDeviceBytes !== undefined && { maxDeviceBytes }) }));
+outboxContract('SqliteOutbox', async (maxBytes, maxDeviceBytes) =>
+  SqliteOutbox.open({ path: freshPath(), maxBytes, ...(maxDeviceBytes !== undefined && { maxDeviceBytes }) }),
+);
 
 async function readAll(o: SqliteOutbox): Promise<OutboxEntry[]> {
   return o.read(0, Number.MAX_SAFE_INTEGER);
@@ -68,7 +70,10 @@ describe('SqliteOutbox', () => {
     assert.equal((await o.pragmas()).synchronous, 2, 'back to FULL after the confirmation');
     assert.deepEqual(await readAll(o), [], 'the confirmed event is gone');
     const b = await o.append(newEntry());
-    assert.deepEqual((await readAll(o)).map((e) => e.seq), [b.seq]);
+    assert.deepEqual(
+      (await readAll(o)).map((e) => e.seq),
+      [b.seq],
+    );
     await o.close();
   });
 
@@ -84,11 +89,15 @@ describe('SqliteOutbox', () => {
   });
 
   test('invalid options are all reported at once', () => {
-    assert.throws(() => new SqliteOutbox({ path: ':memory:', maxBytes: 0, groupWindowMs: -1, groupMax: 0 }), (err: unknown) => {
-      assert.ok(err instanceof RangeError);
-      for (const word of ['path', 'maxBytes', 'groupWindowMs', 'groupMax']) assert.match(err.message, new RegExp(word));
-      return true;
-    });
+    assert.throws(
+      () => new SqliteOutbox({ path: ':memory:', maxBytes: 0, groupWindowMs: -1, groupMax: 0 }),
+      (err: unknown) => {
+        assert.ok(err instanceof RangeError);
+        for (const word of ['path', 'maxBytes', 'groupWindowMs', 'groupMax'])
+          assert.match(err.message, new RegExp(word));
+        return true;
+      },
+    );
   });
 
   test('entries, seqs and counters survive close and reopen', async () => {
@@ -122,7 +131,9 @@ describe('SqliteOutbox', () => {
     let err = '';
     let reported = 0;
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    const closed = new Promise<NodeJS.Signals | null>((resolve) => child.once('close', (_code, signal) => resolve(signal)));
+    const closed = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.once('close', (_code, signal) => resolve(signal)),
+    );
     child.stdout.on('data', (b: Buffer) => {
       const s = b.toString();
       out += s;
@@ -147,7 +158,10 @@ describe('SqliteOutbox', () => {
     const missing = acked.filter((s) => !stored.has(s));
     assert.deepEqual(missing, [], `${missing.length} acknowledged seqs lost (kill delay ${killDelayMs} ms)`);
     // Groups are atomic and nothing was confirmed: what is stored is exactly 1..N, no holes.
-    assert.deepEqual(onDisk, Array.from({ length: onDisk.length }, (_, i) => i + 1));
+    assert.deepEqual(
+      onDisk,
+      Array.from({ length: onDisk.length }, (_, i) => i + 1),
+    );
     assert.ok(onDisk.length >= Math.max(...acked));
     assert.equal(o.stats().events, onDisk.length, 'counters rebuilt from disk');
     const next = await o.append(newEntry());
@@ -186,13 +200,18 @@ describe('SqliteOutbox', () => {
     await (await SqliteOutbox.open({ path, maxBytes: BIG })).close();
     // A real write failure inside the transaction, injected with a trigger on the file (no mocks).
     const raw = new Database(path);
-    raw.exec(`CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.topic = 'poison' BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    raw.exec(
+      `CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.topic = 'poison' BEGIN SELECT RAISE(ABORT, 'injected failure'); END`,
+    );
     raw.close();
 
     const o = await SqliteOutbox.open({ path, maxBytes: 100 });
     const group = [o.append(newEntry(20)), o.append({ ...newEntry(20), topic: 'poison' }), o.append(newEntry(20))];
     const results = await Promise.allSettled(group);
-    assert.ok(results.every((r) => r.status === 'rejected' && /injected failure/.test(String(r.reason))), 'no append of the failed group resolves');
+    assert.ok(
+      results.every((r) => r.status === 'rejected' && /injected failure/.test(String(r.reason))),
+      'no append of the failed group resolves',
+    );
     assert.deepEqual(await o.read(0, 10), []);
     assert.deepEqual(o.stats(), { events: 0, bytes: 0, oldestReceivedAt: null });
     assert.equal(o.commits, 0);
@@ -207,7 +226,8 @@ describe('SqliteOutbox', () => {
     const o = await SqliteOutbox.open({ path, maxBytes: BIG, onFailure: (err) => failures.push(err) });
     // 400,000 small rows read back at once need more than the thread's 64 MiB heap: a real death, not a mock.
     const ROWS = 400_000;
-    for (let i = 0; i < ROWS; i += 5_000) await Promise.all(Array.from({ length: 5_000 }, () => o.append(newEntry(20))));
+    for (let i = 0; i < ROWS; i += 5_000)
+      await Promise.all(Array.from({ length: 5_000 }, () => o.append(newEntry(20))));
     assert.equal(o.stats().events, ROWS);
     const reading = o.read(0, ROWS);
     const appendedMeanwhile = o.append(newEntry(20)); // waits behind the read: it must fail, not hang
@@ -221,14 +241,22 @@ describe('SqliteOutbox', () => {
 
     const reopened = await SqliteOutbox.open({ path, maxBytes: BIG });
     assert.equal(reopened.stats().events, ROWS, 'every acknowledged append is still on disk');
-    assert.deepEqual((await reopened.read(ROWS - 1, 10)).map((e) => e.seq), [ROWS]);
+    assert.deepEqual(
+      (await reopened.read(ROWS - 1, 10)).map((e) => e.seq),
+      [ROWS],
+    );
     await reopened.close();
   });
 
   test('a second close() resolves only once the first has committed what was accepted and released the file', async () => {
     const path = freshPath();
     const failures: Error[] = [];
-    const o = await SqliteOutbox.open({ path, maxBytes: BIG, groupWindowMs: 60_000, onFailure: (err) => failures.push(err) });
+    const o = await SqliteOutbox.open({
+      path,
+      maxBytes: BIG,
+      groupWindowMs: 60_000,
+      onFailure: (err) => failures.push(err),
+    });
     const accepted = o.append(newEntry(5));
     let settled = false;
     void accepted.then(() => (settled = true));
@@ -236,7 +264,10 @@ describe('SqliteOutbox', () => {
     await o.close();
     assert.ok(settled, 'the accepted append is committed before any close() resolves');
     const reopened = await SqliteOutbox.open({ path, maxBytes: BIG }); // the lock is released: no "open in another process"
-    assert.deepEqual((await reopened.read(0, 10)).map((e) => e.seq), [(await accepted).seq]);
+    assert.deepEqual(
+      (await reopened.read(0, 10)).map((e) => e.seq),
+      [(await accepted).seq],
+    );
     await reopened.close();
     await new Promise((r) => setTimeout(r, 50)); // the thread's exit after close is not a failure
     assert.deepEqual(failures, []);
@@ -280,11 +311,17 @@ describe('SqliteOutbox', () => {
   test('dead letters share the group of the appends beside them (one transaction, one fsync) and survive reopen', async () => {
     const path = freshPath();
     const o = await SqliteOutbox.open({ path, maxBytes: BIG });
-    await Promise.all([...Array.from({ length: 20 }, () => o.append(newEntry())), ...Array.from({ length: 5 }, (_, i) => o.deadLetter(deadLetter({ reason: `junk ${i}` })))]);
+    await Promise.all([
+      ...Array.from({ length: 20 }, () => o.append(newEntry())),
+      ...Array.from({ length: 5 }, (_, i) => o.deadLetter(deadLetter({ reason: `junk ${i}` }))),
+    ]);
     assert.equal(o.commits, 1);
     await o.close();
     const reopened = await SqliteOutbox.open({ path, maxBytes: BIG });
-    assert.deepEqual((await reopened.deadLetters(10)).map((d) => d.reason), ['junk 4', 'junk 3', 'junk 2', 'junk 1', 'junk 0']);
+    assert.deepEqual(
+      (await reopened.deadLetters(10)).map((d) => d.reason),
+      ['junk 4', 'junk 3', 'junk 2', 'junk 1', 'junk 0'],
+    );
     assert.equal(reopened.stats().events, 20);
     await reopened.close();
   });
@@ -297,7 +334,10 @@ describe('SqliteOutbox', () => {
     raw.close();
     const o = await SqliteOutbox.open({ path, maxBytes: 100 });
     const results = await Promise.allSettled([o.append(newEntry(40)), o.deadLetter(deadLetter())]);
-    assert.ok(results.every((r) => r.status === 'rejected' && /injected failure/.test(String(r.reason))), 'nothing of the group resolves');
+    assert.ok(
+      results.every((r) => r.status === 'rejected' && /injected failure/.test(String(r.reason))),
+      'nothing of the group resolves',
+    );
     assert.deepEqual(o.stats(), { events: 0, bytes: 0, oldestReceivedAt: null });
     assert.equal(o.largestDevice(), null);
     await o.append(newEntry(90)); // the failed group's bytes no longer count
@@ -308,9 +348,25 @@ describe('SqliteOutbox', () => {
     const path = freshPath();
     const o = await SqliteOutbox.open({ path, maxBytes: BIG });
     const row = (topic: string, order: number | null, text: string) => ({ topic, order, payload: Buffer.from(text) });
-    assert.equal(await o.saveRetained([row('stock/A', 5, 'a5'), row('stock/B', 2, 'b2'), row('wh/W/shelf/L/A', 1_700_000_000_000, 'shelf'), row('stock/C', null, 'c?')]), 4);
-    assert.equal(await o.saveRetained([row('stock/A', 4, 'a4'), row('stock/B', 3, 'b3'), row('stock/C', 1, 'c1')]), 2, 'the older A is skipped');
-    assert.equal(await o.saveRetained([row('stock/A', 5, 'a5 again'), row('stock/B', null, 'b?')]), 2, 'an equal order and a missing one replace');
+    assert.equal(
+      await o.saveRetained([
+        row('stock/A', 5, 'a5'),
+        row('stock/B', 2, 'b2'),
+        row('wh/W/shelf/L/A', 1_700_000_000_000, 'shelf'),
+        row('stock/C', null, 'c?'),
+      ]),
+      4,
+    );
+    assert.equal(
+      await o.saveRetained([row('stock/A', 4, 'a4'), row('stock/B', 3, 'b3'), row('stock/C', 1, 'c1')]),
+      2,
+      'the older A is skipped',
+    );
+    assert.equal(
+      await o.saveRetained([row('stock/A', 5, 'a5 again'), row('stock/B', null, 'b?')]),
+      2,
+      'an equal order and a missing one replace',
+    );
     assert.equal(await o.saveRetained([row('wh/W/shelf/L/A', null, '')]), 1);
     await o.close();
     const reopened = await SqliteOutbox.open({ path, maxBytes: BIG });
@@ -318,7 +374,11 @@ describe('SqliteOutbox', () => {
     const page2 = await reopened.loadRetained(page1.at(-1)?.topic ?? '', 2);
     assert.deepEqual(
       [...page1, ...page2].map((r) => [r.topic, r.order, r.payload.toString()]),
-      [['stock/A', 5, 'a5 again'], ['stock/B', null, 'b?'], ['stock/C', 1, 'c1']],
+      [
+        ['stock/A', 5, 'a5 again'],
+        ['stock/B', null, 'b?'],
+        ['stock/C', 1, 'c1'],
+      ],
     );
     assert.deepEqual(await reopened.loadRetained('stock/C', 10), []);
     await reopened.close();
@@ -332,7 +392,10 @@ describe('SqliteOutbox', () => {
       PRAGMA user_version = 1;`);
     raw.close();
     const o = await SqliteOutbox.open({ path, maxBytes: BIG });
-    assert.deepEqual((await readAll(o)).map((e) => [e.seq, e.device, e.eventId]), [[1, 'd1', 'e1']]);
+    assert.deepEqual(
+      (await readAll(o)).map((e) => [e.seq, e.device, e.eventId]),
+      [[1, 'd1', 'e1']],
+    );
     assert.deepEqual(o.largestDevice(), { device: 'd1', bytes: 12 });
     await o.deadLetter(deadLetter());
     assert.equal(await o.saveRetained([{ topic: 'stock/A', order: 1, payload: Buffer.from('{}') }]), 1);

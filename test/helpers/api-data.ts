@@ -21,11 +21,20 @@ export interface ApiData {
   reservations: { active: string; split: string; released: string };
   transfers: { reserved: string; inTransit: string; cancelled: string };
   /** an authorised call of the API (the write token reads too) */
-  api<T = Record<string, unknown>>(method: string, path: string, o?: { json?: unknown; key?: string }): Promise<HttpAnswer<T>>;
+  api<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    o?: { json?: unknown; key?: string },
+  ): Promise<HttpAnswer<T>>;
   stop(): Promise<void>;
 }
 
-const GATEWAYS = ['WB', 'WC', 'WD'].map((wh) => ({ id: `gw-${wh.toLowerCase()}`, warehouse: wh, kind: 'gateway' as const, password: `pw-gateway-${wh}` }));
+const GATEWAYS = ['WB', 'WC', 'WD'].map((wh) => ({
+  id: `gw-${wh.toLowerCase()}`,
+  warehouse: wh,
+  kind: 'gateway' as const,
+  password: `pw-gateway-${wh}`,
+}));
 
 export async function startCentralWithData(name: string): Promise<ApiData> {
   const fixture = await startCentralFixture({
@@ -46,12 +55,26 @@ export async function startCentralWithData(name: string): Promise<ApiData> {
 
   const event = (client: MqttClient, wh: string, id: string, body: Record<string, unknown>) =>
     client.publishAsync(`wh/${wh}/dev/scan-1/event`, JSON.stringify({ v: 1, id, ...body }), { qos: 1 });
-  const committed = async (acks: Collector<Ack>, ids: string[]) => acks.waitFor(() => ids.every((id) => acks.messages.some((m) => m.payload.id === id)), 10_000, `acks of ${ids.join(', ')}`);
+  const committed = async (acks: Collector<Ack>, ids: string[]) =>
+    acks.waitFor(
+      () => ids.every((id) => acks.messages.some((m) => m.payload.id === id)),
+      10_000,
+      `acks of ${ids.join(', ')}`,
+    );
 
-  const inA: [string, string, number][] = [['a1', 'SKU-1', 10], ['a2', 'SKU-2', 5], ['a3', 'SKU-3', 20], ['a4', 'SKU-4', 1]];
+  const inA: [string, string, number][] = [
+    ['a1', 'SKU-1', 10],
+    ['a2', 'SKU-2', 5],
+    ['a3', 'SKU-3', 20],
+    ['a4', 'SKU-4', 1],
+  ];
   for (const [id, sku, qty] of inA) await event(fixture.gateway, 'WA', id, { type: 'received', sku, qty });
   await event(fixture.gateway, 'WA', 'a5', { type: 'shipped', sku: 'SKU-4', qty: 3 }); // onHand −2: events are facts
-  const inB: [string, string, number][] = [['b1', 'SKU-1', 4], ['b2', 'SKU-2', 8], ['b3', 'SKU-5', 7]];
+  const inB: [string, string, number][] = [
+    ['b1', 'SKU-1', 4],
+    ['b2', 'SKU-2', 8],
+    ['b3', 'SKU-5', 7],
+  ];
   for (const [id, sku, qty] of inB) await event(gwB, 'WB', id, { type: 'received', sku, qty });
   await committed(fixture.acks, ['a1', 'a2', 'a3', 'a4', 'a5']);
   await committed(acksB, ['b1', 'b2', 'b3']);
@@ -62,14 +85,22 @@ export async function startCentralWithData(name: string): Promise<ApiData> {
 
   // Link statuses as edges publish them at central: retained, on their own warehouse's topic.
   const since = new Date().toISOString();
-  await fixture.gateway.publishAsync('wh/WA/status', JSON.stringify({ central: 'online', since, backlog: 2 }), { qos: 1, retain: true });
-  await gwC.publishAsync('wh/WC/status', JSON.stringify({ central: 'offline', since, backlog: 41 }), { qos: 1, retain: true });
+  await fixture.gateway.publishAsync('wh/WA/status', JSON.stringify({ central: 'online', since, backlog: 2 }), {
+    qos: 1,
+    retain: true,
+  });
+  await gwC.publishAsync('wh/WC/status', JSON.stringify({ central: 'offline', since, backlog: 41 }), {
+    qos: 1,
+    retain: true,
+  });
   await gwB.publishAsync('wh/WB/status', 'not a status', { qos: 1, retain: true });
 
-  const api = <T = Record<string, unknown>>(method: string, path: string, o: { json?: unknown; key?: string } = {}) => call<T>(base, method, path, { ...o, token });
+  const api = <T = Record<string, unknown>>(method: string, path: string, o: { json?: unknown; key?: string } = {}) =>
+    call<T>(base, method, path, { ...o, token });
   const created = async (path: string, key: string, json: unknown) => {
     const res = await api<{ id: string }>('POST', path, { json, key });
-    if (res.status !== 201) throw new Error(`POST ${path} ${JSON.stringify(json)}: ${res.status} ${JSON.stringify(res.body)}`);
+    if (res.status !== 201)
+      throw new Error(`POST ${path} ${JSON.stringify(json)}: ${res.status} ${JSON.stringify(res.body)}`);
     return res.body.id;
   };
   const active = await created('/v1/reservations', 'seed-r1', { sku: 'SKU-1', qty: 2, warehouse: 'WA' });

@@ -3,13 +3,22 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { createBroker, DeviceRegistry, hashPassword, type BrokerOptions, type Device, type StockwireBroker } from '../../broker/index.js';
+import {
+  createBroker,
+  DeviceRegistry,
+  hashPassword,
+  type BrokerOptions,
+  type Device,
+  type StockwireBroker,
+} from '../../broker/index.js';
 
 /** One password per device, derived from its id. */
 export const passwordOf = (id: string): string => `secret-of-${id}`;
 
 export async function deviceRegistry(devices: Array<Omit<Device, 'passwordHash'>>): Promise<DeviceRegistry> {
-  return DeviceRegistry.fromList(await Promise.all(devices.map(async (d) => ({ ...d, passwordHash: await hashPassword(passwordOf(d.id)) }))));
+  return DeviceRegistry.fromList(
+    await Promise.all(devices.map(async (d) => ({ ...d, passwordHash: await hashPassword(passwordOf(d.id)) }))),
+  );
 }
 
 export interface TestBroker {
@@ -21,9 +30,18 @@ export interface TestBroker {
 }
 
 /** A broker on 127.0.0.1 port 0, TCP only, logging nothing. */
-export async function startBroker(options: Omit<BrokerOptions, 'registry' | 'log' | 'host' | 'mqttPort' | 'wsPort'>): Promise<TestBroker> {
+export async function startBroker(
+  options: Omit<BrokerOptions, 'registry' | 'log' | 'host' | 'mqttPort' | 'wsPort'>,
+): Promise<TestBroker> {
   const registry = new Registry();
-  const broker = createBroker({ ...options, host: '127.0.0.1', mqttPort: 0, wsPort: null, registry, log: pino({ level: 'silent' }) });
+  const broker = createBroker({
+    ...options,
+    host: '127.0.0.1',
+    mqttPort: 0,
+    wsPort: null,
+    registry,
+    log: pino({ level: 'silent' }),
+  });
   const ports = await broker.start();
   return {
     broker,
@@ -33,7 +51,9 @@ export async function startBroker(options: Omit<BrokerOptions, 'registry' | 'log
       const m = registry.getSingleMetric(name);
       assert.ok(m, `metric ${name} is registered`);
       const { values } = await m.get();
-      return values.filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((sum, v) => sum + v.value, 0);
+      return values
+        .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
+        .reduce((sum, v) => sum + v.value, 0);
     },
   };
 }
@@ -66,12 +86,17 @@ export async function connackRefusal(url: string, opts: IClientOptions): Promise
 
 /** Resolves when the connection closes (not events.once: it rejects on the 'error' of a reset). */
 export function closeOf(client: MqttClient): Promise<void> {
-  return new Promise((resolve) => (client.connected || client.reconnecting ? client.once('close', () => resolve()) : resolve()));
+  return new Promise((resolve) =>
+    client.connected || client.reconnecting ? client.once('close', () => resolve()) : resolve(),
+  );
 }
 
 /** Resolves when the broker has closed the client's connection; fails after `ms`. */
 export async function closedByBroker(client: MqttClient, ms = 10_000): Promise<void> {
-  await Promise.race([closeOf(client), sleep(ms, undefined, { ref: false }).then(() => assert.fail('the broker did not close the connection'))]);
+  await Promise.race([
+    closeOf(client),
+    sleep(ms, undefined, { ref: false }).then(() => assert.fail('the broker did not close the connection')),
+  ]);
 }
 
 /** Polls `pred` every 20 ms until it holds; fails after `ms` naming `what`. */
@@ -99,7 +124,12 @@ const u16 = (n: number): Buffer => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
 /** An MQTT 3.1.1 PUBLISH frame built by hand, so a test can send what MQTT.js would refuse to (wildcards, NUL, bad UTF-8). */
 export function publishFrame(topic: string | Buffer, payload: string | Buffer, qos: 0 | 1, messageId = 1): Buffer {
   const t = typeof topic === 'string' ? Buffer.from(topic) : topic;
-  const body = Buffer.concat([u16(t.length), t, qos > 0 ? u16(messageId) : Buffer.alloc(0), typeof payload === 'string' ? Buffer.from(payload) : payload]);
+  const body = Buffer.concat([
+    u16(t.length),
+    t,
+    qos > 0 ? u16(messageId) : Buffer.alloc(0),
+    typeof payload === 'string' ? Buffer.from(payload) : payload,
+  ]);
   return Buffer.concat([Buffer.from([0x30 | (qos << 1)]), remainingLength(body.length), body]);
 }
 

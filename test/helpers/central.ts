@@ -29,7 +29,10 @@ export async function startCentralFixture(o: {
   options?: Partial<Pick<CentralOptions, 'batchMax' | 'batchWaitMs' | 'apiReadTimeoutMs' | 'httpRoutes'>>;
 }): Promise<CentralFixture> {
   const db = await createTestDatabase(o.name);
-  const files = await writeDevices([{ id: o.gateway.id, warehouse: o.wh, kind: 'gateway', password: o.gateway.password }, ...(o.devices ?? [])]);
+  const files = await writeDevices([
+    { id: o.gateway.id, warehouse: o.wh, kind: 'gateway', password: o.gateway.password },
+    ...(o.devices ?? []),
+  ]);
   const central = new Central({
     databaseUrl: db.url,
     redisPrefix: 'x',

@@ -38,7 +38,8 @@ export interface TestCerts {
   remove(): Promise<void>;
 }
 
-const run = (dir: string, args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+const run = (dir: string, args: string[]) =>
+  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
 
 // A config of our own, so the machine's openssl.cnf adds no extensions of its own.
 const CONFIG = `[req]
@@ -88,10 +89,45 @@ export async function makeCerts(ids: string[] = []): Promise<TestCerts> {
   await fs.writeFile(path.join(dir, 'serial'), '1000\n');
   const cnf = ['-config', 'openssl.cnf'];
   const newKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-  const ca = (name: string) => run(dir, ['req', ...cnf, '-x509', ...newKey, '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=${name}`, '-extensions', 'ca_ext']);
-  const csr = (name: string, cn: string) => run(dir, ['req', ...cnf, '-new', ...newKey, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`]);
+  const ca = (name: string) =>
+    run(dir, [
+      'req',
+      ...cnf,
+      '-x509',
+      ...newKey,
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+      '-extensions',
+      'ca_ext',
+    ]);
+  const csr = (name: string, cn: string) =>
+    run(dir, ['req', ...cnf, '-new', ...newKey, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`]);
   const sign = (name: string, by: string, ext: string) =>
-    run(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', `${by}.pem`, '-CAkey', `${by}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', 'openssl.cnf', '-extensions', ext]);
+    run(dir, [
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${by}.pem`,
+      '-CAkey',
+      `${by}.key`,
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '2',
+      '-extfile',
+      'openssl.cnf',
+      '-extensions',
+      ext,
+    ]);
   ca('ca');
   ca('other-ca');
   csr('server', '127.0.0.1');
@@ -104,7 +140,28 @@ export async function makeCerts(ids: string[] = []): Promise<TestCerts> {
   sign('foreign-client', 'other-ca', 'client_ext');
   csr('expired-client', 'gw-tls');
   // `openssl ca` takes explicit dates (x509 -req only counts days from now): valid for one day in 2020.
-  run(dir, ['ca', ...cnf, '-batch', '-notext', '-cert', 'ca.pem', '-keyfile', 'ca.key', '-in', 'expired-client.csr', '-out', 'expired-client.pem', '-startdate', '20200101000000Z', '-enddate', '20200102000000Z', '-extfile', 'openssl.cnf', '-extensions', 'client_ext']);
+  run(dir, [
+    'ca',
+    ...cnf,
+    '-batch',
+    '-notext',
+    '-cert',
+    'ca.pem',
+    '-keyfile',
+    'ca.key',
+    '-in',
+    'expired-client.csr',
+    '-out',
+    'expired-client.pem',
+    '-startdate',
+    '20200101000000Z',
+    '-enddate',
+    '20200102000000Z',
+    '-extfile',
+    'openssl.cnf',
+    '-extensions',
+    'client_ext',
+  ]);
   for (const id of ids) {
     csr(`id-${id}`, id);
     sign(`id-${id}`, 'ca', 'client_ext');

@@ -22,8 +22,11 @@ const TIMESCALE_HOWTO =
 export function timescaleAdminUrl(): string {
   const url = process.env.TIMESCALE_URL;
   if (url) return url;
-  if (IN_CI) throw new Error(`TIMESCALE_URL is not set in CI, where the TimescaleDB tests never skip. ${TIMESCALE_HOWTO}.`);
-  throw new Error(`TIMESCALE_URL is not set. ${TIMESCALE_HOWTO}; or opt out of TimescaleDB with STOCKWIRE_TEST_TIMESCALE=0.`);
+  if (IN_CI)
+    throw new Error(`TIMESCALE_URL is not set in CI, where the TimescaleDB tests never skip. ${TIMESCALE_HOWTO}.`);
+  throw new Error(
+    `TIMESCALE_URL is not set. ${TIMESCALE_HOWTO}; or opt out of TimescaleDB with STOCKWIRE_TEST_TIMESCALE=0.`,
+  );
 }
 
 /** The `skip` option of a suite that needs TimescaleDB: a reason only when the user opted out, never in CI. */
@@ -53,9 +56,10 @@ export async function createDatabaseOn(adminUrl: string, label = 'test'): Promis
   try {
     await admin.connect();
   } catch (err) {
-    const howto = adminUrl === process.env.TIMESCALE_URL
-      ? `Start it with \`../shared/timescaledb/start\`, or set TIMESCALE_URL.`
-      : 'Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or set TEST_DATABASE_URL.';
+    const howto =
+      adminUrl === process.env.TIMESCALE_URL
+        ? `Start it with \`../shared/timescaledb/start\`, or set TIMESCALE_URL.`
+        : 'Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or set TEST_DATABASE_URL.';
     throw new Error(`PostgreSQL is not reachable at ${adminUrl} (${(err as Error).message}). ${howto}`);
   }
   const name = `sw_${label.replace(/[^a-z0-9]/gi, '_').toLowerCase()}_${randomBytes(4).toString('hex')}`;
@@ -80,7 +84,9 @@ export async function offersTimescale(url: string): Promise<boolean> {
   const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
   await c.connect();
   try {
-    const { rows } = await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_available_extensions WHERE name = 'timescaledb'`);
+    const { rows } = await c.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_available_extensions WHERE name = 'timescaledb'`,
+    );
     return (rows[0]?.n ?? 0) > 0;
   } finally {
     await c.end();
@@ -101,5 +107,11 @@ export function testPool(url: string, max = 2): pg.Pool {
 /** The newest schema version: the highest NNN of processors/db/migrations/NNN.do.*.sql. */
 export function latestSchemaVersion(): number {
   const dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../processors/db/migrations');
-  return Math.max(...fs.readdirSync(dir).map((f) => /^(\d+)\.do\./.exec(f)?.[1]).filter((v) => v !== undefined).map(Number));
+  return Math.max(
+    ...fs
+      .readdirSync(dir)
+      .map((f) => /^(\d+)\.do\./.exec(f)?.[1])
+      .filter((v) => v !== undefined)
+      .map(Number),
+  );
 }

@@ -18,8 +18,18 @@ function add(catalogue: Catalogue, name: string, labels: Iterable<string>): void
 
 /** The series names a metric family of `type` exposes (Prometheus text format 0.0.4). */
 function seriesOf(name: string, type: string): { name: string; extra: string[] }[] {
-  if (type === 'histogram') return [{ name: `${name}_bucket`, extra: ['le'] }, { name: `${name}_sum`, extra: [] }, { name: `${name}_count`, extra: [] }];
-  if (type === 'summary') return [{ name, extra: ['quantile'] }, { name: `${name}_sum`, extra: [] }, { name: `${name}_count`, extra: [] }];
+  if (type === 'histogram')
+    return [
+      { name: `${name}_bucket`, extra: ['le'] },
+      { name: `${name}_sum`, extra: [] },
+      { name: `${name}_count`, extra: [] },
+    ];
+  if (type === 'summary')
+    return [
+      { name, extra: ['quantile'] },
+      { name: `${name}_sum`, extra: [] },
+      { name: `${name}_count`, extra: [] },
+    ];
   return [{ name, extra: [] }];
 }
 
@@ -71,18 +81,45 @@ export async function exportedMetrics(): Promise<Catalogue> {
   const db = await createTestDatabase('metrics');
   const devices = await writeDevices([{ id: 'gw-m', warehouse: 'WM', kind: 'gateway', password: 'pw-gateway-m' }]);
   const log = pino({ level: 'silent' });
-  const central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 5, log });
+  const central = new Central({
+    databaseUrl: db.url,
+    redisPrefix: 'x',
+    dataDir: devices.dir,
+    devicesFile: devices.file,
+    host: '127.0.0.1',
+    mqttPort: 0,
+    wsPort: 0,
+    httpPort: 0,
+    batchMax: 100,
+    batchWaitMs: 5,
+    log,
+  });
   let edge: Edge | null = null;
   try {
     const c = await central.start();
     edge = new Edge({
-      wh: 'WM', devicesFile: devices.file, dataDir: path.join(devices.dir, 'edge'), host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0,
-      centralUrl: `mqtt://127.0.0.1:${c.mqtt}`, centralUsername: 'gw-m', centralPassword: 'pw-gateway-m',
-      outboxMaxBytes: 1024 ** 2, forwardWindow: 100, resendAfterMs: 1_000, keepalive: 5, log,
+      wh: 'WM',
+      devicesFile: devices.file,
+      dataDir: path.join(devices.dir, 'edge'),
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      centralUrl: `mqtt://127.0.0.1:${c.mqtt}`,
+      centralUsername: 'gw-m',
+      centralPassword: 'pw-gateway-m',
+      outboxMaxBytes: 1024 ** 2,
+      forwardWindow: 100,
+      resendAfterMs: 1_000,
+      keepalive: 5,
+      log,
     });
     const e = await edge.start();
     const scrape = async (port: number) => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    return mergeCatalogues(parseExposition(await scrape(c.http), central.registry), parseExposition(await scrape(e.http), edge.registry));
+    return mergeCatalogues(
+      parseExposition(await scrape(c.http), central.registry),
+      parseExposition(await scrape(e.http), edge.registry),
+    );
   } finally {
     await edge?.stop().catch(() => {});
     await central.stop().catch(() => {});

@@ -50,17 +50,27 @@ const quoteLiteral = (v: string) => `'${v.replace(/'/g, "''")}'`;
 
 function replaceVariables(sql: string, ctx: GrafanaSqlContext): string {
   // $name, ${name} and [[name]], as Grafana's template service finds them
-  return sql.replace(/\$(\w+)(?=(\()?)|\$\{(\w+)\}|\[\[(\w+)\]\]/g, (match, bare: string | undefined, call: string | undefined, braced: string | undefined, brackets: string | undefined) => {
-    const name = (bare ?? braced ?? brackets) as string;
-    if (bare !== undefined && call !== undefined) return match; // a macro call: the backend's
-    if (name === '__interval') return ctx.interval;
-    if (name === '__interval_ms') return String(intervalSeconds(ctx.interval) * 1000);
-    const variable = ctx.variables[name];
-    if (!variable) throw new Error(`unknown template variable ${match}`);
-    if (variable.multi) return variable.values.map(quoteLiteral).join(',');
-    if (variable.values.length !== 1) throw new Error(`single-value variable ${name} has ${variable.values.length} values`);
-    return (variable.values[0] as string).replace(/'/g, "''");
-  });
+  return sql.replace(
+    /\$(\w+)(?=(\()?)|\$\{(\w+)\}|\[\[(\w+)\]\]/g,
+    (
+      match,
+      bare: string | undefined,
+      call: string | undefined,
+      braced: string | undefined,
+      brackets: string | undefined,
+    ) => {
+      const name = (bare ?? braced ?? brackets) as string;
+      if (bare !== undefined && call !== undefined) return match; // a macro call: the backend's
+      if (name === '__interval') return ctx.interval;
+      if (name === '__interval_ms') return String(intervalSeconds(ctx.interval) * 1000);
+      const variable = ctx.variables[name];
+      if (!variable) throw new Error(`unknown template variable ${match}`);
+      if (variable.multi) return variable.values.map(quoteLiteral).join(',');
+      if (variable.values.length !== 1)
+        throw new Error(`single-value variable ${name} has ${variable.values.length} values`);
+      return (variable.values[0] as string).replace(/'/g, "''");
+    },
+  );
 }
 
 function timeGroup(args: string[], ctx: GrafanaSqlContext): string {
@@ -95,14 +105,19 @@ function macro(name: string, args: string[], ctx: GrafanaSqlContext): string {
 /** The SQL Grafana would send to PostgreSQL for `rawSql` in this context. */
 export function expandGrafanaSql(rawSql: string, ctx: GrafanaSqlContext): string {
   // Newer Grafana strips SQL comments before expanding macros; keeping them out keeps every version alike.
-  if (/--|\/\*/.test(rawSql)) throw new Error('keep SQL comments out of panel queries: explain in the panel description');
+  if (/--|\/\*/.test(rawSql))
+    throw new Error('keep SQL comments out of panel queries: explain in the panel description');
   const withVariables = replaceVariables(rawSql, ctx);
-  const expanded = withVariables.replace(/\$(\w+)\(([^)]*)\)/g, (match, name: string, argText: string, offset: number) => {
-    const args = argText === '' ? [] : argText.split(',').map((a) => a.trim());
-    // macros.go: a $__timeGroup directly followed by a comma is the pre-5.3 spelling of $__timeGroupAlias
-    const effective = name === '__timeGroup' && withVariables[offset + match.length] === ',' ? '__timeGroupAlias' : name;
-    return macro(effective, args, ctx);
-  });
+  const expanded = withVariables.replace(
+    /\$(\w+)\(([^)]*)\)/g,
+    (match, name: string, argText: string, offset: number) => {
+      const args = argText === '' ? [] : argText.split(',').map((a) => a.trim());
+      // macros.go: a $__timeGroup directly followed by a comma is the pre-5.3 spelling of $__timeGroupAlias
+      const effective =
+        name === '__timeGroup' && withVariables[offset + match.length] === ',' ? '__timeGroupAlias' : name;
+      return macro(effective, args, ctx);
+    },
+  );
   const left = /\$\w+|\[\[\w+\]\]/.exec(expanded);
   if (left) throw new Error(`${left[0]} is left after expansion`);
   return expanded;

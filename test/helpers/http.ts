@@ -16,7 +16,12 @@ export interface CallOptions {
 }
 
 /** Calls the API at `base` (http://host:port); `body` is null when the answer has none. */
-export async function call<T = Record<string, unknown>>(base: string, method: string, path: string, o: CallOptions = {}): Promise<HttpAnswer<T>> {
+export async function call<T = Record<string, unknown>>(
+  base: string,
+  method: string,
+  path: string,
+  o: CallOptions = {},
+): Promise<HttpAnswer<T>> {
   const hasBody = o.json !== undefined || o.raw !== undefined;
   const res = await fetch(`${base}${path}`, {
     method,

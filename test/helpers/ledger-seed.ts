@@ -39,14 +39,25 @@ export const SEED_EVENTS: SeedEvent[] = [
 
 /** Inserts events into the event log (and their inbox keys), as committed batches leave them. */
 export async function insertEvents(pool: pg.Pool, events: SeedEvent[], device = 'scan-1'): Promise<void> {
-  const columns = [events.map((e) => e.ts), events.map((e) => e.wh), events.map((e) => e.sku), events.map((e) => e.id), events.map((e) => e.type), events.map((e) => e.qty), events.map(deltaOf)];
+  const columns = [
+    events.map((e) => e.ts),
+    events.map((e) => e.wh),
+    events.map((e) => e.sku),
+    events.map((e) => e.id),
+    events.map((e) => e.type),
+    events.map((e) => e.qty),
+    events.map(deltaOf),
+  ];
   await pool.query(
     `INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at)
      SELECT ts, wh, $8, id, type, sku, qty, delta, jsonb_build_object('v', 1, 'id', id, 'type', type, 'sku', sku, 'qty', qty), ts
      FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) AS e(ts, wh, sku, id, type, qty, delta)`,
     [...columns, device],
   );
-  await pool.query(`INSERT INTO inbox (wh, device, id, sku) SELECT wh, $4, id, sku FROM unnest($1::text[], $2::text[], $3::text[]) AS k(wh, id, sku)`, [columns[1], columns[3], columns[2], device]);
+  await pool.query(
+    `INSERT INTO inbox (wh, device, id, sku) SELECT wh, $4, id, sku FROM unnest($1::text[], $2::text[], $3::text[]) AS k(wh, id, sku)`,
+    [columns[1], columns[3], columns[2], device],
+  );
 }
 
 const REFRESH_ATTEMPTS = 300; // × 100 ms: the policy's own refresh, which starts with the database, may hold the lock

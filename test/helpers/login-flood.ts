@@ -22,7 +22,8 @@ const str = (s: string): Buffer => Buffer.concat([u16(Buffer.byteLength(s)), Buf
 
 /** A CONNECT frame built by hand: a flood of them costs the test almost nothing. */
 export function connectFrame(l: Login): Buffer {
-  const flags = (l.username !== undefined ? 0x80 : 0) | (l.password !== undefined ? 0x40 : 0) | (l.clean === false ? 0 : 0x02);
+  const flags =
+    (l.username !== undefined ? 0x80 : 0) | (l.password !== undefined ? 0x40 : 0) | (l.clean === false ? 0 : 0x02);
   const body = Buffer.concat([
     str('MQTT'),
     Buffer.from([4, flags]),
@@ -45,7 +46,11 @@ export function connectFrame(l: Login): Buffer {
 /** Sends a CONNECT and closes the connection at once, without waiting for the answer: a client that gave up. */
 export function loginAndLeave(l: Login): Promise<void> {
   return new Promise((resolve) => {
-    const socket = net.connect({ port: l.port, host: l.host ?? '127.0.0.1', ...(l.localAddress !== undefined && { localAddress: l.localAddress }) });
+    const socket = net.connect({
+      port: l.port,
+      host: l.host ?? '127.0.0.1',
+      ...(l.localAddress !== undefined && { localAddress: l.localAddress }),
+    });
     socket.on('connect', () => socket.end(connectFrame(l)));
     socket.on('error', () => undefined);
     socket.on('close', () => resolve());
@@ -56,7 +61,11 @@ export function loginAndLeave(l: Login): Promise<void> {
 export function login(l: Login, timeoutMs = 60_000): Promise<LoginResult> {
   const began = performance.now();
   return new Promise((resolve) => {
-    const socket = net.connect({ port: l.port, host: l.host ?? '127.0.0.1', ...(l.localAddress !== undefined && { localAddress: l.localAddress }) });
+    const socket = net.connect({
+      port: l.port,
+      host: l.host ?? '127.0.0.1',
+      ...(l.localAddress !== undefined && { localAddress: l.localAddress }),
+    });
     let settled = false;
     const finish = (rc: number | null) => {
       if (settled) return;
@@ -91,7 +100,13 @@ export interface Flood {
  * `count` logins from each address, at most `concurrency` of them under way per address at once, each made by
  * `make(address, i)` — an attacker's bogus logins.
  */
-export function flood(port: number, addresses: string[], count: number, concurrency: number, make: (address: string, i: number) => Omit<Login, 'port' | 'localAddress'>): Flood {
+export function flood(
+  port: number,
+  addresses: string[],
+  count: number,
+  concurrency: number,
+  make: (address: string, i: number) => Omit<Login, 'port' | 'localAddress'>,
+): Flood {
   const answers = new Map<number | 'none', number>();
   let stopped = false;
   let sent = 0;
@@ -176,7 +191,11 @@ export class RawMqtt {
 
   /** Connects and logs in; rejects when the CONNACK is not 0 (its return code in the message). */
   static async open(l: Login): Promise<RawMqtt> {
-    const socket = net.connect({ port: l.port, host: l.host ?? '127.0.0.1', ...(l.localAddress !== undefined && { localAddress: l.localAddress }) });
+    const socket = net.connect({
+      port: l.port,
+      host: l.host ?? '127.0.0.1',
+      ...(l.localAddress !== undefined && { localAddress: l.localAddress }),
+    });
     const client = new RawMqtt(socket);
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', () => resolve());

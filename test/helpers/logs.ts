@@ -32,7 +32,18 @@ export class CapturedLog {
     const found = this.lines.slice(from).find(pred);
     if (found) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no log line with ${what} within ${timeoutMs} ms; last lines:\n${this.lines.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`)), timeoutMs);
+      const t = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `no log line with ${what} within ${timeoutMs} ms; last lines:\n${this.lines
+                .slice(-8)
+                .map((l) => JSON.stringify(l))
+                .join('\n')}`,
+            ),
+          ),
+        timeoutMs,
+      );
       this.waiters.push({ pred, resolve: (l) => (clearTimeout(t), resolve(l)) });
     });
   }

@@ -2,8 +2,20 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { topicMatches } from '../../protocol/index.js';
 
 /** Connects an MQTT.js client and waits for CONNACK. */
-export async function connect(url: string, username: string, password: string, extra: mqtt.IClientOptions = {}): Promise<MqttClient> {
-  return mqtt.connectAsync(url, { username, password, clientId: `${username}-${Math.random().toString(16).slice(2, 8)}`, reconnectPeriod: 0, connectTimeout: 5_000, ...extra });
+export async function connect(
+  url: string,
+  username: string,
+  password: string,
+  extra: mqtt.IClientOptions = {},
+): Promise<MqttClient> {
+  return mqtt.connectAsync(url, {
+    username,
+    password,
+    clientId: `${username}-${Math.random().toString(16).slice(2, 8)}`,
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+    ...extra,
+  });
 }
 
 /** Collects messages of a subscription; `waitFor` resolves when the predicate holds. */
@@ -23,13 +35,17 @@ export class Collector<T = unknown> {
   waitFor(pred: () => boolean, timeoutMs = 10_000, what = 'messages'): Promise<void> {
     if (pred()) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; got ${this.messages.length}`)), timeoutMs);
+      const t = setTimeout(
+        () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; got ${this.messages.length}`)),
+        timeoutMs,
+      );
       this.waiters.push({ pred, resolve: () => (clearTimeout(t), resolve()) });
     });
   }
 
   last(topic: string): T | undefined {
-    for (let i = this.messages.length - 1; i >= 0; i--) if (this.messages[i]?.topic === topic) return this.messages[i]?.payload;
+    for (let i = this.messages.length - 1; i >= 0; i--)
+      if (this.messages[i]?.topic === topic) return this.messages[i]?.payload;
     return undefined;
   }
 }

@@ -18,9 +18,17 @@ export interface Running {
  * Starts `stockwire <args>` as a real process through the launcher and waits for its ready line on stdout.
  * With `nodeArgs` (e.g. `--cpu-prof`, which NODE_OPTIONS refuses) node runs the sources itself, without the launcher.
  */
-export async function startStockwire(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000, nodeArgs: string[] = []): Promise<Running> {
+export async function startStockwire(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  timeoutMs = 60_000,
+  nodeArgs: string[] = [],
+): Promise<Running> {
   const [command, argv] = nodeArgs.length > 0 ? [process.execPath, [...nodeArgs, `${BIN}.js`, ...args]] : [BIN, args];
-  const child = spawn(command, argv, { env: { ...process.env, LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, argv, {
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const logs: string[] = [];
   child.stderr?.on('data', (b: Buffer) => {
     logs.push(...b.toString().split('\n').filter(Boolean));
@@ -29,7 +37,10 @@ export async function startStockwire(args: string[], env: Record<string, string 
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const ports = await new Promise<Record<string, number>>((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error(`stockwire ${args[0]} not ready after ${timeoutMs} ms:\n${logs.slice(-20).join('\n')}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`stockwire ${args[0]} not ready after ${timeoutMs} ms:\n${logs.slice(-20).join('\n')}`)),
+      timeoutMs,
+    );
     child.stdout?.on('data', (b: Buffer) => {
       buf += b.toString();
       for (const line of buf.split('\n').slice(0, -1)) {

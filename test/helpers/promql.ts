@@ -35,7 +35,10 @@ export function checkExpr(expr: string, catalogue: Catalogue): ExprReport {
   const slice = (n: SyntaxNode) => text.slice(n.from, n.to);
   tree.iterate({
     enter: (ref) => {
-      if (ref.type.isError) problems.push(`does not parse at offset ${ref.from}: …${text.slice(Math.max(0, ref.from - 20), ref.from + 20)}…`);
+      if (ref.type.isError)
+        problems.push(
+          `does not parse at offset ${ref.from}: …${text.slice(Math.max(0, ref.from - 20), ref.from + 20)}…`,
+        );
       if (ref.name === 'GroupingLabels') for (const l of ref.node.getChildren('LabelName')) grouping.push(slice(l));
       if (ref.name !== 'VectorSelector') return;
       const id = ref.node.getChild('Identifier');
@@ -53,13 +56,19 @@ export function checkExpr(expr: string, catalogue: Catalogue): ExprReport {
       const matchers = ref.node.getChild('LabelMatchers');
       for (const m of matchers?.getChildren('UnquotedLabelMatcher') ?? []) {
         const label = m.getChild('LabelName');
-        if (label && !labels.has(slice(label)) && !TARGET_LABELS.includes(slice(label))) problems.push(`metric ${name} has no label ${slice(label)}`);
+        if (label && !labels.has(slice(label)) && !TARGET_LABELS.includes(slice(label)))
+          problems.push(`metric ${name} has no label ${slice(label)}`);
       }
-      if (matchers?.getChildren('QuotedLabelMatcher').length) problems.push(`selector ${slice(ref.node)}: use plain label names`);
+      if (matchers?.getChildren('QuotedLabelMatcher').length)
+        problems.push(`selector ${slice(ref.node)}: use plain label names`);
     },
   });
-  const known = new Set([...TARGET_LABELS, ...metrics.flatMap((m) => [...(catalogue.get(m) ?? PROMETHEUS_SERIES.get(m) ?? [])])]);
-  for (const l of grouping) if (!known.has(l)) problems.push(`grouping label ${l} belongs to none of ${metrics.join(', ')}`);
+  const known = new Set([
+    ...TARGET_LABELS,
+    ...metrics.flatMap((m) => [...(catalogue.get(m) ?? PROMETHEUS_SERIES.get(m) ?? [])]),
+  ]);
+  for (const l of grouping)
+    if (!known.has(l)) problems.push(`grouping label ${l} belongs to none of ${metrics.join(', ')}`);
   if (metrics.length === 0 && problems.length === 0) problems.push('selects no metric');
   return { metrics, problems };
 }
@@ -73,7 +82,10 @@ export function vectorSelectors(expr: string): { metric: string; matchers: strin
       if (ref.name !== 'VectorSelector') return;
       const id = ref.node.getChild('Identifier');
       const matchers = ref.node.getChild('LabelMatchers')?.getChildren('UnquotedLabelMatcher') ?? [];
-      out.push({ metric: id ? expr.slice(id.from, id.to) : '', matchers: matchers.map((m) => expr.slice(m.from, m.to).replace(/\s+/g, '')) });
+      out.push({
+        metric: id ? expr.slice(id.from, id.to) : '',
+        matchers: matchers.map((m) => expr.slice(m.from, m.to).replace(/\s+/g, '')),
+      });
     },
   });
   return out;

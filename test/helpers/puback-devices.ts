@@ -19,7 +19,17 @@ export interface PubackDeviceOptions {
 export class PubackDevices {
   private readonly clients: MqttClient[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
-  private readonly states = new Map<string, { client: MqttClient; queued: number; next: () => number; pending: () => number; connects: number; errors: string[] }>();
+  private readonly states = new Map<
+    string,
+    {
+      client: MqttClient;
+      queued: number;
+      next: () => number;
+      pending: () => number;
+      connects: number;
+      errors: string[];
+    }
+  >();
   private handedOver = 0;
   /** publishes, first sends and sends again after a reconnect */
   publishes = 0;
@@ -52,12 +62,27 @@ export class PubackDevices {
             const queue = byDevice.get(d.id) ?? [];
             let next = 0;
             let pending = new Set<{ e: OutgoingEvent }>(); // sent, no PUBACK yet (one entry per copy)
-            const client = mqtt.connect(this.url, { username: d.id, password: d.password, clientId: d.id, clean: true, reconnectPeriod: 200, connectTimeout: 3_000, keepalive: 5,
+            const client = mqtt.connect(this.url, {
+              username: d.id,
+              password: d.password,
+              clientId: d.id,
+              clean: true,
+              reconnectPeriod: 200,
+              connectTimeout: 3_000,
+              keepalive: 5,
               // Like a real scanner, it retries after the edge's "server unavailable" (its limit on connection attempts, hit
               // while a full outbox refuses events and so closes the connection): MQTT.js alone would stop for good.
-              reconnectOnConnackError: true });
+              reconnectOnConnackError: true,
+            });
             this.clients.push(client);
-            const state = { client, queued: queue.length, next: () => next, pending: () => pending.size, connects: 0, errors: [] as string[] };
+            const state = {
+              client,
+              queued: queue.length,
+              next: () => next,
+              pending: () => pending.size,
+              connects: 0,
+              errors: [] as string[],
+            };
             this.states.set(d.id, state);
             client.on('error', (err) => {
               if (state.errors.length < 5) state.errors.push(err.message);
@@ -99,7 +124,9 @@ export class PubackDevices {
     const lines = [`${this.handedOver} handed over, ${this.publishes} publishes`];
     for (const [id, s] of this.states) {
       if (s.next() >= s.queued && s.pending() === 0) continue;
-      lines.push(`${id}: ${s.client.connected ? 'connected' : 'not connected'}, sent ${s.next()}/${s.queued}, ${s.pending()} without PUBACK, ${s.connects} connects, MQTT.js store ${Object.keys((s.client as unknown as { outgoing: object }).outgoing ?? {}).length}, errors: ${s.errors.join('; ') || 'none'}`);
+      lines.push(
+        `${id}: ${s.client.connected ? 'connected' : 'not connected'}, sent ${s.next()}/${s.queued}, ${s.pending()} without PUBACK, ${s.connects} connects, MQTT.js store ${Object.keys((s.client as unknown as { outgoing: object }).outgoing ?? {}).length}, errors: ${s.errors.join('; ') || 'none'}`,
+      );
     }
     return lines.join('\n');
   }
@@ -107,13 +134,16 @@ export class PubackDevices {
   /** Drops the connection at random moments (exponential gaps of mean `mean` ms), like a scanner leaving Wi-Fi. */
   private dropNow(client: MqttClient, mean: number): void {
     const random = this.o.random ?? Math.random;
-    const t = setTimeout(() => {
-      if (client.connected) {
-        this.drops++;
-        client.stream.destroy();
-      }
-      this.dropNow(client, mean);
-    }, -Math.log(1 - random()) * mean);
+    const t = setTimeout(
+      () => {
+        if (client.connected) {
+          this.drops++;
+          client.stream.destroy();
+        }
+        this.dropNow(client, mean);
+      },
+      -Math.log(1 - random()) * mean,
+    );
     this.timers.push(t);
   }
 

@@ -32,7 +32,8 @@ function remainingLength(n: number): Buffer {
   return Buffer.from(out);
 }
 
-const frame = (first: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([first]), remainingLength(body.length), body]);
+const frame = (first: number, body: Buffer): Buffer =>
+  Buffer.concat([Buffer.from([first]), remainingLength(body.length), body]);
 
 export interface RawConnectOptions {
   clientId: string;
@@ -48,7 +49,13 @@ export interface RawConnectOptions {
 export class RawMqttClient {
   readonly packets: RawPacket[] = [];
   private buf = Buffer.alloc(0);
-  private waiters: { pred: (p: RawPacket) => boolean; from: number; resolve: (p: RawPacket) => void; reject: (e: Error) => void; what: string }[] = [];
+  private waiters: {
+    pred: (p: RawPacket) => boolean;
+    from: number;
+    resolve: (p: RawPacket) => void;
+    reject: (e: Error) => void;
+    what: string;
+  }[] = [];
   private closed = false;
   private nextId = 1;
 
@@ -67,7 +74,11 @@ export class RawMqttClient {
     const socket = net.connect(Number(u.port), u.hostname);
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     const client = new RawMqttClient(socket);
-    const flags = (o.username !== undefined ? 0x80 : 0) | (o.password !== undefined ? 0x40 : 0) | (o.will !== undefined ? 0x0c : 0) | (o.clean ? 0x02 : 0);
+    const flags =
+      (o.username !== undefined ? 0x80 : 0) |
+      (o.password !== undefined ? 0x40 : 0) |
+      (o.will !== undefined ? 0x0c : 0) |
+      (o.clean ? 0x02 : 0);
     const body = Buffer.concat([
       str('MQTT'),
       Buffer.from([4, flags]),
@@ -86,7 +97,9 @@ export class RawMqttClient {
   /** Sends one SUBSCRIBE with every filter (QoS 1) and waits for its SUBACK. */
   async subscribe(filters: string[]): Promise<number[]> {
     const id = this.nextId++;
-    this.socket.write(frame(0x82, Buffer.concat([u16(id), ...filters.map((f) => Buffer.concat([str(f), Buffer.from([1])]))])));
+    this.socket.write(
+      frame(0x82, Buffer.concat([u16(id), ...filters.map((f) => Buffer.concat([str(f), Buffer.from([1])]))])),
+    );
     const ack = await this.next((p) => p.type === 'suback' && p.messageId === id, `SUBACK ${id}`);
     return ack.type === 'suback' ? ack.granted : [];
   }
@@ -160,7 +173,8 @@ export class RawMqttClient {
 
 function parse(first: number, body: Buffer): RawPacket {
   const type = first >> 4;
-  if (type === 2) return { type: 'connack', sessionPresent: ((body[0] as number) & 1) === 1, returnCode: body[1] as number };
+  if (type === 2)
+    return { type: 'connack', sessionPresent: ((body[0] as number) & 1) === 1, returnCode: body[1] as number };
   if (type === 9) return { type: 'suback', messageId: body.readUInt16BE(0), granted: [...body.subarray(2)] };
   if (type === 3) {
     const qos = (first >> 1) & 3;
@@ -169,7 +183,15 @@ function parse(first: number, body: Buffer): RawPacket {
     let at = 2 + topicLength;
     let messageId: number | undefined;
     if (qos > 0) (messageId = body.readUInt16BE(at)), (at += 2);
-    return { type: 'publish', topic, payload: body.subarray(at).toString(), qos, dup: (first & 8) !== 0, retain: (first & 1) !== 0, messageId };
+    return {
+      type: 'publish',
+      topic,
+      payload: body.subarray(at).toString(),
+      qos,
+      dup: (first & 8) !== 0,
+      retain: (first & 1) !== 0,
+      messageId,
+    };
   }
   return { type: 'other', code: first };
 }

@@ -24,17 +24,30 @@ export class PrivateRedis {
     let child: ChildProcess;
     try {
       const snapshot = this.dir === undefined ? [] : ['--dir', this.dir, '--dbfilename', 'dump.rdb'];
-      child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...snapshot], { stdio: 'ignore' });
+      child = spawn(
+        'redis-server',
+        ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...snapshot],
+        { stdio: 'ignore' },
+      );
     } catch (err) {
-      throw new Error(`cannot start redis-server (${(err as Error).message}): install it with \`apt-get install redis-server\``);
+      throw new Error(
+        `cannot start redis-server (${(err as Error).message}): install it with \`apt-get install redis-server\``,
+      );
     }
     this.child = child;
-    const spawned = new Promise<never>((_resolve, reject) => child.once('error', (err) => reject(new Error(`cannot start redis-server (${err.message}): install it with \`apt-get install redis-server\``))));
+    const spawned = new Promise<never>((_resolve, reject) =>
+      child.once('error', (err) =>
+        reject(
+          new Error(`cannot start redis-server (${err.message}): install it with \`apt-get install redis-server\``),
+        ),
+      ),
+    );
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
       if (await Promise.race([ping(this.port), spawned])) return;
       if (child.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited with ${child.exitCode}`);
-      if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} not answering after ${READY_TIMEOUT_MS} ms`);
+      if (Date.now() > deadline)
+        throw new Error(`redis-server on port ${this.port} not answering after ${READY_TIMEOUT_MS} ms`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }

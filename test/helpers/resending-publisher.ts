@@ -107,7 +107,8 @@ export class ResendingPublisher {
 
   private fill(): void {
     if (!this.client?.connected) return;
-    while (this.inflight.size < (this.o.window ?? 500) && this.next < this.events.length) this.send(this.events[this.next++] as OutgoingEvent);
+    while (this.inflight.size < (this.o.window ?? 500) && this.next < this.events.length)
+      this.send(this.events[this.next++] as OutgoingEvent);
     if (!this.open && this.next >= this.events.length && this.inflight.size === 0 && this.done) {
       const d = this.done;
       this.done = null;

@@ -16,7 +16,8 @@ export function testSeed(name: string): number {
   let why: string;
   if (override) {
     seed = Number(override);
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`TEST_SEED (or FAULT_SEED) must be a non-negative integer, not ${JSON.stringify(override)}`);
+    if (!Number.isSafeInteger(seed) || seed < 0)
+      throw new Error(`TEST_SEED (or FAULT_SEED) must be a non-negative integer, not ${JSON.stringify(override)}`);
     why = 'from TEST_SEED/FAULT_SEED';
   } else if (IN_CI) {
     seed = fixedSeed(name);

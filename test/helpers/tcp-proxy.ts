@@ -25,7 +25,10 @@ export class TcpProxy {
   /** connections accepted so far */
   accepted = 0;
 
-  constructor(private readonly targetPort: number, private readonly targetHost = '127.0.0.1') {}
+  constructor(
+    private readonly targetPort: number,
+    private readonly targetHost = '127.0.0.1',
+  ) {}
 
   async start(): Promise<number> {
     const server = net.createServer((socket) => this.accept(socket));
@@ -124,7 +127,11 @@ class Pair {
   private gone = false;
   private lastAt = 0; // when the latest delayed chunk leaves, epoch ms (keeps order under `slow`)
 
-  constructor(private readonly client: net.Socket, private readonly upstream: net.Socket, private readonly proxy: TcpProxy) {
+  constructor(
+    private readonly client: net.Socket,
+    private readonly upstream: net.Socket,
+    private readonly proxy: TcpProxy,
+  ) {
     this.pipe(client, upstream);
     this.pipe(upstream, client);
   }

@@ -5,7 +5,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The shared TimescaleDB starter, beside the repository (as CI lays it out): `../shared/timescaledb/start`. */
-export const TIMESCALE_START = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared/timescaledb/start');
+export const TIMESCALE_START = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../../shared/timescaledb/start',
+);
 const START_TIMEOUT_MS = 180_000; // a first start copies the server binaries and runs initdb; a restart replays the WAL
 const STOP_TIMEOUT_MS = 60_000;
 
@@ -48,20 +51,24 @@ export class PrivateTimescale {
   async start(): Promise<void> {
     if (this.folder === null) {
       if (!fs.existsSync(this.startScript)) {
-        throw new Error(`${this.startScript} is absent: this test starts and crashes a TimescaleDB of its own with it. Put the shared folder beside the repository (../shared), or opt out of TimescaleDB with STOCKWIRE_TEST_TIMESCALE=0 (not in CI).`);
+        throw new Error(
+          `${this.startScript} is absent: this test starts and crashes a TimescaleDB of its own with it. Put the shared folder beside the repository (../shared), or opt out of TimescaleDB with STOCKWIRE_TEST_TIMESCALE=0 (not in CI).`,
+        );
       }
       this.folder = fs.mkdtempSync(path.join(os.tmpdir(), 'sw-tsdb-'));
       fs.chmodSync(this.folder, 0o755); // the server runs as the postgres user and must reach its data folder inside
       process.on('exit', this.stopOnExit); // a test file that dies leaves no server behind
     }
     const r = await runCommand(this.startScript, [], this.env(), START_TIMEOUT_MS);
-    if (r.code !== 0 || r.stdout.trim() !== this.url) throw new Error(`${this.startScript} on port ${this.port} failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
+    if (r.code !== 0 || r.stdout.trim() !== this.url)
+      throw new Error(`${this.startScript} on port ${this.port} failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
   }
 
   /** `pg_ctl stop -m immediate`: every server process quits at once, without a checkpoint — a crash, repaired by recovery at the next start. */
   async stopImmediate(): Promise<void> {
     const pgCtl = `'${this.bin}/pg_ctl' -D '${this.dir}/data' -m immediate -w stop`;
-    const [command, args] = process.getuid?.() === 0 ? ['su', ['postgres', '-s', '/bin/sh', '-c', pgCtl]] : ['sh', ['-c', pgCtl]];
+    const [command, args] =
+      process.getuid?.() === 0 ? ['su', ['postgres', '-s', '/bin/sh', '-c', pgCtl]] : ['sh', ['-c', pgCtl]];
     const r = await runCommand(command, args, this.env(), STOP_TIMEOUT_MS);
     if (r.code !== 0) throw new Error(`pg_ctl stop -m immediate failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
   }
@@ -99,7 +106,12 @@ function alive(pid: number): boolean {
 }
 
 /** Runs a command to its end (killed after `timeoutMs`): its exit code and output. */
-export function runCommand(command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCommand(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -7,7 +7,10 @@ import { ADMIN_URL, createDatabaseOn, createTestDatabase, type TestDatabase } fr
 export { timescaleAdminUrl } from './db.js';
 
 /** ../shared/timescaledb/start beside the checkout: a private PostgreSQL 15 + TimescaleDB 2.28.3 (its README). */
-export const TIMESCALE_START = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared/timescaledb/start');
+export const TIMESCALE_START = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../../shared/timescaledb/start',
+);
 
 /** A database of the test file's own on the TimescaleDB server (TIMESCALE_URL, which npm test sets). */
 export function createTimescaleDatabase(label: string): Promise<TestDatabase> {
@@ -32,13 +35,23 @@ export const TEST_SERVERS: TestServer[] = [
  * the usual state right after installing the package. Returns its admin URL.
  */
 export function startUnpreloadedCluster(port: number, dir: string): string {
-  if (!existsSync(TIMESCALE_START)) throw new Error(`${TIMESCALE_START} is missing: the TimescaleDB tests need ../shared/timescaledb beside the checkout`);
-  const out = execFileSync(TIMESCALE_START, [], { env: { ...process.env, TIMESCALE_PORT: String(port), TIMESCALE_PRELOAD: '0', TIMESCALE_DIR: dir }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (!existsSync(TIMESCALE_START))
+    throw new Error(
+      `${TIMESCALE_START} is missing: the TimescaleDB tests need ../shared/timescaledb beside the checkout`,
+    );
+  const out = execFileSync(TIMESCALE_START, [], {
+    env: { ...process.env, TIMESCALE_PORT: String(port), TIMESCALE_PRELOAD: '0', TIMESCALE_DIR: dir },
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return out.trim().split('\n').pop() as string;
 }
 
 export function stopCluster(port: number, dir: string): void {
-  execFileSync(TIMESCALE_START, ['stop'], { env: { ...process.env, TIMESCALE_PORT: String(port), TIMESCALE_DIR: dir }, stdio: 'ignore' });
+  execFileSync(TIMESCALE_START, ['stop'], {
+    env: { ...process.env, TIMESCALE_PORT: String(port), TIMESCALE_DIR: dir },
+    stdio: 'ignore',
+  });
 }
 
 /**
@@ -47,7 +60,9 @@ export function stopCluster(port: number, dir: string): void {
  * (`CALL run_job`) at the moment it means to.
  */
 export async function pauseJobs(pool: import('pg').Pool, timeoutMs = 30_000): Promise<void> {
-  await pool.query(`SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs WHERE job_id >= 1000`);
+  await pool.query(
+    `SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs WHERE job_id >= 1000`,
+  );
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const { rows } = await pool.query<{ n: number }>(

@@ -34,7 +34,12 @@ export interface WorkloadOptions {
   trustedUntil?: number;
 }
 
-export function workload(wh: string, count: number, seed: number, o: WorkloadOptions = {}): { events: OutgoingEvent[]; expected: Expected } {
+export function workload(
+  wh: string,
+  count: number,
+  seed: number,
+  o: WorkloadOptions = {},
+): { events: OutgoingEvent[]; expected: Expected } {
   const next = rng(seed);
   const devices = o.devices ?? 20;
   const skus = o.skus ?? 50;
@@ -48,11 +53,15 @@ export function workload(wh: string, count: number, seed: number, o: WorkloadOpt
     const sku = `SKU-${Math.floor(next() * skus)}`;
     const roll = next();
     const [type, qty] =
-      roll < 0.4 ? ['received', 1 + Math.floor(next() * 20)] :
-      roll < 0.75 ? ['shipped', 1 + Math.floor(next() * 10)] :
-      roll < 0.85 ? ['returned', 1 + Math.floor(next() * 3)] :
-      roll < 0.97 ? ['adjusted', (next() < 0.5 ? -1 : 1) * (1 + Math.floor(next() * 5))] :
-      ['counted', Math.floor(next() * 200)];
+      roll < 0.4
+        ? ['received', 1 + Math.floor(next() * 20)]
+        : roll < 0.75
+          ? ['shipped', 1 + Math.floor(next() * 10)]
+          : roll < 0.85
+            ? ['returned', 1 + Math.floor(next() * 3)]
+            : roll < 0.97
+              ? ['adjusted', (next() < 0.5 ? -1 : 1) * (1 + Math.floor(next() * 5))]
+              : ['counted', Math.floor(next() * 200)];
     const id = `e${i}`;
     const trueTs = base + Math.floor(next() * span); // event times out of arrival order
     let ts = o.clock ? o.clock(device, trueTs) : trueTs;

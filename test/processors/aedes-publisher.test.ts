@@ -13,7 +13,10 @@ describe('publishing into the in-process aedes', () => {
     const server = net.createServer((socket) => aedes.handle(socket));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
     const port = (server.address() as net.AddressInfo).port;
-    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'display-test', reconnectPeriod: 0 });
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+      clientId: 'display-test',
+      reconnectPeriod: 0,
+    });
     try {
       const got: string[] = [];
       client.on('message', (_topic, payload) => got.push(payload.toString()));
@@ -23,7 +26,10 @@ describe('publishing into the in-process aedes', () => {
       const sends: Promise<void>[] = [];
       for (let i = 0; i < 50; i++) {
         // One commit's publishes, as publishBatch and the command runner make them: stock topics, then an alert.
-        sends.push(publisher.publish('stock/S', `stock-${i}`, true), publisher.publish('alerts/W/transfer-timeout', `alert-${i}`, false));
+        sends.push(
+          publisher.publish('stock/S', `stock-${i}`, true),
+          publisher.publish('alerts/W/transfer-timeout', `alert-${i}`, false),
+        );
         expected.push(`stock-${i}`, `alert-${i}`);
       }
       await Promise.all(sends);

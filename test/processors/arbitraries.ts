@@ -4,7 +4,17 @@ import type { BookEvent } from '../../processors/ledger/ledger.js';
 
 /** A book event at warehouse W1, sku S1, device d1, for given/when/then tests. */
 export function ev(type: BookEvent['type'], qty: number, ts: number, id: string): BookEvent {
-  return { wh: 'W1', device: 'd1', sku: 'S1', id, type, qty, ts, receivedAt: ts, payload: { v: 1, id, type, sku: 'S1', qty } } as BookEvent;
+  return {
+    wh: 'W1',
+    device: 'd1',
+    sku: 'S1',
+    id,
+    type,
+    qty,
+    ts,
+    receivedAt: ts,
+    payload: { v: 1, id, type, sku: 'S1', qty },
+  } as BookEvent;
 }
 
 const typeQty = fc.oneof(
@@ -29,7 +39,17 @@ export function arbitraryEvents(maxLength = 40): fc.Arbitrary<StockEvent[]> {
     .map((raw) =>
       raw.map((r, n) => {
         const id = `e${(n * 7919) % 1000}`; // ids unique per device, not sorted like arrival
-        return { wh: r.wh, device: r.device, sku: r.sku, id: `${id}-${n}`, type: r.tq.type, qty: r.tq.qty, ts: r.ts, receivedAt: r.ts, payload: { v: 1, id: `${id}-${n}`, type: r.tq.type, sku: r.sku, qty: r.tq.qty } } as StockEvent;
+        return {
+          wh: r.wh,
+          device: r.device,
+          sku: r.sku,
+          id: `${id}-${n}`,
+          type: r.tq.type,
+          qty: r.tq.qty,
+          ts: r.ts,
+          receivedAt: r.ts,
+          payload: { v: 1, id: `${id}-${n}`, type: r.tq.type, sku: r.sku, qty: r.tq.qty },
+        } as StockEvent;
       }),
     );
 }

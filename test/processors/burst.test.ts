@@ -16,15 +16,34 @@ describe('central under a burst of one large batch', () => {
   });
   after(async () => db.drop());
 
-  it('8,000 events in flight at once with batches of 5,000: every one acked, central alive', { timeout: 120_000 }, async () => {
+  it('8,000 events in flight at once with batches of 5,000: every one acked, central alive', {
+    timeout: 120_000,
+  }, async () => {
     const devices = await writeDevices([{ id: 'gw-b', warehouse: 'WB', kind: 'gateway', password: 'pw-burst-1' }]);
-    const central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 5000, batchWaitMs: 20, log: pino({ level: 'silent' }) });
+    const central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir: devices.dir,
+      devicesFile: devices.file,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 5000,
+      batchWaitMs: 20,
+      log: pino({ level: 'silent' }),
+    });
     const ports = await central.start();
     const gw = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'gw-b', 'pw-burst-1');
     const acks = new Collector<Ack>(gw, 'wh/WB/dev/+/ack');
     await gw.subscribeAsync('wh/WB/dev/+/ack', { qos: 1 });
     try {
-      for (let i = 0; i < 8000; i++) gw.publish(`wh/WB/dev/d${i % 20}/event`, JSON.stringify({ v: 1, id: `b${i}`, type: 'received', sku: `S${i % 3000}`, qty: 1 }), { qos: 1 });
+      for (let i = 0; i < 8000; i++)
+        gw.publish(
+          `wh/WB/dev/d${i % 20}/event`,
+          JSON.stringify({ v: 1, id: `b${i}`, type: 'received', sku: `S${i % 3000}`, qty: 1 }),
+          { qos: 1 },
+        );
       await acks.waitFor(() => acks.messages.length >= 8000, 90_000, '8,000 acks');
       assert.equal(acks.messages.filter((m) => m.payload.status === 'applied').length, 8000);
       const res = await fetch(`http://127.0.0.1:${ports.http}/healthz`);

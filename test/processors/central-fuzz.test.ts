@@ -30,7 +30,12 @@ let pool: pg.Pool;
 
 describe('stockwire central under fuzzed payloads', () => {
   before(async () => {
-    fixture = await startCentralFixture({ name: 'central_fuzz', wh: WH, gateway: { id: 'gwz', password: 'gw-secret' }, options: { batchWaitMs: 2 } });
+    fixture = await startCentralFixture({
+      name: 'central_fuzz',
+      wh: WH,
+      gateway: { id: 'gwz', password: 'gw-secret' },
+      options: { batchWaitMs: 2 },
+    });
     ({ central, ports, gateway, acks, pool } = fixture);
   });
   after(async () => {
@@ -39,12 +44,15 @@ describe('stockwire central under fuzzed payloads', () => {
 
   const ackOf = async (device: string, id?: string): Promise<Ack> => {
     const topic = `wh/${WH}/dev/${device}/ack`;
-    const found = () => acks.messages.find((m) => m.topic === topic && (id === undefined || m.payload.id === id))?.payload;
+    const found = () =>
+      acks.messages.find((m) => m.topic === topic && (id === undefined || m.payload.id === id))?.payload;
     await acks.waitFor(() => found() !== undefined, 15_000, `the ack of ${device}`);
     return found() as Ack;
   };
 
-  it('every input ends applied or rejected, as the contract says; rejections are dead letters with a reason; valid events in between are applied', { timeout: 120_000 }, async () => {
+  it('every input ends applied or rejected, as the contract says; rejections are dead letters with a reason; valid events in between are applied', {
+    timeout: 120_000,
+  }, async () => {
     let n = 0;
     const outcomes = { applied: 0, rejected: 0 };
     await fc.assert(
@@ -52,14 +60,25 @@ describe('stockwire central under fuzzed payloads', () => {
         const i = ++n;
         const device = `fz-${i}`;
         await gateway.publishAsync(`wh/${WH}/dev/${device}/event`, payload, { qos: 1 });
-        await gateway.publishAsync(`wh/${WH}/dev/ok-dev/event`, JSON.stringify({ v: 1, id: `ok-${i}`, type: 'received', sku: 'FZ-OK', qty: 1 }), { qos: 1 });
+        await gateway.publishAsync(
+          `wh/${WH}/dev/ok-dev/event`,
+          JSON.stringify({ v: 1, id: `ok-${i}`, type: 'received', sku: 'FZ-OK', qty: 1 }),
+          { qos: 1 },
+        );
         const expected = expectedOutcome(payload, MAX_EVENT_BYTES + 32); // central takes an edge's ts stamp on top of 8 KiB
         const ack = await ackOf(device);
-        assert.equal(ack.status, expected.ok ? 'applied' : 'rejected', `ack ${JSON.stringify(ack)} for ${payload.subarray(0, 200).toString()}`);
+        assert.equal(
+          ack.status,
+          expected.ok ? 'applied' : 'rejected',
+          `ack ${JSON.stringify(ack)} for ${payload.subarray(0, 200).toString()}`,
+        );
         outcomes[expected.ok ? 'applied' : 'rejected']++;
         if (!expected.ok) {
           assert.equal(ack.error?.code, expected.code, ack.error?.message);
-          const { rows } = await pool.query<{ code: string; reason: string; raw: Buffer; source: string }>('SELECT code, reason, raw, source FROM dead_letters WHERE wh = $1 AND device = $2', [WH, device]);
+          const { rows } = await pool.query<{ code: string; reason: string; raw: Buffer; source: string }>(
+            'SELECT code, reason, raw, source FROM dead_letters WHERE wh = $1 AND device = $2',
+            [WH, device],
+          );
           assert.equal(rows.length, 1, 'one dead letter');
           const [dead] = rows as [{ code: string; reason: string; raw: Buffer; source: string }];
           assert.equal(dead.code, expected.code);
@@ -71,9 +90,15 @@ describe('stockwire central under fuzzed payloads', () => {
       }),
       { numRuns: RUNS },
     );
-    assert.ok(outcomes.applied > 0 && outcomes.rejected > 0, `both outcomes were exercised: ${JSON.stringify(outcomes)}`);
-    const stock = (await (await fetch(`http://127.0.0.1:${ports.http}/v1/warehouses/${WH}/stock/FZ-OK`)).json()) as { onHand: number };
+    assert.ok(
+      outcomes.applied > 0 && outcomes.rejected > 0,
+      `both outcomes were exercised: ${JSON.stringify(outcomes)}`,
+    );
+    const stock = (await (await fetch(`http://127.0.0.1:${ports.http}/v1/warehouses/${WH}/stock/FZ-OK`)).json()) as {
+      onHand: number;
+    };
     assert.equal(stock.onHand, n);
-    for (const path of ['/healthz', '/readyz']) assert.equal((await fetch(`http://127.0.0.1:${ports.http}${path}`)).status, 200, path);
+    for (const path of ['/healthz', '/readyz'])
+      assert.equal((await fetch(`http://127.0.0.1:${ports.http}${path}`)).status, 200, path);
   });
 });

@@ -27,7 +27,8 @@ let gateway: MqttClient;
 let acks: Collector<Ack>;
 let pool: pg.Pool;
 
-const event = (id: string, type: string, qty: number, sku = 'SKU-1', extra: Record<string, unknown> = {}) => JSON.stringify({ v: 1, id, type, sku, qty, ...extra });
+const event = (id: string, type: string, qty: number, sku = 'SKU-1', extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ v: 1, id, type, sku, qty, ...extra });
 const api = async (path: string) => {
   const res = await fetch(`http://127.0.0.1:${ports.http}${path}`);
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
@@ -54,15 +55,69 @@ describe('stockwire central (in-process processor)', () => {
 
   it('mosquitto_pub with a gateway credential yields the retained stock/{sku} for mosquitto_sub and the same numbers over HTTP; 100 repeats count once', async () => {
     const pub = (payload: string) =>
-      run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(ports.mqtt), '-u', 'gw1', '-P', 'gw-secret', '-i', 'gw1-cli', '-q', '1', '-t', `wh/${WH}/dev/scan-7/event`, '-m', payload]);
+      run('mosquitto_pub', [
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(ports.mqtt),
+        '-u',
+        'gw1',
+        '-P',
+        'gw-secret',
+        '-i',
+        'gw1-cli',
+        '-q',
+        '1',
+        '-t',
+        `wh/${WH}/dev/scan-7/event`,
+        '-m',
+        payload,
+      ]);
     await pub(event('r-1', 'received', 40, 'SKU-P'));
     // The same event 100 times: one mosquitto_pub per line of stdin (-l), all with the same id.
     const repeated = Array.from({ length: 100 }, () => event('s-1', 'shipped', 15, 'SKU-P')).join('\n');
     await new Promise<void>((resolve, reject) => {
-      const child = execFile('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(ports.mqtt), '-u', 'gw1', '-P', 'gw-secret', '-i', 'gw1-cli2', '-q', '1', '-t', `wh/${WH}/dev/scan-7/event`, '-l'], (err) => (err ? reject(err) : resolve()));
+      const child = execFile(
+        'mosquitto_pub',
+        [
+          '-h',
+          '127.0.0.1',
+          '-p',
+          String(ports.mqtt),
+          '-u',
+          'gw1',
+          '-P',
+          'gw-secret',
+          '-i',
+          'gw1-cli2',
+          '-q',
+          '1',
+          '-t',
+          `wh/${WH}/dev/scan-7/event`,
+          '-l',
+        ],
+        (err) => (err ? reject(err) : resolve()),
+      );
       child.stdin?.end(`${repeated}\n`);
     });
-    const { stdout } = await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(ports.mqtt), '-u', 'disp1', '-P', 'disp-secret', '-i', 'disp1-cli', '-t', 'stock/SKU-P', '-C', '1', '-W', '5']);
+    const { stdout } = await run('mosquitto_sub', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(ports.mqtt),
+      '-u',
+      'disp1',
+      '-P',
+      'disp-secret',
+      '-i',
+      'disp1-cli',
+      '-t',
+      'stock/SKU-P',
+      '-C',
+      '1',
+      '-W',
+      '5',
+    ]);
     const retained = JSON.parse(stdout) as GlobalStock;
     assert.equal(retained.onHand, 25);
     assert.equal(retained.available, 25);
@@ -80,17 +135,29 @@ describe('stockwire central (in-process processor)', () => {
   it('acks applied, then duplicate with the stock, over MQTT', async () => {
     await gateway.publishAsync(`wh/${WH}/dev/scan-1/event`, event('a-1', 'received', 5), { qos: 1 });
     await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'a-1'));
-    assert.deepEqual(acks.last(`wh/${WH}/dev/scan-1/ack`), { id: 'a-1', status: 'applied', stock: { onHand: 5, available: 5 } });
+    assert.deepEqual(acks.last(`wh/${WH}/dev/scan-1/ack`), {
+      id: 'a-1',
+      status: 'applied',
+      stock: { onHand: 5, available: 5 },
+    });
     await gateway.publishAsync(`wh/${WH}/dev/scan-1/event`, event('a-1', 'received', 5), { qos: 1 });
     await acks.waitFor(() => acks.messages.filter((m) => m.payload.id === 'a-1').length === 2);
-    assert.deepEqual(acks.last(`wh/${WH}/dev/scan-1/ack`), { id: 'a-1', status: 'duplicate', stock: { onHand: 5, available: 5 } });
+    assert.deepEqual(acks.last(`wh/${WH}/dev/scan-1/ack`), {
+      id: 'a-1',
+      status: 'duplicate',
+      stock: { onHand: 5, available: 5 },
+    });
   });
 
   const bad: [string, string | Buffer, string][] = [
     ['invalid JSON', '{"v":1,"id":', 'invalid_json'],
     ['a schema violation', event('bad-qty', 'received', 0), 'schema_violation'],
     ['an oversized payload', event('big', 'received', 1, 'SKU-1', { note: 'x'.repeat(9000) }), 'payload_too_large'],
-    ['an unknown version', JSON.stringify({ v: 2, id: 'v2', type: 'received', sku: 'S', qty: 1 }), 'unsupported_version'],
+    [
+      'an unknown version',
+      JSON.stringify({ v: 2, id: 'v2', type: 'received', sku: 'S', qty: 1 }),
+      'unsupported_version',
+    ],
   ];
   for (const [what, payload, code] of bad) {
     it(`${what} becomes a dead letter with a rejected ack and a metric, and the processor keeps going`, async () => {
@@ -101,9 +168,15 @@ describe('stockwire central (in-process processor)', () => {
       const ack = acks.last(`wh/${WH}/dev/${device}/ack`) as Ack;
       assert.equal(ack.status, 'rejected');
       assert.equal(ack.error?.code, code);
-      const { rows } = await pool.query(`SELECT wh, device, code, reason, raw, source FROM dead_letters WHERE code = $1 ORDER BY seq DESC LIMIT 1`, [code]);
+      const { rows } = await pool.query(
+        `SELECT wh, device, code, reason, raw, source FROM dead_letters WHERE code = $1 ORDER BY seq DESC LIMIT 1`,
+        [code],
+      );
       assert.equal(rows.length, 1);
-      assert.equal((await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE code = $1`, [code])).rows[0].n, before.rows[0].n + 1);
+      assert.equal(
+        (await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE code = $1`, [code])).rows[0].n,
+        before.rows[0].n + 1,
+      );
       assert.equal(rows[0].wh, WH);
       assert.equal(rows[0].device, device);
       assert.equal(rows[0].source, 'gw1');
@@ -123,7 +196,9 @@ describe('stockwire central (in-process processor)', () => {
     // The edge's clock is 10 minutes ahead of central's: it accepted this ts, and central must not replace it with
     // its own receipt time, which would depend on when the event arrives (after an outage: hours later).
     const ts = Date.now() + 10 * 60_000;
-    await gateway.publishAsync(`wh/${WH}/dev/ahead/event`, event('ahead-1', 'counted', 5, 'SKU-AHEAD', { ts }), { qos: 1 });
+    await gateway.publishAsync(`wh/${WH}/dev/ahead/event`, event('ahead-1', 'counted', 5, 'SKU-AHEAD', { ts }), {
+      qos: 1,
+    });
     await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'ahead-1'));
     const { rows } = await pool.query<{ ts: Date }>(`SELECT ts FROM events WHERE id = 'ahead-1'`);
     assert.equal(rows[0]?.ts.getTime(), ts);
@@ -132,7 +207,14 @@ describe('stockwire central (in-process processor)', () => {
   it('a poison event among valid ones is rejected alone; the batch behind it commits', async () => {
     const device = 'mixed';
     const sends = [];
-    for (let i = 0; i < 20; i++) sends.push(gateway.publishAsync(`wh/${WH}/dev/${device}/event`, i === 7 ? '{"v":1,' : event(`m-${i}`, 'received', 1, 'SKU-MIX'), { qos: 1 }));
+    for (let i = 0; i < 20; i++)
+      sends.push(
+        gateway.publishAsync(
+          `wh/${WH}/dev/${device}/event`,
+          i === 7 ? '{"v":1,' : event(`m-${i}`, 'received', 1, 'SKU-MIX'),
+          { qos: 1 },
+        ),
+      );
     await Promise.all(sends);
     await acks.waitFor(() => acks.messages.filter((m) => m.topic === `wh/${WH}/dev/${device}/ack`).length === 20);
     const statuses = acks.messages.filter((m) => m.topic === `wh/${WH}/dev/${device}/ack`).map((m) => m.payload.status);
@@ -146,9 +228,17 @@ describe('stockwire central (in-process processor)', () => {
     const shelf = new Collector<{ qty: number; location: string }>(display, `wh/${WH}/shelf/#`);
     await display.subscribeAsync(`wh/${WH}/shelf/#`, { qos: 1 });
     const now = Date.now();
-    await gateway.publishAsync(`wh/${WH}/dev/shelf-1/event`, event('l-1', 'level', 12, 'SKU-L', { location: 'A-01', ts: now }), { qos: 1 });
+    await gateway.publishAsync(
+      `wh/${WH}/dev/shelf-1/event`,
+      event('l-1', 'level', 12, 'SKU-L', { location: 'A-01', ts: now }),
+      { qos: 1 },
+    );
     await shelf.waitFor(() => shelf.messages.length === 1);
-    await gateway.publishAsync(`wh/${WH}/dev/shelf-1/event`, event('l-0', 'level', 99, 'SKU-L', { location: 'A-01', ts: now - 60_000 }), { qos: 1 });
+    await gateway.publishAsync(
+      `wh/${WH}/dev/shelf-1/event`,
+      event('l-0', 'level', 99, 'SKU-L', { location: 'A-01', ts: now - 60_000 }),
+      { qos: 1 },
+    );
     await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'l-0'));
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(shelf.messages.length, 1, 'the older reading published nothing');
@@ -182,7 +272,10 @@ describe('stockwire central (in-process processor)', () => {
     assert.equal(hist.status, 200);
     const movements = hist.body.movements as { warehouse: string; received: number; shipped: number; net: number }[];
     assert.equal(movements.length, 1);
-    assert.deepEqual([movements[0]?.warehouse, movements[0]?.received, movements[0]?.shipped, movements[0]?.net], [WH, 40, 15, 25]);
+    assert.deepEqual(
+      [movements[0]?.warehouse, movements[0]?.received, movements[0]?.shipped, movements[0]?.net],
+      [WH, 40, 15, 25],
+    );
     assert.equal((await api('/v1/stock/SKU-P/history?bucket=7x')).status, 400);
     assert.equal((await api('/healthz')).status, 200);
     assert.equal((await api('/readyz')).status, 200);
@@ -197,8 +290,14 @@ describe('stockwire central (in-process processor)', () => {
       const stuck = await api('/v1/stock/SKU-P/history?bucket=1h');
       const waited = Date.now() - started;
       assert.equal(stuck.status, 503);
-      assert.deepEqual(stuck.body.error, { code: 'unavailable', message: 'the database did not answer in time; try again' });
-      assert.ok(waited >= READ_TIMEOUT_MS - 100 && waited < READ_TIMEOUT_MS + 3_000, `answered after the timeout, not before or long after (${waited} ms)`);
+      assert.deepEqual(stuck.body.error, {
+        code: 'unavailable',
+        message: 'the database did not answer in time; try again',
+      });
+      assert.ok(
+        waited >= READ_TIMEOUT_MS - 100 && waited < READ_TIMEOUT_MS + 3_000,
+        `answered after the timeout, not before or long after (${waited} ms)`,
+      );
       assert.equal((await api('/readyz')).status, 200, 'readiness does not read events');
     } finally {
       await locker.query('ROLLBACK');
@@ -212,7 +311,19 @@ describe('stockwire central (in-process processor)', () => {
     await gateway.endAsync(true);
     const devices = await writeDevices([{ id: 'disp2', warehouse: WH, kind: 'display', password: 'pw-disp-2' }]);
     // The fixture stops this one at the end.
-    central = fixture.central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 500, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+    central = fixture.central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir: devices.dir,
+      devicesFile: devices.file,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 500,
+      batchWaitMs: 5,
+      log: pino({ level: 'silent' }),
+    });
     ports = await central.start();
     const display = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'disp2', 'pw-disp-2');
     const seen = new Collector<GlobalStock>(display, 'stock/#');
@@ -230,7 +341,9 @@ describe('stockwire central (in-process processor)', () => {
 });
 
 describe('central whose start fails after its listener is up', () => {
-  it('refuses the publishes that waited for the start-up republish, and stop() returns', { timeout: 60_000 }, async () => {
+  it('refuses the publishes that waited for the start-up republish, and stop() returns', {
+    timeout: 60_000,
+  }, async () => {
     const db = await createTestDatabase('central_start_fails');
     const setup = createPool({ url: db.url, max: 1 });
     await migrate(setup);
@@ -243,7 +356,19 @@ describe('central whose start fails after its listener is up', () => {
     await locker.query('BEGIN');
     await locker.query('LOCK TABLE shelf_latest IN ACCESS EXCLUSIVE MODE');
     const port = await freePort();
-    const central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: path.join(devices.dir, 'data'), devicesFile: devices.file, host: '127.0.0.1', mqttPort: port, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+    const central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir: path.join(devices.dir, 'data'),
+      devicesFile: devices.file,
+      host: '127.0.0.1',
+      mqttPort: port,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 100,
+      batchWaitMs: 5,
+      log: pino({ level: 'silent' }),
+    });
     const started = central.start().then(
       () => 'started',
       (err: Error) => `failed: ${err.message}`,
@@ -252,12 +377,28 @@ describe('central whose start fails after its listener is up', () => {
     try {
       // An edge connects as soon as the listener is up and sends its backlog; its publish waits for the republish.
       for (let i = 0; i < 100 && !gateway; i++) {
-        gateway = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'gw-f', username: 'gw-f', password: 'pw-gw-f', reconnectPeriod: 0 }).catch(() => undefined);
+        gateway = await mqtt
+          .connectAsync(`mqtt://127.0.0.1:${port}`, {
+            clientId: 'gw-f',
+            username: 'gw-f',
+            password: 'pw-gw-f',
+            reconnectPeriod: 0,
+          })
+          .catch(() => undefined);
         if (!gateway) await new Promise((r) => setTimeout(r, 50));
       }
       assert.ok(gateway, 'connected while central was starting');
       let puback = false;
-      void gateway.publishAsync('wh/WF/dev/s1/event', JSON.stringify({ v: 1, id: 'f-1', type: 'received', sku: 'SKU-F', qty: 1 }), { qos: 1 }).then(() => (puback = true), () => {});
+      void gateway
+        .publishAsync(
+          'wh/WF/dev/s1/event',
+          JSON.stringify({ v: 1, id: 'f-1', type: 'received', sku: 'SKU-F', qty: 1 }),
+          { qos: 1 },
+        )
+        .then(
+          () => (puback = true),
+          () => {},
+        );
       assert.match(await started, /^failed: .*lock timeout/);
       await central.stop(); // what `stockwire central` does on a failed start before it exits; it waited for ever
       assert.equal(puback, false, 'no PUBACK: the edge keeps the event and sends it to the next start');

@@ -40,7 +40,10 @@ describe('central against a hostile gateway', () => {
     assert.equal((await send('scan-1', raw)).status, 'applied');
     const { rows } = await f.pool.query<{ ts: Date }>(`SELECT ts FROM events WHERE id = 'phantom-1'`);
     const ts = rows[0]?.ts.getTime() ?? Infinity;
-    assert.ok(ts >= before && ts <= Date.now() + 10 * MIN, `stored ts ${rows[0]?.ts.toISOString()} is not trusted beyond 10 min ahead of central`);
+    assert.ok(
+      ts >= before && ts <= Date.now() + 10 * MIN,
+      `stored ts ${rows[0]?.ts.toISOString()} is not trusted beyond 10 min ahead of central`,
+    );
     // The next count supersedes it, and a delta after that adds (both without ts: central's receipt time).
     assert.equal((await send('scan-2', event({ id: 'recount-1', type: 'counted', qty: 3 }))).status, 'applied');
     assert.equal((await send('scan-2', event({ id: 'recv-1', type: 'received', qty: 2 }))).status, 'applied');
@@ -50,7 +53,10 @@ describe('central against a hostile gateway', () => {
 
   it('a gateway-forwarded ts a few minutes ahead (an edge clock slightly fast) still stands', async () => {
     const ahead = Date.now() + 7 * MIN;
-    assert.equal((await send('scan-3', event({ id: 'fast-1', type: 'received', qty: 1, sku: 'SKU-G', ts: ahead }))).status, 'applied');
+    assert.equal(
+      (await send('scan-3', event({ id: 'fast-1', type: 'received', qty: 1, sku: 'SKU-G', ts: ahead }))).status,
+      'applied',
+    );
     const { rows } = await f.pool.query<{ ts: Date }>(`SELECT ts FROM events WHERE id = 'fast-1'`);
     assert.equal(rows[0]?.ts.getTime(), ahead);
   });
@@ -59,16 +65,30 @@ describe('central against a hostile gateway', () => {
     const topic = `wh/${WH}/dev/scan-r/event`;
     const big = event({ id: 'retain-big', type: 'received', qty: 1, sku: 'SKU-R', pad: 'p'.repeat(60_000) });
     await f.gateway.publishAsync(topic, big, { qos: 1, retain: true });
-    assert.equal((await send('scan-r', event({ id: 'retain-1', type: 'received', qty: 4, sku: 'SKU-R' }))).status, 'applied');
-    await f.gateway.publishAsync(topic, event({ id: 'retain-2', type: 'received', qty: 1, sku: 'SKU-R' }), { qos: 1, retain: true });
+    assert.equal(
+      (await send('scan-r', event({ id: 'retain-1', type: 'received', qty: 4, sku: 'SKU-R' }))).status,
+      'applied',
+    );
+    await f.gateway.publishAsync(topic, event({ id: 'retain-2', type: 'received', qty: 1, sku: 'SKU-R' }), {
+      qos: 1,
+      retain: true,
+    });
     await f.acks.waitFor(() => f.acks.messages.some((m) => m.payload.id === 'retain-2'));
     const reader = await connect(`mqtt://127.0.0.1:${f.ports.mqtt}`, 'proc-hc', 'pw-processor-hc');
     try {
       const seen = new Collector<GlobalStock | { id: string }>(reader, [`wh/${WH}/dev/+/event`, 'stock/SKU-R']);
       // One SUBSCRIBE: the broker sends the retained messages of its filters in their order, events first.
       await reader.subscribeAsync([`wh/${WH}/dev/+/event`, 'stock/SKU-R'], { qos: 1 });
-      await seen.waitFor(() => seen.messages.some((m) => m.topic === 'stock/SKU-R'), 10_000, 'the retained stock topic');
-      assert.deepEqual(seen.messages.map((m) => m.topic), ['stock/SKU-R'], 'no event retained');
+      await seen.waitFor(
+        () => seen.messages.some((m) => m.topic === 'stock/SKU-R'),
+        10_000,
+        'the retained stock topic',
+      );
+      assert.deepEqual(
+        seen.messages.map((m) => m.topic),
+        ['stock/SKU-R'],
+        'no event retained',
+      );
     } finally {
       await reader.endAsync();
     }

@@ -26,9 +26,21 @@ describe('HTTP API errors (processors/http-errors.ts)', () => {
   before(async () => {
     db = await createTestDatabase('httperrors');
     pool = createPool({ url: db.url, max: 2, statementTimeoutMs: 5_000 });
-    const log = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line) as Record<string, unknown>) });
+    const log = pino(
+      { level: 'info' },
+      { write: (line: string) => void logged.push(JSON.parse(line) as Record<string, unknown>) },
+    );
     // The command service is never reached: every request below is refused before its handler runs.
-    app = createApi({ pool, readModel: null as never, commands: {} as never, registry: new Registry(), log, tokens: { write: TOKEN }, ready: async () => true, requestTimeoutMs: 300 });
+    app = createApi({
+      pool,
+      readModel: null as never,
+      commands: {} as never,
+      registry: new Registry(),
+      log,
+      tokens: { write: TOKEN },
+      ready: async () => true,
+      requestTimeoutMs: 300,
+    });
     await app.listen({ host: '127.0.0.1', port: 0 });
     const address = app.server.address();
     assert.ok(address && typeof address === 'object');
@@ -41,7 +53,11 @@ describe('HTTP API errors (processors/http-errors.ts)', () => {
   });
 
   const send = async (method: string, path: string, init: RequestInit = {}) => {
-    const res = await fetch(`${base}${path}`, { method, ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers as Record<string, string>) } });
+    const res = await fetch(`${base}${path}`, {
+      method,
+      ...init,
+      headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers as Record<string, string>) },
+    });
     const text = await res.text();
     return { status: res.status, headers: res.headers, body: (text === '' ? null : JSON.parse(text)) as ErrorBody };
   };
@@ -71,7 +87,10 @@ describe('HTTP API errors (processors/http-errors.ts)', () => {
     const longSku = await send('GET', `/v1/stock/${'S'.repeat(300)}/history`);
     assert.deepEqual([longSku.status, longSku.body.error.field], [400, 'sku']);
     const encoding = await send('DELETE', '/v1/reservations/r-%ZZ');
-    assert.deepEqual([encoding.status, encoding.body.error.code, encoding.body.error.field], [400, 'bad_request', 'id']);
+    assert.deepEqual(
+      [encoding.status, encoding.body.error.code, encoding.body.error.field],
+      [400, 'bad_request', 'id'],
+    );
     // 65 to 100 characters reach the handler, which says the same.
     const medium = await send('GET', `/v1/stock/${'S'.repeat(65)}`);
     assert.deepEqual([medium.status, medium.body.error.field], [400, 'sku']);
@@ -79,11 +98,20 @@ describe('HTTP API errors (processors/http-errors.ts)', () => {
 
   it('a body too large is a 413 payload_too_large, one not JSON a 415 unsupported_media_type, bad JSON a 400 invalid_json', async () => {
     const key = { 'idempotency-key': 'k-1' };
-    const large = await send('POST', '/v1/reservations', { headers: { 'content-type': 'application/json', ...key }, body: JSON.stringify({ sku: 'x'.repeat(70_000) }) });
+    const large = await send('POST', '/v1/reservations', {
+      headers: { 'content-type': 'application/json', ...key },
+      body: JSON.stringify({ sku: 'x'.repeat(70_000) }),
+    });
     assert.deepEqual([large.status, large.body.error.code], [413, 'payload_too_large']);
-    const xml = await send('POST', '/v1/transfers', { headers: { 'content-type': 'application/xml', ...key }, body: '<transfer/>' });
+    const xml = await send('POST', '/v1/transfers', {
+      headers: { 'content-type': 'application/xml', ...key },
+      body: '<transfer/>',
+    });
     assert.deepEqual([xml.status, xml.body.error.code], [415, 'unsupported_media_type']);
-    const broken = await send('POST', '/v1/reservations', { headers: { 'content-type': 'application/json', ...key }, body: '{"sku":' });
+    const broken = await send('POST', '/v1/reservations', {
+      headers: { 'content-type': 'application/json', ...key },
+      body: '{"sku":',
+    });
     assert.deepEqual([broken.status, broken.body.error.code], [400, 'invalid_json']);
   });
 
@@ -116,17 +144,24 @@ describe('HTTP API errors (processors/http-errors.ts)', () => {
     assert.equal(line.route, '/v1/movements');
     assert.equal(line.method, 'GET');
     // Either of the two queries the route runs at once may fail first.
-    assert.match(String((line.err as { message?: string }).message), /^relation "(movements_hourly|events)" does not exist$/);
+    assert.match(
+      String((line.err as { message?: string }).message),
+      /^relation "(movements_hourly|events)" does not exist$/,
+    );
     assert.equal((line.err as { code?: string }).code, '42P01', 'the SQLSTATE is kept');
   });
 
-  it('a request whose body does not arrive within the request timeout is answered 408 and its connection closed', { timeout: 20_000 }, async () => {
+  it('a request whose body does not arrive within the request timeout is answered 408 and its connection closed', {
+    timeout: 20_000,
+  }, async () => {
     const { port } = app.server.address() as net.AddressInfo;
     const socket = net.connect(port, '127.0.0.1');
     let received = '';
     socket.on('data', (chunk) => (received += chunk.toString('latin1')));
     const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
-    socket.write(`POST /v1/reservations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nIdempotency-Key: slow\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"sku":`);
+    socket.write(
+      `POST /v1/reservations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nIdempotency-Key: slow\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"sku":`,
+    );
     // The rest of the body never comes: without a timeout the connection would stay open for ever.
     await closed;
     assert.match(received, /^HTTP\/1\.1 408 /);

@@ -2,7 +2,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { StockEvent } from '../../protocol/index.js';
-import { applyToBook, compareKeys, decide, emptyBook, emptyStock, evolve, onHandOf, type BookEvent, type SkuStock } from '../../processors/ledger/ledger.js';
+import {
+  applyToBook,
+  compareKeys,
+  decide,
+  emptyBook,
+  emptyStock,
+  evolve,
+  onHandOf,
+  type BookEvent,
+  type SkuStock,
+} from '../../processors/ledger/ledger.js';
 import { pinFastCheck } from '../helpers/seed.js';
 import { arbitraryEvents, ev, numbers, shuffledWithDuplicates } from './arbitraries.js';
 
@@ -27,7 +37,11 @@ describe('ledger decide/evolve (CONTRACT section 4)', () => {
   });
 
   it('given deltas after t=2000, when a late count at t=2000 arrives, then onHand = count + deltas after it', () => {
-    const state = given(ev('received', 3, 1000, 'early'), ev('received', 7, 3000, 'after'), ev('adjusted', -2, 4000, 'adj'));
+    const state = given(
+      ev('received', 3, 1000, 'early'),
+      ev('received', 7, 3000, 'after'),
+      ev('adjusted', -2, 4000, 'adj'),
+    );
     assert.deepEqual(decide(state, ev('counted', 100, 2000, 'count')), { kind: 'anchor', onHand: 105 });
   });
 

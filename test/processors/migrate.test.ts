@@ -60,7 +60,12 @@ async function migrateToV4(pool: pg.Pool, timescale: boolean): Promise<void> {
 async function migrateSqlTo(pool: pg.Pool, version: string, then: string[]): Promise<void> {
   const client = await pool.connect();
   try {
-    const postgrator = new Postgrator({ migrationPattern: MIGRATIONS, driver: 'pg', schemaTable: 'stockwire_schema_version', execQuery: (sql: string) => client.query(sql) });
+    const postgrator = new Postgrator({
+      migrationPattern: MIGRATIONS,
+      driver: 'pg',
+      schemaTable: 'stockwire_schema_version',
+      execQuery: (sql: string) => client.query(sql),
+    });
     await postgrator.migrate(version);
     for (const sql of then) await client.query(sql);
   } finally {
@@ -71,12 +76,25 @@ async function migrateSqlTo(pool: pg.Pool, version: string, then: string[]): Pro
 let seq = 0;
 const event = (e: Partial<StockEvent> & Pick<StockEvent, 'type' | 'qty' | 'ts'>): Parsed => {
   const full = { wh: 'W1', device: 'd1', sku: 'A', id: `e${++seq}`, receivedAt: e.ts, payload: {}, ...e } as StockEvent;
-  return { delivery: { topic: `wh/${full.wh}/dev/${full.device}/event`, payload: Buffer.from('{}'), wh: full.wh, device: full.device, source: 'test', receivedAt: full.ts }, ok: true, event: full };
+  return {
+    delivery: {
+      topic: `wh/${full.wh}/dev/${full.device}/event`,
+      payload: Buffer.from('{}'),
+      wh: full.wh,
+      device: full.device,
+      source: 'test',
+      receivedAt: full.ts,
+    },
+    ok: true,
+    event: full,
+  };
 };
 
 async function snapshot(pool: pg.Pool) {
   const stock = await pool.query('SELECT wh, sku, on_hand, reserved, version FROM stock ORDER BY 1, 2');
-  const movements = await pool.query('SELECT bucket, wh, sku, type, qty, delta, events FROM movements_hourly ORDER BY 1, 2, 3, 4');
+  const movements = await pool.query(
+    'SELECT bucket, wh, sku, type, qty, delta, events FROM movements_hourly ORDER BY 1, 2, 3, 4',
+  );
   return { stock: stock.rows, movements: movements.rows };
 }
 
@@ -109,7 +127,11 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       const both = await Promise.all([migrate(pool), migrate(pool)]);
       for (const r of [again, ...both]) assert.deepEqual(r, first);
       const jobs = timescale
-        ? (await pool.query(`SELECT proc_name FROM timescaledb_information.jobs WHERE proc_name = 'stockwire_archive_job'`)).rows
+        ? (
+            await pool.query(
+              `SELECT proc_name FROM timescaledb_information.jobs WHERE proc_name = 'stockwire_archive_job'`,
+            )
+          ).rows
         : [];
       assert.equal(jobs.length, timescale ? 1 : 0, 'one archive job, however often migrated');
     });
@@ -129,30 +151,48 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       // v2's batch did not know the horizon table; the rows it wrote are what a v2 central left.
       for (const p of batch) {
         const e = (p as Parsed & { ok: true }).event;
-        await pool.query(`INSERT INTO inbox (wh, device, id, sku) VALUES ($1, $2, $3, $4)`, [e.wh, e.device, e.id, e.sku]);
-        await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '{}', $1)`, [
-          new Date(e.ts),
+        await pool.query(`INSERT INTO inbox (wh, device, id, sku) VALUES ($1, $2, $3, $4)`, [
           e.wh,
           e.device,
           e.id,
-          e.type,
           e.sku,
-          e.qty,
-          e.type === 'received' ? e.qty : e.type === 'shipped' ? -e.qty : 0,
         ]);
+        await pool.query(
+          `INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '{}', $1)`,
+          [
+            new Date(e.ts),
+            e.wh,
+            e.device,
+            e.id,
+            e.type,
+            e.sku,
+            e.qty,
+            e.type === 'received' ? e.qty : e.type === 'shipped' ? -e.qty : 0,
+          ],
+        );
       }
       // Stock as v2 stored it: A = 50 counted on day 10 + 9 receipts after it; B = 20 shipments of 3.
-      await pool.query(`INSERT INTO stock (wh, sku, on_hand, version) VALUES ('W1', 'A', 140, 21), ('W1', 'B', -60, 20)`);
+      await pool.query(
+        `INSERT INTO stock (wh, sku, on_hand, version) VALUES ('W1', 'A', 140, 21), ('W1', 'B', -60, 20)`,
+      );
       await pool.query(
         `UPDATE stock SET anchor_ts = e.ts, anchor_id = e.id, anchor_device = e.device, anchor_qty = e.qty FROM events e WHERE e.type = 'counted' AND stock.sku = 'A' AND e.sku = 'A'`,
       );
       if (timescale) {
-        await pool.query(`SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('events', older_than => INTERVAL '7 days') c`);
+        await pool.query(
+          `SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('events', older_than => INTERVAL '7 days') c`,
+        );
         await pool.query(`CALL refresh_continuous_aggregate('movements_hourly', NULL, NULL)`);
       }
       const before = await snapshot(pool);
       assert.ok(before.movements.length >= 40, `v2's aggregate is filled (${before.movements.length} rows)`);
-      const compressedBefore = timescale ? (await pool.query(`SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'events' AND is_compressed`)).rows[0].n : 0;
+      const compressedBefore = timescale
+        ? (
+            await pool.query(
+              `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'events' AND is_compressed`,
+            )
+          ).rows[0].n
+        : 0;
       if (timescale) assert.ok(compressedBefore >= 12, `compressed chunks: ${compressedBefore}`);
 
       const result = await migrate(pool);
@@ -160,11 +200,17 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       assert.deepEqual((await rebuild(pool)).drift, [], 'no drift after the upgrade');
       assert.deepEqual(await snapshot(pool), before, 'stock and movements as they were');
       if (timescale) {
-        const jobs = (await pool.query(`SELECT proc_name, hypertable_name FROM timescaledb_information.jobs ORDER BY 1, 2`)).rows.map((r) => `${r.proc_name}:${r.hypertable_name ?? ''}`);
+        const jobs = (
+          await pool.query(`SELECT proc_name, hypertable_name FROM timescaledb_information.jobs ORDER BY 1, 2`)
+        ).rows.map((r) => `${r.proc_name}:${r.hypertable_name ?? ''}`);
         assert.ok(!jobs.includes('policy_retention:events'), `v2's retention policy on events is gone: ${jobs}`);
         assert.ok(jobs.includes('stockwire_archive_job:'), `the archive job took its place: ${jobs}`);
         assert.ok(jobs.includes('policy_retention:shelf_readings'), 'shelf readings keep theirs');
-        const compressedAfter = (await pool.query(`SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'events' AND is_compressed`)).rows[0].n;
+        const compressedAfter = (
+          await pool.query(
+            `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'events' AND is_compressed`,
+          )
+        ).rows[0].n;
         assert.equal(compressedAfter, compressedBefore, 'compressed chunks stay compressed');
       }
 
@@ -172,17 +218,35 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       const late = event({ type: 'received', qty: 7, ts: now - 15 * DAY, sku: 'B' });
       const count = event({ type: 'counted', qty: 30, ts: now - 1000 });
       const r = await applyBatch(pool, [late, count, batch[0] as Parsed]);
-      assert.deepEqual(r.decisions.map((d) => d.status), ['applied', 'applied', 'duplicate']);
+      assert.deepEqual(
+        r.decisions.map((d) => d.status),
+        ['applied', 'applied', 'duplicate'],
+      );
       const stock = (await pool.query(`SELECT sku, on_hand FROM stock ORDER BY sku`)).rows;
-      assert.deepEqual(stock, [{ sku: 'A', on_hand: 30 }, { sku: 'B', on_hand: -53 }]);
+      assert.deepEqual(stock, [
+        { sku: 'A', on_hand: 30 },
+        { sku: 'B', on_hand: -53 },
+      ]);
       assert.deepEqual((await rebuild(pool)).drift, []);
       // migrations/004: new keys keep a digest of their content, v2's have none and are not checked for reuse.
-      const kept = (await pool.query(`SELECT count(*) FILTER (WHERE content IS NULL)::int AS unchecked, count(*) FILTER (WHERE content IS NOT NULL)::int AS checked FROM inbox`)).rows[0];
+      const kept = (
+        await pool.query(
+          `SELECT count(*) FILTER (WHERE content IS NULL)::int AS unchecked, count(*) FILTER (WHERE content IS NOT NULL)::int AS checked FROM inbox`,
+        )
+      ).rows[0];
       assert.deepEqual(kept, { unchecked: batch.length, checked: 2 });
-      const other = (p: Parsed): Parsed => ({ ...p, event: { ...(p as Parsed & { ok: true }).event, qty: 99 } }) as Parsed;
+      const other = (p: Parsed): Parsed =>
+        ({ ...p, event: { ...(p as Parsed & { ok: true }).event, qty: 99 } }) as Parsed;
       const repeats = await applyBatch(pool, [other(late), other(batch[1] as Parsed)]);
-      assert.deepEqual(repeats.decisions.map((d) => d.status), ['duplicate', 'duplicate']);
-      assert.deepEqual(repeats.deadLetters.map((d) => d.code), ['id_reused'], 'only the key decided after the upgrade is checked');
+      assert.deepEqual(
+        repeats.decisions.map((d) => d.status),
+        ['duplicate', 'duplicate'],
+      );
+      assert.deepEqual(
+        repeats.deadLetters.map((d) => d.code),
+        ['id_reused'],
+        'only the key decided after the upgrade is checked',
+      );
       assert.deepEqual(await migrate(pool), result, 'and migrates again to the same');
     });
 
@@ -191,14 +255,24 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       const pool = await fresh('mig_v4');
       await migrateToV4(pool, timescale);
       if (timescale) await pauseJobs(pool);
-      const installed = async () => (await pool.query(`SELECT to_regprocedure('stockwire_apply_batch(jsonb)') IS NOT NULL AS ok`)).rows[0].ok;
+      const installed = async () =>
+        (await pool.query(`SELECT to_regprocedure('stockwire_apply_batch(jsonb)') IS NOT NULL AS ok`)).rows[0].ok;
       assert.equal(await installed(), false, 'v4 has no batch function');
       // What a v4 central left: a key with its content digest, its event, its stock row.
       const now = Date.now();
       const first = event({ type: 'received', qty: 10, ts: now - 2 * DAY, wh: 'W4' });
       const e = (first as Parsed & { ok: true }).event;
-      await pool.query(`INSERT INTO inbox (wh, device, id, sku, content) VALUES ($1, $2, $3, $4, $5)`, [e.wh, e.device, e.id, e.sku, contentDigest(e)]);
-      await pool.query(`INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES ($1, $2, $3, $4, 'received', $5, 10, 10, '{}', $1)`, [new Date(e.ts), e.wh, e.device, e.id, e.sku]);
+      await pool.query(`INSERT INTO inbox (wh, device, id, sku, content) VALUES ($1, $2, $3, $4, $5)`, [
+        e.wh,
+        e.device,
+        e.id,
+        e.sku,
+        contentDigest(e),
+      ]);
+      await pool.query(
+        `INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at) VALUES ($1, $2, $3, $4, 'received', $5, 10, 10, '{}', $1)`,
+        [new Date(e.ts), e.wh, e.device, e.id, e.sku],
+      );
       await pool.query(`INSERT INTO stock (wh, sku, on_hand, version) VALUES ('W4', 'A', 10, 1)`);
 
       const result = await migrate(pool);
@@ -208,10 +282,20 @@ for (const server of ['PostgreSQL', 'TimescaleDB'] as const) {
       const after = event({ type: 'shipped', qty: 4, ts: now - 1000, wh: 'W4' });
       const reused: Parsed = { ...first, event: { ...e, qty: 11 } } as Parsed;
       const r = await applyBatch(pool, [count, after, first, reused]);
-      assert.deepEqual(r.decisions.map((d) => d.status), ['applied', 'applied', 'duplicate', 'duplicate']);
+      assert.deepEqual(
+        r.decisions.map((d) => d.status),
+        ['applied', 'applied', 'duplicate', 'duplicate'],
+      );
       assert.deepEqual(r.decisions[2], { status: 'duplicate', id: e.id, stock: { onHand: 26, available: 26 } });
-      assert.deepEqual(r.deadLetters.map((d) => d.code), ['id_reused'], "v4's digest is compared");
-      assert.deepEqual(r.warehouseStock.map((s) => [s.warehouse, s.sku, s.onHand, s.version]), [['W4', 'A', 26, 2]]);
+      assert.deepEqual(
+        r.deadLetters.map((d) => d.code),
+        ['id_reused'],
+        "v4's digest is compared",
+      );
+      assert.deepEqual(
+        r.warehouseStock.map((s) => [s.warehouse, s.sku, s.onHand, s.version]),
+        [['W4', 'A', 26, 2]],
+      );
       assert.deepEqual((await rebuild(pool)).drift, []);
       assert.deepEqual(await migrate(pool), result, 'and migrates again to the same');
     });

@@ -20,8 +20,23 @@ describe('a subscriber of acks and stock topics (the edge mirror) at central', (
   let gateway: MqttClient;
   before(async () => {
     db = await createTestDatabase('mirror');
-    const devices = await writeDevices([{ id: 'gw-m', warehouse: WH, kind: 'gateway', password: 'gw-m-secret' }, { id: 'gw-m2', warehouse: WH, kind: 'gateway', password: 'gw-m2-secret' }]);
-    central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 2, log: pino({ level: 'silent' }) });
+    const devices = await writeDevices([
+      { id: 'gw-m', warehouse: WH, kind: 'gateway', password: 'gw-m-secret' },
+      { id: 'gw-m2', warehouse: WH, kind: 'gateway', password: 'gw-m2-secret' },
+    ]);
+    central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir: devices.dir,
+      devicesFile: devices.file,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 100,
+      batchWaitMs: 2,
+      log: pino({ level: 'silent' }),
+    });
     const ports = await central.start();
     const url = `mqtt://127.0.0.1:${ports.mqtt}`;
     mirror = await connect(url, 'gw-m', 'gw-m-secret', { clientId: 'gw-m' });
@@ -34,7 +49,9 @@ describe('a subscriber of acks and stock topics (the edge mirror) at central', (
     await db.drop();
   });
 
-  it('sees every sku\'s warehouse and global stock while acks and status publishes flow', { timeout: 60_000 }, async () => {
+  it("sees every sku's warehouse and global stock while acks and status publishes flow", {
+    timeout: 60_000,
+  }, async () => {
     const stock = new Collector<WarehouseStock>(mirror, [`wh/${WH}/stock/#`]);
     const global = new Collector<GlobalStock>(mirror, ['stock/#']);
     const acks = new Collector<Ack>(mirror, [`wh/${WH}/dev/+/ack`]);
@@ -42,9 +59,22 @@ describe('a subscriber of acks and stock topics (the edge mirror) at central', (
     const N = 250;
     const sends: Promise<unknown>[] = [];
     for (let i = 0; i < N; i++) {
-      sends.push(mirror.publishAsync(`wh/${WH}/dev/d${i % 5}/event`, JSON.stringify({ v: 1, id: `m-${i}`, type: 'received', sku: `SKU-${i}`, qty: 1 + (i % 3) }), { qos: 1 }));
+      sends.push(
+        mirror.publishAsync(
+          `wh/${WH}/dev/d${i % 5}/event`,
+          JSON.stringify({ v: 1, id: `m-${i}`, type: 'received', sku: `SKU-${i}`, qty: 1 + (i % 3) }),
+          { qos: 1 },
+        ),
+      );
       // another client's retained publishes in between, as edges' status messages are
-      if (i % 10 === 0) sends.push(gateway.publishAsync(`wh/${WH}/status`, JSON.stringify({ central: 'online', since: new Date().toISOString(), backlog: i }), { qos: 1, retain: true }));
+      if (i % 10 === 0)
+        sends.push(
+          gateway.publishAsync(
+            `wh/${WH}/status`,
+            JSON.stringify({ central: 'online', since: new Date().toISOString(), backlog: i }),
+            { qos: 1, retain: true },
+          ),
+        );
     }
     await Promise.all(sends);
     await acks.waitFor(() => acks.messages.length >= N, 30_000, 'every ack');

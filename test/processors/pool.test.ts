@@ -12,7 +12,14 @@ const APP = 'pool-test';
 
 function events(wh: string, from: number, n: number): Parsed[] {
   return Array.from({ length: n }, (_, i) => {
-    const delivery = { topic: `wh/${wh}/dev/d1/event`, payload: Buffer.from(JSON.stringify({ v: 1, id: `e${from + i}`, type: 'received', sku: 'S1', qty: 1 })), wh, device: 'd1', source: 'd1', receivedAt: Date.now() };
+    const delivery = {
+      topic: `wh/${wh}/dev/d1/event`,
+      payload: Buffer.from(JSON.stringify({ v: 1, id: `e${from + i}`, type: 'received', sku: 'S1', qty: 1 })),
+      wh,
+      device: 'd1',
+      source: 'd1',
+      receivedAt: Date.now(),
+    };
     const r = parseEvent(delivery.payload, delivery);
     if (!r.ok) throw new Error(r.error.message);
     return { delivery, ok: true, event: r.event };
@@ -35,7 +42,10 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
 
   const terminate = async (pid?: number) =>
     pid === undefined
-      ? admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2', [db.name, APP])
+      ? admin.query(
+          'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2',
+          [db.name, APP],
+        )
       : admin.query('SELECT pg_terminate_backend($1)', [pid]);
 
   it('does not crash the process (no unhandled error event), and the pool hands out a working client after', async () => {
@@ -45,9 +55,15 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
       await client.query('BEGIN');
       const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
       await terminate(rows[0]?.pid);
-      const err = await client.query('SELECT 1').then(() => null, (e: Error) => e);
+      const err = await client.query('SELECT 1').then(
+        () => null,
+        (e: Error) => e,
+      );
       assert.ok(err, 'the query on the dead connection fails');
-      assert.ok(isConnectionLost(err), `recognised as a lost connection: ${err.message} (${(err as { code?: string }).code})`);
+      assert.ok(
+        isConnectionLost(err),
+        `recognised as a lost connection: ${err.message} (${(err as { code?: string }).code})`,
+      );
       await client.query('ROLLBACK').catch(() => {});
       // The socket's end arrives while the client is still checked out: the moment an unhandled 'error' would crash.
       await new Promise((r) => setTimeout(r, 300));
@@ -58,23 +74,38 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
     }
   });
 
-  it('isUnavailable: a statement timeout, a lost or refused connection and the client\'s own timeouts, but not a faulty statement or a bug', async () => {
+  it("isUnavailable: a statement timeout, a lost or refused connection and the client's own timeouts, but not a faulty statement or a bug", async () => {
     const pool = createPool({ url: db.url, max: 1, applicationName: APP, statementTimeoutMs: 200 });
     try {
-      const timedOut = await pool.query('SELECT pg_sleep(2)').then(() => null, (e: Error) => e);
-      assert.equal((timedOut as { code?: string } | null)?.code, '57014', 'PostgreSQL cancelled the statement at the pool\'s timeout');
+      const timedOut = await pool.query('SELECT pg_sleep(2)').then(
+        () => null,
+        (e: Error) => e,
+      );
+      assert.equal(
+        (timedOut as { code?: string } | null)?.code,
+        '57014',
+        "PostgreSQL cancelled the statement at the pool's timeout",
+      );
       assert.ok(isUnavailable(timedOut));
-      const faulty = await pool.query('SELECT * FROM no_such_table').then(() => null, (e: Error) => e);
+      const faulty = await pool.query('SELECT * FROM no_such_table').then(
+        () => null,
+        (e: Error) => e,
+      );
       assert.equal((faulty as { code?: string } | null)?.code, '42P01');
       assert.equal(isUnavailable(faulty), false);
     } finally {
       await pool.end();
     }
     const refused = createPool({ url: 'postgres://postgres@127.0.0.1:1/test', max: 1 });
-    const err = await refused.query('SELECT 1').then(() => null, (e: Error) => e);
+    const err = await refused.query('SELECT 1').then(
+      () => null,
+      (e: Error) => e,
+    );
     await refused.end();
     assert.ok(isUnavailable(err), `refused: ${(err as Error).message}`);
-    assert.ok(isUnavailable(Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' })));
+    assert.ok(
+      isUnavailable(Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' })),
+    );
     assert.ok(isUnavailable(new Error('Query read timeout')));
     assert.ok(isUnavailable(new Error('timeout exceeded when trying to connect')));
     assert.equal(isUnavailable(new TypeError("Cannot read properties of undefined (reading 'rows')")), false);
@@ -99,7 +130,10 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
               committed++;
               break;
             } catch (err) {
-              assert.ok(isConnectionLost(err) || (err as Error).message.includes('timeout'), `only connection errors: ${(err as Error).message}`);
+              assert.ok(
+                isConnectionLost(err) || (err as Error).message.includes('timeout'),
+                `only connection errors: ${(err as Error).message}`,
+              );
               failures++;
             }
           }
@@ -114,7 +148,12 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
       assert.ok(failures > 0, 'some batches lost their connection');
       // Counted over a connection of its own, which the terminations (by application name) never target.
       const check = createPool({ url: db.url, max: 1, applicationName: `${APP}-check` });
-      const { rows } = await check.query<{ n: number; on_hand: number }>('SELECT (SELECT count(*)::int FROM events WHERE wh = $1) AS n, (SELECT on_hand FROM stock WHERE wh = $1 AND sku = $2) AS on_hand', [wh, 'S1']).finally(() => check.end());
+      const { rows } = await check
+        .query<{ n: number; on_hand: number }>(
+          'SELECT (SELECT count(*)::int FROM events WHERE wh = $1) AS n, (SELECT on_hand FROM stock WHERE wh = $1 AND sku = $2) AS on_hand',
+          [wh, 'S1'],
+        )
+        .finally(() => check.end());
       assert.deepEqual(rows[0], { n: 2_000, on_hand: 2_000 });
     } finally {
       await pool.end();

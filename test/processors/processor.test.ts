@@ -39,7 +39,19 @@ describe('stockwire processor error paths', () => {
       { id: 'gw-p', warehouse: 'WP', kind: 'gateway', password: 'pw-gateway-p' },
       { id: 'proc-p', warehouse: 'WP', kind: 'processor', password: 'pw-processor-p' },
     ]);
-    const central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+    const central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir: devices.dir,
+      devicesFile: devices.file,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 100,
+      batchWaitMs: 5,
+      log: pino({ level: 'silent' }),
+    });
     const ports = await central.start();
     try {
       return await fn(`mqtt://127.0.0.1:${ports.mqtt}`, central);
@@ -48,10 +60,27 @@ describe('stockwire processor error paths', () => {
     }
   }
 
-  it('a subscription central refuses fails the start (exit 1) instead of waiting forever', { timeout: 60_000 }, async () => {
+  it('a subscription central refuses fails the start (exit 1) instead of waiting forever', {
+    timeout: 60_000,
+  }, async () => {
     await withCentral(async (url) => {
       // A gateway credential may not subscribe to every warehouse's events.
-      const err = await startStockwire(['processor', '--central-url', url, '--central-username', 'gw-p', '--central-password', 'pw-gateway-p', '--http-port', '0', '--host', '127.0.0.1'], { DATABASE_URL: db.url }).then(
+      const err = await startStockwire(
+        [
+          'processor',
+          '--central-url',
+          url,
+          '--central-username',
+          'gw-p',
+          '--central-password',
+          'pw-gateway-p',
+          '--http-port',
+          '0',
+          '--host',
+          '127.0.0.1',
+        ],
+        { DATABASE_URL: db.url },
+      ).then(
         () => null,
         (e: Error) => e,
       );
@@ -63,7 +92,24 @@ describe('stockwire processor error paths', () => {
 
   it('SIGTERM while central is unreachable: the processor still exits 0', { timeout: 60_000 }, async () => {
     await withCentral(async (url, central) => {
-      const proc = await startStockwire(['processor', '--central-url', url, '--central-username', 'proc-p', '--central-password', 'pw-processor-p', '--http-port', '0', '--host', '127.0.0.1', '--instance', 'sigterm'], { DATABASE_URL: db.url });
+      const proc = await startStockwire(
+        [
+          'processor',
+          '--central-url',
+          url,
+          '--central-username',
+          'proc-p',
+          '--central-password',
+          'pw-processor-p',
+          '--http-port',
+          '0',
+          '--host',
+          '127.0.0.1',
+          '--instance',
+          'sigterm',
+        ],
+        { DATABASE_URL: db.url },
+      );
       await central.stop();
       await new Promise((r) => setTimeout(r, 500));
       proc.child.kill('SIGTERM');
@@ -80,7 +126,11 @@ describe('stockwire processor error paths', () => {
       const payload = Buffer.from(JSON.stringify({ v: 1, id, type: 'received', sku: 'SKU-RETRY', qty }));
       const r = parseEvent(payload, { wh: 'WR', device: 'd1', receivedAt: Date.now() });
       if (!r.ok) throw new Error('bad test event');
-      return { delivery: { topic: 'wh/WR/dev/d1/event', payload, wh: 'WR', device: 'd1', source: 't', receivedAt: Date.now() }, ok: true as const, event: r.event };
+      return {
+        delivery: { topic: 'wh/WR/dev/d1/event', payload, wh: 'WR', device: 'd1', source: 't', receivedAt: Date.now() },
+        ok: true as const,
+        event: r.event,
+      };
     };
     // The first attempt "committed but lost its reply": the event is in the database already.
     await applyBatch(pool, [item('r-1', 4)]);
@@ -88,7 +138,15 @@ describe('stockwire processor error paths', () => {
     const flaky = pool;
     const published: string[] = [];
     const publisher: Publisher = { publish: async (topic) => void published.push(topic) };
-    const ingest = new Ingest({ pool: flaky, publisher, readModel: new MemoryReadModel(pool), metrics: createIngestMetrics(new Registry()), log: pino({ level: 'silent' }), maxBatch: 10, maxWaitMs: 1 });
+    const ingest = new Ingest({
+      pool: flaky,
+      publisher,
+      readModel: new MemoryReadModel(pool),
+      metrics: createIngestMetrics(new Registry()),
+      log: pino({ level: 'silent' }),
+      maxBatch: 10,
+      maxWaitMs: 1,
+    });
     const decision = await ingest.submit(item('r-1', 4).delivery);
     await ingest.stop();
     assert.equal(decision.status, 'duplicate');
@@ -96,12 +154,29 @@ describe('stockwire processor error paths', () => {
     assert.ok(published.includes('stock/SKU-RETRY'));
     await pool.end();
   });
-  it('a stop while the database fails, though it looked healthy when the stop began, hands the batch back instead of retrying for ever', { timeout: 30_000 }, async () => {
+  it('a stop while the database fails, though it looked healthy when the stop began, hands the batch back instead of retrying for ever', {
+    timeout: 30_000,
+  }, async () => {
     // Nothing listens on this port: every connection attempt fails at once, as with a database that just died.
     const dead = createPool({ url: 'postgres://postgres@127.0.0.1:9/none', max: 2 });
-    const ingest = new Ingest({ pool: dead, publisher: { publish: async () => {} }, readModel: new MemoryReadModel(dead), metrics: createIngestMetrics(new Registry()), log: pino({ level: 'silent' }), maxBatch: 10, maxWaitMs: 1 });
+    const ingest = new Ingest({
+      pool: dead,
+      publisher: { publish: async () => {} },
+      readModel: new MemoryReadModel(dead),
+      metrics: createIngestMetrics(new Registry()),
+      log: pino({ level: 'silent' }),
+      maxBatch: 10,
+      maxWaitMs: 1,
+    });
     const payload = Buffer.from(JSON.stringify({ v: 1, id: 'dead-1', type: 'received', sku: 'SKU-D', qty: 1 }));
-    const decided = ingest.submit({ topic: 'wh/WD/dev/d1/event', payload, wh: 'WD', device: 'd1', source: 't', receivedAt: Date.now() });
+    const decided = ingest.submit({
+      topic: 'wh/WD/dev/d1/event',
+      payload,
+      wh: 'WD',
+      device: 'd1',
+      source: 't',
+      receivedAt: Date.now(),
+    });
     assert.equal(ingest.databaseHealthy, true, 'no batch has failed yet');
     await ingest.stop(); // before the fix it retried for ever and this never returned (the test's timeout caught it)
     await assert.rejects(decided, /ingest stopped/, 'handed back: its sender resends it');
@@ -110,16 +185,35 @@ describe('stockwire processor error paths', () => {
   it('after a failed attempt, the retried batch also publishes the latest shelf reading of level events it now finds committed', async () => {
     const pool = createPool({ url: db.url, max: 2 });
     await migrate(pool);
-    const payload = Buffer.from(JSON.stringify({ v: 1, id: 'lv-retry', type: 'level', sku: 'SKU-SHELF-R', qty: 9, location: 'B-07' }));
+    const payload = Buffer.from(
+      JSON.stringify({ v: 1, id: 'lv-retry', type: 'level', sku: 'SKU-SHELF-R', qty: 9, location: 'B-07' }),
+    );
     const r = parseEvent(payload, { wh: 'WR', device: 'd1', receivedAt: Date.now() });
     if (!r.ok) throw new Error('bad test event');
-    const delivery = { topic: 'wh/WR/dev/d1/event', payload, wh: 'WR', device: 'd1', source: 't', receivedAt: Date.now() };
+    const delivery = {
+      topic: 'wh/WR/dev/d1/event',
+      payload,
+      wh: 'WR',
+      device: 'd1',
+      source: 't',
+      receivedAt: Date.now(),
+    };
     // The first attempt "committed but lost its reply": the reading is in the database already.
     await applyBatch(pool, [{ delivery, ok: true, event: r.event }]);
     failNextConnect(pool);
     const published: { topic: string; payload: string }[] = [];
-    const publisher: Publisher = { publish: async (topic, body) => void published.push({ topic, payload: String(body) }) };
-    const ingest = new Ingest({ pool, publisher, readModel: new MemoryReadModel(pool), metrics: createIngestMetrics(new Registry()), log: pino({ level: 'silent' }), maxBatch: 10, maxWaitMs: 1 });
+    const publisher: Publisher = {
+      publish: async (topic, body) => void published.push({ topic, payload: String(body) }),
+    };
+    const ingest = new Ingest({
+      pool,
+      publisher,
+      readModel: new MemoryReadModel(pool),
+      metrics: createIngestMetrics(new Registry()),
+      log: pino({ level: 'silent' }),
+      maxBatch: 10,
+      maxWaitMs: 1,
+    });
     const decision = await ingest.submit(delivery);
     await ingest.stop();
     assert.equal(decision.status, 'duplicate');

@@ -20,13 +20,28 @@ const WH = 'WR1';
 
 async function startCentral(db: TestDatabase, redisUrl: string, prefix: string) {
   const devices = await writeDevices([{ id: 'gw-r', warehouse: WH, kind: 'gateway', password: 'pw-redis-1' }]);
-  const central = new Central({ databaseUrl: db.url, redisUrl, redisPrefix: prefix, dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 5, log: pino({ level: 'silent' }) });
+  const central = new Central({
+    databaseUrl: db.url,
+    redisUrl,
+    redisPrefix: prefix,
+    dataDir: devices.dir,
+    devicesFile: devices.file,
+    host: '127.0.0.1',
+    mqttPort: 0,
+    wsPort: 0,
+    httpPort: 0,
+    batchMax: 100,
+    batchWaitMs: 5,
+    log: pino({ level: 'silent' }),
+  });
   const ports = await central.start();
   const gateway = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, 'gw-r', 'pw-redis-1');
   const acks = new Collector<Ack>(gateway, `wh/${WH}/dev/+/ack`);
   await gateway.subscribeAsync(`wh/${WH}/dev/+/ack`, { qos: 1 });
   const send = async (id: string, qty: number, sku: string) => {
-    await gateway.publishAsync(`wh/${WH}/dev/s1/event`, JSON.stringify({ v: 1, id, type: 'received', sku, qty }), { qos: 1 });
+    await gateway.publishAsync(`wh/${WH}/dev/s1/event`, JSON.stringify({ v: 1, id, type: 'received', sku, qty }), {
+      qos: 1,
+    });
     await acks.waitFor(() => acks.messages.some((m) => m.payload.id === id));
     return acks.messages.find((m) => m.payload.id === id)?.payload as Ack;
   };
@@ -47,7 +62,9 @@ describe('Redis read model (REDIS_URL set)', () => {
   it('writes through on every commit and serves the HTTP reads from Redis', async () => {
     const redis = createClient({ url: REDIS_URL });
     await redis.connect().catch((err: Error) => {
-      throw new Error(`Redis is not reachable at ${REDIS_URL} (${err.message}); start it with redis-server --daemonize yes --port 6379 --save "" --appendonly no`);
+      throw new Error(
+        `Redis is not reachable at ${REDIS_URL} (${err.message}); start it with redis-server --daemonize yes --port 6379 --save "" --appendonly no`,
+      );
     });
     const prefix = `swtest:${randomBytes(4).toString('hex')}:`;
     const c = await startCentral(db, REDIS_URL, prefix);
@@ -74,7 +91,11 @@ describe('Redis read model (REDIS_URL set)', () => {
 
   it('Redis going away does not stop ingest; reads fall back to PostgreSQL and failures are counted', async () => {
     const port = await freePort();
-    const server: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const server: ChildProcess = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
     const exited = new Promise((r) => server.once('exit', r));
     await new Promise((r) => setTimeout(r, 300));
     const c = await startCentral(db, `redis://127.0.0.1:${port}`, 'swtest-outage:');
@@ -98,7 +119,9 @@ describe('Redis read model (REDIS_URL set)', () => {
     }
   });
 
-  it('a Redis that restarts empty gets the whole read model back, rows that did not change since included', { timeout: 60_000 }, async () => {
+  it('a Redis that restarts empty gets the whole read model back, rows that did not change since included', {
+    timeout: 60_000,
+  }, async () => {
     const redis = new PrivateRedis(await freePort());
     await redis.start();
     const c = await startCentral(db, redis.url, `rs${randomBytes(3).toString('hex')}:`);
@@ -120,7 +143,8 @@ describe('Redis read model (REDIS_URL set)', () => {
       await redis.start();
       // Nothing changes after the restart: only a rewrite from the database can bring the rows back.
       const deadline = Date.now() + 15_000;
-      while ((await keys().catch(() => 0)) < written && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      while ((await keys().catch(() => 0)) < written && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 200));
       assert.equal(await keys(), written, 'every row back in the restarted Redis');
     } finally {
       await c.gateway.endAsync();
@@ -143,10 +167,13 @@ describe('Redis read model (REDIS_URL set)', () => {
     return json ? (JSON.parse(json) as { onHand: number }).onHand : null;
   };
   const waitFor = async (pred: () => Promise<boolean>, ms: number) => {
-    for (const deadline = Date.now() + ms; !(await pred()) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 200));
+    for (const deadline = Date.now() + ms; !(await pred()) && Date.now() < deadline; )
+      await new Promise((r) => setTimeout(r, 200));
   };
 
-  it('a Redis that restarts from an older snapshot gets the whole read model rewritten, writes it lost included', { timeout: 60_000 }, async () => {
+  it('a Redis that restarts from an older snapshot gets the whole read model rewritten, writes it lost included', {
+    timeout: 60_000,
+  }, async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'stockwire-redis-'));
     const redis = new PrivateRedis(await freePort(), dir);
     await redis.start();
@@ -162,7 +189,11 @@ describe('Redis read model (REDIS_URL set)', () => {
       await redis.start();
       // No write fails for snap-2 (it succeeded before the crash): only a rewrite on the new instance brings it back.
       await waitFor(async () => (await onHandIn(redis.url, key)) === 7, 15_000);
-      assert.equal(await onHandIn(redis.url, key), 7, 'the restarted Redis holds the stock of the database, not of its snapshot');
+      assert.equal(
+        await onHandIn(redis.url, key),
+        7,
+        'the restarted Redis holds the stock of the database, not of its snapshot',
+      );
       assert.equal((await c.get('/v1/stock/SKU-SNAP')).body.onHand, 7);
     } finally {
       await c.gateway.endAsync();
@@ -172,7 +203,9 @@ describe('Redis read model (REDIS_URL set)', () => {
     }
   });
 
-  it('a reconnect check that Redis refuses (LOADING while it reads its data back) is tried again, and the read model catches up', { timeout: 60_000 }, async () => {
+  it('a reconnect check that Redis refuses (LOADING while it reads its data back) is tried again, and the read model catches up', {
+    timeout: 60_000,
+  }, async () => {
     const redis = new PrivateRedis(await freePort());
     await redis.start();
     const prefix = `ld${randomBytes(3).toString('hex')}:`;
@@ -187,7 +220,8 @@ describe('Redis read model (REDIS_URL set)', () => {
       // it. The read model's client is private; reached here to inject that one error into whichever of these
       // commands its reconnect check sends first.
       type Command = (...a: unknown[]) => Promise<unknown>;
-      const client = (c.central as unknown as { readModel: { client: Record<'exists' | 'info' | 'get', Command> } }).readModel.client;
+      const client = (c.central as unknown as { readModel: { client: Record<'exists' | 'info' | 'get', Command> } })
+        .readModel.client;
       let refused = 0;
       for (const name of ['exists', 'info', 'get'] as const) {
         const command = client[name].bind(client);

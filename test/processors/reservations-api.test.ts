@@ -4,7 +4,14 @@ import type { MqttClient } from 'mqtt';
 import pg from 'pg';
 import pino from 'pino';
 import { Central, type CentralOptions } from '../../processors/central.js';
-import type { Ack, Alert, GlobalStock, ReservationGranted, ReservationView, WarehouseStock } from '../../protocol/index.js';
+import type {
+  Ack,
+  Alert,
+  GlobalStock,
+  ReservationGranted,
+  ReservationView,
+  WarehouseStock,
+} from '../../protocol/index.js';
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { call, type CallOptions } from '../helpers/http.js';
@@ -26,16 +33,31 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
   let seq = 0;
 
   const options = (over: Partial<CentralOptions> = {}): CentralOptions => ({
-    databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0,
-    batchMax: 200, batchWaitMs: 2, sweepIntervalMs: 100, log: pino({ level: 'silent' }), ...over,
+    databaseUrl: db.url,
+    redisPrefix: 'x',
+    dataDir: devices.dir,
+    devicesFile: devices.file,
+    host: '127.0.0.1',
+    mqttPort: 0,
+    wsPort: 0,
+    httpPort: 0,
+    batchMax: 200,
+    batchWaitMs: 2,
+    sweepIntervalMs: 100,
+    log: pino({ level: 'silent' }),
+    ...over,
   });
-  const api = <T = Record<string, unknown>>(method: string, path: string, o?: CallOptions) => call<T>(base, method, path, { token: central.apiToken, ...o });
-  const reserve = (json: unknown, key = `key-${++seq}`) => api<ReservationGranted & ErrorAnswer>('POST', '/v1/reservations', { json, key });
+  const api = <T = Record<string, unknown>>(method: string, path: string, o?: CallOptions) =>
+    call<T>(base, method, path, { token: central.apiToken, ...o });
+  const reserve = (json: unknown, key = `key-${++seq}`) =>
+    api<ReservationGranted & ErrorAnswer>('POST', '/v1/reservations', { json, key });
 
   /** Publishes an event through the warehouse's gateway and waits for its commit ack. */
   async function event(wh: string, body: Record<string, unknown>): Promise<Ack> {
     const id = `ev-${++seq}`;
-    await (gw[wh] as MqttClient).publishAsync(`wh/${wh}/dev/scan-1/event`, JSON.stringify({ v: 1, id, ...body }), { qos: 1 });
+    await (gw[wh] as MqttClient).publishAsync(`wh/${wh}/dev/scan-1/event`, JSON.stringify({ v: 1, id, ...body }), {
+      qos: 1,
+    });
     const c = acks[wh] as Collector<Ack>;
     await c.waitFor(() => c.messages.some((m) => m.payload.id === id), 10_000, `ack of ${id}`);
     return c.messages.find((m) => m.payload.id === id)?.payload as Ack;
@@ -107,7 +129,13 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
     ['an empty body', { raw: '', key: 'bad-11' }, 400, 'invalid_json', undefined],
     ['a JSON array', { json: [{ sku: 'SKU-A', qty: 1 }], key: 'bad-12' }, 400, 'bad_request', undefined],
     ['an unknown sku', { json: { sku: 'NO-SUCH-SKU', qty: 1 }, key: 'bad-13' }, 404, 'not_found', 'sku'],
-    ['an unknown warehouse', { json: { sku: 'SKU-A', qty: 1, warehouse: 'W9' }, key: 'bad-14' }, 404, 'not_found', 'warehouse'],
+    [
+      'an unknown warehouse',
+      { json: { sku: 'SKU-A', qty: 1, warehouse: 'W9' }, key: 'bad-14' },
+      404,
+      'not_found',
+      'warehouse',
+    ],
   ];
   for (const [what, o, status, code, field] of bad) {
     it(`${what}: ${status} ${code}${field ? ` naming ${field}` : ''}, and nothing changes`, async () => {
@@ -135,27 +163,48 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
     assert.deepEqual([r.body.sku, r.body.qty, r.body.warehouse], ['SKU-A', 4, 'W1']);
     assert.ok(Date.parse(r.body.expiresAt) > Date.now() + 800_000, 'default ttl 900 s');
     const g = (await api<GlobalStock>('GET', '/v1/stock/SKU-A')).body;
-    assert.deepEqual([g.onHand, g.reserved, g.available, g.warehouses.W1], [16, 4, 12, { onHand: 10, reserved: 4, available: 6 }]);
+    assert.deepEqual(
+      [g.onHand, g.reserved, g.available, g.warehouses.W1],
+      [16, 4, 12, { onHand: 10, reserved: 4, available: 6 }],
+    );
     assert.ok(g.version > before.version);
     const w = (await api<WarehouseStock>('GET', '/v1/warehouses/W1/stock/SKU-A')).body;
     assert.deepEqual([w.reserved, w.available], [4, 6]);
-    await seen.waitFor(() => (seen.last('wh/W1/stock/SKU-A') as WarehouseStock | undefined)?.reserved === 4, 5_000, 'wh/W1/stock/SKU-A with the hold');
-    await seen.waitFor(() => (seen.last('stock/SKU-A') as GlobalStock | undefined)?.version === g.version, 5_000, 'stock/SKU-A at the new version');
+    await seen.waitFor(
+      () => (seen.last('wh/W1/stock/SKU-A') as WarehouseStock | undefined)?.reserved === 4,
+      5_000,
+      'wh/W1/stock/SKU-A with the hold',
+    );
+    await seen.waitFor(
+      () => (seen.last('stock/SKU-A') as GlobalStock | undefined)?.version === g.version,
+      5_000,
+      'stock/SKU-A at the new version',
+    );
     assert.equal((seen.last('stock/SKU-A') as GlobalStock).available, 12);
     const ack = await event('W1', { type: 'received', sku: 'SKU-A', qty: 1 });
     assert.deepEqual(ack.stock, { onHand: 11, available: 7 });
     const view = await api<ReservationView>('GET', `/v1/reservations/${r.body.id}`);
-    assert.deepEqual([view.body.state, view.body.remaining, view.body.consumed, view.body.warehouse], ['active', 4, 0, 'W1']);
+    assert.deepEqual(
+      [view.body.state, view.body.remaining, view.body.consumed, view.body.warehouse],
+      ['active', 4, 0, 'W1'],
+    );
     assert.equal((await api('DELETE', `/v1/reservations/${r.body.id}`)).status, 204);
     await event('W1', { type: 'shipped', sku: 'SKU-A', qty: 1 }); // back to 10 at W1
   });
 
   it('the same request sent 10 times at once with one key creates one reservation; every answer is the first one', async () => {
-    const answers = await Promise.all(Array.from({ length: 10 }, () => reserve({ sku: 'SKU-A', qty: 2, warehouse: 'W2' }, 'same-key-10')));
-    assert.deepEqual(answers.map((a) => a.status), Array(10).fill(201));
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () => reserve({ sku: 'SKU-A', qty: 2, warehouse: 'W2' }, 'same-key-10')),
+    );
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      Array(10).fill(201),
+    );
     assert.equal(new Set(answers.map((a) => a.body.id)).size, 1, 'one id');
     assert.equal(answers.filter((a) => a.headers.get('idempotent-replayed') === 'true').length, 9);
-    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM reservations WHERE sku = 'SKU-A' AND state = 'active'`);
+    const { rows } = await pool.query(
+      `SELECT count(*)::int AS n FROM reservations WHERE sku = 'SKU-A' AND state = 'active'`,
+    );
     assert.equal(rows[0].n, 1);
     assert.equal((await api<GlobalStock>('GET', '/v1/stock/SKU-A')).body.warehouses.W2?.reserved, 2);
     const other = await reserve({ sku: 'SKU-A', qty: 3, warehouse: 'W2' }, 'same-key-10');
@@ -175,11 +224,21 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
     const split = await reserve({ sku: 'SKU-A', qty: 8, split: true });
     assert.equal(split.status, 201, JSON.stringify(split.body));
     assert.equal(split.body.warehouse, null);
-    assert.deepEqual(split.body.parts?.map((p) => [p.warehouse, p.qty]), [['W2', 6], ['W1', 2]]);
+    assert.deepEqual(
+      split.body.parts?.map((p) => [p.warehouse, p.qty]),
+      [
+        ['W2', 6],
+        ['W1', 2],
+      ],
+    );
     assert.equal((await api<GlobalStock>('GET', '/v1/stock/SKU-A')).body.available, 1);
     const group = await api<{ parts: ReservationView[] }>('GET', `/v1/reservations/${split.body.id}`);
     assert.equal(group.body.parts.length, 2);
-    assert.equal((await api('DELETE', `/v1/reservations/${split.body.id}`)).status, 204, 'the answer\'s id releases every part');
+    assert.equal(
+      (await api('DELETE', `/v1/reservations/${split.body.id}`)).status,
+      204,
+      "the answer's id releases every part",
+    );
     assert.equal((await api('DELETE', `/v1/reservations/${one.body.id}`)).status, 204);
     assert.equal((await api<GlobalStock>('GET', '/v1/stock/SKU-A')).body.available, 16);
   });
@@ -212,9 +271,21 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
   it('expiry after ttlSeconds: the sweeper releases the hold and republishes both stock topics', async () => {
     const r = await reserve({ sku: 'SKU-A', qty: 3, warehouse: 'W2', ttlSeconds: 1 });
     assert.equal(r.status, 201);
-    await seen.waitFor(() => (seen.last('wh/W2/stock/SKU-A') as WarehouseStock | undefined)?.reserved === 3, 5_000, 'the hold on the topic');
-    await seen.waitFor(() => (seen.last('wh/W2/stock/SKU-A') as WarehouseStock | undefined)?.reserved === 0, 10_000, 'the hold released on the topic');
-    await seen.waitFor(() => (seen.last('stock/SKU-A') as GlobalStock | undefined)?.reserved === 0, 5_000, 'stock/SKU-A released');
+    await seen.waitFor(
+      () => (seen.last('wh/W2/stock/SKU-A') as WarehouseStock | undefined)?.reserved === 3,
+      5_000,
+      'the hold on the topic',
+    );
+    await seen.waitFor(
+      () => (seen.last('wh/W2/stock/SKU-A') as WarehouseStock | undefined)?.reserved === 0,
+      10_000,
+      'the hold released on the topic',
+    );
+    await seen.waitFor(
+      () => (seen.last('stock/SKU-A') as GlobalStock | undefined)?.reserved === 0,
+      5_000,
+      'stock/SKU-A released',
+    );
     assert.equal((await api<ReservationView>('GET', `/v1/reservations/${r.body.id}`)).body.state, 'expired');
     assert.equal((await api<GlobalStock>('GET', '/v1/stock/SKU-A')).body.reserved, 0);
   });
@@ -234,7 +305,7 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
     await event('W1', { type: 'received', sku: 'SKU-A', qty: 6 }); // back to 10
   });
 
-  it('a shipped naming an unknown, a released or another warehouse\'s reservation is applied as a fact; reserved is untouched and an alert says why', async () => {
+  it("a shipped naming an unknown, a released or another warehouse's reservation is applied as a fact; reserved is untouched and an alert says why", async () => {
     const held = await reserve({ sku: 'SKU-A', qty: 2, warehouse: 'W1' });
     const released = await reserve({ sku: 'SKU-A', qty: 1, warehouse: 'W1' });
     await api('DELETE', `/v1/reservations/${released.body.id}`);
@@ -247,11 +318,19 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
       const count = seen.messages.filter((m) => m.topic === `alerts/${wh}/reservation-mismatch`).length;
       const onHand = (await api<WarehouseStock>('GET', `/v1/warehouses/${wh}/stock/SKU-A`)).body.onHand;
       await event(wh, { type: 'shipped', sku: 'SKU-A', qty: 1, reservation });
-      await seen.waitFor(() => seen.messages.filter((m) => m.topic === `alerts/${wh}/reservation-mismatch`).length > count, 5_000, `reservation-mismatch at ${wh}`);
+      await seen.waitFor(
+        () => seen.messages.filter((m) => m.topic === `alerts/${wh}/reservation-mismatch`).length > count,
+        5_000,
+        `reservation-mismatch at ${wh}`,
+      );
       const a = seen.last(`alerts/${wh}/reservation-mismatch`) as Alert;
       assert.match(a.message, why);
       assert.equal(a.sku, 'SKU-A');
-      assert.equal((await api<WarehouseStock>('GET', `/v1/warehouses/${wh}/stock/SKU-A`)).body.onHand, onHand - 1, 'the shipment counts');
+      assert.equal(
+        (await api<WarehouseStock>('GET', `/v1/warehouses/${wh}/stock/SKU-A`)).body.onHand,
+        onHand - 1,
+        'the shipment counts',
+      );
       await event(wh, { type: 'received', sku: 'SKU-A', qty: 1 });
     }
     const g = (await api<GlobalStock>('GET', '/v1/stock/SKU-A')).body;
@@ -273,7 +352,8 @@ describe('reservations over HTTP (CONTRACT section 6)', () => {
     assert.equal(prio.body.warehouse, 'W2', 'W2 comes first in the priority list though W1 has more');
     const channel = await reserve({ sku: 'SKU-A', qty: 2, channel: 'store' });
     assert.equal(channel.body.warehouse, 'W1', 'the store channel lists W1');
-    for (const id of [first.body.id, prio.body.id, channel.body.id]) assert.equal((await api('DELETE', `/v1/reservations/${id}`)).status, 204);
+    for (const id of [first.body.id, prio.body.id, channel.body.id])
+      assert.equal((await api('DELETE', `/v1/reservations/${id}`)).status, 204);
     const { rows } = await pool.query(`SELECT wh, reserved FROM stock WHERE reserved <> 0`);
     assert.deepEqual(rows, [], 'nothing held at the end');
   });

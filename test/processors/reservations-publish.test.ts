@@ -18,7 +18,9 @@ describe('reservations behind a broker that is away (stockwire processor)', () =
   });
   after(async () => db.drop());
 
-  it('commands are answered, and later ones decided, while the stock publishes wait for the broker', { timeout: 30_000 }, async () => {
+  it('commands are answered, and later ones decided, while the stock publishes wait for the broker', {
+    timeout: 30_000,
+  }, async () => {
     const pool = createPool({ url: db.url, max: 4 });
     try {
       await migrate(pool);
@@ -28,14 +30,22 @@ describe('reservations behind a broker that is away (stockwire processor)', () =
       const publisher: Publisher = { publish: (topic) => (waiting.push(topic), new Promise<void>(() => {})) };
       const registry = new Registry();
       const readModel = new MemoryReadModel(pool);
-      const service = new ReservationService({ pool, publisher, readModel, log: pino({ level: 'silent' }), metrics: createReservationMetrics(registry) });
+      const service = new ReservationService({
+        pool,
+        publisher,
+        readModel,
+        log: pino({ level: 'silent' }),
+        metrics: createReservationMetrics(registry),
+      });
       const first = await service.reserve('k1', { sku: 'S', qty: 2, warehouse: 'W1' });
       assert.equal(first.status, 201, JSON.stringify(first.body));
       const second = await service.reserve('k2', { sku: 'S', qty: 1, warehouse: 'W1' });
       assert.equal(second.status, 201, 'the next command of the sku is decided too');
       assert.ok(waiting.includes('stock/S'), `the stock topics were handed to the broker: ${waiting.join(', ')}`);
       assert.equal(((await readModel.global('S')) as GlobalStock).available, 7, 'the read model has both holds');
-      const errors = (await registry.getMetricsAsJSON()).find((m) => m.name === 'stockwire_command_publish_errors_total');
+      const errors = (await registry.getMetricsAsJSON()).find(
+        (m) => m.name === 'stockwire_command_publish_errors_total',
+      );
       assert.ok((errors?.values.reduce((n, v) => n + v.value, 0) ?? 0) > 0, 'the publishes still waiting are counted');
       await service.stop();
     } finally {

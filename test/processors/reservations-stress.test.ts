@@ -44,22 +44,58 @@ describe('no overselling under load: 200 concurrent reservations, events streami
     await db.drop();
   });
 
-  it('grants exactly the 50 available, refuses the rest with insufficient_stock, never lets available go below zero', { timeout: 240_000 }, async () => {
+  it('grants exactly the 50 available, refuses the rest with insufficient_stock, never lets available go below zero', {
+    timeout: 240_000,
+  }, async () => {
     const tag = randomBytes(3).toString('hex');
     const [A, B, C] = [`SA${tag}`, `SB${tag}`, `SC${tag}`];
     const sku = `SKU-${tag}`;
     const token = randomBytes(24).toString('base64url');
     const env = { DATABASE_URL: db.url, LOG_LEVEL: 'warn', API_TOKEN: token }; // one token for central and the processor
     const devices = await writeDevices([{ id: 'disp-s', warehouse: A, kind: 'display', password: 'pw-display-s' }]);
-    const central = await startStockwire(['central', '--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--devices-file', devices.file, '--data-dir', devices.dir], env);
+    const central = await startStockwire(
+      [
+        'central',
+        '--mqtt-port',
+        '0',
+        '--ws-port',
+        '0',
+        '--http-port',
+        '0',
+        '--host',
+        '127.0.0.1',
+        '--devices-file',
+        devices.file,
+        '--data-dir',
+        devices.dir,
+      ],
+      env,
+    );
     const processorHttp = await freePort();
-    const processorArgs = ['processor', '--central-url', MOSQUITTO, '--warehouses', [A, B, C].join(','), '--instance', `st${tag}`, '--http-port', String(processorHttp), '--host', '127.0.0.1'];
+    const processorArgs = [
+      'processor',
+      '--central-url',
+      MOSQUITTO,
+      '--warehouses',
+      [A, B, C].join(','),
+      '--instance',
+      `st${tag}`,
+      '--http-port',
+      String(processorHttp),
+      '--host',
+      '127.0.0.1',
+    ];
     let processor: Running = await startStockwire(processorArgs, env);
     const targets = [`http://127.0.0.1:${central.ports.http}`, `http://127.0.0.1:${processorHttp}`];
 
     // Watch every stock topic of the sku, on both brokers: central's (its commands) and Mosquitto (the processor's).
-    const watchers = [await connect(MOSQUITTO, 'watch', 'x', { clientId: `watch-${tag}` }), await connect(`mqtt://127.0.0.1:${central.ports.mqtt}`, 'disp-s', 'pw-display-s')];
-    const seen = watchers.map((w) => new Collector<WarehouseStock | GlobalStock>(w, [`stock/${sku}`, `wh/+/stock/${sku}`]));
+    const watchers = [
+      await connect(MOSQUITTO, 'watch', 'x', { clientId: `watch-${tag}` }),
+      await connect(`mqtt://127.0.0.1:${central.ports.mqtt}`, 'disp-s', 'pw-display-s'),
+    ];
+    const seen = watchers.map(
+      (w) => new Collector<WarehouseStock | GlobalStock>(w, [`stock/${sku}`, `wh/+/stock/${sku}`]),
+    );
     for (const w of watchers) await w.subscribeAsync([`stock/${sku}`, `wh/+/stock/${sku}`], { qos: 1 });
 
     const publishers: Record<string, ResendingPublisher> = {};
@@ -68,7 +104,11 @@ describe('no overselling under load: 200 concurrent reservations, events streami
     try {
       // The starting point: a count in each warehouse, and stock nobody may reserve at C.
       const t0 = Date.now() - 60_000;
-      const seed = (wh: string, qty: number): OutgoingEvent => ({ device: 'counter', id: `count-${wh}`, payload: JSON.stringify({ v: 1, id: `count-${wh}`, type: 'counted', sku, qty, ts: t0 }) });
+      const seed = (wh: string, qty: number): OutgoingEvent => ({
+        device: 'counter',
+        id: `count-${wh}`,
+        payload: JSON.stringify({ v: 1, id: `count-${wh}`, type: 'counted', sku, qty, ts: t0 }),
+      });
       const setup = new ResendingPublisher(MOSQUITTO, A, [seed(A, STOCK.a)], { clientId: `setup-a-${tag}` });
       const setupB = new ResendingPublisher(MOSQUITTO, B, [seed(B, STOCK.b)], { clientId: `setup-b-${tag}` });
       await Promise.all([setup.run(), setupB.run()]);
@@ -79,13 +119,37 @@ describe('no overselling under load: 200 concurrent reservations, events streami
         Array.from({ length: LATE_EVENTS }, (_, i) => {
           const type = ['received', 'shipped', 'returned', 'adjusted'][i % 4] as string;
           const id = `late-${i}`;
-          return { device: `scan-${i % 7}`, id, payload: JSON.stringify({ v: 1, id, type, sku, qty: type === 'adjusted' ? -1 : 1 + (i % 5), ts: t0 - 3_600_000 + i }) };
+          return {
+            device: `scan-${i % 7}`,
+            id,
+            payload: JSON.stringify({
+              v: 1,
+              id,
+              type,
+              sku,
+              qty: type === 'adjusted' ? -1 : 1 + (i % 5),
+              ts: t0 - 3_600_000 + i,
+            }),
+          };
         });
-      const atC: OutgoingEvent[] = Array.from({ length: OTHER_EVENTS }, (_, i) => ({ device: 'scan-c', id: `c-${i}`, payload: JSON.stringify({ v: 1, id: `c-${i}`, type: 'shipped', sku, qty: 1 }) }));
+      const atC: OutgoingEvent[] = Array.from({ length: OTHER_EVENTS }, (_, i) => ({
+        device: 'scan-c',
+        id: `c-${i}`,
+        payload: JSON.stringify({ v: 1, id: `c-${i}`, type: 'shipped', sku, qty: 1 }),
+      }));
       let acked = 0;
       const onAck = () => void acked++;
-      for (const [wh, events] of [[A, late(A)], [B, late(B)], [C, atC]] as const) {
-        publishers[wh] = new ResendingPublisher(MOSQUITTO, wh, [...events], { clientId: `edge-${wh}`, window: 100, open: true, onAck });
+      for (const [wh, events] of [
+        [A, late(A)],
+        [B, late(B)],
+        [C, atC],
+      ] as const) {
+        publishers[wh] = new ResendingPublisher(MOSQUITTO, wh, [...events], {
+          clientId: `edge-${wh}`,
+          window: 100,
+          open: true,
+          onAck,
+        });
         runs.push((publishers[wh] as ResendingPublisher).run());
       }
       while (acked < 300) await new Promise((r) => setTimeout(r, 20));
@@ -95,12 +159,19 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       let samples = 0;
       sampler = setInterval(() => {
         void pool
-          .query<{ m: number | null }>(`SELECT min(on_hand - reserved)::int AS m FROM stock WHERE sku = $1 AND wh = ANY($2)`, [sku, [A, B]])
-          .then(({ rows }) => ((minAvailable = Math.min(minAvailable, rows[0]?.m ?? minAvailable)), samples++), () => {});
+          .query<{ m: number | null }>(
+            `SELECT min(on_hand - reserved)::int AS m FROM stock WHERE sku = $1 AND wh = ANY($2)`,
+            [sku, [A, B]],
+          )
+          .then(
+            ({ rows }) => ((minAvailable = Math.min(minAvailable, rows[0]?.m ?? minAvailable)), samples++),
+            () => {},
+          );
       }, 15);
 
       // The burst: 200 at once, half to central, half to the processor; a third each name A, B, or no warehouse.
-      const answers: { status: number; body: ReservationGranted & { error?: { code: string } }; attempts: number }[] = [];
+      const answers: { status: number; body: ReservationGranted & { error?: { code: string } }; attempts: number }[] =
+        [];
       let shipments = 0;
       const started = Date.now();
       const ask = async (i: number) => {
@@ -108,15 +179,33 @@ describe('no overselling under load: 200 concurrent reservations, events streami
         const body = { sku, qty: 1, ...(i % 3 === 0 ? { warehouse: A } : i % 3 === 1 ? { warehouse: B } : {}) };
         for (let attempt = 1; ; attempt++) {
           try {
-            const res = await fetch(`${target}/v1/reservations`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': `stress-${tag}-${i}`, authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
-            const answer = { status: res.status, body: (await res.json()) as ReservationGranted & { error?: { code: string } }, attempts: attempt };
+            const res = await fetch(`${target}/v1/reservations`, {
+              method: 'POST',
+              headers: {
+                'content-type': 'application/json',
+                'idempotency-key': `stress-${tag}-${i}`,
+                authorization: `Bearer ${token}`,
+              },
+              body: JSON.stringify(body),
+            });
+            const answer = {
+              status: res.status,
+              body: (await res.json()) as ReservationGranted & { error?: { code: string } },
+              attempts: attempt,
+            };
             answers.push(answer);
             if (answer.status === 201 && i % 2 === 0) {
               // Ship half of the grants at once, naming the reservation: available must not move.
               const id = `ship-${i}`;
               const wh = answer.body.warehouse as string;
               shipments++;
-              publishers[wh]?.append([{ device: 'packer', id, payload: JSON.stringify({ v: 1, id, type: 'shipped', sku, qty: 1, reservation: answer.body.id }) }]);
+              publishers[wh]?.append([
+                {
+                  device: 'packer',
+                  id,
+                  payload: JSON.stringify({ v: 1, id, type: 'shipped', sku, qty: 1, reservation: answer.body.id }),
+                },
+              ]);
             }
             return;
           } catch {
@@ -161,12 +250,21 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       const diagnosis = `statuses ${JSON.stringify(answers.reduce<Record<string, number>>((m, a) => ((m[`${a.status} ${a.body.error?.code ?? ''}`] = (m[`${a.status} ${a.body.error?.code ?? ''}`] ?? 0) + 1), m), {}))}, burst ${burstMs} ms`;
       assert.equal(answers.length, REQUESTS);
       assert.equal(granted.length, STOCK.a + STOCK.b, `exactly the 50 available were granted; ${diagnosis}`);
-      assert.ok(refused.every((a) => a.status === 409 && a.body.error?.code === 'insufficient_stock'), diagnosis);
+      assert.ok(
+        refused.every((a) => a.status === 409 && a.body.error?.code === 'insufficient_stock'),
+        diagnosis,
+      );
       assert.equal(new Set(granted.map((a) => a.body.id)).size, granted.length, 'one hold per granted request');
-      assert.ok(answers.some((a) => a.attempts > 1), `some requests were sent again after the kill; ${diagnosis}`);
+      assert.ok(
+        answers.some((a) => a.attempts > 1),
+        `some requests were sent again after the kill; ${diagnosis}`,
+      );
       const perWh = (wh: string) => granted.filter((a) => a.body.warehouse === wh).length;
       assert.deepEqual([perWh(A), perWh(B)], [STOCK.a, STOCK.b]);
-      const { rows: holds } = await pool.query<{ n: number; qty: number }>(`SELECT count(*)::int AS n, sum(qty)::int AS qty FROM reservations WHERE sku = $1`, [sku]);
+      const { rows: holds } = await pool.query<{ n: number; qty: number }>(
+        `SELECT count(*)::int AS n, sum(qty)::int AS qty FROM reservations WHERE sku = $1`,
+        [sku],
+      );
       assert.deepEqual(holds[0], { n: 50, qty: 50 }, 'no retry made a second hold');
 
       // Available never below zero: in the database, and in every stock topic published on either broker.
@@ -176,25 +274,47 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       for (const s of seen) {
         for (const m of s.messages) {
           const p = m.payload;
-          const levels = 'warehouses' in p ? [p.warehouses[A], p.warehouses[B]] : p.warehouse === A || p.warehouse === B ? [p] : [];
-          for (const l of levels) if (l) assert.ok(l.available >= 0, `${m.topic} version ${p.version}: available ${l.available}`), topics++;
+          const levels =
+            'warehouses' in p ? [p.warehouses[A], p.warehouses[B]] : p.warehouse === A || p.warehouse === B ? [p] : [];
+          for (const l of levels)
+            if (l) assert.ok(l.available >= 0, `${m.topic} version ${p.version}: available ${l.available}`), topics++;
         }
       }
       assert.ok(topics >= 20, `stock topics were observed (${topics})`);
 
       // The end state: every event once, the holds consumed by the shipments, nothing available, no drift.
-      const { rows: stock } = await pool.query<{ wh: string; on_hand: number; reserved: number }>(`SELECT wh, on_hand, reserved FROM stock WHERE sku = $1 ORDER BY wh`, [sku]);
-      const { rows: consumed } = await pool.query<{ wh: string; n: number }>(`SELECT wh, sum(consumed)::int AS n FROM reservations WHERE sku = $1 GROUP BY wh`, [sku]);
+      const { rows: stock } = await pool.query<{ wh: string; on_hand: number; reserved: number }>(
+        `SELECT wh, on_hand, reserved FROM stock WHERE sku = $1 ORDER BY wh`,
+        [sku],
+      );
+      const { rows: consumed } = await pool.query<{ wh: string; n: number }>(
+        `SELECT wh, sum(consumed)::int AS n FROM reservations WHERE sku = $1 GROUP BY wh`,
+        [sku],
+      );
       const eaten = new Map(consumed.map((c) => [c.wh, c.n]));
       const byWh = new Map(stock.map((r) => [r.wh, r]));
-      for (const [wh, qty] of [[A, STOCK.a], [B, STOCK.b]] as const) {
+      for (const [wh, qty] of [
+        [A, STOCK.a],
+        [B, STOCK.b],
+      ] as const) {
         const r = byWh.get(wh);
-        assert.deepEqual([r?.on_hand, r?.reserved], [qty - (eaten.get(wh) ?? 0), qty - (eaten.get(wh) ?? 0)], `${wh}: onHand and reserved both dropped by the shipments`);
+        assert.deepEqual(
+          [r?.on_hand, r?.reserved],
+          [qty - (eaten.get(wh) ?? 0), qty - (eaten.get(wh) ?? 0)],
+          `${wh}: onHand and reserved both dropped by the shipments`,
+        );
       }
-      assert.equal((eaten.get(A) ?? 0) + (eaten.get(B) ?? 0), shipments, 'each shipment took its unit from the hold it named');
+      assert.equal(
+        (eaten.get(A) ?? 0) + (eaten.get(B) ?? 0),
+        shipments,
+        'each shipment took its unit from the hold it named',
+      );
       assert.ok(shipments > 0);
       assert.equal(byWh.get(C)?.on_hand, -OTHER_EVENTS);
-      const { rows: ev } = await pool.query<{ n: number; keys: number }>(`SELECT count(*)::int AS n, count(DISTINCT (wh, device, id))::int AS keys FROM events WHERE sku = $1`, [sku]);
+      const { rows: ev } = await pool.query<{ n: number; keys: number }>(
+        `SELECT count(*)::int AS n, count(DISTINCT (wh, device, id))::int AS keys FROM events WHERE sku = $1`,
+        [sku],
+      );
       const expectedEvents = 2 + 2 * LATE_EVENTS + OTHER_EVENTS + shipments;
       assert.deepEqual(ev[0], { n: expectedEvents, keys: expectedEvents }, 'every event applied exactly once');
       const report = await rebuild(pool);

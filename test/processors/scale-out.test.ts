@@ -33,13 +33,29 @@ describe('processor scale-out: two stockwire processor instances share the event
     await db.drop();
   });
 
-  it('events are split across both instances and every one is applied exactly once', { timeout: 120_000 }, async (t) => {
+  it('events are split across both instances and every one is applied exactly once', {
+    timeout: 120_000,
+  }, async (t) => {
     const wh = `WS${randomBytes(3).toString('hex')}`;
     const group = `g${randomBytes(3).toString('hex')}`;
     const { events, expected } = workload(wh, TOTAL, 31);
     const env = { DATABASE_URL: db.url };
     // --warehouses keeps this test's group to its own warehouse on the shared Mosquitto: $share/{group}/wh/{wh}/dev/+/event
-    const args = (instance: string) => ['processor', '--central-url', MOSQUITTO, '--warehouses', wh, '--shared-group', group, '--instance', `${wh}-${instance}`, '--http-port', '0', '--host', '127.0.0.1'];
+    const args = (instance: string) => [
+      'processor',
+      '--central-url',
+      MOSQUITTO,
+      '--warehouses',
+      wh,
+      '--shared-group',
+      group,
+      '--instance',
+      `${wh}-${instance}`,
+      '--http-port',
+      '0',
+      '--host',
+      '127.0.0.1',
+    ];
     const processors = await Promise.all([startStockwire(args('a'), env), startStockwire(args('b'), env)]);
     const publisher = new ResendingPublisher(MOSQUITTO, wh, events, { clientId: `edge-${wh}` });
     try {

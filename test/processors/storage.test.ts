@@ -15,11 +15,19 @@ import { writeDevices } from '../helpers/devices.js';
 import { call } from '../helpers/http.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { BIN, freePort } from '../helpers/process.js';
-import { createTimescaleDatabase, startUnpreloadedCluster, stopCluster, timescaleAdminUrl } from '../helpers/timescale.js';
+import {
+  createTimescaleDatabase,
+  startUnpreloadedCluster,
+  stopCluster,
+  timescaleAdminUrl,
+} from '../helpers/timescale.js';
 
 const exec = promisify(execFile);
 
-async function stockwire(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+async function stockwire(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const clean: NodeJS.ProcessEnv = { ...process.env, ...env };
   delete clean.TIMESCALEDB;
   Object.assign(clean, env);
@@ -33,7 +41,13 @@ async function stockwire(args: string[], env: Record<string, string>): Promise<{
 }
 const warnings = (stderr: string) => stderr.split('\n').filter((l) => l.includes('"level":40'));
 
-const probe = (p: Partial<TimescaleProbe>): TimescaleProbe => ({ installed: null, available: false, preloaded: false, postgres: '15.20', ...p });
+const probe = (p: Partial<TimescaleProbe>): TimescaleProbe => ({
+  installed: null,
+  available: false,
+  preloaded: false,
+  postgres: '15.20',
+  ...p,
+});
 
 describe('choosing the storage (TIMESCALEDB)', () => {
   it('reads shared_preload_libraries as PostgreSQL does: names, paths, quotes', () => {
@@ -48,17 +62,32 @@ describe('choosing the storage (TIMESCALEDB)', () => {
     assert.deepEqual(chooseStorage('auto', probe({ available: true, preloaded: true })), { timescale: true });
     const installedOnly = chooseStorage('auto', probe({ available: true }));
     assert.equal(installedOnly.timescale, false);
-    assert.match(installedOnly.warning ?? '', /installed on this PostgreSQL server but not preloaded.*shared_preload_libraries/);
-    assert.match(chooseStorage('auto', probe({})).warning ?? '', /not installed on this PostgreSQL server.*PostgreSQL 15/);
+    assert.match(
+      installedOnly.warning ?? '',
+      /installed on this PostgreSQL server but not preloaded.*shared_preload_libraries/,
+    );
+    assert.match(
+      chooseStorage('auto', probe({})).warning ?? '',
+      /not installed on this PostgreSQL server.*PostgreSQL 15/,
+    );
   });
 
   it('on refuses without it, off refuses a database that already uses it, and nobody runs an unloaded extension', () => {
-    assert.throws(() => chooseStorage('on', probe({ available: true })), (e: Error) => e instanceof StorageError && /not preloaded/.test(e.message));
+    assert.throws(
+      () => chooseStorage('on', probe({ available: true })),
+      (e: Error) => e instanceof StorageError && /not preloaded/.test(e.message),
+    );
     assert.throws(() => chooseStorage('on', probe({})), /TIMESCALEDB=on: TimescaleDB is not installed/);
     assert.deepEqual(chooseStorage('on', probe({ available: true, preloaded: true })), { timescale: true });
     assert.deepEqual(chooseStorage('off', probe({ available: true, preloaded: true })), { timescale: false });
-    assert.throws(() => chooseStorage('off', probe({ installed: '2.28.3', available: true, preloaded: true })), /already uses TimescaleDB 2\.28\.3/);
-    assert.throws(() => chooseStorage('auto', probe({ installed: '2.28.3', available: true })), /uses TimescaleDB 2\.28\.3, but the server does not preload it/);
+    assert.throws(
+      () => chooseStorage('off', probe({ installed: '2.28.3', available: true, preloaded: true })),
+      /already uses TimescaleDB 2\.28\.3/,
+    );
+    assert.throws(
+      () => chooseStorage('auto', probe({ installed: '2.28.3', available: true })),
+      /uses TimescaleDB 2\.28\.3, but the server does not preload it/,
+    );
   });
 });
 
@@ -82,7 +111,10 @@ describe('the storage settings against real servers', () => {
     dbs.push(db);
     const on = await stockwire(['migrate', '--timescaledb', 'on'], { DATABASE_URL: db.url });
     assert.equal(on.code, 1, on.stdout);
-    assert.match(on.stderr, /TIMESCALEDB=on: TimescaleDB is installed on this PostgreSQL server but not preloaded; to use it, add timescaledb to shared_preload_libraries/);
+    assert.match(
+      on.stderr,
+      /TIMESCALEDB=on: TimescaleDB is installed on this PostgreSQL server but not preloaded; to use it, add timescaledb to shared_preload_libraries/,
+    );
     const auto = await stockwire(['migrate'], { DATABASE_URL: db.url });
     assert.equal(auto.code, 0, auto.stderr);
     assert.equal(JSON.parse(auto.stdout).storage, 'postgresql');
@@ -120,7 +152,20 @@ describe('the storage settings against real servers', () => {
     dbs.push(db);
     const files = await writeDevices([{ id: 'gw-T', warehouse: 'T1', kind: 'gateway', password: 'gateway-pass-1' }]);
     const start = async () => {
-      const central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: files.dir, devicesFile: files.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 500, batchWaitMs: 5, timescaledb: 'on', log: pino({ level: 'silent' }) });
+      const central = new Central({
+        databaseUrl: db.url,
+        redisPrefix: 'x',
+        dataDir: files.dir,
+        devicesFile: files.file,
+        host: '127.0.0.1',
+        mqttPort: 0,
+        wsPort: 0,
+        httpPort: 0,
+        batchMax: 500,
+        batchWaitMs: 5,
+        timescaledb: 'on',
+        log: pino({ level: 'silent' }),
+      });
       return { central, ports: await central.start() };
     };
     const send = async (mqttPort: number, from: number, count: number) => {
@@ -129,14 +174,19 @@ describe('the storage settings against real servers', () => {
       await gw.subscribeAsync('wh/T1/dev/+/ack', { qos: 1 });
       for (let i = from; i < from + count; i++) {
         const type = i % 3 === 2 ? 'shipped' : 'received';
-        await gw.publishAsync(`wh/T1/dev/s${i % 4}/event`, JSON.stringify({ v: 1, id: `e${i}`, type, sku: `K${i % 5}`, qty: 1 + (i % 7) }), { qos: 1 });
+        await gw.publishAsync(
+          `wh/T1/dev/s${i % 4}/event`,
+          JSON.stringify({ v: 1, id: `e${i}`, type, sku: `K${i % 5}`, qty: 1 + (i % 7) }),
+          { qos: 1 },
+        );
       }
       await acks.waitFor(() => acks.messages.length >= count, 30_000, `${count} acks`);
       await gw.endAsync();
     };
     const stock = async (http: number) => {
       const out: Record<string, unknown> = {};
-      for (let k = 0; k < 5; k++) out[`K${k}`] = (await call(`http://127.0.0.1:${http}`, 'GET', `/v1/warehouses/T1/stock/K${k}`)).body;
+      for (let k = 0; k < 5; k++)
+        out[`K${k}`] = (await call(`http://127.0.0.1:${http}`, 'GET', `/v1/warehouses/T1/stock/K${k}`)).body;
       return out;
     };
 
@@ -154,7 +204,9 @@ describe('the storage settings against real servers', () => {
       await send(b.ports.mqtt, 0, 300); // all repeats: nothing changes
       assert.deepEqual(await stock(b.ports.http), before);
       await send(b.ports.mqtt, 300, 30);
-      const after = (await call<{ onHand: number }>(`http://127.0.0.1:${b.ports.http}`, 'GET', '/v1/warehouses/T1/stock/K0')).body;
+      const after = (
+        await call<{ onHand: number }>(`http://127.0.0.1:${b.ports.http}`, 'GET', '/v1/warehouses/T1/stock/K0')
+      ).body;
       let expected = 0;
       for (let i = 0; i < 330; i++) if (i % 5 === 0) expected += (i % 3 === 2 ? -1 : 1) * (1 + (i % 7));
       assert.equal(after.onHand, expected);

@@ -23,8 +23,10 @@ describe('transfers between warehouses: the saga', () => {
   let seen: Collector<GlobalStock | WarehouseStock | Alert>;
   let seq = 0;
 
-  const api = <T = Record<string, unknown>>(method: string, path: string, o?: CallOptions) => call<T>(base, method, path, { token: central.apiToken, ...o });
-  const transfer = (json: unknown) => api<TransferView & ErrorAnswer>('POST', '/v1/transfers', { json, key: `t-key-${++seq}` });
+  const api = <T = Record<string, unknown>>(method: string, path: string, o?: CallOptions) =>
+    call<T>(base, method, path, { token: central.apiToken, ...o });
+  const transfer = (json: unknown) =>
+    api<TransferView & ErrorAnswer>('POST', '/v1/transfers', { json, key: `t-key-${++seq}` });
   const get = async (id: string) => (await api<TransferView>('GET', `/v1/transfers/${id}`)).body;
   const stock = async (sku: string) => (await api<GlobalStock>('GET', `/v1/stock/${sku}`)).body;
 
@@ -32,7 +34,9 @@ describe('transfers between warehouses: the saga', () => {
   async function event(wh: string, body: Record<string, unknown>, id = `ev-${++seq}`): Promise<Ack> {
     const c = acks[wh] as Collector<Ack>;
     const before = c.messages.filter((m) => m.payload.id === id).length;
-    await (gw[wh] as MqttClient).publishAsync(`wh/${wh}/dev/scan-1/event`, JSON.stringify({ v: 1, id, ...body }), { qos: 1 });
+    await (gw[wh] as MqttClient).publishAsync(`wh/${wh}/dev/scan-1/event`, JSON.stringify({ v: 1, id, ...body }), {
+      qos: 1,
+    });
     await c.waitFor(() => c.messages.filter((m) => m.payload.id === id).length > before, 10_000, `ack of ${id}`);
     return c.messages.filter((m) => m.payload.id === id).at(-1)?.payload as Ack;
   }
@@ -47,7 +51,20 @@ describe('transfers between warehouses: the saga', () => {
       { id: 'gw-t2', warehouse: 'T2', kind: 'gateway', password: 'pw-gw-t2-x' },
       { id: 'disp-t', warehouse: 'T1', kind: 'display', password: 'pw-display-t' },
     ]);
-    central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 200, batchWaitMs: 2, sweepIntervalMs: 100, log: pino({ level: 'silent' }) });
+    central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir: devices.dir,
+      devicesFile: devices.file,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 200,
+      batchWaitMs: 2,
+      sweepIntervalMs: 100,
+      log: pino({ level: 'silent' }),
+    });
     const ports = await central.start();
     base = `http://127.0.0.1:${ports.http}`;
     const url = `mqtt://127.0.0.1:${ports.mqtt}`;
@@ -74,7 +91,10 @@ describe('transfers between warehouses: the saga', () => {
   it('completion: reserved at the source, in transit on its shipment (visible in stock/{sku}), completed on the receipt', async () => {
     const t = await transfer({ sku: 'SKU-T', qty: 5, from: 'T1', to: 'T2' });
     assert.equal(t.status, 201, JSON.stringify(t.body));
-    assert.deepEqual([t.body.state, t.body.reservation, t.body.shipped, t.body.received, t.body.inTransit], ['reserved', t.body.id, 0, 0, 0]);
+    assert.deepEqual(
+      [t.body.state, t.body.reservation, t.body.shipped, t.body.received, t.body.inTransit],
+      ['reserved', t.body.id, 0, 0, 0],
+    );
     let g = await stock('SKU-T');
     assert.deepEqual([g.warehouses.T1?.reserved, g.warehouses.T1?.available, g.inTransit], [5, 15, 0]);
 
@@ -82,16 +102,30 @@ describe('transfers between warehouses: the saga', () => {
     assert.deepEqual([(await get(t.body.id)).state, (await get(t.body.id)).inTransit], ['in_transit', 5]);
     g = await stock('SKU-T');
     assert.deepEqual([g.onHand, g.reserved, g.inTransit, g.warehouses.T1?.onHand], [16, 0, 5, 15]);
-    await seen.waitFor(() => (seen.last('stock/SKU-T') as GlobalStock | undefined)?.inTransit === 5, 5_000, 'inTransit 5 on stock/SKU-T');
+    await seen.waitFor(
+      () => (seen.last('stock/SKU-T') as GlobalStock | undefined)?.inTransit === 5,
+      5_000,
+      'inTransit 5 on stock/SKU-T',
+    );
 
     await event('T2', { type: 'received', sku: 'SKU-T', qty: 5, transfer: t.body.id });
     const done = await get(t.body.id);
     assert.deepEqual([done.state, done.shipped, done.received, done.inTransit], ['completed', 5, 5, 0]);
     g = await stock('SKU-T');
     assert.deepEqual([g.onHand, g.inTransit, g.warehouses.T2?.onHand], [21, 0, 6]);
-    await seen.waitFor(() => (seen.last('stock/SKU-T') as GlobalStock | undefined)?.inTransit === 0, 5_000, 'inTransit back to 0');
-    const { rows } = await pool.query(`SELECT payload->>'transfer' AS transfer FROM events WHERE wh = 'T2' AND type = 'received' AND payload ? 'transfer'`);
-    assert.deepEqual(rows.map((r) => r.transfer), [t.body.id], 'the transfer field is kept in the stored event');
+    await seen.waitFor(
+      () => (seen.last('stock/SKU-T') as GlobalStock | undefined)?.inTransit === 0,
+      5_000,
+      'inTransit back to 0',
+    );
+    const { rows } = await pool.query(
+      `SELECT payload->>'transfer' AS transfer FROM events WHERE wh = 'T2' AND type = 'received' AND payload ? 'transfer'`,
+    );
+    assert.deepEqual(
+      rows.map((r) => r.transfer),
+      [t.body.id],
+      'the transfer field is kept in the stored event',
+    );
   });
 
   it('a duplicate received (the same event again) does not complete twice or count twice; a second receipt on a completed transfer is a fact with an alert', async () => {
@@ -105,15 +139,27 @@ describe('transfers between warehouses: the saga', () => {
     const again = await event('T2', { type: 'received', sku: 'SKU-T', qty: 3, transfer: t.body.id }, 'recv-dup');
     assert.equal(again.status, 'duplicate');
     const after = await get(t.body.id);
-    assert.deepEqual([after.state, after.received, after.updatedAt], ['completed', 3, completed.updatedAt], 'unchanged by the duplicate');
+    assert.deepEqual(
+      [after.state, after.received, after.updatedAt],
+      ['completed', 3, completed.updatedAt],
+      'unchanged by the duplicate',
+    );
     assert.equal((await stock('SKU-T')).warehouses.T2?.onHand, onHandT2 + 3, 'the receipt counted once');
 
     const mismatches = alertsOf('alerts/T2/transfer-mismatch').length;
     await event('T2', { type: 'received', sku: 'SKU-T', qty: 3, transfer: t.body.id }, 'recv-extra');
-    await seen.waitFor(() => alertsOf('alerts/T2/transfer-mismatch').length > mismatches, 5_000, 'transfer-mismatch alert');
+    await seen.waitFor(
+      () => alertsOf('alerts/T2/transfer-mismatch').length > mismatches,
+      5_000,
+      'transfer-mismatch alert',
+    );
     assert.match(alertsOf('alerts/T2/transfer-mismatch').at(-1)?.message ?? '', /already completed/);
     assert.deepEqual([(await get(t.body.id)).state, (await get(t.body.id)).received], ['completed', 3]);
-    assert.equal((await stock('SKU-T')).warehouses.T2?.onHand, onHandT2 + 6, 'events are facts: the extra receipt is stock');
+    assert.equal(
+      (await stock('SKU-T')).warehouses.T2?.onHand,
+      onHandT2 + 6,
+      'events are facts: the extra receipt is stock',
+    );
   });
 
   it('out of order: a receipt before its shipment is counted, and the shipment then completes the transfer; partial shipments stay in transit', async () => {
@@ -131,7 +177,10 @@ describe('transfers between warehouses: the saga', () => {
     assert.deepEqual([(await get(p.body.id)).inTransit, (await stock('SKU-T')).inTransit], [2, 2]);
     await event('T1', { type: 'shipped', sku: 'SKU-T', qty: 4, reservation: p.body.id });
     await event('T2', { type: 'received', sku: 'SKU-T', qty: 5, transfer: p.body.id });
-    assert.deepEqual([(await get(p.body.id)).state, (await get(p.body.id)).inTransit, (await stock('SKU-T')).inTransit], ['in_transit', 1, 1]);
+    assert.deepEqual(
+      [(await get(p.body.id)).state, (await get(p.body.id)).inTransit, (await stock('SKU-T')).inTransit],
+      ['in_transit', 1, 1],
+    );
     await event('T2', { type: 'received', sku: 'SKU-T', qty: 1, transfer: p.body.id });
     assert.equal((await get(p.body.id)).state, 'completed');
     assert.equal((await stock('SKU-T')).inTransit, 0);
@@ -141,14 +190,22 @@ describe('transfers between warehouses: the saga', () => {
     const before = await stock('SKU-T');
     const t = await transfer({ sku: 'SKU-T', qty: 2, from: 'T1', to: 'T2', timeoutSeconds: 1 });
     assert.equal((await stock('SKU-T')).warehouses.T1?.reserved, (before.warehouses.T1?.reserved ?? 0) + 2);
-    await seen.waitFor(() => alertsOf('alerts/T1/transfer-timeout').some((a) => a.message.includes(t.body.id)), 10_000, 'transfer-timeout alert');
+    await seen.waitFor(
+      () => alertsOf('alerts/T1/transfer-timeout').some((a) => a.message.includes(t.body.id)),
+      10_000,
+      'transfer-timeout alert',
+    );
     const a = alertsOf('alerts/T1/transfer-timeout').find((x) => x.message.includes(t.body.id)) as Alert;
     assert.equal(a.sku, 'SKU-T');
     assert.match(a.message, /2 released at T1/);
     assert.equal((await get(t.body.id)).state, 'compensated');
     assert.equal((await api<ReservationView>('GET', `/v1/reservations/${t.body.id}`)).body.state, 'released');
     assert.equal((await stock('SKU-T')).warehouses.T1?.reserved, before.warehouses.T1?.reserved);
-    assert.equal(alertsOf('alerts/T2/transfer-timeout').filter((x) => x.message.includes(t.body.id)).length, 0, 'nothing left: the destination is not alerted');
+    assert.equal(
+      alertsOf('alerts/T2/transfer-timeout').filter((x) => x.message.includes(t.body.id)).length,
+      0,
+      'nothing left: the destination is not alerted',
+    );
     // A late shipment naming it is still a shipment, and takes nothing from a hold.
     await event('T1', { type: 'shipped', sku: 'SKU-T', qty: 2, reservation: t.body.id });
     assert.equal((await get(t.body.id)).state, 'compensated');
@@ -159,11 +216,23 @@ describe('transfers between warehouses: the saga', () => {
     const t = await transfer({ sku: 'SKU-U', qty: 4, from: 'T1', to: 'T2', timeoutSeconds: 2 });
     await event('T1', { type: 'shipped', sku: 'SKU-U', qty: 3, reservation: t.body.id });
     assert.equal((await stock('SKU-U')).inTransit, 3);
-    await seen.waitFor(() => alertsOf('alerts/T2/transfer-timeout').some((a) => a.message.includes(t.body.id)), 10_000, 'transfer-timeout at the destination');
-    assert.ok(alertsOf('alerts/T1/transfer-timeout').some((a) => a.message.includes(t.body.id) && /shipped 3, received 0\): 1 released/.test(a.message)));
+    await seen.waitFor(
+      () => alertsOf('alerts/T2/transfer-timeout').some((a) => a.message.includes(t.body.id)),
+      10_000,
+      'transfer-timeout at the destination',
+    );
+    assert.ok(
+      alertsOf('alerts/T1/transfer-timeout').some(
+        (a) => a.message.includes(t.body.id) && /shipped 3, received 0\): 1 released/.test(a.message),
+      ),
+    );
     const g = await stock('SKU-U');
     assert.deepEqual([(await get(t.body.id)).state, g.inTransit, g.warehouses.T1?.reserved], ['compensated', 0, 0]);
-    await seen.waitFor(() => (seen.last('stock/SKU-U') as GlobalStock | undefined)?.inTransit === 0, 5_000, 'stock/SKU-U without the transfer');
+    await seen.waitFor(
+      () => (seen.last('stock/SKU-U') as GlobalStock | undefined)?.inTransit === 0,
+      5_000,
+      'stock/SKU-U without the transfer',
+    );
     // The goods arrive after all: a receipt (fact), an alert, the transfer stays compensated.
     await event('T2', { type: 'received', sku: 'SKU-U', qty: 3, transfer: t.body.id });
     assert.equal((await get(t.body.id)).state, 'compensated');
@@ -185,7 +254,12 @@ describe('transfers between warehouses: the saga', () => {
   });
 
   it('bad input answers 400/404 naming the field, not enough at the source 409; none of them changes anything', async () => {
-    const count = async () => (await pool.query(`SELECT (SELECT count(*) FROM transfers)::int AS t, (SELECT sum(reserved) FROM stock)::int AS r, (SELECT count(*) FROM idempotency_keys)::int AS k`)).rows[0];
+    const count = async () =>
+      (
+        await pool.query(
+          `SELECT (SELECT count(*) FROM transfers)::int AS t, (SELECT sum(reserved) FROM stock)::int AS r, (SELECT count(*) FROM idempotency_keys)::int AS k`,
+        )
+      ).rows[0];
     const before = await count();
     const cases: [unknown, string | undefined, number, string, string | undefined][] = [
       [{ sku: 'SKU-T', qty: 1, from: 'T1', to: 'T2' }, undefined, 400, 'bad_request', 'Idempotency-Key'],

@@ -35,7 +35,8 @@ describe('seeds of randomised tests (fixed and printed in CI)', () => {
   it('the CI seed of a name is stable and differs between names', () => {
     assert.equal(fixedSeed('faults/kill'), fixedSeed('faults/kill'));
     assert.notEqual(fixedSeed('faults/kill'), fixedSeed('faults/postgres'));
-    for (const name of ['a', 'faults/kill', 'processors/ledger']) assert.ok(fixedSeed(name) >= 0 && fixedSeed(name) < 1_000_000);
+    for (const name of ['a', 'faults/kill', 'processors/ledger'])
+      assert.ok(fixedSeed(name) >= 0 && fixedSeed(name) < 1_000_000);
   });
 });
 

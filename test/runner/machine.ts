@@ -19,11 +19,27 @@ export const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 const onPath = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 
 export const NEEDS: Need[] = [
-  { what: 'chromium (the live display test; CHROMIUM_PATH)', present: () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'), apt: 'chromium' },
-  { what: 'promtool and prometheus (alert rule tests, scrape end to end)', present: () => onPath('promtool') && onPath('prometheus'), apt: 'prometheus' },
-  { what: 'amtool and alertmanager (the Alertmanager config and end-to-end alert tests)', present: () => onPath('amtool') && onPath('prometheus-alertmanager'), apt: 'prometheus-alertmanager' },
+  {
+    what: 'chromium (the live display test; CHROMIUM_PATH)',
+    present: () => existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'),
+    apt: 'chromium',
+  },
+  {
+    what: 'promtool and prometheus (alert rule tests, scrape end to end)',
+    present: () => onPath('promtool') && onPath('prometheus'),
+    apt: 'prometheus',
+  },
+  {
+    what: 'amtool and alertmanager (the Alertmanager config and end-to-end alert tests)',
+    present: () => onPath('amtool') && onPath('prometheus-alertmanager'),
+    apt: 'prometheus-alertmanager',
+  },
   { what: 'libfaketime (the clock-skew fault scenario)', present: () => existsSync(FAKETIME_LIB), apt: 'faketime' },
-  { what: 'mosquitto_pub and mosquitto_sub (interop tests)', present: () => onPath('mosquitto_pub') && onPath('mosquitto_sub'), apt: 'mosquitto-clients' },
+  {
+    what: 'mosquitto_pub and mosquitto_sub (interop tests)',
+    present: () => onPath('mosquitto_pub') && onPath('mosquitto_sub'),
+    apt: 'mosquitto-clients',
+  },
   { what: 'mosquitto (the reference broker)', present: () => onPath('mosquitto'), apt: 'mosquitto' },
   { what: 'redis-server (the fault suite starts its own)', present: () => onPath('redis-server'), apt: 'redis-server' },
   { what: 'openssl (test certificates)', present: () => onPath('openssl'), apt: 'openssl' },
@@ -37,8 +53,16 @@ export interface Service {
 }
 
 export const SERVICES: Service[] = [
-  { name: 'PostgreSQL', port: 5432, start: 'pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start' },
-  { name: 'Redis', port: 6379, start: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no' },
+  {
+    name: 'PostgreSQL',
+    port: 5432,
+    start: 'pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start',
+  },
+  {
+    name: 'Redis',
+    port: 6379,
+    start: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
+  },
   { name: 'Mosquitto', port: 1883, start: 'mosquitto -d -c /etc/mosquitto/mosquitto.conf' },
 ];
 
@@ -77,7 +101,9 @@ export async function prepareMachine(needs: Need[], services: Service[], o: Mach
     const packages = [...new Set(missing.map((n) => n.apt))];
     const command = `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${packages.join(' ')}`;
     if (!o.install || !o.root) {
-      throw new RunnerError(`missing: ${missing.map((n) => n.what).join('; ')}.\nInstall them with: ${command}${o.root ? '' : ' (as root)'}${o.install ? '' : '\n(STOCKWIRE_TEST_INSTALL=0: npm test does not install them itself)'}`);
+      throw new RunnerError(
+        `missing: ${missing.map((n) => n.what).join('; ')}.\nInstall them with: ${command}${o.root ? '' : ' (as root)'}${o.install ? '' : '\n(STOCKWIRE_TEST_INSTALL=0: npm test does not install them itself)'}`,
+      );
     }
     o.say(`installing ${packages.join(' ')} (missing: ${missing.map((n) => n.what).join('; ')})`);
     try {
@@ -86,11 +112,13 @@ export async function prepareMachine(needs: Need[], services: Service[], o: Mach
       throw new RunnerError(`${command} failed: ${(err as Error).message}`);
     }
     const still = missing.filter((n) => !n.present());
-    if (still.length > 0) throw new RunnerError(`still missing after ${command}: ${still.map((n) => n.what).join('; ')}`);
+    if (still.length > 0)
+      throw new RunnerError(`still missing after ${command}: ${still.map((n) => n.what).join('; ')}`);
   }
   for (const s of services) {
     if (await isOpen(s.port)) continue;
-    if (!o.install || !o.root) throw new RunnerError(`${s.name} is not listening on 127.0.0.1:${s.port}. Start it with: ${s.start}`);
+    if (!o.install || !o.root)
+      throw new RunnerError(`${s.name} is not listening on 127.0.0.1:${s.port}. Start it with: ${s.start}`);
     o.say(`starting ${s.name}: ${s.start}`);
     try {
       run(s.start);
@@ -104,6 +132,9 @@ export async function prepareMachine(needs: Need[], services: Service[], o: Mach
       await new Promise((r) => setTimeout(r, Math.min(500, waitMs)));
       up = await isOpen(s.port);
     }
-    if (!up) throw new RunnerError(`${s.name} was started (${s.start}) but does not listen on 127.0.0.1:${s.port} after ${waitMs / 1000} s`);
+    if (!up)
+      throw new RunnerError(
+        `${s.name} was started (${s.start}) but does not listen on 127.0.0.1:${s.port} after ${waitMs / 1000} s`,
+      );
   }
 }

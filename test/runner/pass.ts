@@ -17,9 +17,20 @@ export interface PassResult {
  * Runs one pass with node's test runner, TEST_DATABASE_URL on the pass's server. Its output goes straight to
  * ours (TAP in CI, with node's `# tests`/`# pass`/`# fail` summary), unless `capture` (the runner's own tests).
  */
-export function runPass(pass: Pass, env: NodeJS.ProcessEnv, o: { capture?: boolean; onChild?: (kill: (signal: NodeJS.Signals) => void) => void } = {}): Promise<PassResult> {
+export function runPass(
+  pass: Pass,
+  env: NodeJS.ProcessEnv,
+  o: { capture?: boolean; onChild?: (kill: (signal: NodeJS.Signals) => void) => void } = {},
+): Promise<PassResult> {
   const started = Date.now();
-  const args = ['--import', 'tsx', '--test', `--test-concurrency=${pass.concurrency ?? CONCURRENCY}`, `--test-timeout=${FILE_TIMEOUT_MS}`, ...pass.files];
+  const args = [
+    '--import',
+    'tsx',
+    '--test',
+    `--test-concurrency=${pass.concurrency ?? CONCURRENCY}`,
+    `--test-timeout=${FILE_TIMEOUT_MS}`,
+    ...pass.files,
+  ];
   // NODE_TEST_CONTEXT (set when this runs inside a test, as the runner's own tests do) would make node report to a parent that is not there.
   const { NODE_TEST_CONTEXT: _parent, ...own } = env;
   const child = spawn(process.execPath, args, {
@@ -32,7 +43,9 @@ export function runPass(pass: Pass, env: NodeJS.ProcessEnv, o: { capture?: boole
   child.stdout?.on('data', (b: Buffer) => (output += b.toString()));
   child.stderr?.on('data', (b: Buffer) => (output += b.toString()));
   return new Promise((resolve) => {
-    child.once('error', (err) => resolve({ pass, code: null, ms: Date.now() - started, output: `${output}${err.message}` }));
+    child.once('error', (err) =>
+      resolve({ pass, code: null, ms: Date.now() - started, output: `${output}${err.message}` }),
+    );
     child.once('close', (code) => resolve({ pass, code, ms: Date.now() - started, ...(o.capture ? { output } : {}) }));
   });
 }
@@ -50,7 +63,12 @@ export function duration(ms: number): string {
 export async function runPasses(
   passes: Pass[],
   env: NodeJS.ProcessEnv,
-  o: { capture?: boolean; starting?: (pass: Pass, i: number) => void; stopped?: () => boolean; onChild?: (kill: ((signal: NodeJS.Signals) => void) | null) => void } = {},
+  o: {
+    capture?: boolean;
+    starting?: (pass: Pass, i: number) => void;
+    stopped?: () => boolean;
+    onChild?: (kill: ((signal: NodeJS.Signals) => void) | null) => void;
+  } = {},
 ): Promise<{ results: PassResult[]; ok: boolean }> {
   const results: PassResult[] = [];
   for (const [i, pass] of passes.entries()) {

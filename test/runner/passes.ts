@@ -58,7 +58,8 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/security/log-secrets.test.ts': 'what the logs say',
   'test/security/tls.test.ts': 'TLS listeners',
   'test/processors/http-errors.test.ts': 'HTTP error answers of the API',
-  'test/processors/lists.test.ts': 'the HTTP lists read plain tables (stock, reservations, transfers), never the event log',
+  'test/processors/lists.test.ts':
+    'the HTTP lists read plain tables (stock, reservations, transfers), never the event log',
   'test/docs/api-conformance.test.ts': 'the HTTP API against its OpenAPI document',
   'test/docs/commands.test.ts': "the docs' shell commands against a demo",
   'test/gateway/last-values.test.ts': "the edge's saved last values across restarts",
@@ -84,7 +85,8 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
 export const SOLO: readonly string[] = ['test/security/abuse.test.ts'];
 
 /** What marks a test file as one that makes a database of its own (directly or through a fixture). */
-export const MAKES_A_DATABASE = /\b(createTestDatabase|createDatabaseOn|createTimescaleDatabase|scenarioDatabase|startCentralFixture|startCentralWithData|exportedMetrics)\(|\bTEST_SERVERS\b/;
+export const MAKES_A_DATABASE =
+  /\b(createTestDatabase|createDatabaseOn|createTimescaleDatabase|scenarioDatabase|startCentralFixture|startCentralWithData|exportedMetrics)\(|\bTEST_SERVERS\b/;
 
 /** Every test file `npm test` runs: test/*.test.ts and test/*\/*.test.ts, relative to the root, sorted. */
 export function allTestFiles(root = ROOT): string[] {
@@ -93,7 +95,10 @@ export function allTestFiles(root = ROOT): string[] {
       .readdirSync(path.join(root, rel), { withFileTypes: true })
       .filter((e) => e.isFile() && e.name.endsWith('.test.ts'))
       .map((e) => `${rel}/${e.name}`);
-  const dirs = fs.readdirSync(path.join(root, 'test'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => `test/${e.name}`);
+  const dirs = fs
+    .readdirSync(path.join(root, 'test'), { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => `test/${e.name}`);
   return [...inDir('test'), ...dirs.flatMap(inDir)].sort();
 }
 
@@ -114,9 +119,11 @@ export function planPasses(files: string[], plainUrl: string, timescaleUrl: stri
   const together = files.filter((f) => !SOLO.includes(f));
   const alone = files.filter((f) => SOLO.includes(f));
   const passes: Pass[] = together.length > 0 ? [{ name: 'PostgreSQL', databaseUrl: plainUrl, files: together }] : [];
-  if (alone.length > 0) passes.push({ name: 'PostgreSQL, one file at a time', databaseUrl: plainUrl, files: alone, concurrency: 1 });
+  if (alone.length > 0)
+    passes.push({ name: 'PostgreSQL, one file at a time', databaseUrl: plainUrl, files: alone, concurrency: 1 });
   const second = files.filter((f) => TIMESCALE_PASS.includes(f));
-  if (timescaleUrl !== null && second.length > 0) passes.push({ name: 'TimescaleDB', databaseUrl: timescaleUrl, files: second });
+  if (timescaleUrl !== null && second.length > 0)
+    passes.push({ name: 'TimescaleDB', databaseUrl: timescaleUrl, files: second });
   return passes;
 }
 

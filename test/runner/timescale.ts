@@ -28,7 +28,10 @@ export const inCi = (env: RunnerEnv) => /^(true|1)$/i.test(env.CI ?? '');
 export async function chooseTimescale(env: RunnerEnv, startScript = START_SCRIPT): Promise<TimescaleChoice> {
   const ci = inCi(env);
   if (env.STOCKWIRE_TEST_TIMESCALE === '0') {
-    if (ci) throw new RunnerError('STOCKWIRE_TEST_TIMESCALE=0 is refused in CI (CI=true): every database suite runs on TimescaleDB there too.');
+    if (ci)
+      throw new RunnerError(
+        'STOCKWIRE_TEST_TIMESCALE=0 is refused in CI (CI=true): every database suite runs on TimescaleDB there too.',
+      );
     return { optedOut: true };
   }
   if (env.TIMESCALE_URL) return { url: env.TIMESCALE_URL, source: 'TIMESCALE_URL' };
@@ -43,7 +46,9 @@ export async function chooseTimescale(env: RunnerEnv, startScript = START_SCRIPT
   const r = await runCommand(startScript, [], process.env, START_TIMEOUT_MS);
   const url = r.stdout.trim().split('\n').at(-1) ?? '';
   if (r.code !== 0 || !/^postgres(ql)?:\/\//.test(url)) {
-    throw new RunnerError(`${startScript} could not start TimescaleDB (exit ${r.code}):\n${r.stderr.trim() || r.stdout.trim()}`);
+    throw new RunnerError(
+      `${startScript} could not start TimescaleDB (exit ${r.code}):\n${r.stderr.trim() || r.stdout.trim()}`,
+    );
   }
   return { url, source: startScript };
 }
@@ -61,9 +66,12 @@ export interface ServerFacts {
 export async function serverFacts(adminUrl: string, createExtension: boolean): Promise<ServerFacts> {
   const admin = await connect(adminUrl);
   try {
-    const version = (await admin.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0]?.v ?? '?';
+    const version =
+      (await admin.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0]?.v ?? '?';
     if (!createExtension) {
-      const { rows } = await admin.query<{ v: string }>(`SELECT default_version AS v FROM pg_available_extensions WHERE name = 'timescaledb'`);
+      const { rows } = await admin.query<{ v: string }>(
+        `SELECT default_version AS v FROM pg_available_extensions WHERE name = 'timescaledb'`,
+      );
       return { version, timescale: rows[0]?.v ?? null };
     }
     const name = `sw_runner_probe_${randomBytes(4).toString('hex')}`;
@@ -74,10 +82,14 @@ export async function serverFacts(adminUrl: string, createExtension: boolean): P
       const probe = await connect(url.toString());
       try {
         await probe.query('CREATE EXTENSION IF NOT EXISTS timescaledb');
-        const { rows } = await probe.query<{ v: string }>(`SELECT extversion AS v FROM pg_extension WHERE extname = 'timescaledb'`);
+        const { rows } = await probe.query<{ v: string }>(
+          `SELECT extversion AS v FROM pg_extension WHERE extname = 'timescaledb'`,
+        );
         return { version, timescale: rows[0]?.v ?? null };
       } catch (err) {
-        throw new RunnerError(`CREATE EXTENSION timescaledb fails on ${adminUrl}: ${(err as Error).message}. Is it a TimescaleDB server (shared_preload_libraries = 'timescaledb')?`);
+        throw new RunnerError(
+          `CREATE EXTENSION timescaledb fails on ${adminUrl}: ${(err as Error).message}. Is it a TimescaleDB server (shared_preload_libraries = 'timescaledb')?`,
+        );
       } finally {
         await probe.end();
       }
@@ -90,7 +102,11 @@ export async function serverFacts(adminUrl: string, createExtension: boolean): P
 }
 
 async function connect(url: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, application_name: 'stockwire-test-runner' });
+  const c = new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    application_name: 'stockwire-test-runner',
+  });
   try {
     await c.connect();
   } catch (err) {

@@ -10,7 +10,15 @@ const READ = 'read-token-0123456789abcdef';
 async function app(tokens: ApiTokens): Promise<FastifyInstance> {
   const a = Fastify();
   registerApiAuth(a, tokens);
-  for (const route of ['/healthz', '/readyz', '/metrics', '/display/config.json', '/v1/stock/:sku', '/v1/reservations/:id']) a.get(route, async () => ({ ok: true }));
+  for (const route of [
+    '/healthz',
+    '/readyz',
+    '/metrics',
+    '/display/config.json',
+    '/v1/stock/:sku',
+    '/v1/reservations/:id',
+  ])
+    a.get(route, async () => ({ ok: true }));
   a.post('/v1/reservations', async () => ({ ok: true }));
   a.delete('/v1/reservations/:id', async () => ({ ok: true }));
   await a.ready();
@@ -22,27 +30,49 @@ const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
 describe('HTTP API tokens (processors/api-auth.ts)', () => {
   it('writes need the write token: missing, malformed and wrong ones get 401 with a Bearer challenge', async () => {
     const a = await app({ write: WRITE });
-    const post = (headers: Record<string, string>) => a.inject({ method: 'POST', url: '/v1/reservations', headers, payload: {} });
+    const post = (headers: Record<string, string>) =>
+      a.inject({ method: 'POST', url: '/v1/reservations', headers, payload: {} });
     const missing = await post({});
     assert.equal(missing.statusCode, 401);
     assert.equal(missing.headers['www-authenticate'], 'Bearer realm="stockwire"');
     assert.deepEqual(missing.json().error.code, 'unauthorized');
     assert.match(missing.json().error.message, /Authorization: Bearer <token>/);
-    for (const headers of [bearer('wrong-token-0123456789abcdef'), bearer(`${WRITE}x`), bearer(WRITE.slice(0, -1)), { authorization: `Basic ${Buffer.from(`u:${WRITE}`).toString('base64')}` }, { authorization: WRITE }, { authorization: 'Bearer' }]) {
+    for (const headers of [
+      bearer('wrong-token-0123456789abcdef'),
+      bearer(`${WRITE}x`),
+      bearer(WRITE.slice(0, -1)),
+      { authorization: `Basic ${Buffer.from(`u:${WRITE}`).toString('base64')}` },
+      { authorization: WRITE },
+      { authorization: 'Bearer' },
+    ]) {
       const r = await post(headers);
       assert.equal(r.statusCode, 401, JSON.stringify(headers));
       assert.equal(r.headers['www-authenticate'], 'Bearer realm="stockwire", error="invalid_token"');
       assert.equal(r.json().error.code, 'unauthorized');
     }
     assert.equal((await post(bearer(WRITE))).statusCode, 200);
-    assert.equal((await post({ authorization: `bearer  ${WRITE}` })).statusCode, 200, 'the scheme is case-insensitive (RFC 7235)');
+    assert.equal(
+      (await post({ authorization: `bearer  ${WRITE}` })).statusCode,
+      200,
+      'the scheme is case-insensitive (RFC 7235)',
+    );
     assert.equal((await a.inject({ method: 'DELETE', url: '/v1/reservations/r-1' })).statusCode, 401);
-    assert.equal((await a.inject({ method: 'DELETE', url: '/v1/reservations/r-1', headers: bearer(WRITE) })).statusCode, 200);
+    assert.equal(
+      (await a.inject({ method: 'DELETE', url: '/v1/reservations/r-1', headers: bearer(WRITE) })).statusCode,
+      200,
+    );
   });
 
   it('reads are open without a read token; health, readiness, metrics and the display are always open', async () => {
     const a = await app({ write: WRITE });
-    for (const url of ['/v1/stock/SKU-1', '/v1/reservations/r-1', '/healthz', '/readyz', '/metrics', '/display/config.json']) {
+    for (const url of [
+      '/v1/stock/SKU-1',
+      '/v1/reservations/r-1',
+      '/healthz',
+      '/readyz',
+      '/metrics',
+      '/display/config.json',
+    ]) {
       assert.equal((await a.inject({ method: 'GET', url })).statusCode, 200, url);
     }
     assert.equal((await a.inject({ method: 'HEAD', url: '/v1/stock/SKU-1' })).statusCode, 200);
@@ -61,12 +91,22 @@ describe('HTTP API tokens (processors/api-auth.ts)', () => {
     const write = await a.inject({ method: 'POST', url: '/v1/reservations', headers: bearer(READ), payload: {} });
     assert.equal(write.statusCode, 401);
     assert.match(write.json().error.message, /may only read/);
-    for (const url of ['/healthz', '/readyz', '/metrics', '/display/config.json']) assert.equal((await a.inject({ method: 'GET', url })).statusCode, 200, url);
+    for (const url of ['/healthz', '/readyz', '/metrics', '/display/config.json'])
+      assert.equal((await a.inject({ method: 'GET', url })).statusCode, 200, url);
   });
 
   it('no other spelling of a /v1/ path reaches a handler without the token', async () => {
     const a = await app({ write: WRITE });
-    for (const url of ['/%76%31/reservations', '/v1/%72eservations', '//v1/reservations', '/v1/reservations/', '/v1/reservations?x=1', '/V1/reservations', '/v1/./reservations', '/x/../v1/reservations']) {
+    for (const url of [
+      '/%76%31/reservations',
+      '/v1/%72eservations',
+      '//v1/reservations',
+      '/v1/reservations/',
+      '/v1/reservations?x=1',
+      '/V1/reservations',
+      '/v1/./reservations',
+      '/x/../v1/reservations',
+    ]) {
       const r = await a.inject({ method: 'POST', url, payload: {} });
       assert.ok(r.statusCode === 401 || r.statusCode === 404, `${url}: ${r.statusCode}`);
     }

@@ -53,14 +53,25 @@ describe('API token: configured, or generated once into DATA_DIR/api-token', () 
     await fs.writeFile(file, 'kept-token-0123456789abcdef\n', { mode: 0o644 });
     await fs.chmod(file, 0o644);
     assert.equal(await resolveApiToken(undefined, dir, log.log), 'kept-token-0123456789abcdef');
-    assert.ok(log.lines.some((l) => l.level === 40 && /readable by other users/.test(String(l.msg)) && l.mode === '644'));
+    assert.ok(
+      log.lines.some((l) => l.level === 40 && /readable by other users/.test(String(l.msg)) && l.mode === '644'),
+    );
     await fs.rm(file);
     await fs.mkdir(file); // unreadable as a file
-    await assert.rejects(resolveApiToken(undefined, dir, log.log), new RegExp(`cannot read the API token file ${file}`));
+    await assert.rejects(
+      resolveApiToken(undefined, dir, log.log),
+      new RegExp(`cannot read the API token file ${file}`),
+    );
     await fs.rmdir(file);
     for (const content of ['', 'tiny-secret', 'has space in it 0123456789']) {
       await fs.writeFile(file, content);
-      await assert.rejects(resolveApiToken(undefined, dir, log.log), (err: Error) => err.message.includes(file) && /fix or remove the file/.test(err.message) && (content === '' || !err.message.includes(content)));
+      await assert.rejects(
+        resolveApiToken(undefined, dir, log.log),
+        (err: Error) =>
+          err.message.includes(file) &&
+          /fix or remove the file/.test(err.message) &&
+          (content === '' || !err.message.includes(content)),
+      );
     }
     await fs.rm(dir, { recursive: true });
   });
@@ -95,7 +106,21 @@ describe('central with API_TOKEN and API_READ_TOKEN (in process)', () => {
   before(async () => {
     db = await createTestDatabase('apitoken');
     const devices = await writeDevices([{ id: 'disp-a', warehouse: 'WA', kind: 'display', password: 'pw-display-a' }]);
-    central = new Central({ databaseUrl: db.url, redisPrefix: 'x', dataDir: devices.dir, devicesFile: devices.file, host: '127.0.0.1', mqttPort: 0, wsPort: 0, httpPort: 0, batchMax: 100, batchWaitMs: 5, apiToken: write, apiReadToken: read, log: pino({ level: 'silent' }) });
+    central = new Central({
+      databaseUrl: db.url,
+      redisPrefix: 'x',
+      dataDir: devices.dir,
+      devicesFile: devices.file,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      wsPort: 0,
+      httpPort: 0,
+      batchMax: 100,
+      batchWaitMs: 5,
+      apiToken: write,
+      apiReadToken: read,
+      log: pino({ level: 'silent' }),
+    });
     base = `http://127.0.0.1:${(await central.start()).http}`;
     await assert.rejects(fs.access(path.join(devices.dir, 'api-token')), 'a configured token writes no file');
   });
@@ -113,7 +138,11 @@ describe('central with API_TOKEN and API_READ_TOKEN (in process)', () => {
     ];
     for (const [method, route, json] of routes) {
       for (const token of [undefined, read, 'not-the-token-0123456789']) {
-        const r = await call<{ error: { code: string } }>(base, method, route, { json, key: 'k-1', ...(token !== undefined && { token }) });
+        const r = await call<{ error: { code: string } }>(base, method, route, {
+          json,
+          key: 'k-1',
+          ...(token !== undefined && { token }),
+        });
         assert.equal(r.status, 401, `${method} ${route} with ${token ?? 'no token'}`);
         assert.equal(r.body.error.code, 'unauthorized');
         assert.match(r.headers.get('www-authenticate') ?? '', /^Bearer realm="stockwire"/);
@@ -130,7 +159,8 @@ describe('central with API_TOKEN and API_READ_TOKEN (in process)', () => {
     assert.equal((await call(base, 'GET', '/v1/reservations/r-x')).status, 401);
     assert.equal((await call(base, 'GET', '/v1/stock/SKU-A', { token: read })).status, 404);
     assert.equal((await call(base, 'GET', '/v1/stock/SKU-A', { token: write })).status, 404);
-    for (const route of ['/healthz', '/readyz', '/metrics']) assert.equal((await fetch(`${base}${route}`)).status, 200, route);
+    for (const route of ['/healthz', '/readyz', '/metrics'])
+      assert.equal((await fetch(`${base}${route}`)).status, 200, route);
   });
 });
 
@@ -148,9 +178,25 @@ describe('stockwire processor without API_TOKEN (a real process)', () => {
     await fs.rm(dataDir, { recursive: true, force: true });
   });
 
-  it('generates the token into DATA_DIR/api-token, logs only its path, and keeps it across a restart', { timeout: 120_000 }, async () => {
+  it('generates the token into DATA_DIR/api-token, logs only its path, and keeps it across a restart', {
+    timeout: 120_000,
+  }, async () => {
     const tag = randomBytes(3).toString('hex');
-    const args = ['processor', '--central-url', MOSQUITTO, '--warehouses', `WP${tag}`, '--instance', `tok${tag}`, '--http-port', '0', '--host', '127.0.0.1', '--data-dir', dataDir];
+    const args = [
+      'processor',
+      '--central-url',
+      MOSQUITTO,
+      '--warehouses',
+      `WP${tag}`,
+      '--instance',
+      `tok${tag}`,
+      '--http-port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--data-dir',
+      dataDir,
+    ];
     const file = path.join(dataDir, 'api-token');
     let first: string | undefined;
     for (const round of [1, 2]) {
@@ -163,8 +209,15 @@ describe('stockwire processor without API_TOKEN (a real process)', () => {
       assert.ok(logs.includes(file), `round ${round}: the log names the file`);
       assert.ok(!logs.includes(token), `round ${round}: the log never shows the token`);
       const base = `http://127.0.0.1:${proc.ports.http}`;
-      assert.equal((await call(base, 'POST', '/v1/reservations', { json: { sku: 'SKU-P', qty: 1 }, key: 'p-1' })).status, 401);
-      assert.equal((await call(base, 'POST', '/v1/reservations', { json: { sku: 'SKU-P', qty: 1 }, key: 'p-1', token })).status, 404, 'decided: unknown sku');
+      assert.equal(
+        (await call(base, 'POST', '/v1/reservations', { json: { sku: 'SKU-P', qty: 1 }, key: 'p-1' })).status,
+        401,
+      );
+      assert.equal(
+        (await call(base, 'POST', '/v1/reservations', { json: { sku: 'SKU-P', qty: 1 }, key: 'p-1', token })).status,
+        404,
+        'decided: unknown sku',
+      );
       proc.child.kill('SIGTERM');
       assert.equal(await proc.exited, 0);
       proc = null;

@@ -8,25 +8,58 @@ import { simSpecs } from '../../device-sim/config.js';
 import { edgeSpecs } from '../../gateway/config.js';
 import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs, replaySpecs } from '../../processors/config.js';
 
-const ALL: Record<string, Specs> = { central: centralSpecs, processor: processorSpecs, edge: edgeSpecs, demo: demoSpecs, sim: simSpecs, 'devices add': devicesAddSpecs, migrate: migrateSpecs, rebuild: rebuildSpecs, replay: replaySpecs };
+const ALL: Record<string, Specs> = {
+  central: centralSpecs,
+  processor: processorSpecs,
+  edge: edgeSpecs,
+  demo: demoSpecs,
+  sim: simSpecs,
+  'devices add': devicesAddSpecs,
+  migrate: migrateSpecs,
+  rebuild: rebuildSpecs,
+  replay: replaySpecs,
+};
 
 /** A logger like every command's, writing into an array. */
 function captured(): { log: ReturnType<typeof createLogger>; text: () => string } {
   const lines: string[] = [];
-  return { log: createLogger('test', 'debug', { write: (s: string) => void lines.push(s) }), text: () => lines.join('') };
+  return {
+    log: createLogger('test', 'debug', { write: (s: string) => void lines.push(s) }),
+    text: () => lines.join(''),
+  };
 }
 
 describe('pino redaction (cli/logger.ts)', () => {
   it('every option marked secret, in every command, is a redacted field', () => {
     for (const [command, specs] of Object.entries(ALL)) {
-      for (const [key, spec] of Object.entries(specs)) if (spec.secret) assert.ok(SECRET_FIELDS.includes(key), `${command}: --${spec.flag} is secret but ${key} is not redacted`);
+      for (const [key, spec] of Object.entries(specs))
+        if (spec.secret)
+          assert.ok(SECRET_FIELDS.includes(key), `${command}: --${spec.flag} is secret but ${key} is not redacted`);
     }
   });
 
   it('a dump of a parsed configuration, at the top or one level down, shows no secret value', () => {
-    const values = { db: 'db-secret-0123', pw: 'pw-secret-0123', token: 'token-secret-0123456789', read: 'read-secret-0123456789', redis: 'redis-secret-0123' };
-    const central = parseConfig(centralSpecs, [], { DEVICES_FILE: 'd.json', DATABASE_URL: `postgres://u:${values.db}@h/db`, REDIS_URL: `redis://:${values.redis}@h`, API_TOKEN: values.token, API_READ_TOKEN: values.read, TLS_KEY: '/etc/stockwire/key.pem' });
-    const edge = parseConfig(edgeSpecs, [], { WAREHOUSE_ID: 'W1', DEVICES_FILE: 'd.json', CENTRAL_PASSWORD: values.pw, CENTRAL_KEY: '/etc/stockwire/client.key' });
+    const values = {
+      db: 'db-secret-0123',
+      pw: 'pw-secret-0123',
+      token: 'token-secret-0123456789',
+      read: 'read-secret-0123456789',
+      redis: 'redis-secret-0123',
+    };
+    const central = parseConfig(centralSpecs, [], {
+      DEVICES_FILE: 'd.json',
+      DATABASE_URL: `postgres://u:${values.db}@h/db`,
+      REDIS_URL: `redis://:${values.redis}@h`,
+      API_TOKEN: values.token,
+      API_READ_TOKEN: values.read,
+      TLS_KEY: '/etc/stockwire/key.pem',
+    });
+    const edge = parseConfig(edgeSpecs, [], {
+      WAREHOUSE_ID: 'W1',
+      DEVICES_FILE: 'd.json',
+      CENTRAL_PASSWORD: values.pw,
+      CENTRAL_KEY: '/etc/stockwire/client.key',
+    });
     const processor = parseConfig(processorSpecs, [], { CENTRAL_PASSWORD: values.pw, API_TOKEN: values.token });
     const { log, text } = captured();
     for (const config of [central, edge, processor]) {
@@ -37,7 +70,8 @@ describe('pino redaction (cli/logger.ts)', () => {
     log.info({ req: { headers: { authorization: `Bearer ${values.token}` } } }, 'request');
     log.info({ device: { id: 'd1', password: values.pw } }, 'device');
     log.flush();
-    for (const [what, v] of Object.entries(values)) assert.ok(!text().includes(v), `the ${what} value was logged:\n${text()}`);
+    for (const [what, v] of Object.entries(values))
+      assert.ok(!text().includes(v), `the ${what} value was logged:\n${text()}`);
     assert.ok(!text().includes('key.pem'), 'key paths are redacted too');
     assert.match(text(), /"configuration"/);
     assert.ok((text().match(/\[redacted\]/g) ?? []).length >= 20, 'the fields are there, redacted');

@@ -31,8 +31,13 @@ export function registerMovements(RED: NodeAPI): void {
     this.on('input', (msg, send, done) => {
       void (async () => {
         if (!server) throw new Error('no stockwire server configured');
-        const p = (typeof msg.payload === 'object' && msg.payload !== null ? msg.payload : {}) as Record<string, unknown>;
-        const query = new URLSearchParams({ warehouse: ident(blank(p.warehouse) ? def.warehouse : p.warehouse, 'warehouse') });
+        const p = (typeof msg.payload === 'object' && msg.payload !== null ? msg.payload : {}) as Record<
+          string,
+          unknown
+        >;
+        const query = new URLSearchParams({
+          warehouse: ident(blank(p.warehouse) ? def.warehouse : p.warehouse, 'warehouse'),
+        });
         const sku = blank(p.sku) ? def.sku : p.sku;
         if (!blank(sku)) query.set('sku', ident(sku, 'sku'));
         const bucket = blank(p.bucket) ? def.bucket : p.bucket;
@@ -41,7 +46,9 @@ export function registerMovements(RED: NodeAPI): void {
           query.set('bucket', bucket);
         }
         for (const field of ['from', 'to'] as const) if (!blank(p[field])) query.set(field, time(p[field], field));
-        const answer = await request(server.httpUrl, 'GET', `v1/movements?${query.toString()}`, { headers: server.apiHeaders() });
+        const answer = await request(server.httpUrl, 'GET', `v1/movements?${query.toString()}`, {
+          headers: server.apiHeaders(),
+        });
         msg.statusCode = answer.status;
         if (answer.status !== 200) {
           msg.error = apiError(answer.body);
@@ -49,7 +56,10 @@ export function registerMovements(RED: NodeAPI): void {
         }
         msg.payload = answer.body;
         send(msg);
-      })().then(() => done(), (err: Error) => done(err));
+      })().then(
+        () => done(),
+        (err: Error) => done(err),
+      );
     });
   }
   RED.nodes.registerType('stockwire-movements', Movements);

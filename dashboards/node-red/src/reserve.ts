@@ -25,11 +25,23 @@ export function registerReserve(RED: NodeAPI): void {
     this.on('input', (msg, send, done) => {
       void (async () => {
         if (!server) throw new Error('no stockwire server configured');
-        const p = (typeof msg.payload === 'object' && msg.payload !== null ? msg.payload : {}) as Record<string, unknown>;
+        const p = (typeof msg.payload === 'object' && msg.payload !== null ? msg.payload : {}) as Record<
+          string,
+          unknown
+        >;
         if (def.action === 'release') {
-          const id = p.id ?? (msg.reservation as { id?: unknown } | undefined)?.id ?? (typeof msg.payload === 'string' ? msg.payload : undefined);
-          if (typeof id !== 'string' || !EVENT_ID.test(id)) throw new FieldError('id', `the reservation id (msg.payload.id or msg.reservation.id) must match ${EVENT_ID_PATTERN}`);
-          const answer = await request(server.httpUrl, 'DELETE', `v1/reservations/${encodeURIComponent(id)}`, { headers: server.apiHeaders() });
+          const id =
+            p.id ??
+            (msg.reservation as { id?: unknown } | undefined)?.id ??
+            (typeof msg.payload === 'string' ? msg.payload : undefined);
+          if (typeof id !== 'string' || !EVENT_ID.test(id))
+            throw new FieldError(
+              'id',
+              `the reservation id (msg.payload.id or msg.reservation.id) must match ${EVENT_ID_PATTERN}`,
+            );
+          const answer = await request(server.httpUrl, 'DELETE', `v1/reservations/${encodeURIComponent(id)}`, {
+            headers: server.apiHeaders(),
+          });
           msg.statusCode = answer.status;
           if (answer.status === 204) return send([{ ...msg, payload: { id, released: true } }, null]);
           if (answer.status === 404) return send([null, { ...msg, payload: answer.body }]);
@@ -44,14 +56,20 @@ export function registerReserve(RED: NodeAPI): void {
         const ttl = blank(p.ttlSeconds) ? def.ttlSeconds : p.ttlSeconds;
         if (!blank(ttl)) body.ttlSeconds = integer(ttl, 'ttlSeconds', 1, MAX_RESERVATION_TTL_S);
         const key = idempotencyKey(msg);
-        const answer = await request(server.httpUrl, 'POST', 'v1/reservations', { body, headers: { ...server.apiHeaders(), 'idempotency-key': key } });
+        const answer = await request(server.httpUrl, 'POST', 'v1/reservations', {
+          body,
+          headers: { ...server.apiHeaders(), 'idempotency-key': key },
+        });
         msg.statusCode = answer.status;
         msg.idempotencyKey = key;
         if (answer.status === 201) return send([{ ...msg, payload: answer.body, reservation: answer.body }, null]);
         if (answer.status === 409) return send([null, { ...msg, payload: answer.body }]);
         msg.error = apiError(answer.body);
         throw answerError('reserve', answer);
-      })().then(() => done(), (err: Error) => done(err));
+      })().then(
+        () => done(),
+        (err: Error) => done(err),
+      );
     });
   }
   RED.nodes.registerType('stockwire-reserve', Reserve);

@@ -50,7 +50,8 @@ export function registerServer(RED: NodeAPI): void {
       if (connection?.connected) user.status({ fill: 'green', shape: 'dot', text: 'connected' });
       else user.status({ fill: lastError ? 'red' : 'yellow', shape: 'ring', text: lastError || 'connecting' });
     };
-    const filterUsers = (filter: string) => [...subscriptions.values()].filter((list) => list.some((s) => s.filter === filter)).length;
+    const filterUsers = (filter: string) =>
+      [...subscriptions.values()].filter((list) => list.some((s) => s.filter === filter)).length;
 
     this.client = (user) => {
       users.add(user);
@@ -75,7 +76,8 @@ export function registerServer(RED: NodeAPI): void {
           users.forEach(show);
         });
         connection.on('message', (topic, payload, packet) => {
-          for (const list of subscriptions.values()) for (const s of list) if (topicMatches(s.filter, topic)) s.onMessage(topic, payload, packet.retain);
+          for (const list of subscriptions.values())
+            for (const s of list) if (topicMatches(s.filter, topic)) s.onMessage(topic, payload, packet.retain);
         });
       }
       show(user);
@@ -88,7 +90,9 @@ export function registerServer(RED: NodeAPI): void {
       // MQTT.js queues a subscribe made while offline and subscribes again after every reconnect.
       return new Promise((resolve, reject) => {
         client.subscribe(filter, { qos: 1 }, (err, granted) => {
-          const refused = err?.message ?? (granted?.some((g) => g.qos === 128) ? `central refused the subscription to ${filter}` : '');
+          const refused =
+            err?.message ??
+            (granted?.some((g) => g.qos === 128) ? `central refused the subscription to ${filter}` : '');
           if (!refused) return resolve();
           user.error(refused);
           user.status({ fill: 'red', shape: 'dot', text: 'not allowed' });

@@ -40,16 +40,18 @@ export function registerStockIn(RED: NodeAPI): void {
       this.status({ fill: 'red', shape: 'dot', text: (err as Error).message });
       return;
     }
-    void server.subscribe(this, filter, (topic, payload, retain) => {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(payload.toString('utf8'));
-      } catch {
-        this.warn(`not JSON on ${topic}; ignored`);
-        return;
-      }
-      this.send({ topic, payload: parsed, retain });
-    }).catch(() => {}); // reported on the node by the server
+    void server
+      .subscribe(this, filter, (topic, payload, retain) => {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(payload.toString('utf8'));
+        } catch {
+          this.warn(`not JSON on ${topic}; ignored`);
+          return;
+        }
+        this.send({ topic, payload: parsed, retain });
+      })
+      .catch(() => {}); // reported on the node by the server
     this.on('close', () => server.release(this));
   }
   RED.nodes.registerType('stockwire-stock-in', StockIn);

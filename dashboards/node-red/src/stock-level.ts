@@ -23,16 +23,26 @@ export function registerStockLevel(RED: NodeAPI): void {
         const sku = ident(def.sku || msg.sku || (typeof payload === 'string' ? payload : payload?.sku), 'sku');
         const wanted = def.warehouse || msg.warehouse || (typeof payload === 'object' ? payload?.warehouse : undefined);
         const wh = wanted === undefined || wanted === '' ? undefined : ident(wanted, 'warehouse');
-        const answer = await request(server.httpUrl, 'GET', wh ? `v1/warehouses/${wh}/stock/${sku}` : `v1/stock/${sku}`, { headers: server.apiHeaders() });
+        const answer = await request(
+          server.httpUrl,
+          'GET',
+          wh ? `v1/warehouses/${wh}/stock/${sku}` : `v1/stock/${sku}`,
+          { headers: server.apiHeaders() },
+        );
         msg.statusCode = answer.status;
         if (answer.status !== 200) {
           const e = apiError(answer.body);
           msg.error = e;
-          throw new Error(`stock of ${sku}${wh ? ` at ${wh}` : ''}: ${answer.status} ${e ? `${e.code}: ${e.message}` : ''}`.trim());
+          throw new Error(
+            `stock of ${sku}${wh ? ` at ${wh}` : ''}: ${answer.status} ${e ? `${e.code}: ${e.message}` : ''}`.trim(),
+          );
         }
         msg.payload = answer.body;
         send(msg);
-      })().then(() => done(), (err: Error) => done(err));
+      })().then(
+        () => done(),
+        (err: Error) => done(err),
+      );
     });
   }
   RED.nodes.registerType('stockwire-stock-level', StockLevel);

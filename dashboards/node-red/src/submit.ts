@@ -14,30 +14,43 @@ interface SubmitDef extends NodeDef {
 
 /** Builds an event of CONTRACT section 3 from `msg.payload`, naming the field at fault when it cannot. */
 export function toEvent(input: unknown): Record<string, unknown> {
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new FieldError('payload', 'must be an object {type, sku, qty, …}');
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw new FieldError('payload', 'must be an object {type, sku, qty, …}');
   const p = input as Record<string, unknown>;
   const type = p.type as EventType;
   if (!EVENT_TYPES.includes(type)) throw new FieldError('type', `must be one of ${EVENT_TYPES.join(', ')}`);
   const sku = ident(p.sku, 'sku');
   const [min, max] = EVENT_QTY[type];
-  if (typeof p.qty !== 'number' || !Number.isInteger(p.qty) || p.qty < min || p.qty > max || (type === 'adjusted' && p.qty === 0)) {
-    throw new FieldError('qty', `must be an integer from ${min} to ${max}${type === 'adjusted' ? ', not 0,' : ''} for ${type}`);
+  if (
+    typeof p.qty !== 'number' ||
+    !Number.isInteger(p.qty) ||
+    p.qty < min ||
+    p.qty > max ||
+    (type === 'adjusted' && p.qty === 0)
+  ) {
+    throw new FieldError(
+      'qty',
+      `must be an integer from ${min} to ${max}${type === 'adjusted' ? ', not 0,' : ''} for ${type}`,
+    );
   }
   const id = p.id ?? randomUUID();
   if (typeof id !== 'string' || !EVENT_ID.test(id)) throw new FieldError('id', `must match ${EVENT_ID_PATTERN}`);
   const event: Record<string, unknown> = { v: 1, id, type, sku, qty: p.qty };
   if (p.ts !== undefined) {
-    if (typeof p.ts === 'string' ? Number.isNaN(Date.parse(p.ts)) : typeof p.ts !== 'number') throw new FieldError('ts', 'must be RFC 3339 or epoch milliseconds');
+    if (typeof p.ts === 'string' ? Number.isNaN(Date.parse(p.ts)) : typeof p.ts !== 'number')
+      throw new FieldError('ts', 'must be RFC 3339 or epoch milliseconds');
     event.ts = p.ts;
   }
   if (p.location !== undefined) event.location = ident(p.location, 'location');
   else if (type === 'level') throw new FieldError('location', 'is required for level readings');
   if (p.reservation !== undefined) {
-    if (typeof p.reservation !== 'string' || !EVENT_ID.test(p.reservation)) throw new FieldError('reservation', `must match ${EVENT_ID_PATTERN}`);
+    if (typeof p.reservation !== 'string' || !EVENT_ID.test(p.reservation))
+      throw new FieldError('reservation', `must match ${EVENT_ID_PATTERN}`);
     event.reservation = p.reservation;
   }
   if (p.reason !== undefined) {
-    if (typeof p.reason !== 'string' || p.reason.length > REASON_MAX_LENGTH) throw new FieldError('reason', `must be a string of at most ${REASON_MAX_LENGTH} characters`);
+    if (typeof p.reason !== 'string' || p.reason.length > REASON_MAX_LENGTH)
+      throw new FieldError('reason', `must be a string of at most ${REASON_MAX_LENGTH} characters`);
     event.reason = p.reason;
   }
   return event;
@@ -63,7 +76,9 @@ export function registerSubmit(RED: NodeAPI): void {
     const timeoutMs = Math.max(1, Number(def.ackTimeout) || 10) * 1000;
     const waiting = new Map<string, Waiting>();
     let where: { wh: string; device: string } | null = null;
-    let subscribed: Promise<void> = Promise.reject(new Error('node not configured: server, warehouse and device are required'));
+    let subscribed: Promise<void> = Promise.reject(
+      new Error('node not configured: server, warehouse and device are required'),
+    );
     subscribed.catch(() => {});
     try {
       where = { wh: ident(def.warehouse, 'warehouse'), device: ident(def.device, 'device') };
@@ -104,7 +119,11 @@ export function registerSubmit(RED: NodeAPI): void {
       const timer = setTimeout(() => {
         waiting.delete(id);
         msg.event = event;
-        done(new Error(`no commit ack for event ${id} within ${timeoutMs / 1000} s; it may still be applied: send it again with the same id`));
+        done(
+          new Error(
+            `no commit ack for event ${id} within ${timeoutMs / 1000} s; it may still be applied: send it again with the same id`,
+          ),
+        );
       }, timeoutMs);
       waiting.set(id, { msg, event, send, done, timer });
       const fail = (err: Error) => {

@@ -28,15 +28,32 @@ export function registerTransfer(RED: NodeAPI): void {
     this.on('input', (msg, send, done) => {
       void (async () => {
         if (!server) throw new Error('no stockwire server configured');
-        const p = (typeof msg.payload === 'object' && msg.payload !== null ? msg.payload : {}) as Record<string, unknown>;
+        const p = (typeof msg.payload === 'object' && msg.payload !== null ? msg.payload : {}) as Record<
+          string,
+          unknown
+        >;
         const action = def.action || 'create';
         if (action === 'get' || action === 'cancel') {
-          const id = p.id ?? (msg.transfer as { id?: unknown } | undefined)?.id ?? (typeof msg.payload === 'string' ? msg.payload : undefined);
-          if (typeof id !== 'string' || !EVENT_ID.test(id)) throw new FieldError('id', `the transfer id (msg.payload.id or msg.transfer.id) must match ${EVENT_ID_PATTERN}`);
-          const answer = await request(server.httpUrl, action === 'get' ? 'GET' : 'DELETE', `v1/transfers/${encodeURIComponent(id)}`, { headers: server.apiHeaders() });
+          const id =
+            p.id ??
+            (msg.transfer as { id?: unknown } | undefined)?.id ??
+            (typeof msg.payload === 'string' ? msg.payload : undefined);
+          if (typeof id !== 'string' || !EVENT_ID.test(id))
+            throw new FieldError(
+              'id',
+              `the transfer id (msg.payload.id or msg.transfer.id) must match ${EVENT_ID_PATTERN}`,
+            );
+          const answer = await request(
+            server.httpUrl,
+            action === 'get' ? 'GET' : 'DELETE',
+            `v1/transfers/${encodeURIComponent(id)}`,
+            { headers: server.apiHeaders() },
+          );
           msg.statusCode = answer.status;
-          if (action === 'get' && answer.status === 200) return send([{ ...msg, payload: answer.body, transfer: answer.body }, null]);
-          if (action === 'cancel' && answer.status === 204) return send([{ ...msg, payload: { id, cancelled: true } }, null]);
+          if (action === 'get' && answer.status === 200)
+            return send([{ ...msg, payload: answer.body, transfer: answer.body }, null]);
+          if (action === 'cancel' && answer.status === 204)
+            return send([{ ...msg, payload: { id, cancelled: true } }, null]);
           if (answer.status === 404 || answer.status === 409) return send([null, { ...msg, payload: answer.body }]);
           msg.error = apiError(answer.body);
           throw answerError(`${action} transfer ${id}`, answer);
@@ -51,14 +68,20 @@ export function registerTransfer(RED: NodeAPI): void {
         const timeout = blank(p.timeoutSeconds) ? def.timeoutSeconds : p.timeoutSeconds;
         if (!blank(timeout)) body.timeoutSeconds = integer(timeout, 'timeoutSeconds', 1, MAX_TRANSFER_TIMEOUT_S);
         const key = idempotencyKey(msg);
-        const answer = await request(server.httpUrl, 'POST', 'v1/transfers', { body, headers: { ...server.apiHeaders(), 'idempotency-key': key } });
+        const answer = await request(server.httpUrl, 'POST', 'v1/transfers', {
+          body,
+          headers: { ...server.apiHeaders(), 'idempotency-key': key },
+        });
         msg.statusCode = answer.status;
         msg.idempotencyKey = key;
         if (answer.status === 201) return send([{ ...msg, payload: answer.body, transfer: answer.body }, null]);
         if (answer.status === 409) return send([null, { ...msg, payload: answer.body }]);
         msg.error = apiError(answer.body);
         throw answerError('transfer', answer);
-      })().then(() => done(), (err: Error) => done(err));
+      })().then(
+        () => done(),
+        (err: Error) => done(err),
+      );
     });
   }
   RED.nodes.registerType('stockwire-transfer', Transfer);
