@@ -9,6 +9,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
+COPY runtime ./runtime
 COPY cli ./cli
 COPY protocol ./protocol
 COPY broker ./broker

@@ -1,4 +1,4 @@
-import { int, type OptionSpec } from '../cli/options.js';
+import { int, type OptionSpec } from '../runtime/options.js';
 import { DEFAULT_DEVICE_LIMITS, type DeviceLimits } from './limits.js';
 
 // Keeps each spec's literal type, so `default` makes the parsed value non-optional.

@@ -41,4 +41,4 @@ export {
 } from './limits.js';
 export type { TlsListenerOptions, TlsRefusal } from './listeners.js';
 export type { ConnectionRefusal, PublishRefusal } from './metrics.js';
-export { coalesceWrites } from './coalesce.js';
+export { coalesceWrites } from '../runtime/coalesce.js';

@@ -3,7 +3,7 @@ import { createServer as createNetServer, type AddressInfo, type Server, type So
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { WebSocketServer, createWebSocketStream } from 'ws';
-import { coalesceWrites } from './coalesce.js';
+import { coalesceWrites } from '../runtime/coalesce.js';
 
 /** Hands a new connection to the broker. */
 export type Accept = (stream: Duplex, req?: IncomingMessage) => void;

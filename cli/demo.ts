@@ -21,10 +21,10 @@ import {
   type DemoCredential,
   type DemoEndpoints,
   type Ports,
-} from './demo-files.js';
-import { createLogger, logLevel, type LogLevel } from './logger.js';
-import { int, list, port, positive, str, url, type OptionSpec } from './options.js';
-import { configure, serve } from './run.js';
+} from '../device-sim/demo-files.js';
+import { createLogger, logLevel, type LogLevel } from '../runtime/logger.js';
+import { int, list, port, positive, str, url, type OptionSpec } from '../runtime/options.js';
+import { configure, serve } from '../runtime/run.js';
 
 const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
 const warehouseList = (raw: string): string[] => {

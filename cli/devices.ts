@@ -1,6 +1,6 @@
 import { addDevice, DEVICE_KINDS, DevicesFileError } from '../broker/index.js';
-import { configure, EXIT_USAGE } from './run.js';
-import { str } from './options.js';
+import { configure, EXIT_USAGE } from '../runtime/run.js';
+import { str } from '../runtime/options.js';
 
 export const devicesAddSpecs = {
   file: {

@@ -1,5 +1,5 @@
-import { logLevel, type LogLevel } from '../cli/logger.js';
-import { bool, fraction, int, list, oneOf, positive, str, url, type OptionSpec } from '../cli/options.js';
+import { logLevel, type LogLevel } from '../runtime/logger.js';
+import { bool, fraction, int, list, oneOf, positive, str, url, type OptionSpec } from '../runtime/options.js';
 import { isIdent } from '../protocol/index.js';
 import { parseMix } from './plan.js';
 

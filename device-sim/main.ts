@@ -7,9 +7,9 @@ import {
   readEndpoints,
   type DemoCredential,
   type DemoEndpoints,
-} from '../cli/demo-files.js';
-import { createLogger } from '../cli/logger.js';
-import { configure, EXIT_USAGE } from '../cli/run.js';
+} from './demo-files.js';
+import { createLogger } from '../runtime/logger.js';
+import { configure, EXIT_USAGE } from '../runtime/run.js';
 import { API_TOKEN_FILE } from '../protocol/index.js';
 import { simSpecs } from './config.js';
 import { ALL_FAULTS, DEFAULT_MIX, NO_FAULTS, type Faults } from './plan.js';

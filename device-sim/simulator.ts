@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { DemoCredential } from '../cli/demo-files.js';
+import type { DemoCredential } from './demo-files.js';
 import { SimDevice } from './device.js';
 import { SentLedger } from './ledger.js';
 import { Planner, type Planned, type PlannerOptions, type SimDeviceRef, type Skew } from './plan.js';

@@ -1,8 +1,8 @@
 import { isIdent } from '../protocol/index.js';
-import { logLevel, type LogLevel } from '../cli/logger.js';
-import { int, port, str, url, type OptionSpec } from '../cli/options.js';
+import { logLevel, type LogLevel } from '../runtime/logger.js';
+import { int, port, str, url, type OptionSpec } from '../runtime/options.js';
 import { deviceLimitSpecs } from '../broker/index.js';
-import { centralTlsSpecs, tlsListenerSpecs } from '../cli/tls.js';
+import { centralTlsSpecs, tlsListenerSpecs } from '../runtime/tls.js';
 
 // Keeps each spec's literal type, so `default` and `required: true` make the parsed value non-optional.
 const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;

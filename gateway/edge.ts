@@ -23,7 +23,7 @@ import {
   type LinkStatus,
   type ValidationError,
 } from '../protocol/index.js';
-import type { ClientTls } from '../cli/tls.js';
+import type { ClientTls } from '../runtime/tls.js';
 import { DEFAULT_DEVICE_SHARE, deviceShareBytes, type DeviceShare } from './config.js';
 import { Forwarder } from './forwarder.js';
 import { DownlinkMirror } from './mirror.js';

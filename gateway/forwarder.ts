@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { coalesceWrites } from '../broker/index.js';
-import { redactUrl } from '../cli/logger.js';
-import { reconnectWithTls, type ClientTls } from '../cli/tls.js';
+import { redactUrl } from '../runtime/logger.js';
+import { reconnectWithTls, type ClientTls } from '../runtime/tls.js';
 import { topics, type Ack, type LinkStatus } from '../protocol/index.js';
 import type { EdgeMetrics } from './metrics.js';
 import { NoReplayStore } from './no-replay-store.js';
 import type { Outbox, OutboxEntry } from './outbox/outbox.js';
-import { waitAtMost } from '../cli/wait.js';
+import { waitAtMost } from '../runtime/wait.js';
 
 export interface ForwarderOptions {
   outbox: Outbox;

@@ -1,6 +1,6 @@
-import { createLogger } from '../cli/logger.js';
-import { configure, serve, usageError } from '../cli/run.js';
-import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../cli/tls.js';
+import { createLogger } from '../runtime/logger.js';
+import { configure, serve, usageError } from '../runtime/run.js';
+import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../runtime/tls.js';
 import { deviceLimitConfigProblems, deviceLimitsOf } from '../broker/index.js';
 import { registerDisplay } from '../dashboards/display/serve.js';
 import { DEFAULT_DEVICE_SHARE, deviceShareBytes, edgeSpecs } from './config.js';

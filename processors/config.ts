@@ -1,7 +1,7 @@
 import { isIdent, MAX_RESERVATION_TTL_S, MAX_TRANSFER_TIMEOUT_S } from '../protocol/index.js';
-import { int, list, oneOf, port, str, url, type OptionSpec } from '../cli/options.js';
-import { logLevel, type LogLevel } from '../cli/logger.js';
-import { centralTlsSpecs, tlsListenerSpecs } from '../cli/tls.js';
+import { int, list, oneOf, port, str, url, type OptionSpec } from '../runtime/options.js';
+import { logLevel, type LogLevel } from '../runtime/logger.js';
+import { centralTlsSpecs, tlsListenerSpecs } from '../runtime/tls.js';
 import { apiToken } from './api-token.js';
 import {
   DEFAULT_EVENT_RETENTION_DAYS,

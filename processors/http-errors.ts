@@ -75,15 +75,13 @@ export function frameworkErrors(routes: readonly string[]): NonNullable<FastifyS
     }
     if (err.code === 'FST_ERR_BAD_URL') {
       const field = offendingParam(routes, path, undecodable);
-      return reply
-        .status(400)
-        .send({
-          error: {
-            code: ErrorCode.badRequest,
-            message: `${field ?? 'the path'} is not valid percent-encoding`,
-            ...(field !== undefined && { field }),
-          },
-        });
+      return reply.status(400).send({
+        error: {
+          code: ErrorCode.badRequest,
+          message: `${field ?? 'the path'} is not valid percent-encoding`,
+          ...(field !== undefined && { field }),
+        },
+      });
     }
     return reply.status(500).send({ error: { code: ErrorCode.internal, message: 'internal error' } });
   };

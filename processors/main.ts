@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
-import { createLogger } from '../cli/logger.js';
+import { createLogger } from '../runtime/logger.js';
 import { registerDisplay } from '../dashboards/display/serve.js';
-import { configure, EXIT_USAGE, serve, usageError } from '../cli/run.js';
-import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../cli/tls.js';
+import { configure, EXIT_USAGE, serve, usageError } from '../runtime/run.js';
+import { loadCentralTls, loadListenerTls, reloadTlsOnSighup } from '../runtime/tls.js';
 import { deviceLimitConfigProblems, deviceLimitsOf } from '../broker/index.js';
 import { Central } from './central.js';
 import { centralSpecs, migrateSpecs, processorSpecs, rebuildSpecs, replaySpecs } from './config.js';
@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { StandaloneProcessor } from './processor.js';
 import { rebuild } from './rebuild.js';
 import { replay } from './replay.js';
-import { waitAtMost } from '../cli/wait.js';
+import { waitAtMost } from '../runtime/wait.js';
 
 export async function runCentral(argv: string[]): Promise<void> {
   const c = configure(

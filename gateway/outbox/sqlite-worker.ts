@@ -224,35 +224,31 @@ function prepare(d: Database.Database): (req: WorkerRequest) => WorkerReply {
         return {
           ok: true,
           op: 'read',
-          rows: selectAfter
-            .all(req.afterSeq, req.limit)
-            .map((r) => ({
-              seq: r.seq,
-              receivedAt: r.received_at,
-              bytes: r.bytes,
-              device: r.device,
-              eventId: r.event_id,
-              topic: r.topic,
-              payload: r.payload,
-            })),
+          rows: selectAfter.all(req.afterSeq, req.limit).map((r) => ({
+            seq: r.seq,
+            receivedAt: r.received_at,
+            bytes: r.bytes,
+            device: r.device,
+            eventId: r.event_id,
+            topic: r.topic,
+            payload: r.payload,
+          })),
         };
       case 'deadLetters':
         return {
           ok: true,
           op: 'deadLetters',
-          rows: selectDead
-            .all(req.limit)
-            .map((r) => ({
-              id: r.id,
-              receivedAt: r.received_at,
-              bytes: r.bytes,
-              device: r.device,
-              topic: r.topic,
-              code: r.code,
-              reason: r.reason,
-              source: r.source,
-              raw: r.raw,
-            })),
+          rows: selectDead.all(req.limit).map((r) => ({
+            id: r.id,
+            receivedAt: r.received_at,
+            bytes: r.bytes,
+            device: r.device,
+            topic: r.topic,
+            code: r.code,
+            reason: r.reason,
+            source: r.source,
+            raw: r.raw,
+          })),
         };
       case 'saveRetained': {
         // A cache of central's values, not an acknowledged event: no fsync of its own (as a confirmation).

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded.js';
 import { migrate, type MigrateResult, type Storage, type TimescaleMode } from './migrate.js';
 import { createPool } from './pool.js';
-import { waitAtMost } from '../../cli/wait.js';
+import { waitAtMost } from '../../runtime/wait.js';
 
 const READ_POOL_SIZE = 4; // connections for HTTP reads
 export const DEFAULT_READ_TIMEOUT_MS = 5_000;

@@ -200,14 +200,12 @@ function toResult(items: Parsed[], a: Answer): BatchResult {
     result.deadLetters.push({ wh: e.wh, device: e.device, code: ErrorCode.idReused, reason, sku: e.sku });
   }
   // A malformed transfer link needs no database to be refused: the receipt is applied, the link ignored.
-  result.notices = invalidTransfers
-    .sort(compareKeys)
-    .map((e) => ({
-      wh: e.wh,
-      kind: 'transfer-mismatch',
-      sku: e.sku,
-      message: `received ${e.id} from ${e.device}: transfer must be a transfer id; the link is ignored, the receipt applied`,
-    }));
+  result.notices = invalidTransfers.sort(compareKeys).map((e) => ({
+    wh: e.wh,
+    kind: 'transfer-mismatch',
+    sku: e.sku,
+    message: `received ${e.id} from ${e.device}: transfer must be a transfer id; the link is ignored, the receipt applied`,
+  }));
   result.notices.push(...a.notices);
   result.transitions = a.transitions;
   result.warehouseStock = a.stock.map((r) => ({

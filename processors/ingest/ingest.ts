@@ -6,7 +6,7 @@ import type { ReadModel } from '../readmodel/readmodel.js';
 import { applyBatch, currentStock } from './batch.js';
 import { publishBatch, type Publisher } from './publisher.js';
 import type { BatchResult, Decision, Delivery, Parsed } from './types.js';
-import { waitAtMost } from '../../cli/wait.js';
+import { waitAtMost } from '../../runtime/wait.js';
 
 export interface IngestOptions {
   pool: pg.Pool;

@@ -8,7 +8,7 @@ import type { Notice } from './consume.js';
 import type { Answer } from './idempotency.js';
 import type { ReservationMetrics } from './metrics.js';
 import { noChange, type StockChange } from './sql.js';
-import { waitAtMost } from '../../cli/wait.js';
+import { waitAtMost } from '../../runtime/wait.js';
 
 const MAX_RETRIES = 5; // deadlocks and serialization failures are retried this many times
 const LOCK_TIMEOUT_MS = 10_000; // a command waits this long for a row lock, then answers 503

@@ -14,7 +14,7 @@ import {
 import { AttemptWindow, ConnectLimiter, TokenBucket } from '../../broker/limits.js';
 import { deviceLimitSpecs, deviceLimitsOf } from '../../broker/config.js';
 import { Connection, PublishLimiter } from '../../broker/publish-limiter.js';
-import { ConfigError, parseConfig } from '../../cli/options.js';
+import { ConfigError, parseConfig } from '../../runtime/options.js';
 import { BIN } from '../helpers/process.js';
 import { pinFastCheck } from '../helpers/seed.js';
 

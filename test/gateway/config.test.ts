@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, test } from 'node:test';
 import pino from 'pino';
-import { ConfigError, parseConfig } from '../../cli/options.js';
+import { ConfigError, parseConfig } from '../../runtime/options.js';
 import { deviceShareBytes, edgeSpecs } from '../../gateway/config.js';
 import { Edge } from '../../gateway/edge.js';
 import { BIN } from '../helpers/process.js';

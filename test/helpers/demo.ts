@@ -2,7 +2,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { DemoCredential } from '../../cli/demo-files.js';
+import type { DemoCredential } from '../../device-sim/demo-files.js';
 import { BIN, startStockwire, type Running } from './process.js';
 
 /** Every listener of the demo on a free port; the built-in simulator off unless asked for. */

@@ -157,15 +157,13 @@ export function bodyMutation(schema: Schema, resolve: Resolve): fc.Arbitrary<Bod
     what,
   });
   const options: fc.Arbitrary<BodyMutation>[] = [
-    fc
-      .constantFrom(...required)
-      .map(
-        (k): BodyMutation => ({
-          apply: (b) => Object.fromEntries(Object.entries(b).filter(([key]) => key !== k)),
-          field: k,
-          what: `without ${k}`,
-        }),
-      ),
+    fc.constantFrom(...required).map(
+      (k): BodyMutation => ({
+        apply: (b) => Object.fromEntries(Object.entries(b).filter(([key]) => key !== k)),
+        field: k,
+        what: `without ${k}`,
+      }),
+    ),
     fc.constantFrom('unknownField', 'Sku', '__proto__x').map((k) => set(k, 1, `with an unknown field ${k}`)),
     fc
       .constantFrom<[unknown, string]>([[], 'an array'], [7, 'a number'], ['x', 'a string'], [null, 'null'])

@@ -131,21 +131,7 @@ export function planPasses(files: string[], plainUrl: string, timescaleUrl: stri
  * `npm run test:unit`: the tier that needs no service (no PostgreSQL, Redis, Mosquitto, browser or process of
  * ours; in-process brokers on loopback are fine) and runs in seconds. test/unit.ts runs it with every service URL
  * pointing at a closed port, so a file that reaches a service fails there instead of quietly joining the tier.
+ * A file is in the tier by its name: `*.unit.test.ts`; every other test file is an integration test.
  */
-export const UNIT: readonly string[] = [
-  'test/broker/acl.test.ts',
-  'test/broker/coalesce.test.ts',
-  'test/broker/devices.test.ts',
-  'test/broker/hooks-fuzz.test.ts',
-  'test/cli/wait.test.ts',
-  'test/device-sim/ledger.test.ts',
-  'test/display/serve.test.ts',
-  'test/gateway/mirror.test.ts',
-  'test/processors/ledger.test.ts',
-  'test/processors/reservation-rules.test.ts',
-  'test/protocol/event-fuzz.test.ts',
-  'test/protocol/event-time.test.ts',
-  'test/runner/guards.test.ts',
-  'test/security/api-auth.test.ts',
-  'test/security/tls-config.test.ts',
-];
+export const UNIT_SUFFIX = '.unit.test.ts';
+export const UNIT: readonly string[] = allTestFiles().filter((f) => f.endsWith(UNIT_SUFFIX));

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { ConfigError, parseConfig } from '../../cli/options.js';
+import { ConfigError, parseConfig } from '../../runtime/options.js';
 import { resolveApiToken } from '../../processors/api-token.js';
 import { Central } from '../../processors/central.js';
 import { centralSpecs, processorSpecs } from '../../processors/config.js';

@@ -41,7 +41,8 @@ describe('seeds of randomised tests (fixed and printed in CI)', () => {
 });
 
 describe('the unit tier (npm run test:unit)', () => {
-  it('lists files that exist and make no database', () => {
+  it('is the *.unit.test.ts files: there are some, they exist and none makes a database', () => {
+    assert.ok(UNIT.length >= 10, `${UNIT.length} unit files`);
     for (const f of UNIT) {
       assert.ok(fs.existsSync(path.join(TEST_DIR, '..', f)), `${f} exists`);
       assert.ok(!MAKES_A_DATABASE.test(read(f)), `${f} makes no database`);

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { listenTls } from '../../broker/listeners.js';
-import { loadCentralTls, loadListenerTls } from '../../cli/tls.js';
+import { loadCentralTls, loadListenerTls } from '../../runtime/tls.js';
 import { hasOpenssl, makeCerts, type TestCerts } from '../helpers/certs.js';
 import { stockwire } from '../helpers/demo.js';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { waitAtMost } from '../../cli/wait.js';
+import { waitAtMost } from '../../runtime/wait.js';
 
 describe('waitAtMost', () => {
   it('is true when the promise settles in time, rejected or not, and false when it does not', async () => {
