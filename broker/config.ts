@@ -1,8 +1,7 @@
-import { int, type OptionSpec } from '../runtime/options.js';
+import { int, opt } from '../runtime/options.js';
 import { DEFAULT_DEVICE_LIMITS, type DeviceLimits } from './limits.js';
 
 // Keeps each spec's literal type, so `default` makes the parsed value non-optional.
-const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
 const d = DEFAULT_DEVICE_LIMITS;
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };

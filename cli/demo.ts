@@ -11,7 +11,7 @@ import { Simulator } from '../device-sim/simulator.js';
 import { centralOnHand } from '../device-sim/verify.js';
 import { Edge } from '../gateway/edge.js';
 import { Central } from '../processors/central.js';
-import { API_TOKEN_FILE, isIdent } from '../protocol/index.js';
+import { API_TOKEN_FILE } from '../protocol/index.js';
 import {
   CREDENTIALS_FILE,
   DEVICES_FILE,
@@ -23,17 +23,8 @@ import {
   type Ports,
 } from '../device-sim/demo-files.js';
 import { createLogger, logLevel, type LogLevel } from '../runtime/logger.js';
-import { int, list, port, positive, str, url, type OptionSpec } from '../runtime/options.js';
+import { int, opt, port, positive, str, url, warehouseList } from '../runtime/options.js';
 import { configure, serve } from '../runtime/run.js';
-
-const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
-const warehouseList = (raw: string): string[] => {
-  const items = list(raw);
-  if (items.length < 1 || items.length > 8 || items.some((w) => !isIdent(w)) || new Set(items).size !== items.length) {
-    throw new Error('must be 1 to 8 distinct warehouse identifiers, comma-separated');
-  }
-  return items;
-};
 
 export const demoSpecs = {
   dataDir: opt({
@@ -89,7 +80,7 @@ export const demoSpecs = {
     flag: 'warehouses',
     env: 'DEMO_WAREHOUSES',
     help: 'one edge per warehouse',
-    parse: warehouseList,
+    parse: warehouseList({ min: 1, max: 8 }),
     default: ['WH1', 'WH2'],
   }),
   edgeMqttPort: opt({

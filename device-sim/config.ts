@@ -1,10 +1,9 @@
 import { logLevel, type LogLevel } from '../runtime/logger.js';
-import { bool, fraction, int, list, oneOf, positive, str, url, type OptionSpec } from '../runtime/options.js';
+import { bool, fraction, int, list, oneOf, positive, str, url, opt } from '../runtime/options.js';
 import { isIdent } from '../protocol/index.js';
 import { parseMix } from './plan.js';
 
 // Keeps each spec's literal type, so `default` makes the parsed value non-optional.
-const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
 
 /** `WH1=mqtt://host:1885,WH2=…` */
 const edgeList = (raw: string): Record<string, string> => {

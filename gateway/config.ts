@@ -1,11 +1,10 @@
 import { isIdent } from '../protocol/index.js';
 import { logLevel, type LogLevel } from '../runtime/logger.js';
-import { int, port, str, url, type OptionSpec } from '../runtime/options.js';
+import { int, port, str, url, opt } from '../runtime/options.js';
 import { deviceLimitSpecs } from '../broker/index.js';
 import { centralTlsSpecs, tlsListenerSpecs } from '../runtime/tls.js';
 
 // Keeps each spec's literal type, so `default` and `required: true` make the parsed value non-optional.
-const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
 const ident = (raw: string): string => {
   if (!isIdent(raw)) throw new Error('must match ^[A-Za-z0-9._-]{1,64}$');
   return raw;

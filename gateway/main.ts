@@ -47,7 +47,7 @@ export async function runEdge(argv: string[]): Promise<void> {
   }
   await serve(
     log,
-    () => edge.start() as unknown as Promise<Record<string, number>>,
+    () => edge.start(),
     () => edge.stop(),
   );
 }

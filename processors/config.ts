@@ -1,5 +1,5 @@
 import { isIdent, MAX_RESERVATION_TTL_S, MAX_TRANSFER_TIMEOUT_S } from '../protocol/index.js';
-import { int, list, oneOf, port, str, url, type OptionSpec } from '../runtime/options.js';
+import { int, oneOf, opt, port, str, url, warehouseList } from '../runtime/options.js';
 import { logLevel, type LogLevel } from '../runtime/logger.js';
 import { centralTlsSpecs, tlsListenerSpecs } from '../runtime/tls.js';
 import { apiToken } from './api-token.js';
@@ -13,7 +13,6 @@ import { parseTopicTemplate } from './replay.js';
 import { deviceLimitSpecs } from '../broker/index.js';
 
 // Keeps each spec's literal type, so `default` and `required: true` make the parsed value non-optional.
-const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
 
 const common = {
   databaseUrl: opt({
@@ -94,12 +93,7 @@ const ingest = {
   host: opt({ flag: 'host', env: 'HOST', help: 'interface to listen on', parse: str, default: '0.0.0.0' }),
 };
 
-const warehouseList = (raw: string): string[] => {
-  const whs = list(raw);
-  const bad = whs.filter((w) => !isIdent(w));
-  if (bad.length > 0) throw new Error(`has invalid warehouse ids: ${bad.join(', ')}`);
-  return whs;
-};
+const warehousesOf = warehouseList();
 
 /** `web=WH1,WH2;store=WH2`: each sales channel's warehouses in priority order. */
 export const channelLists = (raw: string): Record<string, string[]> => {
@@ -111,7 +105,7 @@ export const channelLists = (raw: string): Record<string, string[]> => {
     const eq = entry.indexOf('=');
     const channel = eq > 0 ? entry.slice(0, eq).trim() : '';
     if (!isIdent(channel)) throw new Error(`must look like web=WH1,WH2;store=WH2 (bad entry ${JSON.stringify(entry)})`);
-    const whs = warehouseList(entry.slice(eq + 1));
+    const whs = warehousesOf(entry.slice(eq + 1));
     if (whs.length === 0) throw new Error(`lists no warehouse for channel ${channel}`);
     out[channel] = whs;
   }
@@ -145,7 +139,7 @@ const commands = {
     flag: 'allocation-priority',
     env: 'ALLOCATION_PRIORITY',
     help: 'priority: warehouses in order, comma-separated (unlisted ones follow, most available first)',
-    parse: warehouseList,
+    parse: warehousesOf,
     default: [] as string[],
   }),
   allocationChannels: opt({
@@ -273,7 +267,7 @@ export const processorSpecs = {
     flag: 'warehouses',
     env: 'PROCESSOR_WAREHOUSES',
     help: 'comma-separated warehouses to consume; unset: all',
-    parse: warehouseList,
+    parse: warehousesOf,
     default: [] as string[],
   }),
   sharedGroup: opt({

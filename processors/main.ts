@@ -42,7 +42,7 @@ export async function runCentral(argv: string[]): Promise<void> {
     );
   await serve(
     log,
-    () => central.start() as unknown as Promise<Record<string, number>>,
+    () => central.start(),
     () => central.stop(),
   );
 }

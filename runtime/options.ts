@@ -1,3 +1,4 @@
+import { isIdent } from '../protocol/ids.js';
 import { parseArgs } from 'node:util';
 
 /** One configuration option: a flag, the environment variable of the same meaning, a parser. */
@@ -66,6 +67,30 @@ export const list = (raw: string): string[] =>
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
+/**
+ * A comma-separated list of warehouse ids, each a valid identifier, none twice, between `min` and `max` of them.
+ * Every command that takes warehouses parses them with this.
+ */
+export const warehouseList =
+  ({ min = 0, max = Number.POSITIVE_INFINITY }: { min?: number; max?: number } = {}) =>
+  (raw: string): string[] => {
+    const whs = list(raw);
+    const bad = whs.filter((w) => !isIdent(w));
+    if (bad.length > 0) throw new Error(`has invalid warehouse ids: ${bad.join(', ')}`);
+    const twice = whs.filter((w, i) => whs.indexOf(w) !== i);
+    if (twice.length > 0) throw new Error(`names a warehouse more than once: ${[...new Set(twice)].join(', ')}`);
+    if (whs.length < min || whs.length > max)
+      throw new Error(
+        max === Number.POSITIVE_INFINITY
+          ? `must name at least ${min} warehouse(s)`
+          : `must name ${min} to ${max} warehouses, comma-separated`,
+      );
+    return whs;
+  };
+
+/** Declares an option with its type inferred from its parser: `opt({ flag, env, help, parse, default })`. */
+export const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
+
 export const bool = (raw: string): boolean => {
   const v = raw.trim().toLowerCase();
   if (['true', '1', 'yes', 'on'].includes(v)) return true;

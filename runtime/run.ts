@@ -35,9 +35,9 @@ export function usageError(command: string, problems: string[]): void {
  * Runs a long-lived service: prints the ready line once it serves, stops cleanly on SIGTERM/SIGINT
  * (exit 0), and exits at once on a second signal.
  */
-export async function serve(
+export async function serve<Ready extends object>(
   log: Logger,
-  start: () => Promise<Record<string, number>>,
+  start: () => Promise<Ready>,
   stop: () => Promise<void>,
 ): Promise<void> {
   let stoppingSince = 0;

@@ -2,10 +2,9 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
-import { port, str, type OptionSpec } from './options.js';
+import { port, str, opt } from './options.js';
 
 // Keeps each spec's literal type, so the parsed values keep theirs.
-const opt = <S extends OptionSpec<unknown>>(spec: S): S => spec;
 
 /** An MQTT-over-TLS listener (edge: for devices; central: for edges, processors, displays). */
 export const tlsListenerSpecs = {
