@@ -10,17 +10,17 @@ import {
   type TlsListenerOptions,
 } from '../broker/index.js';
 import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
-import { aedesPublisher } from './aedes-publisher.js';
+import { aedesPublisher } from './publish/aedes-publisher.js';
 import { openDatabase, type Database, type StorageSettings } from './db/open.js';
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
 import { LinkStatuses, type RetainedStore } from './links.js';
 import { createIngestMetrics } from './metrics.js';
-import type { ReadModel } from './readmodel/readmodel.js';
+import type { ReadModel } from './publish/read-model.js';
 import { createReadModel } from './readmodel/redis.js';
-import { monotonic } from './monotonic-publisher.js';
-import { republishAll } from './republish.js';
+import { monotonic } from './publish/monotonic-publisher.js';
+import { republishAll } from './readmodel/republish.js';
 import { createReservationMetrics } from './reservations/metrics.js';
 import { CommandRequests } from './reservations/mqtt.js';
 import { commandConfig, ReservationService, type CommandSettings } from './reservations/service.js';

@@ -12,7 +12,7 @@ import { registerListRoutes, type LinkLookup } from './lists.js';
 import { registerMovementRoutes } from './movements.js';
 import { registerApiDocs } from './openapi/serve.js';
 import { ident, onlyKnown, single, time, type Query } from './query-params.js';
-import type { ReadModel } from './readmodel/readmodel.js';
+import type { ReadModel } from './publish/read-model.js';
 import { registerCommandRoutes } from './reservations/routes.js';
 import type { ReservationService } from './reservations/service.js';
 

@@ -11,7 +11,7 @@ import {
   type WarehousePage,
   type WarehouseStockPage,
 } from '../protocol/index.js';
-import { globalStock } from './ingest/batch.js';
+import { globalStock } from './db/stock.js';
 import { pageOf, pageRequest, type Key, type PageRequest } from './paging.js';
 import { ident, onlyKnown, single, type Query } from './query-params.js';
 import { reservationView, type HoldRow } from './reservations/holds.js';

@@ -9,10 +9,10 @@ import { openDatabase, type Database, type StorageSettings } from './db/open.js'
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
-import type { Publisher } from './ingest/publisher.js';
+import type { Publisher } from './publish/publisher.js';
 import { createIngestMetrics } from './metrics.js';
-import { monotonic } from './monotonic-publisher.js';
-import type { ReadModel } from './readmodel/readmodel.js';
+import { monotonic } from './publish/monotonic-publisher.js';
+import type { ReadModel } from './publish/read-model.js';
 import { createReadModel } from './readmodel/redis.js';
 import { createReservationMetrics } from './reservations/metrics.js';
 import { commandConfig, ReservationService, type CommandSettings } from './reservations/service.js';

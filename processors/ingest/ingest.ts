@@ -2,9 +2,11 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { parseEvent, STAMPED_EVENT_MAX_BYTES } from '../../protocol/index.js';
 import type { IngestMetrics } from '../metrics.js';
-import type { ReadModel } from '../readmodel/readmodel.js';
-import { applyBatch, currentStock } from './batch.js';
-import { publishBatch, type Publisher } from './publisher.js';
+import { currentStock, latestShelves } from '../db/stock.js';
+import type { ReadModel } from '../publish/read-model.js';
+import { applyBatch } from './batch.js';
+import type { Publisher } from '../publish/publisher.js';
+import { publishBatch } from './publish.js';
 import type { BatchResult, Decision, Delivery, Parsed } from './types.js';
 import { waitAtMost } from '../../runtime/wait.js';
 
@@ -184,28 +186,7 @@ export class Ingest {
       if (!have.has(`${wh}/${location}/${sku}`)) keys.set(`${wh}/${location}/${sku}`, [wh, location, sku]);
     }
     if (keys.size === 0) return;
-    const cols = [0, 1, 2].map((i) => [...keys.values()].map((k) => k[i]));
-    const { rows } = await this.o.pool.query<{
-      wh: string;
-      location: string;
-      sku: string;
-      qty: number;
-      ts: Date;
-      device: string;
-    }>(
-      `SELECT s.wh, s.location, s.sku, s.qty, s.ts, s.device FROM shelf_latest s
-       JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(wh, location, sku) USING (wh, location, sku)`,
-      cols,
-    );
-    for (const r of rows)
-      result.shelves.push({
-        warehouse: r.wh,
-        location: r.location,
-        sku: r.sku,
-        qty: r.qty,
-        ts: r.ts.toISOString(),
-        device: r.device,
-      });
+    result.shelves.push(...(await latestShelves(this.o.pool, [...keys.values()])));
   }
 
   private record(items: Parsed[], result: BatchResult): void {

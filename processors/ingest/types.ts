@@ -7,7 +7,7 @@ import type {
   ValidationError,
   WarehouseStock,
 } from '../../protocol/index.js';
-import type { Notice } from '../reservations/consume.js';
+import type { Notice } from '../publish/publisher.js';
 
 /** One message as it reached the processor. */
 export interface Delivery {

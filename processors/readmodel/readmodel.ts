@@ -1,43 +1,7 @@
 import type pg from 'pg';
 import type { GlobalStock, WarehouseStock } from '../../protocol/index.js';
-import { globalStock } from '../ingest/batch.js';
-
-/** The stock read model behind the HTTP GETs, written through after every commit. */
-export interface ReadModel {
-  write(warehouse: WarehouseStock[], global: GlobalStock[]): Promise<void>;
-  warehouse(wh: string, sku: string): Promise<WarehouseStock | null>;
-  global(sku: string): Promise<GlobalStock | null>;
-  close(): Promise<void>;
-}
-
-/** Reads straight from the database: the source of truth, and the fallback of every other model. */
-export class DatabaseStock {
-  constructor(private readonly pool: pg.Pool) {}
-
-  async warehouse(wh: string, sku: string): Promise<WarehouseStock | null> {
-    const { rows } = await this.pool.query<{ on_hand: number; reserved: number; version: number; updated_at: Date }>(
-      `SELECT on_hand, reserved, version, updated_at FROM stock WHERE wh = $1 AND sku = $2 AND version > 0`,
-      [wh, sku],
-    );
-    const r = rows[0];
-    return r
-      ? {
-          sku,
-          warehouse: wh,
-          onHand: r.on_hand,
-          reserved: r.reserved,
-          available: r.on_hand - r.reserved,
-          version: r.version,
-          asOf: r.updated_at.toISOString(),
-        }
-      : null;
-  }
-
-  async global(sku: string): Promise<GlobalStock | null> {
-    const [g] = await globalStock(this.pool, [sku], false);
-    return g ?? null;
-  }
-}
+import { DatabaseStock } from '../db/stock.js';
+import type { ReadModel } from '../publish/read-model.js';
 
 /** In-process model: a version-checked cache in front of the database. */
 export class MemoryReadModel implements ReadModel {

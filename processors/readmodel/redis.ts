@@ -3,9 +3,11 @@ import { createClient } from 'redis';
 import type { Logger } from 'pino';
 import type { GlobalStock, WarehouseStock } from '../../protocol/index.js';
 import type { IngestMetrics } from '../metrics.js';
-import type { Publisher } from '../ingest/publisher.js';
-import { republishStock } from '../republish.js';
-import { DatabaseStock, MemoryReadModel, type ReadModel } from './readmodel.js';
+import type { Publisher } from '../publish/publisher.js';
+import { republishStock } from './republish.js';
+import { DatabaseStock } from '../db/stock.js';
+import type { ReadModel } from '../publish/read-model.js';
+import { MemoryReadModel } from './readmodel.js';
 
 // Sets each key only when its version is newer: several processors may write out of order.
 const SET_NEWER = `

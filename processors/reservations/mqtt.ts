@@ -16,7 +16,7 @@ import {
   type ReservationView,
   type TransferView,
 } from '../../protocol/index.js';
-import type { Publisher } from '../ingest/publisher.js';
+import type { Publisher } from '../publish/publisher.js';
 import { KEY_FIELD, type Answer } from './idempotency.js';
 import { schemaError, type ReservationService } from './service.js';
 

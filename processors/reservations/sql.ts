@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { GlobalStock, WarehouseStock } from '../../protocol/index.js';
-import { globalStock } from '../ingest/batch.js';
+import { globalStock } from '../db/stock.js';
 import type { Level } from '../ledger/reservations.js';
 
 /**

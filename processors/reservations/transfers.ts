@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { ErrorCode, ValidationError, type TransferRequest, type TransferView } from '../../protocol/index.js';
 import { allocate, inTransitOf, isOpen, type AllocationPolicy } from '../ledger/reservations.js';
-import type { Notice } from './consume.js';
+import type { Notice } from '../publish/publisher.js';
 import { claimKeys, storeAnswers } from './idempotency.js';
 import { explainMissing, freeLapsed, insufficient, newId, notFound } from './holds.js';
 import type { Outcome } from './runner.js';

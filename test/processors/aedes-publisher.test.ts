@@ -3,7 +3,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { Aedes } from 'aedes';
 import mqtt from 'mqtt';
-import { aedesPublisher } from '../../processors/aedes-publisher.js';
+import { aedesPublisher } from '../../processors/publish/aedes-publisher.js';
 
 describe('publishing into the in-process aedes', () => {
   // Regression: aedes' per-client dedupe (moscajs/aedes#955) dropped a retained stock topic that an ack or

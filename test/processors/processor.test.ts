@@ -7,7 +7,7 @@ import { createPool } from '../../processors/db/pool.js';
 import { migrate } from '../../processors/db/migrate.js';
 import { applyBatch } from '../../processors/ingest/batch.js';
 import { Ingest } from '../../processors/ingest/ingest.js';
-import type { Publisher } from '../../processors/ingest/publisher.js';
+import type { Publisher } from '../../processors/publish/publisher.js';
 import { createIngestMetrics } from '../../processors/metrics.js';
 import { MemoryReadModel } from '../../processors/readmodel/readmodel.js';
 import { Registry } from 'prom-client';

@@ -7,7 +7,7 @@ import { Registry } from 'prom-client';
 import { createPool } from '../../processors/db/pool.js';
 import { migrate } from '../../processors/db/migrate.js';
 import { applyBatch } from '../../processors/ingest/batch.js';
-import type { Publisher } from '../../processors/ingest/publisher.js';
+import type { Publisher } from '../../processors/publish/publisher.js';
 import type { Parsed } from '../../processors/ingest/types.js';
 import { MemoryReadModel } from '../../processors/readmodel/readmodel.js';
 import { createReservationMetrics } from '../../processors/reservations/metrics.js';

@@ -4,7 +4,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { createPool } from '../../processors/db/pool.js';
 import { migrate } from '../../processors/db/migrate.js';
-import type { Publisher } from '../../processors/ingest/publisher.js';
+import type { Publisher } from '../../processors/publish/publisher.js';
 import { MemoryReadModel } from '../../processors/readmodel/readmodel.js';
 import { createReservationMetrics } from '../../processors/reservations/metrics.js';
 import { ReservationService } from '../../processors/reservations/service.js';

@@ -1,5 +1,5 @@
 import type { Aedes } from 'aedes';
-import type { Publisher } from './ingest/publisher.js';
+import type { Publisher } from './publisher.js';
 
 // Publishes handed to aedes at once, at most. mqemitter delivers a message with no remote subscriber
 // synchronously and then releases the next queued one from inside that call: thousands queued at once

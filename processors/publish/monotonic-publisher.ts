@@ -1,4 +1,4 @@
-import type { Publisher } from './ingest/publisher.js';
+import type { Publisher } from './publisher.js';
 
 const STOCK_TOPIC = /^(stock\/[^/]+|wh\/[^/]+\/stock\/[^/]+)$/;
 const VERSION = /"version":(\d+)/;

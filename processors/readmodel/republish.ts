@@ -1,7 +1,7 @@
 import type pg from 'pg';
-import { topics, type GlobalStock, type ShelfReading, type WarehouseStock } from '../protocol/index.js';
-import type { Publisher } from './ingest/publisher.js';
-import type { ReadModel } from './readmodel/readmodel.js';
+import { topics, type GlobalStock, type ShelfReading, type WarehouseStock } from '../../protocol/index.js';
+import type { Publisher } from '../publish/publisher.js';
+import type { ReadModel } from '../publish/read-model.js';
 
 const PAGE = 5_000; // skus per query while republishing
 
