@@ -31,7 +31,8 @@ import { Connection, PublishLimiter } from './publish-limiter.js';
 import { SessionLimits } from './session-limits.js';
 import type { BrokerOptions, BrokerPorts } from './options.js';
 
-export type { AuthedClient, BrokerOptions, BrokerPorts, DevicePublish } from './options.js';
+export type { BrokerOptions, BrokerPorts } from './options.js';
+export type { AuthedClient, BeforePuback, DevicePublish } from './puback-gate.js';
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024;
 // Most the broker will ever buffer for one packet, in bytes; above it the connection is cut at the header.
@@ -440,7 +441,7 @@ export class StockwireBroker {
       return null;
     }
 
-    const hook = this.options.onDevicePublish;
+    const hook = this.options.beforePuback; // the PUBACK gate (puback-gate.ts): the event is durable before aedes acks it
     const isEvent = hook !== undefined && topicMatches(EVENT_FILTER, packet.topic);
     // Refused while stopping: the device keeps the event and sends it to the next instance.
     const stopping = () => this.state === 'stopping' || this.state === 'stopped';

@@ -2,6 +2,7 @@ export {
   createBroker,
   StockwireBroker,
   type AuthedClient,
+  type BeforePuback,
   type BrokerOptions,
   type BrokerPorts,
   type DevicePublish,
@@ -31,6 +32,7 @@ export {
   subscribeGrants,
   type BrokerRole,
 } from './acl.js';
+export { orderedPublisher, type Publisher as BrokerPublisher } from './ordered-publisher.js';
 export { deviceLimitConfigProblems, deviceLimitSpecs, deviceLimitsOf } from './config.js';
 export {
   CONNECT_WINDOW_MS,
@@ -41,4 +43,3 @@ export {
 } from './limits.js';
 export type { TlsListenerOptions, TlsRefusal } from './listeners.js';
 export type { ConnectionRefusal, PublishRefusal } from './metrics.js';
-export { coalesceWrites } from '../runtime/coalesce.js';

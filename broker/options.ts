@@ -5,20 +5,7 @@ import type { BrokerRole } from './acl.js';
 import type { Device, DeviceRegistry } from './devices.js';
 import type { DeviceLimits } from './limits.js';
 import type { TlsListenerOptions } from './listeners.js';
-
-/** A connected, authenticated client: the device comes from the credential, never from a payload. */
-export interface AuthedClient {
-  readonly clientId: string;
-  readonly device: Device;
-}
-
-/** A device event publish, as handed to `onDevicePublish`. */
-export interface DevicePublish {
-  readonly topic: string;
-  readonly payload: Buffer;
-  readonly qos: 0 | 1 | 2;
-  readonly retain: boolean;
-}
+import type { BeforePuback } from './puback-gate.js';
 
 export interface BrokerOptions {
   role: BrokerRole;
@@ -43,11 +30,11 @@ export interface BrokerOptions {
   registry: Registry;
   log: Logger;
   /**
-   * Called for every authorised publish to `wh/+/dev/+/event` (never for wills), before aedes sends the
-   * PUBACK: the edge fsyncs its outbox here, central commits. A rejection refuses the publish and
-   * disconnects the client, which keeps the message and sends it again.
+   * The PUBACK gate (broker/puback-gate.ts): awaited for every authorised publish to `wh/+/dev/+/event` (never
+   * for wills) before aedes sends the PUBACK: the edge fsyncs its outbox here, central commits. A rejection
+   * refuses the publish and disconnects the client, which keeps the message and sends it again.
    */
-  onDevicePublish?: (client: AuthedClient, packet: DevicePublish) => Promise<void>;
+  beforePuback?: BeforePuback;
   /** aedes persistence (e.g. aedes-persistence-redis for a cluster); default in memory. */
   persistence?: AedesOptions['persistence'];
   /** aedes message emitter (e.g. mqemitter-redis for a cluster); default in process. */

@@ -11,6 +11,8 @@ import {
   type DevicePublish,
   type StockwireBroker,
   type TlsListenerOptions,
+  orderedPublisher,
+  type BrokerPublisher,
 } from '../broker/index.js';
 import {
   ErrorCode,
@@ -77,6 +79,7 @@ export class Edge {
   readonly registry = new Registry();
   private readonly metrics: EdgeMetrics;
   private broker: StockwireBroker | null = null;
+  private local: BrokerPublisher | null = null; // the edge's own publishes on its broker, in order
   private outbox: SqliteOutbox | null = null;
   private mirror: DownlinkMirror | null = null;
   private forwarder: Forwarder | null = null;
@@ -132,15 +135,15 @@ export class Edge {
       ...(o.limits && { limits: o.limits }),
       registry: this.registry,
       log,
-      onDevicePublish: (client, packet) => this.accept(client, packet),
+      beforePuback: (client, packet) => this.storeBeforePuback(client, packet),
     });
-    const aedes = this.broker.aedes;
+    // Every publish of the edge's own (mirror, alerts, status) goes through one ordered publisher, so that aedes
+    // cannot drop a retained one behind a plain one (moscajs/aedes#955; broker/ordered-publisher.ts).
+    const local = orderedPublisher(this.broker.aedes);
+    this.local = local;
     const mirror = new DownlinkMirror({
       store: this.outbox,
-      publish: (topic, payload, retain) =>
-        new Promise<void>((resolve) =>
-          aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false }, () => resolve()),
-        ),
+      publish: (topic, payload, retain) => local.publish(topic, payload, retain).catch(() => {}),
       metrics: this.metrics,
       log,
     });
@@ -194,8 +197,8 @@ export class Edge {
     };
   }
 
-  /** The broker hook: validate, stamp, append durably; the PUBACK follows when this resolves. */
-  private async accept(client: AuthedClient, packet: DevicePublish): Promise<void> {
+  /** The PUBACK gate (broker/puback-gate.ts) at the edge: validate, stamp, append durably; the PUBACK follows when this resolves. */
+  private async storeBeforePuback(client: AuthedClient, packet: DevicePublish): Promise<void> {
     const outbox = this.outbox as Outbox;
     const where = parseEventTopic(packet.topic);
     if (!where) throw new Error('not an event topic');
@@ -282,10 +285,7 @@ export class Edge {
 
   /** A plain (not retained) publish on the edge broker. */
   private publishLocal(topic: string, payload: string): void {
-    this.broker?.aedes.publish(
-      { cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false },
-      () => {},
-    );
+    void this.local?.publish(topic, payload, false).catch(() => {});
   }
 
   /** An alert of this kind, at most once per ALERT_EVERY_MS, logged as an error. */
@@ -315,17 +315,7 @@ export class Edge {
       since: this.linkSince,
       backlog: this.outbox?.stats().events ?? 0,
     };
-    this.broker?.aedes.publish(
-      {
-        cmd: 'publish',
-        topic: topics.status(this.o.wh),
-        payload: Buffer.from(JSON.stringify(status)),
-        qos: 1,
-        retain: true,
-        dup: false,
-      },
-      () => {},
-    );
+    void this.local?.publish(topics.status(this.o.wh), JSON.stringify(status), true).catch(() => {});
   }
 
   /**

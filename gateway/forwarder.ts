@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { coalesceWrites } from '../broker/index.js';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import { coalesceWrites } from '../runtime/coalesce.js';
 import { redactUrl } from '../runtime/logger.js';
+import { centralClient } from '../runtime/central-client.js';
 import { reconnectWithTls, type ClientTls } from '../runtime/tls.js';
-import { topics, type Ack, type LinkStatus } from '../protocol/index.js';
+import { parseAckTopic, topics, type Ack, type LinkStatus } from '../protocol/index.js';
 import type { EdgeMetrics } from './metrics.js';
 import { NoReplayStore } from './no-replay-store.js';
 import type { Outbox, OutboxEntry } from './outbox/outbox.js';
@@ -81,28 +82,22 @@ export class Forwarder {
         since: new Date().toISOString(),
         backlog: o.outbox.stats().events,
       } satisfies LinkStatus);
-    const client = mqtt.connect(o.centralUrl, {
+    const client = centralClient({
+      url: o.centralUrl,
       clientId: o.username ?? `edge-${o.wh}`,
       ...(o.username !== undefined && { username: o.username, password: o.password }),
-      ...o.tls,
-      clean: true, // the outbox is the queue; every reconnect starts again from the oldest unconfirmed event
+      ...(o.tls && { tls: o.tls }),
       keepalive: o.keepalive,
-      reconnectPeriod: 1_000, // ms
-      // MQTT.js stops for good after a refused CONNACK (a wrong credential, a certificate not yet rotated at
-      // central, central unavailable): the edge would stay offline until restarted. Keep trying instead.
-      reconnectOnConnackError: true,
-      connectTimeout: 10_000, // ms
-      // Displays at central learn of a lost link from this will (CONTRACT section 2).
-      will: { topic: topics.status(o.wh), payload: Buffer.from(status('offline')), qos: 1, retain: true },
-      queueQoSZero: false,
-      // MQTT.js logs every packet through `debug`, enabled or not: 1–2% of an edge's CPU in a profile under load.
-      ...(process.env.DEBUG === undefined && { log: () => {} }),
-      outgoingStore: new NoReplayStore(), // a reconnect resends from the outbox, not from MQTT.js's store
+      session: {
+        clean: true, // the outbox is the queue; every reconnect starts again from the oldest unconfirmed event
+        // Displays at central learn of a lost link from this will (CONTRACT section 2).
+        will: { topic: topics.status(o.wh), payload: Buffer.from(status('offline')), qos: 1, retain: true },
+        queueQoSZero: false,
+        outgoingStore: new NoReplayStore(), // a reconnect resends from the outbox, not from MQTT.js's store
+      },
     });
     this.client = client;
     client.on('connect', () => {
-      // No Nagle on the link (MQTT.js leaves it on): an event or a PUBACK would wait for central's delayed ACK.
-      (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
       // MQTT.js writes the PUBACK of every ack and stock message in a tick of its own: one writev per turn instead.
       if (this.coalesced !== client.stream) coalesceWrites((this.coalesced = client.stream));
       this.connected = true;
@@ -133,6 +128,7 @@ export class Forwarder {
     });
     client.on('error', (err) => o.log.warn({ err: err.message }, 'central connection error'));
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    client.connect();
     this.resendTimer = setInterval(() => this.resendSilent(), RESEND_CHECK_MS);
   }
 
@@ -212,17 +208,17 @@ export class Forwarder {
   }
 
   private onMessage(topic: string, payload: Buffer): void {
-    const parts = topic.split('/');
-    if (parts.length === 5 && parts[0] === 'wh' && parts[2] === 'dev' && parts[4] === 'ack') {
+    const acked = parseAckTopic(topic);
+    if (acked !== null) {
       let ack: Ack | null = null;
       try {
         ack = JSON.parse(payload.toString()) as Ack;
       } catch {
         ack = null;
       }
-      const seqs = ack?.id ? this.byKey.get(`${parts[3]}/${ack.id}`) : undefined;
+      const seqs = ack?.id ? this.byKey.get(`${acked.device}/${ack.id}`) : undefined;
       if (seqs) {
-        this.byKey.delete(`${parts[3]}/${ack?.id}`);
+        this.byKey.delete(`${acked.device}/${ack?.id}`);
         this.confirm([...seqs]);
       }
     }

@@ -4,13 +4,16 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   createBroker,
   loadDevices,
+  type AuthedClient,
+  type DevicePublish,
   type DeviceLimits,
   type DeviceRegistry,
   type StockwireBroker,
   type TlsListenerOptions,
+  orderedPublisher,
 } from '../broker/index.js';
 import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
-import { aedesPublisher } from './publish/aedes-publisher.js';
+
 import { openDatabase, type Database, type StorageSettings } from './db/open.js';
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
@@ -125,23 +128,9 @@ export class Central {
       ...(o.tls && { tls: o.tls }),
       registry: this.registry,
       log,
-      onDevicePublish: async (client, packet) => {
-        const where = parseEventTopic(packet.topic);
-        if (!where || !this.ingest) throw new Error('not an event topic');
-        await this.republished; // no stock change may overtake the start-up republish
-        const viaEdge = client.device.kind === 'gateway';
-        await this.ingest.submit({
-          topic: packet.topic,
-          payload: packet.payload,
-          wh: where.wh,
-          device: where.device,
-          source: client.device.id,
-          receivedAt: Date.now(),
-          viaEdge,
-        });
-      },
+      beforePuback: (client, packet) => this.commitBeforePuback(client, packet),
     });
-    const publisher = monotonic(aedesPublisher(this.broker.aedes));
+    const publisher = monotonic(orderedPublisher(this.broker.aedes));
     this.ingest = new Ingest({
       pool,
       publisher,
@@ -220,6 +209,24 @@ export class Central {
   }
 
   /** Stops accepting, commits what is in flight, publishes its acks, then closes. */
+
+  /** The PUBACK gate (broker/puback-gate.ts) at central: resolves once the event's batch has committed. */
+  private async commitBeforePuback(client: AuthedClient, packet: DevicePublish): Promise<void> {
+    const where = parseEventTopic(packet.topic);
+    if (!where || !this.ingest) throw new Error('not an event topic');
+    await this.republished; // no stock change may overtake the start-up republish
+    const viaEdge = client.device.kind === 'gateway';
+    await this.ingest.submit({
+      topic: packet.topic,
+      payload: packet.payload,
+      wh: where.wh,
+      device: where.device,
+      source: client.device.id,
+      receivedAt: Date.now(),
+      viaEdge,
+    });
+  }
+
   async stop(): Promise<void> {
     this.ready = false;
     await this.api?.close();

@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { redactUrl } from '../runtime/logger.js';
+import { centralClient } from '../runtime/central-client.js';
 import { reconnectWithTls, type ClientTls } from '../runtime/tls.js';
 import { EVENT_FILTER, parseEventTopic, topics } from '../protocol/index.js';
 import { openDatabase, type Database, type StorageSettings } from './db/open.js';
@@ -11,6 +12,7 @@ import { createApi } from './http.js';
 import { Ingest } from './ingest/ingest.js';
 import type { Publisher } from './publish/publisher.js';
 import { createIngestMetrics } from './metrics.js';
+import { PubackGate } from './puback-gate.js';
 import { monotonic } from './publish/monotonic-publisher.js';
 import type { ReadModel } from './publish/read-model.js';
 import { createReadModel } from './readmodel/redis.js';
@@ -46,8 +48,6 @@ export interface ProcessorOptions extends CommandSettings, StorageSettings {
   log: Logger;
 }
 
-type SendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[]) => void;
-
 /**
  * `stockwire processor`: the stock processor as a plain MQTT client of any central broker.
  *
@@ -65,8 +65,6 @@ export class StandaloneProcessor {
   private readModel: ReadModel | null = null;
   private api: FastifyInstance | null = null;
   private commands: ReservationService | null = null;
-  private readonly commits = new Map<number, Promise<boolean>>(); // messageId → committed?
-  private generation = 0; // connection count: a PUBACK is never sent on a later connection than its PUBLISH
   private connected = false;
   private closing = false;
   private token: string | null = null;
@@ -102,22 +100,19 @@ export class StandaloneProcessor {
     this.readModel = await createReadModel(o, this.db, metrics, log);
 
     const clientId = `${o.username ?? 'processor'}-${o.instance}`;
-    const options: IClientOptions = {
+    const client = centralClient({
+      url: o.centralUrl,
       clientId,
-      clean: false, // a persistent session: the broker keeps our subscription and unacknowledged messages while we restart
-      protocolVersion: o.sharedGroup ? 5 : 4,
-      ...(o.sharedGroup && { properties: { sessionExpiryInterval: 3600 } }), // s
-      keepalive: 15, // s
-      reconnectPeriod: 1_000, // ms
-      reconnectOnConnackError: true, // MQTT.js would otherwise stop for good after one refused CONNACK
-      connectTimeout: 10_000, // ms
-      // MQTT.js logs every packet through `debug`, enabled or not; set DEBUG=mqttjs* to see them.
-      ...(process.env.DEBUG === undefined && { log: () => {} }),
       ...(o.username !== undefined && { username: o.username }),
       ...(o.password !== undefined && { password: o.password }),
-      ...o.centralTls,
-    };
-    const client = mqtt.connect(o.centralUrl, { ...options, manualConnect: true });
+      ...(o.centralTls && { tls: o.centralTls }),
+      keepalive: 15, // s
+      session: {
+        clean: false, // a persistent session: the broker keeps our subscription and unacknowledged messages while we restart
+        protocolVersion: o.sharedGroup ? 5 : 4,
+        ...(o.sharedGroup && { properties: { sessionExpiryInterval: 3600 } }), // s
+      },
+    });
     this.client = client;
     const publisher: Publisher = monotonic({
       publish: (topic, payload, retain) =>
@@ -132,7 +127,7 @@ export class StandaloneProcessor {
       maxBatch: o.batchMax,
       maxWaitMs: o.batchWaitMs,
     });
-    this.holdPubacks(client);
+    const gate = new PubackGate(client); // PUBACKs wait for their batch's commit
 
     const ingest = this.ingest;
     const highWater = o.batchMax * 4; // events queued before we stop reading from the broker
@@ -154,7 +149,7 @@ export class StandaloneProcessor {
         () => true,
         () => false,
       );
-      if (packet.qos > 0 && packet.messageId !== undefined) this.commits.set(packet.messageId, committed);
+      if (packet.qos > 0 && packet.messageId !== undefined) gate.hold(packet.messageId, committed);
       if (ingest.pending < highWater) callback();
       else void committed.then(() => callback()); // backpressure: stop reading until the queue drains
     };
@@ -165,8 +160,6 @@ export class StandaloneProcessor {
       (resolve, reject) => ((subscribed = resolve), (refusedAtStart = reject)),
     );
     client.on('connect', () => {
-      // No Nagle (MQTT.js leaves it on): a PUBACK held until the commit would then wait for the broker's delayed ACK.
-      (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
       this.connected = true;
       log.info({ url: redactUrl(o.centralUrl), clientId }, 'connected to central');
       client.subscribe(this.filters(), { qos: 1 }, (err, granted) => {
@@ -184,8 +177,7 @@ export class StandaloneProcessor {
     client.on('close', () => {
       if (this.connected) log.warn('connection to central lost');
       this.connected = false;
-      this.generation++;
-      this.commits.clear();
+      gate.connectionClosed();
     });
     client.on('error', (err) => log.warn({ err: err.message }, 'central connection error'));
     client.connect();
@@ -211,24 +203,6 @@ export class StandaloneProcessor {
     await this.api.listen({ host: o.host, port: o.httpPort });
     const address = this.api.server.address();
     return { http: typeof address === 'object' && address ? address.port : o.httpPort };
-  }
-
-  /** Holds each PUBACK until its message's batch has committed; the parse pump goes on meanwhile. */
-  private holdPubacks(client: MqttClient): void {
-    const target = client as unknown as { _sendPacket: SendPacket };
-    const send = target._sendPacket.bind(client);
-    target._sendPacket = (packet, cb, ...rest) => {
-      const messageId = (packet as { messageId?: number }).messageId;
-      const committed = packet.cmd === 'puback' && messageId !== undefined ? this.commits.get(messageId) : undefined;
-      if (!committed) return send(packet, cb, ...rest);
-      this.commits.delete(messageId as number);
-      const generation = this.generation;
-      void committed.then((ok) => {
-        // Not committed (stopping) or the connection changed: no PUBACK, so the broker delivers it again.
-        if (ok && generation === this.generation) send(packet, () => {});
-      });
-      cb?.();
-    };
   }
 
   /** A certificate rotation (SIGHUP): the credentials the next connection to central uses; the one that is up keeps its own. */

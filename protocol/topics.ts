@@ -74,6 +74,35 @@ export function parseEventTopic(topic: string): EventTopic | null {
   return { wh, device };
 }
 
+export interface AckTopic {
+  wh: string;
+  device: string;
+}
+
+/** Parses `wh/{wh}/dev/{device}/ack`; null for anything else, including bad identifiers. */
+export function parseAckTopic(topic: string): AckTopic | null {
+  const parts = topic.split('/');
+  if (parts.length !== 5 || parts[0] !== 'wh' || parts[2] !== 'dev' || parts[4] !== 'ack') return null;
+  const [, wh, , device] = parts;
+  if (!isIdent(wh) || !isIdent(device)) return null;
+  return { wh, device };
+}
+
+/** A retained stock topic: `wh/{wh}/stock/{sku}` (one warehouse) or `stock/{sku}` (every warehouse, wh null). */
+export interface StockTopic {
+  wh: string | null;
+  sku: string;
+}
+
+/** Parses `wh/{wh}/stock/{sku}` and `stock/{sku}`; null for anything else (a level missing or too many). */
+export function parseStockTopic(topic: string): StockTopic | null {
+  const parts = topic.split('/');
+  if (parts.length === 2 && parts[0] === 'stock' && parts[1] !== '') return { wh: null, sku: parts[1] as string };
+  if (parts.length === 4 && parts[0] === 'wh' && parts[2] === 'stock' && parts[1] !== '' && parts[3] !== '')
+    return { wh: parts[1] as string, sku: parts[3] as string };
+  return null;
+}
+
 /**
  * MQTT topic filter match (MQTT-4.7.1): `+` one level, `#` the rest (including the parent level).
  * Topics starting with `$` never match a filter starting with a wildcard (MQTT-4.7.2-1).

@@ -17,7 +17,11 @@ export interface Notice {
 
 /** Where the processor publishes: in-process Aedes in `central`, an MQTT client in `processor`. */
 export interface Publisher {
-  publish(topic: string, payload: string, retain: boolean): Promise<void>;
+  /**
+   * `version`: a retained stock value's version (`wh/{wh}/stock/{sku}`, `stock/{sku}`), which keeps the topic
+   * moving forward (monotonic-publisher.ts); absent for every other topic.
+   */
+  publish(topic: string, payload: string, retain: boolean, version?: number): Promise<void>;
 }
 
 export const alert = (kind: string, wh: string, message: string, sku?: string): Alert => ({
@@ -32,8 +36,8 @@ export const alert = (kind: string, wh: string, message: string, sku?: string): 
 export function stockSends(publisher: Publisher, warehouse: WarehouseStock[], global: GlobalStock[]): Promise<void>[] {
   const sends: Promise<void>[] = [];
   for (const s of warehouse)
-    sends.push(publisher.publish(topics.warehouseStock(s.warehouse, s.sku), JSON.stringify(s), true));
-  for (const g of global) sends.push(publisher.publish(topics.globalStock(g.sku), JSON.stringify(g), true));
+    sends.push(publisher.publish(topics.warehouseStock(s.warehouse, s.sku), JSON.stringify(s), true, s.version));
+  for (const g of global) sends.push(publisher.publish(topics.globalStock(g.sku), JSON.stringify(g), true, g.version));
   return sends;
 }
 

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { topics, type GlobalStock, type ShelfReading, type WarehouseStock } from '../../protocol/index.js';
-import type { Publisher } from '../publish/publisher.js';
+import { stockSends, type Publisher } from '../publish/publisher.js';
 import type { ReadModel } from '../publish/read-model.js';
 
 const PAGE = 5_000; // skus per query while republishing
@@ -85,11 +85,7 @@ export async function republishStock(
       g.available += available;
       g.warehouses[r.wh] = { onHand: r.on_hand, reserved: r.reserved, available };
     }
-    const sends: Promise<void>[] = [];
-    for (const s of warehouse)
-      sends.push(publisher.publish(topics.warehouseStock(s.warehouse, s.sku), JSON.stringify(s), true));
-    for (const g of global.values()) sends.push(publisher.publish(topics.globalStock(g.sku), JSON.stringify(g), true));
-    await Promise.all(sends);
+    await Promise.all(stockSends(publisher, warehouse, [...global.values()]));
     await readModel.write(warehouse, [...global.values()]);
     skus += versions.length;
     rowsTotal += warehouse.length;

@@ -23,14 +23,7 @@ import { schemaError, type ReservationService } from './service.js';
 const validateRequest = ajv.compile<CommandRequest>(CommandRequest);
 const MAX_REQUEST_BYTES = 16 * 1024;
 
-class Refusal extends Error {
-  constructor(readonly body: ErrorBody) {
-    super(body.message);
-  }
-}
-
-const refuse = (code: ErrorCode, message: string, field?: string) =>
-  new Refusal(field === undefined ? { code, message } : { code, message, field });
+const refuse = (code: ErrorCode, message: string, field?: string) => new ValidationError(code, message, field);
 
 function readableRequestId(value: unknown): string | null {
   const id = typeof value === 'object' && value !== null ? (value as { requestId?: unknown }).requestId : undefined;
@@ -109,7 +102,6 @@ export class CommandRequests {
   }
 
   private errorBody(err: unknown): ErrorBody {
-    if (err instanceof Refusal) return err.body;
     if (err instanceof ValidationError) {
       const body = err.toBody();
       return body.field === KEY_FIELD

@@ -178,8 +178,8 @@ before(async () => {
     { id: 'obs', warehouse: 'W1', kind: 'processor' },
   ]);
   const hook = async () => undefined;
-  brokers.edge = await startBroker({ role: 'edge', edgeWarehouse: 'W1', devices, onDevicePublish: hook });
-  brokers.central = await startBroker({ role: 'central', devices, onDevicePublish: hook });
+  brokers.edge = await startBroker({ role: 'edge', edgeWarehouse: 'W1', devices, beforePuback: hook });
+  brokers.central = await startBroker({ role: 'central', devices, beforePuback: hook });
   observer = await connectAs(brokers.central.url, 'obs');
   observer.on('message', (_topic, payload) => seen.add(payload.toString()));
   await observer.subscribeAsync('#', { qos: 1 });

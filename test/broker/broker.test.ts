@@ -111,7 +111,7 @@ before(async () => {
     maxPayloadBytes: MAX_PAYLOAD,
     registry: edgeMetrics,
     log,
-    onDevicePublish: async (client, packet) => {
+    beforePuback: async (client, packet) => {
       hookCalls.push({ client, packet });
       await hook(client, packet);
     },
@@ -416,7 +416,7 @@ describe('stop', () => {
       wsPort: 0,
       registry: new Registry(),
       log,
-      onDevicePublish: async () => {
+      beforePuback: async () => {
         await sleep(300);
         hookDone = true;
       },

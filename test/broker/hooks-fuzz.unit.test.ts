@@ -187,8 +187,8 @@ before(async () => {
     connectsPerClientId: 10_000,
     connectsPerAddress: 10_000,
   };
-  edge = await startBroker({ role: 'edge', edgeWarehouse: 'W1', devices, limits, onDevicePublish: hook });
-  central = await startBroker({ role: 'central', devices, limits, onDevicePublish: hook });
+  edge = await startBroker({ role: 'edge', edgeWarehouse: 'W1', devices, limits, beforePuback: hook });
+  central = await startBroker({ role: 'central', devices, limits, beforePuback: hook });
   scanner = await connectAs(edge.url, 'sc1');
   gateway = await connectAs(central.url, 'gw1');
   observer = await connectAs(central.url, 'obs');

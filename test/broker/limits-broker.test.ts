@@ -47,7 +47,7 @@ async function edge(limits: Partial<DeviceLimits>): Promise<TestBroker> {
     edgeWarehouse: 'W1',
     devices,
     limits,
-    onDevicePublish: async (_client, packet) => {
+    beforePuback: async (_client, packet) => {
       hookCalls.push(packet.payload.toString());
       await hookGate;
     },
@@ -165,7 +165,7 @@ describe('publish rate', () => {
       role: 'central',
       devices,
       limits: { publishRate: 1, publishBurst: 1, maxInflight: 1 },
-      onDevicePublish: async () => undefined,
+      beforePuback: async () => undefined,
     });
     brokers.push(b);
     const gw = await device(b, 'gw1');

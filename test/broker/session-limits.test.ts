@@ -45,7 +45,7 @@ async function edge(limits: Partial<DeviceLimits>): Promise<TestBroker> {
     edgeWarehouse: 'W1',
     devices,
     limits,
-    onDevicePublish: async () => undefined,
+    beforePuback: async () => undefined,
   });
   brokers.push(b);
   return b;

@@ -62,7 +62,7 @@ test('mqtts listener: a gateway connects over TLS and publishes', {
       tls: { port: 0, cert: certPem, key: await readFile(key) },
       registry: new Registry(),
       log: pino({ level: 'silent' }),
-      onDevicePublish: async (_client, packet) => {
+      beforePuback: async (_client, packet) => {
         received.push(packet.topic);
       },
     });

@@ -16,9 +16,9 @@ const silent = pino({ level: 'silent' });
 
 // The edge mirrors acks (plain) and stock topics (retained) from central into its broker. Aedes drops a
 // message for a subscriber that already got one with a higher internal counter (moscajs/aedes#955), which
-// at central lost stock topics behind acks (processors/aedes-publisher.ts). A scanner subscribed to both
-// at the edge must see every stock topic. (The mirror receives one message per tick from central, which
-// has kept the overtaking from happening here so far; this guards it.)
+// at central lost stock topics behind acks (broker/ordered-publisher.ts). A scanner subscribed to both
+// at the edge must see every stock topic. The edge publishes everything of its own
+// through the same ordered publisher as central (broker/ordered-publisher.ts), so this holds by construction, not by timing.
 describe('the edge mirror, for a device subscribed to its acks and to stock', () => {
   let db: TestDatabase;
   let central: Central;

@@ -12,7 +12,7 @@ const WH = 'WM1';
 
 // An edge's downlink mirror subscribes to acks and stock topics at once, while other clients publish
 // retained status messages: it must still see every stock topic a commit changes. (The aedes#955 case
-// itself, a retained publish overtaken by a plain one, is reproduced in aedes-publisher.test.ts.)
+// itself, a retained publish overtaken by a plain one, is reproduced in test/broker/ordered-publisher.test.ts.)
 describe('a subscriber of acks and stock topics (the edge mirror) at central', () => {
   let db: TestDatabase;
   let central: Central;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Writable } from 'node:stream';
-import { coalesceWrites } from '../../broker/index.js';
+import { coalesceWrites } from '../../runtime/coalesce.js';
 
 /** A sink that records each call the stream machinery makes: one entry per write or writev. */
 function sink(): { stream: Writable; calls: string[][] } {

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { Aedes } from 'aedes';
 import mqtt from 'mqtt';
-import { aedesPublisher } from '../../processors/publish/aedes-publisher.js';
+import { orderedPublisher } from '../../broker/ordered-publisher.js';
 
 describe('publishing into the in-process aedes', () => {
   // Regression: aedes' per-client dedupe (moscajs/aedes#955) dropped a retained stock topic that an ack or
@@ -21,7 +21,7 @@ describe('publishing into the in-process aedes', () => {
       const got: string[] = [];
       client.on('message', (_topic, payload) => got.push(payload.toString()));
       await client.subscribeAsync(['stock/#', 'alerts/#'], { qos: 1 });
-      const publisher = aedesPublisher(aedes);
+      const publisher = orderedPublisher(aedes);
       const expected: string[] = [];
       const sends: Promise<void>[] = [];
       for (let i = 0; i < 50; i++) {

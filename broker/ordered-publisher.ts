@@ -1,5 +1,4 @@
 import type { Aedes } from 'aedes';
-import type { Publisher } from './publisher.js';
 
 // Publishes handed to aedes at once, at most. mqemitter delivers a message with no remote subscriber
 // synchronously and then releases the next queued one from inside that call: thousands queued at once
@@ -12,15 +11,24 @@ const MAX_IN_AEDES = 64;
 // topic lost behind an ack or an alert). So a non-retained publish never starts while a retained one is in
 // aedes; retained ones among themselves keep their order (the in-memory store resolves in call order).
 
+/** Publishes on a broker; resolves once the broker has taken the message. */
+export interface Publisher {
+  publish(topic: string, payload: string | Buffer, retain: boolean): Promise<void>;
+}
+
 interface Queued {
   topic: string;
-  payload: string;
+  payload: string | Buffer;
   retain: boolean;
   done: (err?: Error) => void;
 }
 
-/** Publishes through the in-process central broker (QoS 1; aedes stores retained messages itself). */
-export function aedesPublisher(aedes: Aedes): Publisher {
+/**
+ * Publishes through an in-process broker (QoS 1; aedes stores retained messages itself), in order and without
+ * the two aedes traps above. Central's processor and the edge (its mirror, alerts and status) publish only
+ * through this.
+ */
+export function orderedPublisher(aedes: Aedes): Publisher {
   // A queue with a read index: Array#shift on one batch's thousands of publishes is O(n) each, and
   // made publishing quadratic (measured: 100 µs of CPU per retained publish with 100,000 queued, 13 µs now).
   let queue: (Queued | undefined)[] = [];
@@ -38,7 +46,14 @@ export function aedesPublisher(aedes: Aedes): Publisher {
       inAedes++;
       if (m.retain) retainedInAedes++;
       aedes.publish(
-        { cmd: 'publish', topic: m.topic, payload: Buffer.from(m.payload), qos: 1, retain: m.retain, dup: false },
+        {
+          cmd: 'publish',
+          topic: m.topic,
+          payload: typeof m.payload === 'string' ? Buffer.from(m.payload) : m.payload,
+          qos: 1,
+          retain: m.retain,
+          dup: false,
+        },
         (err) => {
           inAedes--;
           if (m.retain) retainedInAedes--;
