@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { MemoryOutbox, OutboxDeviceShareError, SqliteOutbox, type OutboxEntry } from '../../gateway/outbox/index.js';
 import { deadLetter, newEntry, outboxContract } from './outbox-contract.js';
+import { testSeed } from '../helpers/seed.js';
 
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'outbox-child.ts');
 const BIG = 1 << 30; // bytes
@@ -119,9 +120,9 @@ describe('SqliteOutbox', () => {
   test('kill -9: every seq the child reported as appended is on disk after reopen', async (t) => {
     const path = freshPath();
     const KILL_AFTER = 1000; // seqs reported before the kill is scheduled
-    // The kill then comes after a random delay (ms), so over runs it lands at every phase of the child's
-    // cycle (collecting a group, inside its transaction, resolving it) rather than always between groups.
-    const killDelayMs = Math.random() * 25;
+    // The kill then comes after a delay (ms) chosen by the seed, so over explored seeds it lands at every phase
+    // of the child's cycle (collecting a group, inside its transaction, resolving it), not always between groups.
+    const killDelayMs = (testSeed('gateway/outbox-kill') % 2_500) / 100;
     let killTimer: NodeJS.Timeout | undefined;
     const child = spawn(process.execPath, ['--import', 'tsx', CHILD, path], { stdio: ['ignore', 'pipe', 'pipe'] });
     t.after(() => {
