@@ -156,9 +156,10 @@ export class StandaloneProcessor {
     // Ready only once subscribed: the first time, a broker drops what is published before a subscription exists.
     let subscribed: () => void = () => {};
     let refusedAtStart: (err: Error) => void = () => {};
-    const firstSubscription = new Promise<void>(
-      (resolve, reject) => ((subscribed = resolve), (refusedAtStart = reject)),
-    );
+    const firstSubscription = new Promise<void>((resolve, reject) => {
+      subscribed = resolve;
+      refusedAtStart = reject;
+    });
     client.on('connect', () => {
       this.connected = true;
       log.info({ url: redactUrl(o.centralUrl), clientId }, 'connected to central');
