@@ -119,7 +119,14 @@ function orderRetained(aedes: Aedes, persistence: Persistence): void {
           // aedes builds the packet it forwards from this payload: a buffer of the copy's own identifies it.
           const payload = Buffer.from(packet.payload);
           read++;
-          tags.set(payload, { client, since, done: () => (forwarded++, settle()) });
+          tags.set(payload, {
+            client,
+            since,
+            done: () => {
+              forwarded++;
+              settle();
+            },
+          });
           next(null, { ...packet, payload });
         },
         flush(done) {

@@ -85,7 +85,10 @@ export class Ingest {
   }
 
   private kick(): void {
-    if (this.timer) clearTimeout(this.timer), (this.timer = null);
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     while (this.inFlight.size < MAX_IN_FLIGHT && this.queue.length > 0) {
       const batch = this.queue.splice(0, this.o.maxBatch);
       this.o.metrics.pending.set(this.queue.length);
@@ -145,7 +148,11 @@ export class Ingest {
           'batch failed; retrying',
         );
         await new Promise<void>((resolve) => {
-          const wake = () => (clearTimeout(t), this.backoffWakes.delete(wake), resolve());
+          const wake = () => {
+            clearTimeout(t);
+            this.backoffWakes.delete(wake);
+            resolve();
+          };
           const t = setTimeout(wake, wait);
           this.backoffWakes.add(wake);
         });

@@ -219,13 +219,19 @@ describe('PublishLimiter: one device across its connections', () => {
     assert.ok((await limiter.admit(scanner, 1, a)).ok, 'its burst');
     const heldOnA = Array.from({ length: 5 }, () => limiter.admit(scanner, 1, a));
     const order: string[] = [];
-    const onB = limiter.admit(scanner, 1, b).then((r) => (order.push('b'), r));
+    const onB = limiter.admit(scanner, 1, b).then((r) => {
+      order.push('b');
+      return r;
+    });
     a.close();
     assert.deepEqual(
       (await Promise.all(heldOnA)).map((r) => r.ok || r.reason),
       ['closed', 'closed', 'closed', 'closed', 'closed'],
     );
-    const onC = limiter.admit(scanner, 1, c).then((r) => (order.push('c'), r));
+    const onC = limiter.admit(scanner, 1, c).then((r) => {
+      order.push('c');
+      return r;
+    });
     assert.ok((await onB).ok && (await onC).ok);
     assert.deepEqual(order, ['c', 'b'], 'c owes less than b was scheduled for, once a paid back');
     assert.equal(delayed.length, 7);

@@ -63,7 +63,10 @@ class Model {
         let left = qty;
         for (const w of order) {
           const take = Math.min(left, this.available(w));
-          if (take > 0) got.push({ wh: w, qty: take }), (left -= take);
+          if (take > 0) {
+            got.push({ wh: w, qty: take });
+            left -= take;
+          }
         }
         parts = left === 0 ? got : null;
       }
@@ -74,14 +77,21 @@ class Model {
   }
   release(i: number): void {
     const h = this.holds[i];
-    if (h && h.state === 'active') (h.state = 'released'), (h.remaining = 0);
+    if (h && h.state === 'active') {
+      h.state = 'released';
+      h.remaining = 0;
+    }
   }
   /** Returns how many holds expired. */
   advance(ms: number): number {
     this.now += ms;
     let n = 0;
     for (const h of this.holds)
-      if (h.state === 'active' && h.expiresAt <= this.now) (h.state = 'expired'), (h.remaining = 0), n++;
+      if (h.state === 'active' && h.expiresAt <= this.now) {
+        h.state = 'expired';
+        h.remaining = 0;
+        n++;
+      }
     return n;
   }
   receive(wh: string, qty: number): void {
@@ -198,7 +208,10 @@ describe('reservations: the SQL implementation against a simple model (grant, re
             assert.equal(result.decisions[0]?.status, 'applied');
           };
           for (const [i, qty] of seed.entries())
-            if (qty > 0) model.receive(WHS[i] as string, qty), await event(WHS[i] as string, 'received', qty);
+            if (qty > 0) {
+              model.receive(WHS[i] as string, qty);
+              await event(WHS[i] as string, 'received', qty);
+            }
           for (const cmd of commands) {
             switch (cmd.c) {
               case 'receive':
