@@ -171,7 +171,10 @@ export class Fleet {
 
   private row(key: string): Row {
     let row = this.rows.get(key);
-    if (!row) this.rows.set(key, (row = { onHand: [], at: [], waiting: [] }));
+    if (!row) {
+      row = { onHand: [], at: [], waiting: [] };
+      this.rows.set(key, row);
+    }
     return row;
   }
 

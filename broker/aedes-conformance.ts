@@ -98,7 +98,10 @@ function orderRetained(aedes: Aedes, persistence: Persistence): void {
     subscribing = null;
     if (client === null) return stream;
     let watch = watches.get(client);
-    if (watch === undefined) watches.set(client, (watch = { streams: 0, live: new Map() }));
+    if (watch === undefined) {
+      watch = { streams: 0, live: new Map() };
+      watches.set(client, watch);
+    }
     const w = watch;
     const since = ++seq;
     w.streams++;

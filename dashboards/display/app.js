@@ -266,7 +266,10 @@
     } else if (parts[0] === 'wh' && parts[2] === 'shelf' && parts.length === 5) {
       const w = warehouse(parts[1]);
       let byLocation = w.shelf.get(parts[4]);
-      if (!byLocation) w.shelf.set(parts[4], (byLocation = new Map()));
+      if (!byLocation) {
+        byLocation = new Map();
+        w.shelf.set(parts[4], byLocation);
+      }
       byLocation.set(parts[3], msg.qty);
     } else if (parts[0] === 'wh' && parts[2] === 'status' && parts.length === 3) {
       warehouse(parts[1]).status = msg;

@@ -207,7 +207,10 @@ export class Ingest {
     const lag = new Map<string, ReturnType<typeof m.lagSeconds.labels>>();
     for (const a of result.applied) {
       let child = lag.get(a.wh);
-      if (!child) lag.set(a.wh, (child = m.lagSeconds.labels({ wh: a.wh })));
+      if (!child) {
+        child = m.lagSeconds.labels({ wh: a.wh });
+        lag.set(a.wh, child);
+      }
       child.observe(Math.max(0, a.lagMs) / 1000);
     }
     for (const d of result.deadLetters) m.deadLetters.inc({ code: d.code });

@@ -209,7 +209,9 @@ describe('PublishLimiter: one device across its connections', () => {
   const limits = { publishRate: 10, publishBurst: 1, maxInflight: 5, connectsPerClientId: 1, connectsPerAddress: 1 };
   // The limiter's timer does not hold the process open (a broker's sockets do): this test holds it instead.
   let alive: NodeJS.Timeout;
-  before(() => void (alive = setInterval(() => undefined, 1_000)));
+  before(() => {
+    alive = setInterval(() => undefined, 1_000);
+  });
   after(() => clearInterval(alive));
 
   test('a closed connection gives its held tokens back: a later publish on another connection goes before the one that waited behind them', async () => {
