@@ -109,7 +109,9 @@ export class Ingest {
       for (const w of batch) w.reject(new Error('ingest stopped before the batch committed'));
       return;
     }
-    batch.forEach((w, i) => w.resolve(result.decisions[i] as Decision));
+    batch.forEach((w, i) => {
+      w.resolve(result.decisions[i] as Decision);
+    });
     this.record(items, result);
     // Publishing overlaps the next commit; publishes leave in commit order, one batch after another
     // (the monotonic publisher keeps each stock topic's versions increasing whatever the order).

@@ -398,15 +398,21 @@ describe('reservations: the SQL implementation against a simple model (grant, re
             }
             const earlier = first.get(b.key);
             if (earlier) {
-              if (earlier.hash !== b.hash)
-                return assert.ok(got instanceof ValidationError && got.code === 'idempotency_key_reused', label);
+              if (earlier.hash !== b.hash) {
+                assert.ok(got instanceof ValidationError && got.code === 'idempotency_key_reused', label);
+                return;
+              }
               const a = answers[earlier.i];
-              return assert.deepEqual(got, a instanceof ValidationError ? a : { ...a, replayed: true }, label);
+              assert.deepEqual(got, a instanceof ValidationError ? a : { ...a, replayed: true }, label);
+              return;
             }
             first.set(b.key, { hash: b.hash, i });
             const expected = model.reserve(['W1', 'W2'], b.req.qty, b.req.warehouse, b.req.split === true, 900);
             assert.ok(!(got instanceof ValidationError), `${label}: ${String(got)}`);
-            if (expected === null) return assert.equal(got?.status, 409, label);
+            if (expected === null) {
+              assert.equal(got?.status, 409, label);
+              return;
+            }
             assert.equal(got?.status, 201, label);
             const body = got?.body as ReservationGranted;
             assert.deepEqual(

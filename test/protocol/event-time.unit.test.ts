@@ -141,7 +141,9 @@ const shape: fc.Arbitrary<Shape> = fc
     const keys = members.map((_m, i) => (order[i % order.length] ?? 0) + i / 100);
     const tsFrom = members.length - tsMembers.length;
     const tsKeys = keys.slice(tsFrom).sort((x, y) => x - y);
-    tsKeys.forEach((k, j) => (keys[tsFrom + j] = k));
+    tsKeys.forEach((k, j) => {
+      keys[tsFrom + j] = k;
+    });
     const interleaved = members
       .map((m, i) => ({ m, k: keys[i] as number }))
       .sort((x, y) => x.k - y.k)
