@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { verifyPassword } from '../../broker/index.js';
-import { ConfigError, parseConfig, type Specs } from '../../runtime/options.js';
+import { type ConfigError, parseConfig, type Specs } from '../../runtime/options.js';
 import { edgeSpecs } from '../../gateway/config.js';
 import { centralSpecs, migrateSpecs, processorSpecs } from '../../processors/config.js';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import pg from 'pg';
+import type pg from 'pg';
 import { createPool } from '../../processors/db/pool.js';
 import { migrate } from '../../processors/db/migrate.js';
 import { applyBatch } from '../../processors/ingest/batch.js';
