@@ -1,11 +1,4 @@
-import {
-  ErrorCode,
-  topics,
-  type Alert,
-  type GlobalStock,
-  type ShelfReading,
-  type WarehouseStock,
-} from '../../protocol/index.js';
+import { topics, type Alert, type GlobalStock, type ShelfReading, type WarehouseStock } from '../../protocol/index.js';
 
 /** An alert to publish after a commit: `alerts/{wh}/{kind}` (a reservation or transfer link that did not fit, …). */
 export interface Notice {
