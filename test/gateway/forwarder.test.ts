@@ -31,7 +31,7 @@ describe('forwarder', () => {
   it('an outbox that fails to read is logged and retried, never an unhandled rejection that kills the edge', {
     timeout: 30_000,
   }, async () => {
-    const { aedes, port, close } = await fakeCentral();
+    const { port, close } = await fakeCentral();
     const lines: string[] = [];
     const log = pino(
       { level: 'error' },
