@@ -115,7 +115,7 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       await Promise.all([setup.close(), setupB.close()]);
 
       // The stream: late scans at A and B (ordered before the count), shipments at C.
-      const late = (wh: string): OutgoingEvent[] =>
+      const late = (): OutgoingEvent[] =>
         Array.from({ length: LATE_EVENTS }, (_, i) => {
           const type = ['received', 'shipped', 'returned', 'adjusted'][i % 4] as string;
           const id = `late-${i}`;
@@ -140,8 +140,8 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       let acked = 0;
       const onAck = () => void acked++;
       for (const [wh, events] of [
-        [A, late(A)],
-        [B, late(B)],
+        [A, late()],
+        [B, late()],
         [C, atC],
       ] as const) {
         publishers[wh] = new ResendingPublisher(MOSQUITTO, wh, [...events], {
