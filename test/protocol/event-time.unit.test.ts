@@ -154,7 +154,7 @@ const shape: fc.Arbitrary<Shape> = fc
       text += `,"pad":[${Array(Math.floor((room - 8) / 5))
         .fill('1e20')
         .join(',')}]`;
-    text += ' '.repeat(Math.max(0, size - Buffer.byteLength(text) - 1)) + '}';
+    text += `${' '.repeat(Math.max(0, size - Buffer.byteLength(text) - 1))}}`;
     const last = JSON.parse(text) as { ts?: unknown };
     const deviceTs =
       last.ts === undefined ? null : typeof last.ts === 'number' ? last.ts : Date.parse(last.ts as string);
