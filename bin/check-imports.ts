@@ -35,7 +35,7 @@ const ENTRY_POINTS = ['processors/central.ts', 'processors/processor.ts', 'proce
 const areaOf = (rel: string): string =>
   Object.keys(FLOORS)
     .filter((a) => rel === a || rel.startsWith(`${a}/`))
-    .sort((x, y) => y.length - x.length)[0] ?? rel.split('/')[0]!;
+    .sort((x, y) => y.length - x.length)[0] ?? (rel.split('/')[0] as string);
 
 /** Why `from` may not import `to` (both repository paths of .ts files), or null when it may. */
 export function forbidden(from: string, to: string): string | null {
