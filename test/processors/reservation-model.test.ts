@@ -101,7 +101,7 @@ class Model {
   ship(wh: string, qty: number, i: number): number {
     this.onHand.set(wh, (this.onHand.get(wh) ?? 0) - qty);
     const h = this.holds[i];
-    if (!h || h.state !== 'active' || h.wh !== wh) return 0;
+    if (h?.state !== 'active' || h.wh !== wh) return 0;
     const take = Math.min(qty, h.remaining);
     h.remaining -= take;
     if (h.remaining === 0) h.state = 'consumed';
