@@ -2,9 +2,10 @@
 // this page over MQTT-over-WebSocket with a `display` credential and renders what the topics say
 // (CONTRACT section 2): retained stock per warehouse, link status, alerts.
 /* global mqtt */
+// biome-ignore lint/suspicious/noRedundantUseStrict: index.html loads this as a classic script, not a module: without it the code runs sloppy
 'use strict';
 
-(function () {
+(() => {
   const MAX_ROWS = 40; // stock rows shown per warehouse; the filter reaches the rest
   const MAX_ALERTS = 20;
   const RATE_SECONDS = 60;
