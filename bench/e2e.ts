@@ -371,8 +371,10 @@ async function settle(count: () => number, expected: number): Promise<number> {
   for (;;) {
     const n = count();
     if (n >= expected) return n;
-    if (n !== last) (last = n), (since = performance.now());
-    else if (performance.now() - since > 3_000) return n;
+    if (n !== last) {
+      last = n;
+      since = performance.now();
+    } else if (performance.now() - since > 3_000) return n;
     await sleep(100);
   }
 }

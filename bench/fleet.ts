@@ -159,13 +159,22 @@ export class Fleet {
       row.onHand.push(s.onHand);
       row.at.push(now);
       if (row.waiting.length === 0) continue;
-      row.waiting = row.waiting.filter((w) => (w.need <= s.onHand ? (this.stockLatency.push(now - w.t), false) : true));
+      row.waiting = row.waiting.filter((w) => {
+        if (w.need <= s.onHand) {
+          this.stockLatency.push(now - w.t);
+          return false;
+        }
+        return true;
+      });
     }
   }
 
   private row(key: string): Row {
     let row = this.rows.get(key);
-    if (!row) this.rows.set(key, (row = { onHand: [], at: [], waiting: [] }));
+    if (!row) {
+      row = { onHand: [], at: [], waiting: [] };
+      this.rows.set(key, row);
+    }
     return row;
   }
 
@@ -218,7 +227,10 @@ export class Fleet {
             await new Promise((r) => setTimeout(r, 50));
           stockMissing = missing();
         }
-        for (const dev of this.devices) (dev.client.onMessage = () => {}), (dev.client.onPuback = () => {});
+        for (const dev of this.devices) {
+          dev.client.onMessage = () => {};
+          dev.client.onPuback = () => {};
+        }
         resolve({
           events: total,
           seconds,

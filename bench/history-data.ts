@@ -72,7 +72,10 @@ function insertSql(shape: Shape): string {
   const total = MIX.reduce((t, [, w]) => t + w, 0);
   let acc = 0;
   const type = `CASE ${MIX.slice(0, -1)
-    .map(([t, w]) => `WHEN ${u(4)} < ${(acc += w) / total} THEN '${t}'`)
+    .map(([t, w]) => {
+      acc += w;
+      return `WHEN ${u(4)} < ${acc / total} THEN '${t}'`;
+    })
     .join(' ')} ELSE '${MIX[MIX.length - 1]?.[0]}' END`;
   const width = Math.max(5, String(shape.skus - 1).length);
   return `INSERT INTO events (ts, wh, device, id, type, sku, qty, delta, payload, received_at, committed_at)

@@ -222,7 +222,10 @@ export async function startScript(
       const { ready: _ready, ...p } = JSON.parse(line) as Record<string, number>;
       resolve(p);
     });
-    void exited.then((code) => (clearTimeout(timer), reject(new Error(`${script} exited with ${code} before ready`))));
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${script} exited with ${code} before ready`));
+    });
   });
   return { child, ports, logs: [], exited };
 }

@@ -24,7 +24,10 @@ async function listening(port: number, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
       s.once('error', () => resolve(false));
     });
     if (ok) return;
@@ -61,7 +64,10 @@ export async function startMosquittoBridge(
       children.map((c) =>
         c.exitCode !== null || c.signalCode !== null
           ? undefined
-          : new Promise((r) => (c.once('exit', r), c.kill('SIGTERM'))),
+          : new Promise((r) => {
+              c.once('exit', r);
+              c.kill('SIGTERM');
+            }),
       ),
     );
     await fs.rm(dir, { recursive: true, force: true });

@@ -390,7 +390,10 @@ async function devicesAtScale(): Promise<string[]> {
       concurrency: CONNECT_CONCURRENCY,
       subscribeAcks: true,
       onProgress: (n) => {
-        if (n - shown >= 1_000) (shown = n), progress(`scale: ${int(n)} connected`);
+        if (n - shown >= 1_000) {
+          shown = n;
+          progress(`scale: ${int(n)} connected`);
+        }
       },
     });
     const rssConnected = await rssMiB(edge.child.pid as number);

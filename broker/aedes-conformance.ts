@@ -98,7 +98,10 @@ function orderRetained(aedes: Aedes, persistence: Persistence): void {
     subscribing = null;
     if (client === null) return stream;
     let watch = watches.get(client);
-    if (watch === undefined) watches.set(client, (watch = { streams: 0, live: new Map() }));
+    if (watch === undefined) {
+      watch = { streams: 0, live: new Map() };
+      watches.set(client, watch);
+    }
     const w = watch;
     const since = ++seq;
     w.streams++;
@@ -119,7 +122,14 @@ function orderRetained(aedes: Aedes, persistence: Persistence): void {
           // aedes builds the packet it forwards from this payload: a buffer of the copy's own identifies it.
           const payload = Buffer.from(packet.payload);
           read++;
-          tags.set(payload, { client, since, done: () => (forwarded++, settle()) });
+          tags.set(payload, {
+            client,
+            since,
+            done: () => {
+              forwarded++;
+              settle();
+            },
+          });
           next(null, { ...packet, payload });
         },
         flush(done) {

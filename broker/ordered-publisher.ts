@@ -42,7 +42,10 @@ export function orderedPublisher(aedes: Aedes): Publisher {
       const m = queue[head] as Queued;
       if (!m.retain && retainedInAedes > 0) break; // in order: wait for the retained ones
       queue[head++] = undefined; // let the message go once aedes is done with it
-      if (head === queue.length) (queue = []), (head = 0);
+      if (head === queue.length) {
+        queue = [];
+        head = 0;
+      }
       inAedes++;
       if (m.retain) retainedInAedes++;
       aedes.publish(
@@ -59,7 +62,10 @@ export function orderedPublisher(aedes: Aedes): Publisher {
           if (m.retain) retainedInAedes--;
           m.done(err ?? undefined);
           // Continue on a fresh stack, never from inside aedes' callback.
-          if (head < queue.length && !scheduled) (scheduled = true), setImmediate(drain);
+          if (head < queue.length && !scheduled) {
+            scheduled = true;
+            setImmediate(drain);
+          }
         },
       );
     }
@@ -68,7 +74,10 @@ export function orderedPublisher(aedes: Aedes): Publisher {
     publish: (topic, payload, retain) =>
       new Promise<void>((resolve, reject) => {
         queue.push({ topic, payload, retain, done: (err) => (err ? reject(err) : resolve()) });
-        if (!scheduled) (scheduled = true), setImmediate(drain);
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(drain);
+        }
       }),
   };
 }

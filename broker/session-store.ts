@@ -193,7 +193,10 @@ export class SessionStore implements AedesPersistence {
 
   private enqueue(clientId: string, packet: StoredPacket): void {
     const size = sizeOf(packet);
-    if (size > this.bounds.queuedBytesPerSession) return this.hooks.onDrop(clientId, 'session_bytes', 1);
+    if (size > this.bounds.queuedBytesPerSession) {
+      this.hooks.onDrop(clientId, 'session_bytes', 1);
+      return;
+    }
     const queue = this.queues.get(clientId) ?? { packets: [], sizes: [], bytes: 0 };
     let dropped: QueueDrop | null = null;
     let count = 0;
@@ -208,7 +211,8 @@ export class SessionStore implements AedesPersistence {
     if (dropped !== null) this.hooks.onDrop(clientId, dropped, count);
     if (this.bytes + size > this.bounds.brokerBytes) {
       if (queue.packets.length === 0) this.queues.delete(clientId);
-      return this.hooks.onDrop(clientId, 'broker_bytes', 1);
+      this.hooks.onDrop(clientId, 'broker_bytes', 1);
+      return;
     }
     this.queues.set(clientId, queue);
     queue.packets.push(copyOf(packet));

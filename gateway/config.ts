@@ -13,7 +13,7 @@ const byteCount = (raw: string): number | null => {
   const m = /^(\d+)\s*([kmg]i?b?|b)?$/i.exec(raw.trim());
   if (!m) return null;
   const unit = (m[2] ?? 'b').toLowerCase()[0] as string;
-  return Number(m[1]) * ({ b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[unit]!;
+  return Number(m[1]) * (({ b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[unit] as number);
 };
 const bytes = (raw: string): number => {
   const n = byteCount(raw);

@@ -172,12 +172,6 @@ async function warehouses(
   );
 }
 
-/** Filters of the reservation and transfer lists: column = value for each one given. */
-function filtered(filters: [string, string | undefined][], first: number): { where: string[]; values: string[] } {
-  const given = filters.filter((f): f is [string, string] => f[1] !== undefined);
-  return { where: given.map(([column], i) => `${column} = $${first + i}`), values: given.map(([, v]) => v) };
-}
-
 /** Rows of `table` by (created_at, id), filtered; the key's time is in µs, as the database keeps it. */
 async function byCreation<R extends { id: string }>(
   pool: pg.Pool,

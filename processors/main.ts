@@ -166,7 +166,10 @@ export async function runReplay(argv: string[]): Promise<void> {
   const log = createLogger('replay', c.logLevel);
   // A signal stops the replay after what was sent is acknowledged; the report says where it stopped.
   const stop = new AbortController();
-  const onSignal = (signal: string) => (log.info({ signal }, 'stopping'), stop.abort());
+  const onSignal = (signal: string) => {
+    log.info({ signal }, 'stopping');
+    stop.abort();
+  };
   process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
   // Until the report is out this is a failure: a run that ends any other way (even by an empty event loop) exits 1.
   process.exitCode = 1;

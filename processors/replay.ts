@@ -25,6 +25,7 @@ const LIVE_TOPICS = [
  */
 export function parseTopicTemplate(raw: string): string {
   if (raw.startsWith('$')) throw new Error('must not start with $ (broker topics)');
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: MQTT forbids U+0000 in a topic name; this refuses it
   if (/[+#\u0000]/.test(raw)) throw new Error('must be a topic name, without + or #');
   const unknown = [...raw.matchAll(/\{([^}]*)\}/g)]
     .map((m) => m[1] as string)

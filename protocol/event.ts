@@ -142,6 +142,7 @@ function parseTs(ts: unknown): number | ValidationError {
 }
 
 // U+0000, or a UTF-16 surrogate without its pair (a JSON escape such as "\ud800"): no valid Unicode text.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what PostgreSQL cannot store; this refuses it
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /**

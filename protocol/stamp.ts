@@ -33,7 +33,10 @@ function topLevelMembers(raw: Buffer): { open: number; close: number; members: M
       const from = i;
       for (i++; raw[i] !== QUOTE; i++) if (raw[i] === BACKSLASH) i++;
       // A string at depth 1 with no member started yet is a key.
-      if (depth === 1 && start === -1) (start = from), (keyEnd = i + 1);
+      if (depth === 1 && start === -1) {
+        start = from;
+        keyEnd = i + 1;
+      }
     } else if (b === OPEN_OBJECT || b === OPEN_ARRAY) depth++;
     else if (b === CLOSE_OBJECT || b === CLOSE_ARRAY) {
       if (--depth === 0) {

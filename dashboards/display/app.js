@@ -2,9 +2,10 @@
 // this page over MQTT-over-WebSocket with a `display` credential and renders what the topics say
 // (CONTRACT section 2): retained stock per warehouse, link status, alerts.
 /* global mqtt */
+// biome-ignore lint/suspicious/noRedundantUseStrict: index.html loads this as a classic script, not a module: without it the code runs sloppy
 'use strict';
 
-(function () {
+(() => {
   const MAX_ROWS = 40; // stock rows shown per warehouse; the filter reaches the rest
   const MAX_ALERTS = 20;
   const RATE_SECONDS = 60;
@@ -266,7 +267,10 @@
     } else if (parts[0] === 'wh' && parts[2] === 'shelf' && parts.length === 5) {
       const w = warehouse(parts[1]);
       let byLocation = w.shelf.get(parts[4]);
-      if (!byLocation) w.shelf.set(parts[4], (byLocation = new Map()));
+      if (!byLocation) {
+        byLocation = new Map();
+        w.shelf.set(parts[4], byLocation);
+      }
       byLocation.set(parts[3], msg.qty);
     } else if (parts[0] === 'wh' && parts[2] === 'status' && parts.length === 3) {
       warehouse(parts[1]).status = msg;

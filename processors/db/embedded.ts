@@ -197,7 +197,10 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
     await fs.writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
     const pwfile = path.join(path.dirname(dir), '.pgpass-init');
     await fs.writeFile(pwfile, `${password}\n`, { mode: 0o600 });
-    if (user) await fs.chown(dir, user.uid, user.gid), await fs.chown(pwfile, user.uid, user.gid);
+    if (user) {
+      await fs.chown(dir, user.uid, user.gid);
+      await fs.chown(pwfile, user.uid, user.gid);
+    }
     try {
       execFileSync(
         bin.initdb,

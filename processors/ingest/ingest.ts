@@ -85,7 +85,10 @@ export class Ingest {
   }
 
   private kick(): void {
-    if (this.timer) clearTimeout(this.timer), (this.timer = null);
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     while (this.inFlight.size < MAX_IN_FLIGHT && this.queue.length > 0) {
       const batch = this.queue.splice(0, this.o.maxBatch);
       this.o.metrics.pending.set(this.queue.length);
@@ -106,7 +109,9 @@ export class Ingest {
       for (const w of batch) w.reject(new Error('ingest stopped before the batch committed'));
       return;
     }
-    batch.forEach((w, i) => w.resolve(result.decisions[i] as Decision));
+    batch.forEach((w, i) => {
+      w.resolve(result.decisions[i] as Decision);
+    });
     this.record(items, result);
     // Publishing overlaps the next commit; publishes leave in commit order, one batch after another
     // (the monotonic publisher keeps each stock topic's versions increasing whatever the order).
@@ -145,7 +150,11 @@ export class Ingest {
           'batch failed; retrying',
         );
         await new Promise<void>((resolve) => {
-          const wake = () => (clearTimeout(t), this.backoffWakes.delete(wake), resolve());
+          const wake = () => {
+            clearTimeout(t);
+            this.backoffWakes.delete(wake);
+            resolve();
+          };
           const t = setTimeout(wake, wait);
           this.backoffWakes.add(wake);
         });
@@ -200,7 +209,10 @@ export class Ingest {
     const lag = new Map<string, ReturnType<typeof m.lagSeconds.labels>>();
     for (const a of result.applied) {
       let child = lag.get(a.wh);
-      if (!child) lag.set(a.wh, (child = m.lagSeconds.labels({ wh: a.wh })));
+      if (!child) {
+        child = m.lagSeconds.labels({ wh: a.wh });
+        lag.set(a.wh, child);
+      }
       child.observe(Math.max(0, a.lagMs) / 1000);
     }
     for (const d of result.deadLetters) m.deadLetters.inc({ code: d.code });

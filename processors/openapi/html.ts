@@ -9,14 +9,14 @@ import { createHash } from 'node:crypto';
 type Json = Record<string, unknown>;
 const METHODS = ['get', 'head', 'post', 'put', 'patch', 'delete'] as const;
 
-const escape = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 /** Escaped text with `code` spans and paragraphs, the only markdown the document uses. */
 const prose = (text: unknown) =>
   typeof text !== 'string'
     ? ''
     : text
         .split('\n\n')
-        .map((para) => `<p>${escape(para).replace(/`([^`]+)`/g, '<code>$1</code>')}</p>`)
+        .map((para) => `<p>${escapeHtml(para).replace(/`([^`]+)`/g, '<code>$1</code>')}</p>`)
         .join('');
 const refName = (ref: string) => ref.split('/').at(-1) as string;
 
@@ -24,15 +24,16 @@ const refName = (ref: string) => ref.split('/').at(-1) as string;
 function schemaText(schema: unknown): string {
   if (schema === null || typeof schema !== 'object') return '';
   const s = schema as Json;
-  if (typeof s.$ref === 'string') return `<a href="#schema-${escape(refName(s.$ref))}">${escape(refName(s.$ref))}</a>`;
+  if (typeof s.$ref === 'string')
+    return `<a href="#schema-${escapeHtml(refName(s.$ref))}">${escapeHtml(refName(s.$ref))}</a>`;
   for (const k of ['anyOf', 'oneOf'] as const)
     if (Array.isArray(s[k])) return (s[k] as unknown[]).map(schemaText).join(' or ');
   const facets = ['pattern', 'format', 'minimum', 'maximum', 'default', 'const']
     .filter((k) => s[k] !== undefined)
-    .map((k) => `${k} <code>${escape(String(s[k]))}</code>`);
+    .map((k) => `${k} <code>${escapeHtml(String(s[k]))}</code>`);
   if (Array.isArray(s.enum))
-    facets.unshift(`one of ${(s.enum as unknown[]).map((v) => `<code>${escape(String(v))}</code>`).join(', ')}`);
-  return [escape(String(s.type ?? 'any')), ...facets].join(', ');
+    facets.unshift(`one of ${(s.enum as unknown[]).map((v) => `<code>${escapeHtml(String(v))}</code>`).join(', ')}`);
+  return [escapeHtml(String(s.type ?? 'any')), ...facets].join(', ');
 }
 
 /** A parameter or response itself, where the operation names one of components/parameters or components/responses. */
@@ -45,19 +46,19 @@ const resolver =
   };
 
 function operation(path: string, method: string, op: Json, resolve: (node: Json) => Json): string {
-  const id = escape(String(op.operationId));
+  const id = escapeHtml(String(op.operationId));
   const params = ((op.parameters as Json[] | undefined) ?? []).map(resolve);
   const rows = params.map(
     (p) =>
-      `<tr><td><code>${escape(String(p.name))}</code></td><td>${escape(String(p.in))}${p.required ? ', required' : ''}</td><td>${schemaText(p.schema)}</td><td>${prose(p.description)}</td></tr>`,
+      `<tr><td><code>${escapeHtml(String(p.name))}</code></td><td>${escapeHtml(String(p.in))}${p.required ? ', required' : ''}</td><td>${schemaText(p.schema)}</td><td>${prose(p.description)}</td></tr>`,
   );
   const body = op.requestBody as { content?: Record<string, { schema: unknown }> } | undefined;
   const responses = Object.entries((op.responses as Record<string, Json>) ?? {}).map(([status, shared]) => {
     const r = resolve(shared);
     const content = Object.entries((r.content as Record<string, { schema: unknown }>) ?? {}).map(
-      ([type, c]) => `${escape(type)}: ${schemaText(c.schema)}`,
+      ([type, c]) => `${escapeHtml(type)}: ${schemaText(c.schema)}`,
     );
-    return `<tr><td>${escape(status)}</td><td>${prose(r.description)}</td><td>${content.join('<br>')}</td></tr>`;
+    return `<tr><td>${escapeHtml(status)}</td><td>${prose(r.description)}</td><td>${content.join('<br>')}</td></tr>`;
   });
   const security = (op.security as object[] | undefined) ?? [];
   const auth =
@@ -67,13 +68,13 @@ function operation(path: string, method: string, op: Json, resolve: (node: Json)
         ? 'open, or the API token when API_READ_TOKEN is set'
         : 'API token (Bearer)';
   return `<section class="op" id="op-${id}">
-<h3><span class="method ${escape(method)}">${escape(method.toUpperCase())}</span> <code>${escape(path)}</code></h3>
-<p class="summary">${escape(String(op.summary ?? ''))} <span class="meta">${id} · ${auth}</span></p>${prose(op.description)}
+<h3><span class="method ${escapeHtml(method)}">${escapeHtml(method.toUpperCase())}</span> <code>${escapeHtml(path)}</code></h3>
+<p class="summary">${escapeHtml(String(op.summary ?? ''))} <span class="meta">${id} · ${auth}</span></p>${prose(op.description)}
 ${rows.length > 0 ? `<table><tr><th>parameter</th><th>in</th><th>schema</th><th></th></tr>${rows.join('')}</table>` : ''}
 ${
   body?.content
     ? `<p>Body: ${Object.entries(body.content)
-        .map(([type, c]) => `${escape(type)} ${schemaText(c.schema)}`)
+        .map(([type, c]) => `${escapeHtml(type)} ${schemaText(c.schema)}`)
         .join(', ')}</p>`
     : ''
 }
@@ -99,18 +100,18 @@ export function renderDocsPage(doc: Json): { html: string; csp: string } {
         operation(path, m, item[m] as Json, resolve),
       ),
     );
-    return `<h2 id="tag-${escape(tag.name)}">${escape(tag.name)}</h2>${prose(tag.description)}${ops.join('\n')}`;
+    return `<h2 id="tag-${escapeHtml(tag.name)}">${escapeHtml(tag.name)}</h2>${prose(tag.description)}${ops.join('\n')}`;
   });
   const schemas = Object.entries(((doc.components as Json).schemas as Json) ?? {}).map(
     ([name, s]) =>
-      `<h3 id="schema-${escape(name)}">${escape(name)}</h3><pre>${escape(JSON.stringify(s, null, 2))}</pre>`,
+      `<h3 id="schema-${escapeHtml(name)}">${escapeHtml(name)}</h3><pre>${escapeHtml(JSON.stringify(s, null, 2))}</pre>`,
   );
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${escape(String(info.title))} ${escape(String(info.version))}</title><style>${STYLE}</style></head>
-<body><h1>${escape(String(info.title))} <small>${escape(String(info.version))}</small></h1>
+<title>${escapeHtml(String(info.title))} ${escapeHtml(String(info.version))}</title><style>${STYLE}</style></head>
+<body><h1>${escapeHtml(String(info.title))} <small>${escapeHtml(String(info.version))}</small></h1>
 ${prose(info.description)}<p>Machine-readable: <a href="openapi.json">openapi.json</a> (OpenAPI 3.1).</p>
-<nav>${tags.map((t) => `<a href="#tag-${escape(t.name)}">${escape(t.name)}</a>`).join(' · ')} · <a href="#schemas">schemas</a></nav>
+<nav>${tags.map((t) => `<a href="#tag-${escapeHtml(t.name)}">${escapeHtml(t.name)}</a>`).join(' · ')} · <a href="#schemas">schemas</a></nav>
 ${sections.join('\n')}
 <h2 id="schemas">schemas</h2>${schemas.join('\n')}
 </body></html>

@@ -180,9 +180,14 @@ export class RedisReadModel implements ReadModel {
     if (warehouse.length + global.length === 0) return;
     const keys: string[] = [];
     const args: string[] = [];
-    for (const s of warehouse)
-      keys.push(this.whKey(s.warehouse, s.sku)), args.push(String(s.version), JSON.stringify(s));
-    for (const g of global) keys.push(this.skuKey(g.sku)), args.push(String(g.version), JSON.stringify(g));
+    for (const s of warehouse) {
+      keys.push(this.whKey(s.warehouse, s.sku));
+      args.push(String(s.version), JSON.stringify(s));
+    }
+    for (const g of global) {
+      keys.push(this.skuKey(g.sku));
+      args.push(String(g.version), JSON.stringify(g));
+    }
     try {
       if (!this.client.isReady) throw new Error('redis not connected');
       if (this.hung) throw new Error('redis not answering');
@@ -211,7 +216,10 @@ export class RedisReadModel implements ReadModel {
             () => {
               if (!this.hung) return;
               this.hung = false;
-              if (this.probe) clearInterval(this.probe), (this.probe = null);
+              if (this.probe) {
+                clearInterval(this.probe);
+                this.probe = null;
+              }
               this.log.info('redis answers again');
               void this.onReady(); // it may also have restarted meanwhile
             },
@@ -246,7 +254,10 @@ export class RedisReadModel implements ReadModel {
   }
 
   async close(): Promise<void> {
-    if (this.probe) clearInterval(this.probe), (this.probe = null);
+    if (this.probe) {
+      clearInterval(this.probe);
+      this.probe = null;
+    }
     // quit() waits for a reconnect that may never come: only a connected client quits politely.
     if (this.client.isReady) await this.client.quit().catch(() => this.client.destroy());
     else if (this.client.isOpen) this.client.destroy();

@@ -102,11 +102,11 @@ export async function reserveBatch(
     if (wh !== undefined && !levels.some((l) => l.wh === wh) && !(await warehouseKnown(client, wh))) unknownWh.add(wh);
   }
   const eligible: number[] = [];
-  batch.forEach((b, i) =>
-    b.req.warehouse !== undefined && unknownWh.has(b.req.warehouse)
-      ? (answers[i] = notFound('warehouse', b.req.warehouse, 'warehouse'))
-      : eligible.push(i),
-  );
+  batch.forEach((b, i) => {
+    if (b.req.warehouse !== undefined && unknownWh.has(b.req.warehouse))
+      answers[i] = notFound('warehouse', b.req.warehouse, 'warehouse');
+    else eligible.push(i);
+  });
   const claims = await claimKeys(
     client,
     eligible.map((i) => ({
@@ -121,12 +121,21 @@ export async function reserveBatch(
   const granted: { i: number; ids: string[]; group: string | null; parts: { wh: string; qty: number }[] }[] = [];
   eligible.forEach((i, n) => {
     const claim = claims[n] as ClaimResult;
-    if (claim.kind === 'stored') return void (answers[i] = claim.answer);
-    if (claim.kind === 'refused') return void (answers[i] = claim.error);
+    if (claim.kind === 'stored') {
+      answers[i] = claim.answer;
+      return;
+    }
+    if (claim.kind === 'refused') {
+      answers[i] = claim.error;
+      return;
+    }
     if (claim.kind === 'repeat') return; // answered below, with the answer of the request it repeats
     const { req, ttlSeconds } = batch[i] as ReserveRequest;
     const parts = allocate(levels, req, policy);
-    if (!parts) return void (answers[i] = insufficient(sku, req.qty, levels, req.warehouse));
+    if (!parts) {
+      answers[i] = insufficient(sku, req.qty, levels, req.warehouse);
+      return;
+    }
     const group = parts.length > 1 ? newId('r') : null;
     const ids = parts.map(() => newId('r'));
     parts.forEach((p, k) => {

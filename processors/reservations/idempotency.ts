@@ -103,7 +103,9 @@ export type ClaimResult =
  */
 export async function claimKeys(client: pg.PoolClient, claims: Claim[]): Promise<ClaimResult[]> {
   const firstIndex = new Map<string, number>();
-  claims.forEach((c, i) => firstIndex.has(c.key) || firstIndex.set(c.key, i));
+  claims.forEach((c, i) => {
+    if (!firstIndex.has(c.key)) firstIndex.set(c.key, i);
+  });
   const fresh = [...firstIndex.values()].map((i) => claims[i] as Claim);
   const { rows } = await client.query<{ key: string }>(
     `INSERT INTO idempotency_keys (key, action, request_hash, status, body)

@@ -151,7 +151,10 @@ export class Runner {
         sends.map((p) =>
           p.then(
             () => void settled++,
-            () => void (settled++, failed++),
+            () => {
+              settled++;
+              failed++;
+            },
           ),
         ),
       ),

@@ -185,7 +185,14 @@ before(async () => {
   await observer.subscribeAsync('#', { qos: 1 });
   // Nobody may read everything on an edge: the broker's own subscription watches it there.
   await new Promise<void>((resolve) =>
-    brokers.edge.broker.aedes.subscribe('#', (packet, cb) => (seen.add(packet.payload.toString()), cb()), resolve),
+    brokers.edge.broker.aedes.subscribe(
+      '#',
+      (packet, cb) => {
+        seen.add(packet.payload.toString());
+        cb();
+      },
+      resolve,
+    ),
   );
 });
 after(async () => {

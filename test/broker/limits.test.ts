@@ -209,7 +209,9 @@ describe('PublishLimiter: one device across its connections', () => {
   const limits = { publishRate: 10, publishBurst: 1, maxInflight: 5, connectsPerClientId: 1, connectsPerAddress: 1 };
   // The limiter's timer does not hold the process open (a broker's sockets do): this test holds it instead.
   let alive: NodeJS.Timeout;
-  before(() => void (alive = setInterval(() => undefined, 1_000)));
+  before(() => {
+    alive = setInterval(() => undefined, 1_000);
+  });
   after(() => clearInterval(alive));
 
   test('a closed connection gives its held tokens back: a later publish on another connection goes before the one that waited behind them', async () => {
@@ -219,13 +221,19 @@ describe('PublishLimiter: one device across its connections', () => {
     assert.ok((await limiter.admit(scanner, 1, a)).ok, 'its burst');
     const heldOnA = Array.from({ length: 5 }, () => limiter.admit(scanner, 1, a));
     const order: string[] = [];
-    const onB = limiter.admit(scanner, 1, b).then((r) => (order.push('b'), r));
+    const onB = limiter.admit(scanner, 1, b).then((r) => {
+      order.push('b');
+      return r;
+    });
     a.close();
     assert.deepEqual(
       (await Promise.all(heldOnA)).map((r) => r.ok || r.reason),
       ['closed', 'closed', 'closed', 'closed', 'closed'],
     );
-    const onC = limiter.admit(scanner, 1, c).then((r) => (order.push('c'), r));
+    const onC = limiter.admit(scanner, 1, c).then((r) => {
+      order.push('c');
+      return r;
+    });
     assert.ok((await onB).ok && (await onC).ok);
     assert.deepEqual(order, ['c', 'b'], 'c owes less than b was scheduled for, once a paid back');
     assert.equal(delayed.length, 7);

@@ -109,7 +109,7 @@ describe('bogus logins of known usernames from other addresses', () => {
 
   test('one address gets at most LOGIN_QUEUE_PER_ADDRESS checks waiting: one more is refused at once (CONNACK 3), and nothing is spent on it', async () => {
     const { b, port } = await edge({ loginConcurrency: 1, loginQueuePerAddress: 3 });
-    const f = flood(port, ['127.0.4.1'], 20, 20, (a, i) => ({
+    const f = flood(port, ['127.0.4.1'], 20, 20, (_a, i) => ({
       clientId: `s5-${i}`,
       username: 's5',
       password: 'wrong',

@@ -79,7 +79,9 @@ function assertExprs(exprs: { where: string; expr: string }[], catalogue: Catalo
   const problems: string[] = [];
   for (const { where, expr } of exprs) {
     const r = checkExpr(expr, catalogue);
-    r.metrics.forEach((m) => used.add(m));
+    r.metrics.forEach((m) => {
+      used.add(m);
+    });
     problems.push(...r.problems.map((p) => `${where}: ${p}\n    ${expr}`));
   }
   assert.deepEqual(problems, [], problems.join('\n'));

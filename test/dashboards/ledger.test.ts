@@ -202,6 +202,7 @@ describe('the ledger dashboard (stockwire-ledger.json) on the PostgreSQL datasou
       expandGrafanaSql("GROUP BY $__timeGroup(time_column , '20ms')", { ...ctx, timescaledb: true }),
       "GROUP BY time_bucket('0.020s',time_column)",
     );
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: ${one} is Grafana's variable syntax, the text under test
     assert.equal(expandGrafanaSql("wh IN ($wh) AND x = '${one}'", ctx), "wh IN ('W''1','W2') AND x = 'it''s'");
     assert.equal(rfc3339Nano(new Date('1980-02-03T08:00:00.500Z')), '1980-02-03T08:00:00.5Z');
     assert.deepEqual(

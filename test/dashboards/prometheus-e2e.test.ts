@@ -253,8 +253,10 @@ describe('a real Prometheus scraping a running central and edge', () => {
     const rulesNow = async () =>
       ((await (await fetch(`${prometheus.url}/api/v1/rules`)).json()) as Rules).data.groups.flatMap((g) => g.rules);
     let rules = await rulesNow();
-    for (let i = 0; i < 40 && rules.some((r) => r.health === 'unknown'); i++)
-      await new Promise((r) => setTimeout(r, 250)), (rules = await rulesNow());
+    for (let i = 0; i < 40 && rules.some((r) => r.health === 'unknown'); i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      rules = await rulesNow();
+    }
     assert.ok(rules.length >= 10, `${rules.length} rules loaded`);
     const unhealthy = rules.filter((r) => r.health !== 'ok').map((r) => `${r.name}: ${r.health} ${r.lastError ?? ''}`);
     assert.deepEqual(unhealthy, []);

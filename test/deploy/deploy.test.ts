@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { verifyPassword } from '../../broker/index.js';
-import { ConfigError, parseConfig, type Specs } from '../../runtime/options.js';
+import { type ConfigError, parseConfig, type Specs } from '../../runtime/options.js';
 import { edgeSpecs } from '../../gateway/config.js';
 import { centralSpecs, migrateSpecs, processorSpecs } from '../../processors/config.js';
 
@@ -196,7 +196,10 @@ describe('deployment files (docker compose and Dockerfile), validated without Do
         scraped.add(host as string);
       }
       for (const sd of job.dns_sd_configs ?? [])
-        for (const n of sd.names) assert.equal(sd.port, httpPort(n), `${job.job_name}: ${n}`), scraped.add(n);
+        for (const n of sd.names) {
+          assert.equal(sd.port, httpPort(n), `${job.job_name}: ${n}`);
+          scraped.add(n);
+        }
     }
     for (const [name, s] of ours())
       if (commandOf(s).command !== 'migrate') assert.ok(scraped.has(name), `Prometheus scrapes ${name}`);

@@ -255,7 +255,6 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
     });
 
     it('every answer of the stock API fits its documented response', { timeout: 30_000 }, async () => {
-      const validators = new Map<string, ValidateFunction>();
       const check = async (route: string, url: string, status: number) => {
         const res = await fetch(`${http}${url}`);
         assert.equal(res.status, status, `${url}`);

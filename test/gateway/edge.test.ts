@@ -126,7 +126,7 @@ describe('stockwire edge (in process, with central)', () => {
 
   it('an event of exactly 8 KiB without ts is applied: the edge stamps its receipt time as text, central allows for the stamp', async () => {
     const head = '{"v":1,"id":"e-8k","type":"received","sku":"SKU-8K","qty":2,"note":"';
-    const padded = head + 'p'.repeat(8 * 1024 - head.length - 2) + '"}';
+    const padded = `${head}${'p'.repeat(8 * 1024 - head.length - 2)}"}`;
     assert.equal(Buffer.byteLength(padded), 8 * 1024);
     const before = Date.now();
     await scanner.publishAsync(`wh/${WH}/dev/scan-e/event`, padded, { qos: 1 });

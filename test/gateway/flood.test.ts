@@ -156,7 +156,12 @@ describe('a flooding device at an edge', () => {
   async function floodQos0(): Promise<void> {
     const c = await device('flood-q0');
     let open = true;
-    const closed = new Promise<void>((resolve) => c.once('close', () => ((open = false), resolve())));
+    const closed = new Promise<void>((resolve) =>
+      c.once('close', () => {
+        open = false;
+        resolve();
+      }),
+    );
     // Bounded by time, not by a count: how many publishes the edge holds at once, and so how soon it cuts
     // the flooder off, depends on how much each read takes in (measured: after 1 to 111 batches of 500).
     const deadline = Date.now() + FLOOD_LIMIT_MS;

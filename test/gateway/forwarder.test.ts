@@ -31,11 +31,16 @@ describe('forwarder', () => {
   it('an outbox that fails to read is logged and retried, never an unhandled rejection that kills the edge', {
     timeout: 30_000,
   }, async () => {
-    const { aedes, port, close } = await fakeCentral();
+    const { port, close } = await fakeCentral();
     const lines: string[] = [];
     const log = pino(
       { level: 'error' },
-      new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }),
+      new Writable({
+        write: (chunk, _enc, cb) => {
+          lines.push(String(chunk));
+          cb();
+        },
+      }),
     );
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
@@ -133,12 +138,22 @@ describe('forwarder', () => {
     const { aedes, port, close } = await fakeCentral();
     const received: string[] = [];
     await new Promise<void>((r) =>
-      aedes.subscribe('wh/W/dev/+/event', (packet, cb) => (received.push(String(packet.payload)), cb()), r),
+      aedes.subscribe(
+        'wh/W/dev/+/event',
+        (packet, cb) => {
+          received.push(String(packet.payload));
+          cb();
+        },
+        r,
+      ),
     );
     const outbox = new MemoryOutbox(1_000_000);
     let reads = 0;
     const read = outbox.read.bind(outbox);
-    outbox.read = (after, limit) => (reads++, read(after, limit));
+    outbox.read = (after, limit) => {
+      reads++;
+      return read(after, limit);
+    };
     const links: boolean[] = [];
     const forwarder = new Forwarder({
       outbox,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
-import pg from 'pg';
+import type pg from 'pg';
 import pino from 'pino';
 import { Edge } from '../../gateway/edge.js';
 import { Central } from '../../processors/central.js';

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
-import type { LinkStatus, ShelfReading, WarehouseStock } from '../../protocol/index.js';
+import type { LinkStatus, WarehouseStock } from '../../protocol/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { Collector, connect } from '../helpers/mqtt.js';

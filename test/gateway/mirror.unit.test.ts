@@ -179,7 +179,11 @@ describe('DownlinkMirror', () => {
     let wrote: () => void = () => {};
     const written = new Promise<void>((resolve) => (wrote = resolve));
     const store: RetainedStore = {
-      saveRetained: async (rows) => (writes.push(rows.length), wrote(), rows.length),
+      saveRetained: async (rows) => {
+        writes.push(rows.length);
+        wrote();
+        return rows.length;
+      },
       loadRetained: async () => [],
     };
     const { mirror } = mirrorOn(store, 20);

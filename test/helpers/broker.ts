@@ -165,7 +165,8 @@ export class RawWriter {
 
   /** Sends a SUBSCRIBE of one filter; its message id. */
   subscribe(filter: string | Buffer, qos: 0 | 1): number {
-    const id = (this.nextId = (this.nextId % 65_000) + 1);
+    this.nextId = (this.nextId % 65_000) + 1;
+    const id = this.nextId;
     this.client.stream.write(subscribeFrame(filter, qos, id));
     return id;
   }

@@ -1,5 +1,5 @@
 import type { MqttClient } from 'mqtt';
-import pg from 'pg';
+import type pg from 'pg';
 import pino from 'pino';
 import { Central, type CentralOptions } from '../../processors/central.js';
 import type { Ack } from '../../protocol/index.js';

@@ -18,6 +18,7 @@ const IDENT = /^[A-Za-z0-9._-]{1,64}$/;
 const EVENT_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 // PostgreSQL stores neither U+0000 nor an unpaired surrogate: the implementation refuses them (a rule beyond the contract's).
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what PostgreSQL cannot store (as protocol/event.ts)
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 export const MAX_EVENT_BYTES = 8 * 1024;
 

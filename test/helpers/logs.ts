@@ -17,7 +17,13 @@ export class CapturedLog {
           if (echo) process.stderr.write(s);
           const line = JSON.parse(s) as LogLine;
           this.lines.push(line);
-          this.waiters = this.waiters.filter((w) => (w.pred(line) ? (w.resolve(line), false) : true));
+          this.waiters = this.waiters.filter((w) => {
+            if (w.pred(line)) {
+              w.resolve(line);
+              return false;
+            }
+            return true;
+          });
         },
       },
     );
@@ -44,7 +50,13 @@ export class CapturedLog {
           ),
         timeoutMs,
       );
-      this.waiters.push({ pred, resolve: (l) => (clearTimeout(t), resolve(l)) });
+      this.waiters.push({
+        pred,
+        resolve: (l) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      });
     });
   }
 }

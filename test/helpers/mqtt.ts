@@ -28,7 +28,13 @@ export class Collector<T = unknown> {
     client.on('message', (topic, payload, packet) => {
       if (!filters.some((f) => topicMatches(f, topic))) return;
       this.messages.push({ topic, payload: JSON.parse(payload.toString()) as T, retain: packet.retain });
-      this.waiters = this.waiters.filter((w) => (w.pred() ? (w.resolve(), false) : true));
+      this.waiters = this.waiters.filter((w) => {
+        if (w.pred()) {
+          w.resolve();
+          return false;
+        }
+        return true;
+      });
     });
   }
 
@@ -39,7 +45,13 @@ export class Collector<T = unknown> {
         () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; got ${this.messages.length}`)),
         timeoutMs,
       );
-      this.waiters.push({ pred, resolve: () => (clearTimeout(t), resolve()) });
+      this.waiters.push({
+        pred,
+        resolve: () => {
+          clearTimeout(t);
+          resolve();
+        },
+      });
     });
   }
 

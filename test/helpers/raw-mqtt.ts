@@ -167,7 +167,13 @@ export class RawMqttClient {
   private onPacket(p: RawPacket): void {
     this.packets.push(p);
     const index = this.packets.length - 1;
-    this.waiters = this.waiters.filter((w) => (index >= w.from && w.pred(p) ? (w.resolve(p), false) : true));
+    this.waiters = this.waiters.filter((w) => {
+      if (index >= w.from && w.pred(p)) {
+        w.resolve(p);
+        return false;
+      }
+      return true;
+    });
   }
 }
 
@@ -182,7 +188,10 @@ function parse(first: number, body: Buffer): RawPacket {
     const topic = body.subarray(2, 2 + topicLength).toString();
     let at = 2 + topicLength;
     let messageId: number | undefined;
-    if (qos > 0) (messageId = body.readUInt16BE(at)), (at += 2);
+    if (qos > 0) {
+      messageId = body.readUInt16BE(at);
+      at += 2;
+    }
     return {
       type: 'publish',
       topic,

@@ -76,7 +76,10 @@ export class PrivateRedis {
 function ping(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1');
-    const done = (ok: boolean) => (s.destroy(), resolve(ok));
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
     s.setTimeout(1_000, () => done(false));
     s.once('error', () => done(false));
     s.once('connect', () => s.write('PING\r\n'));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import pg from 'pg';
+import type pg from 'pg';
 import { createPool } from '../../processors/db/pool.js';
 import { migrate } from '../../processors/db/migrate.js';
 import { applyBatch } from '../../processors/ingest/batch.js';
@@ -202,7 +202,10 @@ describe('SQL batch ledger', () => {
     const counting = createPool({ url: db.url, max: 2 });
     counting.on('connect', (client) => {
       const query = client.query.bind(client) as (...args: unknown[]) => unknown;
-      (client as unknown as { query: typeof query }).query = (...args: unknown[]) => (statements++, query(...args));
+      (client as unknown as { query: typeof query }).query = (...args: unknown[]) => {
+        statements++;
+        return query(...args);
+      };
     });
     try {
       await pool.query(`INSERT INTO stock (wh, sku, on_hand, reserved, version) VALUES ('RT', 'R', 10, 4, 1)`);
@@ -487,7 +490,10 @@ describe('SQL batch ledger', () => {
           const touched = new Set<string>();
           for (const [id, qty] of shippedFor) {
             const t = transfers.get(id);
-            if (t && isOpen(t.state)) (t.shipped += qty), touched.add(id);
+            if (t && isOpen(t.state)) {
+              t.shipped += qty;
+              touched.add(id);
+            }
           }
           for (const e of ordered) {
             if (e.type !== 'received') continue;
@@ -495,7 +501,10 @@ describe('SQL batch ledger', () => {
             const t = before.get(id);
             const mismatch = receiveCheck(t && { sku: t.sku, to: t.to, state: t.state }, e);
             if (mismatch !== null) kinds.push(`transfer-mismatch ${e.id} ${mismatch}`);
-            else ((transfers.get(id) as { received: number }).received += e.qty), touched.add(id);
+            else {
+              (transfers.get(id) as { received: number }).received += e.qty;
+              touched.add(id);
+            }
           }
           for (const id of [...touched].sort()) {
             const t = transfers.get(id) as NonNullable<ReturnType<typeof transfers.get>>;

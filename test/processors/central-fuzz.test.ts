@@ -3,7 +3,6 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { MqttClient } from 'mqtt';
 import type pg from 'pg';
-import type { Central } from '../../processors/central.js';
 import type { Ack } from '../../protocol/index.js';
 import { startCentralFixture, type CentralFixture } from '../helpers/central.js';
 import { anyPayload, expectedOutcome, MAX_EVENT_BYTES } from '../helpers/fuzz.js';
@@ -22,7 +21,6 @@ pinFastCheck('processors/central-fuzz');
 const WH = 'WZ';
 const RUNS = 120;
 let fixture: CentralFixture;
-let central: Central;
 let ports: { mqtt: number; ws: number; http: number };
 let gateway: MqttClient;
 let acks: Collector<Ack>;
@@ -36,7 +34,7 @@ describe('stockwire central under fuzzed payloads', () => {
       gateway: { id: 'gwz', password: 'gw-secret' },
       options: { batchWaitMs: 2 },
     });
-    ({ central, ports, gateway, acks, pool } = fixture);
+    ({ ports, gateway, acks, pool } = fixture);
   });
   after(async () => {
     await fixture?.stop();

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
+import type pg from 'pg';
 import type { StockEvent } from '../../protocol/index.js';
 import { createPool } from '../../processors/db/pool.js';
 import { migrate } from '../../processors/db/migrate.js';
 import { applyBatch } from '../../processors/ingest/batch.js';
 import type { Parsed } from '../../processors/ingest/types.js';
 import { startCentralFixture, type CentralFixture } from '../helpers/central.js';
-import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { until } from '../helpers/broker.js';
 

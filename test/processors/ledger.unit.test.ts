@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import type { StockEvent } from '../../protocol/index.js';
 import {
   applyToBook,
   compareKeys,

@@ -245,7 +245,7 @@ describe('lists: GET /v1/stock, /v1/warehouses, /v1/warehouses/{warehouse}/stock
       ['/v1/warehouses/W%20A/stock', 'warehouse'],
       ['/v1/reservations?state=open', 'state'],
       ['/v1/reservations?sku=bad%20sku', 'sku'],
-      ['/v1/reservations?warehouse=' + 'W'.repeat(65), 'warehouse'],
+      [`/v1/reservations?warehouse=${'W'.repeat(65)}`, 'warehouse'],
       ['/v1/transfers?from=a/b', 'from'],
       ['/v1/transfers?state=active', 'state'],
       ['/v1/transfers?sort=createdAt&sort=-createdAt', 'sort'],

@@ -119,7 +119,9 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
       let failures = 0;
       // Terminate every connection of the pool again and again while batches commit.
       let terminating: Promise<unknown> = Promise.resolve();
-      const killer = setInterval(() => void (terminating = terminate().catch(() => {})), 15);
+      const killer = setInterval(() => {
+        terminating = terminate().catch(() => {});
+      }, 15);
       let committed = 0;
       try {
         for (let b = 0; b < 40; b++) {

@@ -3,7 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
-import pg from 'pg';
+import type pg from 'pg';
 import pino from 'pino';
 import { Central } from '../../processors/central.js';
 import { migrate } from '../../processors/db/migrate.js';

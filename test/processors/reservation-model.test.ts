@@ -63,7 +63,10 @@ class Model {
         let left = qty;
         for (const w of order) {
           const take = Math.min(left, this.available(w));
-          if (take > 0) got.push({ wh: w, qty: take }), (left -= take);
+          if (take > 0) {
+            got.push({ wh: w, qty: take });
+            left -= take;
+          }
         }
         parts = left === 0 ? got : null;
       }
@@ -74,14 +77,21 @@ class Model {
   }
   release(i: number): void {
     const h = this.holds[i];
-    if (h && h.state === 'active') (h.state = 'released'), (h.remaining = 0);
+    if (h && h.state === 'active') {
+      h.state = 'released';
+      h.remaining = 0;
+    }
   }
   /** Returns how many holds expired. */
   advance(ms: number): number {
     this.now += ms;
     let n = 0;
     for (const h of this.holds)
-      if (h.state === 'active' && h.expiresAt <= this.now) (h.state = 'expired'), (h.remaining = 0), n++;
+      if (h.state === 'active' && h.expiresAt <= this.now) {
+        h.state = 'expired';
+        h.remaining = 0;
+        n++;
+      }
     return n;
   }
   receive(wh: string, qty: number): void {
@@ -91,7 +101,7 @@ class Model {
   ship(wh: string, qty: number, i: number): number {
     this.onHand.set(wh, (this.onHand.get(wh) ?? 0) - qty);
     const h = this.holds[i];
-    if (!h || h.state !== 'active' || h.wh !== wh) return 0;
+    if (h?.state !== 'active' || h.wh !== wh) return 0;
     const take = Math.min(qty, h.remaining);
     h.remaining -= take;
     if (h.remaining === 0) h.state = 'consumed';
@@ -198,7 +208,10 @@ describe('reservations: the SQL implementation against a simple model (grant, re
             assert.equal(result.decisions[0]?.status, 'applied');
           };
           for (const [i, qty] of seed.entries())
-            if (qty > 0) model.receive(WHS[i] as string, qty), await event(WHS[i] as string, 'received', qty);
+            if (qty > 0) {
+              model.receive(WHS[i] as string, qty);
+              await event(WHS[i] as string, 'received', qty);
+            }
           for (const cmd of commands) {
             switch (cmd.c) {
               case 'receive':
@@ -385,15 +398,21 @@ describe('reservations: the SQL implementation against a simple model (grant, re
             }
             const earlier = first.get(b.key);
             if (earlier) {
-              if (earlier.hash !== b.hash)
-                return assert.ok(got instanceof ValidationError && got.code === 'idempotency_key_reused', label);
+              if (earlier.hash !== b.hash) {
+                assert.ok(got instanceof ValidationError && got.code === 'idempotency_key_reused', label);
+                return;
+              }
               const a = answers[earlier.i];
-              return assert.deepEqual(got, a instanceof ValidationError ? a : { ...a, replayed: true }, label);
+              assert.deepEqual(got, a instanceof ValidationError ? a : { ...a, replayed: true }, label);
+              return;
             }
             first.set(b.key, { hash: b.hash, i });
             const expected = model.reserve(['W1', 'W2'], b.req.qty, b.req.warehouse, b.req.split === true, 900);
             assert.ok(!(got instanceof ValidationError), `${label}: ${String(got)}`);
-            if (expected === null) return assert.equal(got?.status, 409, label);
+            if (expected === null) {
+              assert.equal(got?.status, 409, label);
+              return;
+            }
             assert.equal(got?.status, 201, label);
             const body = got?.body as ReservationGranted;
             assert.deepEqual(

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
-import pg from 'pg';
+import type pg from 'pg';
 import pino from 'pino';
 import { Central, type CentralOptions } from '../../processors/central.js';
 import type {

@@ -27,7 +27,12 @@ describe('reservations behind a broker that is away (stockwire processor)', () =
       await pool.query(`INSERT INTO stock (wh, sku, on_hand) VALUES ('W1', 'S', 10)`);
       // MQTT.js keeps a QoS 1 publish while its broker is away and settles it only once it is back: never, here.
       const waiting: string[] = [];
-      const publisher: Publisher = { publish: (topic) => (waiting.push(topic), new Promise<void>(() => {})) };
+      const publisher: Publisher = {
+        publish: (topic) => {
+          waiting.push(topic);
+          return new Promise<void>(() => {});
+        },
+      };
       const registry = new Registry();
       const readModel = new MemoryReadModel(pool);
       const service = new ReservationService({

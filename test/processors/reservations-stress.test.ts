@@ -115,7 +115,7 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       await Promise.all([setup.close(), setupB.close()]);
 
       // The stream: late scans at A and B (ordered before the count), shipments at C.
-      const late = (wh: string): OutgoingEvent[] =>
+      const late = (): OutgoingEvent[] =>
         Array.from({ length: LATE_EVENTS }, (_, i) => {
           const type = ['received', 'shipped', 'returned', 'adjusted'][i % 4] as string;
           const id = `late-${i}`;
@@ -140,8 +140,8 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       let acked = 0;
       const onAck = () => void acked++;
       for (const [wh, events] of [
-        [A, late(A)],
-        [B, late(B)],
+        [A, late()],
+        [B, late()],
         [C, atC],
       ] as const) {
         publishers[wh] = new ResendingPublisher(MOSQUITTO, wh, [...events], {
@@ -164,7 +164,10 @@ describe('no overselling under load: 200 concurrent reservations, events streami
             [sku, [A, B]],
           )
           .then(
-            ({ rows }) => ((minAvailable = Math.min(minAvailable, rows[0]?.m ?? minAvailable)), samples++),
+            ({ rows }) => {
+              minAvailable = Math.min(minAvailable, rows[0]?.m ?? minAvailable);
+              samples++;
+            },
             () => {},
           );
       }, 15);
@@ -247,7 +250,12 @@ describe('no overselling under load: 200 concurrent reservations, events streami
       // Exactly the available quantity, and every refusal for the right reason.
       const granted = answers.filter((a) => a.status === 201);
       const refused = answers.filter((a) => a.status !== 201);
-      const diagnosis = `statuses ${JSON.stringify(answers.reduce<Record<string, number>>((m, a) => ((m[`${a.status} ${a.body.error?.code ?? ''}`] = (m[`${a.status} ${a.body.error?.code ?? ''}`] ?? 0) + 1), m), {}))}, burst ${burstMs} ms`;
+      const statuses: Record<string, number> = {};
+      for (const a of answers) {
+        const key = `${a.status} ${a.body.error?.code ?? ''}`;
+        statuses[key] = (statuses[key] ?? 0) + 1;
+      }
+      const diagnosis = `statuses ${JSON.stringify(statuses)}, burst ${burstMs} ms`;
       assert.equal(answers.length, REQUESTS);
       assert.equal(granted.length, STOCK.a + STOCK.b, `exactly the 50 available were granted; ${diagnosis}`);
       assert.ok(
@@ -277,7 +285,10 @@ describe('no overselling under load: 200 concurrent reservations, events streami
           const levels =
             'warehouses' in p ? [p.warehouses[A], p.warehouses[B]] : p.warehouse === A || p.warehouse === B ? [p] : [];
           for (const l of levels)
-            if (l) assert.ok(l.available >= 0, `${m.topic} version ${p.version}: available ${l.available}`), topics++;
+            if (l) {
+              assert.ok(l.available >= 0, `${m.topic} version ${p.version}: available ${l.available}`);
+              topics++;
+            }
         }
       }
       assert.ok(topics >= 20, `stock topics were observed (${topics})`);

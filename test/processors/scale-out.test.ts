@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
+import type pg from 'pg';
 import { createPool } from '../../processors/db/pool.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { assertExact } from '../helpers/exactly-once.js';

@@ -15,12 +15,7 @@ import { writeDevices } from '../helpers/devices.js';
 import { call } from '../helpers/http.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { BIN, freePort } from '../helpers/process.js';
-import {
-  createTimescaleDatabase,
-  startUnpreloadedCluster,
-  stopCluster,
-  timescaleAdminUrl,
-} from '../helpers/timescale.js';
+import { createTimescaleDatabase, startUnpreloadedCluster, stopCluster } from '../helpers/timescale.js';
 
 const exec = promisify(execFile);
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
-import pg from 'pg';
+import type pg from 'pg';
 import pino from 'pino';
 import { Central } from '../../processors/central.js';
 import type { Ack, Alert, GlobalStock, ReservationView, TransferView, WarehouseStock } from '../../protocol/index.js';

@@ -141,7 +141,9 @@ const shape: fc.Arbitrary<Shape> = fc
     const keys = members.map((_m, i) => (order[i % order.length] ?? 0) + i / 100);
     const tsFrom = members.length - tsMembers.length;
     const tsKeys = keys.slice(tsFrom).sort((x, y) => x - y);
-    tsKeys.forEach((k, j) => (keys[tsFrom + j] = k));
+    tsKeys.forEach((k, j) => {
+      keys[tsFrom + j] = k;
+    });
     const interleaved = members
       .map((m, i) => ({ m, k: keys[i] as number }))
       .sort((x, y) => x.k - y.k)
@@ -152,7 +154,7 @@ const shape: fc.Arbitrary<Shape> = fc
       text += `,"pad":[${Array(Math.floor((room - 8) / 5))
         .fill('1e20')
         .join(',')}]`;
-    text += ' '.repeat(Math.max(0, size - Buffer.byteLength(text) - 1)) + '}';
+    text += `${' '.repeat(Math.max(0, size - Buffer.byteLength(text) - 1))}}`;
     const last = JSON.parse(text) as { ts?: unknown };
     const deviceTs =
       last.ts === undefined ? null : typeof last.ts === 'number' ? last.ts : Date.parse(last.ts as string);

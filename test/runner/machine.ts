@@ -81,7 +81,10 @@ export interface MachineOptions {
 export function portOpen(port: number, host = '127.0.0.1', timeoutMs = 1_000): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ port, host });
-    const done = (ok: boolean) => (s.destroy(), resolve(ok));
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
     s.setTimeout(timeoutMs, () => done(false));
     s.once('connect', () => done(true)).once('error', () => done(false));
   });

@@ -45,7 +45,12 @@ function runner(
   }, 50);
   child.stdout.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-  return new Promise((resolve) => child.once('close', (code) => (clearInterval(watch), resolve({ code, out, err }))));
+  return new Promise((resolve) =>
+    child.once('close', (code) => {
+      clearInterval(watch);
+      resolve({ code, out, err });
+    }),
+  );
 }
 
 describe('which TimescaleDB the second pass uses', () => {

@@ -141,7 +141,10 @@ export function registerSubmit(RED: NodeAPI): void {
     });
 
     this.on('close', () => {
-      for (const w of waiting.values()) clearTimeout(w.timer), w.done(new Error('node stopped before the commit ack'));
+      for (const w of waiting.values()) {
+        clearTimeout(w.timer);
+        w.done(new Error('node stopped before the commit ack'));
+      }
       waiting.clear();
       server?.release(this);
     });
