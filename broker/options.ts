@@ -2,7 +2,7 @@ import type { AedesOptions } from 'aedes';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { BrokerRole } from './acl.js';
-import type { Device, DeviceRegistry } from './devices.js';
+import type { DeviceRegistry } from './devices.js';
 import type { DeviceLimits } from './limits.js';
 import type { TlsListenerOptions } from './listeners.js';
 import type { BeforePuback } from './puback-gate.js';

@@ -99,7 +99,10 @@ export class Forwarder {
     this.client = client;
     client.on('connect', () => {
       // MQTT.js writes the PUBACK of every ack and stock message in a tick of its own: one writev per turn instead.
-      if (this.coalesced !== client.stream) coalesceWrites((this.coalesced = client.stream));
+      if (this.coalesced !== client.stream) {
+        this.coalesced = client.stream;
+        coalesceWrites(client.stream);
+      }
       this.connected = true;
       this.epoch++;
       this.inflight.clear();

@@ -116,7 +116,10 @@ export class Central {
 
     let release: () => void = () => {};
     let abandon: (err: Error) => void = () => {};
-    this.republished = new Promise<void>((resolve, reject) => ((release = resolve), (abandon = reject)));
+    this.republished = new Promise<void>((resolve, reject) => {
+      release = resolve;
+      abandon = reject;
+    });
     this.republished.catch(() => {}); // its waiters hear of a failed start; no unhandled rejection meanwhile
     this.broker = createBroker({
       role: 'central',
