@@ -7,6 +7,7 @@ import { parseEventTopic } from '../../protocol/index.js';
 import {
   closeOf,
   connectAs,
+  cheapHash,
   deviceRegistry,
   RawWriter,
   startBroker,
@@ -173,11 +174,15 @@ let observer: MqttClient;
 const seen = new Set<string>();
 
 before(async () => {
-  const devices = await deviceRegistry([
-    { id: 'sc1', warehouse: 'W1', kind: 'scanner' },
-    { id: 'gw1', warehouse: 'W1', kind: 'gateway' },
-    { id: 'obs', warehouse: 'W1', kind: 'processor' },
-  ]);
+  // Cheap hashes: the raw-frame runs log in again after every closed connection.
+  const devices = await deviceRegistry(
+    [
+      { id: 'sc1', warehouse: 'W1', kind: 'scanner' },
+      { id: 'gw1', warehouse: 'W1', kind: 'gateway' },
+      { id: 'obs', warehouse: 'W1', kind: 'processor' },
+    ],
+    cheapHash,
+  );
   // As central does: an event topic whose ids are not identifiers is refused by the hook.
   const hook = async (_c: unknown, p: { topic: string }) =>
     void (parseEventTopic(p.topic) ?? assert.fail('not an event topic'));
