@@ -43,7 +43,7 @@ export interface BrokerOptions {
   registry: Registry;
   log: Logger;
   /**
-   * Called for every authorised publish to `wh/+/dev/+/event` (never for wills), before aedes sends the
+   * Called for every authorised publish to `wh/+/dev/+/event` or `wh/+/gw/+/batch` (never for wills), before aedes sends the
    * PUBACK: the edge fsyncs its outbox here, central commits. A rejection refuses the publish and
    * disconnects the client, which keeps the message and sends it again.
    */

@@ -9,11 +9,12 @@ import {
   type StockwireBroker,
   type TlsListenerOptions,
 } from '../broker/index.js';
-import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
+import { parseBatchAckTopic, parseBatchTopic, parseEventTopic, parseRequestTopic } from '../protocol/index.js';
 import { aedesPublisher } from './aedes-publisher.js';
 import { openDatabase, type Database, type StorageSettings } from './db/open.js';
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
+import { batchHello, ingestGatewayBatch } from './ingest/gateway-batch.js';
 import { Ingest } from './ingest/ingest.js';
 import { LinkStatuses, type RetainedStore } from './links.js';
 import { createIngestMetrics } from './metrics.js';
@@ -127,7 +128,13 @@ export class Central {
       log,
       onDevicePublish: async (client, packet) => {
         const where = parseEventTopic(packet.topic);
-        if (!where || !this.ingest) throw new Error('not an event topic');
+        if (!this.ingest) throw new Error('central is not started');
+        if (!where) {
+          if (!parseBatchTopic(packet.topic)) throw new Error('not an event topic');
+          await this.republished;
+          const broker = this.broker as StockwireBroker;
+          return ingestGatewayBatch(this.ingest, client, packet, { maxBytes: broker.maxPayloadBytes, metrics, log });
+        }
         await this.republished; // no stock change may overtake the start-up republish
         const viaEdge = client.device.kind === 'gateway';
         await this.ingest.submit({
@@ -168,6 +175,18 @@ export class Central {
         () => requests.handle(packet.topic, payload),
         () => {},
       );
+    });
+    // A gateway subscribing to its batch-ack topic learns that this central takes batches, and how large: an edge
+    // that hears nothing (a third-party broker with `stockwire processor`) keeps publishing single events.
+    const hello = JSON.stringify(batchHello(this.broker.maxPayloadBytes));
+    this.broker.aedes.on('subscribe', (subs, client) => {
+      if (client === null) return;
+      // aedes reports refused filters too, with qos 128 (MQTT-3.9.3)
+      for (const s of subs)
+        if ((s.qos as number) !== 128 && parseBatchAckTopic(s.topic))
+          publisher
+            .publish(s.topic, hello, false)
+            .catch((err: Error) => log.warn({ err: err.message }, 'batch hello not sent'));
     });
     const ports = await this.broker.start();
     // Aedes's types do not declare its persistence; every persistence (memory, Redis) has this stream.

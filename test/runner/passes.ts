@@ -68,6 +68,8 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/security/abuse.test.ts': 'floods against an edge and central (it runs alone: SOLO)',
   'test/gateway/hostile-edge.test.ts': 'the edge under hostile devices',
   'test/processors/hostile-central.test.ts': "central's time rule for forwarded events (its SQL is batch.test's)",
+  'test/processors/gateway-batch.test.ts':
+    "central's side of the batched link: its events reach the database through batch.test's stockwire_apply_batch",
   // These choose their servers themselves and run on both in the first pass (TEST_SERVERS, TIMESCALE_URL).
   'test/dashboards/ledger.test.ts': 'runs on plain PostgreSQL and TimescaleDB itself',
   'test/processors/archive.test.ts': 'runs on plain PostgreSQL and TimescaleDB itself',
