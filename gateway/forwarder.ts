@@ -183,9 +183,9 @@ export class Forwarder {
           if (err) o.log.error({ err: err.message }, 'subscribing at central failed');
           if (!this.awaitingHello || epoch !== this.epoch) return;
           // Refused (a central that predates batches): single events at once. Granted: the hello is on its way, or
-          // this broker has none to send.
+          // this broker has none to send. Not in `granted` on a reconnect: MQTT.js subscribed again by itself.
           const batchGrant = granted?.find((g) => g.topic === batchAck);
-          if (err || batchGrant === undefined || batchGrant.qos === 128) return this.helloOver();
+          if (err || batchGrant?.qos === 128) return this.helloOver();
           this.helloTimer = setTimeout(() => this.helloOver(), HELLO_WAIT_MS);
         },
       );

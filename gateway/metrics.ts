@@ -129,6 +129,7 @@ export function createEdgeMetrics(registry: Registry) {
   metrics.deadLetters.labels({ code: 'payload_too_large' }).inc(0);
   for (const op of ['save', 'restore']) metrics.mirrorErrors.labels({ op }).inc(0);
   for (const result of ['ok', 'unknown', 'refused', 'invalid']) metrics.batchAcks.labels({ result }).inc(0);
+  for (const attempt of ['first', 'resend']) metrics.batchesSent.labels({ attempt }).inc(0);
   return metrics;
 }
 export type EdgeMetrics = ReturnType<typeof createEdgeMetrics>;

@@ -51,6 +51,7 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/faults/skew.test.ts': 'clocks at the devices, edge and central',
   'test/faults/storms.test.ts': 'duplicates through an edge (dedupe is covered by batch, central and kill above)',
   'test/gateway/edge.test.ts': 'the edge',
+  'test/gateway/batch-link.test.ts': "the batched edge↔central link (its SQL is batch.test's stockwire_apply_batch)",
   'test/gateway/faults.test.ts': 'the edge',
   'test/gateway/flood.test.ts': 'the edge under a flooding device',
   'test/gateway/mirror-order.test.ts': "the edge's mirror",
