@@ -44,6 +44,8 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/device-sim/sim.test.ts': 'the simulator against a demo',
   'test/display/display.test.ts': 'the live display in a browser',
   'test/docs/api-docs.test.ts': 'API documents against a running central',
+  'test/faults/batch-link.test.ts':
+    "kill -9 on the batched edge↔central link and its Mosquitto fallback (the SQL is kill.test's and batch.test's)",
   'test/faults/link-cut.test.ts': 'the edge↔central link',
   'test/faults/link-quality.test.ts': 'the edge↔central link',
   'test/faults/outbox-full.test.ts': "the edge's outbox",
