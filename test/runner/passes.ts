@@ -12,6 +12,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const TIMESCALE_PASS: readonly string[] = [
   'test/cli.test.ts', // migrate and rebuild as a user runs them
   'test/processors/batch.test.ts',
+  'test/processors/batch-link-model.test.ts',
   'test/processors/burst.test.ts',
   'test/processors/central-fuzz.test.ts',
   'test/processors/central.test.ts',
