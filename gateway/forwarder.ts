@@ -6,15 +6,14 @@ import { redactUrl } from '../cli/logger.js';
 import { reconnectWithTls, type ClientTls } from '../cli/tls.js';
 import {
   BATCH_VERSION,
-  batchEnvelopeBytes,
   encodeBatch,
-  encodeBatchEvent,
   parseBatchAckMessage,
   topics,
   type Ack,
   type BatchAckV1,
   type LinkStatus,
 } from '../protocol/index.js';
+import { confirmedBy, pack, type BatchLimits, type Outgoing } from './batches.js';
 import type { EdgeMetrics } from './metrics.js';
 import { NoReplayStore } from './no-replay-store.js';
 import type { Outbox, OutboxEntry } from './outbox/outbox.js';
@@ -51,12 +50,6 @@ interface InFlight {
   attempts: number;
   /** the batch it was last sent in; absent: sent alone */
   batch?: string;
-}
-
-/** What central said it takes on this connection (its hello), bounded by this edge's own settings. */
-interface BatchLimits {
-  maxEvents: number;
-  maxBytes: number;
 }
 
 const CONFIRM_DELAY_MS = 5; // confirmations within this window share one outbox transaction
@@ -285,36 +278,22 @@ export class Forwarder {
   }
 
   /** Sends events in this order: in batches once central has said it takes them, else one by one. */
-  private dispatch(items: { entry: OutboxEntry; attempts: number }[]): void {
+  private dispatch(items: Outgoing[]): void {
     const limits = this.batching;
     if (limits === null) {
       for (const { entry, attempts } of items) this.send(entry, attempts);
       return;
     }
-    let batch: { entry: OutboxEntry; attempts: number; text: string }[] = [];
-    let name = this.nextBatchName();
-    let bytes = batchEnvelopeBytes(name);
-    for (const item of items) {
-      const text = encodeBatchEvent(item.entry.device, item.entry.payload);
-      const size = Buffer.byteLength(text) + 1; // and its comma
-      if (batch.length > 0 && (batch.length >= limits.maxEvents || bytes + size > limits.maxBytes)) {
-        this.sendBatch(name, batch);
-        batch = [];
-        name = this.nextBatchName();
-        bytes = batchEnvelopeBytes(name);
-      }
-      // An event too large for any batch under central's bound goes alone, as an event.
-      if (bytes + size > limits.maxBytes) this.send(item.entry, item.attempts);
-      else batch.push({ ...item, text }), (bytes += size);
-    }
-    if (batch.length > 0) this.sendBatch(name, batch);
+    for (const send of pack(items, limits))
+      if ('alone' in send) this.send(send.alone.entry, send.alone.attempts);
+      else this.sendBatch(this.nextBatchName(), send.batch);
   }
 
   private nextBatchName(): string {
     return `${this.batchPrefix}-${++this.batchCount}`;
   }
 
-  private sendBatch(name: string, batch: { entry: OutboxEntry; attempts: number; text: string }[]): void {
+  private sendBatch(name: string, batch: (Outgoing & { text: string })[]): void {
     const client = this.client;
     const gateway = this.o.username;
     if (!client || gateway === undefined) return;
@@ -427,7 +406,8 @@ export class Forwarder {
     // Sent on an earlier connection, or resent since under another name: the later send is answered too.
     if (entries === undefined) return void o.metrics.batchAcks.inc({ result: 'unknown' });
     this.batches.delete(ack.batch);
-    if (ack.acks.length !== entries.length) {
+    const matched = confirmedBy(entries, ack.acks);
+    if (matched === null) {
       o.metrics.batchAcks.inc({ result: 'invalid' });
       o.log.error(
         { batch: ack.batch, events: entries.length, acks: ack.acks.length },
@@ -436,17 +416,10 @@ export class Forwarder {
       return;
     }
     o.metrics.batchAcks.inc({ result: 'ok' });
+    for (const { entry, ack: a } of matched.outOfStep)
+      o.log.error({ batch: ack.batch, device: entry.device, id: entry.eventId, acked: a.id }, 'batch-ack out of step');
     const seqs: number[] = [];
-    entries.forEach((entry, i) => {
-      const a = ack.acks[i] as Ack;
-      // Each outcome belongs to the event at its place; one naming another id confirms nothing (it is sent again).
-      if (a.id !== entry.eventId) {
-        o.log.error(
-          { batch: ack.batch, device: entry.device, id: entry.eventId, acked: a.id },
-          'batch-ack out of step',
-        );
-        return;
-      }
+    for (const { entry, ack: a } of matched.confirmed) {
       seqs.push(entry.seq);
       if (entry.eventId !== null) {
         const key = `${entry.device}/${entry.eventId}`;
@@ -454,7 +427,7 @@ export class Forwarder {
         this.byKey.delete(key);
       }
       o.onMessage(topics.ack(o.wh, entry.device), Buffer.from(JSON.stringify(a)));
-    });
+    }
     if (seqs.length > 0) this.confirm(seqs);
   }
 
@@ -487,7 +460,7 @@ export class Forwarder {
   private resendSilent(): void {
     if (!this.connected) return;
     const now = Date.now();
-    const due: { entry: OutboxEntry; attempts: number }[] = [];
+    const due: Outgoing[] = [];
     for (const f of this.inflight.values()) {
       const wait = this.o.resendAfterMs * 2 ** Math.min(f.attempts, 4);
       if (now - f.sentAt <= wait) continue;
