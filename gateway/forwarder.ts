@@ -372,7 +372,8 @@ export class Forwarder {
     }
     if ('hello' in message) {
       const { hello } = message;
-      if (!hello.versions.includes(BATCH_VERSION) || !o.batchMaxEvents) return;
+      // A central that takes only other versions: single events at once, rather than after HELLO_WAIT_MS.
+      if (!hello.versions.includes(BATCH_VERSION) || !o.batchMaxEvents) return this.helloOver();
       this.batching = {
         maxEvents: Math.min(o.batchMaxEvents, hello.maxEvents),
         maxBytes: Math.min(o.batchMaxBytes ?? hello.maxBytes, hello.maxBytes),

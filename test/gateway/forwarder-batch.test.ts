@@ -28,7 +28,13 @@ interface Fake {
 }
 
 /** A bare broker; with `hello`, it answers the gateway's batch-ack subscription as central does. */
-async function fakeCentral(hello: { maxEvents: number; maxBytes: number } | null): Promise<Fake & { port: number }> {
+interface Hello {
+  maxEvents: number;
+  maxBytes: number;
+  versions?: number[];
+}
+
+async function fakeCentral(hello: Hello | null): Promise<Fake & { port: number }> {
   const aedes = await Aedes.createBroker();
   const batches: ParsedBatch[] = [];
   const sizes: number[] = [];
@@ -47,7 +53,10 @@ async function fakeCentral(hello: { maxEvents: number; maxBytes: number } | null
     );
   aedes.on('subscribe', (subs) => {
     if (hello && subs.some((s) => s.topic === topics.batchAck(WH, GW)))
-      answer({ v: 1, hello: { versions: [1], ...hello } });
+      answer({
+        v: 1,
+        hello: { versions: hello.versions ?? [1], maxEvents: hello.maxEvents, maxBytes: hello.maxBytes },
+      });
   });
   aedes.on('publish', (packet, client) => {
     if (client === null) return;
@@ -78,7 +87,7 @@ const event = (id: string, extra = '') =>
   Buffer.from(`{"v":1,"id":"${id}","type":"received","sku":"S","qty":1${extra}}`);
 
 async function setup(
-  hello: { maxEvents: number; maxBytes: number } | null,
+  hello: Hello | null,
   o: { batchMaxEvents?: number; batchMaxBytes?: number; resendAfterMs?: number } = {},
 ) {
   const fake = await fakeCentral(hello);
@@ -126,6 +135,19 @@ describe('forwarder: the batched link', () => {
       for (let i = 0; i < 5; i++) await t.append('d1', `e${i}`);
       t.forwarder.start();
       await until(() => t.fake.events.length === 5, 'five single events');
+      assert.equal(t.fake.batches.length, 0);
+      assert.equal(await t.gauge('stockwire_edge_link_batching'), 0);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('a hello that names only other versions leaves the link with single events', { timeout: 30_000 }, async () => {
+    const t = await setup({ maxEvents: 100, maxBytes: 64 * 1024, versions: [2] });
+    try {
+      for (let i = 0; i < 3; i++) await t.append('d1', `v${i}`);
+      t.forwarder.start();
+      await until(() => t.fake.events.length === 3, 'three single events');
       assert.equal(t.fake.batches.length, 0);
       assert.equal(await t.gauge('stockwire_edge_link_batching'), 0);
     } finally {
