@@ -42,7 +42,10 @@ export function publishGrants(device: Device, role: BrokerRole): string[] {
       return [];
     case 'gateway':
       // requests/{own id}: reservation and transfer commands (README "Commands over MQTT"; a proposed CONTRACT addition)
-      return role === 'central' ? [`wh/${wh}/dev/+/event`, `wh/${wh}/status`, topics.request(device.id)] : [];
+      // its own batch topic only (CONTRACT 2): a batch names its gateway, so no credential speaks for another edge
+      return role === 'central'
+        ? [`wh/${wh}/dev/+/event`, `wh/${wh}/status`, topics.request(device.id), topics.batch(wh, device.id)]
+        : [];
     case 'processor':
       // "under wh/": `wh/+/#` matches `wh/x` and deeper, but not `wh` itself as `wh/#` would
       return role === 'central' ? ['wh/+/#', 'stock/+/#', 'alerts/+/#', topics.request(device.id)] : [];
@@ -75,6 +78,7 @@ export function subscribeGrants(device: Device, role: BrokerRole): string[] {
             'stock/#',
             `alerts/${wh}/#`,
             `${topics.response(device.id)}/#`,
+            topics.batchAck(wh, device.id),
           ]
         : [];
     case 'processor':

@@ -5,6 +5,7 @@ import { TLSSocket } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'pino';
 import {
+  BATCH_FILTER,
   EVENT_FILTER,
   MAX_EVENT_BYTES,
   MAX_TOPIC_LEVELS,
@@ -442,7 +443,9 @@ export class StockwireBroker {
     }
 
     const hook = this.options.beforePuback; // the PUBACK gate (puback-gate.ts): the event is durable before aedes acks it
-    const isEvent = hook !== undefined && topicMatches(EVENT_FILTER, packet.topic);
+    // A gateway's batch is events too: decided (and its PUBACK held) by the same gate.
+    const isEvent =
+      hook !== undefined && (topicMatches(EVENT_FILTER, packet.topic) || topicMatches(BATCH_FILTER, packet.topic));
     // Refused while stopping: the device keeps the event and sends it to the next instance.
     const stopping = () => this.state === 'stopping' || this.state === 'stopped';
     if (isEvent && stopping()) return refuse('stopping');

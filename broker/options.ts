@@ -30,9 +30,9 @@ export interface BrokerOptions {
   registry: Registry;
   log: Logger;
   /**
-   * The PUBACK gate (broker/puback-gate.ts): awaited for every authorised publish to `wh/+/dev/+/event` (never
-   * for wills) before aedes sends the PUBACK: the edge fsyncs its outbox here, central commits. A rejection
-   * refuses the publish and disconnects the client, which keeps the message and sends it again.
+   * The PUBACK gate (broker/puback-gate.ts): awaited for every authorised publish to `wh/+/dev/+/event` or
+   * `wh/+/gw/+/batch` (never for wills) before aedes sends the PUBACK: the edge fsyncs its outbox here, central
+   * commits. A rejection refuses the publish and disconnects the client, which keeps the message and sends it again.
    */
   beforePuback?: BeforePuback;
   /** aedes persistence (e.g. aedes-persistence-redis for a cluster); default in memory. */

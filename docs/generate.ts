@@ -36,6 +36,8 @@ const MQTT_SCHEMAS: Record<string, TSchema> = {
   ReplayedEvent: p.ReplayedEvent,
   CommandRequest: p.CommandRequest,
   CommandResponse: p.CommandResponse,
+  GatewayBatchV1: p.GatewayBatchV1,
+  BatchAckMessage: p.BatchAckMessage,
 };
 
 interface Channel {
@@ -76,6 +78,44 @@ const CHANNELS: Record<string, Channel> = {
     description:
       'Published after the commit that decided the event: applied, duplicate (the original outcome of a repeat) or rejected with an error. An edge deletes an event from its outbox only on this ack. A payload over 8 KiB is answered by the edge itself (rejected, payload_too_large, id null) and never reaches central: one ack per payload either way.',
     example: { id: '01J9Z7X4Q2', status: 'applied', stock: { onHand: 12, available: 10 } },
+  },
+  gatewayBatch: {
+    address: p.topics.batch('{wh}', '{gateway}'),
+    message: 'gatewayBatch',
+    schema: 'GatewayBatchV1',
+    title: 'Gateway batch',
+    action: 'receive',
+    retain: false,
+    params: ['wh', 'gateway'],
+    description:
+      "Many device events in one message, edge → central only, from the edge's own gateway credential (the ACL grants a gateway only the topic of its own id and warehouse). Sent only after central's hello on the batch-ack topic; to any other broker an edge sends single events. `events` are in outbox order (oldest first per device); each is the device's payload exactly, as UTF-8 text in `payload` or, when not UTF-8, in `payloadBase64`, and central decides it exactly as the same payload published alone on wh/{wh}/dev/{device}/event (validation, dead letters, dedupe by warehouse, device and id). At most `maxEvents` events and `maxBytes` bytes of central's hello (1,000 and its broker's 64 KiB publish limit). Central holds the PUBACK until the commit that decides every event of the batch, in one transaction. `batch` names the batch for its batch-ack; an edge uses a fresh name per send (resends included).",
+    example: {
+      v: 1,
+      batch: '3f9a1c2b7d4e-17',
+      events: [
+        { device: 'scanner-1', payload: '{"v":1,"id":"01J9Z7X4Q2","type":"received","sku":"SKU-1","qty":5}' },
+        { device: 'shelf-7', payload: '{"v":1,"id":"r-88","type":"level","sku":"SKU-1","qty":11,"location":"A-01-3"}' },
+      ],
+    },
+  },
+  batchAck: {
+    address: p.topics.batchAck('{wh}', '{gateway}'),
+    message: 'batchAck',
+    schema: 'BatchAckMessage',
+    title: 'Gateway batch-ack',
+    action: 'send',
+    retain: false,
+    params: ['wh', 'gateway'],
+    description:
+      'Central → the edge\'s gateway. Three kinds: the hello, sent when the gateway subscribes (`{"v":1,"hello":{"versions","maxEvents","maxBytes"}}`: this central takes batches, and how large); one commit ack per batch after its commit (`acks[i]` is the ack of the batch\'s event i, exactly as its device gets it on wh/{wh}/dev/{device}/ack; central publishes no per-device acks for a batch\'s events, the edge fans these out on its own broker); or a refusal of a batch central could not read at all (`error`, with `batch` when its name was readable), kept as one dead letter. An edge deletes from its outbox exactly the events at the places whose ids match.',
+    example: {
+      v: 1,
+      batch: '3f9a1c2b7d4e-17',
+      acks: [
+        { id: '01J9Z7X4Q2', status: 'applied', stock: { onHand: 12, available: 10 } },
+        { id: 'r-88', status: 'duplicate' },
+      ],
+    },
   },
   warehouseStock: {
     address: p.topics.warehouseStock('{wh}', '{sku}'),
@@ -212,6 +252,7 @@ const PARAMETERS: Record<string, string> = {
   location: 'bin or shelf',
   kind: 'alert kind: negative-stock, dead-letter, id-reused, outbox-full, device-share, reservation-mismatch, transfer-mismatch, transfer-timeout',
   client: 'MQTT username of the client making commands (a processor or gateway credential)',
+  gateway: "gateway id: the MQTT username of the edge's gateway credential, of warehouse {wh}",
 };
 
 export async function asyncapi(): Promise<Record<string, unknown>> {
@@ -247,7 +288,7 @@ export async function asyncapi(): Promise<Record<string, unknown>> {
       version: await version(),
       description:
         'Topics, payloads and access rules of stockwire (CONTRACT sections 2–5). The same topic names are used on an edge broker and on the central broker. ' +
-        "Operations are described from stockwire's side: it receives device events and sends acks, stock, shelf, status, alert and replayed messages. " +
+        "Operations are described from stockwire's side: it receives device events (one by one, or in an edge's batches) and sends acks (per device, or one batch-ack per batch), stock, shelf, status, alert and replayed messages. " +
         'Identifiers match ^[A-Za-z0-9._-]{1,64}$. Anonymous connections are refused; the MQTT username is the device id and access follows its kind ' +
         '(scanner, shelf, display, gateway, processor).',
       license: { name: 'MIT' },

@@ -71,6 +71,17 @@ export function deviceShareBytes(
   return { bytes, problem: null };
 }
 
+// 500 events, 64 KiB: a batch under central's broker's publish limit (64 KiB, which central also announces); at about
+// 150 bytes an event, 64 KiB holds some 400, so both bounds matter.
+export const DEFAULT_LINK_BATCH_MAX_EVENTS = 500;
+export const DEFAULT_LINK_BATCH_MAX_BYTES = 64 * 1024;
+const batchBytes = (raw: string): number => {
+  const n = byteCount(raw);
+  if (n === null) throw new Error('must be a byte count such as 65536 or 64KiB');
+  if (n < 16 * 1024) throw new Error('must be at least 16 KiB (an event of 8 KiB with its stamp fits)');
+  return n;
+};
+
 export const edgeSpecs = {
   wh: opt({
     flag: 'warehouse',
@@ -164,6 +175,20 @@ export const edgeSpecs = {
     help: 'ms without a commit ack before an event is sent again',
     parse: int(100, 3_600_000),
     default: 10_000,
+  }),
+  linkBatchMaxEvents: opt({
+    flag: 'link-batch-max-events',
+    env: 'LINK_BATCH_MAX_EVENTS',
+    help: 'events per batch to central, once central says it takes batches; 0 sends single events only',
+    parse: int(0, 1_000),
+    default: DEFAULT_LINK_BATCH_MAX_EVENTS,
+  }),
+  linkBatchMaxBytes: opt({
+    flag: 'link-batch-max-bytes',
+    env: 'LINK_BATCH_MAX_BYTES',
+    help: "bytes of a batch to central at most (central's own bound applies too)",
+    parse: batchBytes,
+    default: DEFAULT_LINK_BATCH_MAX_BYTES,
   }),
   keepalive: opt({
     flag: 'keepalive',

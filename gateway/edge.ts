@@ -26,7 +26,13 @@ import {
   type ValidationError,
 } from '../protocol/index.js';
 import type { ClientTls } from '../runtime/tls.js';
-import { DEFAULT_DEVICE_SHARE, deviceShareBytes, type DeviceShare } from './config.js';
+import {
+  DEFAULT_DEVICE_SHARE,
+  DEFAULT_LINK_BATCH_MAX_BYTES,
+  DEFAULT_LINK_BATCH_MAX_EVENTS,
+  deviceShareBytes,
+  type DeviceShare,
+} from './config.js';
 import { Forwarder } from './forwarder.js';
 import { DownlinkMirror } from './mirror.js';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.js';
@@ -51,6 +57,10 @@ export interface EdgeOptions {
   outboxDeviceShare?: DeviceShare;
   forwardWindow: number;
   resendAfterMs: number;
+  /** events per batch on the link, once central says it takes batches; 0: single events only. Default 500 */
+  linkBatchMaxEvents?: number;
+  /** bytes of a batch payload at most (central's bound applies too). Default 64 KiB */
+  linkBatchMaxBytes?: number;
   keepalive: number;
   /** per-device limits of the edge's broker; each one absent takes its default */
   limits?: Partial<DeviceLimits>;
@@ -158,6 +168,8 @@ export class Edge {
       window: o.forwardWindow,
       resendAfterMs: o.resendAfterMs,
       keepalive: o.keepalive,
+      batchMaxEvents: o.linkBatchMaxEvents ?? DEFAULT_LINK_BATCH_MAX_EVENTS,
+      batchMaxBytes: o.linkBatchMaxBytes ?? DEFAULT_LINK_BATCH_MAX_BYTES,
       metrics: this.metrics,
       log,
       // Downlink mirror: stock and shelf topics stay retained here (and on disk), so displays keep the last known values offline.

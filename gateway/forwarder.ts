@@ -1,10 +1,21 @@
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { coalesceWrites } from '../runtime/coalesce.js';
 import { redactUrl } from '../runtime/logger.js';
 import { centralClient } from '../runtime/central-client.js';
 import { reconnectWithTls, type ClientTls } from '../runtime/tls.js';
-import { parseAckTopic, topics, type Ack, type LinkStatus } from '../protocol/index.js';
+import {
+  BATCH_VERSION,
+  encodeBatch,
+  parseAckTopic,
+  parseBatchAckMessage,
+  topics,
+  type Ack,
+  type BatchAckV1,
+  type LinkStatus,
+} from '../protocol/index.js';
+import { confirmedBy, pack, type BatchLimits, type Outgoing } from './batches.js';
 import type { EdgeMetrics } from './metrics.js';
 import { NoReplayStore } from './no-replay-store.js';
 import type { Outbox, OutboxEntry } from './outbox/outbox.js';
@@ -24,6 +35,10 @@ export interface ForwarderOptions {
   resendAfterMs: number;
   /** s between keep-alive pings: a silently dead link is noticed after 1.5× this */
   keepalive: number;
+  /** events per batch at most once central has said it takes batches; 0 or absent: single events only */
+  batchMaxEvents?: number;
+  /** bytes of a batch payload at most (central's own bound applies too); required with batchMaxEvents */
+  batchMaxBytes?: number;
   metrics: EdgeMetrics;
   log: Logger;
   /** a message from central on a mirrored topic (stock, shelf, acks) */
@@ -35,12 +50,18 @@ interface InFlight {
   entry: OutboxEntry;
   sentAt: number;
   attempts: number;
+  /** the batch it was last sent in; absent: sent alone */
+  batch?: string;
 }
 
 const CONFIRM_DELAY_MS = 5; // confirmations within this window share one outbox transaction
 const RESEND_CHECK_MS = 1_000;
 const READ_RETRY_MS = 1_000; // after a failed outbox read
 const STOP_STATUS_WAIT_MS = 1_000; // how long a clean stop waits for central to take the `offline` status
+// After the SUBACK of the batch-ack topic, how long the edge waits for central's hello before it sends single events:
+// stockwire central sends it right behind the SUBACK; a broker without one (Mosquitto and `stockwire processor`)
+// never does, and costs this once per connection. A late hello still switches the link to batches.
+const HELLO_WAIT_MS = 1_000;
 
 /**
  * Store-and-forward to central (DESIGN "Edge → central"): reads the outbox oldest first, keeps a
@@ -62,6 +83,17 @@ export class Forwarder {
   private epoch = 0;
   private connected = false;
   private stopped = false;
+  /** null until central's hello on this connection: single events, as to any third-party broker */
+  private batching: BatchLimits | null = null;
+  private readonly batches = new Map<string, OutboxEntry[]>(); // batch name → its events, in order, until its batch-ack
+  // Batch names are unique per process, so a batch-ack for a batch of a killed predecessor can never match one of ours.
+  private readonly batchPrefix = randomBytes(6).toString('hex');
+  private batchCount = 0;
+  private offered: OutboxEntry[] = []; // taken by offer() in batch mode, sent together at the end of this turn
+  private offerFlush: NodeJS.Immediate | null = null;
+  /** from connect until central's hello or HELLO_WAIT_MS after the SUBACK: a backlog then leaves in batches */
+  private awaitingHello = false;
+  private helloTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: ForwarderOptions) {}
 
@@ -72,6 +104,13 @@ export class Forwarder {
 
   get linkUp(): boolean {
     return this.connected;
+  }
+
+  /** The batch-ack topic of this edge's gateway credential; null when it cannot batch (no credential, or turned off). */
+  private get batchAckTopic(): string | null {
+    return (this.o.batchMaxEvents ?? 0) > 0 && this.o.username !== undefined
+      ? topics.batchAck(this.o.wh, this.o.username)
+      : null;
   }
 
   start(): void {
@@ -108,13 +147,39 @@ export class Forwarder {
       this.inflight.clear();
       this.byKey.clear();
       this.cursor = 0;
+      // Each connection learns again whether central takes batches: it may be another central, or a broker without one.
+      this.batching = null;
+      this.batches.clear();
+      this.offered = [];
+      o.metrics.linkBatching.set(0);
+      this.awaitingHello = this.batchAckTopic !== null;
+      if (this.helloTimer) clearTimeout(this.helloTimer);
+      this.helloTimer = null;
+      const epoch = this.epoch;
       o.metrics.link.set(1);
       o.metrics.linkChanges.inc({ state: 'up' });
       o.log.info({ url: redactUrl(o.centralUrl) }, 'connected to central');
+      const batchAck = this.batchAckTopic;
       client.subscribe(
-        [topics.ack(o.wh, '+'), `wh/${o.wh}/stock/#`, `wh/${o.wh}/shelf/#`, 'stock/#', topics.alert(o.wh, '+')],
+        [
+          topics.ack(o.wh, '+'),
+          `wh/${o.wh}/stock/#`,
+          `wh/${o.wh}/shelf/#`,
+          'stock/#',
+          topics.alert(o.wh, '+'),
+          // central answers this subscription with its hello; a broker without stockwire central says nothing
+          ...(batchAck === null ? [] : [batchAck]),
+        ],
         { qos: 1 },
-        (err) => err && o.log.error({ err: err.message }, 'subscribing at central failed'),
+        (err, granted) => {
+          if (err) o.log.error({ err: err.message }, 'subscribing at central failed');
+          if (!this.awaitingHello || epoch !== this.epoch) return;
+          // Refused (a central that predates batches): single events at once. Granted: the hello is on its way, or
+          // this broker has none to send. Not in `granted` on a reconnect: MQTT.js subscribed again by itself.
+          const batchGrant = granted?.find((g) => g.topic === batchAck);
+          if (err || batchGrant?.qos === 128) return this.helloOver();
+          this.helloTimer = setTimeout(() => this.helloOver(), HELLO_WAIT_MS);
+        },
       );
       client.publish(topics.status(o.wh), status('online'), { qos: 1, retain: true });
       o.onLink(true);
@@ -143,19 +208,41 @@ export class Forwarder {
   offer(entry: OutboxEntry): void {
     if (
       !this.pumping &&
+      !this.awaitingHello &&
       this.connected &&
       !this.stopped &&
       entry.seq === this.cursor + 1 &&
-      this.inflight.size < this.o.window
+      this.inflight.size + this.offered.length < this.o.window
     ) {
-      this.send(entry, 0);
       this.cursor = entry.seq;
+      if (this.batching === null) {
+        this.send(entry, 0);
+        return;
+      }
+      // The outbox releases a group commit's events in one turn: they leave together, in one batch.
+      this.offered.push(entry);
+      this.offerFlush ??= setImmediate(() => {
+        this.offerFlush = null;
+        const offered = this.offered;
+        this.offered = [];
+        if (this.connected) this.dispatch(offered.map((entry) => ({ entry, attempts: 0 })));
+      });
       return;
     }
     this.pump();
   }
 
+  /** No hello (yet): send what waits, in batches if the hello came, else one by one. */
+  private helloOver(): void {
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.helloTimer = null;
+    if (!this.awaitingHello) return;
+    this.awaitingHello = false;
+    this.pump();
+  }
+
   private pump(): void {
+    if (this.awaitingHello) return; // helloOver() pumps
     if (this.pumping) {
       this.pumpAgain = true; // new events may have been committed after this pass read the outbox
       return;
@@ -179,29 +266,77 @@ export class Forwarder {
 
   private async fill(): Promise<void> {
     const epoch = this.epoch;
-    while (this.connected && !this.stopped && this.inflight.size < this.o.window) {
-      const read = this.o.outbox.read(this.cursor, Math.min(500, this.o.window - this.inflight.size));
+    while (this.connected && !this.stopped && this.inflight.size + this.offered.length < this.o.window) {
+      const room = this.o.window - this.inflight.size - this.offered.length;
+      const read = this.o.outbox.read(this.cursor, Math.min(500, room));
       const entries = read instanceof Promise ? await read : read;
       // The link dropped and came back while the read waited (the outbox thread behind slow fsyncs): the reconnect
       // started over from the oldest unconfirmed event (cursor 0), and its pump runs when this pass ends. Sending
       // these rows and moving the cursor past them would leave the older unconfirmed events unsent on this link.
       if (epoch !== this.epoch || !this.connected) return;
       if (entries.length === 0) return;
-      for (const e of entries) this.send(e, 0);
+      this.dispatch(entries.map((entry) => ({ entry, attempts: 0 })));
       this.cursor = (entries[entries.length - 1] as OutboxEntry).seq;
     }
   }
 
-  private send(entry: OutboxEntry, attempts: number): void {
+  /** Sends events in this order: in batches once central has said it takes them, else one by one. */
+  private dispatch(items: Outgoing[]): void {
+    const limits = this.batching;
+    if (limits === null) {
+      for (const { entry, attempts } of items) this.send(entry, attempts);
+      return;
+    }
+    for (const send of pack(items, limits))
+      if ('alone' in send) this.send(send.alone.entry, send.alone.attempts);
+      else this.sendBatch(this.nextBatchName(), send.batch);
+  }
+
+  private nextBatchName(): string {
+    return `${this.batchPrefix}-${++this.batchCount}`;
+  }
+
+  private sendBatch(name: string, batch: (Outgoing & { text: string })[]): void {
     const client = this.client;
-    if (!client) return;
-    this.inflight.set(entry.seq, { entry, sentAt: Date.now(), attempts });
+    const gateway = this.o.username;
+    if (!client || gateway === undefined) return;
+    const now = Date.now();
+    for (const { entry, attempts } of batch) this.track(entry, { entry, sentAt: now, attempts, batch: name });
+    this.batches.set(
+      name,
+      batch.map((b) => b.entry),
+    );
+    const resends = batch.filter((b) => b.attempts > 0).length;
+    if (resends < batch.length) this.o.metrics.sent.inc({ attempt: 'first' }, batch.length - resends);
+    if (resends > 0) this.o.metrics.sent.inc({ attempt: 'resend' }, resends);
+    this.o.metrics.batchesSent.inc({ attempt: resends === 0 ? 'first' : 'resend' });
+    this.o.metrics.batchEvents.observe(batch.length);
+    // Its PUBACK proves nothing (CONTRACT 7): only the batch-ack, after the commit, releases the events.
+    client.publish(
+      topics.batch(this.o.wh, gateway),
+      encodeBatch(
+        name,
+        batch.map((b) => b.text),
+      ),
+      { qos: 1 },
+    );
+  }
+
+  /** Records an event as in flight, and under its key for the ack that confirms it. */
+  private track(entry: OutboxEntry, flight: InFlight): void {
+    this.inflight.set(entry.seq, flight);
     if (entry.eventId !== null) {
       const key = `${entry.device}/${entry.eventId}`;
       const seqs = this.byKey.get(key) ?? new Set<number>();
       seqs.add(entry.seq);
       this.byKey.set(key, seqs);
     }
+  }
+
+  private send(entry: OutboxEntry, attempts: number): void {
+    const client = this.client;
+    if (!client) return;
+    this.track(entry, { entry, sentAt: Date.now(), attempts });
     this.o.metrics.sent.inc({ attempt: attempts === 0 ? 'first' : 'resend' });
     client.publish(entry.topic, entry.payload, { qos: 1 }, (err) => {
       // A payload with no readable event id can never be matched to an ack: the broker's PUBACK
@@ -211,6 +346,10 @@ export class Forwarder {
   }
 
   private onMessage(topic: string, payload: Buffer): void {
+    if (topic === this.batchAckTopic) {
+      this.onBatchAck(payload);
+      return;
+    }
     const acked = parseAckTopic(topic);
     if (acked !== null) {
       let ack: Ack | null = null;
@@ -226,6 +365,80 @@ export class Forwarder {
       }
     }
     this.o.onMessage(topic, payload);
+  }
+
+  /** Central's hello, a batch's commit ack (fanned out as per-device acks on this edge's broker) or a refusal. */
+  private onBatchAck(payload: Buffer): void {
+    const { o } = this;
+    const message = parseBatchAckMessage(payload);
+    if (message === null) {
+      o.metrics.batchAcks.inc({ result: 'invalid' });
+      o.log.warn({ bytes: payload.length }, 'unreadable message on the batch-ack topic; ignored');
+      return;
+    }
+    if ('hello' in message) {
+      const { hello } = message;
+      // A central that takes only other versions: single events at once, rather than after HELLO_WAIT_MS.
+      if (!hello.versions.includes(BATCH_VERSION) || !o.batchMaxEvents) {
+        this.helloOver();
+        return;
+      }
+      this.batching = {
+        maxEvents: Math.min(o.batchMaxEvents, hello.maxEvents),
+        maxBytes: Math.min(o.batchMaxBytes ?? hello.maxBytes, hello.maxBytes),
+      };
+      o.metrics.linkBatching.set(1);
+      o.log.info(this.batching, 'central takes batches: events now go in batches');
+      this.helloOver();
+      return;
+    }
+    if ('error' in message) {
+      // Central could not read a batch of ours (it kept it as a dead letter). Its events are sent again one by one,
+      // which any central reads, and this connection sends no more batches.
+      o.metrics.batchAcks.inc({ result: 'refused' });
+      o.log.error(
+        { batch: message.batch, error: message.error },
+        'central refused a batch: single events on this link',
+      );
+      this.batching = null;
+      o.metrics.linkBatching.set(0);
+      for (const f of [...this.inflight.values()].sort((a, b) => a.entry.seq - b.entry.seq))
+        if (f.batch !== undefined) this.send(f.entry, f.attempts + 1);
+      this.batches.clear();
+      return;
+    }
+    this.onBatchCommitted(message);
+  }
+
+  private onBatchCommitted(ack: BatchAckV1): void {
+    const { o } = this;
+    const entries = this.batches.get(ack.batch);
+    // Sent on an earlier connection, or resent since under another name: the later send is answered too.
+    if (entries === undefined) return void o.metrics.batchAcks.inc({ result: 'unknown' });
+    this.batches.delete(ack.batch);
+    const matched = confirmedBy(entries, ack.acks);
+    if (matched === null) {
+      o.metrics.batchAcks.inc({ result: 'invalid' });
+      o.log.error(
+        { batch: ack.batch, events: entries.length, acks: ack.acks.length },
+        'a batch-ack that does not match its batch; its events are sent again',
+      );
+      return;
+    }
+    o.metrics.batchAcks.inc({ result: 'ok' });
+    for (const { entry, ack: a } of matched.outOfStep)
+      o.log.error({ batch: ack.batch, device: entry.device, id: entry.eventId, acked: a.id }, 'batch-ack out of step');
+    const seqs: number[] = [];
+    for (const { entry, ack: a } of matched.confirmed) {
+      seqs.push(entry.seq);
+      if (entry.eventId !== null) {
+        const key = `${entry.device}/${entry.eventId}`;
+        for (const s of this.byKey.get(key) ?? []) if (s !== entry.seq) seqs.push(s);
+        this.byKey.delete(key);
+      }
+      o.onMessage(topics.ack(o.wh, entry.device), Buffer.from(JSON.stringify(a)));
+    }
+    if (seqs.length > 0) this.confirm(seqs);
   }
 
   private confirm(seqs: number[]): void {
@@ -257,15 +470,24 @@ export class Forwarder {
   private resendSilent(): void {
     if (!this.connected) return;
     const now = Date.now();
+    const due: Outgoing[] = [];
     for (const f of this.inflight.values()) {
       const wait = this.o.resendAfterMs * 2 ** Math.min(f.attempts, 4);
-      if (now - f.sentAt > wait) this.send(f.entry, f.attempts + 1);
+      if (now - f.sentAt <= wait) continue;
+      // A batch's events were sent together, so they are due together: the batch is sent again under a new name,
+      // and a late ack of the old one is ignored (the new one's confirms them).
+      if (f.batch !== undefined) this.batches.delete(f.batch);
+      due.push({ entry: f.entry, attempts: f.attempts + 1 });
     }
+    // Oldest first, as they were sent: a device's events keep their order.
+    this.dispatch(due.sort((a, b) => a.entry.seq - b.entry.seq));
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.resendTimer) clearInterval(this.resendTimer);
+    if (this.offerFlush) clearImmediate(this.offerFlush);
+    if (this.helloTimer) clearTimeout(this.helloTimer);
     // A clean DISCONNECT suppresses the will: say `offline` ourselves first.
     if (this.connected && this.client) {
       const offline: LinkStatus = {

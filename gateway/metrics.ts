@@ -62,6 +62,29 @@ export function createEdgeMetrics(registry: Registry) {
       labelNames: ['attempt'],
       registers: [registry],
     }),
+    batchesSent: new client.Counter({
+      name: 'stockwire_edge_batches_sent_total',
+      help: 'Batches published to central (wh/{wh}/gw/{gateway}/batch), first sends and resends',
+      labelNames: ['attempt'],
+      registers: [registry],
+    }),
+    batchEvents: new client.Histogram({
+      name: 'stockwire_edge_batch_events',
+      help: 'Events per batch sent to central',
+      buckets: [1, 5, 10, 50, 100, 250, 500, 1000],
+      registers: [registry],
+    }),
+    batchAcks: new client.Counter({
+      name: 'stockwire_edge_batch_acks_total',
+      help: "Central's batch-acks: ok (events confirmed and acks fanned out), unknown (a batch sent again since, or before a reconnect), refused (central could not read it), invalid",
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    linkBatching: new client.Gauge({
+      name: 'stockwire_edge_link_batching',
+      help: '1 while the link to central sends batches (central said it takes them), 0 while it sends single events',
+      registers: [registry],
+    }),
     link: new client.Gauge({
       name: 'stockwire_edge_link_up',
       help: '1 while connected to central',
@@ -105,6 +128,8 @@ export function createEdgeMetrics(registry: Registry) {
   for (const reason of ['outbox_full', 'device_share', 'outbox_error']) metrics.refused.labels({ reason }).inc(0);
   metrics.deadLetters.labels({ code: 'payload_too_large' }).inc(0);
   for (const op of ['save', 'restore']) metrics.mirrorErrors.labels({ op }).inc(0);
+  for (const result of ['ok', 'unknown', 'refused', 'invalid']) metrics.batchAcks.labels({ result }).inc(0);
+  for (const attempt of ['first', 'resend']) metrics.batchesSent.labels({ attempt }).inc(0);
   return metrics;
 }
 export type EdgeMetrics = ReturnType<typeof createEdgeMetrics>;

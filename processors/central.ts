@@ -12,14 +12,14 @@ import {
   type TlsListenerOptions,
   orderedPublisher,
 } from '../broker/index.js';
-import { parseEventTopic, parseRequestTopic } from '../protocol/index.js';
-
+import { parseBatchAckTopic, parseBatchTopic, parseEventTopic, parseRequestTopic } from '../protocol/index.js';
 import { openDatabase, type Database, type StorageSettings } from './db/open.js';
 import { resolveApiToken } from './api-token.js';
 import { createApi } from './http.js';
+import { batchHello, ingestGatewayBatch } from './ingest/gateway-batch.js';
 import { Ingest } from './ingest/ingest.js';
 import { LinkStatuses, type RetainedStore } from './links.js';
-import { createIngestMetrics } from './metrics.js';
+import { createIngestMetrics, type IngestMetrics } from './metrics.js';
 import type { ReadModel } from './publish/read-model.js';
 import { createReadModel } from './readmodel/redis.js';
 import { monotonic } from './publish/monotonic-publisher.js';
@@ -131,7 +131,7 @@ export class Central {
       ...(o.tls && { tls: o.tls }),
       registry: this.registry,
       log,
-      beforePuback: (client, packet) => this.commitBeforePuback(client, packet),
+      beforePuback: (client, packet) => this.commitBeforePuback(client, packet, { metrics, log }),
     });
     const publisher = monotonic(orderedPublisher(this.broker.aedes));
     this.ingest = new Ingest({
@@ -160,6 +160,18 @@ export class Central {
         () => requests.handle(packet.topic, payload),
         () => {},
       );
+    });
+    // A gateway subscribing to its batch-ack topic learns that this central takes batches, and how large: an edge
+    // that hears nothing (a third-party broker with `stockwire processor`) keeps publishing single events.
+    const hello = JSON.stringify(batchHello(this.broker.maxPayloadBytes));
+    this.broker.aedes.on('subscribe', (subs, client) => {
+      if (client === null) return;
+      // aedes reports refused filters too, with qos 128 (MQTT-3.9.3)
+      for (const s of subs)
+        if ((s.qos as number) !== 128 && parseBatchAckTopic(s.topic))
+          publisher
+            .publish(s.topic, hello, false)
+            .catch((err: Error) => log.warn({ err: err.message }, 'batch hello not sent'));
     });
     const ports = await this.broker.start();
     // Aedes's types do not declare its persistence; every persistence (memory, Redis) has this stream.
@@ -214,9 +226,20 @@ export class Central {
   /** Stops accepting, commits what is in flight, publishes its acks, then closes. */
 
   /** The PUBACK gate (broker/puback-gate.ts) at central: resolves once the event's batch has committed. */
-  private async commitBeforePuback(client: AuthedClient, packet: DevicePublish): Promise<void> {
+  private async commitBeforePuback(
+    client: AuthedClient,
+    packet: DevicePublish,
+    o: { metrics: IngestMetrics; log: Logger },
+  ): Promise<void> {
     const where = parseEventTopic(packet.topic);
-    if (!where || !this.ingest) throw new Error('not an event topic');
+    if (!this.ingest) throw new Error('central is not started');
+    if (!where) {
+      // A gateway's batch: every event decided in one commit, one batch-ack after it (gateway-batch.ts).
+      if (!parseBatchTopic(packet.topic)) throw new Error('not an event topic');
+      await this.republished;
+      const broker = this.broker as StockwireBroker;
+      return ingestGatewayBatch(this.ingest, client, packet, { maxBytes: broker.maxPayloadBytes, ...o });
+    }
     await this.republished; // no stock change may overtake the start-up republish
     const viaEdge = client.device.kind === 'gateway';
     await this.ingest.submit({

@@ -70,6 +70,18 @@ export function createIngestMetrics(registry: Registry, warehouses: Iterable<str
       help: 'Acks or stock topics that could not be published',
       registers: [registry],
     }),
+    gatewayBatches: new client.Counter({
+      name: 'stockwire_gateway_batches_total',
+      help: 'Batches from edges on wh/{wh}/gw/{gateway}/batch: committed (one batch-ack each), or refused as unreadable',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    gatewayBatchEvents: new client.Histogram({
+      name: 'stockwire_gateway_batch_events',
+      help: 'Events per batch received from an edge',
+      buckets: [1, 5, 10, 50, 100, 250, 500, 1000],
+      registers: [registry],
+    }),
     readModelErrors: new client.Counter({
       name: 'stockwire_read_model_errors_total',
       help: 'Read-model (Redis) writes or reads that failed',
@@ -79,6 +91,7 @@ export function createIngestMetrics(registry: Registry, warehouses: Iterable<str
   };
   for (const code of DEAD_LETTER_CODES) m.deadLetters.inc({ code }, 0);
   for (const op of ['read', 'write']) m.readModelErrors.inc({ op }, 0);
+  for (const outcome of ['committed', 'refused']) m.gatewayBatches.inc({ outcome }, 0);
   for (const wh of new Set(warehouses)) {
     m.negativeStock.inc({ wh }, 0);
     for (const type of EVENT_TYPES) for (const outcome of OUTCOMES) m.events.inc({ type, wh, outcome }, 0);

@@ -5,3 +5,4 @@ export * from './schemas.js';
 export * from './event.js';
 export * from './stamp.js';
 export * from './api.js';
+export * from './batch.js';

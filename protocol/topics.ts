@@ -13,6 +13,10 @@ export const topics = {
   request: (device: string) => `requests/${device}`,
   /** default response topic of a requester; any topic below it may be named as `responseTopic` */
   response: (device: string) => `responses/${device}`,
+  /** many events in one message, from an edge's own gateway credential (protocol/batch.ts) */
+  batch: (wh: string, gateway: string) => `wh/${wh}/gw/${gateway}/batch`,
+  /** central's one commit ack per batch, and its hello when the edge subscribes */
+  batchAck: (wh: string, gateway: string) => `wh/${wh}/gw/${gateway}/batch-ack`,
 } as const;
 
 /** Subscription filter for every command request. */
@@ -102,6 +106,28 @@ export function parseStockTopic(topic: string): StockTopic | null {
     return { wh: parts[1] as string, sku: parts[3] as string };
   return null;
 }
+
+/** Subscription filter for every gateway batch, at any warehouse. */
+export const BATCH_FILTER = 'wh/+/gw/+/batch';
+
+export interface GatewayTopic {
+  wh: string;
+  gateway: string;
+}
+
+function parseGatewayTopic(topic: string, last: 'batch' | 'batch-ack'): GatewayTopic | null {
+  const parts = topic.split('/');
+  if (parts.length !== 5 || parts[0] !== 'wh' || parts[2] !== 'gw' || parts[4] !== last) return null;
+  const [, wh, , gateway] = parts;
+  if (!isIdent(wh) || !isIdent(gateway)) return null;
+  return { wh, gateway };
+}
+
+/** Parses `wh/{wh}/gw/{gateway}/batch`; null for anything else, including bad identifiers. */
+export const parseBatchTopic = (topic: string): GatewayTopic | null => parseGatewayTopic(topic, 'batch');
+
+/** Parses `wh/{wh}/gw/{gateway}/batch-ack`; null for anything else. */
+export const parseBatchAckTopic = (topic: string): GatewayTopic | null => parseGatewayTopic(topic, 'batch-ack');
 
 /**
  * MQTT topic filter match (MQTT-4.7.1): `+` one level, `#` the rest (including the parent level).

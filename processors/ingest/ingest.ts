@@ -22,10 +22,22 @@ export interface IngestOptions {
   maxWaitMs: number;
 }
 
+/**
+ * One unit of the queue: a single event, or a gateway's batch whose events commit in one transaction (a batch is
+ * never split across two, so its one batch-ack answers one commit) and are answered by `answer`, not per device.
+ */
 interface Waiting {
-  parsed: Parsed;
-  resolve: (d: Decision) => void;
+  items: Parsed[];
+  resolve: (d: Decision[]) => void;
   reject: (err: Error) => void;
+  /** the message answering the whole unit after its commit (a batch-ack); absent: one ack per device */
+  answer?: (decisions: Decision[]) => Answer;
+}
+
+/** A message published after the commit, in place of the per-device acks of its events. */
+export interface Answer {
+  topic: string;
+  payload: string;
 }
 
 const BACKOFF_MAX = 5_000; // ms between retries while the database is down
@@ -42,6 +54,7 @@ const STOP_PUBLISH_WAIT_MS = 5_000; // how long stop() waits for the last publis
  */
 export class Ingest {
   private queue: Waiting[] = [];
+  private queued = 0; // events in the queue
   private timer: NodeJS.Timeout | null = null;
   private readonly inFlight = new Set<Promise<void>>();
   private closing = false; // refuses new events
@@ -54,11 +67,28 @@ export class Ingest {
   constructor(private readonly o: IngestOptions) {}
 
   get pending(): number {
-    return this.queue.length;
+    return this.queued;
   }
 
   submit(delivery: Delivery): Promise<Decision> {
     if (this.closing) return Promise.reject(new Error('ingest is stopping'));
+    return this.enqueue([this.parse(delivery)]).then((d) => d[0] as Decision);
+  }
+
+  /**
+   * A gateway's batch: each delivery is validated, deduped and applied exactly as `submit` would, all in one commit;
+   * resolves after it with the decisions in order. `answer` makes the one message published after the commit
+   * instead of the per-device acks. `parsed` lets a caller hand in input it already refused (an unreadable batch).
+   */
+  submitBatch(deliveries: (Delivery | Parsed)[], answer: (decisions: Decision[]) => Answer): Promise<Decision[]> {
+    if (this.closing) return Promise.reject(new Error('ingest is stopping'));
+    return this.enqueue(
+      deliveries.map((d) => ('ok' in d ? d : this.parse(d))),
+      answer,
+    );
+  }
+
+  private parse(delivery: Delivery): Parsed {
     // Behind an edge: an event of 8 KiB may carry the edge's receipt time on top (the edge checked the 8 KiB).
     const r = parseEvent(delivery.payload, {
       wh: delivery.wh,
@@ -67,19 +97,35 @@ export class Ingest {
       maxBytes: STAMPED_EVENT_MAX_BYTES,
       tsDecidedByEdge: delivery.viaEdge === true,
     });
-    const parsed: Parsed = r.ok
-      ? { delivery, ok: true, event: r.event }
-      : { delivery, ok: false, error: r.error, id: r.id };
-    return new Promise<Decision>((resolve, reject) => {
-      this.queue.push({ parsed, resolve, reject });
-      this.o.metrics.pending.set(this.queue.length);
+    return r.ok ? { delivery, ok: true, event: r.event } : { delivery, ok: false, error: r.error, id: r.id };
+  }
+
+  private enqueue(items: Parsed[], answer?: Waiting['answer']): Promise<Decision[]> {
+    return new Promise<Decision[]>((resolve, reject) => {
+      this.queue.push({ items, resolve, reject, ...(answer && { answer }) });
+      this.queued += items.length;
+      this.o.metrics.pending.set(this.queued);
       this.schedule();
     });
   }
 
+  /** The next units to commit together: up to maxBatch events, never splitting a unit (one too large goes alone). */
+  private take(): Waiting[] {
+    let n = 0;
+    let i = 0;
+    while (i < this.queue.length) {
+      const size = (this.queue[i] as Waiting).items.length;
+      if (i > 0 && n + size > this.o.maxBatch) break;
+      n += size;
+      i++;
+    }
+    this.queued -= n;
+    return this.queue.splice(0, i);
+  }
+
   private schedule(): void {
     if (this.inFlight.size >= MAX_IN_FLIGHT) return; // a batch that commits schedules the queue again
-    if (this.queue.length >= this.o.maxBatch) this.kick();
+    if (this.queued >= this.o.maxBatch) this.kick();
     // Under a steady trickle, wait for company rather than committing batches of one.
     else if (!this.timer) this.timer = setTimeout(() => this.kick(), this.o.maxWaitMs);
   }
@@ -90,32 +136,41 @@ export class Ingest {
       this.timer = null;
     }
     while (this.inFlight.size < MAX_IN_FLIGHT && this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.o.maxBatch);
-      this.o.metrics.pending.set(this.queue.length);
+      const batch = this.take();
+      this.o.metrics.pending.set(this.queued);
       const done: Promise<void> = this.run(batch).finally(() => {
         this.inFlight.delete(done);
         if (this.queue.length > 0) this.schedule();
       });
       this.inFlight.add(done);
-      if (this.queue.length < this.o.maxBatch && !this.closing) break; // the rest waits for company
+      if (this.queued < this.o.maxBatch && !this.closing) break; // the rest waits for company
     }
     if (this.queue.length > 0) this.schedule();
   }
 
   private async run(batch: Waiting[]): Promise<void> {
-    const items = batch.map((w) => w.parsed);
+    const items = batch.flatMap((w) => w.items);
     const result = await this.commit(items);
     if (!result) {
       for (const w of batch) w.reject(new Error('ingest stopped before the batch committed'));
       return;
     }
-    batch.forEach((w, i) => {
-      w.resolve(result.decisions[i] as Decision);
-    });
+    const answers: Answer[] = [];
+    const answered = new Set<Parsed>(); // events whose unit has its own answer: no per-device ack
+    let at = 0;
+    for (const w of batch) {
+      const decisions = result.decisions.slice(at, at + w.items.length);
+      at += w.items.length;
+      w.resolve(decisions);
+      if (w.answer) {
+        answers.push(w.answer(decisions));
+        for (const item of w.items) answered.add(item);
+      }
+    }
     this.record(items, result);
     // Publishing overlaps the next commit; publishes leave in commit order, one batch after another
     // (the monotonic publisher keeps each stock topic's versions increasing whatever the order).
-    this.published = this.published.then(() => this.publish(items, result));
+    this.published = this.published.then(() => this.publish(items, result, answers, answered));
   }
 
   /** Commits a batch, retrying through database outages; null only when stopping. */
@@ -163,11 +218,18 @@ export class Ingest {
     }
   }
 
-  private async publish(items: Parsed[], result: BatchResult): Promise<void> {
-    await publishBatch(this.o.publisher, items, result).catch((err: Error) => {
+  private async publish(items: Parsed[], result: BatchResult, answers: Answer[], answered: Set<Parsed>): Promise<void> {
+    // Batch-acks first, like acks: they release the edges' outboxes.
+    const sent = Promise.allSettled(answers.map((a) => this.o.publisher.publish(a.topic, a.payload, false)));
+    await publishBatch(this.o.publisher, items, result, (item) => !answered.has(item)).catch((err: Error) => {
       this.o.metrics.publishErrors.inc();
       this.o.log.warn({ err: err.message }, 'publishing after commit failed; edges resend unacknowledged events');
     });
+    const failed = (await sent).filter((r) => r.status === 'rejected').length;
+    if (failed > 0) {
+      this.o.metrics.publishErrors.inc(failed);
+      this.o.log.warn({ failed }, 'publishing batch-acks after commit failed; edges resend unacknowledged batches');
+    }
     await this.o.readModel.write(result.warehouseStock, result.globalStock);
   }
 
@@ -235,6 +297,7 @@ export class Ingest {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     for (const w of this.queue.splice(0)) w.reject(new Error('ingest stopped'));
+    this.queued = 0;
     // Publishes over a dead link never settle: wait a while, not forever (edges resend what was not acked).
     await waitAtMost(this.published, STOP_PUBLISH_WAIT_MS);
   }

@@ -1,20 +1,28 @@
 import { ErrorCode, topics, type Ack } from '../../protocol/index.js';
 import { alert, retainedOnce, stockSends, type Publisher } from '../publish/publisher.js';
-import type { BatchResult, Parsed } from './types.js';
+import type { BatchResult, Decision, Parsed } from './types.js';
+
+/** The ack of CONTRACT 4 for a decision. */
+export const ackOf = (d: Decision): Ack =>
+  d.status === 'rejected' ? { id: d.id, status: d.status, error: { code: d.error.code, message: d.error.message } } : d;
 
 /**
  * Publishes what a committed batch decided: acks first (they release the edges' outboxes),
  * then the retained stock and shelf topics, each once with its final value, then alerts.
+ * `ackEach` false for an item: its ack goes out otherwise (in its gateway batch's batch-ack).
  */
-export async function publishBatch(publisher: Publisher, items: Parsed[], result: BatchResult): Promise<void> {
+export async function publishBatch(
+  publisher: Publisher,
+  items: Parsed[],
+  result: BatchResult,
+  ackEach: (item: Parsed) => boolean = () => true,
+): Promise<void> {
   const sends: Promise<void>[] = [];
   result.decisions.forEach((d, i) => {
-    const delivery = (items[i] as Parsed).delivery;
-    const ack: Ack =
-      d.status === 'rejected'
-        ? { id: d.id, status: d.status, error: { code: d.error.code, message: d.error.message } }
-        : d;
-    sends.push(publisher.publish(topics.ack(delivery.wh, delivery.device), JSON.stringify(ack), false));
+    const item = items[i] as Parsed;
+    if (!ackEach(item)) return;
+    const delivery = item.delivery;
+    sends.push(publisher.publish(topics.ack(delivery.wh, delivery.device), JSON.stringify(ackOf(d)), false));
   });
   const retained = retainedOnce(result);
   sends.push(...stockSends(publisher, retained.warehouse, retained.global));

@@ -46,6 +46,9 @@ const PUBLISH = [
   'requests/{me}',
   'requests/sc2',
   'responses/{me}',
+  'wh/W1/gw/{me}/batch',
+  'wh/W1/gw/sc2/batch',
+  'wh/W2/gw/{me}/batch',
   'other/topic',
 ] as const;
 
@@ -76,6 +79,9 @@ const SUBSCRIBE = [
   'responses/{me}/#',
   'responses/sc2/#',
   'responses/#',
+  'wh/W1/gw/{me}/batch-ack',
+  'wh/W1/gw/sc2/batch-ack',
+  'wh/W2/gw/{me}/batch-ack',
   '#',
   'wh/#',
   '$SYS/#',
@@ -137,7 +143,8 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, Rights>> = {
   gateway: {
     edge: 'connection refused',
     central: {
-      publish: ['wh/W1/dev/{me}/event', 'wh/W1/dev/sc2/event', 'wh/W1/status', 'requests/{me}'],
+      // a batch only on its own gateway id's topic in its own warehouse
+      publish: ['wh/W1/dev/{me}/event', 'wh/W1/dev/sc2/event', 'wh/W1/status', 'requests/{me}', 'wh/W1/gw/{me}/batch'],
       // alerts of its own warehouse: the edge mirrors them for its displays
       subscribe: [
         'wh/W1/dev/{me}/ack',
@@ -150,6 +157,7 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, Rights>> = {
         'wh/W1/shelf/#',
         'alerts/W1/#',
         'responses/{me}/#',
+        'wh/W1/gw/{me}/batch-ack',
       ],
     },
   },

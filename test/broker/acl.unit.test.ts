@@ -32,6 +32,10 @@ const PUBLISH_TOPICS = [
   'requests/d1',
   'requests/d2',
   'responses/d1',
+  'wh/W1/gw/d1/batch',
+  'wh/W1/gw/d2/batch',
+  'wh/W2/gw/d1/batch',
+  'wh/W1/gw/d1/batch-ack',
   '$SYS/broker/heartbeat',
   'other/topic',
   'wh',
@@ -73,6 +77,11 @@ const SUBSCRIBE_FILTERS = [
   'responses/d1/orders',
   'responses/d2/#',
   'responses/#',
+  'wh/W1/gw/d1/batch-ack',
+  'wh/W1/gw/d2/batch-ack',
+  'wh/W2/gw/d1/batch-ack',
+  'wh/W1/gw/+/batch-ack',
+  'wh/W1/gw/d1/batch',
   '$SYS/#',
 ] as const;
 
@@ -121,7 +130,8 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, { publish: Pub[]; subscrib
   gateway: {
     edge: { publish: [], subscribe: [] },
     central: {
-      publish: ['wh/W1/dev/d1/event', 'wh/W1/dev/d2/event', 'wh/W1/status', 'requests/d1'],
+      // a batch only on its own warehouse's topic of its own gateway id (another warehouse's, another gateway's: refused)
+      publish: ['wh/W1/dev/d1/event', 'wh/W1/dev/d2/event', 'wh/W1/status', 'requests/d1', 'wh/W1/gw/d1/batch'],
       subscribe: [
         'wh/W1/dev/d1/ack',
         'wh/W1/dev/d2/ack',
@@ -131,6 +141,7 @@ const EXPECTED: Record<DeviceKind, Record<BrokerRole, { publish: Pub[]; subscrib
         'responses/d1/#',
         'responses/d1',
         'responses/d1/orders',
+        'wh/W1/gw/d1/batch-ack',
       ],
     },
   },

@@ -16,6 +16,7 @@ import { createApi } from '../../processors/http.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { Collector, connect } from '../helpers/mqtt.js';
+import { encodeBatch, encodeBatchEvent, topics } from '../../protocol/index.js';
 
 const require = createRequire(import.meta.url);
 const addFormats = (addFormatsModule as unknown as { default: (ajv: Ajv) => Ajv }).default;
@@ -198,9 +199,9 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
       const [gateway, display] = clients as [MqttClient, MqttClient];
       const filters = ['stock/#', 'wh/+/stock/#', 'wh/+/shelf/#', 'alerts/#'];
       const seen = new Collector<unknown>(display, filters);
-      const acks = new Collector<unknown>(gateway, `wh/${WH}/dev/+/ack`);
+      const acks = new Collector<unknown>(gateway, [`wh/${WH}/dev/+/ack`, topics.batchAck(WH, 'gw-d')]);
       await display.subscribeAsync(filters, { qos: 1 });
-      await gateway.subscribeAsync(`wh/${WH}/dev/+/ack`, { qos: 1 });
+      await gateway.subscribeAsync([`wh/${WH}/dev/+/ack`, topics.batchAck(WH, 'gw-d')], { qos: 1 });
       const send = (device: string, payload: unknown) =>
         gateway.publishAsync(
           `wh/${WH}/dev/${device}/event`,
@@ -211,7 +212,17 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
       await send('scan-d', { v: 1, id: 'd-2', type: 'shipped', sku: 'SKU-D', qty: 5 }); // negative stock: an alert
       await send('scan-d', { v: 1, id: 'd-3', type: 'teleported', sku: 'SKU-D', qty: 1 }); // rejected: a dead-letter alert
       await send('shelf-d', { v: 1, id: 'd-4', type: 'level', sku: 'SKU-D', qty: 7, location: 'A-1' });
-      await acks.waitFor(() => acks.messages.length >= 4, 10_000, 'four acks');
+      // A batch as an edge encodes it (the hello came with the subscription), and one central cannot read.
+      const batch = encodeBatch('docs-1', [
+        encodeBatchEvent(
+          'scan-d',
+          Buffer.from(JSON.stringify({ v: 1, id: 'd-5', type: 'received', sku: 'SKU-D', qty: 1 })),
+        ),
+        encodeBatchEvent('scan-d', Buffer.from([0xff])),
+      ]);
+      await gateway.publishAsync(topics.batch(WH, 'gw-d'), batch, { qos: 1 });
+      await gateway.publishAsync(topics.batch(WH, 'gw-d'), '{"v":1,"batch":"docs-2"}', { qos: 1 });
+      await acks.waitFor(() => acks.messages.length >= 7, 10_000, 'four acks, the hello and two batch-acks');
       await seen.waitFor(
         () =>
           [
@@ -244,11 +255,23 @@ describe('API documents (AsyncAPI 3 and OpenAPI 3.1) generated from protocol/', 
         );
         checked.add(channel.address);
       }
+      const batchChannel = channels.find((c) => c.address === 'wh/{wh}/gw/{gateway}/batch');
+      assert.ok(batchChannel?.validate(JSON.parse(batch.toString())), 'the batch fits its documented payload');
+      assert.deepEqual(
+        acks.messages.filter((m) => m.topic.endsWith('/batch-ack')).map((m) => Object.keys(m.payload as object).sort()),
+        [
+          ['hello', 'v'],
+          ['acks', 'batch', 'v'],
+          ['batch', 'error', 'v'],
+        ],
+        'the three kinds of batch-ack',
+      );
       // wh/{wh}/status comes from edges (test/gateway), replayed events from `stockwire replay` (test/processors/replay.test.ts).
       assert.deepEqual([...checked].sort(), [
         'alerts/{wh}/{kind}',
         'stock/{sku}',
         'wh/{wh}/dev/{device}/ack',
+        'wh/{wh}/gw/{gateway}/batch-ack',
         'wh/{wh}/shelf/{location}/{sku}',
         'wh/{wh}/stock/{sku}',
       ]);

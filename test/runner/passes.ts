@@ -12,6 +12,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const TIMESCALE_PASS: readonly string[] = [
   'test/cli.test.ts', // migrate and rebuild as a user runs them
   'test/processors/batch.test.ts',
+  'test/processors/batch-link-model.test.ts',
   'test/processors/burst.test.ts',
   'test/processors/central-fuzz.test.ts',
   'test/processors/central.test.ts',
@@ -44,6 +45,8 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/device-sim/sim.test.ts': 'the simulator against a demo',
   'test/display/display.test.ts': 'the live display in a browser',
   'test/docs/api-docs.test.ts': 'API documents against a running central',
+  'test/faults/batch-link.test.ts':
+    "kill -9 on the batched edge↔central link and its Mosquitto fallback (the SQL is kill.test's and batch.test's)",
   'test/faults/link-cut.test.ts': 'the edge↔central link',
   'test/faults/link-quality.test.ts': 'the edge↔central link',
   'test/faults/outbox-full.test.ts': "the edge's outbox",
@@ -51,6 +54,7 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/faults/skew.test.ts': 'clocks at the devices, edge and central',
   'test/faults/storms.test.ts': 'duplicates through an edge (dedupe is covered by batch, central and kill above)',
   'test/gateway/edge.test.ts': 'the edge',
+  'test/gateway/batch-link.test.ts': "the batched edge↔central link (its SQL is batch.test's stockwire_apply_batch)",
   'test/gateway/faults.test.ts': 'the edge',
   'test/gateway/flood.test.ts': 'the edge under a flooding device',
   'test/gateway/mirror-order.test.ts': "the edge's mirror",
@@ -68,6 +72,8 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/security/abuse.test.ts': 'floods against an edge and central (it runs alone: SOLO)',
   'test/gateway/hostile-edge.test.ts': 'the edge under hostile devices',
   'test/processors/hostile-central.test.ts': "central's time rule for forwarded events (its SQL is batch.test's)",
+  'test/processors/gateway-batch.test.ts':
+    "central's side of the batched link: its events reach the database through batch.test's stockwire_apply_batch",
   // These choose their servers themselves and run on both in the first pass (TEST_SERVERS, TIMESCALE_URL).
   'test/dashboards/ledger.test.ts': 'runs on plain PostgreSQL and TimescaleDB itself',
   'test/processors/archive.test.ts': 'runs on plain PostgreSQL and TimescaleDB itself',

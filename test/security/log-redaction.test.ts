@@ -29,7 +29,7 @@ function captured(): { log: ReturnType<typeof createLogger>; text: () => string 
   };
 }
 
-describe('pino redaction (cli/logger.ts)', () => {
+describe('pino redaction (runtime/logger.ts)', () => {
   it('every option marked secret, in every command, is a redacted field', () => {
     for (const [command, specs] of Object.entries(ALL)) {
       for (const [key, spec] of Object.entries(specs))
