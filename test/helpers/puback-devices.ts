@@ -133,7 +133,9 @@ export class PubackDevices {
 
   /** Drops the connection at random moments (exponential gaps of mean `mean` ms), like a scanner leaving Wi-Fi. */
   private dropNow(client: MqttClient, mean: number): void {
-    const random = this.o.random ?? Math.random;
+    // The test's seeded generator (rng(testSeed(…))): when a device drops must replay with the seed.
+    const random = this.o.random;
+    if (random === undefined) throw new Error('disconnectEveryMs needs `random`, a generator seeded by testSeed');
     const t = setTimeout(
       () => {
         if (client.connected) {
