@@ -13,7 +13,7 @@ import {
   type DevicePublish,
   type StockwireBroker,
 } from '../../broker/index.js';
-import { deviceRegistry, passwordOf } from '../helpers/broker.js';
+import { deviceRegistry, passwordOf, until } from '../helpers/broker.js';
 
 /** Log lines, kept to check that no password is ever written. */
 const logLines: string[] = [];
@@ -196,11 +196,11 @@ describe('authentication', () => {
 
   test('a scanner connects on its edge, not on central; counted in the connected gauge', async () => {
     const client = await connectAs(edgeUrl, 's1');
-    await sleep(50); // clientReady comes after the CONNACK
-    assert.equal(await metricValue(edgeMetrics, 'stockwire_broker_connected_clients', { kind: 'scanner' }), 1);
+    const scanners = () => metricValue(edgeMetrics, 'stockwire_broker_connected_clients', { kind: 'scanner' });
+    // clientReady comes after the CONNACK, and the disconnect is seen after endAsync: wait for them, not a time
+    await until(async () => (await scanners()) === 1, 'the gauge to count the scanner');
     await client.endAsync();
-    await sleep(50);
-    assert.equal(await metricValue(edgeMetrics, 'stockwire_broker_connected_clients', { kind: 'scanner' }), 0);
+    await until(async () => (await scanners()) === 0, 'the gauge to drop the scanner');
     assert.equal(await refusal(centralUrl, { clientId: 's1', username: 's1', password: passwordOf('s1') }), 5);
   });
 
@@ -235,12 +235,16 @@ describe('publish', () => {
   });
 
   test('the hook runs before the PUBACK, with the authenticated device', async () => {
-    hook = () => sleep(200);
+    // Ordering, not a stopwatch: the hook is still sleeping when a PUBACK sent early would arrive.
+    let hookSettled = false;
+    hook = async () => {
+      await sleep(200);
+      hookSettled = true;
+    };
     try {
       const client = await connectAs(edgeUrl, 's1');
-      const started = Date.now();
       await client.publishAsync('wh/W1/dev/s1/event', '{"v":1,"id":"e1"}', { qos: 1 });
-      assert.ok(Date.now() - started >= 190, `PUBACK after ${Date.now() - started} ms`);
+      assert.equal(hookSettled, true, 'the PUBACK came after the hook settled');
       const call = hookCalls.at(-1);
       assert.equal(call?.client.device.id, 's1');
       assert.equal(call?.client.device.warehouse, 'W1');
@@ -375,12 +379,13 @@ describe('wills', () => {
       gateway.stream.destroy(); // no DISCONNECT: the broker publishes the will
       await closeOf(gateway);
     }
-    await sleep(200);
+    // Both wills decided: W1's delivered, W2's refused (counted; a refused will is never published).
+    const refusals = () =>
+      metricValue(centralMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'acl', kind: 'gateway' });
+    await until(() => received.length > 0, "W1's will at the processor");
+    await until(async () => (await refusals()) > before, "W2's will refused");
     assert.deepEqual(received, ['wh/W1/status']);
-    assert.equal(
-      await metricValue(centralMetrics, 'stockwire_broker_publish_refusals_total', { reason: 'acl', kind: 'gateway' }),
-      before + 1,
-    );
+    assert.equal(await refusals(), before + 1);
     await processor.endAsync();
   });
 });
@@ -407,6 +412,8 @@ describe('stop', () => {
   test('stop disconnects clients, waits for hooks in flight and frees the ports', async () => {
     const devices = await deviceRegistry([{ id: 's1', warehouse: 'W1', kind: 'scanner' }]);
     let hookDone = false;
+    let hookStarted!: () => void;
+    const started = new Promise<void>((r) => (hookStarted = r));
     const broker = createBroker({
       role: 'edge',
       edgeWarehouse: 'W1',
@@ -417,6 +424,7 @@ describe('stop', () => {
       registry: new Registry(),
       log,
       beforePuback: async () => {
+        hookStarted();
         await sleep(300);
         hookDone = true;
       },
@@ -425,7 +433,7 @@ describe('stop', () => {
     const url = `mqtt://127.0.0.1:${ports.mqtt}`;
     const client = await connectAs(url, 's1');
     const acked = client.publishAsync('wh/W1/dev/s1/event', '{}', { qos: 1 });
-    await sleep(50); // the hook is running
+    await started; // the hook is running
     await broker.stop();
     assert.equal(hookDone, true, 'stop resolved only after the hook settled');
     await acked; // the PUBACK went out before the disconnect

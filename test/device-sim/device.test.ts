@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Aedes, type PublishPacket } from 'aedes';
+import type { MqttClient } from 'mqtt';
 import { SimDevice } from '../../device-sim/device.js';
+import { until } from '../helpers/broker.js';
 
 /** A bare broker that can hold publishes without a PUBACK, as an edge does while its disk is busy. */
 describe('simulated device keeps an event until the edge acknowledges it', () => {
@@ -45,6 +47,12 @@ describe('simulated device keeps an event until the edge acknowledges it', () =>
       onMessage: () => {},
     });
     await device.start();
+    // MQTT.js emits 'connect' after a reconnect only once the replayed A is acknowledged: the CONNACK is the event.
+    let connacks = 0;
+    (device as unknown as { client: MqttClient }).client.on(
+      'packetreceive',
+      (p) => void (p.cmd === 'connack' && connacks++),
+    );
     const connected = (n: number) =>
       new Promise<void>((resolve) => {
         const check = setInterval(() => {
@@ -52,15 +60,20 @@ describe('simulated device keeps an event until the edge acknowledges it', () =>
         }, 20);
       });
     holding = true;
+    // Each step waits for the event it needs, not a fixed time: a slow machine otherwise drops before the
+    // reconnect (drop() on a closed connection does nothing) and never reaches the case this test is for.
     const a = device.publish('A'); // held: no PUBACK, it stays in MQTT.js's store
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => held.length >= 1, 'A at the broker');
     device.drop();
     // After the reconnect MQTT.js replays A and waits for its PUBACK before anything else: B is queued behind it…
-    await new Promise((r) => setTimeout(r, 700));
+    await until(() => connacks >= 1, 'the reconnect');
     const b = device.publish('B');
     // …and a second drop makes MQTT.js fail B ("Connection closed"); the device must not give it up.
     device.drop();
-    await new Promise((r) => setTimeout(r, 300));
+    await until(
+      () => device.republished >= 1,
+      `MQTT.js failing B and the device sending it again (republished ${device.republished})`,
+    );
     holding = false;
     for (const take of held.splice(0)) take();
     await Promise.all([a, b]);
@@ -87,7 +100,7 @@ describe('simulated device keeps an event until the edge acknowledges it', () =>
     await device.start();
     holding = true;
     const waiting = assert.rejects(device.publish('C'), /scan-2 stopped before the edge acknowledged the event/);
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => held.length >= 1, 'C at the broker');
     device.drop(); // MQTT.js keeps C for the next connection and, reconnecting, would never answer it
     await device.stop();
     await waiting;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { testSeed } from '../helpers/seed.js';
 import { rng } from '../helpers/workload.js';
-import { scenarioDatabase, sleep } from './cluster.js';
+import { scenarioDatabase, sleep, until } from './cluster.js';
 import { runLinkScenario } from './link.js';
 
 const TOTAL = 4_000;
@@ -39,9 +39,12 @@ describe(`edge↔central link cut and silently dropped (seed ${SEED})`, () => {
       total: TOTAL,
       seed: SEED + 1,
       at: [0.2, 0.6],
-      fault: async (proxy) => {
+      fault: async (proxy, _i, linkUp) => {
         proxy.blackhole();
         await sleep(8_000); // longer than 1.5 × the edge's 3 s keep-alive
+        // …and, on a busy machine whose timers run late, until the edge has noticed: lifted before that, the
+        // fault would go unseen and the count below would depend on the machine's speed.
+        await until(async () => !(await linkUp()), 60_000, 'the edge noticing the silent drop');
         proxy.restore();
       },
     });

@@ -13,8 +13,8 @@ export interface LinkScenario {
   seed: number;
   /** fractions of the events committed at central at which `fault` runs */
   at: number[];
-  /** injects the fault through the proxy between the edge and central (and usually lifts it) */
-  fault: (proxy: TcpProxy, i: number) => Promise<void>;
+  /** injects the fault through the proxy between the edge and central (and usually lifts it); `linkUp` asks the edge */
+  fault: (proxy: TcpProxy, i: number, linkUp: () => Promise<boolean>) => Promise<void>;
 }
 
 /**
@@ -49,7 +49,7 @@ export async function runLinkScenario(
         30_000,
         'the edge connected to central',
       );
-      await s.fault(proxy, i);
+      await s.fault(proxy, i, async () => (await metric(edge.current, 'stockwire_edge_link_up')) === 1);
     },
   );
   try {

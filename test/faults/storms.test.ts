@@ -45,8 +45,14 @@ describe(`duplicate storms and reordering by hours (seed ${SEED})`, () => {
     await central.start();
     const edge = new Proc('edge', () => w.edgeArgs(`mqtt://127.0.0.1:${w.centralPort}`), env);
     await edge.start();
-    // Each device drops its connection about every 2 s: copies and resends also straddle reconnects.
-    const devices = w.devices({ disconnectEveryMs: 2_000, random });
+    // Each device drops its connection about every 2 s: copies and resends also straddle reconnects. A storm faster
+    // than the first of those drops would see none, so every device also drops once a third of the way through.
+    const third = Math.floor(deliveries.length / 3);
+    const devices = w.devices({
+      disconnectEveryMs: 2_000,
+      random,
+      onProgress: (n) => n === third && devices.dropAll(),
+    });
     try {
       await within(120_000, 'the storm', devices.run(deliveries), stuckDetail(devices, edge));
       await waitApplied(s.pool, w.wh, UNIQUE, 60_000);

@@ -143,7 +143,11 @@ describe('stockwire edge (in process, with central)', () => {
     await pool.end();
     assert.ok((rows[0]?.ts.getTime() ?? 0) >= before - 5, 'the event time is the edge receipt time');
     assert.equal(rows[0]?.note.length, 8 * 1024 - head.length - 2, 'the device fields as sent');
-    for (let i = 0; i < 50 && (edge as unknown as { outbox: SqliteOutbox }).outbox.stats().events > 0; i++)
+    for (
+      let i = 0;
+      i < 300 && (edge as unknown as { outbox: SqliteOutbox }).outbox.stats().events > 0;
+      i++ // 30 s guard
+    )
       await new Promise((r) => setTimeout(r, 100));
     assert.equal(
       (edge as unknown as { outbox: SqliteOutbox }).outbox.stats().events,
@@ -161,7 +165,8 @@ describe('stockwire edge (in process, with central)', () => {
     await acks.waitFor(() => acks.messages.filter((m) => m.payload.id === 'bad-1').length >= 1);
     assert.equal(acks.last(`wh/${WH}/dev/scan-e/ack`)?.status, 'rejected');
     const pool = createPool({ url: db.url, max: 1 });
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 300; i++) {
+      // 30 s guard
       const { rows } = await pool.query(
         `SELECT count(*)::int AS n FROM dead_letters WHERE event_id = 'bad-1' AND source = 'gw-e'`,
       );
@@ -262,7 +267,11 @@ describe('stockwire edge (in process, with central)', () => {
     assert.match(metrics, /stockwire_edge_backlog_events\{wh="[^"]+"\} 300/);
     await startCentral();
     await status.waitFor(() => status.last(`wh/${WH}/status`)?.central === 'online', 15_000, 'status online');
-    for (let i = 0; i < 100 && (await stockAtCentral('SKU-OFF').catch(() => ({ onHand: 0 }))).onHand !== 300; i++)
+    for (
+      let i = 0;
+      i < 300 && (await stockAtCentral('SKU-OFF').catch(() => ({ onHand: 0 }))).onHand !== 300;
+      i++ // 30 s guard
+    )
       await new Promise((r) => setTimeout(r, 100));
     assert.equal((await stockAtCentral('SKU-OFF')).onHand, 300);
     await display.endAsync();
@@ -303,7 +312,7 @@ describe('stockwire edge (in process, with central)', () => {
     await startCentral();
     for (
       let i = 0;
-      i < 100 && (await stockAtCentral('SKU-FULL').catch(() => ({ onHand: 0 }))).onHand !== acknowledged;
+      i < 300 && (await stockAtCentral('SKU-FULL').catch(() => ({ onHand: 0 }))).onHand !== acknowledged; // 30 s guard
       i++
     )
       await new Promise((r) => setTimeout(r, 100));

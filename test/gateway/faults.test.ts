@@ -119,7 +119,7 @@ describe('edge faults with real processes', () => {
       central = await startStockwire(s.centralArgs, env);
       await waitApplied(pool, wh, 100_000, 240_000);
       await assertExact(pool, wh, 100_000, expected);
-      for (let i = 0; i < 100 && (await edgeMetric(edge, 'stockwire_edge_backlog_events')) !== 0; i++)
+      for (let i = 0; i < 300 && (await edgeMetric(edge, 'stockwire_edge_backlog_events')) !== 0; i++)
         await new Promise((r) => setTimeout(r, 100));
       assert.equal(await edgeMetric(edge, 'stockwire_edge_backlog_events'), 0, 'the backlog drained');
     } finally {
@@ -159,7 +159,7 @@ describe('edge faults with real processes', () => {
       await s.devices.run(events);
       await waitApplied(pool, wh, 2_000, 60_000);
       await assertExact(pool, wh, 2_000, expected);
-      for (let i = 0; i < 100 && (await edgeMetric(edge, 'stockwire_edge_backlog_events')) !== 0; i++)
+      for (let i = 0; i < 300 && (await edgeMetric(edge, 'stockwire_edge_backlog_events')) !== 0; i++)
         await new Promise((r) => setTimeout(r, 100));
       assert.equal(
         await edgeMetric(edge, 'stockwire_edge_backlog_events'),

@@ -68,7 +68,7 @@ describe('forwarder', () => {
     });
     try {
       forwarder.start();
-      for (let i = 0; i < 100 && lines.filter((l) => l.includes('reading the outbox failed')).length < 2; i++)
+      for (let i = 0; i < 600 && lines.filter((l) => l.includes('reading the outbox failed')).length < 2; i++)
         await new Promise((r) => setTimeout(r, 50));
       assert.ok(lines.filter((l) => l.includes('reading the outbox failed')).length >= 2, 'logged, then retried');
       assert.deepEqual(unhandled, []);
@@ -121,7 +121,7 @@ describe('forwarder', () => {
     );
     try {
       forwarder.start();
-      for (let i = 0; i < 100 && !links.includes(true); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 600 && !links.includes(true); i++) await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(links, [true], 'connected');
       await new Promise((r) => setTimeout(r, HOLD_MS)); // keep-alive 1 s: a ping unanswered for 1.5 s would end the link
       assert.deepEqual(links, [true], 'the link never went down');
@@ -176,7 +176,7 @@ describe('forwarder', () => {
         receivedAt: Date.now(),
       });
     const until = async (pred: () => boolean, what: string) => {
-      for (let i = 0; i < 200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
+      for (let i = 0; i < 1_200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
       assert.ok(pred(), what);
     };
     try {
@@ -252,7 +252,7 @@ describe('forwarder', () => {
       onLink: (up) => links.push(up),
     });
     const waitFor = async (pred: () => boolean) => {
-      for (let i = 0; i < 200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
+      for (let i = 0; i < 1_200 && !pred(); i++) await new Promise((r) => setTimeout(r, 25));
     };
     const until = async (what: string, pred: () => boolean) => {
       await waitFor(pred);
@@ -322,7 +322,7 @@ describe('forwarder', () => {
     });
     try {
       forwarder.start();
-      for (let i = 0; i < 200 && sent.length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+      for (let i = 0; i < 1_200 && sent.length === 0; i++) await new Promise((r) => setTimeout(r, 25));
       assert.deepEqual(sent, ['1'], 'the event went out');
       assert.equal(outbox.stats().events, 1, 'unconfirmed before the stop');
       await forwarder.stop();

@@ -86,6 +86,9 @@ export function login(l: Login, timeoutMs = 60_000): Promise<LoginResult> {
   });
 }
 
+/** A flood's `count` for one that lasts until `stop()`: a test measuring logins "during the flood" cannot see it end first. */
+export const UNTIL_STOPPED = Number.POSITIVE_INFINITY;
+
 export interface Flood {
   /** logins answered so far, by return code ('none': closed without CONNACK) */
   readonly answers: Map<number | 'none', number>;
@@ -97,8 +100,8 @@ export interface Flood {
 }
 
 /**
- * `count` logins from each address, at most `concurrency` of them under way per address at once, each made by
- * `make(address, i)` — an attacker's bogus logins.
+ * `count` logins from each address (`UNTIL_STOPPED`: until `stop()`), at most `concurrency` of them under way per
+ * address at once, each made by `make(address, i)` — an attacker's bogus logins.
  */
 export function flood(
   port: number,

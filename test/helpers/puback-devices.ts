@@ -131,9 +131,20 @@ export class PubackDevices {
     return lines.join('\n');
   }
 
+  /** Drops every connection now (no DISCONNECT): a drop a test can count on, whatever the machine's speed. */
+  dropAll(): void {
+    for (const client of this.clients)
+      if (client.connected) {
+        this.drops++;
+        client.stream.destroy();
+      }
+  }
+
   /** Drops the connection at random moments (exponential gaps of mean `mean` ms), like a scanner leaving Wi-Fi. */
   private dropNow(client: MqttClient, mean: number): void {
-    const random = this.o.random ?? Math.random;
+    // The test's seeded generator (rng(testSeed(…))): when a device drops must replay with the seed.
+    const random = this.o.random;
+    if (random === undefined) throw new Error('disconnectEveryMs needs `random`, a generator seeded by testSeed');
     const t = setTimeout(
       () => {
         if (client.connected) {

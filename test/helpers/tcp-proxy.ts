@@ -19,7 +19,7 @@ export class TcpProxy {
   private delayMs = 0;
   private resetChance = 0;
   private resetNext = false;
-  private random: () => number = Math.random;
+  private random: () => number = () => 1; // never drawn before lossy() gives the test's seeded one
   /** connections reset by `lossy` so far */
   resets = 0;
   /** connections accepted so far */
@@ -66,7 +66,7 @@ export class TcpProxy {
   }
 
   /** Each chunk resets its connection with probability `p`; with `resetFirst`, the next chunk surely does. */
-  lossy(p: number, random: () => number = Math.random, o: { resetFirst?: boolean } = {}): void {
+  lossy(p: number, random: () => number, o: { resetFirst?: boolean } = {}): void {
     this.resetChance = p;
     this.random = random;
     this.resetNext = o.resetFirst === true;

@@ -240,11 +240,22 @@ describe('stockwire central (in-process processor)', () => {
       { qos: 1 },
     );
     await acks.waitFor(() => acks.messages.some((m) => m.payload.id === 'l-0'));
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(shelf.messages.length, 1, 'the older reading published nothing');
     assert.equal(shelf.last(`wh/${WH}/shelf/A-01/SKU-L`)?.qty, 12);
+    // A barrier instead of a pause: a newer reading from the same device is published after anything the older
+    // one could have published, so once it is here, an unwanted publish of 99 would be here too.
+    await gateway.publishAsync(
+      `wh/${WH}/dev/shelf-1/event`,
+      event('l-2', 'level', 13, 'SKU-L', { location: 'A-01', ts: now + 1 }),
+      { qos: 1 },
+    );
+    await shelf.waitFor(() => shelf.messages.some((m) => m.payload.qty === 13), 10_000, 'the newer reading');
+    assert.deepEqual(
+      shelf.messages.map((m) => m.payload.qty),
+      [12, 13],
+      'the older reading published nothing',
+    );
     const { rows } = await pool.query(`SELECT count(*)::int AS n FROM shelf_readings WHERE sku = 'SKU-L'`);
-    assert.equal(rows[0].n, 2, 'both readings are stored');
+    assert.equal(rows[0].n, 3, 'every reading is stored, the older one too');
     assert.equal((await api('/v1/stock/SKU-L')).status, 404, 'shelf readings do not change book stock');
     await display.endAsync();
   });
@@ -294,8 +305,10 @@ describe('stockwire central (in-process processor)', () => {
         code: 'unavailable',
         message: 'the database did not answer in time; try again',
       });
+      // The lock is held until `finally`, so only the timeout can have answered; the upper bound is a liveness
+      // bound (no event marks "the API gave up"), generous so that a busy machine's scheduling cannot fail it.
       assert.ok(
-        waited >= READ_TIMEOUT_MS - 100 && waited < READ_TIMEOUT_MS + 3_000,
+        waited >= READ_TIMEOUT_MS - 100 && waited < READ_TIMEOUT_MS + 15_000,
         `answered after the timeout, not before or long after (${waited} ms)`,
       );
       assert.equal((await api('/readyz')).status, 200, 'readiness does not read events');
@@ -335,7 +348,7 @@ describe('stockwire central (in-process processor)', () => {
     const shelf = new Collector<{ qty: number }>(display, `wh/${WH}/shelf/#`);
     await display.subscribeAsync(`wh/${WH}/shelf/#`, { qos: 1 });
     await shelf.waitFor(() => shelf.messages.length === 1);
-    assert.equal(shelf.last(`wh/${WH}/shelf/A-01/SKU-L`)?.qty, 12);
+    assert.equal(shelf.last(`wh/${WH}/shelf/A-01/SKU-L`)?.qty, 13, 'the newest reading (l-2)');
     await display.endAsync();
   });
 });

@@ -144,7 +144,7 @@ describe('lists: GET /v1/stock, /v1/warehouses, /v1/warehouses/{warehouse}/stock
     const linkOf = async () =>
       (await get<WarehousePage>('/v1/warehouses')).items.find((w) => w.warehouse === 'WC')?.link;
     const until = async (what: string, ok: (link: Awaited<ReturnType<typeof linkOf>>) => boolean) => {
-      for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50)))
+      for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50)))
         if (ok(await linkOf())) return;
       assert.fail(`WC never showed ${what}: ${JSON.stringify(await linkOf())}`);
     };

@@ -78,12 +78,17 @@ describe('a subscriber of acks and stock topics (the edge mirror) at central', (
     }
     await Promise.all(sends);
     await acks.waitFor(() => acks.messages.length >= N, 30_000, 'every ack');
-    await new Promise((r) => setTimeout(r, 1_000));
-    const seen = new Set(stock.messages.map((m) => m.payload.sku));
-    const missing = Array.from({ length: N }, (_, i) => `SKU-${i}`).filter((s) => !seen.has(s));
+    // Wait for the topics themselves rather than a fixed second after the acks: a lost topic still fails (after
+    // the hang guard), and a slow machine no longer does.
+    const missingIn = (c: { messages: readonly { payload: { sku: string } }[] }) => {
+      const seen = new Set(c.messages.map((m) => m.payload.sku));
+      return Array.from({ length: N }, (_, i) => `SKU-${i}`).filter((s) => !seen.has(s));
+    };
+    await stock.waitFor(() => missingIn(stock).length === 0, 30_000).catch(() => undefined);
+    await global.waitFor(() => missingIn(global).length === 0, 30_000).catch(() => undefined);
+    const missing = missingIn(stock);
     assert.deepEqual(missing, [], `${missing.length} of ${N} warehouse stock topics never reached the mirror`);
-    const seenGlobal = new Set(global.messages.map((m) => m.payload.sku));
-    const missingGlobal = Array.from({ length: N }, (_, i) => `SKU-${i}`).filter((s) => !seenGlobal.has(s));
+    const missingGlobal = missingIn(global);
     assert.deepEqual(missingGlobal, [], `${missingGlobal.length} of ${N} global stock topics never reached the mirror`);
   });
 });

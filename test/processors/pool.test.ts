@@ -52,6 +52,7 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
     const pool = createPool({ url: db.url, max: 2, applicationName: APP });
     try {
       const client = await pool.connect();
+      const ended = new Promise<void>((r) => client.once('end', () => r()));
       await client.query('BEGIN');
       const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
       await terminate(rows[0]?.pid);
@@ -66,7 +67,8 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
       );
       await client.query('ROLLBACK').catch(() => {});
       // The socket's end arrives while the client is still checked out: the moment an unhandled 'error' would crash.
-      await new Promise((r) => setTimeout(r, 300));
+      // Waited for as the client's own 'end', not a fixed 300 ms that a busy machine may not keep.
+      await ended;
       client.release();
       assert.equal((await pool.query<{ one: number }>('SELECT 1 AS one')).rows[0]?.one, 1);
     } finally {
@@ -117,6 +119,36 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
       await migrate(pool);
       const wh = 'WP1';
       let failures = 0;
+      // One lost connection that cannot miss, whatever the machine's speed: the first batch waits on a lock held
+      // here and is terminated while PostgreSQL shows it waiting. The killer below adds kills at moments of chance.
+      const holder = new pg.Client({ connectionString: db.url, application_name: `${APP}-holder` });
+      await holder.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query('LOCK TABLE stock IN ACCESS EXCLUSIVE MODE');
+        const first = applyBatch(pool, events(wh, 0, 50)).then(
+          () => null,
+          (e: Error) => e,
+        );
+        const waiting = async () =>
+          (
+            await admin.query<{ n: number }>(
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 AND wait_event_type = 'Lock'",
+              [db.name, APP],
+            )
+          ).rows[0]?.n ?? 0;
+        for (const deadline = Date.now() + 30_000; (await waiting()) === 0; ) {
+          assert.ok(Date.now() < deadline, 'the first batch never waited for the lock');
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        await terminate();
+        const err = await first;
+        assert.ok(err && isConnectionLost(err), `the first batch lost its connection (${err?.message})`);
+        failures++;
+      } finally {
+        await holder.query('ROLLBACK');
+        await holder.end();
+      }
       // Terminate every connection of the pool again and again while batches commit.
       let terminating: Promise<unknown> = Promise.resolve();
       const killer = setInterval(() => {

@@ -15,6 +15,7 @@ import { parseEvent } from '../../protocol/index.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
 import { startStockwire } from '../helpers/process.js';
+import { until } from '../helpers/broker.js';
 
 /** The pool's next connection attempt fails, as a reset connection would; later ones connect. */
 function failNextConnect(pool: pg.Pool): void {
@@ -111,7 +112,12 @@ describe('stockwire processor error paths', () => {
         { DATABASE_URL: db.url },
       );
       await central.stop();
-      await new Promise((r) => setTimeout(r, 500));
+      // The processor has seen central go (its log says so) before the SIGTERM: not a fixed 500 ms, after which a
+      // busy machine's processor may not have noticed yet and the test would not reach its case.
+      await until(
+        () => proc.logs.some((l) => l.includes('connection to central lost')),
+        'the processor losing central',
+      );
       proc.child.kill('SIGTERM');
       const code = await Promise.race([proc.exited, new Promise((r) => setTimeout(() => r('hung'), 20_000))]);
       if (code === 'hung') proc.child.kill('SIGKILL');

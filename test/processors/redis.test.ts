@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -90,19 +89,13 @@ describe('Redis read model (REDIS_URL set)', () => {
   });
 
   it('Redis going away does not stop ingest; reads fall back to PostgreSQL and failures are counted', async () => {
-    const port = await freePort();
-    const server: ChildProcess = spawn(
-      'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-      { stdio: 'ignore' },
-    );
-    const exited = new Promise((r) => server.once('exit', r));
-    await new Promise((r) => setTimeout(r, 300));
-    const c = await startCentral(db, `redis://127.0.0.1:${port}`, 'swtest-outage:');
+    // Started and waited for until it answers PING, not given a fixed 300 ms that a busy machine may not keep.
+    const server = new PrivateRedis(await freePort());
+    await server.start();
+    const c = await startCentral(db, server.url, 'swtest-outage:');
     try {
       assert.equal((await c.send('o-1', 3, 'SKU-O')).status, 'applied');
-      server.kill('SIGKILL');
-      await exited;
+      await server.kill();
       const ack = await c.send('o-2', 4, 'SKU-O');
       assert.equal(ack.status, 'applied', 'ingest goes on without Redis');
       assert.deepEqual(ack.stock, { onHand: 7, available: 7 });
@@ -113,7 +106,7 @@ describe('Redis read model (REDIS_URL set)', () => {
       const failed = metrics.split('\n').find((l) => l.startsWith('stockwire_read_model_errors_total{op="write"}'));
       assert.ok(failed && Number(failed.split(' ')[1]) >= 1, `write failures counted: ${failed}`);
     } finally {
-      server.kill('SIGKILL');
+      await server.kill();
       await c.gateway.endAsync();
       await c.central.stop();
     }

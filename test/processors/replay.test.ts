@@ -124,6 +124,21 @@ describe('stockwire replay', () => {
     return { client, got };
   }
 
+  /**
+   * Instead of a pause for "nothing more follows": a marker published through the same broker after the replay
+   * exited reaches the subscriber after everything the broker took from the replay before (for QoS 1, every
+   * event the replay saw acknowledged). The marker is then taken out of `got`.
+   */
+  async function drained(client: MqttClient, got: Collector<ReplayedEvent>, prefix: string): Promise<void> {
+    const topic = `${prefix}/drained/marker`;
+    await client.publishAsync(topic, '{"marker":true}', { qos: 1 });
+    await got.waitFor(() => got.messages.some((m) => m.topic === topic), 10_000, 'the marker');
+    got.messages.splice(
+      got.messages.findIndex((m) => m.topic === topic),
+      1,
+    );
+  }
+
   it("republishes exactly the events of [from, to), in ledger order, to the machine's Mosquitto", {
     timeout: 60_000,
   }, async () => {
@@ -150,7 +165,7 @@ describe('stockwire replay', () => {
       );
       assert.equal(report.last.id, expected.at(-1)?.id);
       await got.waitFor(() => got.messages.length >= 24, 10_000, 'replayed events');
-      await new Promise((res) => setTimeout(res, 300)); // nothing beyond the range follows
+      await drained(client, got, prefix); // nothing beyond the range follows
       assert.deepEqual(
         got.messages.map((m) => key(m.payload)),
         expected.map(key),
@@ -198,7 +213,7 @@ describe('stockwire replay', () => {
       const expected = inRange().filter((e) => e.wh === 'RB');
       assert.equal(JSON.parse(r.stdout).replayed, expected.length);
       await got.waitFor(() => got.messages.length >= expected.length, 10_000, 'replayed events');
-      await new Promise((res) => setTimeout(res, 300));
+      await drained(client, got, prefix);
       assert.deepEqual(
         got.messages.map((m) => key(m.payload)),
         expected.map(key),
@@ -316,7 +331,9 @@ describe('stockwire replay', () => {
       };
       assert.equal(report.complete, false);
       assert.ok(report.replayed >= 3 && report.replayed < 24, `stopped early (${report.replayed})`);
-      await new Promise((res) => setTimeout(res, 300));
+      // Every reported event was acknowledged by the broker: wait for them, then for the marker behind them.
+      await got.waitFor(() => got.messages.length >= report.replayed, 10_000, 'the reported events');
+      await drained(client, got, prefix);
       assert.deepEqual(
         got.messages.map((m) => key(m.payload)),
         inRange().slice(0, report.replayed).map(key),

@@ -32,6 +32,27 @@ describe('seeds of randomised tests (fixed and printed in CI)', () => {
     assert.deepEqual(clockSeeds, [], 'these take a seed from the clock; use testSeed(name)');
   });
 
+  it('Math.random decides nothing a test asserts on: only the allowed uses, each harmless for a verdict', () => {
+    // Everything else draws from a generator seeded by testSeed(name) (rng(SEED), fast-check), so that a run
+    // replays and a fixed seed gives the same verdict on every machine.
+    const allowed: Record<string, string> = {
+      'test/helpers/mqtt.ts': 'a client id unique among concurrent clients; nothing asserts on it',
+      'test/helpers/broker.ts': 'a client id unique among concurrent clients; nothing asserts on it',
+      'test/broker/broker.test.ts': 'a client id unique among concurrent clients; the test matches only its prefix',
+      'test/helpers/process.ts':
+        'freePort: must differ between test files running at once; a fixed seed would make them pick the same ports',
+      'test/runner/guards.unit.test.ts': 'this test names it',
+    };
+    const users = testSources().filter((f) => /\bMath\.random\b/.test(read(f)));
+    assert.deepEqual(
+      users.filter((f) => !(f in allowed)),
+      [],
+      'these use Math.random: draw from rng(testSeed(name)) instead, or add the file to the list with why it is harmless',
+    );
+    const stale = Object.keys(allowed).filter((f) => !users.includes(f));
+    assert.deepEqual(stale, [], 'allowed but no longer using Math.random: take them off the list');
+  });
+
   it('the CI seed of a name is stable and differs between names', () => {
     assert.equal(fixedSeed('faults/kill'), fixedSeed('faults/kill'));
     assert.notEqual(fixedSeed('faults/kill'), fixedSeed('faults/postgres'));
