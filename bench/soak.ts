@@ -40,9 +40,9 @@ const WINDOW = Number(env.SOAK_WINDOW ?? 50); // events in flight per device, aw
 const TIMEOUT_MS = Number(env.SOAK_TIMEOUT_S ?? 5_400) * 1000;
 const COUNTS: Record<FaultKind, number> = {
   'edge-kill': Number(env.SOAK_EDGE_KILLS ?? 4), // per edge
-  'central-kill': Number(env.SOAK_CENTRAL_KILLS ?? 4),
+  'central-kill': Number(env.SOAK_CENTRAL_KILLS ?? 5),
   'link-cut': Number(env.SOAK_LINK_CUTS ?? 4), // per edge
-  'db-crash': Number(env.SOAK_DB_CRASHES ?? 2), // alternately pg_ctl stop -m immediate and kill -9 of the postmaster
+  'db-crash': Number(env.SOAK_DB_CRASHES ?? 3), // alternately pg_ctl stop -m immediate and kill -9 of the postmaster
 };
 const DRAIN_MS = 20 * 60_000; // after the last PUBACK, for the outboxes to empty into central
 const DB_NOTICE_MS = 60_000; // a crashed database stays down until central fails a batch on it, or this long
@@ -158,10 +158,25 @@ export async function benchSoak(): Promise<void> {
     });
 
     const plan = faultPlan(random, EVENTS, whs, COUNTS);
-    progress(`soak: ${plan.length} faults planned: ${plan.map((f) => `${f.label}@${int(f.at)}`).join(', ')}`);
+    progress(
+      `soak: ${plan.length} faults planned: ${plan.map((f) => `${f.label} at ${int(f.at)} ${f.measure}`).join(', ')}`,
+    );
     const handedOver = () => fleets.reduce((n, f) => n + f.count, 0);
+    // Central's progress: events in its inbox, read at most once a second (a count over up to 1,000,000 rows);
+    // while the database is down the last value stands.
+    let applied = 0;
+    let appliedReadAt = 0;
+    const appliedSoFar = async (): Promise<number> => {
+      if (Date.now() - appliedReadAt < 1_000) return applied;
+      appliedReadAt = Date.now();
+      applied = await (pool as pg.Pool)
+        .query<{ n: number }>('SELECT count(*)::int AS n FROM inbox')
+        .then((r) => r.rows[0]?.n ?? applied)
+        .catch(() => applied);
+      return applied;
+    };
     let streaming = true;
-    let faultBusy = false;
+    let faultsBusy = 0;
     const dbErrors = async (): Promise<number> => {
       const n = await metric((central as Proc).current, 'stockwire_db_errors_total');
       return Number.isNaN(n) ? 0 : n;
@@ -171,26 +186,23 @@ export async function benchSoak(): Promise<void> {
         case 'edge-kill': {
           const edge = edges[f.target] as Proc;
           await edge.kill9();
-          const downMs = 200 + Math.round(random() * 1_800);
-          await sleep(downMs);
+          await sleep(f.downMs);
           await edge.start();
-          return `down ${downMs} ms`;
+          return `down ${f.downMs} ms, then restarted on its outbox`;
         }
         case 'central-kill': {
           const c = central as Proc;
           await c.kill9();
-          const downMs = 200 + Math.round(random() * 1_800);
-          await sleep(downMs);
+          await sleep(f.downMs);
           await c.start();
-          return `down ${downMs} ms`;
+          return `down ${f.downMs} ms`;
         }
         case 'link-cut': {
           const proxy = proxies[f.target] as TcpProxy;
           proxy.cut({ refuse: true });
-          const downMs = 500 + Math.round(random() * 2_500);
-          await sleep(downMs);
+          await sleep(f.downMs);
           proxy.restore();
-          return `refused for ${downMs} ms`;
+          return `connections destroyed, reconnects refused for ${f.downMs} ms`;
         }
         case 'db-crash': {
           const before = await dbErrors();
@@ -201,63 +213,72 @@ export async function benchSoak(): Promise<void> {
           const met = await until(async () => (await dbErrors()) > before, DB_NOTICE_MS, 'central meeting the crash')
             .then(() => true)
             .catch(() => false);
-          const failed = (await dbErrors()) - before;
+          const failed = met ? (await dbErrors()) - before : 0;
           await server.start();
-          return `${f.target % 2 === 0 ? 'pg_ctl stop -m immediate' : 'kill -9 of the postmaster'}, down ${Date.now() - crashedAt} ms, ${met ? `${failed} failed database calls at central` : 'central met no failure'}`;
+          return `${f.target % 2 === 0 ? 'pg_ctl stop -m immediate' : 'kill -9 of the postmaster'}, down ${Date.now() - crashedAt} ms (crash recovery on start), ${met ? `${failed} failed database calls at central meanwhile` : 'central met no failure'}`;
         }
       }
     };
-    const chaos = atProgress(
-      handedOver,
-      plan.map((f) => f.at),
-      async (i) => {
-        const f = plan[i] as Fault;
-        faultBusy = true;
-        const at = handedOver();
-        const t0 = Date.now();
-        try {
-          const detail = await inject(f);
-          faults.push({ ...f, detail, progress: at, midStream: streaming, seconds: (Date.now() - startedAt) / 1000 });
-          progress(`soak: ${f.label} at ${int(at)} PUBACKed (${detail}, ${Date.now() - t0} ms)`);
-        } finally {
-          faultBusy = false;
-        }
-      },
-    );
+    // Two sequences side by side, one fault at a time in each: edge kills on the devices' progress, the faults of
+    // central's side on central's. They may overlap (an edge down while central is): the timeline shows it.
+    const sequence = (faultsOf: Fault[], measure: () => number | Promise<number>) =>
+      atProgress(
+        measure,
+        faultsOf.map((f) => f.at),
+        async (i) => {
+          const f = faultsOf[i] as Fault;
+          faultsBusy++;
+          const startS = (Date.now() - startedAt) / 1000;
+          const at = { pubacked: handedOver(), applied: await appliedSoFar(), phase: streaming ? 'stream' : 'drain' };
+          try {
+            const detail = await inject(f);
+            const endS = (Date.now() - startedAt) / 1000;
+            faults.push({ ...f, ...at, phase: at.phase as 'stream' | 'drain', detail, startS, endS });
+            progress(
+              `soak: ${f.label} (due at ${int(f.at)} ${f.measure}) at ${int(at.pubacked)} PUBACKed / ${int(at.applied)} applied: ${detail}`,
+            );
+          } finally {
+            faultsBusy--;
+          }
+        },
+      );
+    const edgeFaults = plan.filter((f) => f.measure === 'PUBACKed');
+    const centralFaults = plan.filter((f) => f.measure === 'applied');
+    const chaos = [sequence(edgeFaults, handedOver), sequence(centralFaults, appliedSoFar)];
+    const chaosFailed = Promise.race(chaos.map((c) => c.failed));
+    chaosFailed.catch(() => undefined);
+    const chaosDone = () => chaos.reduce((n, c) => n + c.done, 0);
     // A process that dies by itself (not by a fault) fails the run at once, with its last words.
     let rejectCrash: (err: Error) => void = () => undefined;
     const crashed = new Promise<never>((_r, reject) => (rejectCrash = reject));
     crashed.catch(() => undefined);
     const monitor = setInterval(() => {
-      if (faultBusy) return;
+      if (faultsBusy > 0) return;
       for (const p of [central as Proc, ...edges])
         if (!p.alive) rejectCrash(new Error(`${p.name} exited by itself:\n${p.logTail(30)}`));
     }, 1_000);
     const stopMonitor = onCleanup(() => clearInterval(monitor));
     const ticker = setInterval(
-      () => progress(`soak: ${int(handedOver())} of ${int(EVENTS)} PUBACKed, ${faults.length}/${plan.length} faults`),
+      () =>
+        void appliedSoFar().then((n) =>
+          progress(
+            `soak: ${int(handedOver())} PUBACKed, ${int(n)} applied of ${int(EVENTS)}; ${chaosDone()}/${plan.length} faults`,
+          ),
+        ),
       30_000,
     );
     const stopTicker = onCleanup(() => clearInterval(ticker));
 
     progress('soak: streaming');
     const streamStart = Date.now();
-    await Promise.race([
-      Promise.all(fleets.map((f, k) => f.run(streams[k] as OutgoingEvent[]))),
-      chaos.failed,
-      crashed,
-    ]);
+    await Promise.race([Promise.all(fleets.map((f, k) => f.run(streams[k] as OutgoingEvent[]))), chaosFailed, crashed]);
     streaming = false;
     const streamSeconds = (Date.now() - streamStart) / 1000;
     progress(
-      `soak: every event PUBACKed after ${streamSeconds.toFixed(0)} s; faults left: ${plan.length - chaos.done}`,
+      `soak: every event PUBACKed after ${streamSeconds.toFixed(0)} s; faults left: ${plan.length - chaosDone()}`,
     );
-    await Promise.race([
-      until(() => chaos.done >= plan.length, 10 * 60_000, 'the planned faults'),
-      chaos.failed,
-      crashed,
-    ]);
-    await chaos.stop();
+    await Promise.race([until(() => chaosDone() >= plan.length, DRAIN_MS, 'the planned faults'), chaosFailed, crashed]);
+    for (const c of chaos) await c.stop();
 
     progress('soak: waiting for the outboxes to drain');
     for (const [k, wh] of whs.entries()) {
