@@ -13,6 +13,7 @@ import { PrivateTimescale } from '../test/helpers/timescale-server.js';
 import type { OutgoingEvent } from '../test/helpers/resending-publisher.js';
 import { rng, workload, type Expected } from '../test/helpers/workload.js';
 import { onCleanup, progress, record, watchdog, writeFleetDevices } from './lib.js';
+import { exactlyOnce, waitInbox } from './soak-check.js';
 import {
   appendSoakRow,
   faultPlan,
@@ -72,22 +73,23 @@ export async function benchSoak(): Promise<void> {
   const devicesPerWh = whs.map((_, k) => Math.floor(DEVICES / EDGES) + (k < DEVICES % EDGES ? 1 : 0));
 
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-soak-'));
-  const removeDir = onCleanup(() => fs.rm(dir, { recursive: true, force: true }));
+  const removeDir = cleanup(() => fs.rm(dir, { recursive: true, force: true }));
   const server = new PrivateTimescale(await freePort());
-  const removeServer = onCleanup(() => server.remove());
+  const removeServer = cleanup(() => server.remove());
   let pool: pg.Pool | null = null;
-  const endPool = onCleanup(() => pool?.end());
+  const endPool = cleanup(() => pool?.end());
   const proxies: TcpProxy[] = [];
-  const stopProxies = onCleanup(() => Promise.all(proxies.map((p) => p.stop())));
+  const stopProxies = cleanup(() => Promise.all(proxies.map((p) => p.stop())));
   const fleets: PubackDevices[] = [];
-  const closeFleets = onCleanup(() => Promise.all(fleets.map((f) => f.close())));
+  const closeFleets = cleanup(() => Promise.all(fleets.map((f) => f.close())));
   let central: Proc | null = null;
   const edges: Proc[] = [];
-  const stopProcs = onCleanup(async () => {
+  const stopProcs = cleanup(async () => {
     await Promise.all(edges.map((e) => e.stop()));
     await central?.stop();
   });
   const faults: Fault[] = [];
+  let stopChaos: () => Promise<void> = async () => undefined;
   let row: SoakRow;
   try {
     progress('soak: private TimescaleDB');
@@ -248,6 +250,11 @@ export async function benchSoak(): Promise<void> {
     const chaosFailed = Promise.race(chaos.map((c) => c.failed));
     chaosFailed.catch(() => undefined);
     const chaosDone = () => chaos.reduce((n, c) => n + c.done, 0);
+    // On a failure or the watchdog, no fault may start a process after the clean-up: the sequences stop first
+    // (a fault under way finishes, bounded by its own timeouts).
+    stopChaos = cleanup(() =>
+      Promise.race([Promise.all(chaos.map((c) => c.stop().catch(() => undefined))), sleep(90_000)]),
+    );
     // A process that dies by itself (not by a fault) fails the run at once, with its last words.
     let rejectCrash: (err: Error) => void = () => undefined;
     const crashed = new Promise<never>((_r, reject) => (rejectCrash = reject));
@@ -257,7 +264,7 @@ export async function benchSoak(): Promise<void> {
       for (const p of [central as Proc, ...edges])
         if (!p.alive) rejectCrash(new Error(`${p.name} exited by itself:\n${p.logTail(30)}`));
     }, 1_000);
-    const stopMonitor = onCleanup(() => clearInterval(monitor));
+    const stopMonitor = cleanup(() => clearInterval(monitor));
     const ticker = setInterval(
       () =>
         void appliedSoFar().then((n) =>
@@ -267,7 +274,7 @@ export async function benchSoak(): Promise<void> {
         ),
       30_000,
     );
-    const stopTicker = onCleanup(() => clearInterval(ticker));
+    const stopTicker = cleanup(() => clearInterval(ticker));
 
     progress('soak: streaming');
     const streamStart = Date.now();
@@ -278,7 +285,7 @@ export async function benchSoak(): Promise<void> {
       `soak: every event PUBACKed after ${streamSeconds.toFixed(0)} s; faults left: ${plan.length - chaosDone()}`,
     );
     await Promise.race([until(() => chaosDone() >= plan.length, DRAIN_MS, 'the planned faults'), chaosFailed, crashed]);
-    for (const c of chaos) await c.stop();
+    await stopChaos();
 
     progress('soak: waiting for the outboxes to drain');
     for (const [k, wh] of whs.entries()) {
@@ -342,6 +349,7 @@ export async function benchSoak(): Promise<void> {
   if (!passed(row)) throw new Error(`soak: the promise does not hold (seed ${SEED}); details in the sections above`);
 
   async function cleanUp(): Promise<void> {
+    await stopChaos();
     await closeFleets();
     await stopProcs();
     await stopProxies();
@@ -349,6 +357,24 @@ export async function benchSoak(): Promise<void> {
     await removeServer();
     await removeDir();
   }
+}
+
+/**
+ * A clean-up the watchdog runs too, shared: whichever of the watchdog and this file's own clean-up calls it first
+ * runs it, the other awaits the same promise. (With lib's onCleanup alone, a failure after the watchdog fired found
+ * the clean-ups already taken and exited while they ran: a TimescaleDB cluster was left behind.)
+ */
+function cleanup(fn: () => unknown): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  const once = () =>
+    (running ??= Promise.resolve()
+      .then(fn)
+      .then(
+        () => undefined,
+        (err: Error) => progress(`clean-up failed: ${err.message}`),
+      ));
+  onCleanup(once);
+  return once;
 }
 
 /** The command that reproduces the run, with every SOAK_* (and BENCH_*) variable that was set. */
@@ -360,47 +386,4 @@ function command(): string {
     .map(([k, v]) => `${k}=${v ?? ''}`)
     .sort();
   return [...vars, 'npm run bench -- soak'].join(' ');
-}
-
-async function waitInbox(pool: pg.Pool, wh: string, total: number, ms: number): Promise<void> {
-  let n = 0;
-  await until(
-    async () => {
-      n = await pool
-        .query<{ n: number }>('SELECT count(*)::int AS n FROM inbox WHERE wh = $1', [wh])
-        .then((r) => r.rows[0]?.n ?? 0)
-        .catch(() => n);
-      return n >= total;
-    },
-    ms,
-    `${total} events of ${wh} in central's inbox (${n} so far)`,
-  );
-}
-
-/** Each sent event against central's event log and inbox: which are missing, which are there more than once. */
-async function exactlyOnce(
-  pool: pg.Pool,
-  wh: string,
-  sent: readonly { device: string; id: string }[],
-): Promise<{ applied: number; lost: string[]; twice: string[]; unknown: number }> {
-  const seen = new Map<string, number>();
-  const { rows } = await pool.query<{ device: string; id: string; n: number }>(
-    'SELECT device, id, count(*)::int AS n FROM events WHERE wh = $1 GROUP BY device, id',
-    [wh],
-  );
-  for (const r of rows) seen.set(`${r.device}/${r.id}`, r.n);
-  const inbox = await pool.query<{ device: string; id: string }>('SELECT device, id FROM inbox WHERE wh = $1', [wh]);
-  const inInbox = new Set(inbox.rows.map((r) => `${r.device}/${r.id}`));
-  const lost: string[] = [];
-  let applied = 0;
-  const sentKeys = new Set<string>();
-  for (const e of sent) {
-    const key = `${e.device}/${e.id}`;
-    sentKeys.add(key);
-    if (seen.has(key)) applied++;
-    else lost.push(`${wh}/${key}${inInbox.has(key) ? ' (in the inbox, not in the event log)' : ''}`);
-  }
-  const twice = rows.filter((r) => r.n > 1).map((r) => `${wh}/${r.device}/${r.id} ×${r.n}`);
-  const unknown = rows.filter((r) => !sentKeys.has(`${r.device}/${r.id}`)).length;
-  return { applied, lost, twice, unknown };
 }
