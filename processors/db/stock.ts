@@ -8,15 +8,18 @@ import type { GlobalStock, ShelfReading, WarehouseStock } from '../../protocol/i
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
-/** A `stock` row as its retained `wh/{wh}/stock/{sku}` object (CONTRACT section 4). */
-export const warehouseStockOf = (r: {
+/** A row of `stock` as queries read it (`SELECT wh, sku, on_hand, reserved, version, updated_at`). */
+export interface StockRow {
   wh: string;
   sku: string;
   on_hand: number;
   reserved: number;
   version: number;
-  updated_at: Date | number;
-}): WarehouseStock => ({
+  updated_at: Date;
+}
+
+/** A `stock` row as its retained `wh/{wh}/stock/{sku}` object (CONTRACT section 4). */
+export const warehouseStockOf = (r: StockRow): WarehouseStock => ({
   sku: r.sku,
   warehouse: r.wh,
   onHand: r.on_hand,
@@ -103,14 +106,7 @@ export async function currentStock(
   pool: pg.Pool,
   keys: { wh: string; sku: string }[],
 ): Promise<{ warehouse: WarehouseStock[]; global: GlobalStock[] }> {
-  const { rows } = await pool.query<{
-    wh: string;
-    sku: string;
-    on_hand: number;
-    reserved: number;
-    version: number;
-    updated_at: Date;
-  }>(
+  const { rows } = await pool.query<StockRow>(
     `SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock
      WHERE (wh, sku) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND version > 0`,
     [keys.map((k) => k.wh), keys.map((k) => k.sku)],
@@ -125,17 +121,10 @@ export class DatabaseStock {
   constructor(private readonly pool: pg.Pool) {}
 
   async warehouse(wh: string, sku: string): Promise<WarehouseStock | null> {
-    const { rows } = await this.pool.query<{
-      wh: string;
-      sku: string;
-      on_hand: number;
-      reserved: number;
-      version: number;
-      updated_at: Date;
-    }>(`SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock WHERE wh = $1 AND sku = $2 AND version > 0`, [
-      wh,
-      sku,
-    ]);
+    const { rows } = await this.pool.query<StockRow>(
+      `SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock WHERE wh = $1 AND sku = $2 AND version > 0`,
+      [wh, sku],
+    );
     return rows[0] ? warehouseStockOf(rows[0]) : null;
   }
 

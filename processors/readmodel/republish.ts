@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { topics, type GlobalStock, type ShelfReading, type WarehouseStock } from '../../protocol/index.js';
 import { stockSends, type Publisher } from '../publish/publisher.js';
+import { type StockRow, warehouseStockOf } from '../db/stock.js';
 import type { ReadModel } from '../publish/read-model.js';
 
 const PAGE = 5_000; // skus per query while republishing
@@ -35,14 +36,7 @@ export async function republishStock(
     );
     if (versions.length === 0) break;
     const last = (versions[versions.length - 1] as { sku: string }).sku;
-    const { rows } = await pool.query<{
-      wh: string;
-      sku: string;
-      on_hand: number;
-      reserved: number;
-      version: number;
-      updated_at: Date;
-    }>(
+    const { rows } = await pool.query<StockRow>(
       `SELECT wh, sku, on_hand, reserved, version, updated_at FROM stock WHERE sku > $1 AND sku <= $2 ORDER BY sku, wh`,
       [after, last],
     );
@@ -68,16 +62,7 @@ export async function republishStock(
     const warehouse: WarehouseStock[] = [];
     for (const r of rows) {
       const available = r.on_hand - r.reserved;
-      if (r.version > 0)
-        warehouse.push({
-          sku: r.sku,
-          warehouse: r.wh,
-          onHand: r.on_hand,
-          reserved: r.reserved,
-          available,
-          version: r.version,
-          asOf: r.updated_at.toISOString(),
-        });
+      if (r.version > 0) warehouse.push(warehouseStockOf(r));
       const g = global.get(r.sku);
       if (!g) continue;
       g.onHand += r.on_hand;

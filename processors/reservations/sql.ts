@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { GlobalStock, WarehouseStock } from '../../protocol/index.js';
-import { globalStock } from '../db/stock.js';
+import { globalStock, type StockRow, warehouseStockOf } from '../db/stock.js';
 import type { Level } from '../ledger/reservations.js';
 
 /**
@@ -80,29 +80,14 @@ export async function applyReserved(
     .sort((a, b) => (a.wh === b.wh ? (a.sku < b.sku ? -1 : 1) : a.wh < b.wh ? -1 : 1));
   const out = noChange();
   if (changed.length > 0) {
-    const { rows } = await client.query<{
-      wh: string;
-      sku: string;
-      on_hand: number;
-      reserved: number;
-      version: number;
-      updated_at: Date;
-    }>(
+    const { rows } = await client.query<StockRow>(
       `UPDATE stock s SET reserved = s.reserved + u.delta, version = s.version + 1, updated_at = now()
        FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(wh, sku, delta)
        WHERE s.wh = u.wh AND s.sku = u.sku
        RETURNING s.wh, s.sku, s.on_hand, s.reserved, s.version, s.updated_at`,
       [changed.map((d) => d.wh), changed.map((d) => d.sku), changed.map((d) => d.delta)],
     );
-    out.warehouseStock = rows.map((r) => ({
-      sku: r.sku,
-      warehouse: r.wh,
-      onHand: r.on_hand,
-      reserved: r.reserved,
-      available: r.on_hand - r.reserved,
-      version: r.version,
-      asOf: r.updated_at.toISOString(),
-    }));
+    out.warehouseStock = rows.map(warehouseStockOf);
   }
   const skus = [...new Set([...changed.map((d) => d.sku), ...extraSkus])].sort();
   if (skus.length > 0) out.globalStock = await globalStock(client, skus, true);
