@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,10 @@ const STOP_TIMEOUT_MS = 60_000;
  */
 export class PrivateTimescale {
   private folder: string | null = null;
+  // While the server is down after a crash, a placeholder listens on its port: another test or benchmark's
+  // freePort() would otherwise take the free port, and `start` (which answers at once when something on the port
+  // is ready) would hand this test someone else's server (seen once: a crash test reached a soak's cluster).
+  private placeholder: net.Server | null = null;
   private readonly stopOnExit = () => {
     spawnSync(this.startScript, ['stop'], { env: this.env(), stdio: 'ignore' });
     if (this.folder) fs.rmSync(this.folder, { recursive: true, force: true });
@@ -59,9 +64,26 @@ export class PrivateTimescale {
       fs.chmodSync(this.folder, 0o755); // the server runs as the postgres user and must reach its data folder inside
       process.on('exit', this.stopOnExit); // a test file that dies leaves no server behind
     }
+    await this.releasePort(); // the server binds it now
     const r = await runCommand(this.startScript, [], this.env(), START_TIMEOUT_MS);
     if (r.code !== 0 || r.stdout.trim() !== this.url)
       throw new Error(`${this.startScript} on port ${this.port} failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
+  }
+
+  /** Holds the port while the server is down (see `placeholder`). */
+  private async holdPort(): Promise<void> {
+    const server = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, '127.0.0.1', () => resolve());
+    });
+    this.placeholder = server;
+  }
+
+  private async releasePort(): Promise<void> {
+    const server = this.placeholder;
+    this.placeholder = null;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   /** `pg_ctl stop -m immediate`: every server process quits at once, without a checkpoint — a crash, repaired by recovery at the next start. */
@@ -71,6 +93,7 @@ export class PrivateTimescale {
       process.getuid?.() === 0 ? ['su', ['postgres', '-s', '/bin/sh', '-c', pgCtl]] : ['sh', ['-c', pgCtl]];
     const r = await runCommand(command, args, this.env(), STOP_TIMEOUT_MS);
     if (r.code !== 0) throw new Error(`pg_ctl stop -m immediate failed (exit ${r.code}):\n${r.stdout}${r.stderr}`);
+    await this.holdPort();
   }
 
   /** `kill -9` of the postmaster; resolves once it is gone (its backends notice and quit by themselves). */
@@ -83,11 +106,22 @@ export class PrivateTimescale {
       if (Date.now() > deadline) throw new Error(`postmaster ${pid} still alive ${STOP_TIMEOUT_MS} ms after SIGKILL`);
       await new Promise((r) => setTimeout(r, 50));
     }
+    // Its backends may still hold the listening socket for a moment; the placeholder takes the port once it is free.
+    for (;;) {
+      try {
+        await this.holdPort();
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     return pid;
   }
 
   /** Stops it (fast shutdown) and removes its folder. */
   async remove(): Promise<void> {
+    await this.releasePort();
     if (this.folder === null) return;
     process.removeListener('exit', this.stopOnExit);
     await runCommand(this.startScript, ['stop'], this.env(), STOP_TIMEOUT_MS);
