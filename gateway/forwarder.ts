@@ -196,7 +196,6 @@ export class Forwarder {
     });
     client.on('error', (err) => o.log.warn({ err: err.message }, 'central connection error'));
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
-    client.connect();
     this.resendTimer = setInterval(() => this.resendSilent(), RESEND_CHECK_MS);
   }
 

@@ -181,7 +181,6 @@ export class StandaloneProcessor {
       gate.connectionClosed();
     });
     client.on('error', (err) => log.warn({ err: err.message }, 'central connection error'));
-    client.connect();
     await firstSubscription;
 
     // Reservations and transfers over HTTP here too: every instance decides in the one database.

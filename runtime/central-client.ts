@@ -36,13 +36,15 @@ export function centralClientOptions(o: CentralClientOptions): IClientOptions {
     // MQTT.js logs every packet through `debug`, enabled or not (1–2% of an edge's CPU under load); DEBUG=mqttjs* shows them.
     ...(process.env.DEBUG === undefined && { log: () => {} }),
     ...o.session,
-    manualConnect: true, // the caller sets its handlers, then calls connect()
+    // Never manualConnect: with it, MQTT.js's end() clears `disconnecting` once the stores close, and the socket's
+    // close that follows starts the reconnect timer again, so a stopped client reconnects for ever (a stopped
+    // forwarder kept knocking at central under its own client id).
   };
 }
 
 /**
- * A client toward central, not yet connected: set the handlers, then call `client.connect()`. Each connection
- * turns Nagle off (MQTT.js leaves it on): an event, or a PUBACK held until a commit, would otherwise wait for
+ * A client toward central. It connects on its own once this turn is over: set every handler in the same turn,
+ * before any await. Each connection turns Nagle off (MQTT.js leaves it on): an event, or a PUBACK held until a commit, would otherwise wait for
  * the peer's delayed ACK.
  */
 export function centralClient(o: CentralClientOptions): MqttClient {

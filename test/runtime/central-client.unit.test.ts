@@ -1,16 +1,23 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { describe, it } from 'node:test';
-import { CONNECT_TIMEOUT_MS, centralClientOptions, RECONNECT_PERIOD_MS } from '../../runtime/central-client.js';
+import { Aedes } from 'aedes';
+import {
+  CONNECT_TIMEOUT_MS,
+  centralClient,
+  centralClientOptions,
+  RECONNECT_PERIOD_MS,
+} from '../../runtime/central-client.js';
 
 describe('the MQTT.js recipe toward central', () => {
   const base = { url: 'mqtt://127.0.0.1:9', clientId: 'gw-1', keepalive: 15 };
 
-  it('keeps retrying after a refused CONNACK, connects only when asked and times out a connect', () => {
+  it('keeps retrying after a refused CONNACK, connects by itself and times out a connect', () => {
     const o = centralClientOptions({ ...base, session: { clean: true } });
     assert.equal(o.reconnectOnConnackError, true);
     assert.equal(o.reconnectPeriod, RECONNECT_PERIOD_MS);
     assert.equal(o.connectTimeout, CONNECT_TIMEOUT_MS);
-    assert.equal(o.manualConnect, true);
+    assert.equal(o.manualConnect, undefined, 'manualConnect makes an ended client reconnect');
     assert.equal(o.keepalive, 15);
     assert.equal(o.clientId, 'gw-1');
   });
@@ -41,5 +48,29 @@ describe('the MQTT.js recipe toward central', () => {
     assert.equal(processor.clean, false);
     assert.equal(processor.protocolVersion, 5);
     assert.deepEqual(processor.properties, { sessionExpiryInterval: 3600 });
+  });
+
+  it('connects by itself, and once ended stays ended: no reconnect timer comes back after the close', async () => {
+    const aedes = await Aedes.createBroker();
+    const server = net.createServer(aedes.handle);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const client = centralClient({ ...base, url: `mqtt://127.0.0.1:${port}`, session: { clean: true } });
+      await new Promise<void>((resolve, reject) => {
+        client.once('connect', () => resolve());
+        client.once('error', reject);
+      });
+      const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+      await client.endAsync(true);
+      await closed;
+      // MQTT.js schedules a reconnect on a close unless `disconnecting` still holds (manualConnect clears it).
+      const state = client as unknown as { disconnecting: boolean; reconnectTimer: unknown };
+      assert.equal(state.disconnecting, true);
+      assert.equal(state.reconnectTimer ?? null, null);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    }
   });
 });
