@@ -6,7 +6,9 @@ import type { Parsed } from '../../processors/ingest/types.js';
 import { createPool, isConnectionLost, isUnavailable } from '../../processors/db/pool.js';
 import { migrate } from '../../processors/db/migrate.js';
 import { parseEvent } from '../../protocol/index.js';
+import { Dice, rng } from '../../device-sim/random.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { testSeed } from '../helpers/seed.js';
 
 const APP = 'pool-test';
 
@@ -149,35 +151,41 @@ describe('a PostgreSQL connection lost while a client is checked out', () => {
         await holder.query('ROLLBACK');
         await holder.end();
       }
-      // Terminate every connection of the pool again and again while batches commit.
-      let terminating: Promise<unknown> = Promise.resolve();
-      const killer = setInterval(() => {
-        terminating = terminate().catch(() => {});
-      }, 15);
+      // Each batch's first attempt has its pool's connections terminated at a moment drawn from the seed (0 to
+      // 30 ms in, so some kills land inside the batch and some after it, on an idle client); the attempts after
+      // it run without a killer. A free-running killer (every 15 ms) livelocked on a machine where one batch took
+      // longer than 15 ms: every attempt died and the file hung for its 10 minutes (TimescaleDB pass of CI).
+      const dice = new Dice(rng(testSeed('pool.test applyBatch kills')));
       let committed = 0;
-      try {
-        for (let b = 0; b < 40; b++) {
-          const batch = events(wh, b * 50, 50);
-          for (;;) {
-            try {
-              await applyBatch(pool, batch);
-              committed++;
-              break;
-            } catch (err) {
-              assert.ok(
-                isConnectionLost(err) || (err as Error).message.includes('timeout'),
-                `only connection errors: ${(err as Error).message}`,
-              );
-              failures++;
-            }
+      let attemptsKilled = 0;
+      for (let b = 0; b < 40; b++) {
+        const batch = events(wh, b * 50, 50);
+        for (let attempt = 0; ; attempt++) {
+          assert.ok(attempt < 10, `batch ${b}: ten attempts without a commit, only one of them was killed`);
+          let kill: Promise<unknown> = Promise.resolve();
+          if (attempt === 0) {
+            const delay = dice.int(0, 30);
+            kill = new Promise((r) => setTimeout(r, delay)).then(() => terminate().catch(() => {}));
+            attemptsKilled++;
+          }
+          try {
+            await applyBatch(pool, batch);
+            committed++;
+            break;
+          } catch (err) {
+            assert.ok(
+              isConnectionLost(err) || (err as Error).message.includes('timeout'),
+              `only connection errors: ${(err as Error).message}`,
+            );
+            failures++;
+          } finally {
+            // The kill lands before the next attempt starts, so that attempt runs unkilled (a terminated idle client
+            // is dropped by the pool, or fails that attempt once and the one after it gets a fresh connection).
+            await kill;
           }
         }
-      } finally {
-        clearInterval(killer);
-        // A termination sent just before may still hit an idle client: let it land and the pool drop that client.
-        await terminating;
-        await new Promise((r) => setTimeout(r, 200));
       }
+      assert.equal(attemptsKilled, 40);
       assert.equal(committed, 40);
       assert.ok(failures > 0, 'some batches lost their connection');
       // Counted over a connection of its own, which the terminations (by application name) never target.
