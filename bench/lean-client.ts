@@ -91,9 +91,9 @@ export class LeanClient {
   }
 
   /** QoS-1 publish; returns its packet id. At most 65,535 may be unacknowledged (the packet id space). */
-  publish(topic: string, payload: string): number {
+  publish(topic: string, payload: string | Buffer): number {
     const t = Buffer.from(topic, 'utf8');
-    const p = Buffer.from(payload, 'utf8');
+    const p = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
     const len = 2 + t.length + 2 + p.length;
     const rl = remainingLength(len);
     const out = Buffer.allocUnsafe(1 + rl.length + len);
