@@ -31,7 +31,7 @@ export function hotFunctions(file: string, top = 30): string[] {
     busy += n.hitCount;
     const where = n.callFrame.url
       .replace(/^.*node_modules\//, '~')
-      .replace(/^file:\/\/.*?\/(protocol|broker|gateway|processors|cli|bench)\//, '$1/');
+      .replace(/^file:\/\/.*?\/(protocol|runtime|broker|gateway|processors|cli|bench)\//, '$1/');
     const key = `${n.callFrame.functionName || '(anon)'} ${where}:${n.callFrame.lineNumber + 1}`;
     self.set(key, (self.get(key) ?? 0) + n.hitCount);
   }
