@@ -1,7 +1,6 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestDatabase } from '../test/helpers/db.js';
 import { freePort, startStockwire, type Running } from '../test/helpers/process.js';
 import { ceiling } from './ceiling.js';
 import { Fleet, type FleetDevice, type Latency, type RunOptions, type RunResult } from './fleet.js';
@@ -20,6 +19,7 @@ import {
 } from './lib.js';
 import { startMosquittoBridge } from './mosquitto-bridge.js';
 import { hotFunctions, profiles } from './profile.js';
+import { benchTargets, createTargetDatabase, describeTargets, type DbTarget } from './targets.js';
 
 /**
  * Issue 6/7, end to end: devices → `stockwire edge` (outbox, fsync) → `stockwire central` → PostgreSQL
@@ -65,15 +65,24 @@ function cpuLine(what: string, us: Record<string, number>): string {
   return `| ${what} | ${parts.join(', ')} | ${total.toFixed(0)} | ${int((os.cpus().length * 1e6) / total)} |`;
 }
 
+/**
+ * The whole run once per database target (BENCH_DB_TARGETS; plain PostgreSQL, then TimescaleDB), each with its own
+ * baselines, so every ratio is taken within one run on one database (issue 17: TimescaleDB recorded beside).
+ */
 export async function benchE2e(): Promise<void> {
-  const disarm = watchdog(TIMEOUT_MS, 'e2e');
+  const targets = await benchTargets();
+  for (const target of targets) await e2eOn(target);
+}
+
+async function e2eOn(target: DbTarget): Promise<void> {
+  const disarm = watchdog(TIMEOUT_MS, `e2e on ${target.name}`);
   const lines: string[] = [];
   const cpu: string[] = [];
   const notes: string[] = [];
   const whs = Array.from({ length: EDGES }, (_, i) => `E2E${i + 1}`);
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-e2e-'));
   const removeDir = onCleanup(() => fs.rm(dir, { recursive: true, force: true }));
-  const db = await createTestDatabase('bench_e2e');
+  const db = await createTargetDatabase(target, 'bench_e2e');
   const dropDb = onCleanup(() => db.drop());
   const scanners = Array.from({ length: DEVICES }, (_, i) => ({
     id: `dev-${i}`,
@@ -133,7 +142,7 @@ export async function benchE2e(): Promise<void> {
 
   try {
     // 1. stockwire: edges and central.
-    progress(`e2e: central and ${EDGES} edge(s)`);
+    progress(`e2e on ${target.name}: central and ${EDGES} edge(s)`);
     central = await startCentral();
     for (const wh of whs) {
       const edge = await startStockwire(
@@ -291,7 +300,9 @@ export async function benchE2e(): Promise<void> {
     );
 
     const share = rates.e2e / rates.bare;
-    record('End to end (issue 6/7)', benchCommand('e2e'), [
+    record(`End to end (issues 6/7, 17) on ${target.name}`, benchCommand('e2e'), [
+      ...describeTargets([target]),
+      '',
       `${DEVICES} devices (lean MQTT clients in the bench process) over ${EDGES} edge(s), ${SKUS.toLocaleString('en')} skus, \`received\` events of qty 1. All processes on this machine's ${os.cpus().length} cores.`,
       "Latency from the device's publish: to the edge's PUBACK (after the outbox fsync), to central's ack at the device (after the commit, through the edge's mirror), and to the display's `stock/{sku}` showing the event. Steady: events/s between the 10th and 90th percentile of completions.",
       ...notes.map((n) => `- ${n}`),
@@ -312,10 +323,10 @@ export async function benchE2e(): Promise<void> {
       '',
       '| target | result | |',
       '| --- | --- | --- |',
-      `| end to end sustained ≥ 10,000 events/s | ${int(rates.e2e)} | ${verdict(rates.e2e >= 10_000)} |`,
+      `| end to end sustained ≥ 20,000 events/s (issue 17) | ${int(rates.e2e)} | ${verdict(rates.e2e >= 20_000)} |`,
       `| ≥ 50% of baseline (a) in the same run | ${(share * 100).toFixed(0)}% of ${int(rates.bare)} | ${verdict(share >= 0.5)} |`,
-      `| p99 device→ack at ${int(RATE)} events/s < 50 ms | ${rates.fixedP99.toFixed(1)} ms | ${verdict(rates.fixedP99 < 50)} |`,
-      `| backlog drain ≥ 10,000 events/s | ${int(rates.drain)} | ${verdict(rates.drain >= 10_000)} |`,
+      `| p99 device→ack at ${int(RATE)} events/s < 25 ms (issue 17) | ${rates.fixedP99.toFixed(1)} ms | ${verdict(rates.fixedP99 < 25)} |`,
+      `| backlog drain ≥ 25,000 events/s (issue 17 asks it of one edge, measured by \`npm run bench -- edge\`; here ${EDGES} edge(s) drain into one central together) | ${int(rates.drain)} | ${verdict(rates.drain >= 25_000)} |`,
     ]);
   } finally {
     await stopAll();

@@ -138,7 +138,7 @@ export async function benchEdge(): Promise<void> {
         `[bench] drain stalled with ${left} left; central said:\n${central.logs.slice(-8).join('\n')}\nedge said:\n${edge.logs.slice(-8).join('\n')}\n`,
       );
     rows.push(
-      `| backlog drain into central (commit-acked), from the edge's reconnect | ${left === 0 ? Math.round(backlog / drainSeconds).toLocaleString('en') : 'did not finish'} events/s | ≥ 10,000 | ${backlog.toLocaleString('en')} in ${drainSeconds.toFixed(1)} s, |`,
+      `| backlog drain into central (commit-acked), from the edge's reconnect | ${left === 0 ? Math.round(backlog / drainSeconds).toLocaleString('en') : 'did not finish'} events/s | ≥ 25,000 (issue 17) | ${backlog.toLocaleString('en')} in ${drainSeconds.toFixed(1)} s, |`,
     );
   } finally {
     edge?.child.kill('SIGTERM');
