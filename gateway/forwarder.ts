@@ -79,6 +79,12 @@ export class Forwarder {
   private resendTimer: NodeJS.Timeout | null = null;
   private pumping = false;
   private pumpAgain = false;
+  /**
+   * The outbox may hold events after the cursor that nothing is about to send: a backlog at (re)connect, an event
+   * offer() could not send from memory, a pass that stopped at a full window. False only after a read found
+   * nothing and no offer fell back since that read began: an ack then needs no read, the next event is offered.
+   */
+  private unread = true;
   /** counts connections: rows read for an older one belong to a pass that a reconnect started over */
   private epoch = 0;
   private connected = false;
@@ -147,6 +153,7 @@ export class Forwarder {
       this.inflight.clear();
       this.byKey.clear();
       this.cursor = 0;
+      this.unread = true; // every unconfirmed event is read again, oldest first
       // Each connection learns again whether central takes batches: it may be another central, or a broker without one.
       this.batching = null;
       this.batches.clear();
@@ -202,7 +209,8 @@ export class Forwarder {
   /**
    * An event just appended to the outbox: sent from memory when it is the next in line (nothing older
    * waits to be read, and the window has room), so the steady state reads nothing back from the outbox.
-   * Otherwise the pump reads the outbox from the cursor, oldest first, as after an outage.
+   * Otherwise it waits there: the pump reads the outbox from the cursor, oldest first, as after an outage,
+   * now or when an ack makes room.
    */
   offer(entry: OutboxEntry): void {
     if (
@@ -228,6 +236,7 @@ export class Forwarder {
       });
       return;
     }
+    this.unread = true;
     this.pump();
   }
 
@@ -251,6 +260,7 @@ export class Forwarder {
     void this.fill()
       .catch((err: Error) => {
         // The outbox is durable: nothing is lost, try again shortly.
+        this.unread = true;
         this.o.log.error({ err: err.message }, 'reading the outbox failed; retrying');
         setTimeout(() => this.pump(), READ_RETRY_MS).unref();
       })
@@ -267,13 +277,19 @@ export class Forwarder {
     const epoch = this.epoch;
     while (this.connected && !this.stopped && this.inflight.size + this.offered.length < this.o.window) {
       const room = this.o.window - this.inflight.size - this.offered.length;
+      // Cleared before the read, not after: an offer that falls back while the read waits sets it again.
+      this.unread = false;
       const read = this.o.outbox.read(this.cursor, Math.min(500, room));
       const entries = read instanceof Promise ? await read : read;
       // The link dropped and came back while the read waited (the outbox thread behind slow fsyncs): the reconnect
       // started over from the oldest unconfirmed event (cursor 0), and its pump runs when this pass ends. Sending
       // these rows and moving the cursor past them would leave the older unconfirmed events unsent on this link.
-      if (epoch !== this.epoch || !this.connected) return;
+      if (epoch !== this.epoch || !this.connected) {
+        this.unread = true; // as a connect sets it: its pass reads again from the oldest unconfirmed event
+        return;
+      }
       if (entries.length === 0) return;
+      this.unread = true; // more may follow these rows: read again, now if the window has room, else on an ack
       this.dispatch(entries.map((entry) => ({ entry, attempts: 0 })));
       this.cursor = (entries[entries.length - 1] as OutboxEntry).seq;
     }
@@ -446,7 +462,9 @@ export class Forwarder {
     if (!this.confirmTimer) {
       this.confirmTimer = setTimeout(() => void this.flushConfirms(), CONFIRM_DELAY_MS);
     }
-    this.pump();
+    // The room this makes is for events waiting in the outbox, if any; otherwise the next one is offered from memory,
+    // and a read here would queue behind the outbox's fsync and make that offer fall back to reading it too.
+    if (this.unread) this.pump();
   }
 
   private async flushConfirms(): Promise<void> {

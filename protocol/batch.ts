@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { Type, type Static } from '@sinclair/typebox';
 import { ErrorCode, ValidationError } from './errors.js';
 import { ajv } from './event.js';
@@ -163,9 +164,10 @@ export function parseBatchAckMessage(raw: Buffer): BatchAckMessage | null {
  * dead letters and reused-id checks see what the device sent); anything else as base64.
  */
 export function encodeBatchEvent(device: string, payload: Buffer): string {
-  const text = payload.toString('utf8');
-  return Buffer.byteLength(text) === payload.length && Buffer.from(text, 'utf8').equals(payload)
-    ? JSON.stringify({ device, payload: text })
+  // isUtf8 is strict (no surrogates, overlongs or lone bytes), as the decode-and-re-encode it replaces: only a payload
+  // whose text encodes back to the same bytes travels as text.
+  return isUtf8(payload)
+    ? JSON.stringify({ device, payload: payload.toString('utf8') })
     : JSON.stringify({ device, payloadBase64: payload.toString('base64') });
 }
 

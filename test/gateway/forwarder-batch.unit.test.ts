@@ -328,4 +328,48 @@ describe('forwarder: the batched link', () => {
       await t.stop();
     }
   });
+
+  it('in steady state, with batch-acks coming back while events arrive, every batch leaves from memory: the outbox is never read back', {
+    timeout: 30_000,
+  }, async () => {
+    const t = await setup({ maxEvents: 100, maxBytes: 64 * 1024 });
+    // Central commits every batch at once and answers it.
+    t.fake.aedes.on('publish', (packet, client) => {
+      if (client === null || packet.topic !== topics.batch(WH, GW)) return;
+      const r = parseBatch(packet.payload as Buffer, 1 << 20);
+      if (!r.ok) return;
+      const acks: Ack[] = r.batch.events.map((e) => ({ id: JSON.parse(e.payload.toString()).id, status: 'applied' }));
+      t.fake.answer({ v: 1, batch: r.batch.batch, acks });
+    });
+    let reads = 0;
+    const read = t.outbox.read.bind(t.outbox);
+    t.outbox.read = (after, limit) => {
+      reads++;
+      return read(after, limit);
+    };
+    try {
+      t.forwarder.start();
+      await until(async () => (await t.gauge('stockwire_edge_link_batching')) === 1, 'the hello');
+      await until(() => reads > 0, 'the pump after the hello read the (empty) outbox');
+      const readsAtStart = reads;
+      const ids: string[] = [];
+      for (let g = 0; g < 10; g++) {
+        // One group commit of five events, offered as the edge offers them: in seq order, in one turn.
+        const group = Array.from({ length: 5 }, (_, i) => `g${g}e${i}`);
+        ids.push(...group);
+        const stored = await Promise.all(group.map((id, i) => t.append(`d${i % 2}`, id)));
+        for (const entry of stored) t.forwarder.offer(entry);
+        await until(() => t.fannedOut.length === ids.length, `the acks of group ${g}`);
+      }
+      await until(() => t.outbox.stats().events === 0, 'every event confirmed in the outbox');
+      assert.deepEqual(
+        t.fake.batches.map((b) => b.events.map((e) => JSON.parse(e.payload.toString()).id)),
+        Array.from({ length: 10 }, (_, g) => ids.slice(g * 5, g * 5 + 5)),
+        'one batch a group, each event once, in order',
+      );
+      assert.equal(reads - readsAtStart, 0, 'outbox reads after the start: every batch should leave from memory');
+    } finally {
+      await t.stop();
+    }
+  });
 });

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { Aedes } from 'aedes';
@@ -7,7 +10,8 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { Forwarder } from '../../gateway/forwarder.js';
 import { createEdgeMetrics } from '../../gateway/metrics.js';
-import { MemoryOutbox, type Outbox } from '../../gateway/outbox/index.js';
+import { MemoryOutbox, SqliteOutbox, type Outbox, type OutboxEntry } from '../../gateway/outbox/index.js';
+import { until as waitUntil } from '../helpers/broker.js';
 
 /** A bare Aedes standing in for central, on a free port. */
 async function fakeCentral(
@@ -23,6 +27,51 @@ async function fakeCentral(
     close: async () => {
       await new Promise<void>((r) => aedes.close(() => r()));
       server.close();
+    },
+  };
+}
+
+/** Central's part as the edge sees it: every event it receives is committed at once and answered with its ack. */
+function ackEveryEvent(aedes: Aedes, received: string[]): void {
+  aedes.on('publish', (packet, client) => {
+    if (client === null || !packet.topic.endsWith('/event')) return;
+    const id = String(packet.payload);
+    received.push(id);
+    const device = packet.topic.split('/')[3] as string;
+    aedes.publish(
+      {
+        cmd: 'publish',
+        topic: `wh/W/dev/${device}/ack`,
+        payload: Buffer.from(JSON.stringify({ v: 1, id, status: 'applied' })),
+        qos: 1,
+        retain: false,
+        dup: false,
+      },
+      () => {},
+    );
+  });
+}
+
+/** A SQLite outbox in a directory of its own, whose reads are counted. */
+async function countedSqliteOutbox(): Promise<{
+  outbox: SqliteOutbox;
+  reads: () => number;
+  remove: () => Promise<void>;
+}> {
+  const dir = await mkdtemp(join(tmpdir(), 'stockwire-forwarder-'));
+  const outbox = await SqliteOutbox.open({ path: join(dir, 'outbox.db'), maxBytes: 10_000_000 });
+  let reads = 0;
+  const read = outbox.read.bind(outbox);
+  outbox.read = (after: number, limit: number): Promise<OutboxEntry[]> => {
+    reads++;
+    return read(after, limit);
+  };
+  return {
+    outbox,
+    reads: () => reads,
+    remove: async () => {
+      await outbox.close().catch(() => {});
+      await rm(dir, { recursive: true, force: true });
     },
   };
 }
@@ -330,6 +379,107 @@ describe('forwarder', () => {
     } finally {
       await forwarder.stop().catch(() => {});
       await central.close();
+    }
+  });
+
+  it('in steady state, with acks coming back while events arrive, every event leaves from memory: the outbox is never read back', {
+    timeout: 30_000,
+  }, async () => {
+    // A read queues in the outbox thread behind the group being fsynced, and costs a row object, a Buffer and a
+    // structured clone per event: an ack must not send the events that follow it the long way round.
+    const { aedes, port, close } = await fakeCentral();
+    const received: string[] = [];
+    ackEveryEvent(aedes, received);
+    const { outbox, reads, remove } = await countedSqliteOutbox();
+    const acked: string[] = [];
+    const links: boolean[] = [];
+    const forwarder = new Forwarder({
+      outbox,
+      wh: 'W',
+      centralUrl: `mqtt://127.0.0.1:${port}`,
+      window: 100,
+      resendAfterMs: 60_000,
+      keepalive: 5,
+      metrics: createEdgeMetrics(new Registry()),
+      log: pino({ level: 'silent' }),
+      onMessage: (topic, payload) => void (topic.endsWith('/ack') && acked.push(JSON.parse(String(payload)).id)),
+      onLink: (up) => links.push(up),
+    });
+    const append = (device: string, id: string) =>
+      outbox.append({
+        device,
+        eventId: id,
+        topic: `wh/W/dev/${device}/event`,
+        payload: Buffer.from(id),
+        receivedAt: Date.now(),
+      });
+    try {
+      forwarder.start();
+      await waitUntil(() => links.includes(true), 'connected');
+      await waitUntil(() => reads() > 0, 'the first pump read the (empty) outbox');
+      const readsAtStart = reads();
+      const ids: string[] = [];
+      for (let g = 0; g < 10; g++) {
+        // One group commit of five events, offered as the edge offers them: in seq order, as their appends resolve.
+        const group = Array.from({ length: 5 }, (_, i) => `g${g}e${i}`);
+        ids.push(...group);
+        const stored = await Promise.all(group.map((id, i) => append(`d${i % 2}`, id)));
+        for (const entry of stored) forwarder.offer(entry);
+        await waitUntil(() => acked.length === ids.length, `the acks of group ${g}`);
+      }
+      await waitUntil(() => outbox.stats().events === 0, 'every event confirmed in the outbox');
+      assert.deepEqual(received, ids, 'each event once, in order');
+      assert.equal(reads() - readsAtStart, 0, 'outbox reads after the start: every event should leave from memory');
+    } finally {
+      await forwarder.stop().catch(() => {});
+      await close();
+      await remove();
+    }
+  });
+
+  it('events offered while the window is full wait in the outbox and leave, in order, as acks make room', {
+    timeout: 30_000,
+  }, async () => {
+    const { aedes, port, close } = await fakeCentral();
+    const received: string[] = [];
+    ackEveryEvent(aedes, received);
+    const { outbox, reads, remove } = await countedSqliteOutbox();
+    const links: boolean[] = [];
+    const forwarder = new Forwarder({
+      outbox,
+      wh: 'W',
+      centralUrl: `mqtt://127.0.0.1:${port}`,
+      window: 2,
+      resendAfterMs: 60_000,
+      keepalive: 5,
+      metrics: createEdgeMetrics(new Registry()),
+      log: pino({ level: 'silent' }),
+      onMessage: () => {},
+      onLink: (up) => links.push(up),
+    });
+    try {
+      forwarder.start();
+      await waitUntil(() => links.includes(true), 'connected');
+      await waitUntil(() => reads() > 0, 'the first pump read the (empty) outbox');
+      const ids = Array.from({ length: 7 }, (_, i) => `w${i}`);
+      const stored = await Promise.all(
+        ids.map((id) =>
+          outbox.append({
+            device: 'd1',
+            eventId: id,
+            topic: 'wh/W/dev/d1/event',
+            payload: Buffer.from(id),
+            receivedAt: Date.now(),
+          }),
+        ),
+      );
+      for (const entry of stored) forwarder.offer(entry); // two fit the window; five are refused room
+      await waitUntil(() => outbox.stats().events === 0, 'every event sent and confirmed');
+      assert.deepEqual(received, ids, 'each event once, in order');
+    } finally {
+      await forwarder.stop().catch(() => {});
+      await close();
+      await remove();
     }
   });
 });
