@@ -39,28 +39,34 @@ describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
     return rows[0]?.n ?? 0;
   };
 
-  /** Holds the stock table locked until a statement of `applicationName` waits for it, then terminates them all. */
-  const terminateWhileWaiting = async (applicationName: string): Promise<number> => {
+  /**
+   * Locks the stock table (before the devices publish, so that their events are still to come); `terminateWaiting`
+   * then waits until a statement of `applicationName` waits for the lock and terminates its connections.
+   */
+  const lockStock = async () => {
     const holder = await s.pool.connect();
-    try {
-      await holder.query('BEGIN');
-      await holder.query('LOCK TABLE stock IN ACCESS EXCLUSIVE MODE');
-      await until(
-        async () =>
-          ((
-            await s.pool.query<{ n: number }>(
-              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 AND wait_event_type = 'Lock'",
-              [s.db.name, applicationName],
-            )
-          ).rows[0]?.n ?? 0) > 0,
-        30_000,
-        `a statement of ${applicationName} waiting for the locked stock table`,
-      );
-      return await terminate(applicationName);
-    } finally {
-      await holder.query('ROLLBACK').catch(() => {});
-      holder.release();
-    }
+    await holder.query('BEGIN');
+    await holder.query('LOCK TABLE stock IN ACCESS EXCLUSIVE MODE');
+    return {
+      terminateWaiting: async (applicationName: string): Promise<number> => {
+        await until(
+          async () =>
+            ((
+              await s.pool.query<{ n: number }>(
+                "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 AND wait_event_type = 'Lock'",
+                [s.db.name, applicationName],
+              )
+            ).rows[0]?.n ?? 0) > 0,
+          30_000,
+          `a statement of ${applicationName} waiting for the locked stock table`,
+        );
+        return terminate(applicationName);
+      },
+      release: async () => {
+        await holder.query('ROLLBACK').catch(() => {});
+        holder.release();
+      },
+    };
   };
 
   for (const kind of ['central', 'processor'] as const) {
@@ -90,11 +96,7 @@ describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
       const chaos = atProgress(
         () => s.inbox(w.wh),
         randomThresholds(random, TERMINATIONS, TOTAL * 0.1, TOTAL * 0.8),
-        async (i) => {
-          // The first burst cannot miss a batch's transaction, whatever the machine's speed: the stock table is
-          // locked here until PostgreSQL shows one of the target's statements waiting for it, then its connections
-          // are terminated. The other bursts land at moments of chance, on idle connections too.
-          if (i === 0) terminated += await terminateWhileWaiting(`stockwire-${kind}`);
+        async () => {
           // A burst, so that some termination lands inside a batch's transaction, not only on idle connections.
           for (let i = 0; i < 10; i++) {
             terminated += await terminate(`stockwire-${kind}`);
@@ -103,10 +105,21 @@ describe(`PostgreSQL connections terminated mid-stream (seed ${SEED})`, () => {
         },
       );
       try {
+        // One termination cannot miss a batch's transaction, whatever the machine's speed: the stock table is locked
+        // before the devices publish, and the target's connections are terminated once PostgreSQL shows one of its
+        // statements waiting for the lock. The bursts at moments of chance come after, on idle connections too.
+        const lock = await lockStock();
+        const stream = devices.run(events);
+        stream.catch(() => {}); // its failure is reported by the race below
+        try {
+          terminated += await lock.terminateWaiting(`stockwire-${kind}`);
+        } finally {
+          await lock.release();
+        }
         await within(
           120_000,
           'devices publishing to the edge',
-          Promise.race([devices.run(events), chaos.failed]),
+          Promise.race([stream, chaos.failed]),
           stuckDetail(devices, edge),
         );
         await until(() => chaos.done >= TERMINATIONS, 60_000, 'the terminations');
