@@ -76,6 +76,60 @@ async function countedSqliteOutbox(): Promise<{
   };
 }
 
+/**
+ * A forwarder over a counted SQLite outbox, toward a central that acks every event at once; started, connected,
+ * and past its first (empty) read of the outbox.
+ */
+async function ackingRig(window: number) {
+  const { aedes, port, close } = await fakeCentral();
+  const received: string[] = [];
+  ackEveryEvent(aedes, received);
+  const { outbox, reads, remove } = await countedSqliteOutbox();
+  const acked: string[] = [];
+  const links: boolean[] = [];
+  const forwarder = new Forwarder({
+    outbox,
+    wh: 'W',
+    centralUrl: `mqtt://127.0.0.1:${port}`,
+    window,
+    resendAfterMs: 60_000,
+    keepalive: 5,
+    metrics: createEdgeMetrics(new Registry()),
+    log: pino({ level: 'silent' }),
+    onMessage: (topic, payload) => void (topic.endsWith('/ack') && acked.push(JSON.parse(String(payload)).id)),
+    onLink: (up) => links.push(up),
+  });
+  const rig = {
+    forwarder,
+    outbox,
+    reads,
+    received,
+    acked,
+    append: (device: string, id: string) =>
+      outbox.append({
+        device,
+        eventId: id,
+        topic: `wh/W/dev/${device}/event`,
+        payload: Buffer.from(id),
+        receivedAt: Date.now(),
+      }),
+    close: async () => {
+      await forwarder.stop().catch(() => {});
+      await close();
+      await remove();
+    },
+  };
+  try {
+    forwarder.start();
+    await waitUntil(() => links.includes(true), 'connected');
+    await waitUntil(() => reads() > 0, 'the first pump read the (empty) outbox');
+  } catch (err) {
+    await rig.close();
+    throw err;
+  }
+  return rig;
+}
+
 describe('forwarder', () => {
   it('an outbox that fails to read is logged and retried, never an unhandled rejection that kills the edge', {
     timeout: 30_000,
@@ -387,99 +441,38 @@ describe('forwarder', () => {
   }, async () => {
     // A read queues in the outbox thread behind the group being fsynced, and costs a row object, a Buffer and a
     // structured clone per event: an ack must not send the events that follow it the long way round.
-    const { aedes, port, close } = await fakeCentral();
-    const received: string[] = [];
-    ackEveryEvent(aedes, received);
-    const { outbox, reads, remove } = await countedSqliteOutbox();
-    const acked: string[] = [];
-    const links: boolean[] = [];
-    const forwarder = new Forwarder({
-      outbox,
-      wh: 'W',
-      centralUrl: `mqtt://127.0.0.1:${port}`,
-      window: 100,
-      resendAfterMs: 60_000,
-      keepalive: 5,
-      metrics: createEdgeMetrics(new Registry()),
-      log: pino({ level: 'silent' }),
-      onMessage: (topic, payload) => void (topic.endsWith('/ack') && acked.push(JSON.parse(String(payload)).id)),
-      onLink: (up) => links.push(up),
-    });
-    const append = (device: string, id: string) =>
-      outbox.append({
-        device,
-        eventId: id,
-        topic: `wh/W/dev/${device}/event`,
-        payload: Buffer.from(id),
-        receivedAt: Date.now(),
-      });
+    const rig = await ackingRig(100);
     try {
-      forwarder.start();
-      await waitUntil(() => links.includes(true), 'connected');
-      await waitUntil(() => reads() > 0, 'the first pump read the (empty) outbox');
-      const readsAtStart = reads();
+      const readsAtStart = rig.reads();
       const ids: string[] = [];
       for (let g = 0; g < 10; g++) {
         // One group commit of five events, offered as the edge offers them: in seq order, as their appends resolve.
         const group = Array.from({ length: 5 }, (_, i) => `g${g}e${i}`);
         ids.push(...group);
-        const stored = await Promise.all(group.map((id, i) => append(`d${i % 2}`, id)));
-        for (const entry of stored) forwarder.offer(entry);
-        await waitUntil(() => acked.length === ids.length, `the acks of group ${g}`);
+        const stored = await Promise.all(group.map((id, i) => rig.append(`d${i % 2}`, id)));
+        for (const entry of stored) rig.forwarder.offer(entry);
+        await waitUntil(() => rig.acked.length === ids.length, `the acks of group ${g}`);
       }
-      await waitUntil(() => outbox.stats().events === 0, 'every event confirmed in the outbox');
-      assert.deepEqual(received, ids, 'each event once, in order');
-      assert.equal(reads() - readsAtStart, 0, 'outbox reads after the start: every event should leave from memory');
+      await waitUntil(() => rig.outbox.stats().events === 0, 'every event confirmed in the outbox');
+      assert.deepEqual(rig.received, ids, 'each event once, in order');
+      assert.equal(rig.reads() - readsAtStart, 0, 'outbox reads after the start: every event should leave from memory');
     } finally {
-      await forwarder.stop().catch(() => {});
-      await close();
-      await remove();
+      await rig.close();
     }
   });
 
   it('events offered while the window is full wait in the outbox and leave, in order, as acks make room', {
     timeout: 30_000,
   }, async () => {
-    const { aedes, port, close } = await fakeCentral();
-    const received: string[] = [];
-    ackEveryEvent(aedes, received);
-    const { outbox, reads, remove } = await countedSqliteOutbox();
-    const links: boolean[] = [];
-    const forwarder = new Forwarder({
-      outbox,
-      wh: 'W',
-      centralUrl: `mqtt://127.0.0.1:${port}`,
-      window: 2,
-      resendAfterMs: 60_000,
-      keepalive: 5,
-      metrics: createEdgeMetrics(new Registry()),
-      log: pino({ level: 'silent' }),
-      onMessage: () => {},
-      onLink: (up) => links.push(up),
-    });
+    const rig = await ackingRig(2);
     try {
-      forwarder.start();
-      await waitUntil(() => links.includes(true), 'connected');
-      await waitUntil(() => reads() > 0, 'the first pump read the (empty) outbox');
       const ids = Array.from({ length: 7 }, (_, i) => `w${i}`);
-      const stored = await Promise.all(
-        ids.map((id) =>
-          outbox.append({
-            device: 'd1',
-            eventId: id,
-            topic: 'wh/W/dev/d1/event',
-            payload: Buffer.from(id),
-            receivedAt: Date.now(),
-          }),
-        ),
-      );
-      for (const entry of stored) forwarder.offer(entry); // two fit the window; five are refused room
-      await waitUntil(() => outbox.stats().events === 0, 'every event sent and confirmed');
-      assert.deepEqual(received, ids, 'each event once, in order');
+      const stored = await Promise.all(ids.map((id) => rig.append('d1', id)));
+      for (const entry of stored) rig.forwarder.offer(entry); // two fit the window; five are refused room
+      await waitUntil(() => rig.outbox.stats().events === 0, 'every event sent and confirmed');
+      assert.deepEqual(rig.received, ids, 'each event once, in order');
     } finally {
-      await forwarder.stop().catch(() => {});
-      await close();
-      await remove();
+      await rig.close();
     }
   });
 });
