@@ -7,8 +7,7 @@ import {
   type BatchHello,
 } from '../protocol/index.js';
 import { LeanClient } from './lean-client.js';
-import type { LoadOptions, LoadResult } from './load.js';
-import { percentile } from './lib.js';
+import { loadResult, type LoadOptions, type LoadResult } from './load.js';
 
 const STALL_MS = 20_000; // ms: no batch-ack for this long fails the run, as drive's watchdog does
 const HELLO_MS = 10_000; // ms: central answers the batch-ack subscription with its hello at once
@@ -197,18 +196,8 @@ export async function driveBatches(o: BatchLoadOptions): Promise<BatchLoadResult
     await Promise.all(clients.map((c) => c.end()));
   }
   const seconds = (finished - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  const events = o.eventsPerClient * o.warehouses.length;
   return {
-    events,
-    seconds,
-    perSecond: events / seconds,
-    latencyMs: {
-      p50: percentile(latencies, 50),
-      p99: percentile(latencies, 99),
-      max: latencies[latencies.length - 1] ?? NaN,
-    },
-    statuses,
+    ...loadResult(o.eventsPerClient * o.warehouses.length, seconds, latencies, statuses),
     batches,
     batchLimit: limit,
   };

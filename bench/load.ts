@@ -113,8 +113,17 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
   );
   const seconds = (performance.now() - started) / 1000;
   await Promise.all(clients.map((c) => c.end()));
+  return loadResult(o.eventsPerClient * o.warehouses.length, seconds, latencies, statuses);
+}
+
+/** A run's figures from its event count, duration and per-event latencies (sorted here). */
+export function loadResult(
+  events: number,
+  seconds: number,
+  latencies: number[],
+  statuses: Record<string, number>,
+): LoadResult {
   latencies.sort((a, b) => a - b);
-  const events = o.eventsPerClient * o.warehouses.length;
   return {
     events,
     seconds,
