@@ -109,6 +109,23 @@ export interface SoakRow {
   rebuildOutput: string;
   streamSeconds: number;
   seconds: number;
+  /** what the edges sent to central (absent in rows from before it was counted) */
+  link?: SoakLink;
+}
+
+/** Sends from the edges to central over the run, lower bounds (see bench/soak.ts LinkTally). */
+export interface SoakLink {
+  /** event sends, first and resends, single or in a batch */
+  sends: number;
+  batches: number;
+  /** event sends inside batches */
+  inBatches: number;
+}
+
+/** How the events crossed the link: in batches, or single (a central without batch support, or the fallback). */
+export function linkSummary(l: SoakLink): string {
+  const single = l.sends - l.inBatches;
+  return `link: ${int(l.inBatches)} event sends in ${int(l.batches)} batches (${l.batches > 0 ? (l.inBatches / l.batches).toFixed(0) : 0} per batch), ${int(single)} single`;
 }
 
 const int = (n: number) => n.toLocaleString('en');
@@ -134,6 +151,7 @@ function faultSummary(r: SoakRow): string {
     `link cut ×${perEdge('link-cut')}`,
     `TimescaleDB crash ×${count('db-crash')}`,
     `${mid} of ${r.faults.length} while devices published, the rest during the drain`,
+    ...(r.link ? [linkSummary(r.link)] : []),
   ].join(', ');
 }
 

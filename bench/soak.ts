@@ -22,6 +22,7 @@ import {
   resultLines,
   type Fault,
   type FaultKind,
+  type SoakLink,
   type SoakRow,
 } from './soak-report.js';
 
@@ -265,6 +266,13 @@ export async function benchSoak(): Promise<void> {
         if (!p.alive) rejectCrash(new Error(`${p.name} exited by itself:\n${p.logTail(30)}`));
     }, 1_000);
     const stopMonitor = cleanup(() => clearInterval(monitor));
+    // Which link carried the events: each edge's counters, read every second and added up across its restarts.
+    const tallies = edges.map(() => new LinkTally());
+    const tallyTimer = setInterval(
+      () => void Promise.all(edges.map((e, k) => (e.alive ? (tallies[k] as LinkTally).read(e.current) : undefined))),
+      1_000,
+    );
+    const stopTally = cleanup(() => clearInterval(tallyTimer));
     const ticker = setInterval(
       () =>
         void appliedSoFar().then((n) =>
@@ -298,6 +306,8 @@ export async function benchSoak(): Promise<void> {
     }
     await stopTicker();
     await stopMonitor();
+    await stopTally();
+    await Promise.all(edges.map((e, k) => (tallies[k] as LinkTally).read(e.current)));
 
     progress('soak: comparing with the oracle');
     const found = await Promise.all(whs.map((wh, k) => exactlyOnce(pool as pg.Pool, wh, streams[k] ?? [])));
@@ -329,6 +339,7 @@ export async function benchSoak(): Promise<void> {
       rebuildOutput: rebuild.output,
       streamSeconds,
       seconds: (Date.now() - startedAt) / 1000,
+      link: LinkTally.total(tallies),
     };
   } catch (err) {
     progress(`soak: failed: ${(err as Error).stack ?? err}`);
@@ -356,6 +367,32 @@ export async function benchSoak(): Promise<void> {
     await endPool();
     await removeServer();
     await removeDir();
+  }
+}
+
+/**
+ * An edge's link counters over its lifetimes: sends (first and resends, single or in a batch), batches, and events
+ * in batches. A counter that went down belongs to a restarted edge, so the last value of the old one is kept. Sends
+ * between the last read and a kill -9 are not seen: the totals are lower bounds.
+ */
+class LinkTally {
+  private done = [0, 0, 0];
+  private last = [0, 0, 0];
+
+  async read(edge: Parameters<typeof metric>[0]): Promise<void> {
+    const now = await Promise.all(
+      ['stockwire_edge_events_sent_total', 'stockwire_edge_batches_sent_total', 'stockwire_edge_batch_events_sum'].map(
+        (name) => metric(edge, name),
+      ),
+    );
+    if (now.some(Number.isNaN)) return; // not answering (being killed): the next read counts
+    if (now.some((v, i) => v < (this.last[i] as number))) this.done = this.done.map((d, i) => d + (this.last[i] as number));
+    this.last = now;
+  }
+
+  static total(tallies: LinkTally[]): SoakLink {
+    const sum = (i: number) => tallies.reduce((n, t) => n + (t.done[i] as number) + (t.last[i] as number), 0);
+    return { sends: sum(0), batches: sum(1), inBatches: sum(2) };
   }
 }
 
