@@ -386,7 +386,8 @@ class LinkTally {
       ),
     );
     if (now.some(Number.isNaN)) return; // not answering (being killed): the next read counts
-    if (now.some((v, i) => v < (this.last[i] as number))) this.done = this.done.map((d, i) => d + (this.last[i] as number));
+    if (now.some((v, i) => v < (this.last[i] as number)))
+      this.done = this.done.map((d, i) => d + (this.last[i] as number));
     this.last = now;
   }
 
