@@ -7,7 +7,8 @@ import { Fleet, type FleetDevice, type Latency, type RunOptions, type RunResult 
 import {
   benchCommand,
   cpuPerEvent,
-  metric,
+  drained,
+  linksUp,
   onCleanup,
   progress,
   record,
@@ -338,41 +339,6 @@ async function e2eOn(target: DbTarget): Promise<void> {
 
 function stockNote(r: RunResult): string {
   return r.stockMissing > 0 ? `; ${int(r.stockMissing)} stock updates never seen` : '';
-}
-
-async function linksUp(edges: Running[], timeoutMs = 30_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (const e of edges) {
-    while ((await metric(e.ports.http as number, 'stockwire_edge_link_up')) !== 1) {
-      if (Date.now() > until)
-        throw new Error(`edge not linked to central after ${timeoutMs} ms:\n${e.logs.slice(-10).join('\n')}`);
-      await sleep(20);
-    }
-  }
-}
-
-/** Waits for the edges to link up again, then for their outboxes to empty; events/s from the link to empty. */
-async function drained(
-  edges: Running[],
-  timeoutMs = 300_000,
-): Promise<{ events: number; seconds: number; perSecond: number }> {
-  const backlog = async () =>
-    (await Promise.all(edges.map((e) => metric(e.ports.http as number, 'stockwire_edge_backlog_events')))).reduce(
-      (a, b) => a + b,
-      0,
-    );
-  await linksUp(edges);
-  const events = await backlog();
-  const t0 = performance.now();
-  let left = events;
-  while (left > 0) {
-    if (performance.now() - t0 > timeoutMs)
-      throw new Error(`backlog drain: ${left} of ${events} events still in the outboxes after ${timeoutMs / 1000} s`);
-    await sleep(100);
-    left = await backlog();
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  return { events, seconds, perSecond: events / seconds };
 }
 
 /** What a counter reaches once it stops moving for 3 s (or reaches `expected`). */

@@ -247,3 +247,39 @@ export function benchCommand(name: string): string {
     .sort();
   return [...vars, `npm run bench -- ${name}`].join(' ');
 }
+
+/** Waits until every edge's link to central is up. */
+export async function linksUp(edges: Running[], timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (const e of edges) {
+    while ((await metric(e.ports.http as number, 'stockwire_edge_link_up')) !== 1) {
+      if (Date.now() > until)
+        throw new Error(`edge not linked to central after ${timeoutMs} ms:\n${e.logs.slice(-10).join('\n')}`);
+      await sleep(20);
+    }
+  }
+}
+
+/** Waits for the edges to link up again, then for their outboxes to empty; events/s from the link to empty. */
+export async function drained(
+  edges: Running[],
+  timeoutMs = 300_000,
+): Promise<{ events: number; seconds: number; perSecond: number }> {
+  const backlog = async () =>
+    (await Promise.all(edges.map((e) => metric(e.ports.http as number, 'stockwire_edge_backlog_events')))).reduce(
+      (a, b) => a + b,
+      0,
+    );
+  await linksUp(edges);
+  const events = await backlog();
+  const t0 = performance.now();
+  let left = events;
+  while (left > 0) {
+    if (performance.now() - t0 > timeoutMs)
+      throw new Error(`backlog drain: ${left} of ${events} events still in the outboxes after ${timeoutMs / 1000} s`);
+    await sleep(100);
+    left = await backlog();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  return { events, seconds, perSecond: events / seconds };
+}

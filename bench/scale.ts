@@ -5,11 +5,14 @@ import path from 'node:path';
 import { migrate } from '../processors/db/migrate.js';
 import { createPool } from '../processors/db/pool.js';
 import { rebuild } from '../processors/rebuild.js';
-import { BIN, freePort, startStockwire, type Running } from '../test/helpers/process.js';
+import { BIN, startStockwire, type Running } from '../test/helpers/process.js';
 import { Fleet } from './fleet.js';
 import { LeanClient } from './lean-client.js';
 import {
   benchCommand,
+  drained,
+  linksUp,
+  metric,
   onCleanup,
   progress,
   record,
@@ -331,7 +334,11 @@ function run(
   });
 }
 
-/** 10,000 devices on one edge (central unreachable): connect time, RSS, accept rate. */
+/**
+ * 10,000 devices on one edge, linked to a real central (plain PostgreSQL) over the batched link: connect time, then
+ * the accept rate (PUBACK after the fsync) while the edge forwards in batches, then every device waiting for
+ * central's commit ack, which the edge fans out from each batch-ack to 10,000 ack topics. RSS is sampled throughout.
+ */
 async function devicesAtScale(): Promise<string[]> {
   const rows: string[] = [];
   const limit = Number((await run('sh', ['-c', 'ulimit -n'], {})).stdout.trim());
@@ -343,45 +350,57 @@ async function devicesAtScale(): Promise<string[]> {
   const wh = 'SCALE';
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'stockwire-scale-edge-'));
   const removeDir = onCleanup(() => fs.rm(dir, { recursive: true, force: true }));
+  const target = (await benchTargets())[0] as DbTarget;
+  const db = await createTargetDatabase(target, 'bench_scale_devices');
+  const dropDb = onCleanup(() => db.drop());
   let edge: Running | null = null;
-  const stopEdge = onCleanup(() => stopProcess(edge));
+  let central: Running | null = null;
+  const stopAll = onCleanup(async () => {
+    await stopProcess(edge);
+    await stopProcess(central);
+  });
   let fleet: Fleet | null = null;
   const closeFleet = onCleanup(() => fleet?.close());
+  let sampler: NodeJS.Timeout | undefined;
   const devices = Array.from({ length: DEVICES }, (_, i) => ({
     id: `sc-${i}`,
     warehouse: wh,
     kind: 'scanner' as const,
     password: PASSWORD,
   }));
+  const listen = ['--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--host', '127.0.0.1'];
   try {
-    await writeFleetDevices(path.join(dir, 'devices.json'), devices);
-    const nowhere = await freePort(); // central is unreachable: the edge only accepts
+    const file = path.join(dir, 'devices.json');
+    await writeFleetDevices(file, [
+      ...devices,
+      { id: `gw-${wh}`, warehouse: wh, kind: 'gateway' as const, password: PASSWORD },
+    ]);
+    central = await startStockwire(
+      ['central', ...listen, '--devices-file', file, '--data-dir', path.join(dir, 'central'), '--log-level', 'warn'],
+      { DATABASE_URL: db.url },
+    );
     edge = await startStockwire([
       'edge',
-      '--warehouse',
-      wh,
-      '--devices-file',
-      path.join(dir, 'devices.json'),
-      '--data-dir',
-      path.join(dir, 'edge'),
-      '--mqtt-port',
-      '0',
-      '--ws-port',
-      '0',
-      '--http-port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--central-url',
-      `mqtt://127.0.0.1:${nowhere}`,
-      '--log-level',
-      'warn',
-      '--address-connect-limit',
-      '1000000',
-    ]); // every device connects from 127.0.0.1
+      ...['--warehouse', wh, '--devices-file', file, '--data-dir', path.join(dir, 'edge'), ...listen],
+      ...['--central-url', `mqtt://127.0.0.1:${central.ports.mqtt}`, '--central-username', `gw-${wh}`],
+      ...['--central-password', PASSWORD, '--log-level', 'warn'],
+      ...['--address-connect-limit', '1000000'], // every device connects from 127.0.0.1
+    ]);
+    const edgeHttp = edge.ports.http as number;
+    await linksUp([edge]);
+    const pid = edge.child.pid as number;
+    const rssIdle = await rssMiB(pid);
+    let rssPeak = rssIdle;
+    sampler = setInterval(
+      () =>
+        void rssMiB(pid).then(
+          (m) => (rssPeak = Math.max(rssPeak, m)),
+          () => undefined,
+        ),
+      250,
+    );
     const port = edge.ports.mqtt as number;
     fleet = new Fleet(devices.map((d) => ({ wh, id: d.id, host: '127.0.0.1', port, password: PASSWORD })));
-    const rssIdle = await rssMiB(edge.child.pid as number);
     progress(
       `scale: connecting ${int(DEVICES)} devices to one edge, ${CONNECT_CONCURRENCY} at a time (a scrypt check of ~50 ms CPU each)`,
     );
@@ -396,13 +415,14 @@ async function devicesAtScale(): Promise<string[]> {
         }
       },
     });
-    const rssConnected = await rssMiB(edge.child.pid as number);
+    const rssConnected = await rssMiB(pid);
     rows.push(
       `| ${int(DEVICES)} devices connecting to one edge (scrypt password check each, ${CONNECT_CONCURRENCY} at a time; \`--address-connect-limit\` raised, all come from 127.0.0.1) | ${connectSeconds.toFixed(1)} s, ${int(DEVICES / connectSeconds)} connections/s | – | each device also subscribes to its ack topic |`,
     );
-    progress(`scale: ${int(DEVICES * DEVICE_EVENTS)} events, ${DEVICE_EVENTS} from each device`);
-    const r = await fleet.run({
-      events: DEVICES * DEVICE_EVENTS,
+    const events = DEVICES * DEVICE_EVENTS;
+    progress(`scale: ${int(events)} events, ${DEVICE_EVENTS} from each device, each done at the edge's PUBACK`);
+    const accepted = await fleet.run({
+      events,
       window: DEVICE_EVENTS,
       rate: 0,
       until: 'puback',
@@ -410,17 +430,43 @@ async function devicesAtScale(): Promise<string[]> {
       prefix: 'scale',
       stallMs: 60_000,
     });
-    const rssAfter = await rssMiB(edge.child.pid as number);
     rows.push(
-      `| accept rate with ${int(DEVICES)} devices connected (PUBACK after the outbox fsync) | ${int(r.perSecond)} events/s | – | ${int(r.events)} in ${r.seconds.toFixed(1)} s; PUBACK p50 / p99 / max ${r.puback.p50.toFixed(0)} / ${r.puback.p99.toFixed(0)} / ${r.puback.max.toFixed(0)} ms |`,
+      `| accept rate with ${int(DEVICES)} devices connected (PUBACK after the outbox fsync), the edge forwarding to central meanwhile | ${int(accepted.perSecond)} events/s | – | ${int(accepted.events)} in ${accepted.seconds.toFixed(1)} s; PUBACK p50 / p99 / max ${accepted.puback.p50.toFixed(0)} / ${accepted.puback.p99.toFixed(0)} / ${accepted.puback.max.toFixed(0)} ms |`,
     );
-    const worst = Math.max(rssConnected, rssAfter);
+    const drain = await drained([edge]);
+    progress(`scale: ${int(events)} more, each done at central's commit ack`);
+    const acked = await fleet.run({
+      events,
+      window: DEVICE_EVENTS,
+      rate: 0,
+      until: 'ack',
+      skus: 1000,
+      prefix: 'scale-ack',
+      stallMs: 60_000,
+    });
+    const applied = acked.statuses.applied ?? 0;
     rows.push(
-      `| edge RSS with ${int(DEVICES)} devices connected (idle before: ${rssIdle.toFixed(0)} MiB) | ${rssConnected.toFixed(0)} MiB connected, ${rssAfter.toFixed(0)} MiB after their events | < 1 GB (953 MiB): ${verdict(worst < 953.7)} | /proc/PID/status VmRSS |`,
+      `| ${int(DEVICES)} devices each waiting for central's commit ack (batch-ack fanned out by the edge) | ${int(acked.perSecond)} events/s | – | ${int(acked.events)} in ${acked.seconds.toFixed(1)} s, ${int(applied)} acks \`applied\`; ack p50 / p99 / max ${acked.ack.p50.toFixed(0)} / ${acked.ack.p99.toFixed(0)} / ${acked.ack.max.toFixed(0)} ms; the first ${int(drain.events)} drained at ${int(drain.perSecond)} events/s before it |`,
+    );
+    if (applied !== events) throw new Error(`scale: ${applied} of ${events} acks were \`applied\``);
+    const [batching, batches, inBatches] = (await Promise.all(
+      ['stockwire_edge_link_batching', 'stockwire_edge_batch_events_count', 'stockwire_edge_batch_events_sum'].map(
+        (name) => metric(edgeHttp, name),
+      ),
+    )) as [number, number, number];
+    rows.push(
+      `| the link during these runs | ${batching === 1 ? 'batched' : '**not batched**'} | – | ${int(inBatches)} events in ${int(batches)} batches (the edge's metrics) |`,
+    );
+    clearInterval(sampler);
+    const rssAfter = await rssMiB(pid);
+    rows.push(
+      `| edge RSS with ${int(DEVICES)} devices connected (idle before: ${rssIdle.toFixed(0)} MiB) | ${rssConnected.toFixed(0)} MiB connected, ${rssPeak.toFixed(0)} MiB at the peak (sampled every 250 ms), ${rssAfter.toFixed(0)} MiB after | < 1 GB (953 MiB): ${verdict(rssPeak < 953.7)} | /proc/PID/status VmRSS |`,
     );
   } finally {
+    clearInterval(sampler);
     await closeFleet();
-    await stopEdge();
+    await stopAll();
+    await dropDb();
     await removeDir();
   }
   return rows;
