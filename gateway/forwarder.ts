@@ -167,17 +167,20 @@ export class Forwarder {
       o.metrics.linkChanges.inc({ state: 'up' });
       o.log.info({ url: redactUrl(o.centralUrl) }, 'connected to central');
       const batchAck = this.batchAckTopic;
+      // Stock and shelf values at QoS 0: they are last known values, each superseded by the next, and this session
+      // is clean, so every reconnect subscribes again and central sends every retained value anew; TCP loses nothing
+      // within a connection. QoS 1 cost a PUBACK from here and an in-flight record at central per value (about one
+      // per event), for nothing the next connection would not repair. Acks, alerts and the batch-ack stay QoS 1.
       client.subscribe(
-        [
-          topics.ack(o.wh, '+'),
-          `wh/${o.wh}/stock/#`,
-          `wh/${o.wh}/shelf/#`,
-          'stock/#',
-          topics.alert(o.wh, '+'),
+        {
+          [topics.ack(o.wh, '+')]: { qos: 1 },
+          [`wh/${o.wh}/stock/#`]: { qos: 0 },
+          [`wh/${o.wh}/shelf/#`]: { qos: 0 },
+          'stock/#': { qos: 0 },
+          [topics.alert(o.wh, '+')]: { qos: 1 },
           // central answers this subscription with its hello; a broker without stockwire central says nothing
-          ...(batchAck === null ? [] : [batchAck]),
-        ],
-        { qos: 1 },
+          ...(batchAck === null ? {} : { [batchAck]: { qos: 1 as const } }),
+        },
         (err, granted) => {
           if (err) o.log.error({ err: err.message }, 'subscribing at central failed');
           if (!this.awaitingHello || epoch !== this.epoch) return;

@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import { topicMatches } from '../protocol/index.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { RetainedRow, RetainedStore } from './outbox/retained.js';
 
@@ -21,18 +20,32 @@ const SAVE_EVERY_MS = 1_000;
 const SAVE_MAX_ROWS = 1_000; // rows per write: a group commit of events waits behind at most this many
 const LOAD_PAGE = 2_000; // rows read per request at start
 
-const STOCK_FILTERS = ['stock/+', 'wh/+/stock/+'];
-const SHELF_FILTER = 'wh/+/shelf/+/+';
-const ACK_FILTER = 'wh/+/dev/+/ack'; // not "ends with /ack": a sku may be called ack
-const ALERT_FILTER = 'alerts/+/+';
+/** What a topic from central is to the mirror. */
+type Kind = 'ack' | 'alert' | 'stock' | 'shelf' | null;
+
+/**
+ * One split instead of a match per filter (this runs for every message central sends the edge): `wh/+/dev/+/ack`
+ * (not "ends with /ack": a sku may be called ack), `alerts/+/+`, `stock/+` and `wh/+/stock/+`, `wh/+/shelf/+/+`.
+ */
+export function kindOf(topic: string): Kind {
+  const l = topic.split('/');
+  if (l[0] === 'wh') {
+    if (l.length === 4 && l[2] === 'stock') return 'stock';
+    if (l.length === 5 && l[2] === 'dev' && l[4] === 'ack') return 'ack';
+    if (l.length === 5 && l[2] === 'shelf') return 'shelf';
+    return null;
+  }
+  if (l.length === 2 && l[0] === 'stock') return 'stock';
+  if (l.length === 3 && l[0] === 'alerts') return 'alert';
+  return null;
+}
 
 /**
  * What orders the values of a retained topic: a stock topic's `version` (CONTRACT 4: strictly increasing per topic),
  * a shelf reading's event time (epoch ms: central keeps the latest by time). Null when the payload names neither.
  */
-export function orderOf(topic: string, payload: Buffer): number | null {
-  const stock = STOCK_FILTERS.some((f) => topicMatches(f, topic));
-  if (!stock && !topicMatches(SHELF_FILTER, topic)) return null;
+export function orderOf(topic: string, payload: Buffer, kind: Kind = kindOf(topic)): number | null {
+  if (kind !== 'stock' && kind !== 'shelf') return null;
   let value: unknown;
   try {
     value = JSON.parse(payload.toString('utf8'));
@@ -40,7 +53,7 @@ export function orderOf(topic: string, payload: Buffer): number | null {
     return null;
   }
   if (typeof value !== 'object' || value === null) return null;
-  if (stock) {
+  if (kind === 'stock') {
     const version = (value as { version?: unknown }).version;
     return Number.isSafeInteger(version) ? (version as number) : null;
   }
@@ -100,18 +113,19 @@ export class DownlinkMirror {
 
   /** A message from central on a mirrored topic (stock, shelf, acks, alerts). */
   offer(topic: string, payload: Buffer): void {
-    if (topicMatches(ACK_FILTER, topic)) {
+    const kind = kindOf(topic);
+    if (kind === 'ack') {
       void this.o.publish(topic, payload, false);
       this.o.metrics.mirrored.inc({ kind: 'ack' });
       return;
     }
     // Central's alerts for this warehouse (negative-stock, dead-letter…) reach the edge's displays; not retained, as at central.
-    if (topicMatches(ALERT_FILTER, topic)) {
+    if (kind === 'alert') {
       void this.o.publish(topic, payload, false);
       this.o.metrics.mirrored.inc({ kind: 'alert' });
       return;
     }
-    const order = payload.length === 0 ? null : orderOf(topic, payload);
+    const order = payload.length === 0 ? null : orderOf(topic, payload, kind);
     const served = this.#served.get(topic);
     if (order !== null && served !== undefined && served !== null && order <= served) {
       // Several processors can publish a topic out of version order, and a restarted central's broker may hold an
@@ -124,7 +138,7 @@ export class DownlinkMirror {
     if (payload.length === 0) this.#served.delete(topic);
     else this.#served.set(topic, order);
     void this.o.publish(topic, payload, true);
-    this.o.metrics.mirrored.inc({ kind: topicMatches(SHELF_FILTER, topic) ? 'shelf' : 'stock' });
+    this.o.metrics.mirrored.inc({ kind: kind === 'shelf' ? 'shelf' : 'stock' });
     this.#unsaved.set(topic, { topic, order, payload });
     this.o.metrics.mirrorUnsaved.set(this.#unsaved.size);
     this.#schedule();

@@ -6,8 +6,13 @@ import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { createEdgeMetrics, type EdgeMetrics } from '../../gateway/metrics.js';
-import { DownlinkMirror, orderOf } from '../../gateway/mirror.js';
+import fc from 'fast-check';
+import { DownlinkMirror, kindOf, orderOf } from '../../gateway/mirror.js';
 import { SqliteOutbox, type RetainedRow, type RetainedStore } from '../../gateway/outbox/index.js';
+import { topicMatches } from '../../protocol/index.js';
+import { pinFastCheck } from '../helpers/seed.js';
+
+pinFastCheck('gateway/mirror');
 
 const silent = pino({ level: 'silent' });
 const stock = (sku: string, version: number, onHand = version) =>
@@ -55,6 +60,40 @@ let files = 0;
 const freshStore = () => SqliteOutbox.open({ path: join(dir, `mirror-${++files}.db`), maxBytes: 1 << 20 });
 before(async () => (dir = await mkdtemp(join(tmpdir(), 'stockwire-mirror-'))));
 after(async () => rm(dir, { recursive: true, force: true }));
+
+describe('kindOf', () => {
+  // The mirror's filters, matched one by one in the order the mirror tried them before kindOf split the topic once.
+  const byFilters = (topic: string) =>
+    topicMatches('wh/+/dev/+/ack', topic)
+      ? 'ack'
+      : topicMatches('alerts/+/+', topic)
+        ? 'alert'
+        : topicMatches('stock/+', topic) || topicMatches('wh/+/stock/+', topic)
+          ? 'stock'
+          : topicMatches('wh/+/shelf/+/+', topic)
+            ? 'shelf'
+            : null;
+
+  test('names what the filters name, for any topic of those levels', () => {
+    const level = fc.constantFrom('wh', 'W1', 'stock', 'dev', 'ack', 'shelf', 'alerts', 'L1', '', 'x+');
+    fc.assert(
+      fc.property(fc.array(level, { minLength: 1, maxLength: 6 }), (levels) => {
+        const topic = levels.join('/');
+        assert.equal(kindOf(topic), byFilters(topic), topic);
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  test('a sku called ack is stock, an ack of another shape is nothing', () => {
+    assert.equal(kindOf('wh/W1/stock/ack'), 'stock');
+    assert.equal(kindOf('stock/ack'), 'stock');
+    assert.equal(kindOf('wh/W1/dev/D1/ack'), 'ack');
+    assert.equal(kindOf('wh/W1/dev/ack'), null);
+    assert.equal(kindOf('alerts/W1/negative-stock'), 'alert');
+    assert.equal(kindOf('wh/W1/status'), null);
+  });
+});
 
 describe('orderOf', () => {
   test('a stock topic is ordered by its version, a shelf reading by its time; anything else has no order', () => {
