@@ -4,9 +4,8 @@ import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import pino from 'pino';
 import { Edge } from '../../gateway/edge.js';
-import { Central } from '../../processors/central.js';
 import type { GlobalStock, LinkStatus, WarehouseStock } from '../../protocol/index.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { startCentralFixture, type CentralFixture } from '../helpers/central.js';
 import { writeDevices } from '../helpers/devices.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -19,37 +18,29 @@ const WH = 'WMR';
 const silent = pino({ level: process.env.TEST_LOG ?? 'silent' });
 
 describe("the edge's mirror after a link drop (stock topics at QoS 0)", () => {
-  let db: TestDatabase;
-  let central: Central;
+  let fx: CentralFixture;
   let edge: Edge;
   let proxy: TcpProxy;
-  const ports = { edge: 0, central: 0 };
+  let edgePort = 0;
   const clients: MqttClient[] = [];
 
   before(async () => {
-    db = await createTestDatabase('mirror_reconnect');
-    const d = await writeDevices([
-      { id: 'gw-mr', warehouse: WH, kind: 'gateway', password: 'pw-gateway-mr' },
-      { id: 'gw-mr2', warehouse: WH, kind: 'gateway', password: 'pw-gateway-mr2' },
-      { id: 'scan-mr', warehouse: WH, kind: 'scanner', password: 'pw-scanner-mr' },
-      { id: 'disp-mr', warehouse: WH, kind: 'display', password: 'pw-display-mr' },
-    ]);
-    central = new Central({
-      databaseUrl: db.url,
-      redisPrefix: 'mr',
-      dataDir: path.join(d.dir, 'central'),
-      devicesFile: d.file,
-      host: '127.0.0.1',
-      mqttPort: 0,
-      wsPort: 0,
-      httpPort: 0,
-      batchMax: 500,
-      batchWaitMs: 5,
-      log: silent,
+    // Central's gateway (the fixture's) stands for another edge of the warehouse, still linked while this one is cut.
+    const display = { id: 'disp-mr', warehouse: WH, kind: 'display' as const, password: 'pw-display-mr' };
+    const own = { id: 'gw-mr', warehouse: WH, kind: 'gateway' as const, password: 'pw-gateway-mr' };
+    fx = await startCentralFixture({
+      name: 'mirror_reconnect',
+      wh: WH,
+      gateway: { id: 'gw-mr2', password: 'pw-gateway-mr2' },
+      devices: [own, display],
     });
-    const centralPorts = await central.start();
-    proxy = new TcpProxy(centralPorts.mqtt);
+    proxy = new TcpProxy(fx.ports.mqtt);
     const proxyPort = await proxy.start();
+    const d = await writeDevices([
+      own,
+      display,
+      { id: 'scan-mr', warehouse: WH, kind: 'scanner', password: 'pw-scanner-mr' },
+    ]);
     edge = new Edge({
       wh: WH,
       devicesFile: d.file,
@@ -59,23 +50,21 @@ describe("the edge's mirror after a link drop (stock topics at QoS 0)", () => {
       wsPort: 0,
       httpPort: 0,
       centralUrl: `mqtt://127.0.0.1:${proxyPort}`,
-      centralUsername: 'gw-mr',
-      centralPassword: 'pw-gateway-mr',
+      centralUsername: own.id,
+      centralPassword: own.password,
       outboxMaxBytes: 64 * 1024 * 1024,
       forwardWindow: 500,
       resendAfterMs: 2_000,
       keepalive: 5,
       log: silent,
     });
-    ports.edge = (await edge.start()).mqtt;
-    ports.central = centralPorts.mqtt;
+    edgePort = (await edge.start()).mqtt;
   });
   after(async () => {
     for (const c of clients) await c.endAsync(true);
     await edge?.stop();
     await proxy?.stop();
-    await central?.stop();
-    await db?.drop();
+    await fx?.stop();
   });
 
   const client = async (port: number, id: string, password: string) => {
@@ -86,30 +75,22 @@ describe("the edge's mirror after a link drop (stock topics at QoS 0)", () => {
   const event = (id: string, qty: number) => JSON.stringify({ v: 1, id, type: 'received', sku: 'SKU-MR', qty });
 
   it('stock changed at central while the link was down reaches the edge display after the reconnect', async () => {
-    const display = await client(ports.edge, 'disp-mr', 'pw-display-mr');
+    const display = await client(edgePort, 'disp-mr', 'pw-display-mr');
     const filters = [`wh/${WH}/stock/SKU-MR`, 'stock/SKU-MR', `wh/${WH}/status`];
     const seen = new Collector<WarehouseStock & GlobalStock & LinkStatus>(display, filters);
     await display.subscribeAsync(filters, { qos: 1 });
     const onHandAtEdge = () => seen.last(`wh/${WH}/stock/SKU-MR`)?.onHand;
 
     // Linked: an event through the edge shows at the edge display.
-    const scanner = await client(ports.edge, 'scan-mr', 'pw-scanner-mr');
+    const scanner = await client(edgePort, 'scan-mr', 'pw-scanner-mr');
     await scanner.publishAsync(`wh/${WH}/dev/scan-mr/event`, event('mr-1', 3), { qos: 1 });
     await seen.waitFor(() => onHandAtEdge() === 3, 15_000, 'onHand 3 at the edge');
 
     // The link drops and stays down; meanwhile another gateway of the warehouse forwards a scan of the same sku.
     proxy.cut({ refuse: true });
     await seen.waitFor(() => seen.last(`wh/${WH}/status`)?.central === 'offline', 15_000, 'status offline');
-    const direct = await client(ports.central, 'gw-mr2', 'pw-gateway-mr2');
-    await direct.publishAsync(`wh/${WH}/dev/scan-mr/event`, event('mr-2', 4), { qos: 1 });
-    const atCentral = await client(ports.central, 'disp-mr', 'pw-display-mr');
-    const centralSeen = new Collector<WarehouseStock>(atCentral, `wh/${WH}/stock/SKU-MR`);
-    await atCentral.subscribeAsync(`wh/${WH}/stock/SKU-MR`, { qos: 1 });
-    await centralSeen.waitFor(
-      () => centralSeen.last(`wh/${WH}/stock/SKU-MR`)?.onHand === 7,
-      15_000,
-      'onHand 7 at central',
-    );
+    await fx.gateway.publishAsync(`wh/${WH}/dev/scan-mr/event`, event('mr-2', 4), { qos: 1 });
+    await fx.acks.waitFor(() => fx.acks.last(`wh/${WH}/dev/scan-mr/ack`)?.id === 'mr-2', 15_000, 'mr-2 committed');
     assert.equal(onHandAtEdge(), 3, 'nothing crosses a cut link');
 
     // Back: the edge subscribes again and central sends the retained values anew, the one missed among them.
