@@ -4,12 +4,13 @@ import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import type pg from 'pg';
 import pino from 'pino';
-import { Edge } from '../../gateway/edge.js';
+import type { Edge } from '../../gateway/edge.js';
 import { Central } from '../../processors/central.js';
 import { topics, type Ack, type BatchAckMessage } from '../../protocol/index.js';
 import { until } from '../helpers/broker.js';
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.js';
 import { writeDevices } from '../helpers/devices.js';
+import { testEdge } from '../helpers/edge.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -84,23 +85,16 @@ describe('the batched link, edge to central', () => {
     monitor = await connect(`mqtt://127.0.0.1:${centralPorts.mqtt}`, 'mon-bl', 'pw-mon-bl');
     seenAtCentral = new Collector<BatchAckMessage>(monitor, topics.batchAck(WH, GW.id));
     await monitor.subscribeAsync(topics.batchAck(WH, GW.id), { qos: 1 });
-    edge = new Edge({
-      wh: WH,
-      devicesFile: d.file,
-      dataDir: path.join(d.dir, 'edge'),
-      host: '127.0.0.1',
-      mqttPort: 0,
-      wsPort: 0,
-      httpPort: 0,
-      centralUrl: `mqtt://127.0.0.1:${proxyPort}`,
-      centralUsername: GW.id,
-      centralPassword: GW.password,
-      outboxMaxBytes: 64 * 1024 * 1024,
-      forwardWindow: 1_000,
-      resendAfterMs: 60_000, // no resend on silence here: the lost batch-ack is repaired by the reconnect
-      keepalive: 5,
-      log: silent,
-    });
+    edge = testEdge(
+      {
+        wh: WH,
+        devicesFile: d.file,
+        dataDir: path.join(d.dir, 'edge'),
+        centralUrl: `mqtt://127.0.0.1:${proxyPort}`,
+        gateway: GW,
+      },
+      { forwardWindow: 1_000, resendAfterMs: 60_000 }, // no resend on silence here: the lost batch-ack is repaired by the reconnect
+    );
     const ports = await edge.start();
     edgeHttp = `http://127.0.0.1:${ports.http}`;
     edgeMqtt = `mqtt://127.0.0.1:${ports.mqtt}`;

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
-import pino from 'pino';
-import { Edge } from '../../gateway/edge.js';
+import type { Edge } from '../../gateway/edge.js';
 import type { GlobalStock, LinkStatus, WarehouseStock } from '../../protocol/index.js';
 import { startCentralFixture, type CentralFixture } from '../helpers/central.js';
 import { writeDevices } from '../helpers/devices.js';
+import { testEdge } from '../helpers/edge.js';
 import { Collector, connect } from '../helpers/mqtt.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -15,7 +15,6 @@ import { TcpProxy } from '../helpers/tcp-proxy.js';
 // subscribes again on every reconnect and central sends every retained value anew. This checks that last part: stock
 // that changed at central while the edge's link was down reaches the edge's displays once the link is back.
 const WH = 'WMR';
-const silent = pino({ level: process.env.TEST_LOG ?? 'silent' });
 
 describe("the edge's mirror after a link drop (stock topics at QoS 0)", () => {
   let fx: CentralFixture;
@@ -41,22 +40,12 @@ describe("the edge's mirror after a link drop (stock topics at QoS 0)", () => {
       display,
       { id: 'scan-mr', warehouse: WH, kind: 'scanner', password: 'pw-scanner-mr' },
     ]);
-    edge = new Edge({
+    edge = testEdge({
       wh: WH,
       devicesFile: d.file,
       dataDir: path.join(d.dir, 'edge'),
-      host: '127.0.0.1',
-      mqttPort: 0,
-      wsPort: 0,
-      httpPort: 0,
       centralUrl: `mqtt://127.0.0.1:${proxyPort}`,
-      centralUsername: own.id,
-      centralPassword: own.password,
-      outboxMaxBytes: 64 * 1024 * 1024,
-      forwardWindow: 500,
-      resendAfterMs: 2_000,
-      keepalive: 5,
-      log: silent,
+      gateway: own,
     });
     edgePort = (await edge.start()).mqtt;
   });
