@@ -6,7 +6,7 @@ import { compare } from '../device-sim/verify.js';
 import { atProgress, metric, Proc, sleep, until } from '../test/faults/cluster.js';
 import { runRebuild } from '../test/faults/outcome.js';
 import { createDatabaseOn, testPool } from '../test/helpers/db.js';
-import { freePort } from '../test/helpers/process.js';
+import { freePort, type Running } from '../test/helpers/process.js';
 import { PubackDevices } from '../test/helpers/puback-devices.js';
 import { TcpProxy } from '../test/helpers/tcp-proxy.js';
 import { PrivateTimescale } from '../test/helpers/timescale-server.js';
@@ -268,10 +268,9 @@ export async function benchSoak(): Promise<void> {
     const stopMonitor = cleanup(() => clearInterval(monitor));
     // Which link carried the events: each edge's counters, read every second and added up across its restarts.
     const tallies = edges.map(() => new LinkTally());
-    const tallyTimer = setInterval(
-      () => void Promise.all(edges.map((e, k) => (e.alive ? (tallies[k] as LinkTally).read(e.current) : undefined))),
-      1_000,
-    );
+    const tallyTimer = setInterval(() => {
+      for (const [k, e] of edges.entries()) if (e.alive) void (tallies[k] as LinkTally).read(e.current);
+    }, 1_000);
     const stopTally = cleanup(() => clearInterval(tallyTimer));
     const ticker = setInterval(
       () =>
@@ -372,22 +371,48 @@ export async function benchSoak(): Promise<void> {
 
 /**
  * An edge's link counters over its lifetimes: sends (first and resends, single or in a batch), batches, and events
- * in batches. A counter that went down belongs to a restarted edge, so the last value of the old one is kept. Sends
- * between the last read and a kill -9 are not seen: the totals are lower bounds.
+ * in batches, the three from one scrape. Each lifetime is its own `Running` (a restart makes a new one): when the
+ * edge read is another, the last values of the one before are kept. One read at a time, so an older answer never
+ * lands after a newer one. Sends between the last read of a lifetime and its kill -9 are not seen: the totals are
+ * lower bounds.
  */
 class LinkTally {
+  private static readonly NAMES = [
+    'stockwire_edge_events_sent_total',
+    'stockwire_edge_batches_sent_total',
+    'stockwire_edge_batch_events_sum',
+  ];
   private done = [0, 0, 0];
   private last = [0, 0, 0];
+  private lifetime: Running | null = null;
+  private reading: Promise<void> = Promise.resolve();
 
-  async read(edge: Parameters<typeof metric>[0]): Promise<void> {
-    const now = await Promise.all(
-      ['stockwire_edge_events_sent_total', 'stockwire_edge_batches_sent_total', 'stockwire_edge_batch_events_sum'].map(
-        (name) => metric(edge, name),
-      ),
+  /** Reads `edge` after any read under way; returns when this one is done. */
+  read(edge: Running): Promise<void> {
+    this.reading = this.reading.then(() => this.readOnce(edge));
+    return this.reading;
+  }
+
+  private async readOnce(edge: Running): Promise<void> {
+    let text: string;
+    try {
+      const res = await fetch(`http://127.0.0.1:${edge.ports.http}/metrics`, { signal: AbortSignal.timeout(5_000) });
+      text = await res.text();
+    } catch {
+      return; // not answering (being killed): the next read counts
+    }
+    const lines = text.split('\n');
+    // The sum over a counter's series (sends are labelled by attempt).
+    const now = LinkTally.NAMES.map((name) =>
+      lines
+        .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
+        .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0),
     );
-    if (now.some(Number.isNaN)) return; // not answering (being killed): the next read counts
-    if (now.some((v, i) => v < (this.last[i] as number)))
+    if (edge !== this.lifetime) {
       this.done = this.done.map((d, i) => d + (this.last[i] as number));
+      this.last = [0, 0, 0];
+      this.lifetime = edge;
+    }
     this.last = now;
   }
 

@@ -143,7 +143,8 @@ export class Forwarder {
     });
     this.client = client;
     client.on('connect', () => {
-      // MQTT.js writes the PUBACK of every ack and stock message in a tick of its own: one writev per turn instead.
+      // MQTT.js writes the PUBACK of every QoS 1 message (acks, batch-acks, alerts) in a tick of its own: one writev per
+      // turn instead.
       if (this.coalesced !== client.stream) {
         this.coalesced = client.stream;
         coalesceWrites(client.stream);
@@ -169,8 +170,11 @@ export class Forwarder {
       const batchAck = this.batchAckTopic;
       // Stock and shelf values at QoS 0: they are last known values, each superseded by the next, and this session
       // is clean, so every reconnect subscribes again and central sends every retained value anew; TCP loses nothing
-      // within a connection. QoS 1 cost a PUBACK from here and an in-flight record at central per value (about one
-      // per event), for nothing the next connection would not repair. Acks, alerts and the batch-ack stay QoS 1.
+      // within a connection, and aedes writes to a slow client (or closes it after drainTimeout), never drops. QoS 1
+      // cost a PUBACK from here and an in-flight record at central per live value (about one per event), for nothing
+      // the next connection would not repair. (aedes still sends the retained values of a new subscription at their
+      // stored QoS 1.) Acks, alerts and the batch-ack stay QoS 1. CONTRACT §2 lists these topics at QoS 1, the QoS
+      // central publishes them with; the edge's own subscription taking them at 0 is proposed there (tenth session).
       client.subscribe(
         {
           [topics.ack(o.wh, '+')]: { qos: 1 },

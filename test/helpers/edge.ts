@@ -3,7 +3,7 @@ import { Edge, type EdgeOptions } from '../../gateway/edge.js';
 
 /**
  * An in-process edge on loopback ports chosen by the system, linked to `centralUrl` with a gateway credential: a
- * 64 MiB outbox with one device allowed all of it, resend after 2 s, keep-alive 5 s, silent unless TEST_LOG says.
+ * 64 MiB outbox (a device's share of it the default quarter), resend after 2 s, keep-alive 5 s, silent unless TEST_LOG says.
  * `options` overrides any of these.
  */
 export function testEdge(
