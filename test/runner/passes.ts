@@ -58,6 +58,8 @@ export const PLAIN_ONLY: Readonly<Record<string, string>> = {
   'test/gateway/faults.test.ts': 'the edge',
   'test/gateway/flood.test.ts': 'the edge under a flooding device',
   'test/gateway/mirror-order.test.ts': "the edge's mirror",
+  'test/gateway/mirror-reconnect.test.ts':
+    "the edge's mirror across a cut link (retained values resent on resubscribe)",
   'test/security/api-token.test.ts': 'HTTP authentication',
   'test/security/log-secrets.test.ts': 'what the logs say',
   'test/security/tls.test.ts': 'TLS listeners',
