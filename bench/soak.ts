@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { compare } from '../device-sim/verify.js';
-import { atProgress, metric, Proc, sleep, until } from '../test/faults/cluster.js';
+import { atProgress, metric, metrics, Proc, sleep, until } from '../test/faults/cluster.js';
 import { runRebuild } from '../test/faults/outcome.js';
 import { createDatabaseOn, testPool } from '../test/helpers/db.js';
 import { freePort, type Running } from '../test/helpers/process.js';
@@ -377,7 +377,7 @@ export async function benchSoak(): Promise<void> {
  * lower bounds.
  */
 class LinkTally {
-  private static readonly NAMES = [
+  private static readonly NAMES: string[] = [
     'stockwire_edge_events_sent_total',
     'stockwire_edge_batches_sent_total',
     'stockwire_edge_batch_events_sum',
@@ -394,20 +394,8 @@ class LinkTally {
   }
 
   private async readOnce(edge: Running): Promise<void> {
-    let text: string;
-    try {
-      const res = await fetch(`http://127.0.0.1:${edge.ports.http}/metrics`, { signal: AbortSignal.timeout(5_000) });
-      text = await res.text();
-    } catch {
-      return; // not answering (being killed): the next read counts
-    }
-    const lines = text.split('\n');
-    // The sum over a counter's series (sends are labelled by attempt).
-    const now = LinkTally.NAMES.map((name) =>
-      lines
-        .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
-        .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0),
-    );
+    const now = await metrics(edge, LinkTally.NAMES);
+    if (now.some(Number.isNaN)) return; // not answering (being killed): the next read counts
     if (edge !== this.lifetime) {
       this.done = this.done.map((d, i) => d + (this.last[i] as number));
       this.last = [0, 0, 0];

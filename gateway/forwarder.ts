@@ -168,13 +168,10 @@ export class Forwarder {
       o.metrics.linkChanges.inc({ state: 'up' });
       o.log.info({ url: redactUrl(o.centralUrl) }, 'connected to central');
       const batchAck = this.batchAckTopic;
-      // Stock and shelf values at QoS 0: they are last known values, each superseded by the next, and this session
-      // is clean, so every reconnect subscribes again and central sends every retained value anew; TCP loses nothing
-      // within a connection, and aedes writes to a slow client (or closes it after drainTimeout), never drops. QoS 1
-      // cost a PUBACK from here and an in-flight record at central per live value (about one per event), for nothing
-      // the next connection would not repair. (aedes still sends the retained values of a new subscription at their
-      // stored QoS 1.) Acks, alerts and the batch-ack stay QoS 1. CONTRACT §2 lists these topics at QoS 1, the QoS
-      // central publishes them with; the edge's own subscription taking them at 0 is proposed there (tenth session).
+      // Stock and shelf at QoS 0: each value is superseded by the next, TCP loses nothing within a connection, and
+      // this clean session subscribes again on every reconnect, when central sends every retained value anew. QoS 1
+      // cost a PUBACK here and an in-flight record at central per value, about one per event. (CONTRACT §2 lists them
+      // at QoS 1, as central publishes them; the edge taking them at 0 is proposed there.)
       client.subscribe(
         {
           [topics.ack(o.wh, '+')]: { qos: 1 },

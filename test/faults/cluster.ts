@@ -239,23 +239,31 @@ export async function warehouse(prefix: string, scannerCount = 10): Promise<Ware
   };
 }
 
-/** A sample of a process's /metrics: the first of that name carrying every given label; NaN when absent or unreachable. */
 /** A metric of a running process: the sum of the series `labels` select; NaN when none (or no answer). */
 export async function metric(r: Running, name: string, labels: Record<string, string> = {}): Promise<number> {
+  return (await metrics(r, [name], labels))[0] as number;
+}
+
+/** Several metrics of a running process from one scrape, each as `metric` reads it. */
+export async function metrics(r: Running, names: string[], labels: Record<string, string> = {}): Promise<number[]> {
+  let text: string;
   try {
-    const text = await (
+    text = await (
       await fetch(`http://127.0.0.1:${r.ports.http}/metrics`, { signal: AbortSignal.timeout(5_000) })
     ).text();
-    const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-    // The sum over every series the labels select: known label values start at 0, so a partial selection (a reason,
-    // whatever the kind) matches several series, and the first of them is not the one that moved.
-    const lines = text
-      .split('\n')
-      .filter((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && pairs.every((p) => l.includes(p)));
-    return lines.length === 0 ? NaN : lines.reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
   } catch {
-    return NaN;
+    return names.map(() => NaN);
   }
+  const pairs = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  const all = text.split('\n');
+  // The sum over every series the labels select: known label values start at 0, so a partial selection (a reason,
+  // whatever the kind) matches several series, and the first of them is not the one that moved.
+  return names.map((name) => {
+    const lines = all.filter(
+      (l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && pairs.every((p) => l.includes(p)),
+    );
+    return lines.length === 0 ? NaN : lines.reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+  });
 }
 
 /**
